@@ -21,7 +21,7 @@ ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 
 if [[ -z "${K8S_VERSION:-}" ]]; then
   # k8s.io/api v0.37.2 is released together with Kubernetes v1.37.2.
-  api_version="$(awk '$1 == "k8s.io/api" { print $2; exit } $1 == "require" && $2 == "k8s.io/api" { print $3; exit }' "${repo_root}/go.mod")"
+  api_version="$(cd "${repo_root}" && GOFLAGS=-mod=mod go list -m -f '{{.Version}}' k8s.io/api 2>/dev/null || true)"
   if [[ ! "${api_version}" =~ ^v0\.([0-9]+)\.([0-9]+)$ ]]; then
     echo "setup-envtest: cannot derive the Kubernetes version from k8s.io/api ${api_version:-<missing>} in go.mod" >&2
     exit 1

@@ -1,0 +1,49 @@
+package v1alpha1
+
+// Condition types. Every condition carries observedGeneration and is
+// recomputed from observation on every reconcile.
+const (
+	// ReadyCondition (normal polarity: True is good) summarises the object:
+	// its references resolve, its spec is usable and, once the collector is
+	// running, its figures are live.
+	ReadyCondition = "Ready"
+
+	// ReconcilingCondition (abnormal polarity: present only while True) says
+	// the controller is still working towards Ready, for example waiting for
+	// a referenced object to appear. kstatus reports such an object as
+	// InProgress.
+	ReconcilingCondition = "Reconciling"
+
+	// StalledCondition (abnormal polarity: present only while True) says the
+	// spec cannot be acted on until it is changed. kstatus reports such an
+	// object as Failed.
+	StalledCondition = "Stalled"
+
+	// TargetMetCondition (normal polarity) on a CXTarget is True while the
+	// objective is met, False while it is breached or at risk, and Unknown
+	// while there are too few samples to say.
+	TargetMetCondition = "TargetMet"
+)
+
+// Condition reasons, shared by all kinds.
+const (
+	// ReconciledReason: the object's references resolve and its spec is usable.
+	ReconciledReason = "Reconciled"
+
+	// InvalidSpecReason: the spec passed schema validation but cannot be used
+	// (an unknown time zone, a cron expression that never fires, ...).
+	InvalidSpecReason = "InvalidSpec"
+
+	// TouchpointNotFoundReason: a referenced Touchpoint does not exist.
+	TouchpointNotFoundReason = "TouchpointNotFound"
+
+	// SurveyNotFoundReason: a referenced Survey does not exist.
+	SurveyNotFoundReason = "SurveyNotFound"
+
+	// JourneyNotFoundReason: a referenced Journey does not exist.
+	JourneyNotFoundReason = "JourneyNotFound"
+
+	// ObjectiveMismatchReason: a CXTarget's objective cannot be measured on
+	// its subject (for example an NPS objective on a CSAT Survey).
+	ObjectiveMismatchReason = "ObjectiveMismatch"
+)

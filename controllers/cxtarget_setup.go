@@ -1,0 +1,28 @@
+package controllers
+
+import (
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+
+	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
+)
+
+// SetupWithManager registers the CXTarget reconciler. Changes to a subject's
+// spec matter too (a Survey's type, a Touchpoint's threshold), so subjects
+// are watched for creation, deletion and generation changes.
+func (r *CXTargetReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	c := mgr.GetClient()
+	bySubject := func(kind string) func(client.Object) string {
+		return func(o client.Object) string { return subjectKey(kind, o.GetName()) }
+	}
+	subjectChanged := builder.WithPredicates(predicate.GenerationChangedPredicate{})
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&cxv1.CXTarget{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&cxv1.Journey{}, enqueueReferrers(c, &cxv1.CXTargetList{}, targetSubjectIndex, bySubject("Journey")), subjectChanged).
+		Watches(&cxv1.Touchpoint{}, enqueueReferrers(c, &cxv1.CXTargetList{}, targetSubjectIndex, bySubject("Touchpoint")), subjectChanged).
+		Watches(&cxv1.Survey{}, enqueueReferrers(c, &cxv1.CXTargetList{}, targetSubjectIndex, bySubject("Survey")), subjectChanged).
+		Named("cxtarget").
+		Complete(r)
+}

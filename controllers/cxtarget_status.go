@@ -1,0 +1,103 @@
+package controllers
+
+import (
+	"fmt"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
+)
+
+// checkCXTargetSpec reports what the schema cannot: durations that overflow.
+func checkCXTargetSpec(spec *cxv1.CXTargetSpec) error {
+	errs := []error{checkDuration("spec.window", spec.Window)}
+	if wt := spec.Objective.WaitTime; wt != nil {
+		errs = append(errs, checkDuration("spec.objective.waitTime.threshold", wt.Threshold))
+	}
+	return firstError(errs...)
+}
+
+// objectiveMismatch explains why the objective cannot be measured on the
+// subject, or returns "" when it can. The schema already pairs objectives
+// with subject kinds; this checks what needs the subject itself.
+func objectiveMismatch(spec *cxv1.CXTargetSpec, subject client.Object) string {
+	obj := spec.Objective
+	switch s := subject.(type) {
+	case *cxv1.Survey:
+		want := objectiveSurveyType(obj)
+		if want != "" && s.Spec.Type != want {
+			return fmt.Sprintf("spec.objective.%s needs a %s survey, but Survey %q is of type %s",
+				objectiveName(obj), want, s.Name, s.Spec.Type)
+		}
+	case *cxv1.Touchpoint:
+		if obj.WaitTime != nil && obj.WaitTime.Threshold == "" && s.Spec.WaitTime == nil {
+			return fmt.Sprintf("spec.objective.waitTime.threshold is not set and Touchpoint %q has no spec.waitTime.threshold", s.Name)
+		}
+	}
+	return ""
+}
+
+// objectiveSurveyType returns the survey type a score objective is measured
+// on, or "" for objectives that are not scores.
+func objectiveSurveyType(obj cxv1.Objective) cxv1.SurveyType {
+	switch {
+	case obj.NPS != nil:
+		return cxv1.SurveyTypeNPS
+	case obj.CSAT != nil:
+		return cxv1.SurveyTypeCSAT
+	case obj.CES != nil:
+		return cxv1.SurveyTypeCES
+	}
+	return ""
+}
+
+// objectiveName returns the JSON name of the objective that is set.
+func objectiveName(obj cxv1.Objective) string {
+	switch {
+	case obj.NPS != nil:
+		return "nps"
+	case obj.CSAT != nil:
+		return "csat"
+	case obj.CES != nil:
+		return "ces"
+	case obj.WaitTime != nil:
+		return "waitTime"
+	case obj.ResponseRate != nil:
+		return "responseRate"
+	case obj.FirstContactResolution != nil:
+		return "firstContactResolution"
+	}
+	return ""
+}
+
+// objectiveText renders the objective for people, as status.objective and
+// the Objective printer column show it: ">= 40", ">= 85%", "95% <= 2m".
+func objectiveText(obj cxv1.Objective) string {
+	switch {
+	case obj.NPS != nil:
+		return fmt.Sprintf(">= %d", obj.NPS.Min)
+	case obj.CSAT != nil:
+		return fmt.Sprintf(">= %s%%", obj.CSAT.Min.String())
+	case obj.CES != nil:
+		return fmt.Sprintf(">= %s", obj.CES.Min.String())
+	case obj.WaitTime != nil:
+		threshold := string(obj.WaitTime.Threshold)
+		if threshold == "" {
+			threshold = "threshold"
+		}
+		return fmt.Sprintf("%s%% <= %s", obj.WaitTime.Percent.String(), threshold)
+	case obj.ResponseRate != nil:
+		return fmt.Sprintf(">= %s%%", obj.ResponseRate.Min.String())
+	case obj.FirstContactResolution != nil:
+		return fmt.Sprintf(">= %s%%", obj.FirstContactResolution.Min.String())
+	}
+	return ""
+}
+
+// setCXTargetStatus writes the conditions, objective text and
+// observedGeneration that obs implies.
+func setCXTargetStatus(cxt *cxv1.CXTarget, obs readiness) {
+	setReadinessConditions(&cxt.Status.Conditions, cxt.Generation, obs)
+	cxt.Status.Objective = objectiveText(cxt.Spec.Objective)
+	cxt.Status.ObservedGeneration = cxt.Generation
+}

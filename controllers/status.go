@@ -1,0 +1,165 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
+)
+
+// reconcileAction is the action recorded on events this package emits.
+const reconcileAction = "Reconcile"
+
+// missingRef is a referenced object that does not exist.
+type missingRef struct {
+	Kind string
+	Name string
+}
+
+// readiness is what one reconcile concluded about an object, before it is
+// turned into conditions. The zero value means "ready".
+type readiness struct {
+	// invalid is set when the spec cannot be used until it is changed.
+	invalid error
+	// missing lists references that do not resolve, in spec order.
+	missing []missingRef
+	// mismatch is set when references resolve but do not fit together
+	// (CXTarget only); the object waits for either side to change.
+	mismatch string
+}
+
+// readyCondition returns the Ready condition for r.
+func (r readiness) readyCondition(generation int64) metav1.Condition {
+	c := metav1.Condition{
+		Type:               cxv1.ReadyCondition,
+		Status:             metav1.ConditionTrue,
+		ObservedGeneration: generation,
+		Reason:             cxv1.ReconciledReason,
+		Message:            "All references resolve",
+	}
+	switch {
+	case r.invalid != nil:
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, cxv1.InvalidSpecReason, r.invalid.Error()
+	case len(r.missing) > 0:
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, notFoundReason(r.missing[0].Kind), missingMessage(r.missing)
+	case r.mismatch != "":
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, cxv1.ObjectiveMismatchReason, r.mismatch
+	}
+	return c
+}
+
+// setReadinessConditions recomputes Ready, Reconciling and Stalled from r.
+// Reconciling (waiting for references) and Stalled (spec unusable) are
+// present only while true, as kstatus expects. lastTransitionTime is kept
+// when a condition's status does not change.
+func setReadinessConditions(conditions *[]metav1.Condition, generation int64, r readiness) {
+	ready := r.readyCondition(generation)
+	meta.SetStatusCondition(conditions, ready)
+
+	if ready.Status == metav1.ConditionFalse && ready.Reason != cxv1.InvalidSpecReason {
+		meta.SetStatusCondition(conditions, metav1.Condition{
+			Type: cxv1.ReconcilingCondition, Status: metav1.ConditionTrue,
+			ObservedGeneration: generation, Reason: ready.Reason, Message: ready.Message,
+		})
+	} else {
+		meta.RemoveStatusCondition(conditions, cxv1.ReconcilingCondition)
+	}
+
+	if ready.Reason == cxv1.InvalidSpecReason {
+		meta.SetStatusCondition(conditions, metav1.Condition{
+			Type: cxv1.StalledCondition, Status: metav1.ConditionTrue,
+			ObservedGeneration: generation, Reason: ready.Reason, Message: ready.Message,
+		})
+	} else {
+		meta.RemoveStatusCondition(conditions, cxv1.StalledCondition)
+	}
+}
+
+func notFoundReason(kind string) string {
+	switch kind {
+	case "Touchpoint":
+		return cxv1.TouchpointNotFoundReason
+	case "Survey":
+		return cxv1.SurveyNotFoundReason
+	case "Journey":
+		return cxv1.JourneyNotFoundReason
+	}
+	return kind + "NotFound"
+}
+
+// missingMessage names every missing reference, grouped by kind in the order
+// the kinds first appear: `Touchpoints "a", "b" not found; Survey "c" not found`.
+func missingMessage(missing []missingRef) string {
+	var kinds []string
+	names := map[string][]string{}
+	for _, m := range missing {
+		if _, seen := names[m.Kind]; !seen {
+			kinds = append(kinds, m.Kind)
+		}
+		names[m.Kind] = append(names[m.Kind], fmt.Sprintf("%q", m.Name))
+	}
+	parts := make([]string, 0, len(kinds))
+	for _, k := range kinds {
+		n := names[k]
+		sort.Strings(n)
+		noun := k
+		if len(n) > 1 {
+			noun += "s"
+		}
+		parts = append(parts, fmt.Sprintf("%s %s not found", noun, strings.Join(n, ", ")))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// readyTransition reports whether the Ready condition changed status or
+// reason between before and after; events are emitted only then.
+func readyTransition(before, after []metav1.Condition) (metav1.Condition, bool) {
+	now := meta.FindStatusCondition(after, cxv1.ReadyCondition)
+	if now == nil {
+		return metav1.Condition{}, false
+	}
+	was := meta.FindStatusCondition(before, cxv1.ReadyCondition)
+	if was != nil && was.Status == now.Status && was.Reason == now.Reason {
+		return *now, false
+	}
+	return *now, true
+}
+
+// recordReadyTransition emits an event when Ready changed: Normal when the
+// object became ready, Warning otherwise, with the condition's reason.
+func recordReadyTransition(rec events.EventRecorder, obj client.Object, before, after []metav1.Condition) {
+	c, changed := readyTransition(before, after)
+	if !changed || rec == nil {
+		return
+	}
+	eventType := corev1.EventTypeWarning
+	if c.Status == metav1.ConditionTrue {
+		eventType = corev1.EventTypeNormal
+	}
+	rec.Eventf(obj, nil, eventType, c.Reason, reconcileAction, "%s", c.Message)
+}
+
+// patchStatus writes obj's status with one merge patch against orig, and
+// only when it changed, so an idle object costs no write.
+func patchStatus(ctx context.Context, c client.Client, orig, obj client.Object) error {
+	patch := client.MergeFrom(orig)
+	data, err := patch.Data(obj)
+	if err != nil {
+		return fmt.Errorf("compute status patch: %w", err)
+	}
+	if string(data) == "{}" {
+		return nil
+	}
+	if err := c.Status().Patch(ctx, obj, patch); err != nil {
+		return fmt.Errorf("patch status: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,50 @@
+package controllers
+
+import (
+	"context"
+
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
+)
+
+// TouchpointReconciler checks a Touchpoint's spec and reports it in status.
+type TouchpointReconciler struct {
+	client.Client
+	Recorder events.EventRecorder
+}
+
+// +kubebuilder:rbac:groups=cx.cxop.dev,resources=touchpoints,verbs=get;list;watch
+// +kubebuilder:rbac:groups=cx.cxop.dev,resources=touchpoints/status,verbs=get;patch;update
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile brings one Touchpoint's status up to date.
+func (r *TouchpointReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
+	tp := &cxv1.Touchpoint{}
+	if err := r.Get(ctx, req.NamespacedName, tp); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !tp.DeletionTimestamp.IsZero() {
+		// Nothing outside the cluster to clean up; owned objects are
+		// garbage-collected.
+		return ctrl.Result{}, nil
+	}
+	orig := tp.DeepCopy()
+
+	obs := readiness{invalid: checkTouchpointSpec(&tp.Spec)}
+
+	setTouchpointStatus(tp, obs)
+	recordReadyTransition(r.Recorder, tp, orig.Status.Conditions, tp.Status.Conditions)
+	if err := patchStatus(ctx, r.Client, orig, tp); err != nil {
+		return ctrl.Result{}, err
+	}
+	if obs.invalid != nil {
+		// Retrying cannot help until the spec changes, which triggers a
+		// new reconcile by itself.
+		return ctrl.Result{}, reconcile.TerminalError(obs.invalid)
+	}
+	return ctrl.Result{}, nil
+}
