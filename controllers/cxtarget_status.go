@@ -3,6 +3,7 @@ package controllers
 import (
 	"fmt"
 
+	"k8s.io/apimachinery/pkg/api/resource"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
@@ -77,19 +78,19 @@ func objectiveText(obj cxv1.Objective) string {
 	case obj.NPS != nil:
 		return fmt.Sprintf(">= %d", obj.NPS.Min)
 	case obj.CSAT != nil:
-		return fmt.Sprintf(">= %s%%", obj.CSAT.Min.String())
+		return fmt.Sprintf(">= %s%%", decimal(obj.CSAT.Min))
 	case obj.CES != nil:
-		return fmt.Sprintf(">= %s", obj.CES.Min.String())
+		return fmt.Sprintf(">= %s", decimal(obj.CES.Min))
 	case obj.WaitTime != nil:
 		threshold := string(obj.WaitTime.Threshold)
 		if threshold == "" {
 			threshold = "threshold"
 		}
-		return fmt.Sprintf("%s%% <= %s", obj.WaitTime.Percent.String(), threshold)
+		return fmt.Sprintf("%s%% <= %s", decimal(obj.WaitTime.Percent), threshold)
 	case obj.ResponseRate != nil:
-		return fmt.Sprintf(">= %s%%", obj.ResponseRate.Min.String())
+		return fmt.Sprintf(">= %s%%", decimal(obj.ResponseRate.Min))
 	case obj.FirstContactResolution != nil:
-		return fmt.Sprintf(">= %s%%", obj.FirstContactResolution.Min.String())
+		return fmt.Sprintf(">= %s%%", decimal(obj.FirstContactResolution.Min))
 	}
 	return ""
 }
@@ -100,4 +101,10 @@ func setCXTargetStatus(cxt *cxv1.CXTarget, obs readiness) {
 	setReadinessConditions(&cxt.Status.Conditions, cxt.Generation, obs)
 	cxt.Status.Objective = objectiveText(cxt.Spec.Objective)
 	cxt.Status.ObservedGeneration = cxt.Generation
+}
+
+// decimal renders a quantity as a plain decimal ("99.5"), not in the
+// canonical quantity form ("99500m") that String returns.
+func decimal(q resource.Quantity) string {
+	return q.AsDec().String()
 }

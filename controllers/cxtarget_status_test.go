@@ -1,0 +1,74 @@
+package controllers
+
+import (
+	"testing"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
+)
+
+func TestObjectiveText(t *testing.T) {
+	q := resource.MustParse
+	for _, tc := range []struct {
+		obj  cxv1.Objective
+		want string
+	}{
+		{cxv1.Objective{NPS: &cxv1.NPSObjective{Min: 40}}, ">= 40"},
+		{cxv1.Objective{NPS: &cxv1.NPSObjective{Min: -10}}, ">= -10"},
+		{cxv1.Objective{CSAT: &cxv1.PercentObjective{Min: q("85")}}, ">= 85%"},
+		{cxv1.Objective{CES: &cxv1.CESObjective{Min: q("5.5")}}, ">= 5.5"},
+		{cxv1.Objective{WaitTime: &cxv1.WaitTimeObjective{Threshold: "2m", Percent: q("95")}}, "95% <= 2m"},
+		{cxv1.Objective{WaitTime: &cxv1.WaitTimeObjective{Percent: q("99.5")}}, "99.5% <= threshold"},
+		{cxv1.Objective{ResponseRate: &cxv1.PercentObjective{Min: q("20")}}, ">= 20%"},
+		{cxv1.Objective{FirstContactResolution: &cxv1.PercentObjective{Min: q("70")}}, ">= 70%"},
+	} {
+		if got := objectiveText(tc.obj); got != tc.want {
+			t.Errorf("objectiveText(%s) = %q, want %q", objectiveName(tc.obj), got, tc.want)
+		}
+	}
+}
+
+func TestObjectiveMismatch(t *testing.T) {
+	survey := func(typ cxv1.SurveyType) *cxv1.Survey {
+		return &cxv1.Survey{ObjectMeta: metav1.ObjectMeta{Name: "s"}, Spec: cxv1.SurveySpec{Type: typ}}
+	}
+	chat := &cxv1.Touchpoint{ObjectMeta: metav1.ObjectMeta{Name: "chat"}, Spec: cxv1.TouchpointSpec{Channel: cxv1.ChannelChat}}
+	chatWithThreshold := chat.DeepCopy()
+	chatWithThreshold.Spec.WaitTime = &cxv1.WaitTimeSpec{Threshold: "2m"}
+	wait := func(threshold cxv1.Duration) cxv1.Objective {
+		return cxv1.Objective{WaitTime: &cxv1.WaitTimeObjective{Threshold: threshold, Percent: resource.MustParse("95")}}
+	}
+	for _, tc := range []struct {
+		name    string
+		obj     cxv1.Objective
+		subject interface{}
+		want    string
+	}{
+		{"nps on nps", cxv1.Objective{NPS: &cxv1.NPSObjective{Min: 40}}, survey(cxv1.SurveyTypeNPS), ""},
+		{"nps on csat", cxv1.Objective{NPS: &cxv1.NPSObjective{Min: 40}}, survey(cxv1.SurveyTypeCSAT),
+			`spec.objective.nps needs a NPS survey, but Survey "s" is of type CSAT`},
+		{"ces on nps", cxv1.Objective{CES: &cxv1.CESObjective{Min: resource.MustParse("5")}}, survey(cxv1.SurveyTypeNPS),
+			`spec.objective.ces needs a CES survey, but Survey "s" is of type NPS`},
+		{"response rate on any survey", cxv1.Objective{ResponseRate: &cxv1.PercentObjective{Min: resource.MustParse("20")}}, survey(cxv1.SurveyTypeCES), ""},
+		{"wait with own threshold", wait("2m"), chat, ""},
+		{"wait with touchpoint threshold", wait(""), chatWithThreshold, ""},
+		{"wait with no threshold anywhere", wait(""), chat,
+			`spec.objective.waitTime.threshold is not set and Touchpoint "chat" has no spec.waitTime.threshold`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			spec := &cxv1.CXTargetSpec{Objective: tc.obj}
+			var got string
+			switch s := tc.subject.(type) {
+			case *cxv1.Survey:
+				got = objectiveMismatch(spec, s)
+			case *cxv1.Touchpoint:
+				got = objectiveMismatch(spec, s)
+			}
+			if got != tc.want {
+				t.Errorf("objectiveMismatch() = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

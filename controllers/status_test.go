@@ -1,0 +1,112 @@
+package controllers
+
+import (
+	"errors"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
+)
+
+func TestMissingMessage(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		missing []missingRef
+		want    string
+	}{
+		{"one", []missingRef{{"Touchpoint", "chat"}}, `Touchpoint "chat" not found`},
+		{"plural, sorted", []missingRef{{"Touchpoint", "phone"}, {"Touchpoint", "chat"}}, `Touchpoints "chat", "phone" not found`},
+		{"kinds in order of appearance", []missingRef{{"Survey", "nps"}, {"Touchpoint", "web"}, {"Survey", "csat"}},
+			`Surveys "csat", "nps" not found; Touchpoint "web" not found`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := missingMessage(tc.missing); got != tc.want {
+				t.Errorf("missingMessage() = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestSetReadinessConditions(t *testing.T) {
+	type cond struct {
+		status metav1.ConditionStatus
+		reason string
+	}
+	for _, tc := range []struct {
+		name        string
+		obs         readiness
+		ready       cond
+		reconciling *cond
+		stalled     *cond
+	}{
+		{"ready", readiness{}, cond{metav1.ConditionTrue, cxv1.ReconciledReason}, nil, nil},
+		{"missing reference waits, not stalled",
+			readiness{missing: []missingRef{{"Journey", "shop"}}},
+			cond{metav1.ConditionFalse, cxv1.JourneyNotFoundReason},
+			&cond{metav1.ConditionTrue, cxv1.JourneyNotFoundReason}, nil},
+		{"invalid spec stalls",
+			readiness{invalid: errors.New("spec.window: bad")},
+			cond{metav1.ConditionFalse, cxv1.InvalidSpecReason},
+			nil, &cond{metav1.ConditionTrue, cxv1.InvalidSpecReason}},
+		{"invalid wins over missing",
+			readiness{invalid: errors.New("spec.window: bad"), missing: []missingRef{{"Survey", "x"}}},
+			cond{metav1.ConditionFalse, cxv1.InvalidSpecReason},
+			nil, &cond{metav1.ConditionTrue, cxv1.InvalidSpecReason}},
+		{"mismatch waits for a change",
+			readiness{mismatch: "spec.objective.nps needs a NPS survey"},
+			cond{metav1.ConditionFalse, cxv1.ObjectiveMismatchReason},
+			&cond{metav1.ConditionTrue, cxv1.ObjectiveMismatchReason}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// Start from the opposite verdict to prove stale conditions go.
+			conds := []metav1.Condition{
+				{Type: cxv1.StalledCondition, Status: metav1.ConditionTrue, Reason: "Old"},
+				{Type: cxv1.ReconcilingCondition, Status: metav1.ConditionTrue, Reason: "Old"},
+			}
+			setReadinessConditions(&conds, 7, tc.obs)
+			check := func(typ string, want *cond) {
+				t.Helper()
+				got := meta.FindStatusCondition(conds, typ)
+				if want == nil {
+					if got != nil {
+						t.Errorf("%s = %s/%s, want absent", typ, got.Status, got.Reason)
+					}
+					return
+				}
+				if got == nil {
+					t.Fatalf("%s absent, want %s/%s", typ, want.status, want.reason)
+				}
+				if got.Status != want.status || got.Reason != want.reason || got.ObservedGeneration != 7 {
+					t.Errorf("%s = %s/%s gen %d, want %s/%s gen 7", typ, got.Status, got.Reason, got.ObservedGeneration, want.status, want.reason)
+				}
+			}
+			check(cxv1.ReadyCondition, &tc.ready)
+			check(cxv1.ReconcilingCondition, tc.reconciling)
+			check(cxv1.StalledCondition, tc.stalled)
+		})
+	}
+}
+
+func TestReadyTransition(t *testing.T) {
+	ready := func(s metav1.ConditionStatus, reason string) []metav1.Condition {
+		return []metav1.Condition{{Type: cxv1.ReadyCondition, Status: s, Reason: reason}}
+	}
+	for _, tc := range []struct {
+		name          string
+		before, after []metav1.Condition
+		want          bool
+	}{
+		{"first verdict", nil, ready(metav1.ConditionTrue, cxv1.ReconciledReason), true},
+		{"unchanged", ready(metav1.ConditionTrue, cxv1.ReconciledReason), ready(metav1.ConditionTrue, cxv1.ReconciledReason), false},
+		{"flip", ready(metav1.ConditionTrue, cxv1.ReconciledReason), ready(metav1.ConditionFalse, cxv1.TouchpointNotFoundReason), true},
+		{"new reason", ready(metav1.ConditionFalse, cxv1.TouchpointNotFoundReason), ready(metav1.ConditionFalse, cxv1.SurveyNotFoundReason), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, got := readyTransition(tc.before, tc.after); got != tc.want {
+				t.Errorf("readyTransition() = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
