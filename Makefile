@@ -75,9 +75,11 @@ build: ## Build the cxop binary into bin/.
 run: manifests generate ## Run the manager against the cluster in the current kubeconfig.
 	$(GO) run . manager
 
+DEV_DIR ?= .dev
+
 .PHONY: dev
-dev: ## Run cxop locally with no cluster (arrives with the reconcilers issue; see README).
-	@echo "make dev is not available yet: it arrives with collector provisioning. Until then see the README's 'Try it' section." >&2; exit 2
+dev: manifests build ## Run a local control plane and the manager with no cluster; state in $(DEV_DIR).
+	$(LOCALBIN)/cxop dev --dir $(DEV_DIR) --assets "$$(hack/setup-envtest.sh | tail -n 1)"
 
 ##@ Deployment
 

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"os"
@@ -24,10 +25,12 @@ import (
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
 	"github.com/cxop-dev/cxop/controllers"
+	"github.com/cxop-dev/cxop/internal/devenv"
 )
 
 func main() {
-	if err := newRootCommand().Execute(); err != nil {
+	ctx := ctrl.SetupSignalHandler()
+	if err := newRootCommand().ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "cxop:", err)
 		os.Exit(1)
 	}
@@ -46,7 +49,7 @@ func newRootCommand() *cobra.Command {
 		RunE:          manager.RunE,
 	}
 	root.Flags().AddFlagSet(manager.Flags())
-	root.AddCommand(manager)
+	root.AddCommand(manager, devenv.NewCommand())
 	return root
 }
 
@@ -65,7 +68,7 @@ func newManagerCommand() *cobra.Command {
 		Short: "Run the controller manager (the default)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runManager(opts)
+			return runManager(cmd.Context(), opts)
 		},
 	}
 	f := cmd.Flags()
@@ -89,7 +92,7 @@ func newScheme() (*runtime.Scheme, error) {
 	return scheme, nil
 }
 
-func runManager(opts *managerOptions) error {
+func runManager(ctx context.Context, opts *managerOptions) error {
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts.zap)))
 	scheme, err := newScheme()
 	utilruntime.Must(err)
@@ -108,7 +111,6 @@ func runManager(opts *managerOptions) error {
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}
-	ctx := ctrl.SetupSignalHandler()
 	if err := controllers.SetupWithManager(ctx, mgr); err != nil {
 		return err
 	}
