@@ -43,7 +43,7 @@ func (r readiness) readyCondition(generation int64) metav1.Condition {
 		Status:             metav1.ConditionTrue,
 		ObservedGeneration: generation,
 		Reason:             cxv1.ReconciledReason,
-		Message:            "All references resolve",
+		Message:            "Spec is valid and every reference resolves",
 	}
 	switch {
 	case r.invalid != nil:

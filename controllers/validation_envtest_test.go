@@ -20,6 +20,7 @@ var _ = Describe("API validation", func() {
 			Expect(apierrors.IsInvalid(err)).To(BeTrue(), "want 422 Invalid, got %v", err)
 			Expect(err.Error()).To(ContainSubstring(wantField))
 			Expect(err.Error()).To(ContainSubstring(wantMessage))
+			GinkgoWriter.Println(err.Error())
 		},
 		Entry("a Touchpoint channel outside the enum", `
 apiVersion: cx.cxop.dev/v1alpha1
