@@ -6,10 +6,12 @@
 IMG ?= ghcr.io/cxop-dev/cxop:dev
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 KUSTOMIZE_VERSION ?= v5.8.1
+HELM_VERSION ?= v4.3.1
 
 LOCALBIN ?= $(CURDIR)/bin
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 KUSTOMIZE ?= $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
+HELM ?= $(LOCALBIN)/helm-$(HELM_VERSION)
 
 GO ?= go
 # Ginkgo prints a spec per line with -v; keep test output readable in CI.
@@ -34,6 +36,7 @@ help: ## Show this help.
 manifests: controller-gen ## Generate CRDs and RBAC from the API types and markers.
 	$(CONTROLLER_GEN) rbac:roleName=manager-role crd:allowDangerousTypes=false paths="./..." \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	hack/sync-chart.sh
 
 .PHONY: generate
 generate: controller-gen ## Generate deepcopy code.
@@ -52,8 +55,8 @@ envtest: ## Build kube-apiserver, etcd and kubectl from their Go modules (cached
 	@hack/setup-envtest.sh | tail -n 1
 
 .PHONY: test
-test: manifests generate vet ## Run the unit and envtest suites against a control plane built from source.
-	KUBEBUILDER_ASSETS="$$(hack/setup-envtest.sh | tail -n 1)" $(GO) test $(GO_TEST_FLAGS) ./...
+test: manifests generate vet helm ## Run the unit and envtest suites against a control plane built from source.
+	KUBEBUILDER_ASSETS="$$(hack/setup-envtest.sh | tail -n 1)" HELM=$(HELM) $(GO) test $(GO_TEST_FLAGS) ./...
 
 .PHONY: verify
 verify: manifests generate kustomize ## Regenerate everything and fail if the tree differs from what is committed.
@@ -111,3 +114,10 @@ $(KUSTOMIZE):
 	@mkdir -p $(LOCALBIN)
 	GOBIN=$(LOCALBIN) GOFLAGS=-mod=mod $(GO) install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
 	mv -f $(LOCALBIN)/kustomize $@
+
+.PHONY: helm
+helm: $(HELM) ## Build helm into bin/.
+$(HELM):
+	@mkdir -p $(LOCALBIN)
+	GOBIN=$(LOCALBIN) GOFLAGS=-mod=mod $(GO) install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
+	mv -f $(LOCALBIN)/helm $@

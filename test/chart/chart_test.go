@@ -1,0 +1,73 @@
+// Package chart tests charts/cxop against a real API server: its CRDs
+// install, and every object it renders passes server-side validation.
+package chart
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+)
+
+func TestChartRendersValidObjects(t *testing.T) {
+	helm := os.Getenv("HELM")
+	if helm == "" || os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		t.Fatal(`HELM and KUBEBUILDER_ASSETS must be set: run "make test"`)
+	}
+	chart := filepath.Join("..", "..", "charts", "cxop")
+
+	if out, err := exec.Command(helm, "lint", "--strict", chart).CombinedOutput(); err != nil {
+		t.Fatalf("helm lint: %v\n%s", err, out)
+	}
+
+	env := &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join(chart, "crds")},
+		ErrorIfCRDPathMissing: true,
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		t.Fatalf("start control plane with the chart's CRDs: %v", err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	c, err := client.New(cfg, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for _, values := range [][]string{
+		nil,
+		{"--set", "leaderElection=false", "--set", "rbac.aggregateToDefaultRoles=false", "--set", "replicas=2"},
+	} {
+		args := append([]string{"template", "cxop", chart, "--namespace", "default"}, values...)
+		out, err := exec.Command(helm, args...).Output()
+		if err != nil {
+			t.Fatalf("helm %s: %v", strings.Join(args, " "), err)
+		}
+		kinds := map[string]int{}
+		dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(out), 4096)
+		for {
+			u := &unstructured.Unstructured{}
+			if err := dec.Decode(&u.Object); err != nil {
+				break
+			}
+			if len(u.Object) == 0 {
+				continue
+			}
+			kinds[u.GetKind()]++
+			if err := c.Create(context.Background(), u, client.DryRunAll); err != nil {
+				t.Errorf("helm %s: %s %s rejected by the API server: %v", strings.Join(values, " "), u.GetKind(), u.GetName(), err)
+			}
+		}
+		if kinds["Deployment"] != 1 || kinds["ClusterRole"] == 0 || kinds["ServiceAccount"] != 1 {
+			t.Errorf("helm %s rendered %v; want a Deployment, a ServiceAccount and ClusterRoles", strings.Join(values, " "), kinds)
+		}
+	}
+}
