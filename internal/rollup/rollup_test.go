@@ -23,9 +23,9 @@ func TestWindowEdges(t *testing.T) {
 	now := t0.Add(30 * time.Second) // 12:00:30
 	s := NewSet(DefaultRetention)
 	s.Apply(&Batch{Events: []NamedEvent{
-		ev(t0.Add(-time.Hour+time.Minute), 1, 1, true),              // 11:01:00, first instant of a 1h window
+		ev(t0.Add(-time.Hour+time.Minute), 1, 1, true),                 // 11:01:00, first instant of a 1h window
 		ev(t0.Add(-time.Hour+time.Minute-time.Nanosecond), 2, 1, true), // 11:00:59.999999999, just before it
-		ev(t0.Add(29*time.Second), 3, 1, true),                        // 12:00:29, the current minute
+		ev(t0.Add(29*time.Second), 3, 1, true),                         // 12:00:29, the current minute
 		ev(t0.Add(-2*time.Hour), 4, 1, false),
 	}})
 	cases := []struct {
