@@ -1,0 +1,511 @@
+// Package store is the collector's durable state on its data directory:
+// raw records (kept for export and recount), idempotency keys and
+// checkpointed rollups, in one Pebble database. Writes go through a single
+// committer that group-commits whatever requests are queued into one
+// fsync'd batch, so concurrent requests share a sync and a record is
+// counted exactly once.
+package store
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cxop-dev/cxop/internal/rollup"
+)
+
+// Errors a caller maps to HTTP answers.
+var (
+	// ErrOverloaded means the ingest queue is full: retry later.
+	ErrOverloaded = errors.New("ingest queue is full")
+	// ErrClosed means the store is shutting down.
+	ErrClosed = errors.New("store is closed")
+)
+
+// Options configure a Store.
+type Options struct {
+	Dir       string
+	Retention rollup.Retention
+	// CheckpointInterval bounds how much a restart replays. Default 5s.
+	CheckpointInterval time.Duration
+	// QueueLength is how many requests may wait for the committer; beyond
+	// it Submit returns ErrOverloaded. Default 256.
+	QueueLength int
+	// MaxGroupRecords caps one group commit. Default 20,000.
+	MaxGroupRecords int
+	// Rebuild drops the checkpointed rollups and recounts every raw record.
+	Rebuild bool
+	Logger  *slog.Logger
+	// Registerer receives the store's metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+	// Now is the clock; tests inject one.
+	Now func() time.Time
+}
+
+func (o *Options) defaults() {
+	if o.CheckpointInterval <= 0 {
+		o.CheckpointInterval = 5 * time.Second
+	}
+	if o.QueueLength <= 0 {
+		o.QueueLength = 256
+	}
+	if o.MaxGroupRecords <= 0 {
+		o.MaxGroupRecords = 20000
+	}
+	if o.Retention == (rollup.Retention{}) {
+		o.Retention = rollup.DefaultRetention
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+}
+
+// Result is what a commit did with a request's records.
+type Result struct {
+	Accepted   int
+	Duplicates int
+}
+
+type request struct {
+	records []Record
+	done    chan reply
+}
+
+type reply struct {
+	res Result
+	err error
+}
+
+// Store is an open data directory.
+type Store struct {
+	opts    Options
+	db      *pebble.DB
+	rollups *rollup.Set
+	metrics *metrics
+
+	queue    chan *request
+	closing  chan struct{}
+	stopped  chan struct{}
+	closeMu  sync.RWMutex
+	closed   bool
+	seq      uint64 // last record sequence; committer only after Open
+	failed   error  // a commit error that makes the store read-only
+	failedMu sync.Mutex
+}
+
+// Open opens or creates the store, loads the last checkpoint and replays
+// the records written after it. The store is ready when Open returns.
+func Open(opts Options) (*Store, error) {
+	opts.defaults()
+	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	po := &pebble.Options{
+		Logger:       pebbleLogger{opts.Logger},
+		MemTableSize: 64 << 20,
+		BytesPerSync: 1 << 20,
+	}
+	for i := range po.Levels {
+		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+	}
+	db, err := pebble.Open(opts.Dir, po)
+	if err != nil {
+		return nil, fmt.Errorf("open store in %s: %w", opts.Dir, err)
+	}
+	s := &Store{
+		opts:    opts,
+		db:      db,
+		rollups: rollup.NewSet(opts.Retention),
+		metrics: newMetrics(opts.Registerer),
+		queue:   make(chan *request, opts.QueueLength),
+		closing: make(chan struct{}),
+		stopped: make(chan struct{}),
+	}
+	s.metrics.queueDepth(func() float64 { return float64(len(s.queue)) })
+	if err := s.recover(); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	go s.commitLoop()
+	return s, nil
+}
+
+// recover loads the checkpoint and replays the records after it.
+func (s *Store) recover() error {
+	start := time.Now()
+	var checkpoint uint64
+	if s.opts.Rebuild {
+		if err := s.db.DeleteRange([]byte{rollup.KeyPrefix}, []byte{rollup.KeyPrefix + 1}, pebble.Sync); err != nil {
+			return fmt.Errorf("drop checkpointed rollups: %w", err)
+		}
+		if err := s.db.Delete(keyCheckpoint, pebble.Sync); err != nil {
+			return fmt.Errorf("drop checkpoint: %w", err)
+		}
+	} else {
+		v, closer, err := s.db.Get(keyCheckpoint)
+		switch {
+		case errors.Is(err, pebble.ErrNotFound):
+		case err != nil:
+			return fmt.Errorf("read checkpoint: %w", err)
+		default:
+			if len(v) != 8 {
+				_ = closer.Close()
+				return fmt.Errorf("read checkpoint: %d bytes, want 8", len(v))
+			}
+			checkpoint = binary.BigEndian.Uint64(v)
+			_ = closer.Close()
+		}
+		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{rollup.KeyPrefix}, UpperBound: []byte{rollup.KeyPrefix + 1}})
+		if err != nil {
+			return fmt.Errorf("read rollups: %w", err)
+		}
+		for it.First(); it.Valid(); it.Next() {
+			if err := s.rollups.Load(it.Key(), it.Value()); err != nil {
+				_ = it.Close()
+				return fmt.Errorf("load checkpoint: %w", err)
+			}
+		}
+		if err := it.Close(); err != nil {
+			return fmt.Errorf("read rollups: %w", err)
+		}
+	}
+
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: recordKey(checkpoint + 1), UpperBound: []byte{prefixRecord + 1}})
+	if err != nil {
+		return fmt.Errorf("replay records: %w", err)
+	}
+	replayed := 0
+	s.seq = checkpoint
+	var b rollup.Batch
+	for it.First(); it.Valid(); it.Next() {
+		r, err := decodeRecord(it.Value())
+		if err != nil {
+			_ = it.Close()
+			return fmt.Errorf("replay record %x: %w", it.Key(), err)
+		}
+		appendToBatch(&b, &r)
+		s.seq = binary.BigEndian.Uint64(it.Key()[1:])
+		replayed++
+		if len(b.Events)+len(b.Responses) >= 10000 {
+			s.rollups.Apply(&b)
+			b.Events, b.Responses = b.Events[:0], b.Responses[:0]
+		}
+	}
+	if err := it.Close(); err != nil {
+		return fmt.Errorf("replay records: %w", err)
+	}
+	s.rollups.Apply(&b)
+	if err := s.checkpoint(); err != nil {
+		return err
+	}
+	s.opts.Logger.Info("store ready", "dir", s.opts.Dir, "checkpoint", checkpoint, "replayed", replayed,
+		"rebuild", s.opts.Rebuild, "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+func appendToBatch(b *rollup.Batch, r *Record) {
+	switch r.Kind {
+	case rollup.KindTouchpoint:
+		b.Events = append(b.Events, rollup.NamedEvent{Touchpoint: r.Subject, Event: r.Event})
+	case rollup.KindSurvey:
+		b.Responses = append(b.Responses, rollup.NamedResponse{Survey: r.Subject, Response: r.Response})
+	}
+}
+
+// Rollups answers windows; it is safe to read while the store writes.
+func (s *Store) Rollups() *rollup.Set { return s.rollups }
+
+// Submit stores records durably and returns once they are fsync'd (or
+// known duplicates). All records of one call commit together or not at
+// all. It returns ErrOverloaded at once when the queue is full.
+func (s *Store) Submit(ctx context.Context, records []Record) (Result, error) {
+	if err := s.Err(); err != nil {
+		return Result{}, err
+	}
+	req := &request{records: records, done: make(chan reply, 1)}
+	s.closeMu.RLock()
+	if s.closed {
+		s.closeMu.RUnlock()
+		return Result{}, ErrClosed
+	}
+	select {
+	case s.queue <- req:
+		s.closeMu.RUnlock()
+	default:
+		s.closeMu.RUnlock()
+		return Result{}, ErrOverloaded
+	}
+	select {
+	case r := <-req.done:
+		return r.res, r.err
+	case <-ctx.Done():
+		// The commit goes ahead; the caller answers an error and a retry
+		// of the same ids is reported as duplicates.
+		return Result{}, ctx.Err()
+	}
+}
+
+// Err is the commit failure that stopped ingest, if any.
+func (s *Store) Err() error {
+	s.failedMu.Lock()
+	defer s.failedMu.Unlock()
+	return s.failed
+}
+
+func (s *Store) commitLoop() {
+	defer close(s.stopped)
+	tick := time.NewTicker(s.opts.CheckpointInterval)
+	defer tick.Stop()
+	group := make([]*request, 0, 64)
+	for {
+		select {
+		case req, ok := <-s.queue:
+			if !ok {
+				if err := s.checkpoint(); err != nil {
+					s.opts.Logger.Error("final checkpoint", "err", err)
+				}
+				return
+			}
+			group = append(group[:0], req)
+			n := len(req.records)
+		drain:
+			for n < s.opts.MaxGroupRecords {
+				select {
+				case more, ok := <-s.queue:
+					if !ok {
+						break drain
+					}
+					group = append(group, more)
+					n += len(more.records)
+				default:
+					break drain
+				}
+			}
+			s.commit(group)
+		case <-tick.C:
+			if err := s.checkpoint(); err != nil {
+				s.opts.Logger.Error("checkpoint", "err", err)
+			}
+		}
+	}
+}
+
+// commit writes one group in one synced batch, then counts it.
+func (s *Store) commit(group []*request) {
+	start := time.Now()
+	if err := s.Err(); err != nil {
+		for _, req := range group {
+			req.done <- reply{err: err}
+		}
+		return
+	}
+	batch := s.db.NewBatch()
+	defer func() { _ = batch.Close() }()
+	pending := map[string]struct{}{}
+	results := make([]Result, len(group))
+	var counted rollup.Batch
+	seq := s.seq
+	var key []byte
+	records := 0
+	for gi, req := range group {
+		for i := range req.records {
+			r := &req.records[i]
+			key = idKey(key, r.Kind, r.Subject, r.ID)
+			if _, dup := pending[string(key)]; dup {
+				results[gi].Duplicates++
+				continue
+			}
+			exists, err := s.has(key)
+			if err != nil {
+				s.fail(group, fmt.Errorf("look up id: %w", err))
+				return
+			}
+			if exists {
+				results[gi].Duplicates++
+				continue
+			}
+			pending[string(key)] = struct{}{}
+			seq++
+			var seqb [8]byte
+			binary.BigEndian.PutUint64(seqb[:], seq)
+			_ = batch.Set(key, seqb[:], nil)
+			_ = batch.Set(recordKey(seq), encodeRecord(r), nil)
+			appendToBatch(&counted, r)
+			results[gi].Accepted++
+			records++
+		}
+	}
+	if records > 0 {
+		syncStart := time.Now()
+		if err := batch.Commit(pebble.Sync); err != nil {
+			s.fail(group, fmt.Errorf("commit: %w", err))
+			return
+		}
+		s.metrics.fsync.Observe(time.Since(syncStart).Seconds())
+		s.seq = seq
+		s.rollups.Apply(&counted)
+	}
+	s.metrics.groupRecords.Observe(float64(records))
+	s.metrics.commit.Observe(time.Since(start).Seconds())
+	for gi, req := range group {
+		req.done <- reply{res: results[gi]}
+	}
+}
+
+func (s *Store) has(key []byte) (bool, error) {
+	_, closer, err := s.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return true, closer.Close()
+}
+
+// fail answers the group with err and stops ingest: after a failed sync
+// the state of the write-ahead log is unknown, so the only safe next step
+// is a restart, which replays what did reach the disk.
+func (s *Store) fail(group []*request, err error) {
+	s.opts.Logger.Error("store failed; restart the collector", "err", err)
+	s.failedMu.Lock()
+	s.failed = err
+	s.failedMu.Unlock()
+	for _, req := range group {
+		req.done <- reply{err: err}
+	}
+}
+
+// checkpoint persists changed rollups with the sequence they cover.
+func (s *Store) checkpoint() error {
+	entries, err := s.rollups.Flush(s.opts.Now())
+	if err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	if len(entries) == 0 {
+		return nil
+	}
+	b := s.db.NewBatch()
+	defer func() { _ = b.Close() }()
+	for _, e := range entries {
+		if e.Value == nil {
+			_ = b.Delete(e.Key, nil)
+		} else {
+			_ = b.Set(e.Key, e.Value, nil)
+		}
+	}
+	var seqb [8]byte
+	binary.BigEndian.PutUint64(seqb[:], s.seq)
+	_ = b.Set(keyCheckpoint, seqb[:], nil)
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	return nil
+}
+
+// Close stops accepting records, commits what is queued, writes a final
+// checkpoint and closes the database.
+func (s *Store) Close() error {
+	s.closeMu.Lock()
+	if s.closed {
+		s.closeMu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.queue)
+	s.closeMu.Unlock()
+	<-s.stopped
+	return s.db.Close()
+}
+
+// Export calls fn with the JSON of every stored record of one subject, in
+// the order they were stored.
+func (s *Store) Export(kind rollup.Kind, subject string, fn func(json []byte) error) error {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixRecord}, UpperBound: []byte{prefixRecord + 1}})
+	if err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	defer func() { _ = it.Close() }()
+	for it.First(); it.Valid(); it.Next() {
+		r, err := decodeRecord(it.Value())
+		if err != nil {
+			return fmt.Errorf("export record %x: %w", it.Key(), err)
+		}
+		if r.Kind != kind || r.Subject != subject {
+			continue
+		}
+		if err := fn(r.JSON); err != nil {
+			return err
+		}
+	}
+	return it.Error()
+}
+
+// PruneRecords deletes raw records (and their idempotency keys) whose
+// event time is before cutoff. Ingest refuses records that old, so a
+// deleted id cannot come back. It returns how many it deleted.
+func (s *Store) PruneRecords(cutoff time.Time) (int, error) {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixRecord}, UpperBound: []byte{prefixRecord + 1}})
+	if err != nil {
+		return 0, fmt.Errorf("prune: %w", err)
+	}
+	defer func() { _ = it.Close() }()
+	b := s.db.NewBatch()
+	deleted := 0
+	var key []byte
+	for it.First(); it.Valid(); it.Next() {
+		r, err := decodeRecord(it.Value())
+		if err != nil {
+			return deleted, fmt.Errorf("prune record %x: %w", it.Key(), err)
+		}
+		if r.Time() >= cutoff.UnixNano() {
+			continue
+		}
+		_ = b.Delete(idKey(key, r.Kind, r.Subject, r.ID), nil)
+		_ = b.Delete(it.Key(), nil)
+		deleted++
+		if b.Count() >= 10000 {
+			if err := b.Commit(pebble.NoSync); err != nil {
+				return deleted, fmt.Errorf("prune: %w", err)
+			}
+			_ = b.Close()
+			b = s.db.NewBatch()
+		}
+	}
+	defer func() { _ = b.Close() }()
+	if err := b.Commit(pebble.Sync); err != nil {
+		return deleted, fmt.Errorf("prune: %w", err)
+	}
+	return deleted, it.Error()
+}
+
+// Copy writes a consistent copy of the database to dir (a backup).
+func (s *Store) Copy(dir string) error { return s.db.Checkpoint(dir) }
+
+type pebbleLogger struct{ l *slog.Logger }
+
+func (p pebbleLogger) Infof(format string, args ...any) {
+	p.l.Debug(fmt.Sprintf(format, args...), "component", "pebble")
+}
+func (p pebbleLogger) Errorf(format string, args ...any) {
+	p.l.Error(fmt.Sprintf(format, args...), "component", "pebble")
+}
+func (p pebbleLogger) Fatalf(format string, args ...any) {
+	p.l.Error(fmt.Sprintf(format, args...), "component", "pebble")
+	os.Exit(1)
+}
+
+var _ io.Closer = (*Store)(nil)
