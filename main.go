@@ -25,6 +25,7 @@ import (
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
 	"github.com/cxop-dev/cxop/controllers"
+	"github.com/cxop-dev/cxop/internal/collector"
 	"github.com/cxop-dev/cxop/internal/devenv"
 )
 
@@ -49,7 +50,7 @@ func newRootCommand() *cobra.Command {
 		RunE:          manager.RunE,
 	}
 	root.Flags().AddFlagSet(manager.Flags())
-	root.AddCommand(manager, devenv.NewCommand())
+	root.AddCommand(manager, collector.NewCommand(), devenv.NewCommand())
 	return root
 }
 

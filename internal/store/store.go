@@ -77,6 +77,17 @@ func (o *Options) defaults() {
 type Result struct {
 	Accepted   int
 	Duplicates int
+	// Duplicate[i] is true when record i was already stored; nil when
+	// there was no duplicate.
+	Duplicate []bool
+}
+
+func (r *Result) markDuplicate(i, n int) {
+	if r.Duplicate == nil {
+		r.Duplicate = make([]bool, n)
+	}
+	r.Duplicate[i] = true
+	r.Duplicates++
 }
 
 type request struct {
@@ -325,7 +336,7 @@ func (s *Store) commit(group []*request) {
 			r := &req.records[i]
 			key = idKey(key, r.Kind, r.Subject, r.ID)
 			if _, dup := pending[string(key)]; dup {
-				results[gi].Duplicates++
+				results[gi].markDuplicate(i, len(req.records))
 				continue
 			}
 			exists, err := s.has(key)
@@ -334,7 +345,7 @@ func (s *Store) commit(group []*request) {
 				return
 			}
 			if exists {
-				results[gi].Duplicates++
+				results[gi].markDuplicate(i, len(req.records))
 				continue
 			}
 			pending[string(key)] = struct{}{}

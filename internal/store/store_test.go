@@ -59,14 +59,14 @@ func TestSubmitCountsOnceAndSurvivesRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res != (Result{Accepted: 3, Duplicates: 1}) {
+	if res.Accepted != 3 || res.Duplicates != 1 || !res.Duplicate[2] || res.Duplicate[0] {
 		t.Errorf("first submit: %+v, want 3 accepted and 1 duplicate (a twice in one request)", res)
 	}
 	res, err = s.Submit(ctx, []Record{event("b", now.Add(-time.Hour), 300), event("c", now.Add(-2*time.Hour), 10)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res != (Result{Accepted: 1, Duplicates: 1}) {
+	if res.Accepted != 1 || res.Duplicates != 1 || !res.Duplicate[0] {
 		t.Errorf("retry: %+v, want c accepted and b a duplicate", res)
 	}
 	n, ok, sc := counts(t, s)

@@ -1,0 +1,227 @@
+package collector
+
+import (
+	"fmt"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/prometheus/common/model"
+
+	"github.com/cxop-dev/cxop/internal/rollup"
+	"github.com/cxop-dev/cxop/internal/score"
+)
+
+// TouchpointSummary answers GET /v1/summary?touchpoint=…; pointers are
+// absent when there is nothing to compute them from, never NaN.
+type TouchpointSummary struct {
+	Window                 string    `json:"window"`
+	Start                  time.Time `json:"start"`
+	End                    time.Time `json:"end"`
+	Touchpoints            []string  `json:"touchpoints"`
+	Interactions           uint64    `json:"interactions"`
+	Customers              uint64    `json:"customers"`
+	Waits                  uint64    `json:"waits"`
+	AssessedWaits          uint64    `json:"assessedWaits"`
+	CompliantWaits         uint64    `json:"compliantWaits"`
+	WaitCompliance         *float64  `json:"waitCompliance,omitempty"` // percent
+	WaitThresholdSeconds   *float64  `json:"waitThresholdSeconds,omitempty"`
+	WaitP50Seconds         *float64  `json:"waitP50Seconds,omitempty"`
+	WaitP95Seconds         *float64  `json:"waitP95Seconds,omitempty"`
+	WaitP99Seconds         *float64  `json:"waitP99Seconds,omitempty"`
+	ResolvedKnown          uint64    `json:"resolvedKnown"`
+	Resolved               uint64    `json:"resolved"`
+	FirstContactResolution *float64  `json:"firstContactResolution,omitempty"` // percent
+	LastEventTime          *string   `json:"lastEventTime,omitempty"`
+}
+
+// SurveySummary answers GET /v1/summary?survey=….
+type SurveySummary struct {
+	Window           string     `json:"window"`
+	Start            time.Time  `json:"start"`
+	End              time.Time  `json:"end"`
+	Survey           string     `json:"survey"`
+	Type             score.Kind `json:"type"`
+	Responses        uint64     `json:"responses"`
+	Customers        uint64     `json:"customers"`
+	Score            *float64   `json:"score,omitempty"`
+	ScoreLower       *float64   `json:"scoreLower,omitempty"`
+	ScoreUpper       *float64   `json:"scoreUpper,omitempty"`
+	Promoters        *uint64    `json:"promoters,omitempty"`
+	Passives         *uint64    `json:"passives,omitempty"`
+	Detractors       *uint64    `json:"detractors,omitempty"`
+	Satisfied        *uint64    `json:"satisfied,omitempty"`
+	Unhappy          uint64     `json:"unhappy"`
+	Distribution     []uint64   `json:"distribution"` // index = score
+	LastResponseTime *string    `json:"lastResponseTime,omitempty"`
+}
+
+// AllSummary answers GET /v1/summary with no subject: every configured
+// touchpoint and survey, so the operator needs one call per namespace.
+type AllSummary struct {
+	Touchpoints map[string]*TouchpointSummary `json:"touchpoints"`
+	Surveys     map[string]*SurveySummary     `json:"surveys"`
+}
+
+func (s *Server) summary(w http.ResponseWriter, r *http.Request) {
+	if !s.authorizeRead(w, r, "summary") {
+		return
+	}
+	st := s.store.Load()
+	if st == nil {
+		writeJSON(w, 503, errorBody{Error: "the collector is not ready"})
+		return
+	}
+	cfg := s.cfg.Load()
+	q := r.URL.Query()
+	bad := func(field, format string, args ...any) {
+		reason := fmt.Sprintf(format, args...)
+		s.reject(w, "summary", "invalid", 400, errorBody{Error: field + ": " + reason, Field: field, Reason: reason})
+	}
+	windowText := q.Get("window")
+	if windowText == "" {
+		windowText = "28d"
+	}
+	pd, err := model.ParseDuration(windowText)
+	window := time.Duration(pd)
+	if err != nil || window < time.Minute {
+		bad("window", "%q is not a duration of at least 1m such as 1h, 1d or 28d", windowText)
+		return
+	}
+	if window > cfg.retention {
+		bad("window", "%s is longer than the retention of %s", windowText, formatDuration(cfg.retention))
+		return
+	}
+	now := s.now()
+	end := now
+	if e := q.Get("end"); e != "" {
+		if end, err = time.Parse(time.RFC3339Nano, e); err != nil {
+			bad("end", "%q is not an RFC 3339 time", e)
+			return
+		}
+	}
+	tps, svs := q["touchpoint"], q["survey"]
+	if len(tps) > 0 && len(svs) > 0 {
+		bad("survey", "ask for touchpoints or one survey, not both")
+		return
+	}
+	if len(svs) > 1 {
+		bad("survey", "one survey at a time")
+		return
+	}
+	rs := st.Rollups()
+	switch {
+	case len(tps) > 0:
+		for _, n := range tps {
+			if _, ok := cfg.touchpoints[n]; !ok {
+				bad("touchpoint", "unknown touchpoint %q", n)
+				return
+			}
+		}
+		out, err := touchpointSummary(rs, cfg, tps, windowText, window, end, now)
+		if err != nil {
+			writeJSON(w, 500, errorBody{Error: err.Error()})
+			return
+		}
+		writeJSON(w, 200, out)
+	case len(svs) == 1:
+		sv, ok := cfg.surveys[svs[0]]
+		if !ok {
+			bad("survey", "unknown survey %q", svs[0])
+			return
+		}
+		out, err := surveySummary(rs, sv, windowText, window, end, now)
+		if err != nil {
+			writeJSON(w, 500, errorBody{Error: err.Error()})
+			return
+		}
+		writeJSON(w, 200, out)
+	default:
+		all := AllSummary{Touchpoints: map[string]*TouchpointSummary{}, Surveys: map[string]*SurveySummary{}}
+		for n := range cfg.touchpoints {
+			out, err := touchpointSummary(rs, cfg, []string{n}, windowText, window, end, now)
+			if err != nil {
+				writeJSON(w, 500, errorBody{Error: err.Error()})
+				return
+			}
+			all.Touchpoints[n] = out
+		}
+		for n, sv := range cfg.surveys {
+			out, err := surveySummary(rs, sv, windowText, window, end, now)
+			if err != nil {
+				writeJSON(w, 500, errorBody{Error: err.Error()})
+				return
+			}
+			all.Surveys[n] = out
+		}
+		writeJSON(w, 200, all)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func timeText(ns int64) *string {
+	if ns == 0 {
+		return nil
+	}
+	return ptr(time.Unix(0, ns).UTC().Format(time.RFC3339Nano))
+}
+
+func touchpointSummary(rs *rollup.Set, cfg *settings, names []string, windowText string, window time.Duration, end, now time.Time) (*TouchpointSummary, error) {
+	a, win, err := rs.TouchpointWindow(names, window, end, now)
+	if err != nil {
+		return nil, err
+	}
+	names = slices.Clone(names)
+	slices.Sort(names)
+	out := &TouchpointSummary{
+		Window: windowText, Start: time.Unix(0, win.Start).UTC(), End: time.Unix(0, win.End).UTC(), Touchpoints: names,
+		Interactions: a.Interactions, Customers: a.Customers.Estimate(), Waits: a.Waits,
+		AssessedWaits: a.Assessed, CompliantWaits: a.Compliant, ResolvedKnown: a.ResolvedKnown, Resolved: a.Resolved,
+		LastEventTime: timeText(a.Last),
+	}
+	if len(names) == 1 {
+		if th := cfg.touchpoints[names[0]].threshold; th > 0 {
+			out.WaitThresholdSeconds = ptr(th.Seconds())
+		}
+	}
+	if v, ok := score.Ratio(a.Compliant, a.Assessed); ok {
+		out.WaitCompliance = ptr(100 * v)
+	}
+	if v, ok := score.Ratio(a.Resolved, a.ResolvedKnown); ok {
+		out.FirstContactResolution = ptr(100 * v)
+	}
+	for q, dst := range map[float64]**float64{0.5: &out.WaitP50Seconds, 0.95: &out.WaitP95Seconds, 0.99: &out.WaitP99Seconds} {
+		if v, ok := a.WaitQuantile(q); ok {
+			*dst = ptr(v)
+		}
+	}
+	return out, nil
+}
+
+func surveySummary(rs *rollup.Set, sv *surveySettings, windowText string, window time.Duration, end, now time.Time) (*SurveySummary, error) {
+	a, win, err := rs.SurveyWindow(sv.name, window, end, now)
+	if err != nil {
+		return nil, err
+	}
+	_, hi := sv.kind.Range()
+	res, err := score.Compute(sv.kind, a.Counts[:])
+	if err != nil {
+		return nil, fmt.Errorf("survey %s: %w", sv.name, err)
+	}
+	out := &SurveySummary{
+		Window: windowText, Start: time.Unix(0, win.Start).UTC(), End: time.Unix(0, win.End).UTC(),
+		Survey: sv.name, Type: sv.kind, Responses: res.N, Customers: a.Customers.Estimate(),
+		Unhappy: res.Unhappy, Distribution: slices.Clone(a.Counts[:hi+1]), LastResponseTime: timeText(a.Last),
+	}
+	if res.N > 0 {
+		out.Score, out.ScoreLower, out.ScoreUpper = ptr(res.Value), ptr(res.Lower), ptr(res.Upper)
+	}
+	switch sv.kind {
+	case score.NPS:
+		out.Promoters, out.Passives, out.Detractors = ptr(res.Promoters), ptr(res.Passives), ptr(res.Detractors)
+	case score.CSAT:
+		out.Satisfied = ptr(res.Satisfied)
+	}
+	return out, nil
+}
