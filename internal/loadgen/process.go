@@ -6,6 +6,7 @@ package loadgen
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"net"
@@ -15,8 +16,6 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
-
-	"github.com/cxop-dev/cxop/internal/collector"
 )
 
 // Tokens are the bearer tokens of a generated config.
@@ -37,8 +36,14 @@ surveys:
   - name: load-nps
     type: NPS
     tokenSHA256: [%s]
-`, collector.HashToken(t.Touchpoint), collector.HashToken(t.Survey))
+`, hashToken(t.Touchpoint), hashToken(t.Survey))
 	return t, os.WriteFile(path, []byte(cfg), 0o600)
+}
+
+// hashToken is the config's form of a token, as collector.HashToken.
+func hashToken(tok string) string {
+	sum := sha256.Sum256([]byte(tok))
+	return hex.EncodeToString(sum[:])
 }
 
 func randomToken() string {

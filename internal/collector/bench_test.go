@@ -1,0 +1,48 @@
+package collector
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cxop-dev/cxop/internal/loadgen"
+)
+
+// BenchmarkIngest runs batches of 100 events through the handler and the
+// real store (fsync included), without the network.
+func BenchmarkIngest(b *testing.B) {
+	c := startCollector(&testing.T{}, b.TempDir(), testConfigB(b))
+	h := c.srv.Handler()
+	var n atomic.Int64
+	b.SetParallelism(16)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		rng := rand.New(rand.NewPCG(uint64(n.Add(1)), 1))
+		for pb.Next() {
+			body := loadgen.Events("b"+strconv.FormatInt(n.Add(1), 10), 100, testNow, 0, rng)
+			body = bytes.ReplaceAll(body, []byte(`"load"`), []byte(`"chat"`))
+			req := httptest.NewRequest("POST", "/v1/events", bytes.NewReader(body))
+			req.Header.Set("Authorization", "Bearer "+chatToken)
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, req)
+			if w.Code != http.StatusOK {
+				b.Fatalf("%d %s", w.Code, w.Body)
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N*100)/b.Elapsed().Seconds(), "events/s")
+}
+
+func testConfigB(b *testing.B) *settings {
+	cfg, err := parseConfig([]byte("touchpoints: [{name: chat, waitThreshold: 2m, tokenSHA256: [" + HashToken(chatToken) + "]}]"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	_ = time.Now
+	return cfg
+}
