@@ -6,6 +6,7 @@ type metrics struct {
 	fsync        prometheus.Histogram
 	commit       prometheus.Histogram
 	groupRecords prometheus.Histogram
+	checkpoint   prometheus.Histogram
 	reg          prometheus.Registerer
 }
 
@@ -26,10 +27,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "Records written by one group commit (requests share a sync).",
 			Buckets: prometheus.ExponentialBuckets(1, 4, 9),
 		}),
+		checkpoint: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "cxop_collector_checkpoint_duration_seconds",
+			Help:    "Time to write changed rollups and the sequence they cover; ingest waits meanwhile.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
 		reg: reg,
 	}
 	if reg != nil {
-		reg.MustRegister(m.fsync, m.commit, m.groupRecords)
+		reg.MustRegister(m.fsync, m.commit, m.groupRecords, m.checkpoint)
 	}
 	return m
 }

@@ -137,8 +137,9 @@ func Open(opts Options) (*Store, error) {
 	po := &pebble.Options{
 		Cache:        cache,
 		Logger:       pebbleLogger{opts.Logger},
-		MemTableSize: 64 << 20,
-		BytesPerSync: 1 << 20,
+		MemTableSize:    64 << 20,
+		BytesPerSync:    1 << 20,
+		WALBytesPerSync: 1 << 20,
 	}
 	for i := range po.Levels {
 		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
@@ -405,6 +406,7 @@ func (s *Store) fail(group []*request, err error) {
 
 // checkpoint persists changed rollups with the sequence they cover.
 func (s *Store) checkpoint() error {
+	defer func(start time.Time) { s.metrics.checkpoint.Observe(time.Since(start).Seconds()) }(time.Now())
 	entries, err := s.rollups.Flush(s.opts.Now())
 	if err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
