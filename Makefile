@@ -12,6 +12,8 @@ LOCALBIN ?= $(CURDIR)/bin
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 KUSTOMIZE ?= $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
 HELM ?= $(LOCALBIN)/helm-$(HELM_VERSION)
+CRASH_KILLS ?= 20
+BENCH_FLAGS ?=
 
 GO ?= go
 # Ginkgo prints a spec per line with -v; keep test output readable in CI.
@@ -73,6 +75,18 @@ verify: manifests generate kustomize ## Regenerate everything and fail if the tr
 .PHONY: build
 build: ## Build the cxop binary into bin/.
 	$(GO) build -trimpath -o $(LOCALBIN)/cxop .
+
+.PHONY: bench-collector
+bench-collector: build ## Measure the collector on loopback: ingest rate, ack p99, discard ceiling, summary p99, restart time.
+	$(GO) run ./test/collector/bench -cxop $(LOCALBIN)/cxop $(BENCH_FLAGS)
+
+.PHONY: crash-test
+crash-test: build ## SIGKILL the collector under load 20 times, recount, print acked=N lost=L dup=D.
+	$(GO) run ./test/collector/crash -cxop $(LOCALBIN)/cxop -kills $(CRASH_KILLS)
+
+.PHONY: bench-engines
+bench-engines: ## Compare Pebble and bbolt on the collector's group-commit workload.
+	$(GO) test ./internal/store/enginebench -run '^$$' -bench . -benchtime 2s -count 3
 
 .PHONY: run
 run: manifests generate ## Run the manager against the cluster in the current kubeconfig.

@@ -135,8 +135,8 @@ func Open(opts Options) (*Store, error) {
 	cache := pebble.NewCache(opts.CacheBytes)
 	defer cache.Unref()
 	po := &pebble.Options{
-		Cache:        cache,
-		Logger:       pebbleLogger{opts.Logger},
+		Cache:           cache,
+		Logger:          pebbleLogger{opts.Logger},
 		MemTableSize:    64 << 20,
 		BytesPerSync:    1 << 20,
 		WALBytesPerSync: 1 << 20,
