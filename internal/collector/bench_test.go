@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/cxop-dev/cxop/internal/loadgen"
 )
@@ -16,7 +15,7 @@ import (
 // BenchmarkIngest runs batches of 100 events through the handler and the
 // real store (fsync included), without the network.
 func BenchmarkIngest(b *testing.B) {
-	c := startCollector(&testing.T{}, b.TempDir(), testConfigB(b))
+	c := startCollector(b, b.TempDir(), testConfigB(b))
 	h := c.srv.Handler()
 	var n atomic.Int64
 	b.SetParallelism(16)
@@ -43,6 +42,5 @@ func testConfigB(b *testing.B) *settings {
 	if err != nil {
 		b.Fatal(err)
 	}
-	_ = time.Now
 	return cfg
 }

@@ -61,7 +61,7 @@ surveys:
 }
 
 type testCollector struct {
-	t   *testing.T
+	t   testing.TB
 	srv *Server
 	url string
 	dir string
@@ -69,7 +69,7 @@ type testCollector struct {
 	ts  *httptest.Server
 }
 
-func startCollector(t *testing.T, dir string, cfg *settings) *testCollector {
+func startCollector(t testing.TB, dir string, cfg *settings) *testCollector {
 	t.Helper()
 	srv := NewServer(slog.New(slog.DiscardHandler), cfg, prometheus.NewRegistry(), func() time.Time { return testNow })
 	st, err := store.Open(store.Options{Dir: dir, Now: func() time.Time { return testNow }})
