@@ -451,3 +451,49 @@ func FuzzCompute(f *testing.F) {
 		}
 	})
 }
+
+// FuzzIntervals drives the interval functions directly with any counts and
+// any z, including NaN, infinities and negatives: the answers must be finite
+// and ordered, inside their scales.
+func FuzzIntervals(f *testing.F) {
+	f.Add(uint64(6), uint64(2), uint64(2), Z95, 1, 7)
+	f.Add(uint64(0), uint64(0), uint64(1), 0.0, 1, 5)
+	f.Add(uint64(math.MaxUint64), uint64(1), uint64(math.MaxUint64), 1e300, 0, 10)
+	f.Add(uint64(3), uint64(0), uint64(0), math.NaN(), 7, 1)
+	f.Add(uint64(1), uint64(1), uint64(0), math.Inf(-1), -3, 20)
+	f.Fuzz(func(t *testing.T, a, b, c uint64, z float64, lo, hi int) {
+		finite := func(vs ...float64) bool {
+			for _, v := range vs {
+				if math.IsNaN(v) || math.IsInf(v, 0) {
+					return false
+				}
+			}
+			return true
+		}
+		v, l, u := NPSInterval(a, b, c, z)
+		if !finite(v, l, u) || !(-100 <= l && l <= v && v <= u && u <= 100) {
+			t.Fatalf("NPSInterval(%d, %d, %d, %v) = %v, %v, %v", a, b, c, z, v, l, u)
+		}
+		l, u = Wilson(a, b, z)
+		if !finite(l, u) || !(0 <= l && l <= u && u <= 1) {
+			t.Fatalf("Wilson(%d, %d, %v) = %v, %v", a, b, z, l, u)
+		}
+		if p, ok := Ratio(min(a, b), b); ok && !(l <= p && p <= u) {
+			t.Fatalf("Wilson(%d, %d, %v) = %v, %v excludes %v", a, b, z, l, u, p)
+		}
+		counts := make([]uint64, 11)
+		counts[int(a%11)] += a
+		counts[int(b%11)] += b
+		counts[int(c%11)] += c
+		m, l, u := MeanInterval(counts, lo, hi, z)
+		if !finite(m, l, u) {
+			t.Fatalf("MeanInterval(%v, %d, %d, %v) = %v, %v, %v", counts, lo, hi, z, m, l, u)
+		}
+		if m == 0 && l == 0 && u == 0 {
+			return // no answers in range
+		}
+		if !(float64(lo) <= l && l <= m && m <= u && u <= float64(hi)) {
+			t.Fatalf("MeanInterval(%v, %d, %d, %v) = %v, %v, %v", counts, lo, hi, z, m, l, u)
+		}
+	})
+}
