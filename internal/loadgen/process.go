@@ -1,6 +1,8 @@
-// Package loadgen drives a real `cxop collector` process over loopback for
-// benchmarks and crash tests: it starts and kills the process, writes its
-// config, generates load and measures what came back.
+// Package loadgen drives a cxop collector over loopback for benchmarks and
+// crash tests: it starts, stops and kills the collector as a child
+// process, writes its config, generates closed- and open-loop load, runs a
+// discard server for the loopback ceiling, samples summary latency and
+// recounts what survived a crash.
 package loadgen
 
 import (
@@ -8,6 +10,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -18,64 +21,85 @@ import (
 	"time"
 )
 
+// Names of the subjects in a config written by WriteConfig.
+const (
+	Touchpoint = "load"
+	Survey     = "load-nps"
+)
+
 // Tokens are the bearer tokens of a generated config.
 type Tokens struct {
-	Touchpoint string // writes touchpoint "load"
-	Survey     string // answers survey "load-nps"
+	Touchpoint string // may write events for Touchpoint
+	Survey     string // may submit answers to Survey
 }
 
-// WriteConfig writes a collector config with one touchpoint ("load", 2m
-// threshold) and one NPS survey ("load-nps") and returns their tokens.
+// WriteConfig writes a collector config with one touchpoint (Touchpoint,
+// 2m wait threshold) and one NPS survey (Survey), each with a fresh random
+// token, and returns the tokens.
 func WriteConfig(path string) (Tokens, error) {
 	t := Tokens{Touchpoint: randomToken(), Survey: randomToken()}
 	cfg := fmt.Sprintf(`touchpoints:
-  - name: load
+  - name: %s
     waitThreshold: 2m
-    tokenSHA256: [%s]
+    tokenSHA256: ["%s"]
 surveys:
-  - name: load-nps
+  - name: %s
     type: NPS
-    tokenSHA256: [%s]
-`, hashToken(t.Touchpoint), hashToken(t.Survey))
-	return t, os.WriteFile(path, []byte(cfg), 0o600)
+    tokenSHA256: ["%s"]
+`, Touchpoint, HashToken(t.Touchpoint), Survey, HashToken(t.Survey))
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		return Tokens{}, fmt.Errorf("write collector config: %w", err)
+	}
+	return t, nil
 }
 
-// hashToken is the config's form of a token, as collector.HashToken.
-func hashToken(tok string) string {
+// HashToken is the config's form of a bearer token: lowercase hex SHA-256.
+func HashToken(tok string) string {
 	sum := sha256.Sum256([]byte(tok))
 	return hex.EncodeToString(sum[:])
 }
 
 func randomToken() string {
 	b := make([]byte, 24)
-	_, _ = rand.Read(b)
+	_, _ = rand.Read(b) // never fails on Linux; see crypto/rand
 	return hex.EncodeToString(b)
-}
-
-// Process is a collector child process.
-type Process struct {
-	Binary, DataDir, Config, LogPath string
-	Addr                             string // host:port, chosen on first Start
-	cmd                              *exec.Cmd
-	exited                           chan error
 }
 
 // FreePort returns a loopback address nobody listens on right now.
 func FreePort() (string, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("find a free port: %w", err)
 	}
 	defer l.Close()
 	return l.Addr().String(), nil
 }
 
+// Process is a collector child process. Fill in Binary, DataDir and
+// Config; Addr and LogPath are chosen on the first Start when empty and
+// kept across restarts, so clients see the same URL.
+type Process struct {
+	Binary, DataDir, Config string
+	LogPath                 string // stdout and stderr, appended across restarts
+	Addr                    string // host:port on 127.0.0.1
+
+	cmd    *exec.Cmd
+	exited chan error
+}
+
 // URL is the collector's base URL.
 func (p *Process) URL() string { return "http://" + p.Addr }
 
-// Start launches the collector and waits until /readyz answers 200. It
-// returns how long that took.
+// Running reports whether a started process has not been reaped yet.
+func (p *Process) Running() bool { return p.cmd != nil }
+
+// Start launches `cxop collector` and waits until GET /readyz answers 200,
+// for at most timeout (and never past ctx). It returns the time from exec
+// to ready. A process that is not ready in time is killed.
 func (p *Process) Start(ctx context.Context, timeout time.Duration, extraArgs ...string) (time.Duration, error) {
+	if p.cmd != nil {
+		return 0, errors.New("collector already running")
+	}
 	if p.Addr == "" {
 		addr, err := FreePort()
 		if err != nil {
@@ -86,49 +110,67 @@ func (p *Process) Start(ctx context.Context, timeout time.Duration, extraArgs ..
 	if p.LogPath == "" {
 		p.LogPath = filepath.Join(filepath.Dir(p.DataDir), "collector.log")
 	}
-	log, err := os.OpenFile(p.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	logFile, err := os.OpenFile(p.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("open collector log: %w", err)
 	}
 	args := append([]string{"collector", "--listen", p.Addr, "--data-dir", p.DataDir, "--config", p.Config}, extraArgs...)
-	p.cmd = exec.Command(p.Binary, args...)
-	p.cmd.Stdout, p.cmd.Stderr = log, log
-	// Nothing outlives the driver, even if it is killed itself.
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd := exec.Command(p.Binary, args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{}
+	setDeathSignal(cmd.SysProcAttr)
 	start := time.Now()
-	if err := p.cmd.Start(); err != nil {
-		log.Close()
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
 		return 0, fmt.Errorf("start collector: %w", err)
 	}
+	p.cmd = cmd
 	p.exited = make(chan error, 1)
-	go func() { err := p.cmd.Wait(); log.Close(); p.exited <- err }()
+	go func(exited chan<- error) {
+		err := cmd.Wait()
+		logFile.Close()
+		exited <- err
+	}(p.exited)
+
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := p.waitReady(ctx); err != nil {
+		_ = p.Kill()
+		return 0, err
+	}
+	return time.Since(start), nil
+}
+
+// waitReady polls /readyz until it answers 200, the process exits or ctx
+// ends.
+func (p *Process) waitReady(ctx context.Context) error {
 	client := &http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		select {
 		case err := <-p.exited:
 			p.cmd = nil
-			return 0, fmt.Errorf("collector exited before it was ready (%v); see %s", err, p.LogPath)
-		case <-ctx.Done():
-			_ = p.Kill()
-			return 0, ctx.Err()
+			return fmt.Errorf("collector exited before it was ready (%v); see %s", err, p.LogPath)
 		default:
 		}
-		if resp, err := client.Get(p.URL() + "/readyz"); err == nil {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.URL()+"/readyz", nil)
+		if resp, err := client.Do(req); err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return time.Since(start), nil
+			if resp.StatusCode == http.StatusOK {
+				return nil
 			}
 		}
-		if time.Now().After(deadline) {
-			_ = p.Kill()
-			return 0, fmt.Errorf("collector not ready within %s; see %s", timeout, p.LogPath)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("collector not ready (%w); see %s", ctx.Err(), p.LogPath)
+		case <-tick.C:
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
-// Stop asks the collector to drain and exit (SIGTERM) and waits.
+// Stop asks the collector to drain and exit (SIGTERM) and waits at most
+// timeout, then kills it. A non-zero exit status is an error.
 func (p *Process) Stop(timeout time.Duration) error {
 	if p.cmd == nil {
 		return nil
@@ -137,20 +179,27 @@ func (p *Process) Stop(timeout time.Duration) error {
 	select {
 	case err := <-p.exited:
 		p.cmd = nil
-		return err
+		if err != nil {
+			return fmt.Errorf("collector exit after SIGTERM: %w; see %s", err, p.LogPath)
+		}
+		return nil
 	case <-time.After(timeout):
 		_ = p.Kill()
-		return fmt.Errorf("collector did not stop within %s after SIGTERM", timeout)
+		return fmt.Errorf("collector did not stop within %s after SIGTERM; see %s", timeout, p.LogPath)
 	}
 }
 
-// Kill ends the collector with SIGKILL, as a crash or an OOM kill would.
+// Kill ends the collector with SIGKILL, as a crash or the OOM killer
+// would, and reaps it.
 func (p *Process) Kill() error {
 	if p.cmd == nil {
 		return nil
 	}
-	_ = p.cmd.Process.Kill()
+	err := p.cmd.Process.Kill()
 	<-p.exited
 	p.cmd = nil
+	if err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("kill collector: %w", err)
+	}
 	return nil
 }
