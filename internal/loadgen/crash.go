@@ -4,207 +4,402 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"os"
+	"net/url"
 	"path/filepath"
 	"sync"
 	"time"
 )
 
-// CrashOptions configure RunCrashTest.
-type CrashOptions struct {
+// Options configure RunCrashTest.
+type Options struct {
 	Binary  string // the cxop binary
-	Dir     string // working directory (data, config, log)
+	Dir     string // working directory: data, config and collector log
 	Kills   int    // SIGKILLs under load, at least 1
-	Workers int    // concurrent writers
-	// MinDelay and MaxDelay bound the random time between the collector
-	// becoming ready and its kill.
+	Workers int    // concurrent writers, default 4
+	Batch   int    // events per request, default 100
+	// MinDelay and MaxDelay bound the uniformly random time between the
+	// collector answering /readyz and its SIGKILL; default 50ms–800ms.
 	MinDelay, MaxDelay time.Duration
-	Log                func(format string, args ...any)
+	// StartTimeout bounds each start until ready, default 60s.
+	StartTimeout time.Duration
+	Seed         uint64                           // kill delays; 0 picks one from the clock
+	Log          func(format string, args ...any) // progress, one line per kill
 }
 
-// CrashResult is what the recount found.
-type CrashResult struct {
-	Acked int // ids acknowledged with a 200
-	Lost  int // acknowledged ids not stored
-	Dup   int // ids stored more than once, or counted more often than stored
+// Result is what the recount found.
+type Result struct {
+	Acked int // distinct ids acknowledged by a 200
+	Lost  int // acknowledged ids missing from the export (or from the summary count)
+	Dup   int // extra copies of ids in the export (or extra counts in the summary)
+	// Unexpected counts exported ids that were never sent.
+	Unexpected int
+	Kills      int
+	Exported   int // distinct ids in the export
+	Summary    int // interactions the summary counts over the whole run
+	// Retried counts batches whose outcome a kill made unknown and that
+	// were sent again with the same ids; RetriedStored counts the records
+	// of those retries the collector already held (stored, ack lost).
+	Retried, RetriedStored int
+	// Mismatch explains a summary count that differs from the export.
+	Mismatch string
 }
 
+// OK is true when nothing acknowledged was lost and nothing was stored or
+// counted twice.
+func (r Result) OK() bool { return r.Lost == 0 && r.Dup == 0 && r.Unexpected == 0 }
+
+func (r Result) String() string {
+	return fmt.Sprintf("acked=%d lost=%d dup=%d", r.Acked, r.Lost, r.Dup)
+}
+
+// batch is one request's worth of events; its ids are prefix-0…prefix-(n-1).
 type batch struct {
 	prefix string
 	n      int
 	body   []byte
+	sends  int // earlier attempts whose outcome is unknown
+}
+
+// crashRun is the shared state of one crash test.
+type crashRun struct {
+	o      Options
+	p      *Process
+	client *http.Client
+	token  string
+
+	mu      sync.Mutex
+	acked   map[string]int // batch prefix -> records
+	pending []*batch       // sent, outcome unknown: send again with the same ids
+	res     Result
+	failed  error // a protocol violation: stops the run
+
+	exportedLines int
 }
 
 // RunCrashTest kills the collector with SIGKILL at random moments under
-// load, restarts it on the same data, retries every request whose answer
-// was lost (same ids), and finally recounts the stored records against
-// every id that was acknowledged.
-func RunCrashTest(ctx context.Context, o CrashOptions) (CrashResult, error) {
-	if o.Workers <= 0 {
+// load, restarts it on the same data dir, resends every batch whose answer
+// it never got (same ids), and at the end restarts cleanly and recounts
+// the export and the summary against every id acknowledged with a 200.
+// An error means the test could not run to the end (or the collector
+// broke the protocol); lost or doubled records are in the Result.
+func RunCrashTest(ctx context.Context, o Options) (Result, error) {
+	o.defaults()
+	cfg := filepath.Join(o.Dir, "collector.yaml")
+	tokens, err := WriteConfig(cfg)
+	if err != nil {
+		return Result{}, err
+	}
+	r := &crashRun{
+		o:      o,
+		p:      &Process{Binary: o.Binary, DataDir: filepath.Join(o.Dir, "data"), Config: cfg, LogPath: filepath.Join(o.Dir, "collector.log")},
+		client: NewClient(o.Workers),
+		token:  tokens.Touchpoint,
+		acked:  map[string]int{},
+	}
+	defer r.p.Kill()
+	rng := rand.New(rand.NewPCG(o.Seed, 0x5eed))
+	began := time.Now()
+
+	for kill := 1; kill <= o.Kills; kill++ {
+		if _, err := r.p.Start(ctx, o.StartTimeout); err != nil {
+			return r.res, fmt.Errorf("start before kill %d: %w", kill, err)
+		}
+		readyAt := time.Now()
+		delay := o.MinDelay + time.Duration(rng.Int64N(int64(o.MaxDelay-o.MinDelay)))
+		before := r.ackedRecords()
+		r.load(ctx, kill, readyAt.Add(delay))
+		if r.failed != nil {
+			return r.res, r.failed
+		}
+		if ctx.Err() != nil {
+			return r.res, fmt.Errorf("kill %d: %w", kill, ctx.Err())
+		}
+		r.res.Kills++
+		o.Log("kill %d/%d %s after ready: %d records acknowledged in this run, %d batches in flight",
+			kill, o.Kills, delay.Round(time.Millisecond), r.ackedRecords()-before, len(r.pending))
+	}
+
+	// Resend what the last kill left unknown, then restart cleanly so the
+	// recount also sees a graceful shutdown and a replay.
+	if _, err := r.p.Start(ctx, o.StartTimeout); err != nil {
+		return r.res, fmt.Errorf("start after the last kill: %w", err)
+	}
+	if err := r.drain(ctx); err != nil {
+		return r.res, err
+	}
+	if err := r.p.Stop(30 * time.Second); err != nil {
+		return r.res, err
+	}
+	if _, err := r.p.Start(ctx, o.StartTimeout); err != nil {
+		return r.res, fmt.Errorf("clean restart: %w", err)
+	}
+	err = r.recount(ctx, began)
+	if stopErr := r.p.Stop(30 * time.Second); err == nil {
+		err = stopErr
+	}
+	return r.res, err
+}
+
+func (o *Options) defaults() {
+	if o.Kills < 1 {
+		o.Kills = 1
+	}
+	if o.Workers < 1 {
 		o.Workers = 4
 	}
-	if o.MaxDelay <= o.MinDelay {
+	if o.Batch < 1 {
+		o.Batch = 100
+	}
+	if o.MinDelay <= 0 && o.MaxDelay <= 0 {
 		o.MinDelay, o.MaxDelay = 50*time.Millisecond, 800*time.Millisecond
+	}
+	if o.MaxDelay <= o.MinDelay {
+		o.MaxDelay = o.MinDelay + time.Millisecond
+	}
+	if o.StartTimeout <= 0 {
+		o.StartTimeout = time.Minute
+	}
+	if o.Seed == 0 {
+		o.Seed = uint64(time.Now().UnixNano())
 	}
 	if o.Log == nil {
 		o.Log = func(string, ...any) {}
 	}
-	cfg := filepath.Join(o.Dir, "collector.yaml")
-	tokens, err := WriteConfig(cfg)
-	if err != nil {
-		return CrashResult{}, err
-	}
-	p := &Process{Binary: o.Binary, DataDir: filepath.Join(o.Dir, "data"), Config: cfg, LogPath: filepath.Join(o.Dir, "collector.log")}
-	defer p.Kill()
-	client := NewClient(o.Workers)
-	url := func() string { return p.URL() + "/v1/events" }
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
-
-	var mu sync.Mutex
-	acked := map[string]int{} // batch prefix -> records
-	var unknown []batch
-
-	for kill := 0; kill < o.Kills; kill++ {
-		if _, err := p.Start(ctx, 30*time.Second); err != nil {
-			return CrashResult{}, fmt.Errorf("start %d: %w", kill, err)
-		}
-		// Retry what was in flight at the last kill, with the same ids.
-		for _, b := range unknown {
-			code, _, err := Post(ctx, client, url(), tokens.Touchpoint, b.body)
-			if err != nil || code != 200 {
-				return CrashResult{}, fmt.Errorf("retry %s after restart: %d %v", b.prefix, code, err)
-			}
-			acked[b.prefix] = b.n
-		}
-		unknown = nil
-
-		loadCtx, stopLoad := context.WithCancel(ctx)
-		var wg sync.WaitGroup
-		for w := range o.Workers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				wrng := rand.New(rand.NewPCG(uint64(kill), uint64(w)))
-				for seq := 0; loadCtx.Err() == nil; seq++ {
-					b := batch{prefix: fmt.Sprintf("k%d-w%d-s%d", kill, w, seq), n: 100}
-					b.body = Events(b.prefix, b.n, time.Now(), 0, wrng)
-					code, wait, err := Post(context.Background(), client, url(), tokens.Touchpoint, b.body)
-					mu.Lock()
-					switch {
-					case err == nil && code == 200:
-						acked[b.prefix] = b.n
-					case err == nil && code == 429:
-						unknown = append(unknown, b)
-						mu.Unlock()
-						time.Sleep(wait)
-						continue
-					default: // connection refused or reset by the kill: unknown outcome
-						unknown = append(unknown, b)
-						mu.Unlock()
-						return
-					}
-					mu.Unlock()
-				}
-			}()
-		}
-		delay := o.MinDelay + time.Duration(rng.Int64N(int64(o.MaxDelay-o.MinDelay)))
-		time.Sleep(delay)
-		if err := p.Kill(); err != nil {
-			stopLoad()
-			return CrashResult{}, err
-		}
-		stopLoad()
-		wg.Wait()
-		o.Log("kill %d after %s: %d batches acknowledged so far, %d in flight", kill+1, delay.Round(time.Millisecond), len(acked), len(unknown))
-	}
-
-	if _, err := p.Start(ctx, 60*time.Second); err != nil {
-		return CrashResult{}, fmt.Errorf("final start: %w", err)
-	}
-	for _, b := range unknown {
-		code, _, err := Post(ctx, client, url(), tokens.Touchpoint, b.body)
-		if err != nil || code != 200 {
-			return CrashResult{}, fmt.Errorf("final retry %s: %d %v", b.prefix, code, err)
-		}
-		acked[b.prefix] = b.n
-	}
-	// A clean restart too: the recount must survive a checkpoint and a replay.
-	if err := p.Stop(30 * time.Second); err != nil {
-		return CrashResult{}, err
-	}
-	if _, err := p.Start(ctx, 60*time.Second); err != nil {
-		return CrashResult{}, fmt.Errorf("clean restart: %w", err)
-	}
-	return recount(ctx, p.URL(), acked)
 }
 
-func recount(ctx context.Context, base string, acked map[string]int) (CrashResult, error) {
-	var r CrashResult
-	want := map[string]bool{}
-	for prefix, n := range acked {
-		for i := range n {
-			want[fmt.Sprintf("%s-%d", prefix, i)] = true
-		}
+func (r *crashRun) ackedRecords() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, k := range r.acked {
+		n += k
 	}
-	r.Acked = len(want)
-	req, _ := http.NewRequestWithContext(ctx, "GET", base+"/v1/export?touchpoint=load", nil)
-	resp, err := http.DefaultClient.Do(req)
+	return n
+}
+
+// load runs the writers until killAt, kills the collector and waits for
+// every writer to see it. Writers first resend the pending batches.
+func (r *crashRun) load(ctx context.Context, kill int, killAt time.Time) {
+	loadCtx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for w := range r.o.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(kill), uint64(w)))
+			for seq := 0; loadCtx.Err() == nil; {
+				b := r.next()
+				if b == nil {
+					b = &batch{prefix: fmt.Sprintf("k%d-w%d-s%d", kill, w, seq), n: r.o.Batch}
+					b.body = Events(b.prefix, b.n, time.Now(), 0, rng)
+					seq++
+				}
+				if !r.send(loadCtx, b) {
+					return
+				}
+			}
+		}()
+	}
+	if err := sleep(ctx, time.Until(killAt)); err == nil {
+		_ = r.p.Kill()
+	}
+	stop()
+	wg.Wait()
+	_ = r.p.Kill() // when ctx ended first
+}
+
+// next takes a pending batch, if any.
+func (r *crashRun) next() *batch {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.pending) == 0 {
+		return nil
+	}
+	b := r.pending[len(r.pending)-1]
+	r.pending = r.pending[:len(r.pending)-1]
+	return b
+}
+
+// send posts one batch and files it as acknowledged or pending. It
+// returns false when the writer should stop: the collector is gone (or
+// the run failed).
+func (r *crashRun) send(ctx context.Context, b *batch) bool {
+	// The request is not tied to ctx: cancelling it would close the
+	// connection from our side, which is not the crash being tested.
+	rctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	rep, err := Post(rctx, r.client, r.p.URL()+"/v1/events", r.token, b.body)
+	cancel()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var status *ErrStatus
+	switch {
+	case err == nil && rep.Code == http.StatusOK:
+		if err := r.checkAck(b, rep.Answer); err != nil {
+			r.fail(err)
+			return false
+		}
+		r.acked[b.prefix] = b.n
+		return true
+	case err == nil: // 429: not stored; resend after Retry-After
+		r.pending = append(r.pending, b)
+		r.mu.Unlock()
+		werr := sleep(ctx, rep.RetryAfter)
+		r.mu.Lock()
+		return werr == nil
+	case errors.As(err, &status) && status.Code < 500:
+		// A 4xx to a well-formed batch is a harness or collector bug,
+		// never a crash symptom.
+		r.fail(fmt.Errorf("batch %s: %w", b.prefix, err))
+		return false
+	default: // broken connection or 5xx: the outcome is unknown
+		b.sends++
+		r.pending = append(r.pending, b)
+		return false
+	}
+}
+
+// checkAck verifies a 200: a batch never sent before must be accepted
+// whole; a resent one may be partly or wholly reported as duplicates.
+func (r *crashRun) checkAck(b *batch, a Answer) error {
+	if err := checkAnswer(b.prefix, a, b.n); err != nil {
+		return err
+	}
+	if b.sends == 0 && a.Duplicates != 0 {
+		return fmt.Errorf("batch %s was never sent before, yet %d of its %d ids were reported as duplicates", b.prefix, a.Duplicates, b.n)
+	}
+	if b.sends > 0 {
+		r.res.Retried++
+		r.res.RetriedStored += a.Duplicates
+	}
+	return nil
+}
+
+func (r *crashRun) fail(err error) {
+	if r.failed == nil {
+		r.failed = err
+	}
+}
+
+// drain resends every pending batch until it is acknowledged.
+func (r *crashRun) drain(ctx context.Context) error {
+	for _, b := range r.pending {
+		rep, _, err := PostRetrying(ctx, r.client, r.p.URL()+"/v1/events", r.token, b.body)
+		if err != nil {
+			return fmt.Errorf("resend %s after the last restart: %w", b.prefix, err)
+		}
+		if err := r.checkAck(b, rep.Answer); err != nil {
+			return err
+		}
+		r.acked[b.prefix] = b.n
+	}
+	r.pending = nil
+	return nil
+}
+
+// recount compares the export and the summary with what was acknowledged.
+func (r *crashRun) recount(ctx context.Context, began time.Time) error {
+	seen, err := r.export(ctx)
 	if err != nil {
-		return r, fmt.Errorf("export: %w", err)
+		return err
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		return r, fmt.Errorf("export: %d", resp.StatusCode)
-	}
-	seen := map[string]int{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		var rec struct {
-			ID string `json:"id"`
-		}
-		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
-			return r, fmt.Errorf("export line %q: %w", sc.Text(), err)
-		}
-		seen[rec.ID]++
-	}
-	if err := sc.Err(); err != nil {
-		return r, fmt.Errorf("export: %w", err)
-	}
-	for id := range want {
-		if seen[id] == 0 {
-			r.Lost++
+	res := &r.res
+	res.Exported = len(seen)
+	sent := 0
+	for prefix, n := range r.acked {
+		sent += n
+		for i := range n {
+			id := ID(prefix, i)
+			if seen[id] == 0 {
+				res.Lost++
+			}
+			delete(seen, id)
 		}
 	}
-	for _, n := range seen {
-		if n > 1 {
-			r.Dup += n - 1
-		}
-	}
-	// The rollups must count exactly what is stored: a replay that counted
-	// a record twice would show here even if the raw records are right.
+	res.Acked = sent
+	res.Unexpected = len(seen)
+	res.Dup = r.exportedLines - res.Exported // copies beyond the first of each id
+
+	// The rollups must count exactly what is stored: a replay that
+	// counted a record twice shows here even when the raw records are
+	// right.
+	end := time.Now().Add(2 * time.Minute).UTC().Truncate(time.Minute)
+	window := end.Sub(began).Truncate(time.Minute) + 5*time.Minute
+	q := url.Values{"touchpoint": {Touchpoint}, "window": {fmt.Sprintf("%dm", int(window.Minutes()))}, "end": {end.Format(time.RFC3339)}}
 	var sum struct {
 		Interactions int `json:"interactions"`
 	}
-	sresp, err := http.Get(base + "/v1/summary?touchpoint=load&window=1d&end=" + time.Now().Add(time.Minute).UTC().Format(time.RFC3339))
+	if err := getJSON(ctx, r.client, r.p.URL()+"/v1/summary?"+q.Encode(), &sum); err != nil {
+		return fmt.Errorf("summary: %w", err)
+	}
+	res.Summary = sum.Interactions
+	switch d := sum.Interactions - res.Exported; {
+	case d > 0:
+		res.Dup += d
+		res.Mismatch = fmt.Sprintf("summary counts %d interactions but %d distinct ids are stored: %d counted twice", sum.Interactions, res.Exported, d)
+	case d < 0:
+		res.Lost += -d
+		res.Mismatch = fmt.Sprintf("summary counts %d interactions but %d distinct ids are stored: %d stored records not counted", sum.Interactions, res.Exported, -d)
+	}
+	return nil
+}
+
+// export reads GET /v1/export for the touchpoint and counts each id.
+func (r *crashRun) export(ctx context.Context) (map[string]int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.p.URL()+"/v1/export?touchpoint="+Touchpoint, nil)
 	if err != nil {
-		return r, fmt.Errorf("summary: %w", err)
+		return nil, err
 	}
-	defer sresp.Body.Close()
-	if err := json.NewDecoder(sresp.Body).Decode(&sum); err != nil {
-		return r, fmt.Errorf("summary: %w", err)
+	resp, err := (&http.Client{}).Do(req) // bounded by ctx, not by a client timeout
+	if err != nil {
+		return nil, fmt.Errorf("export: %w", err)
 	}
-	stored := len(seen)
-	switch {
-	case sum.Interactions > stored:
-		r.Dup += sum.Interactions - stored
-		fmt.Fprintf(os.Stderr, "summary counts %d interactions, %d records are stored\n", sum.Interactions, stored)
-	case sum.Interactions < stored:
-		r.Lost += stored - sum.Interactions
-		fmt.Fprintf(os.Stderr, "summary counts %d interactions, %d records are stored\n", sum.Interactions, stored)
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("export: %d", resp.StatusCode)
 	}
-	return r, nil
+	seen := map[string]int{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	for sc.Scan() {
+		if len(sc.Bytes()) == 0 {
+			continue
+		}
+		var rec struct {
+			ID         string `json:"id"`
+			Touchpoint string `json:"touchpoint"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
+			return nil, fmt.Errorf("export line %d %q: %w", r.exportedLines+1, sc.Text(), err)
+		}
+		if rec.ID == "" || rec.Touchpoint != Touchpoint {
+			return nil, fmt.Errorf("export line %d has id %q, touchpoint %q", r.exportedLines+1, rec.ID, rec.Touchpoint)
+		}
+		seen[rec.ID]++
+		r.exportedLines++
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("export after %d lines: %w", r.exportedLines, err)
+	}
+	return seen, nil
+}
+
+// getJSON GETs url and decodes a 200 answer into v.
+func getJSON(ctx context.Context, c *http.Client, url string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return &ErrStatus{URL: url, Code: resp.StatusCode}
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
 }

@@ -1,239 +1,286 @@
-// Command bench measures a real collector on loopback and prints, one per
-// line: ingest_events_per_sec, ingest_p99_ms, discard_events_per_sec,
-// summary_p99_ms and restart_ready_s.
+// Command bench measures a cxop collector on loopback and prints, one per
+// line and in this order:
+//
+//	ingest_events_per_sec=N   durable events/s, closed loop, batches of -batch
+//	ingest_p99_ms=N           ack p99 at half that rate, open loop
+//	discard_events_per_sec=N  the same closed-loop load against a server that
+//	                          reads and discards: the loopback ceiling
+//	summary_p99_ms=N          GET /v1/summary over 28d with -responses stored
+//	restart_ready_s=N         SIGTERM, start on the same data, until /readyz
+//
+// It builds nothing: -cxop names the binary. Progress goes to stderr.
 //
 //	go run ./test/collector/bench -cxop bin/cxop
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
+	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/cxop-dev/cxop/internal/loadgen"
 )
 
-// discardEnv makes the binary serve loadgen.DiscardHandler instead, so
-// the ceiling is measured against a separate process like the collector.
-const discardEnv = "CXOP_BENCH_DISCARD_ADDR"
+type config struct {
+	bin                     string
+	workers, batch          int
+	duration, settle        time.Duration
+	responses, preloadBatch int
+	preloadWorkers          int
+	summaries               int
+	keep                    bool
+}
 
 func main() {
-	if addr := os.Getenv(discardEnv); addr != "" {
-		srv := &http.Server{Addr: addr, Handler: loadgen.DiscardHandler(), ReadHeaderTimeout: 5 * time.Second}
-		fmt.Fprintln(os.Stderr, srv.ListenAndServe())
-		os.Exit(1)
-	}
-	bin := flag.String("cxop", "bin/cxop", "the cxop binary")
-	workers := flag.Int("workers", 32, "concurrent writers for the throughput runs")
-	batch := flag.Int("batch", 100, "events per request")
-	dur := flag.Duration("duration", 10*time.Second, "length of each load run")
-	preload := flag.Int("responses", 10_000_000, "survey responses stored before the summary and restart figures")
-	summaries := flag.Int("summaries", 2000, "summary requests timed")
-	flag.DurationVar(&settle, "settle", 5*time.Second, "pause before the half-rate run")
+	// Re-executed as the discard server for the ceiling run.
+	loadgen.ServeDiscardIfAsked()
+
+	var c config
+	flag.StringVar(&c.bin, "cxop", "bin/cxop", "the cxop binary")
+	flag.IntVar(&c.workers, "workers", 32, "concurrent writers for the throughput runs")
+	flag.IntVar(&c.batch, "batch", 100, "events per request")
+	flag.DurationVar(&c.duration, "duration", 10*time.Second, "length of each load run")
+	flag.DurationVar(&c.settle, "settle", 5*time.Second, "pause before the half-rate run, so flushes of the saturation run are not timed")
+	flag.IntVar(&c.responses, "responses", 10_000_000, "survey responses stored before the summary and restart figures")
+	flag.IntVar(&c.preloadBatch, "preload-batch", 1000, "responses per preload request")
+	flag.IntVar(&c.preloadWorkers, "preload-workers", 4, "concurrent preload writers")
+	flag.IntVar(&c.summaries, "summaries", 2000, "summary requests timed")
+	flag.BoolVar(&c.keep, "keep", false, "keep the data directory and collector log")
+	timeout := flag.Duration("timeout", 45*time.Minute, "give up after this long")
 	flag.Parse()
-	if err := run(*bin, *workers, *batch, *dur, *preload, *summaries); err != nil {
+
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	if err := run(ctx, c); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-var settle time.Duration
-
 func logf(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
 
-func run(bin string, workers, batchSize int, dur time.Duration, preload, summaries int) error {
-	ctx := context.Background()
+func run(ctx context.Context, c config) error {
+	if _, err := os.Stat(c.bin); err != nil {
+		return fmt.Errorf("the cxop binary: %w", err)
+	}
 	dir, err := os.MkdirTemp("", "cxop-bench-")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	if c.keep {
+		logf("data and collector.log in %s", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
+	events := func(run string) loadgen.BodyFunc {
+		return func(w int, seq int64, rng *rand.Rand) ([]byte, int) {
+			prefix := run + "-" + strconv.Itoa(w) + "-" + strconv.FormatInt(seq, 10)
+			return loadgen.Events(prefix, c.batch, time.Now(), 0, rng), c.batch
+		}
+	}
 	cfg := filepath.Join(dir, "collector.yaml")
 	tokens, err := loadgen.WriteConfig(cfg)
 	if err != nil {
 		return err
 	}
-	p := &loadgen.Process{Binary: bin, DataDir: filepath.Join(dir, "data"), Config: cfg}
+
+	// 1. The loopback ceiling first, while nothing else runs: the same
+	// closed-loop load against a process that reads and discards.
+	discard, err := discardCeiling(ctx, c, tokens.Touchpoint, events("discard"))
+	if err != nil {
+		return fmt.Errorf("discard ceiling: %w", err)
+	}
+
+	p := &loadgen.Process{Binary: c.bin, DataDir: filepath.Join(dir, "data"), Config: cfg}
 	if _, err := p.Start(ctx, time.Minute); err != nil {
 		return err
 	}
 	defer p.Kill()
-	client := loadgen.NewClient(workers)
-	events := func(run string) loadgen.BodyFunc {
-		return func(w int, seq int64, rng *rand.Rand) ([]byte, int) {
-			return loadgen.Events(run+"-"+strconv.Itoa(w)+"-"+strconv.FormatInt(seq, 10), batchSize, time.Now(), 0, rng), batchSize
-		}
-	}
+	client := loadgen.NewClient(c.workers)
+	ingestURL := p.URL() + "/v1/events"
 
-	// 1. Durable ingest, closed loop.
-	st, err := loadgen.ClosedLoop(ctx, client, p.URL()+"/v1/events", tokens.Touchpoint, workers, dur, events("max"))
+	// 2. Durable ingest, closed loop.
+	st, err := loadgen.ClosedLoop(ctx, client, ingestURL, tokens.Touchpoint, c.workers, c.duration, events("max"))
 	if err != nil {
 		return fmt.Errorf("ingest: %w", err)
 	}
+	logf("ingest: %s", st)
 	ingest := st.EventsPerSec()
-	logf("ingest: %d events in %s, %d requests, %d throttled, p50 %s p99 %s", st.Events, st.Elapsed.Round(time.Millisecond),
-		st.Requests, st.Throttled, st.Percentile(0.5), st.Percentile(0.99))
 
-	// 2. The loopback ceiling: the same load against a reader that discards.
-	discard, err := discardCeiling(ctx, workers, dur, events("discard"), tokens.Touchpoint)
-	if err != nil {
-		return fmt.Errorf("discard: %w", err)
+	// 3. Ack latency at half the durable rate, open loop, after the
+	// store has settled from the saturation run.
+	if err := sleep(ctx, c.settle); err != nil {
+		return err
 	}
-
-	// 3. Latency at half the durable rate, open loop, after the store
-	// has settled from the saturation runs (flushes, compactions).
-	time.Sleep(settle)
-	rate := ingest / 2 / float64(batchSize)
-	half, err := loadgen.OpenLoop(ctx, client, p.URL()+"/v1/events", tokens.Touchpoint, rate, dur, events("half"))
+	rate := ingest / 2 / float64(c.batch)
+	half, err := loadgen.OpenLoop(ctx, client, ingestURL, tokens.Touchpoint, rate, c.duration, 4*c.workers, events("half"))
 	if err != nil {
 		return fmt.Errorf("half-rate ingest: %w", err)
 	}
-	logf("half rate: %.0f requests/s, %d answered, %d throttled, p50 %s p99 %s", rate, half.Requests, half.Throttled,
-		half.Percentile(0.5), half.Percentile(0.99))
+	logf("half rate (%.0f requests/s scheduled): %s", rate, half)
 
-	// 4. Preload responses over the last 27 days, then time summaries.
-	if err := preloadResponses(ctx, client, p.URL(), tokens.Survey, preload); err != nil {
+	// 4. Responses spread evenly over the last 27 days, then summaries.
+	if err := preload(ctx, c, p.URL()+"/v1/responses", tokens.Survey); err != nil {
 		return fmt.Errorf("preload: %w", err)
 	}
-	sumLat, err := timeSummaries(ctx, p.URL(), summaries)
-	if err != nil {
+	summaryURL := p.URL() + "/v1/summary?" + url.Values{"survey": {loadgen.Survey}, "window": {"28d"}}.Encode()
+	if err := checkResponses(ctx, summaryURL, c.responses); err != nil {
 		return err
 	}
-	logf("summary: p50 %s p99 %s over %d requests", loadgen.Percentile(sumLat, 0.5), loadgen.Percentile(sumLat, 0.99), len(sumLat))
+	sum, err := loadgen.SampleSummaries(ctx, loadgen.NewClient(1), summaryURL, "", c.summaries)
+	if err != nil {
+		return fmt.Errorf("summary: %w", err)
+	}
+	logf("summary: %d requests, p50 %s p99 %s", len(sum), sum.Percentile(0.5), sum.Percentile(0.99))
 
 	// 5. Restart on the same data.
-	if err := p.Stop(time.Minute); err != nil {
+	if err := p.Stop(2 * time.Minute); err != nil {
 		return fmt.Errorf("stop: %w", err)
+	}
+	if du, err := dirSize(p.DataDir); err == nil {
+		logf("data directory: %.1f MiB", float64(du)/(1<<20))
 	}
 	ready, err := p.Start(ctx, 5*time.Minute)
 	if err != nil {
 		return fmt.Errorf("restart: %w", err)
 	}
-	if du, err := dirSize(p.DataDir); err == nil {
-		logf("data directory: %.1f MiB", float64(du)/(1<<20))
+	if err := checkResponses(ctx, summaryURL, c.responses); err != nil {
+		return fmt.Errorf("after restart: %w", err)
+	}
+	if err := p.Stop(2 * time.Minute); err != nil {
+		return fmt.Errorf("stop: %w", err)
 	}
 
-	fmt.Printf("ingest_events_per_sec=%.0f\n", ingest)
+	fmt.Printf("ingest_events_per_sec=%d\n", int64(ingest))
 	fmt.Printf("ingest_p99_ms=%.2f\n", ms(half.Percentile(0.99)))
-	fmt.Printf("discard_events_per_sec=%.0f\n", discard)
-	fmt.Printf("summary_p99_ms=%.2f\n", ms(loadgen.Percentile(sumLat, 0.99)))
+	fmt.Printf("discard_events_per_sec=%d\n", int64(discard))
+	fmt.Printf("summary_p99_ms=%.2f\n", ms(sum.Percentile(0.99)))
 	fmt.Printf("restart_ready_s=%.2f\n", ready.Seconds())
 	return nil
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-func discardCeiling(ctx context.Context, workers int, dur time.Duration, body loadgen.BodyFunc, token string) (float64, error) {
-	addr, err := loadgen.FreePort()
+func sleep(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
+}
+
+func discardCeiling(ctx context.Context, c config, token string, body loadgen.BodyFunc) (float64, error) {
+	d, err := loadgen.StartDiscard(ctx, 30*time.Second)
 	if err != nil {
 		return 0, err
 	}
-	self, err := os.Executable()
+	defer d.Stop()
+	st, err := loadgen.ClosedLoop(ctx, loadgen.NewClient(c.workers), d.URL()+"/v1/events", token, c.workers, c.duration, body)
 	if err != nil {
 		return 0, err
 	}
-	cmd := exec.Command(self)
-	cmd.Env = append(os.Environ(), discardEnv+"="+addr)
-	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return 0, err
-	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	for i := 0; ; i++ {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			break
-		}
-		if i > 500 {
-			return 0, fmt.Errorf("discard server did not listen on %s", addr)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	st, err := loadgen.ClosedLoop(ctx, loadgen.NewClient(workers), "http://"+addr+"/v1/events", token, workers, dur, body)
-	if err != nil {
-		return 0, err
-	}
-	logf("discard: %d events in %s, p99 %s", st.Events, st.Elapsed.Round(time.Millisecond), st.Percentile(0.99))
+	logf("discard: %s", st)
 	return st.EventsPerSec(), nil
 }
 
-func preloadResponses(ctx context.Context, client *http.Client, base, token string, total int) error {
-	const per = 1000
-	batches := (total + per - 1) / per
-	var next atomic.Int64
-	var firstErr error
+// preload stores c.responses answers, answer k of n at
+// now - 27d*(n-k-0.5)/n, in batches over a few writers.
+func preload(ctx context.Context, c config, url, token string) error {
+	if c.responses <= 0 {
+		return nil
+	}
+	per := c.preloadBatch
+	batches := (c.responses + per - 1) / per
+	end := time.Now()
+	span := 27 * 24 * time.Hour
+	step := float64(span) / float64(c.responses)
+	client := loadgen.NewClient(c.preloadWorkers)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var next, done, throttled atomic.Int64
 	var mu sync.Mutex
+	var firstErr error
 	var wg sync.WaitGroup
 	start := time.Now()
-	now := time.Now()
-	for w := range 8 {
+	for w := range c.preloadWorkers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(uint64(w), 99))
-			for {
-				i := next.Add(1) - 1
-				if i >= int64(batches) {
+			for ctx.Err() == nil {
+				i := int(next.Add(1) - 1)
+				if i >= batches {
 					return
 				}
-				n := min(per, total-int(i)*per)
-				body := loadgen.Responses("pre-"+strconv.FormatInt(i, 10), n, now, 27*24*time.Hour, rng)
-				for {
-					code, wait, err := loadgen.Post(ctx, client, base+"/v1/responses", token, body)
-					if err != nil {
-						mu.Lock()
-						firstErr = err
-						mu.Unlock()
-						return
-					}
-					if code == 429 {
-						time.Sleep(wait)
-						continue
-					}
-					break
+				first := i * per
+				n := min(per, c.responses-first)
+				body := loadgen.ResponsesAt("pre-"+strconv.Itoa(i), n, func(j int) time.Time {
+					k := first + j
+					return end.Add(-time.Duration(float64(c.responses-k)*step - step/2))
+				}, rng)
+				rep, th, err := loadgen.PostRetrying(ctx, client, url, token, body)
+				throttled.Add(int64(th))
+				if err == nil && rep.Answer.Accepted != n {
+					err = fmt.Errorf("batch %d: %d of %d responses accepted", i, rep.Answer.Accepted, n)
 				}
-				if i%1000 == 999 {
-					logf("preload: %d responses in %s", (i+1)*per, time.Since(start).Round(time.Second))
+				if err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+					cancel()
+					return
+				}
+				if d := done.Add(int64(n)); d/1_000_000 != (d-int64(n))/1_000_000 {
+					logf("preload: %d responses in %s", d, time.Since(start).Round(time.Second))
 				}
 			}
 		}()
 	}
 	wg.Wait()
-	logf("preload: %d responses in %s", total, time.Since(start).Round(time.Second))
-	return firstErr
+	if firstErr != nil {
+		return firstErr
+	}
+	el := time.Since(start)
+	logf("preload: %d responses in %s (%.0f/s), %d throttled", done.Load(), el.Round(time.Second),
+		float64(done.Load())/el.Seconds(), throttled.Load())
+	return nil
 }
 
-func timeSummaries(ctx context.Context, base string, n int) ([]time.Duration, error) {
-	client := loadgen.NewClient(1)
-	lat := make([]time.Duration, 0, n)
-	for range n {
-		t := time.Now()
-		req, _ := http.NewRequestWithContext(ctx, "GET", base+"/v1/summary?survey=load-nps&window=28d", nil)
-		resp, err := client.Do(req)
-		if err != nil {
-			return nil, err
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			return nil, fmt.Errorf("summary: %d", resp.StatusCode)
-		}
-		lat = append(lat, time.Since(t))
+// checkResponses makes sure the summary counts every preloaded answer, so
+// the timed summaries really cover them.
+func checkResponses(ctx context.Context, summaryURL string, want int) error {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, summaryURL, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("summary: %w", err)
 	}
-	return lat, nil
+	defer resp.Body.Close()
+	var s struct {
+		Responses int `json:"responses"`
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("summary: %d", resp.StatusCode)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		return fmt.Errorf("summary: %w", err)
+	}
+	if s.Responses != want {
+		return fmt.Errorf("summary over 28d counts %d responses, %d were stored", s.Responses, want)
+	}
+	return nil
 }
 
 func dirSize(dir string) (int64, error) {

@@ -1,6 +1,8 @@
-// Command crash kills a collector with SIGKILL at random moments under
-// load, restarts it, recounts, and prints "acked=N lost=L dup=D" as its
-// last line. It exits 1 unless nothing was lost or counted twice.
+// Command crash kills a cxop collector with SIGKILL at random moments
+// under load, restarts it on the same data, resends what was in flight,
+// recounts, and prints "acked=N lost=L dup=D" as its last line. It exits 1
+// unless nothing acknowledged was lost and nothing was stored or counted
+// twice, and 2 when the test could not run to the end.
 //
 //	go run ./test/collector/crash -cxop bin/cxop -kills 20
 package main
@@ -17,29 +19,60 @@ import (
 
 func main() {
 	bin := flag.String("cxop", "bin/cxop", "the cxop binary")
-	kills := flag.Int("kills", 20, "how many times to SIGKILL the collector")
+	kills := flag.Int("kills", 20, "how many times to SIGKILL the collector under load")
 	workers := flag.Int("workers", 4, "concurrent writers")
+	batch := flag.Int("batch", 100, "events per request")
+	minDelay := flag.Duration("min-delay", 50*time.Millisecond, "shortest time from ready to kill")
+	maxDelay := flag.Duration("max-delay", 800*time.Millisecond, "longest time from ready to kill")
+	seed := flag.Uint64("seed", 0, "seed of the kill delays (0: from the clock)")
+	keep := flag.Bool("keep", false, "keep the data directory and collector log")
 	timeout := flag.Duration("timeout", 15*time.Minute, "give up after this long")
 	flag.Parse()
+	os.Exit(run(*bin, *kills, *workers, *batch, *minDelay, *maxDelay, *seed, *keep, *timeout))
+}
 
+func run(bin string, kills, workers, batch int, minDelay, maxDelay time.Duration, seed uint64, keep bool, timeout time.Duration) int {
+	if kills < 1 {
+		fmt.Fprintln(os.Stderr, "crash: -kills must be at least 1")
+		return 2
+	}
+	if _, err := os.Stat(bin); err != nil {
+		fmt.Fprintln(os.Stderr, "crash: the cxop binary:", err)
+		return 2
+	}
 	dir, err := os.MkdirTemp("", "cxop-crash-")
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
+		fmt.Fprintln(os.Stderr, "crash:", err)
+		return 2
 	}
-	defer os.RemoveAll(dir)
-	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	if keep {
+		fmt.Fprintln(os.Stderr, "crash: data and collector.log in", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	res, err := loadgen.RunCrashTest(ctx, loadgen.CrashOptions{
-		Binary: *bin, Dir: dir, Kills: *kills, Workers: *workers,
+	start := time.Now()
+	res, err := loadgen.RunCrashTest(ctx, loadgen.Options{
+		Binary: bin, Dir: dir, Kills: kills, Workers: workers, Batch: batch,
+		MinDelay: minDelay, MaxDelay: maxDelay, Seed: seed,
 		Log: func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) },
 	})
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "crash test:", err)
-		os.Exit(2)
+		fmt.Fprintf(os.Stderr, "crash: after %d kills: %v\n", res.Kills, err)
+		return 2
 	}
-	fmt.Printf("acked=%d lost=%d dup=%d\n", res.Acked, res.Lost, res.Dup)
-	if res.Lost != 0 || res.Dup != 0 {
-		os.Exit(1)
+	fmt.Fprintf(os.Stderr, "%d kills in %s; %d batches resent after a kill, %d of their records were already stored; exported %d distinct ids, summary counts %d\n",
+		res.Kills, time.Since(start).Round(time.Second), res.Retried, res.RetriedStored, res.Exported, res.Summary)
+	if res.Mismatch != "" {
+		fmt.Fprintln(os.Stderr, "MISMATCH:", res.Mismatch)
 	}
+	if res.Unexpected != 0 {
+		fmt.Fprintf(os.Stderr, "UNEXPECTED: %d exported ids were never sent\n", res.Unexpected)
+	}
+	fmt.Println(res)
+	if !res.OK() {
+		return 1
+	}
+	return 0
 }
