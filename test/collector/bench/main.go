@@ -123,7 +123,8 @@ func run(ctx context.Context, c config) error {
 		return err
 	}
 	rate := ingest / 2 / float64(c.batch)
-	half, err := loadgen.OpenLoop(ctx, client, ingestURL, tokens.Touchpoint, rate, c.duration, 4*c.workers, events("half"))
+	inFlight := 4 * c.workers // a stall shows as latency, not as fewer requests
+	half, err := loadgen.OpenLoop(ctx, loadgen.NewClient(inFlight), ingestURL, tokens.Touchpoint, rate, c.duration, inFlight, events("half"))
 	if err != nil {
 		return fmt.Errorf("half-rate ingest: %w", err)
 	}
