@@ -205,6 +205,11 @@ func (r *crashRun) load(ctx context.Context, kill int, killAt time.Time) {
 		}()
 	}
 	if err := sleep(ctx, time.Until(killAt)); err == nil {
+		if exited, status := r.p.Exited(); exited {
+			r.mu.Lock()
+			r.fail(fmt.Errorf("the collector exited on its own (%v) before kill %d; see %s", status, kill, r.p.LogPath))
+			r.mu.Unlock()
+		}
 		_ = r.p.Kill()
 	}
 	stop()

@@ -83,15 +83,27 @@ type Process struct {
 	LogPath                 string // stdout and stderr, appended across restarts
 	Addr                    string // host:port on 127.0.0.1
 
-	cmd    *exec.Cmd
-	exited chan error
+	cmd     *exec.Cmd
+	done    chan struct{} // closed when the process has been reaped
+	exitErr error         // its exit status, once done is closed
 }
 
 // URL is the collector's base URL.
 func (p *Process) URL() string { return "http://" + p.Addr }
 
-// Running reports whether a started process has not been reaped yet.
-func (p *Process) Running() bool { return p.cmd != nil }
+// Exited reports whether a started process has ended without Stop or
+// Kill, and how: a collector that dies on its own is a finding.
+func (p *Process) Exited() (bool, error) {
+	if p.cmd == nil {
+		return false, nil
+	}
+	select {
+	case <-p.done:
+		return true, p.exitErr
+	default:
+		return false, nil
+	}
+}
 
 // Start launches `cxop collector` and waits until GET /readyz answers 200,
 // for at most timeout (and never past ctx). It returns the time from exec
@@ -125,12 +137,12 @@ func (p *Process) Start(ctx context.Context, timeout time.Duration, extraArgs ..
 		return 0, fmt.Errorf("start collector: %w", err)
 	}
 	p.cmd = cmd
-	p.exited = make(chan error, 1)
-	go func(exited chan<- error) {
-		err := cmd.Wait()
+	p.done = make(chan struct{})
+	go func() {
+		p.exitErr = cmd.Wait()
 		logFile.Close()
-		exited <- err
-	}(p.exited)
+		close(p.done)
+	}()
 
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -149,9 +161,9 @@ func (p *Process) waitReady(ctx context.Context) error {
 	defer tick.Stop()
 	for {
 		select {
-		case err := <-p.exited:
+		case <-p.done:
 			p.cmd = nil
-			return fmt.Errorf("collector exited before it was ready (%v); see %s", err, p.LogPath)
+			return fmt.Errorf("collector exited before it was ready (%v); see %s", p.exitErr, p.LogPath)
 		default:
 		}
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.URL()+"/readyz", nil)
@@ -177,10 +189,10 @@ func (p *Process) Stop(timeout time.Duration) error {
 	}
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case err := <-p.exited:
+	case <-p.done:
 		p.cmd = nil
-		if err != nil {
-			return fmt.Errorf("collector exit after SIGTERM: %w; see %s", err, p.LogPath)
+		if p.exitErr != nil {
+			return fmt.Errorf("collector exit after SIGTERM: %w; see %s", p.exitErr, p.LogPath)
 		}
 		return nil
 	case <-time.After(timeout):
@@ -196,7 +208,7 @@ func (p *Process) Kill() error {
 		return nil
 	}
 	err := p.cmd.Process.Kill()
-	<-p.exited
+	<-p.done
 	p.cmd = nil
 	if err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return fmt.Errorf("kill collector: %w", err)
