@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 )
@@ -24,6 +25,13 @@ type Options struct {
 	// MinDelay and MaxDelay bound the uniformly random time between the
 	// collector answering /readyz and its SIGKILL; default 50ms–800ms.
 	MinDelay, MaxDelay time.Duration
+	// Every LongEvery-th kill comes instead between LongMin and LongMax
+	// after ready (default 4s–11s), so that some kills land before,
+	// during and after the collector's periodic rollup checkpoint (every
+	// 5s) and a restart must replay from a checkpoint rather than from the
+	// start. 0 disables long runs.
+	LongEvery        int
+	LongMin, LongMax time.Duration
 	// StartTimeout bounds each start until ready, default 60s.
 	StartTimeout time.Duration
 	Seed         uint64                           // kill delays; 0 picks one from the clock
@@ -39,12 +47,16 @@ type Result struct {
 	Unexpected int
 	Kills      int
 	Exported   int // distinct ids in the export
-	Summary    int // interactions the summary counts over the whole run
+	// Summary is the interactions the summary counts over the whole run
+	// after the final clean restart; SummaryAfterCrash the same right
+	// after the restart that followed the last kill (a replay).
+	Summary, SummaryAfterCrash int
 	// Retried counts batches whose outcome a kill made unknown and that
 	// were sent again with the same ids; RetriedStored counts the records
 	// of those retries the collector already held (stored, ack lost).
 	Retried, RetriedStored int
-	// Mismatch explains a summary count that differs from the export.
+	// Mismatch explains a summary count that differs from the export;
+	// the larger difference is added to Lost or Dup.
 	Mismatch string
 }
 
@@ -109,7 +121,11 @@ func RunCrashTest(ctx context.Context, o Options) (Result, error) {
 			return r.res, fmt.Errorf("start before kill %d: %w", kill, err)
 		}
 		readyAt := time.Now()
-		delay := o.MinDelay + time.Duration(rng.Int64N(int64(o.MaxDelay-o.MinDelay)))
+		lo, hi := o.MinDelay, o.MaxDelay
+		if o.LongEvery > 0 && kill%o.LongEvery == 0 {
+			lo, hi = o.LongMin, o.LongMax
+		}
+		delay := lo + time.Duration(rng.Int64N(int64(hi-lo)))
 		before := r.ackedRecords()
 		r.load(ctx, kill, readyAt.Add(delay))
 		if r.failed != nil {
@@ -129,6 +145,9 @@ func RunCrashTest(ctx context.Context, o Options) (Result, error) {
 		return r.res, fmt.Errorf("start after the last kill: %w", err)
 	}
 	if err := r.drain(ctx); err != nil {
+		return r.res, err
+	}
+	if r.res.SummaryAfterCrash, err = r.interactions(ctx, began); err != nil {
 		return r.res, err
 	}
 	if err := r.p.Stop(30 * time.Second); err != nil {
@@ -159,6 +178,12 @@ func (o *Options) defaults() {
 	}
 	if o.MaxDelay <= o.MinDelay {
 		o.MaxDelay = o.MinDelay + time.Millisecond
+	}
+	if o.LongMin <= 0 && o.LongMax <= 0 {
+		o.LongMin, o.LongMax = 4*time.Second, 11*time.Second
+	}
+	if o.LongMax <= o.LongMin {
+		o.LongMax = o.LongMin + time.Millisecond
 	}
 	if o.StartTimeout <= 0 {
 		o.StartTimeout = time.Minute
@@ -331,25 +356,46 @@ func (r *crashRun) recount(ctx context.Context, began time.Time) error {
 	// The rollups must count exactly what is stored: a replay that
 	// counted a record twice shows here even when the raw records are
 	// right.
+	if res.Summary, err = r.interactions(ctx, began); err != nil {
+		return err
+	}
+	var over, under int
+	var msgs []string
+	for _, c := range []struct {
+		when  string
+		count int
+	}{{"after the last kill", res.SummaryAfterCrash}, {"after a clean restart", res.Summary}} {
+		switch d := c.count - res.Exported; {
+		case d > 0:
+			over = max(over, d)
+			msgs = append(msgs, fmt.Sprintf("%s the summary counts %d interactions but %d distinct ids are stored: %d counted twice", c.when, c.count, res.Exported, d))
+		case d < 0:
+			under = max(under, -d)
+			msgs = append(msgs, fmt.Sprintf("%s the summary counts %d interactions but %d distinct ids are stored: %d stored records not counted", c.when, c.count, res.Exported, -d))
+		}
+	}
+	res.Dup += over
+	res.Lost += under
+	res.Mismatch = strings.Join(msgs, "; ")
+	return nil
+}
+
+// interactions asks the summary how many interactions the touchpoint had
+// over a window covering the whole run.
+func (r *crashRun) interactions(ctx context.Context, began time.Time) (int, error) {
 	end := time.Now().Add(2 * time.Minute).UTC().Truncate(time.Minute)
 	window := end.Sub(began).Truncate(time.Minute) + 5*time.Minute
 	q := url.Values{"touchpoint": {Touchpoint}, "window": {fmt.Sprintf("%dm", int(window.Minutes()))}, "end": {end.Format(time.RFC3339)}}
 	var sum struct {
-		Interactions int `json:"interactions"`
+		Interactions *int `json:"interactions"`
 	}
 	if err := getJSON(ctx, r.client, r.p.URL()+"/v1/summary?"+q.Encode(), &sum); err != nil {
-		return fmt.Errorf("summary: %w", err)
+		return 0, fmt.Errorf("summary: %w", err)
 	}
-	res.Summary = sum.Interactions
-	switch d := sum.Interactions - res.Exported; {
-	case d > 0:
-		res.Dup += d
-		res.Mismatch = fmt.Sprintf("summary counts %d interactions but %d distinct ids are stored: %d counted twice", sum.Interactions, res.Exported, d)
-	case d < 0:
-		res.Lost += -d
-		res.Mismatch = fmt.Sprintf("summary counts %d interactions but %d distinct ids are stored: %d stored records not counted", sum.Interactions, res.Exported, -d)
+	if sum.Interactions == nil {
+		return 0, errors.New("summary: no interactions field")
 	}
-	return nil
+	return *sum.Interactions, nil
 }
 
 // export reads GET /v1/export for the touchpoint and counts each id.

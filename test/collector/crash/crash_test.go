@@ -59,7 +59,7 @@ func isFile(p string) bool {
 	return err == nil && fi.Mode().IsRegular()
 }
 
-// TestShortCrash is the CI-sized crash test: five SIGKILLs under a few
+// TestShortCrash is the CI-sized crash test: five SIGKILLs under about ten
 // seconds of load, then a recount of every acknowledged id.
 func TestShortCrash(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
@@ -67,14 +67,18 @@ func TestShortCrash(t *testing.T) {
 	dir := t.TempDir()
 	res, err := loadgen.RunCrashTest(ctx, loadgen.Options{
 		Binary: cxopBinary, Dir: dir, Kills: 5, Workers: 4,
-		MinDelay: 50 * time.Millisecond, MaxDelay: 600 * time.Millisecond, Log: t.Logf,
+		MinDelay: 50 * time.Millisecond, MaxDelay: 600 * time.Millisecond,
+		// One kill after the first periodic checkpoint, so a restart
+		// replays from a checkpoint.
+		LongEvery: 5, LongMin: 5500 * time.Millisecond, LongMax: 7 * time.Second,
+		Log: t.Logf,
 	})
 	if err != nil {
 		dumpLog(t, filepath.Join(dir, "collector.log"))
 		t.Fatalf("crash test did not finish: %v", err)
 	}
-	t.Logf("%s; %d batches resent, %d of their records already stored; exported %d, summary %d",
-		res, res.Retried, res.RetriedStored, res.Exported, res.Summary)
+	t.Logf("%s; %d batches resent, %d of their records already stored; exported %d, summary %d after the last kill, %d after a clean restart",
+		res, res.Retried, res.RetriedStored, res.Exported, res.SummaryAfterCrash, res.Summary)
 	if res.Kills != 5 {
 		t.Errorf("killed the collector %d times, want 5", res.Kills)
 	}

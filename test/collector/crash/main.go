@@ -24,15 +24,19 @@ func main() {
 	batch := flag.Int("batch", 100, "events per request")
 	minDelay := flag.Duration("min-delay", 50*time.Millisecond, "shortest time from ready to kill")
 	maxDelay := flag.Duration("max-delay", 800*time.Millisecond, "longest time from ready to kill")
+	longEvery := flag.Int("long-every", 5, "make every Nth kill a long one, across the collector's 5s checkpoints (0: never)")
 	seed := flag.Uint64("seed", 0, "seed of the kill delays (0: from the clock)")
 	keep := flag.Bool("keep", false, "keep the data directory and collector log")
 	timeout := flag.Duration("timeout", 15*time.Minute, "give up after this long")
 	flag.Parse()
-	os.Exit(run(*bin, *kills, *workers, *batch, *minDelay, *maxDelay, *seed, *keep, *timeout))
+	os.Exit(run(*bin, loadgen.Options{
+		Kills: *kills, Workers: *workers, Batch: *batch, MinDelay: *minDelay, MaxDelay: *maxDelay,
+		LongEvery: *longEvery, Seed: *seed,
+	}, *keep, *timeout))
 }
 
-func run(bin string, kills, workers, batch int, minDelay, maxDelay time.Duration, seed uint64, keep bool, timeout time.Duration) int {
-	if kills < 1 {
+func run(bin string, o loadgen.Options, keep bool, timeout time.Duration) int {
+	if o.Kills < 1 {
 		fmt.Fprintln(os.Stderr, "crash: -kills must be at least 1")
 		return 2
 	}
@@ -53,17 +57,15 @@ func run(bin string, kills, workers, batch int, minDelay, maxDelay time.Duration
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	start := time.Now()
-	res, err := loadgen.RunCrashTest(ctx, loadgen.Options{
-		Binary: bin, Dir: dir, Kills: kills, Workers: workers, Batch: batch,
-		MinDelay: minDelay, MaxDelay: maxDelay, Seed: seed,
-		Log: func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) },
-	})
+	o.Binary, o.Dir = bin, dir
+	o.Log = func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }
+	res, err := loadgen.RunCrashTest(ctx, o)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "crash: after %d kills: %v\n", res.Kills, err)
 		return 2
 	}
-	fmt.Fprintf(os.Stderr, "%d kills in %s; %d batches resent after a kill, %d of their records were already stored; exported %d distinct ids, summary counts %d\n",
-		res.Kills, time.Since(start).Round(time.Second), res.Retried, res.RetriedStored, res.Exported, res.Summary)
+	fmt.Fprintf(os.Stderr, "%d kills in %s; %d batches resent after a kill, %d of their records were already stored; exported %d distinct ids, summary counts %d after the last kill and %d after a clean restart\n",
+		res.Kills, time.Since(start).Round(time.Second), res.Retried, res.RetriedStored, res.Exported, res.SummaryAfterCrash, res.Summary)
 	if res.Mismatch != "" {
 		fmt.Fprintln(os.Stderr, "MISMATCH:", res.Mismatch)
 	}
