@@ -55,6 +55,10 @@ type Result struct {
 	// were sent again with the same ids; RetriedStored counts the records
 	// of those retries the collector already held (stored, ack lost).
 	Retried, RetriedStored int
+	// ServerErrors counts 5xx answers; their batches were resent like
+	// those a kill cut off, but a collector that said it was ready should
+	// not give any.
+	ServerErrors int
 	// Mismatch explains a summary count that differs from the export;
 	// the larger difference is added to Lost or Dup.
 	Mismatch string
@@ -286,6 +290,10 @@ func (r *crashRun) send(ctx context.Context, b *batch) bool {
 		r.fail(fmt.Errorf("batch %s: %w", b.prefix, err))
 		return false
 	default: // broken connection or 5xx: the outcome is unknown
+		if status != nil {
+			r.res.ServerErrors++
+			r.o.Log("batch %s: %v", b.prefix, err)
+		}
 		b.sends++
 		r.pending = append(r.pending, b)
 		return false

@@ -88,6 +88,9 @@ func TestShortCrash(t *testing.T) {
 	if res.Mismatch != "" {
 		t.Error(res.Mismatch)
 	}
+	if res.ServerErrors != 0 {
+		t.Errorf("the collector answered %d requests with a 5xx after it was ready", res.ServerErrors)
+	}
 	if res.Unexpected != 0 {
 		t.Errorf("%d exported ids were never sent", res.Unexpected)
 	}

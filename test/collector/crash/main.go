@@ -69,6 +69,9 @@ func run(bin string, o loadgen.Options, keep bool, timeout time.Duration) int {
 	if res.Mismatch != "" {
 		fmt.Fprintln(os.Stderr, "MISMATCH:", res.Mismatch)
 	}
+	if res.ServerErrors != 0 {
+		fmt.Fprintf(os.Stderr, "SERVER ERRORS: %d requests answered with a 5xx after ready (resent)\n", res.ServerErrors)
+	}
 	if res.Unexpected != 0 {
 		fmt.Fprintf(os.Stderr, "UNEXPECTED: %d exported ids were never sent\n", res.Unexpected)
 	}
