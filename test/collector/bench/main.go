@@ -38,6 +38,7 @@ type config struct {
 	responses, preloadBatch int
 	preloadWorkers          int
 	summaries               int
+	ids                     string
 	keep                    bool
 }
 
@@ -49,12 +50,13 @@ func main() {
 	flag.StringVar(&c.bin, "cxop", "bin/cxop", "the cxop binary")
 	flag.IntVar(&c.workers, "workers", 32, "concurrent writers for the throughput runs")
 	flag.IntVar(&c.batch, "batch", 100, "events per request")
-	flag.DurationVar(&c.duration, "duration", 10*time.Second, "length of each load run")
+	flag.DurationVar(&c.duration, "duration", 30*time.Second, "length of each load run; short runs measure little more than the store's memtable")
 	flag.DurationVar(&c.settle, "settle", 5*time.Second, "pause before the half-rate run, so flushes of the saturation run are not timed")
 	flag.IntVar(&c.responses, "responses", 10_000_000, "survey responses stored before the summary and restart figures")
 	flag.IntVar(&c.preloadBatch, "preload-batch", 1000, "responses per preload request")
 	flag.IntVar(&c.preloadWorkers, "preload-workers", 4, "concurrent preload writers")
 	flag.IntVar(&c.summaries, "summaries", 2000, "summary requests timed")
+	flag.StringVar(&c.ids, "ids", "worker", "event ids: worker (run-worker-seq-i), time (time-ordered, as ULIDs) or random (as UUIDv4)")
 	flag.BoolVar(&c.keep, "keep", false, "keep the data directory and collector log")
 	timeout := flag.Duration("timeout", 45*time.Minute, "give up after this long")
 	flag.Parse()
@@ -82,10 +84,13 @@ func run(ctx context.Context, c config) error {
 	} else {
 		defer os.RemoveAll(dir)
 	}
+	prefixes, err := idPrefixes(c.ids)
+	if err != nil {
+		return err
+	}
 	events := func(run string) loadgen.BodyFunc {
 		return func(w int, seq int64, rng *rand.Rand) ([]byte, int) {
-			prefix := run + "-" + strconv.Itoa(w) + "-" + strconv.FormatInt(seq, 10)
-			return loadgen.Events(prefix, c.batch, time.Now(), 0, rng), c.batch
+			return loadgen.Events(prefixes(run, w, seq, rng), c.batch, time.Now(), 0, rng), c.batch
 		}
 	}
 	cfg := filepath.Join(dir, "collector.yaml")
@@ -168,6 +173,27 @@ func run(ctx context.Context, c config) error {
 	fmt.Printf("summary_p99_ms=%.2f\n", ms(sum.Percentile(0.99)))
 	fmt.Printf("restart_ready_s=%.2f\n", ready.Seconds())
 	return nil
+}
+
+// idPrefixes returns how a batch's id prefix is made. Ids are unique in
+// every scheme; they differ in where they land in the collector's
+// idempotency index, which may matter to its write path.
+func idPrefixes(scheme string) (func(run string, w int, seq int64, rng *rand.Rand) string, error) {
+	switch scheme {
+	case "worker":
+		return func(run string, w int, seq int64, _ *rand.Rand) string {
+			return run + "-" + strconv.Itoa(w) + "-" + strconv.FormatInt(seq, 10)
+		}, nil
+	case "time":
+		return func(run string, w int, _ int64, rng *rand.Rand) string {
+			return fmt.Sprintf("%016x%08x-%s", time.Now().UnixNano(), rng.Uint32(), run)
+		}, nil
+	case "random":
+		return func(run string, _ int, _ int64, rng *rand.Rand) string {
+			return fmt.Sprintf("%016x%016x-%s", rng.Uint64(), rng.Uint64(), run)
+		}, nil
+	}
+	return nil, fmt.Errorf("-ids %q: want worker, time or random", scheme)
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
