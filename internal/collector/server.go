@@ -199,6 +199,12 @@ func (s *Server) ingestOnce(w http.ResponseWriter, r *http.Request, endpoint str
 		w.Header().Set("Retry-After", "1")
 		s.reject(w, endpoint, "overloaded", 429, errorBody{Error: "too many requests queued; retry after 1s"})
 		return 429
+	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+		// The client went away while its records were queued; they may
+		// still be committed, and a retry reports them as duplicates.
+		w.Header().Set("Retry-After", "1")
+		s.reject(w, endpoint, "unavailable", 503, errorBody{Error: "request ended before the records were confirmed on disk; retry with the same ids"})
+		return 503
 	case err != nil:
 		w.Header().Set("Retry-After", "5")
 		s.log.Error("store records", "endpoint", endpoint, "err", err)
@@ -293,7 +299,10 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request) {
 		return err
 	})
 	if err != nil {
-		s.log.Error("export", "err", err)
+		// The 200 is already sent: abort the connection so the client sees
+		// a broken stream, not a clean end of a partial export.
+		s.log.Error("export cut short", "err", err)
+		panic(http.ErrAbortHandler)
 	}
 }
 
