@@ -26,6 +26,7 @@ package enginebench
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"flag"
 	"fmt"
@@ -45,8 +46,9 @@ import (
 )
 
 var (
-	prefill   = flag.Int("prefill", 2_000_000, "records stored before BenchmarkGroupCommitPrefilled")
-	pebbleGet = flag.Bool("pebble-get", false, "look ids up in Pebble with DB.Get instead of one iterator per group")
+	prefill       = flag.Int("prefill", 2_000_000, "records stored before BenchmarkGroupCommitPrefilled")
+	pebbleCompact = flag.Bool("pebble-compact", false, "compact the whole prefilled Pebble database before measuring (an LSM at rest)")
+	pebbleGet     = flag.Bool("pebble-get", false, "look ids up in Pebble with DB.Get instead of one iterator per group")
 )
 
 const recordsPerRequest = 100
@@ -464,6 +466,11 @@ func fill(e engine, rng *rand.Rand, n int) (uint64, error) {
 	}
 	switch e := e.(type) {
 	case *pebbleEngine:
+		if *pebbleCompact {
+			if err := e.db.Compact(context.Background(), []byte("i/"), []byte("s"), true); err != nil {
+				return 0, err
+			}
+		}
 		return seq, e.settle()
 	case *boltEngine:
 		return seq, e.db.Sync()
