@@ -68,9 +68,10 @@ func alignUp(t int64, r Resolution) int64 {
 	return d + steps[r]
 }
 
-// merger is what a Series holds: *Touchpoint or *Survey.
-type merger[A any] interface {
+// aggregate is what a Series holds: *Touchpoint or *Survey.
+type aggregate[A any] interface {
 	Merge(A) error
+	MarshalBinary() ([]byte, error)
 }
 
 // BucketKey names one bucket of a series.
@@ -80,13 +81,13 @@ type BucketKey struct {
 }
 
 // Series is the buckets of one subject at every resolution.
-type Series[A merger[A]] struct {
+type Series[A aggregate[A]] struct {
 	newAgg  func() A
 	buckets [numResolutions]map[int64]A
 	dirty   map[BucketKey]struct{}
 }
 
-func newSeries[A merger[A]](newAgg func() A) *Series[A] {
+func newSeries[A aggregate[A]](newAgg func() A) *Series[A] {
 	s := &Series[A]{newAgg: newAgg, dirty: map[BucketKey]struct{}{}}
 	for i := range s.buckets {
 		s.buckets[i] = map[int64]A{}

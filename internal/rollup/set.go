@@ -187,37 +187,30 @@ func (s *Set) Flush(now time.Time) ([]Entry, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	h := s.retention.horizons(now.UnixNano())
-	var out []Entry
-	for name, ser := range s.touchpoints {
-		for _, k := range ser.prune(h) {
-			out = append(out, Entry{Key: bucketKey(KindTouchpoint, name, k)})
-		}
-		for k := range ser.dirty {
-			v, err := ser.buckets[k.Res][k.Start].MarshalBinary()
-			if err != nil {
-				return nil, fmt.Errorf("touchpoint %s: %w", name, err)
-			}
-			out = append(out, Entry{Key: bucketKey(KindTouchpoint, name, k), Value: v})
-		}
-		clear(ser.dirty)
-		if ser.empty() {
-			delete(s.touchpoints, name)
-		}
+	out, err := flushSeries(nil, KindTouchpoint, "touchpoint", s.touchpoints, h)
+	if err != nil {
+		return nil, err
 	}
-	for name, ser := range s.surveys {
+	return flushSeries(out, KindSurvey, "survey", s.surveys, h)
+}
+
+// flushSeries appends one kind's pruned and changed buckets to out and
+// forgets series left empty.
+func flushSeries[A aggregate[A]](out []Entry, kind Kind, what string, series map[string]*Series[A], h [numResolutions]int64) ([]Entry, error) {
+	for name, ser := range series {
 		for _, k := range ser.prune(h) {
-			out = append(out, Entry{Key: bucketKey(KindSurvey, name, k)})
+			out = append(out, Entry{Key: bucketKey(kind, name, k)})
 		}
 		for k := range ser.dirty {
 			v, err := ser.buckets[k.Res][k.Start].MarshalBinary()
 			if err != nil {
-				return nil, fmt.Errorf("survey %s: %w", name, err)
+				return nil, fmt.Errorf("%s %s: %w", what, name, err)
 			}
-			out = append(out, Entry{Key: bucketKey(KindSurvey, name, k), Value: v})
+			out = append(out, Entry{Key: bucketKey(kind, name, k), Value: v})
 		}
 		clear(ser.dirty)
 		if ser.empty() {
-			delete(s.surveys, name)
+			delete(series, name)
 		}
 	}
 	return out, nil
