@@ -206,29 +206,21 @@ func (s *Store) recover() error {
 		}
 	}
 
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: recordKey(checkpoint + 1), UpperBound: []byte{prefixRecord + 1}})
-	if err != nil {
-		return fmt.Errorf("replay records: %w", err)
-	}
 	replayed := 0
 	s.seq = checkpoint
 	var b rollup.Batch
-	for it.First(); it.Valid(); it.Next() {
-		r, err := decodeRecord(it.Value())
-		if err != nil {
-			_ = it.Close()
-			return fmt.Errorf("replay record %x: %w", it.Key(), err)
-		}
-		appendToBatch(&b, &r)
-		s.seq = binary.BigEndian.Uint64(it.Key()[1:])
+	err := s.scanRecords(checkpoint+1, func(seq uint64, _ []byte, r *Record) error {
+		appendToBatch(&b, r)
+		s.seq = seq
 		replayed++
 		if len(b.Events)+len(b.Responses) >= 10000 {
 			s.rollups.Apply(&b)
 			b.Events, b.Responses = b.Events[:0], b.Responses[:0]
 		}
-	}
-	if err := it.Close(); err != nil {
-		return fmt.Errorf("replay records: %w", err)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("replay: %w", err)
 	}
 	s.rollups.Apply(&b)
 	if err := s.checkpoint(); err != nil {
@@ -450,20 +442,28 @@ func (s *Store) Close() error {
 // Export calls fn with the JSON of every stored record of one subject, in
 // the order they were stored.
 func (s *Store) Export(kind rollup.Kind, subject string, fn func(json []byte) error) error {
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixRecord}, UpperBound: []byte{prefixRecord + 1}})
+	return s.scanRecords(0, func(_ uint64, _ []byte, r *Record) error {
+		if r.Kind != kind || r.Subject != subject {
+			return nil
+		}
+		return fn(r.JSON)
+	})
+}
+
+// scanRecords calls fn with every stored record from sequence from on, in
+// order. The record's JSON is only valid during the call.
+func (s *Store) scanRecords(from uint64, fn func(seq uint64, key []byte, r *Record) error) error {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: recordKey(from), UpperBound: []byte{prefixRecord + 1}})
 	if err != nil {
-		return fmt.Errorf("export: %w", err)
+		return fmt.Errorf("read records: %w", err)
 	}
 	defer func() { _ = it.Close() }()
 	for it.First(); it.Valid(); it.Next() {
 		r, err := decodeRecord(it.Value())
 		if err != nil {
-			return fmt.Errorf("export record %x: %w", it.Key(), err)
+			return fmt.Errorf("record %x: %w", it.Key(), err)
 		}
-		if r.Kind != kind || r.Subject != subject {
-			continue
-		}
-		if err := fn(r.JSON); err != nil {
+		if err := fn(binary.BigEndian.Uint64(it.Key()[1:]), it.Key(), &r); err != nil {
 			return err
 		}
 	}
@@ -474,38 +474,33 @@ func (s *Store) Export(kind rollup.Kind, subject string, fn func(json []byte) er
 // event time is before cutoff. Ingest refuses records that old, so a
 // deleted id cannot come back. It returns how many it deleted.
 func (s *Store) PruneRecords(cutoff time.Time) (int, error) {
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixRecord}, UpperBound: []byte{prefixRecord + 1}})
-	if err != nil {
-		return 0, fmt.Errorf("prune: %w", err)
-	}
-	defer func() { _ = it.Close() }()
 	b := s.db.NewBatch()
+	defer func() { _ = b.Close() }()
 	deleted := 0
 	var key []byte
-	for it.First(); it.Valid(); it.Next() {
-		r, err := decodeRecord(it.Value())
-		if err != nil {
-			return deleted, fmt.Errorf("prune record %x: %w", it.Key(), err)
-		}
+	err := s.scanRecords(0, func(_ uint64, rkey []byte, r *Record) error {
 		if r.Time() >= cutoff.UnixNano() {
-			continue
+			return nil
 		}
 		_ = b.Delete(idKey(key, r.Kind, r.Subject, r.ID), nil)
-		_ = b.Delete(it.Key(), nil)
+		_ = b.Delete(rkey, nil)
 		deleted++
-		if b.Count() >= 10000 {
-			if err := b.Commit(pebble.NoSync); err != nil {
-				return deleted, fmt.Errorf("prune: %w", err)
-			}
-			_ = b.Close()
-			b = s.db.NewBatch()
+		if b.Count() < 10000 {
+			return nil
 		}
+		if err := b.Commit(pebble.NoSync); err != nil {
+			return err
+		}
+		b.Reset()
+		return nil
+	})
+	if err != nil {
+		return deleted, fmt.Errorf("prune: %w", err)
 	}
-	defer func() { _ = b.Close() }()
 	if err := b.Commit(pebble.Sync); err != nil {
 		return deleted, fmt.Errorf("prune: %w", err)
 	}
-	return deleted, it.Error()
+	return deleted, nil
 }
 
 // Copy writes a consistent copy of the database to dir (a backup).
