@@ -5,15 +5,23 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -27,6 +35,7 @@ import (
 	"github.com/cxop-dev/cxop/controllers"
 	"github.com/cxop-dev/cxop/internal/collector"
 	"github.com/cxop-dev/cxop/internal/devenv"
+	"github.com/cxop-dev/cxop/internal/localcollector"
 )
 
 func main() {
@@ -60,6 +69,17 @@ type managerOptions struct {
 	probeAddr      string
 	leaderElection bool
 	zap            zap.Options
+
+	refreshInterval time.Duration
+	// localCollectors, when set, runs collectors as local processes
+	// with their data under this directory (cxop dev) instead of as
+	// StatefulSets.
+	localCollectors string
+	collector       controllers.KubeCollectorRuntime
+	collectorCPU    string
+	collectorMemory string
+	collectorMemMax string
+	collectorDisk   string
 }
 
 func newManagerCommand() *cobra.Command {
@@ -76,6 +96,18 @@ func newManagerCommand() *cobra.Command {
 	f.StringVar(&opts.metricsAddr, "metrics-bind-address", ":8080", `Address the Prometheus metrics endpoint binds to; "0" disables it.`)
 	f.StringVar(&opts.probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz probes bind to.")
 	f.BoolVar(&opts.leaderElection, "leader-elect", false, "Elect a leader so that only one of several replicas reconciles.")
+	f.DurationVar(&opts.refreshInterval, "status-refresh-interval", 30*time.Second,
+		"How often each object's status numbers are refreshed from its collector (jittered by 10%).")
+	f.StringVar(&opts.collector.Image, "collector-image", defaultCollectorImage, "Image of the collector pods (the cxop image; it runs `cxop collector`).")
+	f.StringVar(&opts.collectorCPU, "collector-cpu-request", "100m", "CPU request of a collector pod.")
+	f.StringVar(&opts.collectorMemory, "collector-memory-request", "128Mi", "Memory request of a collector pod.")
+	f.StringVar(&opts.collectorMemMax, "collector-memory-limit", "512Mi", "Memory limit of a collector pod.")
+	f.StringVar(&opts.collectorDisk, "collector-storage-size", "1Gi", "Size of a collector's data PersistentVolumeClaim.")
+	f.StringVar(&opts.collector.StorageClass, "collector-storage-class", "", "StorageClass of a collector's data PVC (default: the cluster's default).")
+	f.BoolVar(&opts.collector.DeletePVC, "collector-delete-pvc", false,
+		"Delete a collector's data PVC when the last Touchpoint of its namespace is deleted (default: keep it).")
+	f.StringVar(&opts.localCollectors, "local-collectors-dir", "",
+		"Run collectors as local processes on loopback ports with their data under this directory, instead of as pods (used by `cxop dev`).")
 	zapFlags := flag.NewFlagSet("zap", flag.ContinueOnError)
 	opts.zap.BindFlags(zapFlags)
 	f.AddGoFlagSet(zapFlags)
@@ -98,6 +130,12 @@ func runManager(ctx context.Context, opts *managerOptions) error {
 	scheme, err := newScheme()
 	utilruntime.Must(err)
 
+	runtime, cleanup, err := opts.collectorRuntime()
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
 		return fmt.Errorf("load kubeconfig: %w", err)
@@ -108,11 +146,17 @@ func runManager(ctx context.Context, opts *managerOptions) error {
 		HealthProbeBindAddress: opts.probeAddr,
 		LeaderElection:         opts.leaderElection,
 		LeaderElectionID:       "manager.cxop.dev",
+		Cache:                  cache.Options{ByObject: managedObjectsOnly()},
 	})
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}
-	if err := controllers.SetupWithManager(ctx, mgr); err != nil {
+	if kube, ok := runtime.(*controllers.KubeCollectorRuntime); ok {
+		kube.Client = mgr.GetClient()
+	}
+	if err := controllers.SetupWithManager(ctx, mgr, controllers.Options{
+		Runtime: runtime, RefreshInterval: opts.refreshInterval,
+	}); err != nil {
 		return err
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
@@ -126,4 +170,62 @@ func runManager(ctx context.Context, opts *managerOptions) error {
 		return fmt.Errorf("run manager: %w", err)
 	}
 	return nil
+}
+
+// defaultCollectorImage is the image collectors run when the manager is
+// not told otherwise; the Helm chart passes its own image.
+const defaultCollectorImage = "ghcr.io/cxop-dev/cxop:latest"
+
+// collectorRuntime returns where collectors run, and what to do at exit.
+func (o *managerOptions) collectorRuntime() (controllers.CollectorRuntime, func(), error) {
+	if o.localCollectors != "" {
+		self, err := os.Executable()
+		if err != nil {
+			return nil, nil, fmt.Errorf("find own executable: %w", err)
+		}
+		rt, err := localcollector.New(o.localCollectors, self)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--local-collectors-dir: %w", err)
+		}
+		return rt, rt.Stop, nil
+	}
+	k := o.collector
+	var err error
+	parse := func(flag, v string) resource.Quantity {
+		q, perr := resource.ParseQuantity(v)
+		if perr != nil && err == nil {
+			err = fmt.Errorf("--%s: %q is not a quantity such as 128Mi: %w", flag, v, perr)
+		}
+		return q
+	}
+	k.Resources = corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{
+			corev1.ResourceCPU:    parse("collector-cpu-request", o.collectorCPU),
+			corev1.ResourceMemory: parse("collector-memory-request", o.collectorMemory),
+		},
+		Limits: corev1.ResourceList{corev1.ResourceMemory: parse("collector-memory-limit", o.collectorMemMax)},
+	}
+	k.StorageSize = parse("collector-storage-size", o.collectorDisk)
+	if err != nil {
+		return nil, nil, err
+	}
+	if k.Image == "" {
+		return nil, nil, errors.New("--collector-image: must not be empty")
+	}
+	return &k, func() {}, nil
+}
+
+// managedObjectsOnly limits the informer caches of Secrets, ConfigMaps and
+// the collectors' workloads to objects cxop made, so that a cluster's
+// thousands of unrelated Secrets are neither cached nor readable through
+// the manager.
+func managedObjectsOnly() map[client.Object]cache.ByObject {
+	managed := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{controllers.ManagedByLabel: controllers.ManagedByValue})}
+	return map[client.Object]cache.ByObject{
+		&corev1.Secret{}:         managed,
+		&corev1.ConfigMap{}:      managed,
+		&corev1.Service{}:        managed,
+		&corev1.ServiceAccount{}: managed,
+		&appsv1.StatefulSet{}:    managed,
+	}
 }

@@ -2,7 +2,9 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"time"
 
 	ctrl "sigs.k8s.io/controller-runtime"
 )
@@ -10,16 +12,39 @@ import (
 // eventReporter is the reportingController of the events cxop emits.
 const eventReporter = "cxop-manager"
 
+// Options configure the reconcilers.
+type Options struct {
+	// Runtime runs the namespaces' collectors.
+	Runtime CollectorRuntime
+	// RefreshInterval is how often status numbers are refreshed from the
+	// collectors (default 30s, jittered).
+	RefreshInterval time.Duration
+	// RetryInterval is how soon an object whose collector could not
+	// answer tries again (default 5s).
+	RetryInterval time.Duration
+}
+
 // SetupWithManager registers the field indexes and every reconciler with
 // mgr.
-func SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
+func SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts Options) error {
+	if opts.Runtime == nil {
+		return errors.New("no collector runtime")
+	}
+	if opts.RefreshInterval <= 0 {
+		opts.RefreshInterval = 30 * time.Second
+	}
 	if err := setupIndexes(ctx, mgr); err != nil {
 		return err
 	}
 	c, rec := mgr.GetClient(), mgr.GetEventRecorder(eventReporter)
+	status := NewStatusSource(c, opts.Runtime, opts.RefreshInterval)
+	if opts.RetryInterval > 0 {
+		status.RetryInterval = opts.RetryInterval
+	}
 	for name, r := range map[string]interface{ SetupWithManager(ctrl.Manager) error }{
-		"touchpoint": &TouchpointReconciler{Client: c, Recorder: rec},
-		"survey":     &SurveyReconciler{Client: c, Recorder: rec},
+		"collector":  &CollectorReconciler{Client: c, Recorder: rec, Runtime: opts.Runtime, Forget: status.API.Forget},
+		"touchpoint": &TouchpointReconciler{Client: c, Recorder: rec, Status: status},
+		"survey":     &SurveyReconciler{Client: c, Recorder: rec, Status: status},
 		"journey":    &JourneyReconciler{Client: c, Recorder: rec},
 		"cxtarget":   &CXTargetReconciler{Client: c, Recorder: rec},
 	} {

@@ -34,6 +34,9 @@ type readiness struct {
 	// mismatch is set when references resolve but do not fit together
 	// (CXTarget only); the object waits for either side to change.
 	mismatch string
+	// collectorReason and collector are set when the numbers status shows
+	// could not be read from the namespace's collector.
+	collectorReason, collector string
 }
 
 // readyCondition returns the Ready condition for r.
@@ -52,6 +55,8 @@ func (r readiness) readyCondition(generation int64) metav1.Condition {
 		c.Status, c.Reason, c.Message = metav1.ConditionFalse, notFoundReason(r.missing[0].Kind), missingMessage(r.missing)
 	case r.mismatch != "":
 		c.Status, c.Reason, c.Message = metav1.ConditionFalse, cxv1.ObjectiveMismatchReason, r.mismatch
+	case r.collector != "":
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, r.collectorReason, r.collector
 	}
 	return c
 }

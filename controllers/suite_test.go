@@ -34,6 +34,8 @@ var (
 	k8sClient client.Client
 	scheme    *runtime.Scheme
 	cancelMgr context.CancelFunc
+	// collectors runs the namespaces' collectors in this process.
+	collectors *inProcessCollectors
 )
 
 func TestControllers(t *testing.T) {
@@ -69,7 +71,12 @@ var _ = BeforeSuite(func() {
 	Expect(err).NotTo(HaveOccurred())
 	var ctx context.Context
 	ctx, cancelMgr = context.WithCancel(context.Background())
-	Expect(SetupWithManager(ctx, mgr)).To(Succeed())
+	collectors = newInProcessCollectors(GinkgoT().TempDir())
+	Expect(SetupWithManager(ctx, mgr, Options{
+		Runtime:         collectors,
+		RefreshInterval: 2 * time.Second,
+		RetryInterval:   200 * time.Millisecond,
+	})).To(Succeed())
 	go func() {
 		defer GinkgoRecover()
 		Expect(mgr.Start(ctx)).To(Succeed())
@@ -79,6 +86,9 @@ var _ = BeforeSuite(func() {
 var _ = AfterSuite(func() {
 	if cancelMgr != nil {
 		cancelMgr()
+	}
+	if collectors != nil {
+		collectors.stopAll()
 	}
 	if testEnv != nil {
 		Expect(testEnv.Stop()).To(Succeed())

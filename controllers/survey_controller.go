@@ -9,6 +9,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
+	"github.com/cxop-dev/cxop/internal/collector"
 )
 
 // SurveyReconciler resolves a Survey's trigger Touchpoints, checks its
@@ -16,6 +17,7 @@ import (
 type SurveyReconciler struct {
 	client.Client
 	Recorder events.EventRecorder
+	Status   *StatusSource
 }
 
 // +kubebuilder:rbac:groups=cx.cxop.dev,resources=surveys,verbs=get;list;watch
@@ -38,7 +40,20 @@ func (r *SurveyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		return ctrl.Result{}, err
 	}
 
-	setSurveyStatus(svy, obs)
+	var summary *collector.SurveySummary
+	if obs.invalid == nil {
+		all, err := r.Status.all(ctx, svy.Namespace, svy.Spec.GetWindow())
+		if err := collectorProblem(&obs, err); err != nil {
+			return ctrl.Result{}, err
+		}
+		if all != nil {
+			if summary = all.Surveys[svy.Name]; summary == nil {
+				obs.collectorReason, obs.collector = cxv1.CollectorPendingReason, "the collector has not loaded this survey's config yet"
+			}
+		}
+	}
+
+	setSurveyStatus(svy, obs, r.Status.Runtime.URL(svy.Namespace), summary)
 	recordReadyTransition(r.Recorder, svy, orig.Status.Conditions, svy.Status.Conditions)
 	if err := patchStatus(ctx, r.Client, orig, svy); err != nil {
 		return ctrl.Result{}, err
@@ -46,7 +61,7 @@ func (r *SurveyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	if obs.invalid != nil {
 		return ctrl.Result{}, reconcile.TerminalError(obs.invalid)
 	}
-	return ctrl.Result{}, nil
+	return ctrl.Result{RequeueAfter: r.Status.next(obs.collector != "")}, nil
 }
 
 // observe checks the spec and resolves the trigger's Touchpoints. A missing

@@ -9,12 +9,16 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
+	"github.com/cxop-dev/cxop/internal/collector"
 )
 
-// TouchpointReconciler checks a Touchpoint's spec and reports it in status.
+// TouchpointReconciler checks a Touchpoint's spec and keeps its status
+// live: where to send events, and the interactions, wait-time compliance
+// and waits of its window as the namespace's collector counts them.
 type TouchpointReconciler struct {
 	client.Client
 	Recorder events.EventRecorder
+	Status   *StatusSource
 }
 
 // +kubebuilder:rbac:groups=cx.cxop.dev,resources=touchpoints,verbs=get;list;watch
@@ -35,8 +39,20 @@ func (r *TouchpointReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	orig := tp.DeepCopy()
 
 	obs := readiness{invalid: checkTouchpointSpec(&tp.Spec)}
+	var summary *collector.TouchpointSummary
+	if obs.invalid == nil {
+		all, err := r.Status.all(ctx, tp.Namespace, tp.Spec.GetWindow())
+		if err := collectorProblem(&obs, err); err != nil {
+			return ctrl.Result{}, err
+		}
+		if all != nil {
+			if summary = all.Touchpoints[tp.Name]; summary == nil {
+				obs.collectorReason, obs.collector = cxv1.CollectorPendingReason, "the collector has not loaded this touchpoint's config yet"
+			}
+		}
+	}
 
-	setTouchpointStatus(tp, obs)
+	setTouchpointStatus(tp, obs, r.Status.Runtime.URL(tp.Namespace), summary)
 	recordReadyTransition(r.Recorder, tp, orig.Status.Conditions, tp.Status.Conditions)
 	if err := patchStatus(ctx, r.Client, orig, tp); err != nil {
 		return ctrl.Result{}, err
@@ -46,5 +62,5 @@ func (r *TouchpointReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		// new reconcile by itself.
 		return ctrl.Result{}, reconcile.TerminalError(obs.invalid)
 	}
-	return ctrl.Result{}, nil
+	return ctrl.Result{RequeueAfter: r.Status.next(obs.collector != "")}, nil
 }

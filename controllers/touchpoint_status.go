@@ -1,7 +1,12 @@
 package controllers
 
 import (
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
+	"github.com/cxop-dev/cxop/internal/collector"
 )
 
 // checkTouchpointSpec reports what the schema cannot: a window that
@@ -18,8 +23,47 @@ func checkTouchpointSpec(spec *cxv1.TouchpointSpec) error {
 }
 
 // setTouchpointStatus writes the conditions and observedGeneration that obs
-// implies.
-func setTouchpointStatus(tp *cxv1.Touchpoint, obs readiness) {
+// implies, where to send events, and the numbers of summary. With no
+// summary (the collector could not answer) the numbers are cleared: status
+// never presents an old number as live.
+func setTouchpointStatus(tp *cxv1.Touchpoint, obs readiness, url string, summary *collector.TouchpointSummary) {
 	setReadinessConditions(&tp.Status.Conditions, tp.Generation, obs)
 	tp.Status.ObservedGeneration = tp.Generation
+	if url != "" && obs.invalid == nil {
+		tp.Status.Ingest = &cxv1.IngestStatus{
+			URL:            url,
+			TokenSecretRef: &cxv1.SecretKeyReference{Name: TouchpointTokenSecretName(tp.Name), Key: TokenKey},
+		}
+	}
+	st := &tp.Status
+	st.Interactions, st.WaitCompliance, st.WaitP50, st.WaitP95, st.FirstContactResolution, st.LastEventTime = 0, "", "", "", "", nil
+	if summary == nil {
+		return
+	}
+	st.Interactions = int64(summary.Interactions)
+	if v := summary.WaitCompliance; v != nil {
+		st.WaitCompliance = percent(*v)
+	}
+	if v := summary.WaitP50Seconds; v != nil {
+		st.WaitP50 = seconds(*v)
+	}
+	if v := summary.WaitP95Seconds; v != nil {
+		st.WaitP95 = seconds(*v)
+	}
+	if v := summary.FirstContactResolution; v != nil {
+		st.FirstContactResolution = percent(*v)
+	}
+	st.LastEventTime = parseTime(summary.LastEventTime)
+}
+
+// parseTime reads a collector timestamp (RFC 3339) for status.
+func parseTime(s *string) *metav1.Time {
+	if s == nil {
+		return nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, *s)
+	if err != nil {
+		return nil
+	}
+	return &metav1.Time{Time: t}
 }

@@ -37,7 +37,7 @@ func TestCheckSurveySpec(t *testing.T) {
 			Schedule: &cxv1.SurveySchedule{Cron: "0 9 1 */3 *", TimeZone: "Europe/Paris"},
 		}
 	}
-	if err := checkSurveySpec(ptr(base())); err != nil {
+	if err := checkSurveySpec(new(base())); err != nil {
 		t.Fatalf("valid spec: %v", err)
 	}
 	badTZ := base()
@@ -56,5 +56,3 @@ func TestCheckSurveySpec(t *testing.T) {
 		t.Errorf("zero linkTTL: %v", err)
 	}
 }
-
-func ptr[T any](v T) *T { return &v }

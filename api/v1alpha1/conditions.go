@@ -46,4 +46,13 @@ const (
 	// ObjectiveMismatchReason: a CXTarget's objective cannot be measured on
 	// its subject (for example an NPS objective on a CSAT Survey).
 	ObjectiveMismatchReason = "ObjectiveMismatch"
+
+	// CollectorUnavailableReason: the namespace's collector could not be
+	// asked for the numbers status shows, so status shows none rather than
+	// stale ones.
+	CollectorUnavailableReason = "CollectorUnavailable"
+
+	// CollectorPendingReason: the collector runs but has not yet loaded a
+	// config that knows this object (a new Touchpoint or Survey).
+	CollectorPendingReason = "CollectorPending"
 )

@@ -1,0 +1,309 @@
+package controllers
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/yaml"
+
+	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
+	"github.com/cxop-dev/cxop/internal/collector"
+	"github.com/cxop-dev/cxop/internal/score"
+)
+
+// Names and labels of what the operator creates for a namespace's collector.
+const (
+	// CollectorName names the collector's StatefulSet, Service and
+	// ServiceAccount in each namespace that has Touchpoints.
+	CollectorName = "cxop-collector"
+	// CollectorConfigMapName holds the rendered collector config.
+	CollectorConfigMapName = "cxop-collector-config"
+	// CollectorConfigKey is the key of the config in that ConfigMap.
+	CollectorConfigKey = "config.yaml"
+	// ReadTokenSecretName holds the token the manager reads summaries with.
+	ReadTokenSecretName = "cxop-collector-read-token"
+	// TokenKey is the key of a token in every token Secret.
+	TokenKey = "token"
+
+	// ManagedByLabel marks every object cxop creates; the manager caches
+	// only Secrets and ConfigMaps that carry it.
+	ManagedByLabel = "app.kubernetes.io/managed-by"
+	ManagedByValue = "cxop"
+	// Labels naming the subject of a token Secret.
+	touchpointLabel = "cx.cxop.dev/touchpoint"
+	surveyLabel     = "cx.cxop.dev/survey"
+)
+
+// TouchpointTokenSecretName is the Secret holding the ingest token of a
+// Touchpoint.
+func TouchpointTokenSecretName(touchpoint string) string { return "cxop-touchpoint-" + touchpoint }
+
+// SurveyTokenSecretName is the Secret holding the answer token of a Survey.
+func SurveyTokenSecretName(survey string) string { return "cxop-survey-" + survey }
+
+// CollectorRuntime runs the collector of a namespace. In a cluster it is a
+// StatefulSet (KubeCollectorRuntime); under `cxop dev` a local process.
+type CollectorRuntime interface {
+	// Ensure makes the namespace's collector run with config and returns
+	// its base URL. It is called after the config ConfigMap is written.
+	Ensure(ctx context.Context, namespace string, config []byte) (string, error)
+	// Remove stops the namespace's collector. Its data is kept unless the
+	// runtime was configured otherwise.
+	Remove(ctx context.Context, namespace string) error
+	// URL is the base URL of the namespace's collector, or "" when it
+	// has none.
+	URL(namespace string) string
+}
+
+// CollectorReconciler keeps one collector per namespace that has
+// Touchpoints: its token Secrets, its config and its runtime. Requests are
+// keyed by namespace (the name is always CollectorName), so any number of
+// Touchpoint and Survey changes in a namespace collapse into one render.
+type CollectorReconciler struct {
+	client.Client
+	Recorder events.EventRecorder
+	Runtime  CollectorRuntime
+	// Summaries, when set, forgets cached answers of a collector whose
+	// config changed, so a new Touchpoint does not wait out the cache.
+	Forget func(baseURL string)
+}
+
+// +kubebuilder:rbac:groups=cx.cxop.dev,resources=touchpoints;surveys,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=secrets;configmaps;services;serviceaccounts,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;list;watch;create;update;patch;delete
+
+// Reconcile renders the namespace's collector, or removes it when the
+// namespace has no Touchpoints left.
+func (r *CollectorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	ns := req.Namespace
+	var tps cxv1.TouchpointList
+	if err := r.List(ctx, &tps, client.InNamespace(ns)); err != nil {
+		return ctrl.Result{}, fmt.Errorf("list touchpoints: %w", err)
+	}
+	var svys cxv1.SurveyList
+	if err := r.List(ctx, &svys, client.InNamespace(ns)); err != nil {
+		return ctrl.Result{}, fmt.Errorf("list surveys: %w", err)
+	}
+	live := func(o metav1.Object) bool { return o.GetDeletionTimestamp().IsZero() }
+	tpItems := slices.DeleteFunc(tps.Items, func(t cxv1.Touchpoint) bool { return !live(&t) })
+	svyItems := slices.DeleteFunc(svys.Items, func(s cxv1.Survey) bool { return !live(&s) })
+
+	if err := r.pruneTokenSecrets(ctx, ns, tpItems, svyItems); err != nil {
+		return ctrl.Result{}, err
+	}
+	if len(tpItems) == 0 {
+		return ctrl.Result{}, r.removeCollector(ctx, ns)
+	}
+
+	cfg := collector.Config{}
+	for i := range tpItems {
+		tp := &tpItems[i]
+		token, err := r.ensureToken(ctx, ns, tp, TouchpointTokenSecretName(tp.Name), touchpointLabel)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		cfg.Touchpoints = append(cfg.Touchpoints, touchpointConfig(tp, token))
+	}
+	for i := range svyItems {
+		s := &svyItems[i]
+		token, err := r.ensureToken(ctx, ns, s, SurveyTokenSecretName(s.Name), surveyLabel)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		cfg.Surveys = append(cfg.Surveys, collector.SurveyConfig{
+			Name: s.Name, Type: score.Kind(s.Spec.Type), TokenSHA256: []string{collector.HashToken(token)},
+		})
+	}
+	readToken, err := r.ensureToken(ctx, ns, nil, ReadTokenSecretName, "")
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	cfg.ReadTokenSHA256 = []string{collector.HashToken(readToken)}
+	slices.SortFunc(cfg.Touchpoints, func(a, b collector.TouchpointConfig) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(cfg.Surveys, func(a, b collector.SurveyConfig) int { return strings.Compare(a.Name, b.Name) })
+
+	data, err := yaml.Marshal(cfg)
+	if err != nil {
+		return ctrl.Result{}, fmt.Errorf("render collector config: %w", err)
+	}
+	changed, err := r.applyConfigMap(ctx, ns, data)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	url, err := r.Runtime.Ensure(ctx, ns, data)
+	if err != nil {
+		return ctrl.Result{}, fmt.Errorf("run collector: %w", err)
+	}
+	if changed && r.Forget != nil {
+		r.Forget(url)
+	}
+	return ctrl.Result{}, nil
+}
+
+// touchpointConfig renders one Touchpoint for the collector.
+func touchpointConfig(tp *cxv1.Touchpoint, token string) collector.TouchpointConfig {
+	c := collector.TouchpointConfig{Name: tp.Name, TokenSHA256: []string{collector.HashToken(token)}}
+	if tp.Spec.WaitTime != nil {
+		c.WaitThreshold = string(tp.Spec.WaitTime.Threshold)
+	}
+	if bh := tp.Spec.BusinessHours; bh != nil {
+		c.BusinessHours = &collector.BusinessHours{TimeZone: bh.GetTimeZone()}
+		for _, h := range bh.Hours {
+			p := collector.BusinessPeriod{Start: h.Start, End: h.End}
+			for _, d := range h.Days {
+				p.Days = append(p.Days, string(d))
+			}
+			c.BusinessHours.Hours = append(c.BusinessHours.Hours, p)
+		}
+	}
+	return c
+}
+
+// ensureToken returns the token in the named Secret, creating the Secret
+// with a fresh random token when it does not exist. An existing token is
+// never replaced: deleting the Secret is how a token is rotated. owner, when
+// set, owns the Secret, so deleting a Touchpoint deletes its token.
+func (r *CollectorReconciler) ensureToken(ctx context.Context, namespace string, owner client.Object, name, subjectLabel string) (string, error) {
+	var sec corev1.Secret
+	key := types.NamespacedName{Namespace: namespace, Name: name}
+	err := r.Get(ctx, key, &sec)
+	if err == nil {
+		if t := string(sec.Data[TokenKey]); t != "" {
+			return t, nil
+		}
+		return "", fmt.Errorf("secret %s/%s has no %q key; delete it to have a new token made", key.Namespace, key.Name, TokenKey)
+	}
+	if !apierrors.IsNotFound(err) {
+		return "", fmt.Errorf("get secret %s: %w", key, err)
+	}
+	token, err := newToken()
+	if err != nil {
+		return "", err
+	}
+	sec = corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace: key.Namespace, Name: key.Name,
+			Labels: map[string]string{ManagedByLabel: ManagedByValue},
+		},
+		Type: corev1.SecretTypeOpaque,
+		Data: map[string][]byte{TokenKey: []byte(token)},
+	}
+	if owner != nil {
+		sec.Labels[subjectLabel] = owner.GetName()
+		if err := controllerutil.SetControllerReference(owner, &sec, r.Scheme()); err != nil {
+			return "", fmt.Errorf("own secret %s: %w", key, err)
+		}
+	}
+	if err := r.Create(ctx, &sec); err != nil {
+		if apierrors.IsAlreadyExists(err) {
+			// Created since the cache was read; the next reconcile
+			// (which the Secret's creation triggers) reads it.
+			return "", fmt.Errorf("secret %s appeared meanwhile: %w", key, err)
+		}
+		return "", fmt.Errorf("create secret %s: %w", key, err)
+	}
+	return token, nil
+}
+
+// newToken returns 32 random bytes in hex: unguessable, and safe in a
+// header, a shell and a URL alike.
+func newToken() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("make token: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// applyConfigMap writes the rendered config and reports whether it changed.
+func (r *CollectorReconciler) applyConfigMap(ctx context.Context, ns string, data []byte) (bool, error) {
+	var cm corev1.ConfigMap
+	key := types.NamespacedName{Namespace: ns, Name: CollectorConfigMapName}
+	err := r.Get(ctx, key, &cm)
+	switch {
+	case apierrors.IsNotFound(err):
+		cm = corev1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: CollectorConfigMapName, Labels: collectorLabels()},
+			Data:       map[string]string{CollectorConfigKey: string(data)},
+		}
+		if err := r.Create(ctx, &cm); err != nil {
+			return false, fmt.Errorf("create configmap %s: %w", key, err)
+		}
+		return true, nil
+	case err != nil:
+		return false, fmt.Errorf("get configmap %s: %w", key, err)
+	}
+	if cm.Data[CollectorConfigKey] == string(data) {
+		return false, nil
+	}
+	cm.Data = map[string]string{CollectorConfigKey: string(data)}
+	if err := r.Update(ctx, &cm); err != nil {
+		return false, fmt.Errorf("update configmap %s: %w", key, err)
+	}
+	return true, nil
+}
+
+// pruneTokenSecrets deletes token Secrets whose Touchpoint or Survey is
+// gone. In a cluster the garbage collector does it through the owner
+// reference; the local environment of `cxop dev` has no garbage collector.
+func (r *CollectorReconciler) pruneTokenSecrets(ctx context.Context, ns string, tps []cxv1.Touchpoint, svys []cxv1.Survey) error {
+	var secrets corev1.SecretList
+	if err := r.List(ctx, &secrets, client.InNamespace(ns), client.MatchingLabels{ManagedByLabel: ManagedByValue}); err != nil {
+		return fmt.Errorf("list secrets: %w", err)
+	}
+	tpNames, svyNames := map[string]bool{}, map[string]bool{}
+	for _, t := range tps {
+		tpNames[t.Name] = true
+	}
+	for _, s := range svys {
+		svyNames[s.Name] = true
+	}
+	for i := range secrets.Items {
+		sec := &secrets.Items[i]
+		tp, isTP := sec.Labels[touchpointLabel]
+		sv, isSvy := sec.Labels[surveyLabel]
+		if (isTP && !tpNames[tp]) || (isSvy && !svyNames[sv]) {
+			if err := r.Delete(ctx, sec); client.IgnoreNotFound(err) != nil {
+				return fmt.Errorf("delete secret %s/%s: %w", ns, sec.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// removeCollector stops the namespace's collector and deletes its config
+// and read token. Its stored data is kept (see CollectorRuntime.Remove).
+func (r *CollectorReconciler) removeCollector(ctx context.Context, ns string) error {
+	if err := r.Runtime.Remove(ctx, ns); err != nil {
+		return fmt.Errorf("remove collector: %w", err)
+	}
+	for _, obj := range []client.Object{
+		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: CollectorConfigMapName}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: ReadTokenSecretName}},
+	} {
+		if err := r.Delete(ctx, obj); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("delete %s/%s: %w", ns, obj.GetName(), err)
+		}
+	}
+	return nil
+}
+
+// collectorLabels are the labels of the shared collector objects.
+func collectorLabels() map[string]string {
+	return map[string]string{
+		ManagedByLabel:           ManagedByValue,
+		"app.kubernetes.io/name": CollectorName,
+	}
+}

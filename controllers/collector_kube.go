@@ -1,0 +1,211 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+)
+
+// CollectorPort is the port the collector serves its API, metrics and
+// probes on, in the pod and on the Service.
+const CollectorPort = 8080
+
+// Paths inside the collector's container.
+const (
+	collectorDataDir    = "/var/lib/cxop"
+	collectorConfigDir  = "/etc/cxop"
+	collectorRunAsUser  = 65532 // the distroless "nonroot" user
+	collectorVolumeData = "data"
+)
+
+// KubeCollectorRuntime runs each namespace's collector as a one-replica
+// StatefulSet with a PersistentVolumeClaim for its embedded store, a
+// Service, and a ServiceAccount that mounts no API token (the collector
+// never talks to the API server).
+type KubeCollectorRuntime struct {
+	Client    client.Client
+	Image     string
+	Resources corev1.ResourceRequirements
+	// StorageSize and StorageClass shape the data PVC; an empty class uses
+	// the cluster's default.
+	StorageSize  resource.Quantity
+	StorageClass string
+	// DeletePVC deletes the data PVC with the collector when the last
+	// Touchpoint of a namespace goes. The default keeps it, so that
+	// deleting and re-applying Touchpoints loses no history.
+	DeletePVC bool
+}
+
+var _ CollectorRuntime = &KubeCollectorRuntime{}
+
+// URL is the in-cluster address of the namespace's collector Service.
+func (k *KubeCollectorRuntime) URL(namespace string) string {
+	return fmt.Sprintf("http://%s.%s.svc:%d", CollectorName, namespace, CollectorPort)
+}
+
+// Ensure creates or updates the ServiceAccount, Service and StatefulSet.
+// The config reaches the pod through the ConfigMap volume, which the kubelet
+// refreshes in place; the collector reloads it without a restart, so the pod
+// template carries no config hash.
+func (k *KubeCollectorRuntime) Ensure(ctx context.Context, namespace string, _ []byte) (string, error) {
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: CollectorName}}
+	if _, err := controllerutil.CreateOrPatch(ctx, k.Client, sa, func() error {
+		sa.Labels = mergeLabels(sa.Labels, collectorLabels())
+		sa.AutomountServiceAccountToken = ptr.To(false)
+		return nil
+	}); err != nil {
+		return "", fmt.Errorf("apply serviceaccount: %w", err)
+	}
+
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: CollectorName}}
+	if _, err := controllerutil.CreateOrPatch(ctx, k.Client, svc, func() error {
+		svc.Labels = mergeLabels(svc.Labels, collectorLabels())
+		svc.Spec.Selector = collectorSelector()
+		svc.Spec.Ports = []corev1.ServicePort{{
+			Name: "http", Port: CollectorPort, TargetPort: intstr.FromString("http"), Protocol: corev1.ProtocolTCP,
+		}}
+		return nil
+	}); err != nil {
+		return "", fmt.Errorf("apply service: %w", err)
+	}
+
+	sts := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: CollectorName}}
+	if _, err := controllerutil.CreateOrPatch(ctx, k.Client, sts, func() error {
+		k.mutateStatefulSet(sts)
+		return nil
+	}); err != nil {
+		return "", fmt.Errorf("apply statefulset: %w", err)
+	}
+	return k.URL(namespace), nil
+}
+
+// Remove deletes the StatefulSet, Service and ServiceAccount. The PVC
+// follows only when DeletePVC is set, through the StatefulSet's retention
+// policy (and explicitly, for clusters where that policy is disabled).
+func (k *KubeCollectorRuntime) Remove(ctx context.Context, namespace string) error {
+	meta := metav1.ObjectMeta{Namespace: namespace, Name: CollectorName}
+	objs := []client.Object{&appsv1.StatefulSet{ObjectMeta: meta}, &corev1.Service{ObjectMeta: meta}, &corev1.ServiceAccount{ObjectMeta: meta}}
+	if k.DeletePVC {
+		objs = append(objs, &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{
+			Namespace: namespace, Name: collectorVolumeData + "-" + CollectorName + "-0",
+		}})
+	}
+	for _, obj := range objs {
+		if err := k.Client.Delete(ctx, obj, client.PropagationPolicy(metav1.DeletePropagationBackground)); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("delete %T %s/%s: %w", obj, namespace, obj.GetName(), err)
+		}
+	}
+	return nil
+}
+
+func collectorSelector() map[string]string {
+	return map[string]string{"app.kubernetes.io/name": CollectorName, "app.kubernetes.io/component": "collector"}
+}
+
+func mergeLabels(have, want map[string]string) map[string]string {
+	if have == nil {
+		have = map[string]string{}
+	}
+	for k, v := range want {
+		have[k] = v
+	}
+	return have
+}
+
+// mutateStatefulSet sets every field cxop owns. Fields a StatefulSet does
+// not allow to change (selector, volume claim templates) are set only at
+// creation.
+func (k *KubeCollectorRuntime) mutateStatefulSet(sts *appsv1.StatefulSet) {
+	labels := mergeLabels(collectorLabels(), collectorSelector())
+	sts.Labels = mergeLabels(sts.Labels, labels)
+	creating := sts.ResourceVersion == ""
+	if creating {
+		sts.Spec.Selector = &metav1.LabelSelector{MatchLabels: collectorSelector()}
+		sts.Spec.ServiceName = CollectorName
+		pvc := corev1.PersistentVolumeClaim{
+			ObjectMeta: metav1.ObjectMeta{Name: collectorVolumeData, Labels: labels},
+			Spec: corev1.PersistentVolumeClaimSpec{
+				AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+				Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: k.StorageSize}},
+			},
+		}
+		if k.StorageClass != "" {
+			pvc.Spec.StorageClassName = ptr.To(k.StorageClass)
+		}
+		sts.Spec.VolumeClaimTemplates = []corev1.PersistentVolumeClaim{pvc}
+	}
+	whenDeleted := appsv1.RetainPersistentVolumeClaimRetentionPolicyType
+	if k.DeletePVC {
+		whenDeleted = appsv1.DeletePersistentVolumeClaimRetentionPolicyType
+	}
+	sts.Spec.PersistentVolumeClaimRetentionPolicy = &appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{
+		WhenDeleted: whenDeleted, WhenScaled: appsv1.RetainPersistentVolumeClaimRetentionPolicyType,
+	}
+	// One writer per store: the embedded engine is single-process.
+	sts.Spec.Replicas = ptr.To[int32](1)
+
+	probe := func(path string, period int32) *corev1.Probe {
+		return &corev1.Probe{
+			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromString("http")}},
+			PeriodSeconds: period, TimeoutSeconds: 2, FailureThreshold: 3,
+		}
+	}
+	startup := probe("/healthz", 2)
+	// The store replays its log before /readyz answers; /healthz answers
+	// from the first second, so liveness never kills a long replay.
+	startup.FailureThreshold = 30
+	sts.Spec.Template.Labels = labels
+	sts.Spec.Template.Spec = corev1.PodSpec{
+		ServiceAccountName:           CollectorName,
+		AutomountServiceAccountToken: ptr.To(false),
+		SecurityContext: &corev1.PodSecurityContext{
+			RunAsNonRoot:   ptr.To(true),
+			RunAsUser:      ptr.To[int64](collectorRunAsUser),
+			RunAsGroup:     ptr.To[int64](collectorRunAsUser),
+			FSGroup:        ptr.To[int64](collectorRunAsUser),
+			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		},
+		// SIGTERM makes the collector finish in-flight requests and write a
+		// checkpoint, which shortens the next start.
+		TerminationGracePeriodSeconds: ptr.To[int64](30),
+		Containers: []corev1.Container{{
+			Name:  "collector",
+			Image: k.Image,
+			Args: []string{"collector",
+				fmt.Sprintf("--listen=:%d", CollectorPort),
+				"--data-dir=" + collectorDataDir,
+				"--config=" + collectorConfigDir + "/" + CollectorConfigKey,
+			},
+			Ports:          []corev1.ContainerPort{{Name: "http", ContainerPort: CollectorPort, Protocol: corev1.ProtocolTCP}},
+			Resources:      k.Resources,
+			StartupProbe:   startup,
+			LivenessProbe:  probe("/healthz", 10),
+			ReadinessProbe: probe("/readyz", 5),
+			SecurityContext: &corev1.SecurityContext{
+				AllowPrivilegeEscalation: ptr.To(false),
+				ReadOnlyRootFilesystem:   ptr.To(true),
+				RunAsNonRoot:             ptr.To(true),
+				Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+				SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+			},
+			VolumeMounts: []corev1.VolumeMount{
+				{Name: collectorVolumeData, MountPath: collectorDataDir},
+				{Name: "config", MountPath: collectorConfigDir, ReadOnly: true},
+			},
+		}},
+		Volumes: []corev1.Volume{{
+			Name: "config",
+			VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+				LocalObjectReference: corev1.LocalObjectReference{Name: CollectorConfigMapName},
+			}},
+		}},
+	}
+}

@@ -1,0 +1,122 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/cxop-dev/cxop/internal/collector"
+)
+
+// inProcessCollectors is the collector runtime of the envtest suite: the
+// real collector server and store, run in this process on loopback ports
+// with their data on a temporary directory, where `cxop dev` would run
+// them as processes and a cluster as pods.
+type inProcessCollectors struct {
+	dir  string
+	mu   sync.Mutex
+	runs map[string]*inProcessRun
+}
+
+type inProcessRun struct {
+	url    string
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func newInProcessCollectors(dir string) *inProcessCollectors {
+	return &inProcessCollectors{dir: dir, runs: map[string]*inProcessRun{}}
+}
+
+func (c *inProcessCollectors) Ensure(ctx context.Context, namespace string, config []byte) (string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	nsDir := filepath.Join(c.dir, namespace)
+	if err := os.MkdirAll(nsDir, 0o700); err != nil {
+		return "", err
+	}
+	cfgPath := filepath.Join(nsDir, "config.yaml")
+	tmp := cfgPath + ".tmp"
+	if err := os.WriteFile(tmp, config, 0o600); err != nil {
+		return "", err
+	}
+	if err := os.Rename(tmp, cfgPath); err != nil {
+		return "", err
+	}
+	if run := c.runs[namespace]; run != nil {
+		return run.url, nil
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	addr := l.Addr().String()
+	_ = l.Close()
+	runCtx, cancel := context.WithCancel(context.Background())
+	run := &inProcessRun{url: "http://" + addr, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(run.done)
+		err := collector.Run(runCtx, collector.Options{
+			Listen: addr, DataDir: filepath.Join(nsDir, "data"), ConfigPath: cfgPath,
+			LogLevel: "warn", ConfigPoll: 200 * time.Millisecond,
+		})
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "collector for %s: %v\n", namespace, err)
+		}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get(run.url + "/readyz")
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			cancel()
+			return "", fmt.Errorf("collector for %s not ready: %v", namespace, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.runs[namespace] = run
+	return run.url, nil
+}
+
+func (c *inProcessCollectors) Remove(_ context.Context, namespace string) error {
+	c.mu.Lock()
+	run := c.runs[namespace]
+	delete(c.runs, namespace)
+	c.mu.Unlock()
+	if run != nil {
+		run.cancel()
+		<-run.done
+	}
+	return nil
+}
+
+func (c *inProcessCollectors) URL(namespace string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if run := c.runs[namespace]; run != nil {
+		return run.url
+	}
+	return ""
+}
+
+func (c *inProcessCollectors) stopAll() {
+	c.mu.Lock()
+	names := make([]string, 0, len(c.runs))
+	for ns := range c.runs {
+		names = append(names, ns)
+	}
+	c.mu.Unlock()
+	for _, ns := range names {
+		_ = c.Remove(context.Background(), ns)
+	}
+}

@@ -1,0 +1,125 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
+	"github.com/cxop-dev/cxop/internal/collector"
+	"github.com/cxop-dev/cxop/internal/collectorclient"
+)
+
+// StatusSource gives reconcilers the numbers their status shows, read from
+// the namespace's collector through a shared, short-lived cache.
+type StatusSource struct {
+	Reader  client.Reader
+	Runtime CollectorRuntime
+	API     *collectorclient.Client
+	// Interval is how often an object's numbers are refreshed; each
+	// object waits a jittered interval so that thousands of objects
+	// created together do not refresh together.
+	Interval time.Duration
+	// RetryInterval is how soon an object whose collector could not
+	// answer tries again.
+	RetryInterval time.Duration
+}
+
+// NewStatusSource returns a StatusSource refreshing every interval.
+func NewStatusSource(reader client.Reader, rt CollectorRuntime, interval time.Duration) *StatusSource {
+	// Answers are reused for a fraction of the interval: every object of a
+	// namespace refreshed in one pass shares one request per window.
+	return &StatusSource{
+		Reader: reader, Runtime: rt, API: collectorclient.New(interval / 3),
+		Interval: interval, RetryInterval: 5 * time.Second,
+	}
+}
+
+// next returns when an object should be refreshed again: the interval
+// with ±10% jitter, or the retry interval after a failure.
+func (s *StatusSource) next(failed bool) time.Duration {
+	if failed {
+		return s.RetryInterval
+	}
+	jitter := (rand.Float64()*0.2 - 0.1) * float64(s.Interval)
+	return s.Interval + time.Duration(jitter)
+}
+
+// target returns the namespace's collector and its read token. A
+// collector not yet provisioned is reported as unavailable.
+func (s *StatusSource) target(ctx context.Context, namespace string) (collectorclient.Target, error) {
+	url := s.Runtime.URL(namespace)
+	var sec corev1.Secret
+	err := s.Reader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: ReadTokenSecretName}, &sec)
+	if apierrors.IsNotFound(err) || url == "" {
+		return collectorclient.Target{}, &collectorclient.Unavailable{Reason: "the namespace's collector is not provisioned yet (one runs in each namespace that has Touchpoints)"}
+	}
+	if err != nil {
+		return collectorclient.Target{}, fmt.Errorf("get secret %s/%s: %w", namespace, ReadTokenSecretName, err)
+	}
+	return collectorclient.Target{BaseURL: url, Token: string(sec.Data[TokenKey])}, nil
+}
+
+// all returns the summary of every touchpoint and survey of namespace over
+// window.
+func (s *StatusSource) all(ctx context.Context, namespace string, window cxv1.Duration) (*collector.AllSummary, error) {
+	t, err := s.target(ctx, namespace)
+	if err != nil {
+		return nil, err
+	}
+	return s.API.All(ctx, t, string(window))
+}
+
+// touchpoints returns the combined summary of a set of touchpoints.
+func (s *StatusSource) touchpoints(ctx context.Context, namespace string, window cxv1.Duration, names []string) (*collector.TouchpointSummary, error) {
+	t, err := s.target(ctx, namespace)
+	if err != nil {
+		return nil, err
+	}
+	return s.API.Touchpoints(ctx, t, string(window), names)
+}
+
+// collectorProblem turns a failed summary into readiness: an unreachable
+// collector is a reason on Ready; any other error is returned for a retry
+// with backoff.
+func collectorProblem(obs *readiness, err error) error {
+	if collectorclient.IsUnavailable(err) {
+		obs.collectorReason, obs.collector = cxv1.CollectorUnavailableReason, err.Error()
+		return nil
+	}
+	return err
+}
+
+// percent renders a percentage for status: one decimal, no trailing ".0"
+// ("97.2", "100").
+func percent(v float64) string { return decimalString(v, 1) }
+
+// decimalString renders v with at most digits decimals and no trailing zeros.
+func decimalString(v float64, digits int) string {
+	s := strconv.FormatFloat(v, 'f', digits, 64)
+	if strings.Contains(s, ".") {
+		s = strings.TrimRight(strings.TrimRight(s, "0"), ".")
+	}
+	if s == "-0" {
+		s = "0"
+	}
+	return s
+}
+
+// seconds renders a wait as a duration such as "42s" or "1m50s", to a
+// tenth of a second under a minute and to the second above.
+func seconds(v float64) string {
+	d := time.Duration(v * float64(time.Second))
+	if d >= time.Minute {
+		return d.Round(time.Second).String()
+	}
+	return d.Round(100 * time.Millisecond).String()
+}

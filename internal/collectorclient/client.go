@@ -1,0 +1,158 @@
+// Package collectorclient is the manager's client of the collector's
+// GET /v1/summary. Many objects of one namespace share one collector, so
+// answers are cached for a short time and concurrent identical requests are
+// merged: a refresh of 1,000 Touchpoints costs one request per window, not
+// 1,000.
+package collectorclient
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/cxop-dev/cxop/internal/collector"
+)
+
+// Client fetches summaries. The zero value is not usable; use New.
+type Client struct {
+	http  *http.Client
+	ttl   time.Duration
+	now   func() time.Time
+	group singleflight.Group
+
+	mu    sync.Mutex
+	cache map[string]entry
+}
+
+type entry struct {
+	at   time.Time
+	data []byte
+	err  error
+}
+
+// New returns a Client whose answers are reused for ttl.
+func New(ttl time.Duration) *Client {
+	return &Client{
+		// A collector that does not answer within seconds is reported as
+		// unavailable rather than holding a reconcile worker.
+		http:  &http.Client{Timeout: 5 * time.Second},
+		ttl:   ttl,
+		now:   time.Now,
+		cache: map[string]entry{},
+	}
+}
+
+// Target names a collector and the token that may read it.
+type Target struct {
+	BaseURL string
+	Token   string
+}
+
+// All returns the summary of every touchpoint and survey over window.
+func (c *Client) All(ctx context.Context, t Target, window string) (*collector.AllSummary, error) {
+	out := &collector.AllSummary{}
+	return out, c.get(ctx, t, url.Values{"window": {window}}, out)
+}
+
+// Touchpoints returns the combined summary of a set of touchpoints over
+// window: distinct customers are counted once across the set.
+func (c *Client) Touchpoints(ctx context.Context, t Target, window string, names []string) (*collector.TouchpointSummary, error) {
+	names = slices.Sorted(slices.Values(names))
+	out := &collector.TouchpointSummary{}
+	return out, c.get(ctx, t, url.Values{"window": {window}, "touchpoint": names}, out)
+}
+
+// Unavailable is returned when the collector cannot be reached or does not
+// answer 200; its message says why, for a condition message.
+type Unavailable struct{ Reason string }
+
+func (e *Unavailable) Error() string { return e.Reason }
+
+// IsUnavailable reports whether err means the collector could not answer.
+func IsUnavailable(err error) bool {
+	var u *Unavailable
+	return errors.As(err, &u)
+}
+
+func (c *Client) get(ctx context.Context, t Target, q url.Values, out any) error {
+	u := strings.TrimSuffix(t.BaseURL, "/") + "/v1/summary?" + q.Encode()
+	key := t.Token + "\x00" + u
+	c.mu.Lock()
+	e, ok := c.cache[key]
+	c.mu.Unlock()
+	if !ok || c.now().Sub(e.at) >= c.ttl {
+		v, _, _ := c.group.Do(key, func() (any, error) {
+			data, err := c.fetch(ctx, u, t.Token)
+			e := entry{at: c.now(), data: data, err: err}
+			c.mu.Lock()
+			c.cache[key] = e
+			c.mu.Unlock()
+			return e, nil
+		})
+		e = v.(entry)
+	}
+	if e.err != nil {
+		return e.err
+	}
+	if err := json.Unmarshal(e.data, out); err != nil {
+		return &Unavailable{Reason: fmt.Sprintf("the collector's summary is not valid JSON: %v", err)}
+	}
+	return nil
+}
+
+func (c *Client) fetch(ctx context.Context, u, token string) ([]byte, error) {
+	// The request is shared by every caller waiting on it, so one caller's
+	// cancellation must not fail the others.
+	ctx = context.WithoutCancel(ctx)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, fmt.Errorf("summary request: %w", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, &Unavailable{Reason: fmt.Sprintf("the collector did not answer: %v", err)}
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 32<<20))
+	if err != nil {
+		return nil, &Unavailable{Reason: fmt.Sprintf("reading the collector's answer: %v", err)}
+	}
+	if resp.StatusCode != http.StatusOK {
+		var body struct {
+			Error string `json:"error"`
+		}
+		msg := strings.TrimSpace(string(data))
+		if json.Unmarshal(data, &body) == nil && body.Error != "" {
+			msg = body.Error
+		}
+		if len(msg) > 200 {
+			msg = msg[:200]
+		}
+		return nil, &Unavailable{Reason: fmt.Sprintf("the collector answered %d: %s", resp.StatusCode, msg)}
+	}
+	return data, nil
+}
+
+// Forget drops every cached answer for baseURL, for example after the
+// collector's config changed and a new touchpoint became known.
+func (c *Client) Forget(baseURL string) {
+	prefix := strings.TrimSuffix(baseURL, "/") + "/"
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k := range c.cache {
+		if _, u, _ := strings.Cut(k, "\x00"); strings.HasPrefix(u, prefix) {
+			delete(c.cache, k)
+		}
+	}
+}

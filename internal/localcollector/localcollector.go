@@ -1,0 +1,242 @@
+// Package localcollector runs one `cxop collector` process per namespace on
+// a loopback port, with its config and data under one directory. It is the
+// collector runtime of `cxop dev`, where there is no kubelet to run pods:
+// the reconciler renders the same config it would put in a ConfigMap and
+// hands it here instead of to a StatefulSet.
+//
+// Each namespace keeps its port in DIR/NAMESPACE/port, so ingest URLs shown
+// in status stay valid across restarts of the whole environment.
+package localcollector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Runtime supervises the local collectors. Its methods are safe for
+// concurrent use.
+type Runtime struct {
+	dir  string
+	bin  string
+	mu   sync.Mutex
+	runs map[string]*run // by namespace
+}
+
+type run struct {
+	cmd    *exec.Cmd
+	port   int
+	exited chan struct{} // closed when the process has exited
+}
+
+// New returns a Runtime that keeps everything under dir and runs bin (the
+// cxop binary) as `bin collector`.
+func New(dir, bin string) (*Runtime, error) {
+	if dir == "" {
+		return nil, errors.New("local collectors: no directory given")
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("local collectors: %w", err)
+	}
+	if err := os.MkdirAll(abs, 0o700); err != nil {
+		return nil, fmt.Errorf("local collectors: %w", err)
+	}
+	return &Runtime{dir: abs, bin: bin, runs: map[string]*run{}}, nil
+}
+
+// Ensure writes config as the namespace's collector config and makes sure
+// its process runs, starting it if it is not running. A running collector
+// picks up the new config by itself, without a restart. It returns the
+// collector's base URL.
+func (r *Runtime) Ensure(ctx context.Context, namespace string, config []byte) (string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	nsDir := filepath.Join(r.dir, namespace)
+	if err := os.MkdirAll(filepath.Join(nsDir, "data"), 0o700); err != nil {
+		return "", err
+	}
+	if err := writeFileAtomic(filepath.Join(nsDir, "config.yaml"), config); err != nil {
+		return "", err
+	}
+	port, err := r.port(nsDir)
+	if err != nil {
+		return "", err
+	}
+	url := fmt.Sprintf("http://127.0.0.1:%d", port)
+	if cur := r.runs[namespace]; cur != nil {
+		select {
+		case <-cur.exited:
+			// It died (or was killed); start it again below.
+		default:
+			return url, nil
+		}
+	}
+	cur, err := r.start(nsDir, port)
+	if err != nil {
+		return "", err
+	}
+	r.runs[namespace] = cur
+	if err := waitListening(ctx, port, cur.exited); err != nil {
+		return "", fmt.Errorf("collector for namespace %s: %w (see %s)", namespace, err, filepath.Join(nsDir, "collector.log"))
+	}
+	return url, nil
+}
+
+// URL returns the base URL of the namespace's collector, or "" when none
+// was ever started.
+func (r *Runtime) URL(namespace string) string {
+	data, err := os.ReadFile(filepath.Join(r.dir, namespace, "port"))
+	if err != nil {
+		return ""
+	}
+	return "http://127.0.0.1:" + strings.TrimSpace(string(data))
+}
+
+// Remove stops the namespace's collector. Its data stays on disk, as a PVC
+// does in a cluster, so a collector started again later keeps its history.
+func (r *Runtime) Remove(_ context.Context, namespace string) error {
+	r.mu.Lock()
+	cur := r.runs[namespace]
+	delete(r.runs, namespace)
+	r.mu.Unlock()
+	if cur != nil {
+		stop(cur)
+	}
+	return nil
+}
+
+// Stop stops every collector, for shutdown.
+func (r *Runtime) Stop() {
+	r.mu.Lock()
+	runs := r.runs
+	r.runs = map[string]*run{}
+	r.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, cur := range runs {
+		wg.Add(1)
+		go func() { defer wg.Done(); stop(cur) }()
+	}
+	wg.Wait()
+}
+
+// port returns the namespace's port, choosing a free one the first time.
+func (r *Runtime) port(nsDir string) (int, error) {
+	path := filepath.Join(nsDir, "port")
+	if data, err := os.ReadFile(path); err == nil {
+		p, err := strconv.Atoi(strings.TrimSpace(string(data)))
+		if err != nil || p <= 0 || p > 65535 {
+			return 0, fmt.Errorf("%s: %q is not a port number", path, data)
+		}
+		return p, nil
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("choose a port: %w", err)
+	}
+	p := l.Addr().(*net.TCPAddr).Port
+	_ = l.Close()
+	if err := writeFileAtomic(path, []byte(strconv.Itoa(p)+"\n")); err != nil {
+		return 0, err
+	}
+	return p, nil
+}
+
+func (r *Runtime) start(nsDir string, port int) (*run, error) {
+	logFile, err := os.OpenFile(filepath.Join(nsDir, "collector.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(r.bin, "collector",
+		"--listen", fmt.Sprintf("127.0.0.1:%d", port),
+		"--data-dir", filepath.Join(nsDir, "data"),
+		"--config", filepath.Join(nsDir, "config.yaml"),
+		// Config edits arrive by rename, which inotify sees; the poll is
+		// the safety net and may be short on a laptop.
+		"--config-poll-interval", "2s")
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	// The collector must not outlive the manager that supervises it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	if err := cmd.Start(); err != nil {
+		_ = logFile.Close()
+		return nil, fmt.Errorf("start collector: %w", err)
+	}
+	cur := &run{cmd: cmd, port: port, exited: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		_ = logFile.Close()
+		close(cur.exited)
+	}()
+	return cur, nil
+}
+
+// stop asks a collector to stop and kills it if it has not within 10 s; the
+// store is crash-safe either way, a clean stop only saves a replay.
+func stop(cur *run) {
+	_ = cur.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-cur.exited:
+	case <-time.After(10 * time.Second):
+		_ = cur.cmd.Process.Kill()
+		<-cur.exited
+	}
+}
+
+// waitListening waits until the collector answers /healthz, which it does
+// as soon as it listens (before its store has replayed).
+func waitListening(ctx context.Context, port int, exited <-chan struct{}) error {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	url := fmt.Sprintf("http://127.0.0.1:%d/healthz", port)
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-exited:
+			return errors.New("the collector exited at start")
+		case <-ctx.Done():
+			return errors.New("the collector did not answer /healthz within 15s")
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// writeFileAtomic replaces path with data by a rename, so a reader (the
+// collector's config watcher) never sees half a file.
+func writeFileAtomic(path string, data []byte) error {
+	if old, err := os.ReadFile(path); err == nil && string(old) == string(data) {
+		return nil
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		_ = tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		_ = tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
