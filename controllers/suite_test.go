@@ -34,6 +34,8 @@ var (
 	k8sClient client.Client
 	scheme    *runtime.Scheme
 	cancelMgr context.CancelFunc
+	// mgrDone is closed when the manager has stopped.
+	mgrDone chan struct{}
 	// collectors runs the namespaces' collectors in this process.
 	collectors *inProcessCollectors
 )
@@ -55,6 +57,9 @@ var _ = BeforeSuite(func() {
 	testEnv = &envtest.Environment{
 		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
+		// A loaded 2-core machine may need more than the default 20s
+		// for kube-apiserver's graceful shutdown.
+		ControlPlaneStopTimeout: time.Minute,
 	}
 	var err error
 	cfg, err = testEnv.Start()
@@ -77,15 +82,20 @@ var _ = BeforeSuite(func() {
 		RefreshInterval: 2 * time.Second,
 		RetryInterval:   200 * time.Millisecond,
 	})).To(Succeed())
+	mgrDone = make(chan struct{})
 	go func() {
 		defer GinkgoRecover()
+		defer close(mgrDone)
 		Expect(mgr.Start(ctx)).To(Succeed())
 	}()
 })
 
 var _ = AfterSuite(func() {
 	if cancelMgr != nil {
+		// The manager's watches must be closed before the API server
+		// stops, or it waits for them and the stop times out.
 		cancelMgr()
+		<-mgrDone
 	}
 	if collectors != nil {
 		collectors.stopAll()

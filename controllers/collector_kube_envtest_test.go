@@ -1,0 +1,91 @@
+package controllers
+
+import (
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+var _ = Describe("Collector workloads in a cluster", func() {
+	It("creates a StatefulSet whose pods the restricted Pod Security Standard admits, and removes it keeping the data", func(ctx SpecContext) {
+		ns := newNamespace(ctx)
+		// The API server's PodSecurity admission enforces the standard on
+		// pods of a labelled namespace: a pod made from the template must
+		// be admitted.
+		nsObj := &corev1.Namespace{}
+		Expect(k8sClient.Get(ctx, types.NamespacedName{Name: ns}, nsObj)).To(Succeed())
+		if nsObj.Labels == nil {
+			nsObj.Labels = map[string]string{}
+		}
+		nsObj.Labels["pod-security.kubernetes.io/enforce"] = "restricted"
+		Expect(k8sClient.Update(ctx, nsObj)).To(Succeed())
+
+		rt := &KubeCollectorRuntime{
+			Client: k8sClient, Image: "example.com/cxop:test",
+			Resources: corev1.ResourceRequirements{
+				Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("128Mi")},
+				Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("512Mi")},
+			},
+			StorageSize: resource.MustParse("2Gi"),
+		}
+		url, err := rt.Ensure(ctx, ns, nil)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(url).To(Equal("http://cxop-collector." + ns + ".svc:8080"))
+
+		var sts appsv1.StatefulSet
+		Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: CollectorName}, &sts)).To(Succeed())
+		Expect(*sts.Spec.Replicas).To(BeEquivalentTo(1))
+		Expect(sts.Spec.PersistentVolumeClaimRetentionPolicy.WhenDeleted).To(Equal(appsv1.RetainPersistentVolumeClaimRetentionPolicyType))
+		Expect(sts.Spec.VolumeClaimTemplates[0].Spec.Resources.Requests.Storage().String()).To(Equal("2Gi"))
+		pod := sts.Spec.Template.Spec
+		Expect(*pod.AutomountServiceAccountToken).To(BeFalse())
+		c := pod.Containers[0]
+		Expect(c.Args).To(ContainElements("collector", "--config=/etc/cxop/config.yaml"))
+		Expect(c.ReadinessProbe.HTTPGet.Path).To(Equal("/readyz"))
+		Expect(c.LivenessProbe.HTTPGet.Path).To(Equal("/healthz"))
+		Expect(c.Resources.Limits.Memory().String()).To(Equal("512Mi"))
+
+		var sa corev1.ServiceAccount
+		Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: CollectorName}, &sa)).To(Succeed())
+		Expect(*sa.AutomountServiceAccountToken).To(BeFalse())
+		var svc corev1.Service
+		Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: CollectorName}, &svc)).To(Succeed())
+		Expect(svc.Spec.Ports[0].Port).To(BeEquivalentTo(8080))
+		for k, v := range svc.Spec.Selector {
+			Expect(sts.Spec.Template.Labels).To(HaveKeyWithValue(k, v))
+		}
+
+		testPod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "template-check", Labels: map[string]string{"check": "psa"}},
+			Spec:       *pod.DeepCopy(),
+		}
+		// The template's PVC volume is added by the StatefulSet controller.
+		testPod.Spec.Volumes = append(testPod.Spec.Volumes, corev1.Volume{
+			Name: collectorVolumeData, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}},
+		})
+		Expect(k8sClient.Create(ctx, testPod)).To(Succeed())
+
+		// The same pod without its security context is refused, which
+		// proves the namespace enforces the standard.
+		insecure := testPod.DeepCopy()
+		insecure.ObjectMeta = metav1.ObjectMeta{Namespace: ns, Name: "insecure"}
+		insecure.Spec.Containers[0].SecurityContext = nil
+		err = k8sClient.Create(ctx, insecure)
+		Expect(apierrors.IsForbidden(err)).To(BeTrue(), "%v", err)
+		Expect(err.Error()).To(ContainSubstring("restricted"))
+
+		// Applying again changes nothing it does not own.
+		_, err = rt.Ensure(ctx, ns, nil)
+		Expect(err).NotTo(HaveOccurred())
+
+		Expect(rt.Remove(ctx, ns)).To(Succeed())
+		Expect(apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(&sts), &appsv1.StatefulSet{}))).To(BeTrue())
+		Expect(apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(&svc), &corev1.Service{}))).To(BeTrue())
+	})
+})
