@@ -1,7 +1,8 @@
 // Package devenv runs cxop on a laptop with no cluster: a kube-apiserver and
 // etcd built from their Go modules (hack/setup-envtest.sh), the CRDs, and
-// the manager as a child process, with state kept under one directory so it
-// survives a restart.
+// the manager as a child process, which runs each namespace's collector as
+// a local process on a loopback port. State (etcd, the collectors' stores)
+// is kept under one directory so it survives a restart.
 //
 // The manager runs as a child process of the same binary rather than in
 // this process so that devenv does not import the reconcilers (internal/
@@ -98,7 +99,7 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 
-	manager, err := startManager(kubeconfig, filepath.Join(dir, "logs", "manager.log"))
+	manager, err := startManager(kubeconfig, filepath.Join(dir, "logs", "manager.log"), filepath.Join(dir, "collectors"))
 	if err != nil {
 		return err
 	}
@@ -151,7 +152,7 @@ func writeKubeconfig(env *envtest.Environment, path string) error {
 // startManager runs `cxop manager` from this same binary against
 // kubeconfig. The child is killed if this process dies, so Ctrl-C or a crash
 // never leaves a stray manager behind.
-func startManager(kubeconfig, logPath string) (*exec.Cmd, error) {
+func startManager(kubeconfig, logPath, collectorsDir string) (*exec.Cmd, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("find own executable: %w", err)
@@ -164,7 +165,12 @@ func startManager(kubeconfig, logPath string) (*exec.Cmd, error) {
 		// Metrics on loopback, away from a collector's default :8080;
 		// nothing probes a local manager, so no probe listener.
 		"--metrics-bind-address=127.0.0.1:18080",
-		"--health-probe-bind-address=0")
+		"--health-probe-bind-address=0",
+		// Collectors run as processes of the manager on loopback ports,
+		// with their stores under the dev directory.
+		"--local-collectors-dir="+collectorsDir,
+		// A laptop shows new numbers sooner than a cluster needs to.
+		"--status-refresh-interval=5s")
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
@@ -202,8 +208,14 @@ Try it, in another shell from the repository root:
   export KUBECONFIG=%s PATH=%s:$PATH
   kubectl apply -f config/samples/
   kubectl get cx
-  kubectl explain journey.spec.stages
 
-Ctrl-C stops the control plane and the manager; objects are kept in %s.
-`, kubeconfig, filepath.Join(dir, "logs", "manager.log"), kubeconfig, assets, filepath.Join(dir, "etcd"))
+Post a chat interaction with the touchpoint's own token:
+  URL=$(kubectl get tp support-chat -o jsonpath='{.status.ingest.url}')
+  TOKEN=$(kubectl get secret cxop-touchpoint-support-chat -o jsonpath='{.data.token}' | base64 -d)
+  curl -H "Authorization: Bearer $TOKEN" -d '{"id":"e1","touchpoint":"support-chat","customer":"c1","time":"'$(date -u +%%FT%%TZ)'","waitSeconds":45}' $URL/v1/events
+  kubectl get tp support-chat -o wide
+
+Collectors' data and logs: %s
+Ctrl-C stops the control plane, the manager and the collectors; everything is kept in %s.
+`, kubeconfig, filepath.Join(dir, "logs", "manager.log"), kubeconfig, assets, filepath.Join(dir, "collectors"), dir)
 }

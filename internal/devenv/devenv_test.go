@@ -3,7 +3,10 @@ package devenv_test
 import (
 	"bufio"
 	"context"
+	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/clientcmd"
@@ -103,6 +107,9 @@ func TestDevEnvironment(t *testing.T) {
 		if err := cxv1.AddToScheme(scheme); err != nil {
 			t.Fatal(err)
 		}
+		if err := corev1.AddToScheme(scheme); err != nil {
+			t.Fatal(err)
+		}
 		c, err := client.New(cfg, client.Options{Scheme: scheme})
 		if err != nil {
 			t.Fatal(err)
@@ -119,6 +126,8 @@ func TestDevEnvironment(t *testing.T) {
 		t.Fatalf("create touchpoint: %v", err)
 	}
 	waitReady(t, c, tp)
+	postEvent(t, c, tp, "e1")
+	waitInteractions(t, c, tp, 1)
 
 	stop(cmd)
 	if out, _ := exec.Command("pgrep", "-f", dir).Output(); strings.TrimSpace(string(out)) != "" {
@@ -138,7 +147,16 @@ func TestDevEnvironment(t *testing.T) {
 	if got.UID != tp.UID {
 		t.Fatalf("touchpoint UID changed across restart: %s != %s", got.UID, tp.UID)
 	}
+	// The collector's store survived too, at the same URL: the event is
+	// still counted, and a retry of it is a duplicate.
+	waitInteractions(t, c, tp, 1)
+	postEvent(t, c, tp, "e1")
+	postEvent(t, c, tp, "e2")
+	waitInteractions(t, c, tp, 2)
 	stop(cmd)
+	if out, _ := exec.Command("pgrep", "-f", dir).Output(); strings.TrimSpace(string(out)) != "" {
+		t.Fatalf("processes left running after SIGINT: %s", out)
+	}
 }
 
 func waitReady(t *testing.T, c client.Client, tp *cxv1.Touchpoint) {
@@ -154,4 +172,59 @@ func waitReady(t *testing.T, c client.Client, tp *cxv1.Touchpoint) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	t.Fatal("touchpoint did not become Ready within 60s: is the manager running?")
+}
+
+// postEvent posts one interaction to the touchpoint's collector with the
+// token from its Secret, as the README's tour does with curl.
+func postEvent(t *testing.T, c client.Client, tp *cxv1.Touchpoint, id string) {
+	t.Helper()
+	got := &cxv1.Touchpoint{}
+	if err := c.Get(context.Background(), client.ObjectKeyFromObject(tp), got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Status.Ingest == nil || got.Status.Ingest.TokenSecretRef == nil {
+		t.Fatalf("touchpoint status has no ingest URL and token: %+v", got.Status)
+	}
+	sec := &corev1.Secret{}
+	key := client.ObjectKey{Namespace: tp.Namespace, Name: got.Status.Ingest.TokenSecretRef.Name}
+	if err := c.Get(context.Background(), key, sec); err != nil {
+		t.Fatalf("token secret: %v", err)
+	}
+	body := fmt.Sprintf(`{"id":%q,"touchpoint":%q,"customer":"c1","time":%q,"waitSeconds":45}`,
+		id, tp.Name, time.Now().UTC().Format(time.RFC3339))
+	// Right after a restart the manager may not have started the
+	// collector yet; a client retries, and so does this test.
+	var resp *http.Response
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		req, _ := http.NewRequest(http.MethodPost, got.Status.Ingest.URL+"/v1/events", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+string(sec.Data[got.Status.Ingest.TokenSecretRef.Key]))
+		var err error
+		if resp, err = http.DefaultClient.Do(req); err == nil && resp.StatusCode != http.StatusServiceUnavailable {
+			break
+		} else if err == nil {
+			_ = resp.Body.Close()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("post event: the collector did not answer within 30s: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	defer resp.Body.Close()
+	answer, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("post event: %d %s", resp.StatusCode, answer)
+	}
+}
+
+func waitInteractions(t *testing.T, c client.Client, tp *cxv1.Touchpoint, want int64) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	got := &cxv1.Touchpoint{}
+	for time.Now().Before(deadline) {
+		if err := c.Get(context.Background(), client.ObjectKeyFromObject(tp), got); err == nil && got.Status.Interactions == want {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("touchpoint shows %d interactions, want %d", got.Status.Interactions, want)
 }
