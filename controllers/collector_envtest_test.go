@@ -119,6 +119,59 @@ var _ = Describe("Collector provisioning and live status", func() {
 		Expect(svy.Status.Ingest.TokenSecretRef.Name).To(Equal("cxop-survey-support-nps"))
 	})
 
+	It("shows a Journey's stages: interactions, distinct customers, compliance, NPS and conversion", func(ctx SpecContext) {
+		for _, name := range []string{"web", "chat", "phone"} {
+			Expect(k8sClient.Create(ctx, touchpoint(ns, name))).To(Succeed())
+		}
+		Expect(k8sClient.Create(ctx, npsSurvey(ns, "help-nps", "chat"))).To(Succeed())
+		jny := &cxv1.Journey{
+			ObjectMeta: metaOf(ns, "shop"),
+			Spec: cxv1.JourneySpec{
+				Stages: []cxv1.JourneyStage{
+					{Name: "browse", Touchpoints: []string{"web"}},
+					{Name: "get-help", Touchpoints: []string{"chat", "phone"}},
+				},
+				Surveys: []string{"help-nps"},
+			},
+		}
+		Expect(k8sClient.Create(ctx, jny)).To(Succeed())
+		tp := touchpoint(ns, "web")
+		expectReady(ctx, tp, "True", cxv1.ReconciledReason)
+		url := tp.Status.Ingest.URL
+
+		at := time.Now().UTC().Add(-time.Minute).Format(time.RFC3339)
+		send := func(touchpoint string, lines ...string) {
+			code, body := post(url+"/v1/events", tokenOf(ctx, ns, TouchpointTokenSecretName(touchpoint)), strings.Join(lines, "\n"))
+			Expect(code).To(Equal(200), body)
+		}
+		ev := func(id, tp, customer string, wait int) string {
+			return fmt.Sprintf(`{"id":%q,"touchpoint":%q,"customer":%q,"time":%q,"waitSeconds":%d}`, id, tp, customer, at, wait)
+		}
+		// Four customers browse; two of them ask for help, one of those
+		// on both the chat and the phone.
+		send("web", ev("w1", "web", "c1", 1), ev("w2", "web", "c2", 1), ev("w3", "web", "c3", 1), ev("w4", "web", "c4", 1))
+		send("chat", ev("h1", "chat", "c1", 60), ev("h2", "chat", "c2", 200))
+		send("phone", ev("p1", "phone", "c2", 30))
+		var answers []string
+		for i, s := range []int{10, 9, 2} {
+			answers = append(answers, fmt.Sprintf(`{"id":"a%d","survey":"help-nps","customer":"c%d","score":%d,"time":%q}`, i, i, s, at))
+		}
+		code, body := post(url+"/v1/responses", tokenOf(ctx, ns, SurveyTokenSecretName("help-nps")), strings.Join(answers, "\n"))
+		Expect(code).To(Equal(200), body)
+
+		Eventually(func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(jny), jny)).To(Succeed())
+			g.Expect(jny.Status.Stages).To(Equal([]cxv1.JourneyStageStatus{
+				{Name: "browse", Interactions: 4, Customers: 4, WaitCompliance: "100"},
+				{Name: "get-help", Interactions: 3, Customers: 2, WaitCompliance: "66.7", Score: "33.3", Conversion: "50"},
+			}))
+			// 6 of 7 waits are within 2m.
+			g.Expect(jny.Status.WaitCompliance).To(Equal("85.7"))
+			g.Expect(jny.Status.NPS).To(Equal("33.3"))
+			g.Expect(jny.Status.Targets).To(Equal(&cxv1.TargetCounts{}))
+		}).Should(Succeed())
+	})
+
 	It("rotates a token when its Secret is deleted, and removes the collector with the last Touchpoint", func(ctx SpecContext) {
 		tp := touchpoint(ns, "phone")
 		Expect(k8sClient.Create(ctx, tp)).To(Succeed())

@@ -16,6 +16,7 @@ import (
 type JourneyReconciler struct {
 	client.Client
 	Recorder events.EventRecorder
+	Status   *StatusSource
 }
 
 // +kubebuilder:rbac:groups=cx.cxop.dev,resources=journeys,verbs=get;list;watch
@@ -38,7 +39,15 @@ func (r *JourneyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		return ctrl.Result{}, err
 	}
 
-	setJourneyStatus(jny, obs)
+	var numbers *journeyNumbers
+	if obs.invalid == nil && len(obs.missing) == 0 {
+		numbers, err = r.measureJourney(ctx, jny)
+		if err := collectorProblem(&obs, err); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+
+	setJourneyStatus(jny, obs, numbers)
 	recordReadyTransition(r.Recorder, jny, orig.Status.Conditions, jny.Status.Conditions)
 	if err := patchStatus(ctx, r.Client, orig, jny); err != nil {
 		return ctrl.Result{}, err
@@ -46,7 +55,11 @@ func (r *JourneyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	if obs.invalid != nil {
 		return ctrl.Result{}, reconcile.TerminalError(obs.invalid)
 	}
-	return ctrl.Result{}, nil
+	if len(obs.missing) > 0 {
+		// The watches on Touchpoints and Surveys bring it back.
+		return ctrl.Result{}, nil
+	}
+	return ctrl.Result{RequeueAfter: r.Status.next(obs.collector != "")}, nil
 }
 
 // observe checks the spec and resolves every Touchpoint the stages name and

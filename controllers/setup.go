@@ -45,7 +45,7 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts Options) error
 		"collector":  &CollectorReconciler{Client: c, Recorder: rec, Runtime: opts.Runtime, Forget: status.API.Forget},
 		"touchpoint": &TouchpointReconciler{Client: c, Recorder: rec, Status: status},
 		"survey":     &SurveyReconciler{Client: c, Recorder: rec, Status: status},
-		"journey":    &JourneyReconciler{Client: c, Recorder: rec},
+		"journey":    &JourneyReconciler{Client: c, Recorder: rec, Status: status},
 		"cxtarget":   &CXTargetReconciler{Client: c, Recorder: rec},
 	} {
 		if err := r.SetupWithManager(mgr); err != nil {
