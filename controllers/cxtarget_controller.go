@@ -19,6 +19,7 @@ import (
 type CXTargetReconciler struct {
 	client.Client
 	Recorder events.EventRecorder
+	Live     *StatusSource
 }
 
 // +kubebuilder:rbac:groups=cx.cxop.dev,resources=cxtargets,verbs=get;list;watch

@@ -31,9 +31,32 @@ func objectiveMismatch(spec *cxv1.CXTargetSpec, subject client.Object) string {
 				objectiveName(obj), want, s.Name, s.Spec.Type)
 		}
 	case *cxv1.Touchpoint:
-		if obj.WaitTime != nil && obj.WaitTime.Threshold == "" && s.Spec.WaitTime == nil {
-			return fmt.Sprintf("spec.objective.waitTime.threshold is not set and Touchpoint %q has no spec.waitTime.threshold", s.Name)
+		if obj.WaitTime != nil {
+			return waitThresholdMismatch(obj.WaitTime.Threshold, s)
 		}
+	}
+	return ""
+}
+
+// waitThresholdMismatch explains why a wait-time objective cannot be
+// measured at tp, or returns "". The collector counts compliant waits
+// against the Touchpoint's own threshold (within its business hours), so
+// an objective may restate that threshold but not name another one.
+func waitThresholdMismatch(objective cxv1.Duration, tp *cxv1.Touchpoint) string {
+	if tp.Spec.WaitTime == nil {
+		if objective == "" {
+			return fmt.Sprintf("spec.objective.waitTime.threshold is not set and Touchpoint %q has no spec.waitTime.threshold", tp.Name)
+		}
+		return fmt.Sprintf("Touchpoint %q has no spec.waitTime.threshold: waits are judged against the Touchpoint's threshold, so set it to %s there", tp.Name, objective)
+	}
+	if objective == "" {
+		return ""
+	}
+	want, err1 := objective.Parse()
+	have, err2 := tp.Spec.WaitTime.Threshold.Parse()
+	if err1 == nil && err2 == nil && want != have {
+		return fmt.Sprintf("spec.objective.waitTime.threshold is %s but Touchpoint %q judges waits against %s: waits are judged against the Touchpoint's threshold, so use the same one or leave it out",
+			objective, tp.Name, tp.Spec.WaitTime.Threshold)
 	}
 	return ""
 }

@@ -16,7 +16,7 @@ import (
 type JourneyReconciler struct {
 	client.Client
 	Recorder events.EventRecorder
-	Status   *StatusSource
+	Live     *StatusSource
 }
 
 // +kubebuilder:rbac:groups=cx.cxop.dev,resources=journeys,verbs=get;list;watch
@@ -59,7 +59,7 @@ func (r *JourneyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		// The watches on Touchpoints and Surveys bring it back.
 		return ctrl.Result{}, nil
 	}
-	return ctrl.Result{RequeueAfter: r.Status.next(obs.collector != "")}, nil
+	return ctrl.Result{RequeueAfter: r.Live.next(obs.collector != "")}, nil
 }
 
 // observe checks the spec and resolves every Touchpoint the stages name and

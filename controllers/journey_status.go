@@ -31,12 +31,12 @@ type journeyNumbers struct {
 // the states of the targets set on it, its touchpoints and its surveys.
 func (r *JourneyReconciler) measureJourney(ctx context.Context, jny *cxv1.Journey) (*journeyNumbers, error) {
 	ns, window := jny.Namespace, jny.Spec.GetWindow()
-	all, err := r.Status.all(ctx, ns, window)
+	all, err := r.Live.all(ctx, ns, window)
 	if err != nil {
 		return nil, err
 	}
 	m := &journeyNumbers{nps: make([]uint64, 11)}
-	if m.whole, err = r.Status.touchpoints(ctx, ns, window, journeyTouchpoints(jny)); err != nil {
+	if m.whole, err = r.Live.touchpoints(ctx, ns, window, journeyTouchpoints(jny)); err != nil {
 		return nil, err
 	}
 	surveys := make([]cxv1.Survey, 0, len(jny.Spec.Surveys))
@@ -54,7 +54,7 @@ func (r *JourneyReconciler) measureJourney(ctx context.Context, jny *cxv1.Journe
 		}
 	}
 	for _, stage := range jny.Spec.Stages {
-		sum, err := r.Status.touchpoints(ctx, ns, window, stage.Touchpoints)
+		sum, err := r.Live.touchpoints(ctx, ns, window, stage.Touchpoints)
 		if err != nil {
 			return nil, err
 		}

@@ -43,10 +43,10 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts Options) error
 	}
 	for name, r := range map[string]interface{ SetupWithManager(ctrl.Manager) error }{
 		"collector":  &CollectorReconciler{Client: c, Recorder: rec, Runtime: opts.Runtime, Forget: status.API.Forget},
-		"touchpoint": &TouchpointReconciler{Client: c, Recorder: rec, Status: status},
-		"survey":     &SurveyReconciler{Client: c, Recorder: rec, Status: status},
-		"journey":    &JourneyReconciler{Client: c, Recorder: rec, Status: status},
-		"cxtarget":   &CXTargetReconciler{Client: c, Recorder: rec},
+		"touchpoint": &TouchpointReconciler{Client: c, Recorder: rec, Live: status},
+		"survey":     &SurveyReconciler{Client: c, Recorder: rec, Live: status},
+		"journey":    &JourneyReconciler{Client: c, Recorder: rec, Live: status},
+		"cxtarget":   &CXTargetReconciler{Client: c, Recorder: rec, Live: status},
 	} {
 		if err := r.SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("set up %s reconciler: %w", name, err)

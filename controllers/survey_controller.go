@@ -17,7 +17,7 @@ import (
 type SurveyReconciler struct {
 	client.Client
 	Recorder events.EventRecorder
-	Status   *StatusSource
+	Live     *StatusSource
 }
 
 // +kubebuilder:rbac:groups=cx.cxop.dev,resources=surveys,verbs=get;list;watch
@@ -42,7 +42,7 @@ func (r *SurveyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 
 	var summary *collector.SurveySummary
 	if obs.invalid == nil {
-		all, err := r.Status.all(ctx, svy.Namespace, svy.Spec.GetWindow())
+		all, err := r.Live.all(ctx, svy.Namespace, svy.Spec.GetWindow())
 		if err := collectorProblem(&obs, err); err != nil {
 			return ctrl.Result{}, err
 		}
@@ -53,7 +53,7 @@ func (r *SurveyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		}
 	}
 
-	setSurveyStatus(svy, obs, r.Status.Runtime.URL(svy.Namespace), summary)
+	setSurveyStatus(svy, obs, r.Live.Runtime.URL(svy.Namespace), summary)
 	recordReadyTransition(r.Recorder, svy, orig.Status.Conditions, svy.Status.Conditions)
 	if err := patchStatus(ctx, r.Client, orig, svy); err != nil {
 		return ctrl.Result{}, err
@@ -61,7 +61,7 @@ func (r *SurveyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	if obs.invalid != nil {
 		return ctrl.Result{}, reconcile.TerminalError(obs.invalid)
 	}
-	return ctrl.Result{RequeueAfter: r.Status.next(obs.collector != "")}, nil
+	return ctrl.Result{RequeueAfter: r.Live.next(obs.collector != "")}, nil
 }
 
 // observe checks the spec and resolves the trigger's Touchpoints. A missing

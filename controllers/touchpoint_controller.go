@@ -18,7 +18,7 @@ import (
 type TouchpointReconciler struct {
 	client.Client
 	Recorder events.EventRecorder
-	Status   *StatusSource
+	Live     *StatusSource
 }
 
 // +kubebuilder:rbac:groups=cx.cxop.dev,resources=touchpoints,verbs=get;list;watch
@@ -41,7 +41,7 @@ func (r *TouchpointReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	obs := readiness{invalid: checkTouchpointSpec(&tp.Spec)}
 	var summary *collector.TouchpointSummary
 	if obs.invalid == nil {
-		all, err := r.Status.all(ctx, tp.Namespace, tp.Spec.GetWindow())
+		all, err := r.Live.all(ctx, tp.Namespace, tp.Spec.GetWindow())
 		if err := collectorProblem(&obs, err); err != nil {
 			return ctrl.Result{}, err
 		}
@@ -52,7 +52,7 @@ func (r *TouchpointReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		}
 	}
 
-	setTouchpointStatus(tp, obs, r.Status.Runtime.URL(tp.Namespace), summary)
+	setTouchpointStatus(tp, obs, r.Live.Runtime.URL(tp.Namespace), summary)
 	recordReadyTransition(r.Recorder, tp, orig.Status.Conditions, tp.Status.Conditions)
 	if err := patchStatus(ctx, r.Client, orig, tp); err != nil {
 		return ctrl.Result{}, err
@@ -62,5 +62,5 @@ func (r *TouchpointReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		// new reconcile by itself.
 		return ctrl.Result{}, reconcile.TerminalError(obs.invalid)
 	}
-	return ctrl.Result{RequeueAfter: r.Status.next(obs.collector != "")}, nil
+	return ctrl.Result{RequeueAfter: r.Live.next(obs.collector != "")}, nil
 }

@@ -34,10 +34,13 @@ type Client struct {
 	cache map[string]entry
 }
 
+// entry is one cached answer, decoded once: callers share it and must not
+// modify it. Decoding a namespace's summary for each of its thousand
+// objects would cost more than the request.
 type entry struct {
-	at   time.Time
-	data []byte
-	err  error
+	at    time.Time
+	value any
+	err   error
 }
 
 // New returns a Client whose answers are reused for ttl.
@@ -58,18 +61,26 @@ type Target struct {
 	Token   string
 }
 
-// All returns the summary of every touchpoint and survey over window.
+// All returns the summary of every touchpoint and survey over window. The
+// answer is shared with other callers: read it, do not modify it.
 func (c *Client) All(ctx context.Context, t Target, window string) (*collector.AllSummary, error) {
-	out := &collector.AllSummary{}
-	return out, c.get(ctx, t, url.Values{"window": {window}}, out)
+	v, err := c.get(ctx, t, url.Values{"window": {window}}, func() any { return &collector.AllSummary{} })
+	if err != nil {
+		return nil, err
+	}
+	return v.(*collector.AllSummary), nil
 }
 
 // Touchpoints returns the combined summary of a set of touchpoints over
-// window: distinct customers are counted once across the set.
+// window: distinct customers are counted once across the set. The answer
+// is shared: read it, do not modify it.
 func (c *Client) Touchpoints(ctx context.Context, t Target, window string, names []string) (*collector.TouchpointSummary, error) {
 	names = slices.Sorted(slices.Values(names))
-	out := &collector.TouchpointSummary{}
-	return out, c.get(ctx, t, url.Values{"window": {window}, "touchpoint": names}, out)
+	v, err := c.get(ctx, t, url.Values{"window": {window}, "touchpoint": names}, func() any { return &collector.TouchpointSummary{} })
+	if err != nil {
+		return nil, err
+	}
+	return v.(*collector.TouchpointSummary), nil
 }
 
 // Unavailable is returned when the collector cannot be reached or does not
@@ -84,7 +95,7 @@ func IsUnavailable(err error) bool {
 	return errors.As(err, &u)
 }
 
-func (c *Client) get(ctx context.Context, t Target, q url.Values, out any) error {
+func (c *Client) get(ctx context.Context, t Target, q url.Values, newValue func() any) (any, error) {
 	u := strings.TrimSuffix(t.BaseURL, "/") + "/v1/summary?" + q.Encode()
 	key := t.Token + "\x00" + u
 	c.mu.Lock()
@@ -92,8 +103,14 @@ func (c *Client) get(ctx context.Context, t Target, q url.Values, out any) error
 	c.mu.Unlock()
 	if !ok || c.now().Sub(e.at) >= c.ttl {
 		v, _, _ := c.group.Do(key, func() (any, error) {
-			data, err := c.fetch(ctx, u, t.Token)
-			e := entry{at: c.now(), data: data, err: err}
+			e := entry{value: newValue()}
+			var data []byte
+			if data, e.err = c.fetch(ctx, u, t.Token); e.err == nil {
+				if err := json.Unmarshal(data, e.value); err != nil {
+					e.err = &Unavailable{Reason: fmt.Sprintf("the collector's summary is not valid JSON: %v", err)}
+				}
+			}
+			e.at = c.now()
 			c.mu.Lock()
 			c.cache[key] = e
 			c.mu.Unlock()
@@ -101,13 +118,7 @@ func (c *Client) get(ctx context.Context, t Target, q url.Values, out any) error
 		})
 		e = v.(entry)
 	}
-	if e.err != nil {
-		return e.err
-	}
-	if err := json.Unmarshal(e.data, out); err != nil {
-		return &Unavailable{Reason: fmt.Sprintf("the collector's summary is not valid JSON: %v", err)}
-	}
-	return nil
+	return e.value, e.err
 }
 
 func (c *Client) fetch(ctx context.Context, u, token string) ([]byte, error) {

@@ -1,0 +1,90 @@
+package collectorclient
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestSharesOneRequestAcrossCallersAndExpires(t *testing.T) {
+	var requests atomic.Int32
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		if r.Header.Get("Authorization") != "Bearer read" {
+			t.Errorf("Authorization = %q", r.Header.Get("Authorization"))
+		}
+		if got := r.URL.Query().Get("window"); got != "28d" {
+			t.Errorf("window = %q", got)
+		}
+		<-release
+		_, _ = w.Write([]byte(`{"touchpoints":{"chat":{"interactions":7}},"surveys":{}}`))
+	}))
+	defer srv.Close()
+
+	now := time.Unix(1000, 0)
+	c := New(10 * time.Second)
+	c.now = func() time.Time { return now }
+	target := Target{BaseURL: srv.URL, Token: "read"}
+
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			all, err := c.All(context.Background(), target, "28d")
+			if err != nil || all.Touchpoints["chat"].Interactions != 7 {
+				t.Errorf("All = %+v, %v", all, err)
+			}
+		}()
+	}
+	time.Sleep(50 * time.Millisecond)
+	close(release)
+	wg.Wait()
+	if n := requests.Load(); n != 1 {
+		t.Fatalf("50 concurrent callers made %d requests, want 1", n)
+	}
+
+	now = now.Add(9 * time.Second)
+	if _, err := c.All(context.Background(), target, "28d"); err != nil {
+		t.Fatal(err)
+	}
+	if n := requests.Load(); n != 1 {
+		t.Fatalf("a call within the TTL made a request (%d in all)", n)
+	}
+	now = now.Add(time.Second)
+	if _, err := c.All(context.Background(), target, "28d"); err != nil {
+		t.Fatal(err)
+	}
+	if n := requests.Load(); n != 2 {
+		t.Fatalf("a call after the TTL made no request (%d in all)", n)
+	}
+	c.Forget(srv.URL)
+	if _, err := c.All(context.Background(), target, "28d"); err != nil {
+		t.Fatal(err)
+	}
+	if n := requests.Load(); n != 3 {
+		t.Fatalf("a call after Forget made no request (%d in all)", n)
+	}
+}
+
+func TestReportsWhyTheCollectorCouldNotAnswer(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte(`{"error":"the collector is not ready"}`))
+	}))
+	c := New(time.Minute)
+	_, err := c.All(context.Background(), Target{BaseURL: srv.URL, Token: "t"}, "1h")
+	if !IsUnavailable(err) || err.Error() != "the collector answered 503: the collector is not ready" {
+		t.Fatalf("err = %v", err)
+	}
+	srv.Close()
+	_, err = c.Touchpoints(context.Background(), Target{BaseURL: srv.URL, Token: "t"}, "1h", []string{"b", "a"})
+	if !IsUnavailable(err) {
+		t.Fatalf("closed server: err = %v, want Unavailable", err)
+	}
+}
