@@ -14,6 +14,7 @@ KUSTOMIZE ?= $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
 HELM ?= $(LOCALBIN)/helm-$(HELM_VERSION)
 CRASH_KILLS ?= 20
 BENCH_FLAGS ?=
+BENCH_OPERATOR_FLAGS ?=
 
 GO ?= go
 # Ginkgo prints a spec per line with -v; keep test output readable in CI.
@@ -83,6 +84,10 @@ bench-collector: build ## Measure the collector on loopback: ingest rate, ack p9
 .PHONY: crash-test
 crash-test: build ## SIGKILL the collector under load 20 times, recount, print acked=N lost=L dup=D.
 	$(GO) run ./test/collector/crash -cxop $(LOCALBIN)/cxop -kills $(CRASH_KILLS)
+
+.PHONY: bench-operator
+bench-operator: manifests build ## Create 1,000 then 10,000 Touchpoints and CXTargets; print convergence, manager RSS and idle writes.
+	$(GO) run ./test/operator/bench -cxop $(LOCALBIN)/cxop -assets "$$(hack/setup-envtest.sh | tail -n 1)" $(BENCH_OPERATOR_FLAGS)
 
 .PHONY: bench-engines
 bench-engines: ## Compare Pebble and bbolt on the collector's group-commit workload.
