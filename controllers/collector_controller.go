@@ -110,6 +110,11 @@ func (r *CollectorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	cfg := collector.Config{}
 	for i := range tpItems {
 		tp := &tpItems[i]
+		if checkTouchpointSpec(&tp.Spec) != nil {
+			// One unusable spec (its own status says why) must not keep
+			// the config of every other Touchpoint from loading.
+			continue
+		}
 		token, err := r.ensureToken(ctx, ns, tp, TouchpointTokenSecretName(tp.Name), touchpointLabel)
 		if err != nil {
 			return ctrl.Result{}, err
@@ -118,6 +123,9 @@ func (r *CollectorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	}
 	for i := range svyItems {
 		s := &svyItems[i]
+		if checkSurveySpec(&s.Spec) != nil {
+			continue
+		}
 		token, err := r.ensureToken(ctx, ns, s, SurveyTokenSecretName(s.Name), surveyLabel)
 		if err != nil {
 			return ctrl.Result{}, err

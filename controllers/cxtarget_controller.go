@@ -2,7 +2,9 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
@@ -30,6 +32,9 @@ type CXTargetReconciler struct {
 func (r *CXTargetReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	cxt := &cxv1.CXTarget{}
 	if err := r.Get(ctx, req.NamespacedName, cxt); err != nil {
+		if apierrors.IsNotFound(err) {
+			forgetTargetMetrics(req.Namespace, req.Name)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !cxt.DeletionTimestamp.IsZero() {
@@ -37,43 +42,90 @@ func (r *CXTargetReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	}
 	orig := cxt.DeepCopy()
 
-	obs, err := r.observe(ctx, cxt)
+	obs, subject, err := r.observe(ctx, cxt)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	var result *targetResult
+	if subject != nil && obs.mismatch == "" {
+		if result, err = r.judge(ctx, cxt, subject, &obs); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
 
-	setCXTargetStatus(cxt, obs)
+	setCXTargetStatus(cxt, obs, result, time.Now())
 	recordReadyTransition(r.Recorder, cxt, orig.Status.Conditions, cxt.Status.Conditions)
+	recordTargetTransition(r.Recorder, cxt, orig.Status.State, cxt.Status.State)
+	exportTargetMetrics(cxt, result)
 	if err := patchStatus(ctx, r.Client, orig, cxt); err != nil {
 		return ctrl.Result{}, err
 	}
 	if obs.invalid != nil {
 		return ctrl.Result{}, reconcile.TerminalError(obs.invalid)
 	}
-	return ctrl.Result{}, nil
+	if subject == nil || obs.mismatch != "" {
+		// Watches on the subject bring the target back when it changes.
+		return ctrl.Result{}, nil
+	}
+	return ctrl.Result{RequeueAfter: r.Live.next(obs.collector != "")}, nil
+}
+
+// targetResult is what the collector's numbers say about a target.
+type targetResult struct {
+	verdict     verdict
+	attribution []cxv1.BudgetShare
+	// notMeasurable explains an objective the collector cannot count.
+	notMeasurable string
+}
+
+// judge measures the target's objective and evaluates it. An unreachable
+// collector is recorded in obs and yields no result.
+func (r *CXTargetReconciler) judge(ctx context.Context, cxt *cxv1.CXTarget, subject client.Object, obs *readiness) (*targetResult, error) {
+	scope, mismatch, err := r.scopeOf(ctx, cxt, subject)
+	if err != nil || mismatch != "" {
+		obs.mismatch = mismatch
+		return nil, err
+	}
+	window, lookbacks, err := r.measureTarget(ctx, cxt, scope)
+	if errors.Is(err, errNotMeasurable) {
+		return &targetResult{notMeasurable: fmt.Sprintf("spec.objective.%s cannot be measured yet: the collector does not record survey invitations", objectiveName(cxt.Spec.Objective))}, nil
+	}
+	if err != nil {
+		return nil, collectorProblem(obs, err)
+	}
+	atRisk := cxt.Spec.Alerting.GetAtRiskBelow()
+	v, err := evaluate(cxt.Spec.Objective, cxt.Spec.GetMinSamples(), atRisk.AsApproximateFloat64(), window, lookbacks)
+	if err != nil {
+		return nil, err
+	}
+	res := &targetResult{verdict: v}
+	if _, isJourney := subject.(*cxv1.Journey); isJourney {
+		res.attribution = budgetShares(window.BadByTouchpoint)
+	}
+	return res, nil
 }
 
 // observe checks the spec, fetches the subject and checks that the
-// objective fits it.
-func (r *CXTargetReconciler) observe(ctx context.Context, cxt *cxv1.CXTarget) (readiness, error) {
+// objective fits it. The subject is nil unless it exists.
+func (r *CXTargetReconciler) observe(ctx context.Context, cxt *cxv1.CXTarget) (readiness, client.Object, error) {
 	if err := checkCXTargetSpec(&cxt.Spec); err != nil {
-		return readiness{invalid: err}, nil
+		return readiness{invalid: err}, nil, nil
 	}
 	kind, name := cxt.Spec.Subject()
 	subject, err := newSubject(kind)
 	if err != nil {
 		// The schema requires exactly one subject; reaching here means the
 		// CRD in the cluster is older than this manager.
-		return readiness{invalid: err}, nil
+		return readiness{invalid: err}, nil, nil
 	}
 	err = r.Get(ctx, types.NamespacedName{Namespace: cxt.Namespace, Name: name}, subject)
 	switch {
 	case apierrors.IsNotFound(err):
-		return readiness{missing: []missingRef{{Kind: kind, Name: name}}}, nil
+		return readiness{missing: []missingRef{{Kind: kind, Name: name}}}, nil, nil
 	case err != nil:
-		return readiness{}, fmt.Errorf("get %s %s/%s: %w", kind, cxt.Namespace, name, err)
+		return readiness{}, nil, fmt.Errorf("get %s %s/%s: %w", kind, cxt.Namespace, name, err)
 	}
-	return readiness{mismatch: objectiveMismatch(&cxt.Spec, subject)}, nil
+	return readiness{mismatch: objectiveMismatch(&cxt.Spec, subject)}, subject, nil
 }
 
 func newSubject(kind string) (client.Object, error) {

@@ -2,6 +2,13 @@ package controllers
 
 import (
 	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -119,11 +126,104 @@ func objectiveText(obj cxv1.Objective) string {
 }
 
 // setCXTargetStatus writes the conditions, objective text and
-// observedGeneration that obs implies.
-func setCXTargetStatus(cxt *cxv1.CXTarget, obs readiness) {
+// observedGeneration that obs implies, and the verdict of res. Without a
+// result (the subject is missing, the collector cannot answer) the numbers
+// and state are cleared, and TargetMet is Unknown: no stale verdict is
+// shown as current.
+func setCXTargetStatus(cxt *cxv1.CXTarget, obs readiness, res *targetResult, now time.Time) {
 	setReadinessConditions(&cxt.Status.Conditions, cxt.Generation, obs)
-	cxt.Status.Objective = objectiveText(cxt.Spec.Objective)
-	cxt.Status.ObservedGeneration = cxt.Generation
+	st := &cxt.Status
+	st.Objective = objectiveText(cxt.Spec.Objective)
+	st.ObservedGeneration = cxt.Generation
+	prev := st.State
+	st.State, st.Current, st.CurrentLower, st.CurrentUpper, st.Samples = "", "", "", "", 0
+	st.ErrorBudgetRemaining, st.BurnRates, st.BudgetAttribution = "", nil, nil
+
+	met := metav1.Condition{Type: cxv1.TargetMetCondition, Status: metav1.ConditionUnknown, ObservedGeneration: cxt.Generation}
+	switch {
+	case res == nil:
+		met.Reason, met.Message = "NotEvaluated", "The target is not evaluated: see the Ready condition"
+	case res.notMeasurable != "":
+		st.State = cxv1.TargetStateInsufficientData
+		met.Reason, met.Message = string(cxv1.TargetStateInsufficientData), res.notMeasurable
+	default:
+		v := res.verdict
+		st.State = v.State
+		st.Samples = int64(v.Samples)
+		s, _ := scaleOf(cxt.Spec.Objective)
+		if v.HasValue {
+			st.Current = decimalString(v.Current, s.digits)
+			st.CurrentLower = decimalString(v.Lower, s.digits)
+			st.CurrentUpper = decimalString(v.Upper, s.digits)
+		}
+		if v.HasBudget {
+			st.ErrorBudgetRemaining = decimalString(v.BudgetRemaining, 1)
+		}
+		for i, w := range burnRateWindows {
+			st.BurnRates = append(st.BurnRates, cxv1.BurnRate{Window: w, Rate: decimalString(v.BurnRates[i], 2)})
+		}
+		st.BudgetAttribution = res.attribution
+		met.Reason, met.Message = string(v.State), v.Reason
+		switch v.State {
+		case cxv1.TargetStateMet:
+			met.Status = metav1.ConditionTrue
+		case cxv1.TargetStateAtRisk, cxv1.TargetStateBreached:
+			met.Status = metav1.ConditionFalse
+		}
+	}
+	meta.SetStatusCondition(&st.Conditions, met)
+	if st.State != prev && st.State != "" {
+		st.LastTransitionTime = &metav1.Time{Time: now.Truncate(time.Second)}
+	}
+}
+
+// recordTargetTransition emits TargetBreached when a target becomes
+// Breached and TargetRecovered when it leaves Breached for Met or AtRisk;
+// nothing otherwise, so an SRE's event stream holds transitions only.
+func recordTargetTransition(rec events.EventRecorder, cxt *cxv1.CXTarget, before, after cxv1.TargetState) {
+	if rec == nil || before == after {
+		return
+	}
+	met := meta.FindStatusCondition(cxt.Status.Conditions, cxv1.TargetMetCondition)
+	msg := ""
+	if met != nil {
+		msg = met.Message
+	}
+	switch {
+	case after == cxv1.TargetStateBreached:
+		rec.Eventf(cxt, nil, corev1.EventTypeWarning, "TargetBreached", "Evaluate", "%s %s: %s", objectiveName(cxt.Spec.Objective), cxt.Status.Objective, msg)
+	case before == cxv1.TargetStateBreached && (after == cxv1.TargetStateMet || after == cxv1.TargetStateAtRisk):
+		rec.Eventf(cxt, nil, corev1.EventTypeNormal, "TargetRecovered", "Evaluate", "%s %s: %s", objectiveName(cxt.Spec.Objective), cxt.Status.Objective, msg)
+	}
+}
+
+// exportTargetMetrics mirrors the verdict in the manager's metrics; the
+// value and budget series exist only while there is a value to show.
+func exportTargetMetrics(cxt *cxv1.CXTarget, res *targetResult) {
+	kind, _ := cxt.Spec.Subject()
+	l := prometheus.Labels{"namespace": cxt.Namespace, "name": cxt.Name, "subject_kind": kind}
+	if s, err := scaleOf(cxt.Spec.Objective); err == nil {
+		targetObjective.With(l).Set(s.target)
+	}
+	var v verdict
+	if res != nil && res.notMeasurable == "" {
+		v = res.verdict
+	}
+	breached := 0.0
+	if v.State == cxv1.TargetStateBreached {
+		breached = 1
+	}
+	targetBreached.With(l).Set(breached)
+	if v.HasValue && v.State != cxv1.TargetStateInsufficientData {
+		targetValue.With(l).Set(v.Current)
+	} else {
+		targetValue.Delete(l)
+	}
+	if v.HasBudget {
+		targetBudget.With(l).Set(v.BudgetRemaining / 100)
+	} else {
+		targetBudget.Delete(l)
+	}
 }
 
 // decimal renders a quantity as a plain decimal ("99.5"), not in the

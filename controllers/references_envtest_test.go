@@ -122,10 +122,19 @@ var _ = Describe("Reference resolution", func() {
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "shop"},
 			Spec:       cxv1.JourneySpec{Stages: []cxv1.JourneyStage{{Name: "browse", Touchpoints: []string{"web"}}}},
 		})).To(Succeed())
+		// An NPS objective on a Journey is measured on its NPS surveys.
+		expectReadyMessage(ctx, cxt, metav1.ConditionFalse, cxv1.ObjectiveMismatchReason, Equal(`spec.objective.nps needs a NPS survey, but Journey "shop" lists none`))
+
+		Expect(k8sClient.Create(ctx, touchpoint(ns, "web"))).To(Succeed())
+		Expect(k8sClient.Create(ctx, npsSurvey(ns, "shop-nps", "web"))).To(Succeed())
+		jny := &cxv1.Journey{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "shop"}}
+		Expect(updateObject(ctx, jny, func() { jny.Spec.Surveys = []string{"shop-nps"} })).To(Succeed())
 		expectReady(ctx, cxt, metav1.ConditionTrue, cxv1.ReconciledReason)
+		Expect(cxt.Status.State).To(Equal(cxv1.TargetStateInsufficientData))
 	})
 
 	It("reports an objective that does not fit the subject, and recovers when the subject changes", func(ctx SpecContext) {
+		Expect(k8sClient.Create(ctx, touchpoint(ns, "chat"))).To(Succeed())
 		svy := npsSurvey(ns, "delivery", "chat")
 		svy.Spec.Type = cxv1.SurveyTypeCSAT
 		Expect(k8sClient.Create(ctx, svy)).To(Succeed())

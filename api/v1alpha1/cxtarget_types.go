@@ -184,6 +184,14 @@ const (
 	TargetStateInsufficientData TargetState = "InsufficientData"
 )
 
+// BudgetShare is one touchpoint's share of a Journey target's spent budget.
+type BudgetShare struct {
+	// touchpoint is the Touchpoint's name.
+	Touchpoint string `json:"touchpoint"`
+	// percent is its share of the bad events, as a decimal string.
+	Percent string `json:"percent"`
+}
+
 // BurnRate is the error-budget burn rate over one lookback window.
 type BurnRate struct {
 	// window is the lookback, such as "1h" or "3d".
@@ -253,6 +261,13 @@ type CXTargetStatus struct {
 
 	// lastTransitionTime is when state last changed.
 	// +optional
+	// budgetAttribution, for a ratio objective on a Journey, says which
+	// touchpoint spent how much of the budget: each touchpoint's share of
+	// the bad events in the window, largest first.
+	// +optional
+	// +listType=atomic
+	BudgetAttribution []BudgetShare `json:"budgetAttribution,omitempty"`
+
 	LastTransitionTime *metav1.Time `json:"lastTransitionTime,omitempty"`
 }
 
