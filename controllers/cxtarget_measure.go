@@ -36,6 +36,21 @@ type targetScope struct {
 	surveys     []string
 }
 
+// knownTo reports whether a summary knows every subject of the scope.
+func (s targetScope) knownTo(all *collector.AllSummary) bool {
+	for _, tp := range s.touchpoints {
+		if all.Touchpoints[tp] == nil {
+			return false
+		}
+	}
+	for _, sv := range s.surveys {
+		if all.Surveys[sv] == nil {
+			return false
+		}
+	}
+	return true
+}
+
 // scopeOf resolves the touchpoints and surveys a target's objective is
 // counted over. For a Journey, score objectives count every survey of the
 // Journey of the objective's type, and wait-time objectives every touchpoint
@@ -121,7 +136,8 @@ func countsOf(obj cxv1.Objective, scope targetScope, all *collector.AllSummary) 
 // burn-rate lookback. Every window is one cached namespace summary shared
 // by all targets of the namespace.
 func (r *CXTargetReconciler) measureTarget(ctx context.Context, cxt *cxv1.CXTarget, scope targetScope) (targetCounts, map[cxv1.Duration]targetCounts, error) {
-	all, err := r.Live.all(ctx, cxt.Namespace, cxt.Spec.GetWindow())
+	has := scope.knownTo
+	all, err := r.Live.all(ctx, cxt.Namespace, cxt.Spec.GetWindow(), has)
 	if err != nil {
 		return targetCounts{}, nil, err
 	}
@@ -131,7 +147,7 @@ func (r *CXTargetReconciler) measureTarget(ctx context.Context, cxt *cxv1.CXTarg
 	}
 	lookbacks := map[cxv1.Duration]targetCounts{}
 	for _, w := range burnRateWindows {
-		all, err := r.Live.all(ctx, cxt.Namespace, w)
+		all, err := r.Live.all(ctx, cxt.Namespace, w, has)
 		if err != nil {
 			return window, nil, err
 		}

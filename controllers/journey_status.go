@@ -31,7 +31,7 @@ type journeyNumbers struct {
 // the states of the targets set on it, its touchpoints and its surveys.
 func (r *JourneyReconciler) measureJourney(ctx context.Context, jny *cxv1.Journey) (*journeyNumbers, error) {
 	ns, window := jny.Namespace, jny.Spec.GetWindow()
-	all, err := r.Live.all(ctx, ns, window)
+	all, err := r.Live.all(ctx, ns, window, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -145,6 +145,12 @@ func recordReadyTransition(rec events.EventRecorder, obj client.Object, before, 
 	if !changed || rec == nil {
 		return
 	}
+	if c.Reason == cxv1.CollectorPendingReason {
+		// Every new Touchpoint and Survey passes through this for the
+		// seconds its collector takes to load the config; an event for
+		// each would bury the ones that matter.
+		return
+	}
 	eventType := corev1.EventTypeWarning
 	if c.Status == metav1.ConditionTrue {
 		eventType = corev1.EventTypeNormal

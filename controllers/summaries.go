@@ -69,13 +69,23 @@ func (s *StatusSource) target(ctx context.Context, namespace string) (collectorc
 }
 
 // all returns the summary of every touchpoint and survey of namespace over
-// window.
-func (s *StatusSource) all(ctx context.Context, namespace string, window cxv1.Duration) (*collector.AllSummary, error) {
+// window. has, when set, says whether an answer knows the caller's subject;
+// see collectorclient.Client.All.
+func (s *StatusSource) all(ctx context.Context, namespace string, window cxv1.Duration, has func(*collector.AllSummary) bool) (*collector.AllSummary, error) {
 	t, err := s.target(ctx, namespace)
 	if err != nil {
 		return nil, err
 	}
-	return s.API.All(ctx, t, string(window))
+	return s.API.All(ctx, t, string(window), has)
+}
+
+// hasTouchpoint and hasSurvey are the usual has arguments of all.
+func hasTouchpoint(name string) func(*collector.AllSummary) bool {
+	return func(a *collector.AllSummary) bool { return a.Touchpoints[name] != nil }
+}
+
+func hasSurvey(name string) func(*collector.AllSummary) bool {
+	return func(a *collector.AllSummary) bool { return a.Surveys[name] != nil }
 }
 
 // touchpoints returns the combined summary of a set of touchpoints.

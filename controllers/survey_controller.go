@@ -42,7 +42,7 @@ func (r *SurveyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 
 	var summary *collector.SurveySummary
 	if obs.invalid == nil {
-		all, err := r.Live.all(ctx, svy.Namespace, svy.Spec.GetWindow())
+		all, err := r.Live.all(ctx, svy.Namespace, svy.Spec.GetWindow(), hasSurvey(svy.Name))
 		if err := collectorProblem(&obs, err); err != nil {
 			return ctrl.Result{}, err
 		}

@@ -41,7 +41,7 @@ func (r *TouchpointReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	obs := readiness{invalid: checkTouchpointSpec(&tp.Spec)}
 	var summary *collector.TouchpointSummary
 	if obs.invalid == nil {
-		all, err := r.Live.all(ctx, tp.Namespace, tp.Spec.GetWindow())
+		all, err := r.Live.all(ctx, tp.Namespace, tp.Spec.GetWindow(), hasTouchpoint(tp.Name))
 		if err := collectorProblem(&obs, err); err != nil {
 			return ctrl.Result{}, err
 		}

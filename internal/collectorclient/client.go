@@ -63,8 +63,17 @@ type Target struct {
 
 // All returns the summary of every touchpoint and survey over window. The
 // answer is shared with other callers: read it, do not modify it.
-func (c *Client) All(ctx context.Context, t Target, window string) (*collector.AllSummary, error) {
-	v, err := c.get(ctx, t, url.Values{"window": {window}}, func() any { return &collector.AllSummary{} })
+//
+// has, when set, tells whether a cached answer knows what the caller needs
+// (say, a Touchpoint just added to the config); an answer that does not is
+// fetched again once it is a second old, rather than served for the whole
+// TTL.
+func (c *Client) All(ctx context.Context, t Target, window string, has func(*collector.AllSummary) bool) (*collector.AllSummary, error) {
+	var fresh func(any) bool
+	if has != nil {
+		fresh = func(v any) bool { return has(v.(*collector.AllSummary)) }
+	}
+	v, err := c.get(ctx, t, url.Values{"window": {window}}, func() any { return &collector.AllSummary{} }, fresh)
 	if err != nil {
 		return nil, err
 	}
@@ -76,7 +85,7 @@ func (c *Client) All(ctx context.Context, t Target, window string) (*collector.A
 // is shared: read it, do not modify it.
 func (c *Client) Touchpoints(ctx context.Context, t Target, window string, names []string) (*collector.TouchpointSummary, error) {
 	names = slices.Sorted(slices.Values(names))
-	v, err := c.get(ctx, t, url.Values{"window": {window}, "touchpoint": names}, func() any { return &collector.TouchpointSummary{} })
+	v, err := c.get(ctx, t, url.Values{"window": {window}, "touchpoint": names}, func() any { return &collector.TouchpointSummary{} }, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -95,13 +104,19 @@ func IsUnavailable(err error) bool {
 	return errors.As(err, &u)
 }
 
-func (c *Client) get(ctx context.Context, t Target, q url.Values, newValue func() any) (any, error) {
+// staleAfter is how old a cached answer that lacks what a caller needs may
+// be before it is fetched again.
+const staleAfter = time.Second
+
+func (c *Client) get(ctx context.Context, t Target, q url.Values, newValue func() any, fresh func(any) bool) (any, error) {
 	u := strings.TrimSuffix(t.BaseURL, "/") + "/v1/summary?" + q.Encode()
 	key := t.Token + "\x00" + u
 	c.mu.Lock()
 	e, ok := c.cache[key]
 	c.mu.Unlock()
-	if !ok || c.now().Sub(e.at) >= c.ttl {
+	age := c.now().Sub(e.at)
+	lacking := ok && e.err == nil && fresh != nil && !fresh(e.value) && age >= staleAfter
+	if !ok || age >= c.ttl || lacking {
 		v, _, _ := c.group.Do(key, func() (any, error) {
 			e := entry{value: newValue()}
 			var data []byte

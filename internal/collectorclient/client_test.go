@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/cxop-dev/cxop/internal/collector"
 )
 
 func TestSharesOneRequestAcrossCallersAndExpires(t *testing.T) {
@@ -36,7 +38,7 @@ func TestSharesOneRequestAcrossCallersAndExpires(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			all, err := c.All(context.Background(), target, "28d")
+			all, err := c.All(context.Background(), target, "28d", nil)
 			if err != nil || all.Touchpoints["chat"].Interactions != 7 {
 				t.Errorf("All = %+v, %v", all, err)
 			}
@@ -50,25 +52,42 @@ func TestSharesOneRequestAcrossCallersAndExpires(t *testing.T) {
 	}
 
 	now = now.Add(9 * time.Second)
-	if _, err := c.All(context.Background(), target, "28d"); err != nil {
+	if _, err := c.All(context.Background(), target, "28d", nil); err != nil {
 		t.Fatal(err)
 	}
 	if n := requests.Load(); n != 1 {
 		t.Fatalf("a call within the TTL made a request (%d in all)", n)
 	}
 	now = now.Add(time.Second)
-	if _, err := c.All(context.Background(), target, "28d"); err != nil {
+	if _, err := c.All(context.Background(), target, "28d", nil); err != nil {
 		t.Fatal(err)
 	}
 	if n := requests.Load(); n != 2 {
 		t.Fatalf("a call after the TTL made no request (%d in all)", n)
 	}
 	c.Forget(srv.URL)
-	if _, err := c.All(context.Background(), target, "28d"); err != nil {
+	if _, err := c.All(context.Background(), target, "28d", nil); err != nil {
 		t.Fatal(err)
 	}
 	if n := requests.Load(); n != 3 {
 		t.Fatalf("a call after Forget made no request (%d in all)", n)
+	}
+
+	// An answer that lacks what the caller needs is fetched again once it
+	// is a second old, not served for the whole TTL.
+	hasPhone := func(a *collector.AllSummary) bool { return a.Touchpoints["phone"] != nil }
+	if _, err := c.All(context.Background(), target, "28d", hasPhone); err != nil {
+		t.Fatal(err)
+	}
+	if n := requests.Load(); n != 3 {
+		t.Fatalf("a lacking answer younger than a second was fetched again (%d requests)", n)
+	}
+	now = now.Add(time.Second)
+	if _, err := c.All(context.Background(), target, "28d", hasPhone); err != nil {
+		t.Fatal(err)
+	}
+	if n := requests.Load(); n != 4 {
+		t.Fatalf("a lacking answer a second old was not fetched again (%d requests)", n)
 	}
 }
 
@@ -78,7 +97,7 @@ func TestReportsWhyTheCollectorCouldNotAnswer(t *testing.T) {
 		_, _ = w.Write([]byte(`{"error":"the collector is not ready"}`))
 	}))
 	c := New(time.Minute)
-	_, err := c.All(context.Background(), Target{BaseURL: srv.URL, Token: "t"}, "1h")
+	_, err := c.All(context.Background(), Target{BaseURL: srv.URL, Token: "t"}, "1h", nil)
 	if !IsUnavailable(err) || err.Error() != "the collector answered 503: the collector is not ready" {
 		t.Fatalf("err = %v", err)
 	}

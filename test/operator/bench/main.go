@@ -181,7 +181,12 @@ func run(c config) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("idle_status_writes_per_s=%.2f\n", (after-before)/c.idle.Seconds())
+	for k, v := range after {
+		if d := v - before[k]; d > 0 {
+			logf("  %s +%.0f", k, d)
+		}
+	}
+	fmt.Printf("idle_status_writes_per_s=%.2f\n", (sum(after)-sum(before))/c.idle.Seconds())
 	return nil
 }
 
@@ -331,15 +336,23 @@ func rssMiB(pid int) (float64, error) {
 	return 0, fmt.Errorf("no VmRSS for pid %d", pid)
 }
 
-// writes sums the manager's requests to the API server that change
-// something, from client-go's rest_client_requests_total.
-func writes(addr string) (float64, error) {
+func sum(m map[string]float64) float64 {
+	t := 0.0
+	for _, v := range m {
+		t += v
+	}
+	return t
+}
+
+// writes reads the manager's requests to the API server that change
+// something, by series of client-go's rest_client_requests_total.
+func writes(addr string) (map[string]float64, error) {
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer resp.Body.Close()
-	total := 0.0
+	out := map[string]float64{}
 	s := bufio.NewScanner(resp.Body)
 	s.Buffer(make([]byte, 1<<20), 1<<20)
 	for s.Scan() {
@@ -349,15 +362,16 @@ func writes(addr string) (float64, error) {
 		}
 		for _, m := range []string{`method="POST"`, `method="PUT"`, `method="PATCH"`, `method="DELETE"`} {
 			if strings.Contains(line, m) {
-				v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+				i := strings.LastIndexByte(line, ' ')
+				v, err := strconv.ParseFloat(line[i+1:], 64)
 				if err != nil {
-					return 0, err
+					return nil, err
 				}
-				total += v
+				out[line[:i]] = v
 			}
 		}
 	}
-	return total, s.Err()
+	return out, s.Err()
 }
 
 func freeAddr() (string, error) {
