@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -107,31 +108,29 @@ func (r *CollectorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		return ctrl.Result{}, r.removeCollector(ctx, ns)
 	}
 
+	// One unusable spec (its own status says why) must not keep the config
+	// of every other Touchpoint from loading, so it is left out.
+	tpItems = slices.DeleteFunc(tpItems, func(t cxv1.Touchpoint) bool { return checkTouchpointSpec(&t.Spec) != nil })
+	svyItems = slices.DeleteFunc(svyItems, func(s cxv1.Survey) bool { return checkSurveySpec(&s.Spec) != nil })
+	reqs := make([]tokenRequest, 0, len(tpItems)+len(svyItems))
+	for i := range tpItems {
+		reqs = append(reqs, tokenRequest{owner: &tpItems[i], name: TouchpointTokenSecretName(tpItems[i].Name), label: touchpointLabel})
+	}
+	for i := range svyItems {
+		reqs = append(reqs, tokenRequest{owner: &svyItems[i], name: SurveyTokenSecretName(svyItems[i].Name), label: surveyLabel})
+	}
+	tokens, err := r.ensureTokens(ctx, ns, reqs)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
 	cfg := collector.Config{}
 	for i := range tpItems {
-		tp := &tpItems[i]
-		if checkTouchpointSpec(&tp.Spec) != nil {
-			// One unusable spec (its own status says why) must not keep
-			// the config of every other Touchpoint from loading.
-			continue
-		}
-		token, err := r.ensureToken(ctx, ns, tp, TouchpointTokenSecretName(tp.Name), touchpointLabel)
-		if err != nil {
-			return ctrl.Result{}, err
-		}
-		cfg.Touchpoints = append(cfg.Touchpoints, touchpointConfig(tp, token))
+		cfg.Touchpoints = append(cfg.Touchpoints, touchpointConfig(&tpItems[i], tokens[i]))
 	}
 	for i := range svyItems {
 		s := &svyItems[i]
-		if checkSurveySpec(&s.Spec) != nil {
-			continue
-		}
-		token, err := r.ensureToken(ctx, ns, s, SurveyTokenSecretName(s.Name), surveyLabel)
-		if err != nil {
-			return ctrl.Result{}, err
-		}
 		cfg.Surveys = append(cfg.Surveys, collector.SurveyConfig{
-			Name: s.Name, Type: score.Kind(s.Spec.Type), TokenSHA256: []string{collector.HashToken(token)},
+			Name: s.Name, Type: score.Kind(s.Spec.Type), TokenSHA256: []string{collector.HashToken(tokens[len(tpItems)+i])},
 		})
 	}
 	readToken, err := r.ensureToken(ctx, ns, nil, ReadTokenSecretName, "")
@@ -223,6 +222,30 @@ func (r *CollectorReconciler) ensureToken(ctx context.Context, namespace string,
 		return "", fmt.Errorf("create secret %s: %w", key, err)
 	}
 	return token, nil
+}
+
+// tokenRequest names a token Secret and the object that owns it.
+type tokenRequest struct {
+	owner client.Object
+	name  string
+	label string
+}
+
+// ensureTokens returns the token of every request, in order, creating the
+// missing Secrets concurrently: a namespace applied with a thousand
+// Touchpoints at once should not wait for a thousand sequential creates.
+func (r *CollectorReconciler) ensureTokens(ctx context.Context, ns string, reqs []tokenRequest) ([]string, error) {
+	tokens := make([]string, len(reqs))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
+	for i, req := range reqs {
+		g.Go(func() error {
+			t, err := r.ensureToken(gctx, ns, req.owner, req.name, req.label)
+			tokens[i] = t
+			return err
+		})
+	}
+	return tokens, g.Wait()
 }
 
 // newToken returns 32 random bytes in hex: unguessable, and safe in a

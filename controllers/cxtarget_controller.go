@@ -67,7 +67,7 @@ func (r *CXTargetReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		// Watches on the subject bring the target back when it changes.
 		return ctrl.Result{}, nil
 	}
-	return ctrl.Result{RequeueAfter: r.Live.next(obs.collector != "")}, nil
+	return ctrl.Result{RequeueAfter: r.Live.next(obs)}, nil
 }
 
 // targetResult is what the collector's numbers say about a target.

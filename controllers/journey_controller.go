@@ -59,7 +59,7 @@ func (r *JourneyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		// The watches on Touchpoints and Surveys bring it back.
 		return ctrl.Result{}, nil
 	}
-	return ctrl.Result{RequeueAfter: r.Live.next(obs.collector != "")}, nil
+	return ctrl.Result{RequeueAfter: r.Live.next(obs)}, nil
 }
 
 // observe checks the spec and resolves every Touchpoint the stages name and

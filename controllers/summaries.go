@@ -43,10 +43,20 @@ func NewStatusSource(reader client.Reader, rt CollectorRuntime, interval time.Du
 	}
 }
 
+// pendingRetry is how soon an object whose collector has not loaded it yet
+// looks again. Loading takes milliseconds once the config file changes,
+// and a summary lacking the object is refetched at most once a second
+// (collectorclient), so a short retry costs little and saves new objects
+// seconds.
+const pendingRetry = time.Second
+
 // next returns when an object should be refreshed again: the interval
-// with ±10% jitter, or the retry interval after a failure.
-func (s *StatusSource) next(failed bool) time.Duration {
-	if failed {
+// with ±10% jitter, or sooner after its collector could not answer.
+func (s *StatusSource) next(obs readiness) time.Duration {
+	switch {
+	case obs.collectorReason == cxv1.CollectorPendingReason:
+		return min(pendingRetry, s.RetryInterval)
+	case obs.collector != "":
 		return s.RetryInterval
 	}
 	jitter := (rand.Float64()*0.2 - 0.1) * float64(s.Interval)

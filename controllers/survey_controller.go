@@ -61,7 +61,7 @@ func (r *SurveyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	if obs.invalid != nil {
 		return ctrl.Result{}, reconcile.TerminalError(obs.invalid)
 	}
-	return ctrl.Result{RequeueAfter: r.Live.next(obs.collector != "")}, nil
+	return ctrl.Result{RequeueAfter: r.Live.next(obs)}, nil
 }
 
 // observe checks the spec and resolves the trigger's Touchpoints. A missing

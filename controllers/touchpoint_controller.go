@@ -62,5 +62,5 @@ func (r *TouchpointReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		// new reconcile by itself.
 		return ctrl.Result{}, reconcile.TerminalError(obs.invalid)
 	}
-	return ctrl.Result{RequeueAfter: r.Live.next(obs.collector != "")}, nil
+	return ctrl.Result{RequeueAfter: r.Live.next(obs)}, nil
 }
