@@ -151,7 +151,13 @@ func runManager(ctx context.Context, opts *managerOptions) error {
 		HealthProbeBindAddress: opts.probeAddr,
 		LeaderElection:         opts.leaderElection,
 		LeaderElectionID:       "manager.cxop.dev",
-		Cache:                  cache.Options{ByObject: managedObjectsOnly()},
+		Cache: cache.Options{
+			ByObject: managedObjectsOnly(),
+			// managedFields is bookkeeping for server-side apply that the
+			// reconcilers never read; dropping it from the informer caches
+			// saves a good share of the manager's memory at 10,000 objects.
+			DefaultTransform: cache.TransformStripManagedFields(),
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)

@@ -40,6 +40,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
@@ -152,14 +153,29 @@ func run(c config) error {
 	if err != nil {
 		return err
 	}
-	ctx := context.Background()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// Convergence is read from a watch-fed cache: listing 20,000 objects
+	// every few seconds would load the API server more than the manager
+	// does.
+	watched, err := cache.New(fast, cache.Options{Scheme: scheme, DefaultTransform: cache.TransformStripManagedFields()})
+	if err != nil {
+		return err
+	}
+	go func() { _ = watched.Start(ctx) }()
+	for _, obj := range []client.Object{&cxv1.Touchpoint{}, &cxv1.CXTarget{}} {
+		if _, err := watched.GetInformer(ctx, obj); err != nil {
+			return err
+		}
+	}
+	watched.WaitForCacheSync(ctx)
 
-	secs, err := round(ctx, cl, c, 0, c.first)
+	secs, err := round(ctx, cl, watched, c, 0, c.first)
 	if err != nil {
 		return fmt.Errorf("first round: %w", err)
 	}
 	fmt.Printf("converge_%d_s=%.1f\n", c.first, secs)
-	secs, err = round(ctx, cl, c, c.first, c.total)
+	secs, err = round(ctx, cl, watched, c, c.first, c.total)
 	if err != nil {
 		return fmt.Errorf("second round: %w", err)
 	}
@@ -192,7 +208,7 @@ func run(c config) error {
 
 // round creates objects from..to-1 of each kind and returns the seconds
 // from the first create until every object of 0..to-1 has converged.
-func round(ctx context.Context, cl client.Client, c config, from, to int) (float64, error) {
+func round(ctx context.Context, cl client.Client, watched client.Reader, c config, from, to int) (float64, error) {
 	logf("creating Touchpoints and CXTargets %d..%d", from, to-1)
 	start := time.Now()
 	for ns := from / c.perNamespace; ns*c.perNamespace < to; ns++ {
@@ -232,7 +248,7 @@ func round(ctx context.Context, cl client.Client, c config, from, to int) (float
 
 	deadline := start.Add(c.timeout)
 	for {
-		tps, targets, err := converged(ctx, cl)
+		tps, targets, err := converged(ctx, watched)
 		if err != nil {
 			return 0, err
 		}
@@ -243,7 +259,7 @@ func round(ctx context.Context, cl client.Client, c config, from, to int) (float
 			return 0, fmt.Errorf("after %s only %d Touchpoints and %d CXTargets of %d have a computed status", c.timeout, tps, targets, to)
 		}
 		logf("converged: %d Touchpoints, %d CXTargets of %d", tps, targets, to)
-		time.Sleep(2 * time.Second)
+		time.Sleep(time.Second)
 	}
 }
 
@@ -275,27 +291,26 @@ func createPair(ctx context.Context, cl client.Client, c config, i int) error {
 // converged counts the Touchpoints and CXTargets whose status describes
 // their current generation with a verdict computed from the collector:
 // Ready is True and, for a target, a state is set.
-func converged(ctx context.Context, cl client.Client) (int, int, error) {
-	tps, targets := 0, 0
+func converged(ctx context.Context, cl client.Reader) (int, int, error) {
 	var tpList cxv1.TouchpointList
-	if err := listAll(ctx, cl, &tpList, func() {
-		for _, tp := range tpList.Items {
-			if current(tp.Generation, tp.Status.ObservedGeneration, tp.Status.Conditions) && tp.Status.Ingest != nil {
-				tps++
-			}
-		}
-	}); err != nil {
+	if err := cl.List(ctx, &tpList); err != nil {
 		return 0, 0, err
 	}
-	var cxtList cxv1.CXTargetList
-	if err := listAll(ctx, cl, &cxtList, func() {
-		for _, t := range cxtList.Items {
-			if current(t.Generation, t.Status.ObservedGeneration, t.Status.Conditions) && t.Status.State != "" {
-				targets++
-			}
+	tps := 0
+	for _, tp := range tpList.Items {
+		if current(tp.Generation, tp.Status.ObservedGeneration, tp.Status.Conditions) && tp.Status.Ingest != nil {
+			tps++
 		}
-	}); err != nil {
+	}
+	var cxtList cxv1.CXTargetList
+	if err := cl.List(ctx, &cxtList); err != nil {
 		return 0, 0, err
+	}
+	targets := 0
+	for _, t := range cxtList.Items {
+		if current(t.Generation, t.Status.ObservedGeneration, t.Status.Conditions) && t.Status.State != "" {
+			targets++
+		}
 	}
 	return tps, targets, nil
 }
@@ -303,20 +318,6 @@ func converged(ctx context.Context, cl client.Client) (int, int, error) {
 func current(generation, observed int64, conds []metav1.Condition) bool {
 	ready := meta.FindStatusCondition(conds, cxv1.ReadyCondition)
 	return observed == generation && ready != nil && ready.Status == metav1.ConditionTrue && ready.ObservedGeneration == generation
-}
-
-// listAll lists in pages of 1,000, calling each after every page.
-func listAll(ctx context.Context, cl client.Client, list client.ObjectList, each func()) error {
-	cont := ""
-	for {
-		if err := cl.List(ctx, list, client.Limit(1000), client.Continue(cont)); err != nil {
-			return err
-		}
-		each()
-		if cont = list.(metav1.ListInterface).GetContinue(); cont == "" {
-			return nil
-		}
-	}
 }
 
 // rssMiB reads a process's resident set size.
