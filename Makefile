@@ -58,8 +58,13 @@ envtest: ## Build kube-apiserver, etcd and kubectl from their Go modules (cached
 	@hack/setup-envtest.sh | tail -n 1
 
 .PHONY: test
-test: manifests generate vet helm ## Run the unit and envtest suites against a control plane built from source.
+test: manifests generate vet helm ## Run the unit, envtest and end-to-end suites against a control plane built from source.
 	KUBEBUILDER_ASSETS="$$(hack/setup-envtest.sh | tail -n 1)" HELM=$(HELM) $(GO) test $(GO_TEST_FLAGS) ./...
+	$(MAKE) --no-print-directory test-e2e
+
+.PHONY: test-e2e
+test-e2e: manifests ## Run cxop dev, apply the samples, post data over HTTP and check the numbers kubectl shows.
+	KUBEBUILDER_ASSETS="$$(hack/setup-envtest.sh | tail -n 1)" $(GO) test $(GO_TEST_FLAGS) -tags e2e ./test/e2e/ -v -run TestSamplesEndToEnd
 
 .PHONY: verify
 verify: manifests generate kustomize ## Regenerate everything and fail if the tree differs from what is committed.

@@ -1,0 +1,316 @@
+//go:build e2e
+
+// Package e2e runs cxop as a newcomer does: `cxop dev`, `kubectl apply -f
+// config/samples`, interactions and answers posted over HTTP with the
+// tokens from the Secrets, and the numbers read back with `kubectl get -o
+// json`. Run it with `make test-e2e`.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var root, bin, assets string
+
+func TestMain(m *testing.M) {
+	assets = os.Getenv("KUBEBUILDER_ASSETS")
+	if assets == "" {
+		fmt.Fprintln(os.Stderr, `KUBEBUILDER_ASSETS is not set: run "make test-e2e"`)
+		os.Exit(1)
+	}
+	var err error
+	if root, err = filepath.Abs(filepath.Join("..", "..")); err != nil {
+		panic(err)
+	}
+	tmp, err := os.MkdirTemp("", "cxop-e2e-")
+	if err != nil {
+		panic(err)
+	}
+	bin = filepath.Join(tmp, "cxop")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build cxop: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(tmp)
+	os.Exit(code)
+}
+
+// kubectl runs kubectl from the control plane's assets against the dev
+// environment and returns its standard output.
+func kubectl(t *testing.T, kubeconfig string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(assets, "kubectl"), args...)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return string(out)
+}
+
+// inBusinessHours returns the latest second before now that falls in the
+// support chat's business hours (weekdays 08:00-20:00, Saturday
+// 10:00-16:00, Europe/Berlin), so that its waits are judged.
+func inBusinessHours(t *testing.T, now time.Time) time.Time {
+	berlin, err := time.LoadLocation("Europe/Berlin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := now.Add(-time.Minute).Truncate(time.Second)
+	for range 7 * 24 * 60 {
+		l := at.In(berlin)
+		h := l.Hour()
+		switch {
+		case l.Weekday() >= time.Monday && l.Weekday() <= time.Friday && h >= 8 && h < 20,
+			l.Weekday() == time.Saturday && h >= 10 && h < 16:
+			return at
+		}
+		at = at.Add(-time.Minute)
+	}
+	t.Fatal("no business hours in a week")
+	return at
+}
+
+func TestSamplesEndToEnd(t *testing.T) {
+	dir := t.TempDir()
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	dev := exec.Command(bin, "dev", "--dir", dir, "--assets", assets)
+	dev.Dir = root
+	stdout, err := dev.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dev.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = dev.Process.Signal(syscall.SIGINT)
+		done := make(chan struct{})
+		go func() { _ = dev.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			_ = dev.Process.Kill()
+		}
+	})
+	ready := make(chan struct{})
+	go func() {
+		s := bufio.NewScanner(stdout)
+		for s.Scan() {
+			if s.Text() == "kubeconfig: "+kubeconfig {
+				close(ready)
+			}
+		}
+	}()
+	select {
+	case <-ready:
+	case <-time.After(90 * time.Second):
+		t.Fatal("cxop dev printed no kubeconfig line within 90s")
+	}
+
+	kubectl(t, kubeconfig, "apply", "-f", "config/samples/")
+	url := ""
+	for deadline := time.Now().Add(60 * time.Second); url == "" && time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+		url = kubectl(t, kubeconfig, "get", "tp", "support-chat", "-o", "jsonpath={.status.ingest.url}")
+	}
+	if url == "" {
+		t.Fatal("support-chat shows no ingest URL within 60s")
+	}
+	token := func(secret string) string {
+		out := kubectl(t, kubeconfig, "get", "secret", secret, "-o", "jsonpath={.data.token}")
+		b, err := base64.StdEncoding.DecodeString(out)
+		if err != nil {
+			t.Fatalf("secret %s: %v", secret, err)
+		}
+		return string(b)
+	}
+	now := time.Now().UTC()
+	at := inBusinessHours(t, now)
+	stamp := at.Format(time.RFC3339)
+
+	post := func(path, secret string, lines []string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, url+path, strings.NewReader(strings.Join(lines, "\n")))
+		req.Header.Set("Authorization", "Bearer "+token(secret))
+		for attempt := 0; ; attempt++ {
+			resp, err := http.DefaultClient.Do(req)
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == 200 {
+					return
+				}
+				// The collector answers 401 for a token until it has
+				// loaded the config that holds its hash.
+				if resp.StatusCode != 401 && resp.StatusCode != 503 || attempt > 60 {
+					t.Fatalf("POST %s: %d", path, resp.StatusCode)
+				}
+			} else if attempt > 60 {
+				t.Fatalf("POST %s: %v", path, err)
+			}
+			time.Sleep(500 * time.Millisecond)
+			req, _ = http.NewRequest(http.MethodPost, url+path, strings.NewReader(strings.Join(lines, "\n")))
+			req.Header.Set("Authorization", "Bearer "+token(secret))
+		}
+	}
+
+	// Support chat: 114 waits of 30s and 6 of 5m, all in business hours:
+	// exactly 95% within 2m.
+	var events []string
+	for i := range 120 {
+		wait := 30
+		if i < 6 {
+			wait = 300
+		}
+		events = append(events, fmt.Sprintf(`{"id":"chat-%d","touchpoint":"support-chat","customer":"c%d","time":%q,"waitSeconds":%d}`, i, i, stamp, wait))
+	}
+	post("/v1/events", "cxop-touchpoint-support-chat", events)
+
+	// Support NPS: 54 promoters, 3 passives, 3 detractors: NPS 85.
+	var nps []string
+	for i := range 60 {
+		score := 10
+		switch {
+		case i >= 57:
+			score = 3
+		case i >= 54:
+			score = 8
+		}
+		nps = append(nps, fmt.Sprintf(`{"id":"nps-%d","survey":"support-nps","customer":"c%d","score":%d,"time":%q}`, i, i, score, stamp))
+	}
+	post("/v1/responses", "cxop-survey-support-nps", nps)
+
+	// Delivery CSAT: 20 of 40 satisfied: 50%.
+	var csat []string
+	for i := range 40 {
+		score := 5
+		if i >= 20 {
+			score = 2
+		}
+		csat = append(csat, fmt.Sprintf(`{"id":"csat-%d","survey":"delivery-csat","customer":"c%d","score":%d,"time":%q}`, i, i, score, stamp))
+	}
+	post("/v1/responses", "cxop-survey-delivery-csat", csat)
+
+	// A lookback burns only if it reaches back to the posted time.
+	burn := func(rate string) []map[string]string {
+		var out []map[string]string
+		for _, w := range []struct {
+			name string
+			d    time.Duration
+		}{{"1h", time.Hour}, {"6h", 6 * time.Hour}, {"1d", 24 * time.Hour}, {"3d", 72 * time.Hour}} {
+			r := "0"
+			if now.Sub(at) < w.d-time.Minute {
+				r = rate
+			}
+			out = append(out, map[string]string{"window": w.name, "rate": r})
+		}
+		return out
+	}
+	type target struct {
+		State, Current, Budget string
+		Samples                int
+		Burn                   []map[string]string
+	}
+	want := map[string]target{
+		// 6 bad of a budget of 5% x 120 = 6: nothing left; AtRisk.
+		"chat-wait-2m": {"AtRisk", "95", "0", 120, burn("1")},
+		// x = (100 x 51 - 40 x 60) / 140 = 19.29 further detractors, 32.1%.
+		"support-nps-40": {"Met", "85", "32.1", 60, burn("0.25")},
+		// 50% with its interval wholly below 85%: x = 100 x 20 / 85 - 40.
+		"delivery-csat-85": {"Breached", "50", "-41.2", 40, burn("3.33")},
+	}
+
+	var last string
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		var list struct {
+			Items []struct {
+				Metadata struct{ Name string }
+				Status   struct {
+					State                string
+					Current              string
+					ErrorBudgetRemaining string
+					Samples              int
+					BurnRates            []map[string]string
+				}
+			}
+		}
+		out := kubectl(t, kubeconfig, "get", "cxt", "-o", "json")
+		if err := json.Unmarshal([]byte(out), &list); err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]target{}
+		for _, it := range list.Items {
+			s := it.Status
+			got[it.Metadata.Name] = target{s.State, s.Current, s.ErrorBudgetRemaining, s.Samples, s.BurnRates}
+		}
+		last = fmt.Sprintf("%+v", got)
+		if last == fmt.Sprintf("%+v", want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("targets never reached\n want %+v\n  got %s", want, last)
+		}
+		time.Sleep(time.Second)
+	}
+
+	var tp struct {
+		Status struct {
+			Interactions   int
+			WaitCompliance string
+		}
+	}
+	if err := json.Unmarshal([]byte(kubectl(t, kubeconfig, "get", "tp", "support-chat", "-o", "json")), &tp); err != nil {
+		t.Fatal(err)
+	}
+	if tp.Status.Interactions != 120 || tp.Status.WaitCompliance != "95" {
+		t.Errorf("support-chat: %d interactions at %s%%, want 120 at 95%%", tp.Status.Interactions, tp.Status.WaitCompliance)
+	}
+	var svy struct {
+		Status struct {
+			Score                           string
+			Promoters, Passives, Detractors int
+		}
+	}
+	if err := json.Unmarshal([]byte(kubectl(t, kubeconfig, "get", "svy", "support-nps", "-o", "json")), &svy); err != nil {
+		t.Fatal(err)
+	}
+	if s := svy.Status; s.Score != "85" || s.Promoters != 54 || s.Passives != 3 || s.Detractors != 3 {
+		t.Errorf("support-nps: %+v, want NPS 85 from 54/3/3", s)
+	}
+	var jny struct {
+		Status struct {
+			NPS, WaitCompliance string
+			Targets             map[string]int
+		}
+	}
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(time.Second) {
+		if err := json.Unmarshal([]byte(kubectl(t, kubeconfig, "get", "jny", "buy-online-get-help", "-o", "json")), &jny); err != nil {
+			t.Fatal(err)
+		}
+		s := jny.Status
+		if s.NPS == "85" && s.WaitCompliance == "95" && s.Targets["met"] == 1 && s.Targets["atRisk"] == 1 && s.Targets["breached"] == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("journey: %+v, want NPS 85, compliance 95, one target met, one at risk, one breached", s)
+		}
+	}
+}
