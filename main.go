@@ -98,8 +98,8 @@ func newManagerCommand() *cobra.Command {
 	f.StringVar(&opts.metricsAddr, "metrics-bind-address", ":8080", `Address the Prometheus metrics endpoint binds to; "0" disables it.`)
 	f.StringVar(&opts.probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz probes bind to.")
 	f.BoolVar(&opts.leaderElection, "leader-elect", false, "Elect a leader so that only one of several replicas reconciles.")
-	f.Float64Var(&opts.kubeQPS, "kube-api-qps", 50, "Queries per second the manager may send to the API server, on average.")
-	f.IntVar(&opts.kubeBurst, "kube-api-burst", 100, "Queries the manager may send to the API server in a burst above kube-api-qps.")
+	f.Float64Var(&opts.kubeQPS, "kube-api-qps", 500, "Queries per second the manager may send to the API server, on average; the API server's priority and fairness still applies.")
+	f.IntVar(&opts.kubeBurst, "kube-api-burst", 1000, "Queries the manager may send to the API server in a burst above kube-api-qps.")
 	f.DurationVar(&opts.refreshInterval, "status-refresh-interval", 30*time.Second,
 		"How often each object's status numbers are refreshed from its collector (jittered by 10%).")
 	f.StringVar(&opts.collector.Image, "collector-image", defaultCollectorImage, "Image of the collector pods (the cxop image; it runs `cxop collector`).")
