@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -22,6 +23,11 @@ type CXTargetReconciler struct {
 	client.Client
 	Recorder events.EventRecorder
 	Live     *StatusSource
+	// PrometheusRules is set when the cluster serves the Prometheus
+	// Operator's PrometheusRule kind; each target then gets its alerts.
+	PrometheusRules bool
+	// appliedRules remembers, by target UID, the rules last applied.
+	appliedRules sync.Map
 }
 
 // +kubebuilder:rbac:groups=cx.cxop.dev,resources=cxtargets,verbs=get;list;watch
@@ -35,6 +41,8 @@ func (r *CXTargetReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		if apierrors.IsNotFound(err) {
 			forgetTargetMetrics(req.Namespace, req.Name)
 		}
+		// The PrometheusRule goes with its owner; appliedRules entries of
+		// deleted targets are small and die with the process.
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !cxt.DeletionTimestamp.IsZero() {
@@ -84,6 +92,9 @@ func (r *CXTargetReconciler) judge(ctx context.Context, cxt *cxv1.CXTarget, subj
 	scope, mismatch, err := r.scopeOf(ctx, cxt, subject)
 	if err != nil || mismatch != "" {
 		obs.mismatch = mismatch
+		return nil, err
+	}
+	if err := r.applyRules(ctx, cxt, scope); err != nil {
 		return nil, err
 	}
 	window, lookbacks, err := r.measureTarget(ctx, cxt, scope)

@@ -8,9 +8,11 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	dto "github.com/prometheus/client_model/go"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -126,5 +128,41 @@ var _ = Describe("CXTarget evaluation", func() {
 
 		Expect(k8sClient.Delete(ctx, cxt)).To(Succeed())
 		Eventually(func() *float64 { return targetGauge("cxop_target_objective", ns, "chat-wait") }).Should(BeNil())
+	})
+
+	It("writes a PrometheusRule with the target's burn-rate alerts, and removes it when alerts are turned off", func(ctx SpecContext) {
+		ns := newNamespace(ctx)
+		Expect(k8sClient.Create(ctx, touchpoint(ns, "chat"))).To(Succeed())
+		cxt := &cxv1.CXTarget{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "chat-wait"},
+			Spec: cxv1.CXTargetSpec{
+				TouchpointRef: &cxv1.LocalObjectReference{Name: "chat"},
+				Objective:     cxv1.Objective{WaitTime: &cxv1.WaitTimeObjective{Percent: resource.MustParse("95")}},
+				Alerting:      &cxv1.Alerting{Labels: map[string]string{"team": "care"}, RunbookURL: "https://runbooks.example/chat"},
+			},
+		}
+		Expect(k8sClient.Create(ctx, cxt)).To(Succeed())
+		rule := &unstructured.Unstructured{}
+		rule.SetGroupVersionKind(PrometheusRuleGVK)
+		Eventually(func() error {
+			return k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "cxop-chat-wait"}, rule)
+		}).Should(Succeed())
+		Expect(rule.GetOwnerReferences()).To(HaveLen(1))
+		Expect(rule.GetOwnerReferences()[0].Name).To(Equal("chat-wait"))
+		groups, _, _ := unstructured.NestedSlice(rule.Object, "spec", "groups")
+		Expect(groups).To(HaveLen(2))
+		alerts := groups[1].(map[string]any)["rules"].([]any)
+		Expect(alerts).To(HaveLen(2))
+		page := alerts[0].(map[string]any)
+		Expect(page["alert"]).To(Equal("CXTargetErrorBudgetBurn"))
+		Expect(page["labels"]).To(HaveKeyWithValue("team", "care"))
+		Expect(page["labels"]).To(HaveKeyWithValue("severity", "page"))
+		Expect(page["annotations"]).To(HaveKeyWithValue("runbook_url", "https://runbooks.example/chat"))
+		Expect(page["expr"]).To(ContainSubstring("> 13.44"))
+
+		Expect(updateObject(ctx, cxt, func() { cxt.Spec.Alerting.BurnRateAlerts = ptr.To(false) })).To(Succeed())
+		Eventually(func() bool {
+			return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "cxop-chat-wait"}, rule))
+		}).Should(BeTrue())
 	})
 })

@@ -46,7 +46,8 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts Options) error
 		"touchpoint": &TouchpointReconciler{Client: c, Recorder: rec, Live: status},
 		"survey":     &SurveyReconciler{Client: c, Recorder: rec, Live: status},
 		"journey":    &JourneyReconciler{Client: c, Recorder: rec, Live: status},
-		"cxtarget":   &CXTargetReconciler{Client: c, Recorder: rec, Live: status},
+		"cxtarget": &CXTargetReconciler{Client: c, Recorder: rec, Live: status,
+			PrometheusRules: HasKind(mgr.GetRESTMapper(), PrometheusRuleGVK)},
 	} {
 		if err := r.SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("set up %s reconciler: %w", name, err)

@@ -55,7 +55,7 @@ var _ = BeforeSuite(func() {
 	Expect(cxv1.AddToScheme(scheme)).To(Succeed())
 
 	testEnv = &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
+		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases"), filepath.Join("testdata", "crds")},
 		ErrorIfCRDPathMissing: true,
 		// A loaded 2-core machine may need more than the default 20s
 		// for kube-apiserver's graceful shutdown.
