@@ -164,6 +164,7 @@ func runManager(ctx context.Context, opts *managerOptions) error {
 	}
 	if kube, ok := runtime.(*controllers.KubeCollectorRuntime); ok {
 		kube.Client = mgr.GetClient()
+		kube.ServiceMonitors = controllers.HasKind(mgr.GetRESTMapper(), controllers.ServiceMonitorGVK)
 	}
 	if err := controllers.SetupWithManager(ctx, mgr, controllers.Options{
 		Runtime: runtime, RefreshInterval: opts.refreshInterval,

@@ -8,6 +8,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -42,6 +44,23 @@ type KubeCollectorRuntime struct {
 	// Touchpoint of a namespace goes. The default keeps it, so that
 	// deleting and re-applying Touchpoints loses no history.
 	DeletePVC bool
+	// ServiceMonitors is set when the cluster serves the Prometheus
+	// Operator's ServiceMonitor kind: each collector then gets one, so
+	// its metrics (and the alerts built on them) reach Prometheus.
+	ServiceMonitors bool
+}
+
+// ServiceMonitorGVK is the Prometheus Operator's scrape configuration kind.
+var ServiceMonitorGVK = schema.GroupVersionKind{Group: "monitoring.coreos.com", Version: "v1", Kind: "ServiceMonitor"}
+
+// +kubebuilder:rbac:groups=monitoring.coreos.com,resources=servicemonitors,verbs=get;list;watch;create;update;patch;delete
+
+func (k *KubeCollectorRuntime) serviceMonitor(namespace string) *unstructured.Unstructured {
+	sm := &unstructured.Unstructured{}
+	sm.SetGroupVersionKind(ServiceMonitorGVK)
+	sm.SetNamespace(namespace)
+	sm.SetName(CollectorName)
+	return sm
 }
 
 var _ CollectorRuntime = &KubeCollectorRuntime{}
@@ -67,7 +86,7 @@ func (k *KubeCollectorRuntime) Ensure(ctx context.Context, namespace string, _ [
 
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: CollectorName}}
 	if _, err := controllerutil.CreateOrPatch(ctx, k.Client, svc, func() error {
-		svc.Labels = mergeLabels(svc.Labels, collectorLabels())
+		svc.Labels = mergeLabels(svc.Labels, mergeLabels(collectorLabels(), collectorSelector()))
 		svc.Spec.Selector = collectorSelector()
 		svc.Spec.Ports = []corev1.ServicePort{{
 			Name: "http", Port: CollectorPort, TargetPort: intstr.FromString("http"), Protocol: corev1.ProtocolTCP,
@@ -84,6 +103,23 @@ func (k *KubeCollectorRuntime) Ensure(ctx context.Context, namespace string, _ [
 	}); err != nil {
 		return "", fmt.Errorf("apply statefulset: %w", err)
 	}
+
+	if k.ServiceMonitors {
+		sm := k.serviceMonitor(namespace)
+		if _, err := controllerutil.CreateOrUpdate(ctx, k.Client, sm, func() error {
+			sm.SetLabels(mergeLabels(sm.GetLabels(), collectorLabels()))
+			selector := map[string]any{}
+			for key, v := range collectorSelector() {
+				selector[key] = v
+			}
+			return unstructured.SetNestedField(sm.Object, map[string]any{
+				"selector":  map[string]any{"matchLabels": selector},
+				"endpoints": []any{map[string]any{"port": "http", "path": "/metrics", "interval": "30s"}},
+			}, "spec")
+		}); err != nil {
+			return "", fmt.Errorf("apply servicemonitor: %w", err)
+		}
+	}
 	return k.URL(namespace), nil
 }
 
@@ -93,6 +129,9 @@ func (k *KubeCollectorRuntime) Ensure(ctx context.Context, namespace string, _ [
 func (k *KubeCollectorRuntime) Remove(ctx context.Context, namespace string) error {
 	meta := metav1.ObjectMeta{Namespace: namespace, Name: CollectorName}
 	objs := []client.Object{&appsv1.StatefulSet{ObjectMeta: meta}, &corev1.Service{ObjectMeta: meta}, &corev1.ServiceAccount{ObjectMeta: meta}}
+	if k.ServiceMonitors {
+		objs = append(objs, k.serviceMonitor(namespace))
+	}
 	if k.DeletePVC {
 		objs = append(objs, &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{
 			Namespace: namespace, Name: collectorVolumeData + "-" + CollectorName + "-0",

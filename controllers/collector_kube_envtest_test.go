@@ -8,6 +8,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -32,7 +33,8 @@ var _ = Describe("Collector workloads in a cluster", func() {
 				Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("128Mi")},
 				Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("512Mi")},
 			},
-			StorageSize: resource.MustParse("2Gi"),
+			StorageSize:     resource.MustParse("2Gi"),
+			ServiceMonitors: true,
 		}
 		url, err := rt.Ensure(ctx, ns, nil)
 		Expect(err).NotTo(HaveOccurred())
@@ -61,6 +63,17 @@ var _ = Describe("Collector workloads in a cluster", func() {
 			Expect(sts.Spec.Template.Labels).To(HaveKeyWithValue(k, v))
 		}
 
+		// Prometheus finds the collector through a ServiceMonitor that
+		// selects its Service.
+		sm := rt.serviceMonitor(ns)
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(sm), sm)).To(Succeed())
+		matchLabels, _, _ := unstructured.NestedStringMap(sm.Object, "spec", "selector", "matchLabels")
+		for k, v := range matchLabels {
+			Expect(svc.Labels).To(HaveKeyWithValue(k, v))
+		}
+		endpoints, _, _ := unstructured.NestedSlice(sm.Object, "spec", "endpoints")
+		Expect(endpoints).To(ConsistOf(HaveKeyWithValue("port", "http")))
+
 		testPod := &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "template-check", Labels: map[string]string{"check": "psa"}},
 			Spec:       *pod.DeepCopy(),
@@ -87,5 +100,6 @@ var _ = Describe("Collector workloads in a cluster", func() {
 		Expect(rt.Remove(ctx, ns)).To(Succeed())
 		Expect(apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(&sts), &appsv1.StatefulSet{}))).To(BeTrue())
 		Expect(apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(&svc), &corev1.Service{}))).To(BeTrue())
+		Expect(apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(sm), rt.serviceMonitor(ns)))).To(BeTrue())
 	})
 })
