@@ -168,6 +168,8 @@ var _ = Describe("Collector provisioning and live status", func() {
 			// 6 of 7 waits are within 2m.
 			g.Expect(jny.Status.WaitCompliance).To(Equal("85.7"))
 			g.Expect(jny.Status.NPS).To(Equal("33.3"))
+			// The one wait over 2m was on the chat.
+			g.Expect(jny.Status.WaitBudgetSpentBy).To(Equal([]cxv1.BudgetShare{{Touchpoint: "chat", Percent: "100"}}))
 			g.Expect(jny.Status.Targets).To(Equal(&cxv1.TargetCounts{}))
 		}).Should(Succeed())
 	})

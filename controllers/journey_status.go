@@ -23,8 +23,10 @@ type journeyNumbers struct {
 	// whole combines every touchpoint of the Journey.
 	whole *collector.TouchpointSummary
 	// nps is the answer distribution of every NPS survey of the Journey.
-	nps     []uint64
-	targets cxv1.TargetCounts
+	nps []uint64
+	// badWaits counts, by touchpoint, the waits over the threshold.
+	badWaits map[string]uint64
+	targets  cxv1.TargetCounts
 }
 
 // measureJourney asks the collector for the Journey's numbers, and counts
@@ -35,7 +37,12 @@ func (r *JourneyReconciler) measureJourney(ctx context.Context, jny *cxv1.Journe
 	if err != nil {
 		return nil, err
 	}
-	m := &journeyNumbers{nps: make([]uint64, 11)}
+	m := &journeyNumbers{nps: make([]uint64, 11), badWaits: map[string]uint64{}}
+	for _, tp := range journeyTouchpoints(jny) {
+		if s := all.Touchpoints[tp]; s != nil && s.AssessedWaits > s.CompliantWaits {
+			m.badWaits[tp] = s.AssessedWaits - s.CompliantWaits
+		}
+	}
 	if m.whole, err = r.Live.touchpoints(ctx, ns, window, journeyTouchpoints(jny)); err != nil {
 		return nil, err
 	}
@@ -119,6 +126,7 @@ func setJourneyStatus(jny *cxv1.Journey, obs readiness, m *journeyNumbers) {
 	setReadinessConditions(&jny.Status.Conditions, jny.Generation, obs)
 	jny.Status.ObservedGeneration = jny.Generation
 	jny.Status.Stages, jny.Status.NPS, jny.Status.WaitCompliance, jny.Status.Targets = nil, "", "", nil
+	jny.Status.WaitBudgetSpentBy = nil
 	if m == nil {
 		return
 	}
@@ -144,6 +152,7 @@ func setJourneyStatus(jny *cxv1.Journey, obs readiness, m *journeyNumbers) {
 		jny.Status.WaitCompliance = percent(*m.whole.WaitCompliance)
 	}
 	jny.Status.NPS = npsText(m.nps)
+	jny.Status.WaitBudgetSpentBy = budgetShares(m.badWaits)
 	targets := m.targets
 	jny.Status.Targets = &targets
 }

@@ -143,6 +143,13 @@ type JourneyStatus struct {
 
 	// targets counts the CXTargets on this journey by state.
 	// +optional
+	// waitBudgetSpentBy says which touchpoint spent how much of the
+	// Journey's wait-time budget: each touchpoint's share of the waits over
+	// its threshold in the window, largest first.
+	// +optional
+	// +listType=atomic
+	WaitBudgetSpentBy []BudgetShare `json:"waitBudgetSpentBy,omitempty"`
+
 	Targets *TargetCounts `json:"targets,omitempty"`
 }
 

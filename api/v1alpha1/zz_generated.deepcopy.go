@@ -461,6 +461,11 @@ func (in *JourneyStatus) DeepCopyInto(out *JourneyStatus) {
 		*out = make([]JourneyStageStatus, len(*in))
 		copy(*out, *in)
 	}
+	if in.WaitBudgetSpentBy != nil {
+		in, out := &in.WaitBudgetSpentBy, &out.WaitBudgetSpentBy
+		*out = make([]BudgetShare, len(*in))
+		copy(*out, *in)
+	}
 	if in.Targets != nil {
 		in, out := &in.Targets, &out.Targets
 		*out = new(TargetCounts)
