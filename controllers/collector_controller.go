@@ -13,7 +13,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -74,10 +73,9 @@ type CollectorRuntime interface {
 // Touchpoint and Survey changes in a namespace collapse into one render.
 type CollectorReconciler struct {
 	client.Client
-	Recorder events.EventRecorder
-	Runtime  CollectorRuntime
-	// Summaries, when set, forgets cached answers of a collector whose
-	// config changed, so a new Touchpoint does not wait out the cache.
+	Runtime CollectorRuntime
+	// Forget, when set, drops cached answers of a collector whose config
+	// changed, so a new Touchpoint does not wait out the cache.
 	Forget func(baseURL string)
 }
 
@@ -97,9 +95,8 @@ func (r *CollectorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if err := r.List(ctx, &svys, client.InNamespace(ns)); err != nil {
 		return ctrl.Result{}, fmt.Errorf("list surveys: %w", err)
 	}
-	live := func(o metav1.Object) bool { return o.GetDeletionTimestamp().IsZero() }
-	tpItems := slices.DeleteFunc(tps.Items, func(t cxv1.Touchpoint) bool { return !live(&t) })
-	svyItems := slices.DeleteFunc(svys.Items, func(s cxv1.Survey) bool { return !live(&s) })
+	tpItems := slices.DeleteFunc(tps.Items, func(t cxv1.Touchpoint) bool { return !t.DeletionTimestamp.IsZero() })
+	svyItems := slices.DeleteFunc(svys.Items, func(s cxv1.Survey) bool { return !s.DeletionTimestamp.IsZero() })
 
 	if err := r.pruneTokenSecrets(ctx, ns, tpItems, svyItems); err != nil {
 		return ctrl.Result{}, err

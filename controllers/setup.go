@@ -42,7 +42,7 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts Options) error
 		status.RetryInterval = opts.RetryInterval
 	}
 	for name, r := range map[string]interface{ SetupWithManager(ctrl.Manager) error }{
-		"collector":  &CollectorReconciler{Client: c, Recorder: rec, Runtime: opts.Runtime, Forget: status.API.Forget},
+		"collector":  &CollectorReconciler{Client: c, Runtime: opts.Runtime, Forget: status.API.Forget},
 		"touchpoint": &TouchpointReconciler{Client: c, Recorder: rec, Live: status},
 		"survey":     &SurveyReconciler{Client: c, Recorder: rec, Live: status},
 		"journey":    &JourneyReconciler{Client: c, Recorder: rec, Live: status},
