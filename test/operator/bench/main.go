@@ -54,6 +54,7 @@ type config struct {
 	idle                time.Duration
 	timeout             time.Duration
 	managerArgs         string
+	managerEnv          string
 	keep                bool
 }
 
@@ -68,6 +69,7 @@ func main() {
 	flag.DurationVar(&c.idle, "idle", 60*time.Second, "how long idle writes are counted (at least two refresh intervals)")
 	flag.DurationVar(&c.timeout, "timeout", 10*time.Minute, "give up on a round after this long")
 	flag.StringVar(&c.managerArgs, "manager-args", "", "extra flags for the manager, space-separated")
+	flag.StringVar(&c.managerEnv, "manager-env", "", "extra environment for the manager only, space-separated NAME=value (e.g. GOMEMLIMIT=128MiB)")
 	flag.BoolVar(&c.keep, "keep", false, "keep the working directory (manager log, collectors)")
 	flag.Parse()
 	if err := run(c); err != nil {
@@ -135,7 +137,7 @@ func run(c config) error {
 	}
 	defer logFile.Close()
 	mgr := exec.Command(c.bin, args...)
-	mgr.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+	mgr.Env = append(append(os.Environ(), "KUBECONFIG="+kubeconfig), strings.Fields(c.managerEnv)...)
 	mgr.Stdout, mgr.Stderr = logFile, logFile
 	mgr.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := mgr.Start(); err != nil {
