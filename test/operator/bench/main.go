@@ -22,6 +22,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -33,6 +34,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -43,6 +45,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
 )
@@ -56,6 +59,7 @@ type config struct {
 	managerArgs         string
 	managerEnv          string
 	keep                bool
+	profileDir          string
 }
 
 func main() {
@@ -70,6 +74,7 @@ func main() {
 	flag.DurationVar(&c.timeout, "timeout", 10*time.Minute, "give up on a round after this long")
 	flag.StringVar(&c.managerArgs, "manager-args", "", "extra flags for the manager, space-separated")
 	flag.StringVar(&c.managerEnv, "manager-env", "", "extra environment for the manager only, space-separated NAME=value (e.g. GOMEMLIMIT=128MiB)")
+	flag.StringVar(&c.profileDir, "profile-dir", "", "write the manager's heap profile at the full count into this directory")
 	flag.BoolVar(&c.keep, "keep", false, "keep the working directory (manager log, collectors)")
 	flag.Parse()
 	if err := run(c); err != nil {
@@ -83,6 +88,8 @@ func logf(format string, args ...any) {
 }
 
 func run(c config) error {
+	// The bench's own caches log nothing worth reading next to its figures.
+	ctrllog.SetLogger(logr.Discard())
 	if c.assets == "" {
 		return fmt.Errorf("-assets: not set; pass \"$(hack/setup-envtest.sh | tail -n 1)\"")
 	}
@@ -128,6 +135,13 @@ func run(c config) error {
 	}
 	args := []string{"manager", "--metrics-bind-address=" + metricsAddr, "--health-probe-bind-address=0",
 		"--local-collectors-dir=" + filepath.Join(dir, "collectors")}
+	profilerAddr := ""
+	if c.profileDir != "" {
+		if profilerAddr, err = freeAddr(); err != nil {
+			return err
+		}
+		args = append(args, "--profiler-address="+profilerAddr)
+	}
 	if c.managerArgs != "" {
 		args = append(args, strings.Fields(c.managerArgs)...)
 	}
@@ -172,16 +186,50 @@ func run(c config) error {
 	}
 	watched.WaitForCacheSync(ctx)
 
+	written, err := writes(metricsAddr)
+	if err != nil {
+		return err
+	}
 	secs, err := round(ctx, cl, watched, c, 0, c.first)
 	if err != nil {
 		return fmt.Errorf("first round: %w", err)
 	}
 	fmt.Printf("converge_%d_s=%.1f\n", c.first, secs)
+	if written, err = logWrites(metricsAddr, written, c.first); err != nil {
+		return err
+	}
+	var profiled sync.WaitGroup
+	if c.profileDir != "" {
+		// The second round is the one worth a CPU profile.
+		profiled.Add(1)
+		go func() {
+			defer profiled.Done()
+			if err := saveProfile(profilerAddr, "profile?seconds=60", filepath.Join(c.profileDir, "manager-cpu.pprof")); err != nil {
+				logf("cpu profile: %v", err)
+			}
+		}()
+		profiled.Add(1)
+		go func() {
+			defer profiled.Done()
+			if err := saveAPIServerProfile(restCfg, filepath.Join(c.profileDir, "apiserver-cpu.pprof")); err != nil {
+				logf("kube-apiserver cpu profile: %v", err)
+			}
+		}()
+	}
 	secs, err = round(ctx, cl, watched, c, c.first, c.total)
+	profiled.Wait()
 	if err != nil {
 		return fmt.Errorf("second round: %w", err)
 	}
 	fmt.Printf("converge_%d_s=%.1f\n", c.total, secs)
+	if _, err = logWrites(metricsAddr, written, c.total-c.first); err != nil {
+		return err
+	}
+	if c.profileDir != "" {
+		if err := saveProfile(profilerAddr, "heap", filepath.Join(c.profileDir, "manager-heap.pprof")); err != nil {
+			return err
+		}
+	}
 
 	rss, err := rssMiB(mgr.Process.Pid)
 	if err != nil {
@@ -375,6 +423,73 @@ func writes(addr string) (map[string]float64, error) {
 		}
 	}
 	return out, s.Err()
+}
+
+// logWrites logs the manager's writes since before, per object created,
+// and returns the current counts.
+func logWrites(addr string, before map[string]float64, created int) (map[string]float64, error) {
+	now, err := writes(addr)
+	if err != nil {
+		return nil, err
+	}
+	total := 0.0
+	for k, v := range now {
+		if d := v - before[k]; d > 0 {
+			total += d
+			logf("  %s +%.0f", k, d)
+		}
+	}
+	logf("%.0f writes for %d Touchpoint and CXTarget pairs: %.2f per pair", total, created, total/float64(created))
+	return now, nil
+}
+
+// saveProfile fetches a net/http/pprof profile from the manager.
+func saveProfile(addr, name, path string) error {
+	resp, err := http.Get("http://" + addr + "/debug/pprof/" + name)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("profile %s: %s", name, resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	logf("wrote %s", path)
+	return f.Close()
+}
+
+// saveAPIServerProfile fetches 60 seconds of the API server's CPU profile,
+// to see what the manager's writes cost it.
+func saveAPIServerProfile(cfg *rest.Config, path string) error {
+	hc, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		return err
+	}
+	resp, err := hc.Get(strings.TrimSuffix(cfg.Host, "/") + "/debug/pprof/profile?seconds=60")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("kube-apiserver profile: %s", resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	logf("wrote %s", path)
+	return f.Close()
 }
 
 func freeAddr() (string, error) {
