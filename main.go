@@ -67,6 +67,8 @@ func newRootCommand() *cobra.Command {
 type managerOptions struct {
 	metricsAddr    string
 	probeAddr      string
+	profilerAddr   string
+	concurrency    int
 	leaderElection bool
 	zap            zap.Options
 
@@ -97,9 +99,11 @@ func newManagerCommand() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&opts.metricsAddr, "metrics-bind-address", ":8080", `Address the Prometheus metrics endpoint binds to; "0" disables it.`)
 	f.StringVar(&opts.probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz probes bind to.")
+	f.StringVar(&opts.profilerAddr, "profiler-address", "", `Address net/http/pprof binds to (e.g. "127.0.0.1:6060"); empty disables it.`)
 	f.BoolVar(&opts.leaderElection, "leader-elect", false, "Elect a leader so that only one of several replicas reconciles.")
 	f.Float64Var(&opts.kubeQPS, "kube-api-qps", 500, "Queries per second the manager may send to the API server, on average; the API server's priority and fairness still applies.")
 	f.IntVar(&opts.kubeBurst, "kube-api-burst", 1000, "Queries the manager may send to the API server in a burst above kube-api-qps.")
+	f.IntVar(&opts.concurrency, "concurrent", 10, "How many objects of each kind are reconciled at once.")
 	f.DurationVar(&opts.refreshInterval, "status-refresh-interval", 30*time.Second,
 		"How often each object's status numbers are refreshed from its collector (jittered by 10%).")
 	f.StringVar(&opts.collector.Image, "collector-image", defaultCollectorImage, "Image of the collector pods (the cxop image; it runs `cxop collector`).")
@@ -149,6 +153,7 @@ func runManager(ctx context.Context, opts *managerOptions) error {
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: opts.metricsAddr},
 		HealthProbeBindAddress: opts.probeAddr,
+		PprofBindAddress:       opts.profilerAddr,
 		LeaderElection:         opts.leaderElection,
 		LeaderElectionID:       "manager.cxop.dev",
 		Cache: cache.Options{
@@ -167,7 +172,7 @@ func runManager(ctx context.Context, opts *managerOptions) error {
 		kube.ServiceMonitors = controllers.HasKind(mgr.GetRESTMapper(), controllers.ServiceMonitorGVK)
 	}
 	if err := controllers.SetupWithManager(ctx, mgr, controllers.Options{
-		Runtime: runtime, RefreshInterval: opts.refreshInterval,
+		Runtime: runtime, RefreshInterval: opts.refreshInterval, Concurrency: opts.concurrency,
 	}); err != nil {
 		return err
 	}

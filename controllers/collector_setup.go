@@ -9,6 +9,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -20,7 +21,7 @@ import (
 // Survey event, and every change to an object cxop made for a collector
 // (a token Secret deleted to rotate it, a ConfigMap edited by hand), wakes
 // the reconcile of its namespace.
-func (r *CollectorReconciler) SetupWithManager(mgr ctrl.Manager) error {
+func (r *CollectorReconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options) error {
 	toNamespace := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, obj client.Object) []reconcile.Request {
 		return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: obj.GetNamespace(), Name: CollectorName}}}
 	})
@@ -37,5 +38,5 @@ func (r *CollectorReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		b = b.Watches(&appsv1.StatefulSet{}, toNamespace, managed).
 			Watches(&corev1.Service{}, toNamespace, managed)
 	}
-	return b.Complete(r)
+	return b.WithOptions(opts).Complete(r)
 }

@@ -4,6 +4,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
@@ -12,7 +13,7 @@ import (
 // SetupWithManager registers the CXTarget reconciler. Changes to a subject's
 // spec matter too (a Survey's type, a Touchpoint's threshold), so subjects
 // are watched for creation, deletion and generation changes.
-func (r *CXTargetReconciler) SetupWithManager(mgr ctrl.Manager) error {
+func (r *CXTargetReconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options) error {
 	c := mgr.GetClient()
 	bySubject := func(kind string) func(client.Object) string {
 		return func(o client.Object) string { return subjectKey(kind, o.GetName()) }
@@ -24,5 +25,6 @@ func (r *CXTargetReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&cxv1.Touchpoint{}, enqueueReferrers(c, &cxv1.CXTargetList{}, targetSubjectIndex, bySubject("Touchpoint")), subjectChanged).
 		Watches(&cxv1.Survey{}, enqueueReferrers(c, &cxv1.CXTargetList{}, targetSubjectIndex, bySubject("Survey")), subjectChanged).
 		Named("cxtarget").
+		WithOptions(opts).
 		Complete(r)
 }

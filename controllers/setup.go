@@ -7,6 +7,7 @@ import (
 	"time"
 
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 )
 
 // eventReporter is the reportingController of the events cxop emits.
@@ -22,6 +23,10 @@ type Options struct {
 	// RetryInterval is how soon an object whose collector could not
 	// answer tries again (default 5s).
 	RetryInterval time.Duration
+	// Concurrency is how many objects of each kind are reconciled at once
+	// (default 10). Each reconcile waits on the API server for its status
+	// write, so one worker caps a kind at a few hundred objects a second.
+	Concurrency int
 }
 
 // SetupWithManager registers the field indexes and every reconciler with
@@ -33,6 +38,9 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts Options) error
 	if opts.RefreshInterval <= 0 {
 		opts.RefreshInterval = 30 * time.Second
 	}
+	if opts.Concurrency <= 0 {
+		opts.Concurrency = 10
+	}
 	if err := setupIndexes(ctx, mgr); err != nil {
 		return err
 	}
@@ -41,7 +49,9 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts Options) error
 	if opts.RetryInterval > 0 {
 		status.RetryInterval = opts.RetryInterval
 	}
-	for name, r := range map[string]interface{ SetupWithManager(ctrl.Manager) error }{
+	for name, r := range map[string]interface {
+		SetupWithManager(ctrl.Manager, controller.Options) error
+	}{
 		"collector":  &CollectorReconciler{Client: c, Runtime: opts.Runtime, Forget: status.API.Forget},
 		"touchpoint": &TouchpointReconciler{Client: c, Recorder: rec, Live: status},
 		"survey":     &SurveyReconciler{Client: c, Recorder: rec, Live: status},
@@ -49,7 +59,7 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts Options) error
 		"cxtarget": &CXTargetReconciler{Client: c, Recorder: rec, Live: status,
 			PrometheusRules: HasKind(mgr.GetRESTMapper(), PrometheusRuleGVK)},
 	} {
-		if err := r.SetupWithManager(mgr); err != nil {
+		if err := r.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: opts.Concurrency}); err != nil {
 			return fmt.Errorf("set up %s reconciler: %w", name, err)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
@@ -12,12 +13,13 @@ import (
 // SetupWithManager registers the Survey reconciler. A Touchpoint that is
 // created or deleted wakes the Surveys whose trigger names it, found through
 // the trigger index.
-func (r *SurveyReconciler) SetupWithManager(mgr ctrl.Manager) error {
+func (r *SurveyReconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&cxv1.Survey{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&cxv1.Touchpoint{},
 			enqueueReferrers(mgr.GetClient(), &cxv1.SurveyList{}, surveyTriggerTouchpointsIndex, client.Object.GetName),
 			builder.WithPredicates(existencePredicate())).
 		Named("survey").
+		WithOptions(opts).
 		Complete(r)
 }

@@ -3,6 +3,7 @@ package controllers
 import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
@@ -11,9 +12,10 @@ import (
 // SetupWithManager registers the Touchpoint reconciler. Status writes do not
 // change metadata.generation, so the generation predicate keeps the
 // reconciler from waking itself up.
-func (r *TouchpointReconciler) SetupWithManager(mgr ctrl.Manager) error {
+func (r *TouchpointReconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&cxv1.Touchpoint{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Named("touchpoint").
+		WithOptions(opts).
 		Complete(r)
 }
