@@ -26,7 +26,7 @@ type CXTargetReconciler struct {
 	// PrometheusRules is set when the cluster serves the Prometheus
 	// Operator's PrometheusRule kind; each target then gets its alerts.
 	PrometheusRules bool
-	// appliedRules remembers, by target UID, the rules last applied.
+	// appliedRules remembers, by target name, the rules last applied.
 	appliedRules sync.Map
 }
 
@@ -39,10 +39,10 @@ func (r *CXTargetReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	cxt := &cxv1.CXTarget{}
 	if err := r.Get(ctx, req.NamespacedName, cxt); err != nil {
 		if apierrors.IsNotFound(err) {
+			// The PrometheusRule goes with its owner.
 			forgetTargetMetrics(req.Namespace, req.Name)
+			r.appliedRules.Delete(req.NamespacedName)
 		}
-		// The PrometheusRule goes with its owner; appliedRules entries of
-		// deleted targets are small and die with the process.
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !cxt.DeletionTimestamp.IsZero() {
@@ -61,6 +61,9 @@ func (r *CXTargetReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		}
 	}
 
+	if holdFirstStatus(cxt, orig.Status.Conditions, obs, time.Now()) {
+		return ctrl.Result{RequeueAfter: r.Live.next(obs)}, nil
+	}
 	setCXTargetStatus(cxt, obs, result, time.Now())
 	recordReadyTransition(r.Recorder, cxt, orig.Status.Conditions, cxt.Status.Conditions)
 	recordTargetTransition(r.Recorder, cxt, orig.Status.State, cxt.Status.State)

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 
@@ -9,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
@@ -60,14 +62,16 @@ func (r *CXTargetReconciler) applyRules(ctx context.Context, cxt *cxv1.CXTarget,
 	// The rules change only with the target's spec or scope; remembering
 	// what was applied keeps a periodic refresh from reading the
 	// PrometheusRule (uncached, as unstructured) every time.
-	if last, seen := r.appliedRules.Load(cxt.UID); seen && last.(string) == string(data) {
+	key := client.ObjectKeyFromObject(cxt)
+	applied := appliedRule{uid: cxt.UID, sum: sha256.Sum256(data)}
+	if last, seen := r.appliedRules.Load(key); seen && last.(appliedRule) == applied {
 		return nil
 	}
 	if !want {
 		if err := r.Delete(ctx, rule); client.IgnoreNotFound(err) != nil && !meta.IsNoMatchError(err) {
 			return fmt.Errorf("delete PrometheusRule %s/%s: %w", cxt.Namespace, rule.GetName(), err)
 		}
-		r.appliedRules.Store(cxt.UID, "")
+		r.appliedRules.Store(key, applied)
 		return nil
 	}
 	var spec map[string]any
@@ -92,13 +96,20 @@ func (r *CXTargetReconciler) applyRules(ctx context.Context, cxt *cxv1.CXTarget,
 		return nil
 	}
 	if err != nil {
-		r.appliedRules.Delete(cxt.UID)
-	}
-	if err != nil {
+		r.appliedRules.Delete(key)
 		return fmt.Errorf("apply PrometheusRule %s/%s: %w", cxt.Namespace, rule.GetName(), err)
 	}
-	r.appliedRules.Store(cxt.UID, string(data))
+	r.appliedRules.Store(key, applied)
 	return nil
+}
+
+// appliedRule is what a target's PrometheusRule was last written from: the
+// target's UID (a target deleted and created again under the same name
+// needs its rule again, the old one going with its owner) and a hash of
+// the rule groups.
+type appliedRule struct {
+	uid types.UID
+	sum [sha256.Size]byte
 }
 
 // rulesTarget describes a target for rule generation; ok is false for

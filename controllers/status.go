@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -124,31 +125,51 @@ func missingMessage(missing []missingRef) string {
 	return strings.Join(parts, "; ")
 }
 
-// readyTransition reports whether the Ready condition changed status or
-// reason between before and after; events are emitted only then.
-func readyTransition(before, after []metav1.Condition) (metav1.Condition, bool) {
+// firstStatusGrace is how long a new object may wait for its collector
+// before a status saying so is written.
+const firstStatusGrace = 10 * time.Second
+
+// holdFirstStatus reports whether obj's status should not be written yet: it
+// has never had one, and the only thing to say is that its collector is
+// being started or has not loaded its config, as happens for every new
+// object in the seconds after it is created. Holding that status for a
+// moment makes the first status write carry the numbers, one write instead
+// of two; an object still waiting after the grace gets the condition that
+// says why.
+func holdFirstStatus(obj client.Object, before []metav1.Condition, obs readiness, now time.Time) bool {
+	onlyCollector := obs.invalid == nil && len(obs.missing) == 0 && obs.mismatch == "" && obs.collector != ""
+	return onlyCollector && meta.FindStatusCondition(before, cxv1.ReadyCondition) == nil &&
+		now.Sub(obj.GetCreationTimestamp().Time) < firstStatusGrace
+}
+
+// readyEvent decides whether a change of the Ready condition between before
+// and after deserves an event, and returns the condition to report. Events
+// mark what an operator should notice: an object that stopped working (or
+// failed in a new way), and one that works again. An object that simply
+// starts working, or waits the seconds its collector takes to load its
+// config, gets none: at 10,000 objects those events would cost as many API
+// writes as the statuses and bury the ones that matter.
+func readyEvent(before, after []metav1.Condition) (metav1.Condition, bool) {
 	now := meta.FindStatusCondition(after, cxv1.ReadyCondition)
-	if now == nil {
+	if now == nil || now.Reason == cxv1.CollectorPendingReason {
 		return metav1.Condition{}, false
 	}
 	was := meta.FindStatusCondition(before, cxv1.ReadyCondition)
 	if was != nil && was.Status == now.Status && was.Reason == now.Reason {
-		return *now, false
+		return metav1.Condition{}, false
+	}
+	neverFailed := was == nil || was.Reason == cxv1.CollectorPendingReason
+	if now.Status == metav1.ConditionTrue && neverFailed {
+		return metav1.Condition{}, false
 	}
 	return *now, true
 }
 
-// recordReadyTransition emits an event when Ready changed: Normal when the
-// object became ready, Warning otherwise, with the condition's reason.
+// recordReadyTransition emits the event readyEvent asks for: Normal when
+// the object recovered, Warning otherwise, with the condition's reason.
 func recordReadyTransition(rec events.EventRecorder, obj client.Object, before, after []metav1.Condition) {
-	c, changed := readyTransition(before, after)
-	if !changed || rec == nil {
-		return
-	}
-	if c.Reason == cxv1.CollectorPendingReason {
-		// Every new Touchpoint and Survey passes through this for the
-		// seconds its collector takes to load the config; an event for
-		// each would bury the ones that matter.
+	c, ok := readyEvent(before, after)
+	if !ok || rec == nil {
 		return
 	}
 	eventType := corev1.EventTypeWarning

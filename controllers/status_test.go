@@ -3,6 +3,7 @@ package controllers
 import (
 	"errors"
 	"testing"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -89,7 +90,7 @@ func TestSetReadinessConditions(t *testing.T) {
 	}
 }
 
-func TestReadyTransition(t *testing.T) {
+func TestReadyEvent(t *testing.T) {
 	ready := func(s metav1.ConditionStatus, reason string) []metav1.Condition {
 		return []metav1.Condition{{Type: cxv1.ReadyCondition, Status: s, Reason: reason}}
 	}
@@ -98,14 +99,45 @@ func TestReadyTransition(t *testing.T) {
 		before, after []metav1.Condition
 		want          bool
 	}{
-		{"first verdict", nil, ready(metav1.ConditionTrue, cxv1.ReconciledReason), true},
+		{"first verdict ready", nil, ready(metav1.ConditionTrue, cxv1.ReconciledReason), false},
+		{"first verdict failed", nil, ready(metav1.ConditionFalse, cxv1.TouchpointNotFoundReason), true},
+		{"pending", nil, ready(metav1.ConditionFalse, cxv1.CollectorPendingReason), false},
+		{"ready after pending", ready(metav1.ConditionFalse, cxv1.CollectorPendingReason), ready(metav1.ConditionTrue, cxv1.ReconciledReason), false},
 		{"unchanged", ready(metav1.ConditionTrue, cxv1.ReconciledReason), ready(metav1.ConditionTrue, cxv1.ReconciledReason), false},
 		{"flip", ready(metav1.ConditionTrue, cxv1.ReconciledReason), ready(metav1.ConditionFalse, cxv1.TouchpointNotFoundReason), true},
+		{"recovered", ready(metav1.ConditionFalse, cxv1.CollectorUnavailableReason), ready(metav1.ConditionTrue, cxv1.ReconciledReason), true},
 		{"new reason", ready(metav1.ConditionFalse, cxv1.TouchpointNotFoundReason), ready(metav1.ConditionFalse, cxv1.SurveyNotFoundReason), true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, got := readyTransition(tc.before, tc.after); got != tc.want {
-				t.Errorf("readyTransition() = %v, want %v", got, tc.want)
+			if _, got := readyEvent(tc.before, tc.after); got != tc.want {
+				t.Errorf("readyEvent() = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestHoldFirstStatus(t *testing.T) {
+	created := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	obj := &cxv1.Touchpoint{ObjectMeta: metav1.ObjectMeta{CreationTimestamp: metav1.NewTime(created)}}
+	pending := readiness{collectorReason: cxv1.CollectorPendingReason, collector: "not loaded yet"}
+	readyBefore := []metav1.Condition{{Type: cxv1.ReadyCondition, Status: metav1.ConditionFalse, Reason: cxv1.CollectorPendingReason}}
+	for _, tc := range []struct {
+		name   string
+		before []metav1.Condition
+		obs    readiness
+		age    time.Duration
+		want   bool
+	}{
+		{"new, collector loading", nil, pending, 2 * time.Second, true},
+		{"new, collector not provisioned", nil, readiness{collectorReason: cxv1.CollectorUnavailableReason, collector: "not provisioned"}, 2 * time.Second, true},
+		{"waited past the grace", nil, pending, firstStatusGrace, false},
+		{"already has a status", readyBefore, pending, 2 * time.Second, false},
+		{"numbers known", nil, readiness{}, 2 * time.Second, false},
+		{"missing reference", nil, readiness{missing: []missingRef{{Kind: "Touchpoint", Name: "chat"}}, collector: "x"}, 2 * time.Second, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := holdFirstStatus(obj, tc.before, tc.obs, created.Add(tc.age)); got != tc.want {
+				t.Errorf("holdFirstStatus() = %v, want %v", got, tc.want)
 			}
 		})
 	}

@@ -89,13 +89,21 @@ func (s *StatusSource) all(ctx context.Context, namespace string, window cxv1.Du
 	return s.API.All(ctx, t, string(window), has)
 }
 
-// hasTouchpoint and hasSurvey are the usual has arguments of all.
-func hasTouchpoint(name string) func(*collector.AllSummary) bool {
-	return func(a *collector.AllSummary) bool { return a.Touchpoints[name] != nil }
-}
-
-func hasSurvey(name string) func(*collector.AllSummary) bool {
-	return func(a *collector.AllSummary) bool { return a.Surveys[name] != nil }
+// summaryOf returns one object's summary over window, picked from its
+// namespace's answer. A collector that cannot answer, or has not loaded
+// the object's config yet, is recorded in obs and yields nil; what names
+// the object for the condition message ("touchpoint", "survey").
+func summaryOf[S any](ctx context.Context, s *StatusSource, obs *readiness, namespace string, window cxv1.Duration, what string, pick func(*collector.AllSummary) *S) (*S, error) {
+	has := func(a *collector.AllSummary) bool { return pick(a) != nil }
+	all, err := s.all(ctx, namespace, window, has)
+	if err := collectorProblem(obs, err); err != nil || all == nil {
+		return nil, err
+	}
+	summary := pick(all)
+	if summary == nil {
+		obs.collectorReason, obs.collector = cxv1.CollectorPendingReason, fmt.Sprintf("the collector has not loaded this %s's config yet", what)
+	}
+	return summary, nil
 }
 
 // touchpoints returns the combined summary of a set of touchpoints.

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"time"
 
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -42,17 +43,16 @@ func (r *SurveyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 
 	var summary *collector.SurveySummary
 	if obs.invalid == nil {
-		all, err := r.Live.all(ctx, svy.Namespace, svy.Spec.GetWindow(), hasSurvey(svy.Name))
-		if err := collectorProblem(&obs, err); err != nil {
+		summary, err = summaryOf(ctx, r.Live, &obs, svy.Namespace, svy.Spec.GetWindow(), "survey",
+			func(a *collector.AllSummary) *collector.SurveySummary { return a.Surveys[svy.Name] })
+		if err != nil {
 			return ctrl.Result{}, err
-		}
-		if all != nil {
-			if summary = all.Surveys[svy.Name]; summary == nil {
-				obs.collectorReason, obs.collector = cxv1.CollectorPendingReason, "the collector has not loaded this survey's config yet"
-			}
 		}
 	}
 
+	if holdFirstStatus(svy, orig.Status.Conditions, obs, time.Now()) {
+		return ctrl.Result{RequeueAfter: r.Live.next(obs)}, nil
+	}
 	setSurveyStatus(svy, obs, r.Live.Runtime.URL(svy.Namespace), summary)
 	recordReadyTransition(r.Recorder, svy, orig.Status.Conditions, svy.Status.Conditions)
 	if err := patchStatus(ctx, r.Client, orig, svy); err != nil {

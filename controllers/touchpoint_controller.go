@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"time"
 
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -41,17 +42,17 @@ func (r *TouchpointReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	obs := readiness{invalid: checkTouchpointSpec(&tp.Spec)}
 	var summary *collector.TouchpointSummary
 	if obs.invalid == nil {
-		all, err := r.Live.all(ctx, tp.Namespace, tp.Spec.GetWindow(), hasTouchpoint(tp.Name))
-		if err := collectorProblem(&obs, err); err != nil {
+		var err error
+		summary, err = summaryOf(ctx, r.Live, &obs, tp.Namespace, tp.Spec.GetWindow(), "touchpoint",
+			func(a *collector.AllSummary) *collector.TouchpointSummary { return a.Touchpoints[tp.Name] })
+		if err != nil {
 			return ctrl.Result{}, err
-		}
-		if all != nil {
-			if summary = all.Touchpoints[tp.Name]; summary == nil {
-				obs.collectorReason, obs.collector = cxv1.CollectorPendingReason, "the collector has not loaded this touchpoint's config yet"
-			}
 		}
 	}
 
+	if holdFirstStatus(tp, orig.Status.Conditions, obs, time.Now()) {
+		return ctrl.Result{RequeueAfter: r.Live.next(obs)}, nil
+	}
 	setTouchpointStatus(tp, obs, r.Live.Runtime.URL(tp.Namespace), summary)
 	recordReadyTransition(r.Recorder, tp, orig.Status.Conditions, tp.Status.Conditions)
 	if err := patchStatus(ctx, r.Client, orig, tp); err != nil {
