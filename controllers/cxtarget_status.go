@@ -2,9 +2,9 @@ package controllers
 
 import (
 	"fmt"
+	"math"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -201,29 +201,24 @@ func recordTargetTransition(rec events.EventRecorder, cxt *cxv1.CXTarget, before
 // value and budget series exist only while there is a value to show.
 func exportTargetMetrics(cxt *cxv1.CXTarget, res *targetResult) {
 	kind, _ := cxt.Spec.Subject()
-	l := prometheus.Labels{"namespace": cxt.Namespace, "name": cxt.Name, "subject_kind": kind}
+	sample := targetSample{subjectKind: kind, value: math.NaN(), objective: math.NaN(), budget: math.NaN()}
 	if s, err := scaleOf(cxt.Spec.Objective); err == nil {
-		targetObjective.With(l).Set(s.target)
+		sample.objective = s.target
 	}
 	var v verdict
 	if res != nil && res.notMeasurable == "" {
 		v = res.verdict
 	}
-	breached := 0.0
 	if v.State == cxv1.TargetStateBreached {
-		breached = 1
+		sample.breached = 1
 	}
-	targetBreached.With(l).Set(breached)
 	if v.HasValue && v.State != cxv1.TargetStateInsufficientData {
-		targetValue.With(l).Set(v.Current)
-	} else {
-		targetValue.Delete(l)
+		sample.value = v.Current
 	}
 	if v.HasBudget {
-		targetBudget.With(l).Set(v.BudgetRemaining / 100)
-	} else {
-		targetBudget.Delete(l)
+		sample.budget = v.BudgetRemaining / 100
 	}
+	targets.set(cxt.Namespace, cxt.Name, sample)
 }
 
 // decimal renders a quantity as a plain decimal ("99.5"), not in the

@@ -1,7 +1,12 @@
 package controllers
 
 import (
+	"math"
+	"strings"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -74,5 +79,35 @@ func TestObjectiveMismatch(t *testing.T) {
 				t.Errorf("objectiveMismatch() = %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+func TestTargetMetricsCollect(t *testing.T) {
+	m := &targetMetrics{byTarget: map[targetKey]targetSample{}}
+	m.set("shop", "chat-wait", targetSample{subjectKind: "Touchpoint", value: 97.5, objective: 95, breached: 0, budget: 0.5})
+	m.set("shop", "new", targetSample{subjectKind: "Survey", value: math.NaN(), objective: 40, breached: 0, budget: math.NaN()})
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(m)
+	want := `
+# HELP cxop_target_value Current value of a CXTarget's objective over its window (NPS, percent, or CES mean). Absent while the target has insufficient data.
+# TYPE cxop_target_value gauge
+cxop_target_value{name="chat-wait",namespace="shop",subject_kind="Touchpoint"} 97.5
+# HELP cxop_target_error_budget_remaining Share of a CXTarget's error budget left over its window, as a ratio (1 = untouched; negative when overspent). Absent while the target has insufficient data.
+# TYPE cxop_target_error_budget_remaining gauge
+cxop_target_error_budget_remaining{name="chat-wait",namespace="shop",subject_kind="Touchpoint"} 0.5
+# HELP cxop_target_objective The value a CXTarget's objective requires (NPS minimum, percent, or CES mean).
+# TYPE cxop_target_objective gauge
+cxop_target_objective{name="chat-wait",namespace="shop",subject_kind="Touchpoint"} 95
+cxop_target_objective{name="new",namespace="shop",subject_kind="Survey"} 40
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "cxop_target_value", "cxop_target_objective", "cxop_target_error_budget_remaining"); err != nil {
+		t.Error(err)
+	}
+	if n := testutil.CollectAndCount(m, "cxop_target_breached"); n != 2 {
+		t.Errorf("cxop_target_breached has %d series, want 2", n)
+	}
+	m.forget("shop", "chat-wait")
+	if n := testutil.CollectAndCount(m); n != 2 {
+		t.Errorf("after forget: %d series, want 2 (objective and breached of the other target)", n)
 	}
 }
