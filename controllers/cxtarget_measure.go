@@ -8,7 +8,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
-	"github.com/cxop-dev/cxop/internal/collector"
+	"github.com/cxop-dev/cxop/internal/collectorclient"
 )
 
 // burnRateWindows are the lookbacks whose burn rates status shows.
@@ -37,7 +37,7 @@ type targetScope struct {
 }
 
 // knownTo reports whether a summary knows every subject of the scope.
-func (s targetScope) knownTo(all *collector.AllSummary) bool {
+func (s targetScope) knownTo(all *collectorclient.Counts) bool {
 	for _, tp := range s.touchpoints {
 		if all.Touchpoints[tp] == nil {
 			return false
@@ -98,7 +98,7 @@ func (r *CXTargetReconciler) scopeOf(ctx context.Context, cxt *cxv1.CXTarget, su
 }
 
 // countsOf extracts a target's counts from a namespace summary.
-func countsOf(obj cxv1.Objective, scope targetScope, all *collector.AllSummary) (targetCounts, error) {
+func countsOf(obj cxv1.Objective, scope targetScope, all *collectorclient.Counts) (targetCounts, error) {
 	c := targetCounts{Distribution: make([]uint64, 11)}
 	switch {
 	case obj.WaitTime != nil, obj.FirstContactResolution != nil:
@@ -133,25 +133,27 @@ func countsOf(obj cxv1.Objective, scope targetScope, all *collector.AllSummary) 
 }
 
 // measureTarget returns the counts over the target's window and over each
-// burn-rate lookback. Every window is one cached namespace summary shared
+// burn-rate lookback. Every window is one cached namespace answer shared
 // by all targets of the namespace.
 func (r *CXTargetReconciler) measureTarget(ctx context.Context, cxt *cxv1.CXTarget, scope targetScope) (targetCounts, map[cxv1.Duration]targetCounts, error) {
-	has := scope.knownTo
-	all, err := r.Live.all(ctx, cxt.Namespace, cxt.Spec.GetWindow(), has)
+	t, err := r.Live.target(ctx, cxt.Namespace)
 	if err != nil {
 		return targetCounts{}, nil, err
 	}
-	window, err := countsOf(cxt.Spec.Objective, scope, all)
+	measure := func(w cxv1.Duration) (targetCounts, error) {
+		all, err := r.Live.API.Counts(ctx, t, string(w), scope.knownTo)
+		if err != nil {
+			return targetCounts{}, err
+		}
+		return countsOf(cxt.Spec.Objective, scope, all)
+	}
+	window, err := measure(cxt.Spec.GetWindow())
 	if err != nil {
 		return window, nil, err
 	}
-	lookbacks := map[cxv1.Duration]targetCounts{}
+	lookbacks := make(map[cxv1.Duration]targetCounts, len(burnRateWindows))
 	for _, w := range burnRateWindows {
-		all, err := r.Live.all(ctx, cxt.Namespace, w, has)
-		if err != nil {
-			return window, nil, err
-		}
-		if lookbacks[w], err = countsOf(cxt.Spec.Objective, scope, all); err != nil {
+		if lookbacks[w], err = measure(w); err != nil {
 			return window, nil, err
 		}
 	}

@@ -107,3 +107,40 @@ func TestReportsWhyTheCollectorCouldNotAnswer(t *testing.T) {
 		t.Fatalf("closed server: err = %v, want Unavailable", err)
 	}
 }
+
+func TestCountsDecodeTheSameAnswerLeanAndApart(t *testing.T) {
+	var requests atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		_, _ = w.Write([]byte(`{"touchpoints":{"chat":{"window":"1h","interactions":9,"assessedWaits":8,"compliantWaits":6,"resolvedKnown":4,"resolved":3}},
+			"surveys":{"nps":{"window":"1h","responses":3,"distribution":[1,0,0,0,0,0,0,0,0,0,2]}}}`))
+	}))
+	defer srv.Close()
+	c := New(10 * time.Second)
+	target := Target{BaseURL: srv.URL, Token: "read"}
+
+	counts, err := c.Counts(context.Background(), target, "1h", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := *counts.Touchpoints["chat"], (TouchpointCounts{AssessedWaits: 8, CompliantWaits: 6, ResolvedKnown: 4, Resolved: 3}); got != want {
+		t.Errorf("touchpoint counts = %+v, want %+v", got, want)
+	}
+	if got := counts.Surveys["nps"].Distribution; len(got) != 11 || got[0] != 1 || got[10] != 2 {
+		t.Errorf("survey distribution = %v", got)
+	}
+	all, err := c.All(context.Background(), target, "1h", nil)
+	if err != nil || all.Touchpoints["chat"].Interactions != 9 {
+		t.Fatalf("All after Counts = %+v, %v: the lean answer was served as the full one", all, err)
+	}
+	if n := requests.Load(); n != 2 {
+		t.Fatalf("%d requests, want one per decoded type", n)
+	}
+	c.Forget(srv.URL)
+	if _, err := c.Counts(context.Background(), target, "1h", nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := requests.Load(); n != 3 {
+		t.Fatalf("Forget kept the counts (%d requests)", n)
+	}
+}
