@@ -4,13 +4,13 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/cxop-dev/cxop/internal/collector"
+	"github.com/cxop-dev/cxop/internal/localcollector"
 )
 
 // inProcessCollectors is the collector runtime of the envtest suite: the
@@ -41,11 +41,7 @@ func (c *inProcessCollectors) Ensure(ctx context.Context, namespace string, conf
 		return "", err
 	}
 	cfgPath := filepath.Join(nsDir, "config.yaml")
-	tmp := cfgPath + ".tmp"
-	if err := os.WriteFile(tmp, config, 0o600); err != nil {
-		return "", err
-	}
-	if err := os.Rename(tmp, cfgPath); err != nil {
+	if err := localcollector.WriteFileAtomic(cfgPath, config); err != nil {
 		return "", err
 	}
 	if run := c.runs[namespace]; run != nil {
@@ -69,20 +65,9 @@ func (c *inProcessCollectors) Ensure(ctx context.Context, namespace string, conf
 			fmt.Fprintf(os.Stderr, "collector for %s: %v\n", namespace, err)
 		}
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := http.Get(run.url + "/readyz")
-		if err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			cancel()
-			return "", fmt.Errorf("collector for %s not ready: %v", namespace, err)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := localcollector.WaitAnswering(ctx, run.url+"/readyz", run.done); err != nil {
+		cancel()
+		return "", fmt.Errorf("collector for %s: %w", namespace, err)
 	}
 	c.runs[namespace] = run
 	return run.url, nil

@@ -66,7 +66,7 @@ func (r *Runtime) Ensure(ctx context.Context, namespace string, config []byte) (
 	if err := os.MkdirAll(filepath.Join(nsDir, "data"), 0o700); err != nil {
 		return "", err
 	}
-	if err := writeFileAtomic(filepath.Join(nsDir, "config.yaml"), config); err != nil {
+	if err := WriteFileAtomic(filepath.Join(nsDir, "config.yaml"), config); err != nil {
 		return "", err
 	}
 	port, err := r.port(nsDir)
@@ -87,7 +87,7 @@ func (r *Runtime) Ensure(ctx context.Context, namespace string, config []byte) (
 		return "", err
 	}
 	r.runs[namespace] = cur
-	if err := waitListening(ctx, port, cur.exited); err != nil {
+	if err := WaitAnswering(ctx, fmt.Sprintf("http://127.0.0.1:%d/healthz", port), cur.exited); err != nil {
 		return "", fmt.Errorf("collector for namespace %s: %w (see %s)", namespace, err, filepath.Join(nsDir, "collector.log"))
 	}
 	return url, nil
@@ -146,7 +146,7 @@ func (r *Runtime) port(nsDir string) (int, error) {
 	}
 	p := l.Addr().(*net.TCPAddr).Port
 	_ = l.Close()
-	if err := writeFileAtomic(path, []byte(strconv.Itoa(p)+"\n")); err != nil {
+	if err := WriteFileAtomic(path, []byte(strconv.Itoa(p)+"\n")); err != nil {
 		return 0, err
 	}
 	return p, nil
@@ -192,12 +192,12 @@ func stop(cur *run) {
 	}
 }
 
-// waitListening waits until the collector answers /healthz, which it does
-// as soon as it listens (before its store has replayed).
-func waitListening(ctx context.Context, port int, exited <-chan struct{}) error {
+// WaitAnswering waits up to 15 seconds until a collector answers url
+// with 200, or until exited is closed. A collector answers /healthz as
+// soon as it listens, and /readyz once its store has replayed.
+func WaitAnswering(ctx context.Context, url string, exited <-chan struct{}) error {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	url := fmt.Sprintf("http://127.0.0.1:%d/healthz", port)
 	for {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if resp, err := http.DefaultClient.Do(req); err == nil {
@@ -210,15 +210,15 @@ func waitListening(ctx context.Context, port int, exited <-chan struct{}) error 
 		case <-exited:
 			return errors.New("the collector exited at start")
 		case <-ctx.Done():
-			return errors.New("the collector did not answer /healthz within 15s")
-		case <-time.After(50 * time.Millisecond):
+			return fmt.Errorf("the collector did not answer %s within 15s", url)
+		case <-time.After(20 * time.Millisecond):
 		}
 	}
 }
 
-// writeFileAtomic replaces path with data by a rename, so a reader (the
+// WriteFileAtomic replaces path with data by a rename, so a reader (the
 // collector's config watcher) never sees half a file.
-func writeFileAtomic(path string, data []byte) error {
+func WriteFileAtomic(path string, data []byte) error {
 	if old, err := os.ReadFile(path); err == nil && string(old) == string(data) {
 		return nil
 	}
