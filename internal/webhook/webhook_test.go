@@ -1,0 +1,179 @@
+package webhook
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+)
+
+var testKey = []byte("0123456789abcdef0123456789abcdef")
+
+func loopbackClient() *Client { return NewClient(&Guard{AllowLoopback: true}, 5*time.Second) }
+
+func TestSendSignsInTheStandardWebhooksForm(t *testing.T) {
+	verifier, err := standardwebhooks.NewWebhook(secretPrefix + base64.StdEncoding.EncodeToString(testKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var ids []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if err := verifier.Verify(body, r.Header); err != nil {
+			t.Errorf("the reference verifier refused the signature: %v", err)
+		}
+		if r.Header.Get("Content-Type") != "application/json" {
+			t.Errorf("Content-Type = %q", r.Header.Get("Content-Type"))
+		}
+		mu.Lock()
+		ids = append(ids, r.Header.Get("webhook-id"))
+		mu.Unlock()
+	}))
+	defer srv.Close()
+	c := loopbackClient()
+	m := Message{ID: "msg_1", Body: []byte(`{"survey":"support-nps"}`)}
+	for range 2 {
+		if res := c.Send(context.Background(), Endpoint{URL: srv.URL, Key: testKey}, m); res.Outcome != Delivered || res.Status != 200 {
+			t.Fatalf("Send = %+v", res)
+		}
+	}
+	if len(ids) != 2 || ids[0] != "msg_1" || ids[1] != "msg_1" {
+		t.Errorf("webhook-id of two attempts = %v, want msg_1 twice", ids)
+	}
+
+	// A tampered body fails the reference verifier: the signature covers it.
+	h := http.Header{}
+	signer, _ := standardwebhooks.NewWebhookRaw(testKey)
+	sig, _ := signer.Sign("msg_2", time.Now(), []byte(`{"a":1}`))
+	h.Set("webhook-id", "msg_2")
+	h.Set("webhook-timestamp", strconv.FormatInt(time.Now().Unix(), 10))
+	h.Set("webhook-signature", sig)
+	if err := verifier.Verify([]byte(`{"a":2}`), h); err == nil {
+		t.Error("a tampered body verified")
+	}
+}
+
+func TestSendOutcomes(t *testing.T) {
+	for _, tc := range []struct {
+		status     int
+		retryAfter string
+		want       Outcome
+		wantAfter  time.Duration
+	}{
+		{200, "", Delivered, 0},
+		{204, "", Delivered, 0},
+		{500, "", Retry, 0},
+		{503, "120", Retry, 2 * time.Minute},
+		{429, "7", Retry, 7 * time.Second},
+		{429, "999999", Retry, maxRetryAfter},
+		{408, "", Retry, 0},
+		{410, "", Gone, 0},
+		{400, "", Rejected, 0},
+		{401, "", Rejected, 0},
+	} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if tc.retryAfter != "" {
+				w.Header().Set("Retry-After", tc.retryAfter)
+			}
+			w.WriteHeader(tc.status)
+		}))
+		res := loopbackClient().Send(context.Background(), Endpoint{URL: srv.URL, Key: testKey}, Message{ID: "m", Body: []byte("{}")})
+		srv.Close()
+		if res.Outcome != tc.want || res.Status != tc.status || res.RetryAfter != tc.wantAfter {
+			t.Errorf("%d Retry-After %q: got %v status %d after %v, want %v after %v", tc.status, tc.retryAfter, res.Outcome, res.Status, res.RetryAfter, tc.want, tc.wantAfter)
+		}
+	}
+}
+
+func TestGuardRefusesInsideAddresses(t *testing.T) {
+	g := &Guard{Deny: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}}
+	for addr, want := range map[string]string{
+		"127.0.0.1":       "loopback",
+		"::1":             "loopback",
+		"::ffff:10.0.0.1": "private",
+		"10.96.0.1":       "private",
+		"172.16.5.4":      "private",
+		"192.168.1.1":     "private",
+		"fd00::1":         "private",
+		"169.254.169.254": "link-local",
+		"fe80::1":         "link-local",
+		"100.64.0.10":     "shared (carrier-grade NAT)",
+		"0.0.0.0":         "unspecified",
+		"239.1.2.3":       "multicast",
+		"203.0.113.9":     "denied",
+		"93.184.216.34":   "",
+		"2606:4700::1111": "",
+	} {
+		if got := g.check(netip.MustParseAddr(addr)); got != want {
+			t.Errorf("check(%s) = %q, want %q", addr, got, want)
+		}
+	}
+}
+
+func TestSendRefusesLoopbackAndRedirectsInside(t *testing.T) {
+	inside := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t.Error("a guarded request reached the inside server")
+	}))
+	defer inside.Close()
+	guarded := NewClient(&Guard{}, 5*time.Second)
+	res := guarded.Send(context.Background(), Endpoint{URL: inside.URL, Key: testKey}, Message{ID: "m", Body: []byte("{}")})
+	var blocked *BlockedError
+	if res.Outcome != Rejected || !errors.As(res.Err, &blocked) || !strings.Contains(res.Err.Error(), "loopback") {
+		t.Fatalf("Send to loopback = %+v", res)
+	}
+
+	// An allowed host that redirects inside: the redirect is dialled
+	// through the guard again and refused.
+	redirector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, inside.URL, http.StatusTemporaryRedirect)
+	}))
+	defer redirector.Close()
+	allowLocalhost := NewClient(&Guard{AllowHosts: []string{"localhost"}}, 5*time.Second)
+	url := strings.Replace(redirector.URL, "127.0.0.1", "localhost", 1)
+	res = allowLocalhost.Send(context.Background(), Endpoint{URL: url, Key: testKey}, Message{ID: "m", Body: []byte("{}")})
+	if res.Outcome != Rejected || !errors.As(res.Err, &blocked) || blocked.Host != "127.0.0.1" {
+		t.Fatalf("Send through a redirect inside = %+v", res)
+	}
+}
+
+func TestParseKey(t *testing.T) {
+	std := secretPrefix + base64.StdEncoding.EncodeToString(testKey)
+	if k, err := ParseKey([]byte(std + "\n")); err != nil || string(k) != string(testKey) {
+		t.Errorf("ParseKey(whsec_…) = %q, %v", k, err)
+	}
+	if k, err := ParseKey(testKey); err != nil || string(k) != string(testKey) {
+		t.Errorf("ParseKey(raw) = %q, %v", k, err)
+	}
+	if _, err := ParseKey([]byte("short")); err == nil || !strings.Contains(err.Error(), "at least 16") {
+		t.Errorf("ParseKey(short) = %v", err)
+	}
+	if _, err := ParseKey([]byte(secretPrefix + "!!!")); err == nil || !strings.Contains(err.Error(), "base64") {
+		t.Errorf("ParseKey(bad base64) = %v", err)
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	base, maxDelay := time.Second, 10*time.Minute
+	for attempt, want := range map[int]time.Duration{1: time.Second, 2: 2 * time.Second, 5: 16 * time.Second, 12: maxDelay, 100: maxDelay} {
+		for range 100 {
+			d := Backoff(attempt, base, maxDelay, 0)
+			if d < want/2 || d > want {
+				t.Fatalf("Backoff(%d) = %v, want within [%v, %v]", attempt, d, want/2, want)
+			}
+		}
+	}
+	if d := Backoff(1, base, maxDelay, 30*time.Second); d != 30*time.Second {
+		t.Errorf("Backoff under Retry-After 30s = %v", d)
+	}
+}
