@@ -450,6 +450,17 @@ func (s *Store) Export(kind rollup.Kind, subject string, fn func(json []byte) er
 	})
 }
 
+// ScanRecords calls fn with every stored record from sequence from on, in
+// order, for readers of the log such as the survey engine. json is valid
+// only during the call.
+func (s *Store) ScanRecords(from uint64, fn func(seq uint64, kind rollup.Kind, subject string, json []byte) error) error {
+	return s.scanRecords(from, func(seq uint64, _ []byte, r *Record) error { return fn(seq, r.Kind, r.Subject, r.JSON) })
+}
+
+// DB is the store's database, shared with the survey engine, whose keys
+// start with 's' and which the store never reads.
+func (s *Store) DB() *pebble.DB { return s.db }
+
 // scanRecords calls fn with every stored record from sequence from on, in
 // order. The record's JSON is only valid during the call.
 func (s *Store) scanRecords(from uint64, fn func(seq uint64, key []byte, r *Record) error) error {

@@ -1,0 +1,722 @@
+// Package engine turns interactions into survey invitations and delivers
+// them, durably.
+//
+// It follows the collector's record log from a cursor kept in the same
+// database. An interaction at a touchpoint that a survey's trigger names
+// makes the customer eligible after the trigger's delay; when that time
+// comes, the customer is invited if the survey is not suspended, the
+// customer is in its deterministic sample, and no survey of the namespace
+// has asked the customer within the longer of the two throttles. An
+// invitation, its outbox message, the customer's contact history and the
+// counters are written in one batch with the cursor or the due entry they
+// consume, so a crash at any point neither loses nor doubles one.
+//
+// Messages leave the outbox through webhooks, one attempt at a time, with
+// the same webhook-id on every attempt; a retry is scheduled with backoff
+// (honouring Retry-After) and kept on disk, so delivery is at least once.
+package engine
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/cxop-dev/cxop/internal/rollup"
+	"github.com/cxop-dev/cxop/internal/survey/link"
+	"github.com/cxop-dev/cxop/internal/survey/sample"
+	"github.com/cxop-dev/cxop/internal/webhook"
+)
+
+// Survey is what the engine needs of one survey.
+type Survey struct {
+	Name             string
+	Question         string
+	FollowUpQuestion string
+	// Touchpoints whose interactions make a customer eligible; none means
+	// the survey is not transactional.
+	Touchpoints   []string
+	Delay         time.Duration
+	SamplePercent float64
+	Throttle      time.Duration
+	LinkTTL       time.Duration
+	Suspended     bool
+	// Webhook receives invitations; nil keeps them in the outbox.
+	Webhook *webhook.Endpoint
+}
+
+// Config is the engine's configuration, replaced whole on reload.
+type Config struct {
+	Surveys []Survey
+	// LinkKeys sign survey links.
+	LinkKeys link.Keys
+	// PageURL is the base URL of the hosted survey page: a link is
+	// PageURL + "/s/" + token.
+	PageURL string
+}
+
+// Source is the collector's record log.
+type Source interface {
+	// ScanRecords calls fn with every record from sequence from on, in
+	// order; json is valid only during the call.
+	ScanRecords(from uint64, fn func(seq uint64, kind rollup.Kind, subject string, json []byte) error) error
+}
+
+// Sender makes one delivery attempt; *webhook.Client is one.
+type Sender interface {
+	Send(ctx context.Context, ep webhook.Endpoint, m webhook.Message) webhook.Result
+}
+
+// Options tune the engine; zero values take the defaults.
+type Options struct {
+	// Interval is how often due work is looked for when nothing wakes the
+	// engine. Default 1s.
+	Interval time.Duration
+	// RetryBase and RetryMax bound the backoff between attempts.
+	// Defaults 5s and 1h.
+	RetryBase, RetryMax time.Duration
+	// MaxAttempts is when a message is given up. Default 20 (about a day
+	// at the defaults).
+	MaxAttempts int
+	// Concurrency is how many deliveries run at once. Default 8.
+	Concurrency int
+	// StaleAfter: interactions older than this when first read trigger
+	// nothing, so a backfill of last year's events does not invite
+	// anyone. Default 24h.
+	StaleAfter time.Duration
+	Logger     *slog.Logger
+}
+
+func (o *Options) defaults() {
+	if o.Interval <= 0 {
+		o.Interval = time.Second
+	}
+	if o.RetryBase <= 0 {
+		o.RetryBase = 5 * time.Second
+	}
+	if o.RetryMax <= 0 {
+		o.RetryMax = time.Hour
+	}
+	if o.MaxAttempts <= 0 {
+		o.MaxAttempts = 20
+	}
+	if o.Concurrency <= 0 {
+		o.Concurrency = 8
+	}
+	if o.StaleAfter <= 0 {
+		o.StaleAfter = 24 * time.Hour
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Engine runs the survey pipeline of one collector.
+type Engine struct {
+	db     *pebble.DB
+	src    Source
+	sender Sender
+	opts   Options
+	now    func() time.Time
+	cfg    atomic.Pointer[settings]
+	wake   chan struct{}
+	// mu serialises steps: Run's loop and callers of Step in tests.
+	mu sync.Mutex
+}
+
+type settings struct {
+	Config
+	byName map[string]*Survey
+	// byTouchpoint lists the surveys each touchpoint triggers.
+	byTouchpoint map[string][]*Survey
+}
+
+// New returns an engine over db (shared with the store; the engine's keys
+// start with 's') reading records from src.
+func New(db *pebble.DB, src Source, sender Sender, opts Options) *Engine {
+	opts.defaults()
+	e := &Engine{db: db, src: src, sender: sender, opts: opts, now: time.Now, wake: make(chan struct{}, 1)}
+	e.SetConfig(Config{})
+	return e
+}
+
+// SetConfig replaces the configuration; work in flight finishes under the
+// old one.
+func (e *Engine) SetConfig(c Config) {
+	s := &settings{Config: c, byName: map[string]*Survey{}, byTouchpoint: map[string][]*Survey{}}
+	for i := range c.Surveys {
+		sv := &s.Surveys[i]
+		s.byName[sv.Name] = sv
+		for _, tp := range sv.Touchpoints {
+			s.byTouchpoint[tp] = append(s.byTouchpoint[tp], sv)
+		}
+	}
+	e.cfg.Store(s)
+	e.Notify()
+}
+
+// Notify wakes the engine, for example after records were committed.
+func (e *Engine) Notify() {
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run steps the engine until ctx ends.
+func (e *Engine) Run(ctx context.Context) error {
+	t := time.NewTicker(e.opts.Interval)
+	defer t.Stop()
+	for {
+		if err := e.Step(ctx); err != nil && ctx.Err() == nil {
+			e.opts.Logger.Error("survey engine step", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		case <-e.wake:
+		}
+	}
+}
+
+// Step does everything that is due: reads new records, invites the
+// customers whose delay has passed, and attempts the deliveries due.
+func (e *Engine) Step(ctx context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	cfg := e.cfg.Load()
+	if err := e.consume(cfg); err != nil {
+		return err
+	}
+	if err := e.invite(cfg); err != nil {
+		return err
+	}
+	return e.deliver(ctx, cfg)
+}
+
+// Keys. Times are big-endian Unix nanoseconds so that keys sort by time.
+var (
+	keyCursor = []byte("s/cursor")
+)
+
+const (
+	prefixDue     = "s/due/"     // due(8) seq(8) survey -> pending
+	prefixContact = "s/contact/" // customer -> contact
+	prefixInv     = "s/inv/"     // invitation id(16) -> Invitation
+	prefixOut     = "s/out/"     // next attempt(8) message id -> message
+	prefixCount   = "s/count/"   // survey 0x00 counter 0x00 day(8) -> uint64
+	prefixGone    = "s/gone/"    // survey -> goneWebhook
+)
+
+// goneWebhook records a receiver that answered 410 Gone. Delivery to the
+// survey stops, its messages kept, until the survey's webhook URL changes.
+type goneWebhook struct {
+	URL string    `json:"url"`
+	At  time.Time `json:"at"`
+}
+
+// pending is a customer made eligible by an interaction.
+type pending struct {
+	Survey   string   `json:"survey"`
+	Customer string   `json:"customer"`
+	Contact  *Contact `json:"contact,omitempty"`
+	// Touchpoint and EventID name the interaction, for the receiver.
+	Touchpoint string `json:"touchpoint"`
+	EventID    string `json:"eventId"`
+}
+
+// Contact is how a customer may be reached, as the interaction gave it.
+type Contact struct {
+	Email string `json:"email,omitempty"`
+	Phone string `json:"phone,omitempty"`
+}
+
+// contactHistory is the last invitation a customer got from any survey.
+type contactHistory struct {
+	Survey   string        `json:"survey"`
+	At       time.Time     `json:"at"`
+	Throttle time.Duration `json:"throttle"`
+}
+
+// Invitation is one invitation to answer a survey.
+type Invitation struct {
+	ID         string    `json:"id"`
+	Survey     string    `json:"survey"`
+	Customer   string    `json:"customer"`
+	Contact    *Contact  `json:"contact,omitempty"`
+	Touchpoint string    `json:"touchpoint,omitempty"`
+	EventID    string    `json:"eventId,omitempty"`
+	Created    time.Time `json:"created"`
+	Expires    time.Time `json:"expires"`
+	Token      string    `json:"token"`
+	Delivered  bool      `json:"delivered,omitempty"`
+}
+
+// message is an outbox entry.
+type message struct {
+	ID         string    `json:"id"`
+	Survey     string    `json:"survey"`
+	Invitation string    `json:"invitation"`
+	Attempt    int       `json:"attempt"`
+	Body       []byte    `json:"body"`
+	Created    time.Time `json:"created"`
+	LastError  string    `json:"lastError,omitempty"`
+}
+
+// Counters kept per survey and day.
+const (
+	CounterInvited            = "invited"
+	CounterDelivered          = "delivered"
+	CounterSuppressedSample   = "suppressed-sample"
+	CounterSuppressedThrottle = "suppressed-throttle"
+	CounterSuppressedSuspend  = "suppressed-suspended"
+	CounterDeliveryFailed     = "delivery-failed"
+	CounterRetries            = "delivery-retries"
+)
+
+func timeKey(prefix string, t time.Time, rest ...[]byte) []byte {
+	k := append([]byte(prefix), make([]byte, 8)...)
+	binary.BigEndian.PutUint64(k[len(prefix):], uint64(max(t.UnixNano(), 0)))
+	for _, r := range rest {
+		k = append(k, r...)
+	}
+	return k
+}
+
+func counterKey(survey, counter string, day time.Time) []byte {
+	k := []byte(prefixCount + survey + "\x00" + counter + "\x00")
+	return binary.BigEndian.AppendUint64(k, uint64(day.Unix()))
+}
+
+// batchWriter accumulates writes and counter increments for one batch.
+type batchWriter struct {
+	e      *Engine
+	b      *pebble.Batch
+	counts map[string]uint64
+}
+
+func (e *Engine) newBatch() *batchWriter {
+	return &batchWriter{e: e, b: e.db.NewBatch(), counts: map[string]uint64{}}
+}
+
+func (w *batchWriter) setJSON(key []byte, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return w.b.Set(key, data, nil)
+}
+
+func (w *batchWriter) count(survey, counter string, at time.Time) {
+	day := at.UTC().Truncate(24 * time.Hour)
+	w.counts[string(counterKey(survey, counter, day))]++
+}
+
+// commit adds the counters to their stored values and syncs the batch.
+func (w *batchWriter) commit() error {
+	defer func() { _ = w.b.Close() }()
+	for k, n := range w.counts {
+		cur, err := w.e.getUint(k)
+		if err != nil {
+			return err
+		}
+		_ = w.b.Set([]byte(k), binary.BigEndian.AppendUint64(nil, cur+n), nil)
+	}
+	return w.b.Commit(pebble.Sync)
+}
+
+func (e *Engine) getUint(key string) (uint64, error) {
+	v, closer, err := e.db.Get([]byte(key))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer closer.Close()
+	if len(v) != 8 {
+		return 0, fmt.Errorf("counter %q: %d bytes", key, len(v))
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+func (e *Engine) getJSON(key []byte, v any) (bool, error) {
+	data, closer, err := e.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	defer closer.Close()
+	return true, json.Unmarshal(data, v)
+}
+
+// consumeBatch bounds the records read per batch, so a backlog is worked
+// through in steps that each commit.
+const consumeBatch = 10_000
+
+// consume reads the records after the cursor and makes customers eligible.
+func (e *Engine) consume(cfg *settings) error {
+	var cursor uint64
+	if v, closer, err := e.db.Get(keyCursor); err == nil {
+		cursor = binary.BigEndian.Uint64(v)
+		closer.Close()
+	} else if !errors.Is(err, pebble.ErrNotFound) {
+		return err
+	}
+	for {
+		w := e.newBatch()
+		last, n := cursor, 0
+		now := e.now()
+		errFull := errors.New("batch full")
+		err := e.src.ScanRecords(cursor+1, func(seq uint64, kind rollup.Kind, subject string, raw []byte) error {
+			if n >= consumeBatch {
+				return errFull
+			}
+			n++
+			last = seq
+			if kind != rollup.KindTouchpoint {
+				return nil
+			}
+			surveys := cfg.byTouchpoint[subject]
+			if len(surveys) == 0 {
+				return nil
+			}
+			var ev struct {
+				ID       string    `json:"id"`
+				Customer string    `json:"customer"`
+				Time     time.Time `json:"time"`
+				Contact  *Contact  `json:"contact"`
+			}
+			if err := json.Unmarshal(raw, &ev); err != nil {
+				return fmt.Errorf("record %d: %w", seq, err)
+			}
+			if now.Sub(ev.Time) > e.opts.StaleAfter {
+				return nil
+			}
+			for _, sv := range surveys {
+				due := ev.Time.Add(sv.Delay)
+				p := pending{Survey: sv.Name, Customer: ev.Customer, Contact: ev.Contact, Touchpoint: subject, EventID: ev.ID}
+				if err := w.setJSON(timeKey(prefixDue, due, binary.BigEndian.AppendUint64(nil, seq), []byte(sv.Name)), p); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, errFull) {
+			_ = w.b.Close()
+			return err
+		}
+		if last == cursor {
+			_ = w.b.Close()
+			return nil
+		}
+		_ = w.b.Set(keyCursor, binary.BigEndian.AppendUint64(nil, last), nil)
+		if err := w.commit(); err != nil {
+			return err
+		}
+		cursor = last
+		if !errors.Is(err, errFull) {
+			return nil
+		}
+	}
+}
+
+// invite turns due eligibilities into invitations or suppressions.
+func (e *Engine) invite(cfg *settings) error {
+	now := e.now()
+	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: []byte(prefixDue), UpperBound: timeKey(prefixDue, now.Add(time.Nanosecond))})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = it.Close() }()
+	w := e.newBatch()
+	defer func() { _ = w.b.Close() }()
+	// Contacts written in this batch, which a Get would not see yet.
+	contacts := map[string]contactHistory{}
+	for it.First(); it.Valid(); it.Next() {
+		var p pending
+		if err := json.Unmarshal(it.Value(), &p); err != nil {
+			return fmt.Errorf("due entry %x: %w", it.Key(), err)
+		}
+		_ = w.b.Delete(append([]byte(nil), it.Key()...), nil)
+		sv := cfg.byName[p.Survey]
+		if sv == nil {
+			continue // the survey is gone from the config
+		}
+		switch {
+		case sv.Suspended:
+			w.count(sv.Name, CounterSuppressedSuspend, now)
+			continue
+		case !sample.In(sv.Name, p.Customer, sv.SamplePercent):
+			w.count(sv.Name, CounterSuppressedSample, now)
+			continue
+		}
+		last, ok := contacts[p.Customer]
+		if !ok {
+			if _, err := e.getJSON([]byte(prefixContact+p.Customer), &last); err != nil {
+				return err
+			}
+		}
+		if sample.Throttled(last.At, last.Throttle, sv.Throttle, now) {
+			w.count(sv.Name, CounterSuppressedThrottle, now)
+			continue
+		}
+		inv, msg, err := e.newInvitation(cfg, sv, p, now)
+		if err != nil {
+			return err
+		}
+		contacts[p.Customer] = contactHistory{Survey: sv.Name, At: now, Throttle: sv.Throttle}
+		if err := w.setJSON([]byte(prefixContact+p.Customer), contacts[p.Customer]); err != nil {
+			return err
+		}
+		if err := w.setJSON(invKey(inv.ID), inv); err != nil {
+			return err
+		}
+		if err := w.setJSON(timeKey(prefixOut, now, []byte(msg.ID)), msg); err != nil {
+			return err
+		}
+		w.count(sv.Name, CounterInvited, now)
+	}
+	if err := it.Error(); err != nil {
+		return err
+	}
+	if w.b.Empty() {
+		return nil
+	}
+	return w.commit()
+}
+
+func invKey(id string) []byte { return []byte(prefixInv + id) }
+
+// InvitationBody is the JSON a webhook receiver gets for an invitation.
+type InvitationBody struct {
+	Type       string   `json:"type"` // "survey.invitation"
+	Invitation string   `json:"invitation"`
+	Survey     string   `json:"survey"`
+	Question   string   `json:"question"`
+	Customer   string   `json:"customer"`
+	Contact    *Contact `json:"contact,omitempty"`
+	Touchpoint string   `json:"touchpoint,omitempty"`
+	EventID    string   `json:"eventId,omitempty"`
+	Link       string   `json:"link"`
+	Expires    string   `json:"expires"`
+}
+
+func (e *Engine) newInvitation(cfg *settings, sv *Survey, p pending, now time.Time) (Invitation, message, error) {
+	var id link.InvitationID
+	if _, err := rand.Read(id[:]); err != nil {
+		return Invitation{}, message{}, err
+	}
+	ttl := sv.LinkTTL
+	if ttl <= 0 {
+		ttl = 7 * 24 * time.Hour
+	}
+	expires := now.Add(ttl).Truncate(time.Second)
+	token, err := link.Sign(cfg.LinkKeys, link.Claims{Invitation: id, Survey: sv.Name, Customer: p.Customer, Expires: expires})
+	if err != nil {
+		return Invitation{}, message{}, fmt.Errorf("sign the link of survey %s: %w", sv.Name, err)
+	}
+	inv := Invitation{
+		ID: id.String(), Survey: sv.Name, Customer: p.Customer, Contact: p.Contact,
+		Touchpoint: p.Touchpoint, EventID: p.EventID, Created: now, Expires: expires, Token: token,
+	}
+	body, err := json.Marshal(InvitationBody{
+		Type: "survey.invitation", Invitation: inv.ID, Survey: sv.Name, Question: sv.Question,
+		Customer: p.Customer, Contact: p.Contact, Touchpoint: p.Touchpoint, EventID: p.EventID,
+		Link: cfg.PageURL + "/s/" + token, Expires: expires.UTC().Format(time.RFC3339),
+	})
+	if err != nil {
+		return Invitation{}, message{}, err
+	}
+	return inv, message{ID: "msg_inv_" + inv.ID, Survey: sv.Name, Invitation: inv.ID, Body: body, Created: now}, nil
+}
+
+// deliveryBatch bounds the messages attempted per step.
+const deliveryBatch = 256
+
+type dueMessage struct {
+	key []byte
+	msg message
+}
+
+// deliver attempts the due messages of surveys that have a webhook.
+func (e *Engine) deliver(ctx context.Context, cfg *settings) error {
+	now := e.now()
+	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: []byte(prefixOut), UpperBound: timeKey(prefixOut, now.Add(time.Nanosecond))})
+	if err != nil {
+		return err
+	}
+	var due []dueMessage
+	for it.First(); it.Valid() && len(due) < deliveryBatch; it.Next() {
+		var m message
+		if err := json.Unmarshal(it.Value(), &m); err != nil {
+			_ = it.Close()
+			return fmt.Errorf("outbox entry %x: %w", it.Key(), err)
+		}
+		sv := cfg.byName[m.Survey]
+		if sv == nil || sv.Webhook == nil {
+			continue // parked until the survey has a webhook again
+		}
+		if gone, err := e.gone(sv); err != nil {
+			_ = it.Close()
+			return err
+		} else if gone != nil {
+			continue // parked until the webhook URL changes
+		}
+		due = append(due, dueMessage{key: append([]byte(nil), it.Key()...), msg: m})
+	}
+	if err := it.Close(); err != nil {
+		return err
+	}
+	if len(due) == 0 {
+		return nil
+	}
+	results := make([]webhook.Result, len(due))
+	sem := make(chan struct{}, e.opts.Concurrency)
+	var wg sync.WaitGroup
+	for i, d := range due {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			ep := *cfg.byName[d.msg.Survey].Webhook
+			results[i] = e.sender.Send(ctx, ep, webhook.Message{ID: d.msg.ID, Body: d.msg.Body})
+		}()
+	}
+	wg.Wait()
+
+	w := e.newBatch()
+	defer func() { _ = w.b.Close() }()
+	after := e.now()
+	for i, d := range due {
+		res, m := results[i], d.msg
+		m.Attempt++
+		switch {
+		case res.Outcome == webhook.Delivered:
+			_ = w.b.Delete(d.key, nil)
+			w.count(m.Survey, CounterDelivered, after)
+			if m.Invitation != "" {
+				var inv Invitation
+				if ok, err := e.getJSON(invKey(m.Invitation), &inv); err != nil {
+					return err
+				} else if ok {
+					inv.Delivered = true
+					if err := w.setJSON(invKey(inv.ID), inv); err != nil {
+						return err
+					}
+				}
+			}
+		case res.Outcome == webhook.Retry && m.Attempt < e.opts.MaxAttempts, res.Outcome == webhook.Gone:
+			// A 410 parks the message like a retry; the survey's webhook
+			// is reported as gone until its URL changes.
+			m.LastError = errString(res.Err)
+			if res.Outcome == webhook.Gone {
+				ep := cfg.byName[m.Survey].Webhook
+				if err := w.setJSON([]byte(prefixGone+m.Survey), goneWebhook{URL: ep.URL, At: after}); err != nil {
+					return err
+				}
+			}
+			next := after.Add(webhook.Backoff(m.Attempt, e.opts.RetryBase, e.opts.RetryMax, res.RetryAfter))
+			_ = w.b.Delete(d.key, nil)
+			if err := w.setJSON(timeKey(prefixOut, next, []byte(m.ID)), m); err != nil {
+				return err
+			}
+			w.count(m.Survey, CounterRetries, after)
+		default:
+			_ = w.b.Delete(d.key, nil)
+			w.count(m.Survey, CounterDeliveryFailed, after)
+			e.opts.Logger.Warn("webhook delivery given up", "survey", m.Survey, "message", m.ID, "attempts", m.Attempt, "err", errString(res.Err))
+		}
+	}
+	return w.commit()
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// gone returns the 410 recorded for the survey's current webhook URL, or
+// nil.
+func (e *Engine) gone(sv *Survey) (*goneWebhook, error) {
+	var g goneWebhook
+	ok, err := e.getJSON([]byte(prefixGone+sv.Name), &g)
+	if err != nil || !ok || sv.Webhook == nil || g.URL != sv.Webhook.URL {
+		return nil, err
+	}
+	return &g, nil
+}
+
+// WebhookGone reports when the survey's webhook answered 410 Gone, if its
+// URL has not changed since: the webhook is disabled until it does.
+func (e *Engine) WebhookGone(survey string) (time.Time, bool, error) {
+	sv := e.cfg.Load().byName[survey]
+	if sv == nil {
+		return time.Time{}, false, nil
+	}
+	g, err := e.gone(sv)
+	if err != nil || g == nil {
+		return time.Time{}, false, err
+	}
+	return g.At, true, nil
+}
+
+// Stats are a survey's counters over a window.
+type Stats map[string]uint64
+
+// Stats sums a survey's counters over the days from since to now.
+func (e *Engine) Stats(survey string, since time.Time) (Stats, error) {
+	out := Stats{}
+	prefix := []byte(prefixCount + survey + "\x00")
+	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: append(append([]byte(nil), prefix[:len(prefix)-1]...), 1)})
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = it.Close() }()
+	from := since.UTC().Truncate(24 * time.Hour).Unix()
+	for it.First(); it.Valid(); it.Next() {
+		rest := it.Key()[len(prefix):]
+		if len(rest) < 9 {
+			continue
+		}
+		counter, day := string(rest[:len(rest)-9]), int64(binary.BigEndian.Uint64(rest[len(rest)-8:]))
+		if day >= from && len(it.Value()) == 8 {
+			out[counter] += binary.BigEndian.Uint64(it.Value())
+		}
+	}
+	return out, it.Error()
+}
+
+// Invitation returns a stored invitation.
+func (e *Engine) Invitation(id string) (Invitation, bool, error) {
+	var inv Invitation
+	ok, err := e.getJSON(invKey(id), &inv)
+	return inv, ok, err
+}
+
+// Outbox returns how many messages wait for delivery.
+func (e *Engine) Outbox() (int, error) {
+	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: []byte(prefixOut), UpperBound: []byte("s/out0")})
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = it.Close() }()
+	n := 0
+	for it.First(); it.Valid(); it.Next() {
+		n++
+	}
+	return n, it.Error()
+}

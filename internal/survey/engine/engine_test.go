@@ -1,0 +1,332 @@
+package engine
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+
+	"github.com/cxop-dev/cxop/internal/rollup"
+	"github.com/cxop-dev/cxop/internal/store"
+	"github.com/cxop-dev/cxop/internal/survey/link"
+	"github.com/cxop-dev/cxop/internal/webhook"
+)
+
+var (
+	t0      = time.Date(2026, 11, 20, 12, 0, 0, 0, time.UTC)
+	hookKey = []byte("0123456789abcdef0123456789abcdef")
+	keys    = link.Keys{Current: []byte(strings.Repeat("k", 32))}
+)
+
+// receiver is a webhook receiver that verifies every signature with the
+// Standard Webhooks reference library and answers from a script.
+type receiver struct {
+	t        *testing.T
+	srv      *httptest.Server
+	verifier *standardwebhooks.Webhook
+
+	mu       sync.Mutex
+	answers  []int // status codes to answer in turn; then 200
+	received []received
+}
+
+type received struct {
+	id     string
+	status int
+	body   InvitationBody
+}
+
+func newReceiver(t *testing.T, answers ...int) *receiver {
+	v, err := standardwebhooks.NewWebhook("whsec_" + base64.StdEncoding.EncodeToString(hookKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &receiver{t: t, verifier: v, answers: answers}
+	r.srv = httptest.NewServer(http.HandlerFunc(r.serve))
+	t.Cleanup(r.srv.Close)
+	return r
+}
+
+func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
+	data, _ := io.ReadAll(req.Body)
+	if err := r.verifier.Verify(data, req.Header); err != nil {
+		r.t.Errorf("signature refused: %v", err)
+	}
+	var body InvitationBody
+	if err := json.Unmarshal(data, &body); err != nil {
+		r.t.Errorf("body: %v", err)
+	}
+	r.mu.Lock()
+	status := http.StatusOK
+	if len(r.answers) > 0 {
+		status, r.answers = r.answers[0], r.answers[1:]
+	}
+	r.received = append(r.received, received{id: req.Header.Get("webhook-id"), status: status, body: body})
+	r.mu.Unlock()
+	if status == http.StatusTooManyRequests {
+		w.Header().Set("Retry-After", "2")
+	}
+	w.WriteHeader(status)
+}
+
+func (r *receiver) got() []received {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]received(nil), r.received...)
+}
+
+func (r *receiver) endpoint() *webhook.Endpoint {
+	return &webhook.Endpoint{URL: r.srv.URL, Key: hookKey}
+}
+
+type fixture struct {
+	t     *testing.T
+	dir   string
+	st    *store.Store
+	e     *Engine
+	now   time.Time
+	cfg   Config
+	seq   int
+	sends int
+}
+
+func newFixture(t *testing.T, cfg Config) *fixture {
+	f := &fixture{t: t, dir: t.TempDir(), now: t0, cfg: cfg}
+	f.open()
+	return f
+}
+
+func (f *fixture) open() {
+	st, err := store.Open(store.Options{Dir: f.dir, Now: func() time.Time { return f.now }})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.st = st
+	f.e = New(st.DB(), st, webhook.NewClient(&webhook.Guard{AllowLoopback: true}, 5*time.Second), Options{RetryBase: time.Second, RetryMax: 10 * time.Second})
+	f.e.now = func() time.Time { return f.now }
+	f.e.SetConfig(f.cfg)
+	f.t.Cleanup(func() { _ = f.st.Close() })
+}
+
+func (f *fixture) restart() {
+	if err := f.st.Close(); err != nil {
+		f.t.Fatal(err)
+	}
+	f.open()
+}
+
+// interact stores one interaction at touchpoint, now, for each customer.
+func (f *fixture) interact(touchpoint string, customers ...string) {
+	f.t.Helper()
+	records := make([]store.Record, 0, len(customers))
+	for _, customer := range customers {
+		f.seq++
+		id := fmt.Sprintf("ev-%d", f.seq)
+		js := fmt.Sprintf(`{"id":%q,"touchpoint":%q,"customer":%q,"time":%q,"contact":{"email":"%s@example.com"}}`, id, touchpoint, customer, f.now.Format(time.RFC3339Nano), customer)
+		records = append(records, store.Record{
+			Kind: rollup.KindTouchpoint, Subject: touchpoint, ID: id, JSON: []byte(js),
+			Event: rollup.Event{Time: f.now.UnixNano(), CustomerHash: uint64(f.seq)},
+		})
+	}
+	if _, err := f.st.Submit(context.Background(), records); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func (f *fixture) step() {
+	f.t.Helper()
+	if err := f.e.Step(context.Background()); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func (f *fixture) stats(survey string) Stats {
+	f.t.Helper()
+	s, err := f.e.Stats(survey, f.now.Add(-28*24*time.Hour))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return s
+}
+
+func TestTriggerAfterDelayThenThrottleAcrossSurveys(t *testing.T) {
+	rcv := newReceiver(t)
+	cfg := Config{
+		PageURL: "https://cx.example.com", LinkKeys: keys,
+		Surveys: []Survey{
+			{Name: "support-nps", Question: "How likely…?", Touchpoints: []string{"chat"}, Delay: 10 * time.Minute, SamplePercent: 100, Throttle: 30 * 24 * time.Hour, Webhook: rcv.endpoint()},
+			{Name: "delivery-csat", Question: "Satisfied?", Touchpoints: []string{"store"}, SamplePercent: 100, Throttle: 7 * 24 * time.Hour, Webhook: rcv.endpoint()},
+		},
+	}
+	f := newFixture(t, cfg)
+	f.interact("chat", "c1")
+	f.interact("phone", "c2") // no survey listens to phone
+	f.step()
+	if got := rcv.got(); len(got) != 0 {
+		t.Fatalf("%d invitations before the delay passed", len(got))
+	}
+
+	f.now = f.now.Add(10 * time.Minute)
+	f.step()
+	got := rcv.got()
+	if len(got) != 1 {
+		t.Fatalf("%d invitations after the delay, want 1", len(got))
+	}
+	body := got[0].body
+	if body.Survey != "support-nps" || body.Customer != "c1" || body.Contact == nil || body.Contact.Email != "c1@example.com" || body.Touchpoint != "chat" {
+		t.Errorf("invitation body = %+v", body)
+	}
+	token, ok := strings.CutPrefix(body.Link, "https://cx.example.com/s/")
+	if !ok {
+		t.Fatalf("link %q is not on the page URL", body.Link)
+	}
+	id, expires, err := link.Parse(token)
+	if err != nil || id.String() != body.Invitation || !expires.Equal(f.now.Add(7*24*time.Hour)) {
+		t.Fatalf("token: %v %v %v (invitation %s)", id, expires, err, body.Invitation)
+	}
+	if err := link.Verify(keys, token, link.Claims{Invitation: id, Survey: "support-nps", Customer: "c1"}, f.now); err != nil {
+		t.Errorf("the link does not verify for its survey and customer: %v", err)
+	}
+	inv, ok, err := f.e.Invitation(body.Invitation)
+	if err != nil || !ok || !inv.Delivered || inv.Token != token {
+		t.Errorf("stored invitation = %+v, %v, %v", inv, ok, err)
+	}
+
+	// A week later another survey would ask c1: the 30-day throttle of the
+	// first survey holds it back, though its own is 7 days.
+	f.now = f.now.Add(8 * 24 * time.Hour)
+	f.interact("store", "c1")
+	f.interact("store", "c3")
+	f.step()
+	got = rcv.got()
+	if len(got) != 2 || got[1].body.Customer != "c3" {
+		t.Fatalf("deliveries = %+v, want c3 only after c1", got)
+	}
+	if s := f.stats("delivery-csat"); s[CounterInvited] != 1 || s[CounterSuppressedThrottle] != 1 || s[CounterDelivered] != 1 {
+		t.Errorf("delivery-csat counters = %v", s)
+	}
+	if s := f.stats("support-nps"); s[CounterInvited] != 1 || s[CounterDelivered] != 1 {
+		t.Errorf("support-nps counters = %v", s)
+	}
+}
+
+func TestRetriesKeepTheWebhookIDAndHonourRetryAfter(t *testing.T) {
+	rcv := newReceiver(t, 500, 429)
+	f := newFixture(t, Config{PageURL: "http://127.0.0.1:1", LinkKeys: keys, Surveys: []Survey{
+		{Name: "nps", Touchpoints: []string{"chat"}, SamplePercent: 100, Webhook: rcv.endpoint()},
+	}})
+	f.interact("chat", "c1")
+	f.step() // 500
+	f.now = f.now.Add(time.Second)
+	f.step() // due within [0.5s, 1s]: 429 with Retry-After 2
+	f.now = f.now.Add(time.Second)
+	f.step() // too early: Retry-After asked for 2s
+	if n := len(rcv.got()); n != 2 {
+		t.Fatalf("%d attempts before Retry-After passed, want 2", n)
+	}
+	f.now = f.now.Add(time.Second)
+	f.step()
+	got := rcv.got()
+	if len(got) != 3 || got[2].status != 200 {
+		t.Fatalf("attempts = %+v", got)
+	}
+	for _, g := range got {
+		if g.id != got[0].id || !strings.HasPrefix(g.id, "msg_inv_") {
+			t.Errorf("webhook-ids %q and %q differ", g.id, got[0].id)
+		}
+	}
+	if s := f.stats("nps"); s[CounterRetries] != 2 || s[CounterDelivered] != 1 {
+		t.Errorf("counters = %v", s)
+	}
+	if n, _ := f.e.Outbox(); n != 0 {
+		t.Errorf("%d messages left in the outbox", n)
+	}
+}
+
+func TestGoneDisablesTheWebhookUntilItsURLChanges(t *testing.T) {
+	gone := newReceiver(t, 410)
+	cfg := Config{PageURL: "http://x", LinkKeys: keys, Surveys: []Survey{
+		{Name: "nps", Touchpoints: []string{"chat"}, SamplePercent: 100, Webhook: gone.endpoint()},
+	}}
+	f := newFixture(t, cfg)
+	f.interact("chat", "c1")
+	f.step()
+	if _, isGone, _ := f.e.WebhookGone("nps"); !isGone {
+		t.Fatal("a 410 did not disable the webhook")
+	}
+	f.now = f.now.Add(time.Hour)
+	f.step()
+	if n := len(gone.got()); n != 1 {
+		t.Fatalf("%d attempts at a gone webhook, want 1", n)
+	}
+	fresh := newReceiver(t)
+	cfg.Surveys[0].Webhook = fresh.endpoint()
+	f.e.SetConfig(cfg)
+	f.step()
+	if got := fresh.got(); len(got) != 1 || got[0].body.Customer != "c1" {
+		t.Fatalf("after a new URL: %+v", got)
+	}
+	if _, isGone, _ := f.e.WebhookGone("nps"); isGone {
+		t.Error("the new URL is still reported gone")
+	}
+}
+
+func TestARestartLosesNoInvitation(t *testing.T) {
+	rcv := newReceiver(t)
+	cfg := Config{PageURL: "http://x", LinkKeys: keys, Surveys: []Survey{
+		{Name: "nps", Touchpoints: []string{"chat"}, SamplePercent: 100, Webhook: nil},
+	}}
+	f := newFixture(t, cfg)
+	f.interact("chat", "c0", "c1", "c2", "c3", "c4")
+	f.step() // invited, parked: no webhook yet
+	if n, _ := f.e.Outbox(); n != 5 {
+		t.Fatalf("outbox holds %d, want 5", n)
+	}
+	f.restart()
+	f.cfg.Surveys[0].Webhook = rcv.endpoint()
+	f.e.SetConfig(f.cfg)
+	f.step()
+	f.step()
+	got := rcv.got()
+	if len(got) != 5 {
+		t.Fatalf("%d delivered after a restart, want 5", len(got))
+	}
+	if s := f.stats("nps"); s[CounterInvited] != 5 {
+		t.Errorf("the restart re-read the log: %v", s)
+	}
+}
+
+func TestSamplingAndSuspension(t *testing.T) {
+	cfg := Config{PageURL: "http://x", LinkKeys: keys, Surveys: []Survey{
+		{Name: "nps", Touchpoints: []string{"chat"}, SamplePercent: 30},
+	}}
+	f := newFixture(t, cfg)
+	customers := make([]string, 10_000)
+	for i := range customers {
+		customers[i] = fmt.Sprintf("customer-%d", i)
+	}
+	f.interact("chat", customers...)
+	f.step()
+	s := f.stats("nps")
+	if share := float64(s[CounterInvited]) / 100; math.Abs(share-30) > 2 || s[CounterInvited]+s[CounterSuppressedSample] != 10_000 {
+		t.Errorf("30%% sample of 10,000: %v", s)
+	}
+
+	cfg.Surveys[0].Suspended = true
+	f.e.SetConfig(cfg)
+	f.interact("chat", "late")
+	f.step()
+	if s := f.stats("nps"); s[CounterSuppressedSuspend] != 1 {
+		t.Errorf("suspended survey counters = %v", s)
+	}
+}
