@@ -17,6 +17,8 @@ import (
 
 	"github.com/cxop-dev/cxop/internal/rollup"
 	"github.com/cxop-dev/cxop/internal/store"
+	"github.com/cxop-dev/cxop/internal/survey/engine"
+	"github.com/cxop-dev/cxop/internal/webhook"
 )
 
 // Options are the collector's flags.
@@ -24,8 +26,16 @@ type Options struct {
 	Listen     string
 	DataDir    string
 	ConfigPath string
-	Rebuild    bool
-	LogLevel   string
+	// SecretsPath is the secrets file (link and webhook keys); optional
+	// until a survey sends invitations.
+	SecretsPath string
+	// WebhookAllowHosts may be reached by webhooks although they resolve
+	// to internal addresses; WebhookAllowLoopback lets webhooks reach
+	// this machine (for `cxop dev`).
+	WebhookAllowHosts    []string
+	WebhookAllowLoopback bool
+	Rebuild              bool
+	LogLevel             string
 	// ConfigPoll re-reads the config this often even without a file
 	// event, because a ConfigMap volume update may not be seen by inotify
 	// on every filesystem. Default 10s.
@@ -49,6 +59,9 @@ compliance over a window from time-bucketed rollups.`,
 	f.StringVar(&o.Listen, "listen", ":8080", "address to serve the API, metrics and probes on")
 	f.StringVar(&o.DataDir, "data-dir", "", "directory of the embedded store (required)")
 	f.StringVar(&o.ConfigPath, "config", "", "collector config file; reloaded when it changes (required)")
+	f.StringVar(&o.SecretsPath, "secrets", "", "secrets file with the keys that sign survey links and webhooks; reloaded when it changes")
+	f.StringSliceVar(&o.WebhookAllowHosts, "webhook-allow-hosts", nil, "hosts webhooks may reach although they resolve to loopback, private or link-local addresses")
+	f.BoolVar(&o.WebhookAllowLoopback, "webhook-allow-loopback", false, "let webhooks reach loopback addresses (a receiver on this machine)")
 	f.BoolVar(&o.Rebuild, "rebuild", false, "recount every stored record instead of loading the checkpointed rollups")
 	f.StringVar(&o.LogLevel, "log-level", "info", "debug, info, warn or error")
 	f.DurationVar(&o.ConfigPoll, "config-poll-interval", 10*time.Second, "re-read the config at least this often")
@@ -65,6 +78,10 @@ func Run(ctx context.Context, o Options) error {
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	cfg, data, err := readConfigFile(o.ConfigPath)
+	if err != nil {
+		return err
+	}
+	sec, secData, err := readSecretsFile(o.SecretsPath)
 	if err != nil {
 		return err
 	}
@@ -102,13 +119,20 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	srv.store.Store(st)
+	guard := &webhook.Guard{AllowHosts: o.WebhookAllowHosts, AllowLoopback: o.WebhookAllowLoopback}
+	surveys := engine.New(st.DB(), st, webhook.NewClient(guard, 10*time.Second), engine.Options{Logger: log.With("component", "surveys")})
+	srv.surveys.Store(surveys)
+	srv.applySurveys(cfg, sec)
+	engineDone := make(chan struct{})
+	go func() { defer close(engineDone); _ = surveys.Run(ctx) }()
 	log.Info("collector ready", "listen", o.Listen, "touchpoints", len(cfg.touchpoints), "surveys", len(cfg.surveys))
 
-	go srv.watchConfig(ctx, o.ConfigPath, data, o.ConfigPoll)
+	go srv.watchConfig(ctx, configFiles{config: o.ConfigPath, secrets: o.SecretsPath}, data, secData, o.ConfigPoll)
 	go srv.pruneLoop(ctx, st)
 
 	err = <-served
 	cancel()
+	<-engineDone
 	if cerr := st.Close(); cerr != nil {
 		err = errors.Join(err, fmt.Errorf("close store: %w", cerr))
 	}
@@ -116,10 +140,27 @@ func Run(ctx context.Context, o Options) error {
 	return err
 }
 
-// watchConfig reloads the config when its file (or the ConfigMap
-// symlinks around it) changes. A bad config is logged and counted; the
-// last good one stays in force.
-func (s *Server) watchConfig(ctx context.Context, path string, last []byte, poll time.Duration) {
+// configFiles are the files the collector reloads.
+type configFiles struct{ config, secrets string }
+
+// applySurveys hands the survey engine its part of the config, and logs
+// what it had to leave out.
+func (s *Server) applySurveys(cfg *settings, sec *secrets) {
+	e := s.surveys.Load()
+	if e == nil {
+		return
+	}
+	c, problems := engineConfig(cfg, sec)
+	for _, p := range problems {
+		s.log.Warn("surveys: " + p)
+	}
+	e.SetConfig(c)
+}
+
+// watchConfig reloads the config and the secrets when their files (or the
+// ConfigMap and Secret symlinks around them) change. A bad file is logged
+// and counted; the last good one stays in force.
+func (s *Server) watchConfig(ctx context.Context, files configFiles, last, lastSecrets []byte, poll time.Duration) {
 	if poll <= 0 {
 		poll = 10 * time.Second
 	}
@@ -128,13 +169,20 @@ func (s *Server) watchConfig(ctx context.Context, path string, last []byte, poll
 		s.log.Warn("watch config; polling only", "err", err)
 	} else {
 		defer w.Close()
-		if err := w.Add(filepath.Dir(path)); err != nil {
-			s.log.Warn("watch config directory; polling only", "err", err)
+		for _, p := range []string{files.config, files.secrets} {
+			if p == "" {
+				continue
+			}
+			if err := w.Add(filepath.Dir(p)); err != nil {
+				s.log.Warn("watch config directory; polling only", "path", p, "err", err)
+			}
 		}
 		events = w.Events
 	}
 	tick := time.NewTicker(poll)
 	defer tick.Stop()
+	cfg := s.cfg.Load()
+	sec, _ := parseSecretsOrNil(lastSecrets)
 	for {
 		select {
 		case <-ctx.Done():
@@ -142,29 +190,53 @@ func (s *Server) watchConfig(ctx context.Context, path string, last []byte, poll
 		case <-events:
 		case <-tick.C:
 		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			s.log.Error("reload config", "path", path, "err", err)
-			s.metrics.reloads.WithLabelValues("failure").Inc()
-			s.metrics.configSuccess.Set(0)
-			continue
+		changed := false
+		if data, err := os.ReadFile(files.config); err != nil {
+			s.reloadFailed("config", files.config, err)
+		} else if !bytes.Equal(data, last) {
+			last = data
+			if next, err := parseConfig(data); err != nil {
+				s.reloadFailed("config", files.config, err)
+			} else {
+				cfg, changed = next, true
+				s.cfg.Store(cfg)
+				s.log.Info("config reloaded", "touchpoints", len(cfg.touchpoints), "surveys", len(cfg.surveys))
+			}
 		}
-		if bytes.Equal(data, last) {
-			continue
+		if files.secrets != "" {
+			if data, err := os.ReadFile(files.secrets); err != nil {
+				s.reloadFailed("secrets", files.secrets, err)
+			} else if !bytes.Equal(data, lastSecrets) {
+				lastSecrets = data
+				if next, err := parseSecrets(data); err != nil {
+					s.reloadFailed("secrets", files.secrets, err)
+				} else {
+					sec, changed = next, true
+					s.log.Info("secrets reloaded")
+				}
+			}
 		}
-		last = data
-		cfg, err := parseConfig(data)
-		if err != nil {
-			s.log.Error("reload config; keeping the previous one", "path", path, "err", err)
-			s.metrics.reloads.WithLabelValues("failure").Inc()
-			s.metrics.configSuccess.Set(0)
-			continue
+		if changed {
+			s.applySurveys(cfg, sec)
+			s.metrics.reloads.WithLabelValues("success").Inc()
+			s.metrics.configSuccess.Set(1)
 		}
-		s.cfg.Store(cfg)
-		s.metrics.reloads.WithLabelValues("success").Inc()
-		s.metrics.configSuccess.Set(1)
-		s.log.Info("config reloaded", "touchpoints", len(cfg.touchpoints), "surveys", len(cfg.surveys))
 	}
+}
+
+func (s *Server) reloadFailed(what, path string, err error) {
+	// The error names a field, never a value, so key material is not
+	// logged.
+	s.log.Error("reload "+what+"; keeping the previous one", "path", path, "err", err)
+	s.metrics.reloads.WithLabelValues("failure").Inc()
+	s.metrics.configSuccess.Set(0)
+}
+
+func parseSecretsOrNil(data []byte) (*secrets, error) {
+	if data == nil {
+		return nil, nil
+	}
+	return parseSecrets(data)
 }
 
 // pruneLoop deletes raw records past retention once an hour.

@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"fmt"
+	"net/url"
 	"os"
 	"regexp"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/cxop-dev/cxop/internal/score"
+	"github.com/cxop-dev/cxop/internal/survey/engine"
 )
 
 // Config is the collector's configuration file, rendered by the operator
@@ -27,6 +29,9 @@ type Config struct {
 	ReadTokenSHA256 []string `json:"readTokenSHA256,omitempty"`
 	// Retention is how long records are kept (Prometheus duration).
 	Retention string `json:"retention,omitempty"`
+	// PageURL is the base URL of this collector's hosted survey page as
+	// customers reach it; survey links are PageURL/s/TOKEN.
+	PageURL string `json:"pageURL,omitempty"`
 }
 
 // TouchpointConfig is one touchpoint.
@@ -42,6 +47,33 @@ type SurveyConfig struct {
 	Name        string     `json:"name"`
 	Type        score.Kind `json:"type"`
 	TokenSHA256 []string   `json:"tokenSHA256,omitempty"`
+
+	Question         string         `json:"question,omitempty"`
+	FollowUpQuestion string         `json:"followUpQuestion,omitempty"`
+	Trigger          *TriggerConfig `json:"trigger,omitempty"`
+	// Throttle: never invite a customer invited by any survey within it.
+	Throttle string `json:"throttle,omitempty"`
+	// LinkTTL is how long a link stays valid (default 7d).
+	LinkTTL string `json:"linkTTL,omitempty"`
+	// Suspend stops new invitations; links already sent still work.
+	Suspend bool           `json:"suspend,omitempty"`
+	Webhook *WebhookConfig `json:"webhook,omitempty"`
+}
+
+// TriggerConfig makes a survey transactional.
+type TriggerConfig struct {
+	Touchpoints []string `json:"touchpoints"`
+	// Delay after the interaction (default 0).
+	Delay string `json:"delay,omitempty"`
+	// SamplePercent of eligible customers invited (default 100).
+	SamplePercent *float64 `json:"samplePercent,omitempty"`
+}
+
+// WebhookConfig is a receiver of signed webhooks. Key names the signing
+// key in the secrets file, which keeps key material out of the config.
+type WebhookConfig struct {
+	URL string `json:"url"`
+	Key string `json:"key"`
 }
 
 // BusinessHours is a weekly calendar, as on the Touchpoint API.
@@ -66,6 +98,7 @@ type settings struct {
 	surveys     map[string]*surveySettings
 	readTokens  [][]byte
 	retention   time.Duration
+	pageURL     string
 }
 
 type touchpointSettings struct {
@@ -79,6 +112,10 @@ type surveySettings struct {
 	name   string
 	kind   score.Kind
 	tokens [][]byte
+	// invite is how the survey engine invites to this survey; its webhook
+	// key is filled in from the secrets file.
+	invite     engine.Survey
+	webhookKey string
 }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
@@ -127,6 +164,13 @@ func parseConfig(data []byte) (*settings, error) {
 		}
 		s.touchpoints[tp.Name] = ts
 	}
+	if c.PageURL != "" {
+		u, err := url.Parse(c.PageURL)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			return nil, fmt.Errorf("pageURL: %q is not an http(s) URL without query such as https://cx.example.com", c.PageURL)
+		}
+		s.pageURL = strings.TrimSuffix(c.PageURL, "/")
+	}
 	for i, sv := range c.Surveys {
 		field := fmt.Sprintf("surveys[%d]", i)
 		if !nameRE.MatchString(sv.Name) || len(sv.Name) > 63 {
@@ -140,6 +184,9 @@ func parseConfig(data []byte) (*settings, error) {
 		}
 		ss := &surveySettings{name: sv.Name, kind: sv.Type}
 		if ss.tokens, err = parseHashes(field+".tokenSHA256", sv.TokenSHA256); err != nil {
+			return nil, err
+		}
+		if err := parseInvite(field, &sv, ss, s.touchpoints); err != nil {
 			return nil, err
 		}
 		s.surveys[sv.Name] = ss

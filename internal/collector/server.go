@@ -23,14 +23,18 @@ import (
 
 	"github.com/cxop-dev/cxop/internal/rollup"
 	"github.com/cxop-dev/cxop/internal/store"
+	"github.com/cxop-dev/cxop/internal/survey/engine"
 )
 
 // Server is the collector's HTTP side. It answers /healthz at once and
 // everything else with 503 until its store is open.
 type Server struct {
-	log     *slog.Logger
-	cfg     atomic.Pointer[settings]
-	store   atomic.Pointer[store.Store]
+	log   *slog.Logger
+	cfg   atomic.Pointer[settings]
+	store atomic.Pointer[store.Store]
+	// surveys invites customers and delivers invitations; nil until the
+	// store is open.
+	surveys atomic.Pointer[engine.Engine]
 	metrics *metrics
 	reg     *prometheus.Registry
 	now     func() time.Time
@@ -212,6 +216,9 @@ func (s *Server) ingestOnce(w http.ResponseWriter, r *http.Request, endpoint str
 		return 503
 	}
 	s.count(cfg, records, res)
+	if e := s.surveys.Load(); e != nil && res.Accepted > 0 {
+		e.Notify()
+	}
 	writeJSON(w, 200, ingestResult{Accepted: res.Accepted, Duplicates: res.Duplicates})
 	return 200
 }

@@ -459,7 +459,7 @@ func TestConfigReload(t *testing.T) {
 	write("touchpoints: [{name: chat, tokenSHA256: [" + HashToken(chatToken) + "]}]")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go c.srv.watchConfig(ctx, path, nil, 50*time.Millisecond)
+	go c.srv.watchConfig(ctx, configFiles{config: path}, nil, nil, 50*time.Millisecond)
 	waitFor(t, func() bool { return c.srv.cfg.Load().touchpoints["phone"] == nil })
 	write("touchpoints: [{name: web, tokenSHA256: [" + HashToken("web-token") + "]}]")
 	waitFor(t, func() bool { return c.srv.cfg.Load().touchpoints["web"] != nil })

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cxop-dev/cxop/internal/rollup"
 	"github.com/cxop-dev/cxop/internal/score"
+	"github.com/cxop-dev/cxop/internal/survey/engine"
 )
 
 // TouchpointSummary answers GET /v1/summary?touchpoint=…; pointers are
@@ -54,6 +55,25 @@ type SurveySummary struct {
 	Unhappy          uint64     `json:"unhappy"`
 	Distribution     []uint64   `json:"distribution"` // index = score
 	LastResponseTime *string    `json:"lastResponseTime,omitempty"`
+	// Invitations counts what the survey engine did in the window (whole
+	// UTC days).
+	Invitations *InvitationSummary `json:"invitations,omitempty"`
+}
+
+// InvitationSummary is a survey's invitations over a window.
+type InvitationSummary struct {
+	// Invited customers: invitations written to the outbox.
+	Invited uint64 `json:"invited"`
+	// Sent: invitations the receiver acknowledged with 2xx.
+	Sent       uint64            `json:"sent"`
+	Suppressed map[string]uint64 `json:"suppressed"`
+	Retries    uint64            `json:"deliveryRetries"`
+	Failed     uint64            `json:"deliveryFailed"`
+	// ResponseRate is responses over invitations sent, in percent.
+	ResponseRate *float64 `json:"responseRate,omitempty"`
+	// WebhookGoneSince is when the receiver answered 410 Gone; delivery is
+	// off until the webhook URL changes.
+	WebhookGoneSince *string `json:"webhookGoneSince,omitempty"`
 }
 
 // AllSummary answers GET /v1/summary with no subject: every configured
@@ -131,6 +151,9 @@ func (s *Server) summary(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		out, err := surveySummary(rs, sv, windowText, window, end, now)
+		if err == nil {
+			err = s.addInvitations(out, end.Add(-window))
+		}
 		if err != nil {
 			writeJSON(w, 500, errorBody{Error: err.Error()})
 			return
@@ -148,6 +171,9 @@ func (s *Server) summary(w http.ResponseWriter, r *http.Request) {
 		}
 		for n, sv := range cfg.surveys {
 			out, err := surveySummary(rs, sv, windowText, window, end, now)
+			if err == nil {
+				err = s.addInvitations(out, end.Add(-window))
+			}
 			if err != nil {
 				writeJSON(w, 500, errorBody{Error: err.Error()})
 				return
@@ -224,4 +250,36 @@ func surveySummary(rs *rollup.Set, sv *surveySettings, windowText string, window
 		out.Satisfied = ptr(res.Satisfied)
 	}
 	return out, nil
+}
+
+// addInvitations adds the survey engine's counts since start to a survey's
+// summary.
+func (s *Server) addInvitations(out *SurveySummary, start time.Time) error {
+	e := s.surveys.Load()
+	if e == nil {
+		return nil
+	}
+	st, err := e.Stats(out.Survey, start)
+	if err != nil {
+		return fmt.Errorf("survey %s invitations: %w", out.Survey, err)
+	}
+	inv := &InvitationSummary{
+		Invited: st[engine.CounterInvited], Sent: st[engine.CounterDelivered],
+		Retries: st[engine.CounterRetries], Failed: st[engine.CounterDeliveryFailed],
+		Suppressed: map[string]uint64{
+			"sample":    st[engine.CounterSuppressedSample],
+			"throttle":  st[engine.CounterSuppressedThrottle],
+			"suspended": st[engine.CounterSuppressedSuspend],
+		},
+	}
+	if inv.Sent > 0 {
+		inv.ResponseRate = ptr(100 * float64(out.Responses) / float64(inv.Sent))
+	}
+	if at, gone, err := e.WebhookGone(out.Survey); err != nil {
+		return err
+	} else if gone {
+		inv.WebhookGoneSince = ptr(at.UTC().Format(time.RFC3339))
+	}
+	out.Invitations = inv
+	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -113,14 +114,16 @@ type Store struct {
 	rollups *rollup.Set
 	metrics *metrics
 
-	queue    chan *request
-	closing  chan struct{}
-	stopped  chan struct{}
-	closeMu  sync.RWMutex
-	closed   bool
-	seq      uint64 // last record sequence; committer only after Open
-	failed   error  // a commit error that makes the store read-only
-	failedMu sync.Mutex
+	queue   chan *request
+	closing chan struct{}
+	stopped chan struct{}
+	closeMu sync.RWMutex
+	closed  bool
+	seq     uint64 // last record sequence; committer only after Open
+	// committed is seq for readers outside the committer.
+	committed atomic.Uint64
+	failed    error // a commit error that makes the store read-only
+	failedMu  sync.Mutex
 }
 
 // Open opens or creates the store, loads the last checkpoint and replays
@@ -223,6 +226,7 @@ func (s *Store) recover() error {
 		return fmt.Errorf("replay: %w", err)
 	}
 	s.rollups.Apply(&b)
+	s.committed.Store(s.seq)
 	if err := s.checkpoint(); err != nil {
 		return err
 	}
@@ -374,6 +378,7 @@ func (s *Store) commit(group []*request) {
 		}
 		s.metrics.fsync.Observe(time.Since(syncStart).Seconds())
 		s.seq = seq
+		s.committed.Store(seq)
 		s.rollups.Apply(&counted)
 	}
 	s.metrics.groupRecords.Observe(float64(records))
@@ -456,6 +461,9 @@ func (s *Store) Export(kind rollup.Kind, subject string, fn func(json []byte) er
 func (s *Store) ScanRecords(from uint64, fn func(seq uint64, kind rollup.Kind, subject string, json []byte) error) error {
 	return s.scanRecords(from, func(seq uint64, _ []byte, r *Record) error { return fn(seq, r.Kind, r.Subject, r.JSON) })
 }
+
+// LastSeq is the sequence of the last committed record.
+func (s *Store) LastSeq() uint64 { return s.committed.Load() }
 
 // DB is the store's database, shared with the survey engine, whose keys
 // start with 's' and which the store never reads.

@@ -68,6 +68,8 @@ type Source interface {
 	// ScanRecords calls fn with every record from sequence from on, in
 	// order; json is valid only during the call.
 	ScanRecords(from uint64, fn func(seq uint64, kind rollup.Kind, subject string, json []byte) error) error
+	// LastSeq is the sequence of the last committed record.
+	LastSeq() uint64
 }
 
 // Sender makes one delivery attempt; *webhook.Client is one.
@@ -373,6 +375,15 @@ func (e *Engine) consume(cfg *settings) error {
 		closer.Close()
 	} else if !errors.Is(err, pebble.ErrNotFound) {
 		return err
+	}
+	if len(cfg.byTouchpoint) == 0 {
+		// No survey listens: skip the log rather than read it, so that a
+		// collector without triggers pays nothing, and interactions from
+		// before a trigger existed never invite anyone.
+		if last := e.src.LastSeq(); last > cursor {
+			return e.db.Set(keyCursor, binary.BigEndian.AppendUint64(nil, last), pebble.Sync)
+		}
+		return nil
 	}
 	for {
 		w := e.newBatch()

@@ -1,0 +1,178 @@
+package collector
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"time"
+
+	"github.com/prometheus/common/model"
+	"sigs.k8s.io/yaml"
+
+	"github.com/cxop-dev/cxop/internal/survey/engine"
+	"github.com/cxop-dev/cxop/internal/survey/link"
+	"github.com/cxop-dev/cxop/internal/webhook"
+)
+
+// Secrets is the collector's secrets file: the keys that sign survey links
+// and webhooks, base64-encoded. It is a file of its own (a Secret volume
+// in a cluster) so that the config, a ConfigMap, holds no key material.
+type Secrets struct {
+	LinkKeys struct {
+		Current  string `json:"current"`
+		Previous string `json:"previous,omitempty"`
+	} `json:"linkKeys"`
+	// WebhookKeys by the name a survey's webhook.key gives.
+	WebhookKeys map[string]string `json:"webhookKeys,omitempty"`
+}
+
+// secrets is a parsed Secrets file.
+type secrets struct {
+	linkKeys    link.Keys
+	webhookKeys map[string][]byte
+}
+
+func parseSecrets(data []byte) (*secrets, error) {
+	var f Secrets
+	if err := yaml.UnmarshalStrict(data, &f); err != nil {
+		// The parser's message may quote the file, which holds keys.
+		return nil, errors.New("parse: not YAML with linkKeys.current, linkKeys.previous and webhookKeys (docs/collector.md)")
+	}
+	out := &secrets{webhookKeys: map[string][]byte{}}
+	decode := func(field, v string) ([]byte, error) {
+		b, err := base64.StdEncoding.DecodeString(v)
+		if err != nil {
+			return nil, fmt.Errorf("%s: not base64", field)
+		}
+		if len(b) < link.MinKeySize {
+			return nil, fmt.Errorf("%s: %d bytes, need at least %d", field, len(b), link.MinKeySize)
+		}
+		return b, nil
+	}
+	var err error
+	if out.linkKeys.Current, err = decode("linkKeys.current", f.LinkKeys.Current); err != nil {
+		return nil, err
+	}
+	if f.LinkKeys.Previous != "" {
+		if out.linkKeys.Previous, err = decode("linkKeys.previous", f.LinkKeys.Previous); err != nil {
+			return nil, err
+		}
+	}
+	for name, v := range f.WebhookKeys {
+		raw, err := base64.StdEncoding.DecodeString(v)
+		if err != nil {
+			return nil, fmt.Errorf("webhookKeys.%s: not base64", name)
+		}
+		key, err := webhook.ParseKey(raw)
+		if err != nil {
+			return nil, fmt.Errorf("webhookKeys.%s: %w", name, err)
+		}
+		out.webhookKeys[name] = key
+	}
+	return out, nil
+}
+
+func readSecretsFile(path string) (*secrets, []byte, error) {
+	if path == "" {
+		return nil, nil, nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read secrets: %w", err)
+	}
+	s, err := parseSecrets(data)
+	if err != nil {
+		return nil, data, fmt.Errorf("secrets %s: %w", path, err)
+	}
+	return s, data, nil
+}
+
+// parseInvite reads how a survey invites: trigger, throttle, link TTL,
+// suspension and webhook.
+func parseInvite(field string, sv *SurveyConfig, ss *surveySettings, touchpoints map[string]*touchpointSettings) error {
+	inv := engine.Survey{Name: sv.Name, Question: sv.Question, FollowUpQuestion: sv.FollowUpQuestion, Suspended: sv.Suspend, SamplePercent: 100}
+	duration := func(f, v string) (time.Duration, error) {
+		if v == "" {
+			return 0, nil
+		}
+		d, err := model.ParseDuration(v)
+		if err != nil {
+			return 0, fmt.Errorf("%s.%s: %q is not a duration such as 30d", field, f, v)
+		}
+		return time.Duration(d), nil
+	}
+	var err error
+	if inv.Throttle, err = duration("throttle", sv.Throttle); err != nil {
+		return err
+	}
+	if inv.LinkTTL, err = duration("linkTTL", sv.LinkTTL); err != nil {
+		return err
+	}
+	if t := sv.Trigger; t != nil {
+		if len(t.Touchpoints) == 0 {
+			return fmt.Errorf("%s.trigger.touchpoints: at least one touchpoint is required", field)
+		}
+		for i, tp := range t.Touchpoints {
+			if touchpoints[tp] == nil {
+				return fmt.Errorf("%s.trigger.touchpoints[%d]: unknown touchpoint %q", field, i, tp)
+			}
+		}
+		inv.Touchpoints = t.Touchpoints
+		if inv.Delay, err = duration("trigger.delay", t.Delay); err != nil {
+			return err
+		}
+		if t.SamplePercent != nil {
+			if p := *t.SamplePercent; p < 0 || p > 100 {
+				return fmt.Errorf("%s.trigger.samplePercent: %v is not between 0 and 100", field, p)
+			}
+			inv.SamplePercent = *t.SamplePercent
+		}
+	}
+	if w := sv.Webhook; w != nil {
+		u, err := url.Parse(w.URL)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return fmt.Errorf("%s.webhook.url: %q is not an http(s) URL", field, w.URL)
+		}
+		if w.Key == "" {
+			return fmt.Errorf("%s.webhook.key: names the signing key in the secrets file and is required", field)
+		}
+		inv.Webhook = &webhook.Endpoint{URL: w.URL}
+		ss.webhookKey = w.Key
+	}
+	ss.invite = inv
+	return nil
+}
+
+// engineConfig is the survey engine's view of the config and secrets. A
+// webhook whose key is missing from the secrets file is left out (its
+// invitations wait in the outbox) and reported.
+func engineConfig(s *settings, sec *secrets) (engine.Config, []string) {
+	c := engine.Config{PageURL: s.pageURL}
+	var problems []string
+	if sec != nil {
+		c.LinkKeys = sec.linkKeys
+	}
+	for _, ss := range s.surveys {
+		inv := ss.invite
+		if inv.Webhook != nil {
+			key := []byte(nil)
+			if sec != nil {
+				key = sec.webhookKeys[ss.webhookKey]
+			}
+			if key == nil {
+				problems = append(problems, fmt.Sprintf("survey %s: webhook key %q is not in the secrets file", ss.name, ss.webhookKey))
+				inv.Webhook = nil
+			} else {
+				inv.Webhook = &webhook.Endpoint{URL: inv.Webhook.URL, Key: key}
+			}
+		}
+		if len(inv.Touchpoints) > 0 && (sec == nil || s.pageURL == "") {
+			problems = append(problems, fmt.Sprintf("survey %s: invitations need pageURL in the config and linkKeys in the secrets file", ss.name))
+			inv.Touchpoints = nil
+		}
+		c.Surveys = append(c.Surveys, inv)
+	}
+	return c, problems
+}
