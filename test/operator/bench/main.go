@@ -236,6 +236,8 @@ func run(c config) error {
 		return err
 	}
 	fmt.Printf("operator_rss_mib_%d=%.0f\n", c.total, rss)
+	logMemory(metricsAddr)
+	logResident(mgr.Process.Pid)
 
 	logf("counting the manager's writes for %s with nothing changing", c.idle)
 	before, err := writes(metricsAddr)
@@ -253,6 +255,11 @@ func run(c config) error {
 		}
 	}
 	fmt.Printf("idle_status_writes_per_s=%.2f\n", (sum(after)-sum(before))/c.idle.Seconds())
+	if rss, err := rssMiB(mgr.Process.Pid); err == nil {
+		logf("after %s idle: manager RSS %.0f MiB", c.idle, rss)
+		logMemory(metricsAddr)
+		logResident(mgr.Process.Pid)
+	}
 	return nil
 }
 
@@ -441,6 +448,48 @@ func logWrites(addr string, before map[string]float64, created int) (map[string]
 	}
 	logf("%.0f writes for %d Touchpoint and CXTarget pairs: %.2f per pair", total, created, total/float64(created))
 	return now, nil
+}
+
+// logMemory logs how the manager's Go runtime splits its memory, to tell
+// the live heap from what the collector's pacing and the scavenger leave
+// resident.
+func logMemory(addr string) {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		logf("memory: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	var parts []string
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		name, value, ok := strings.Cut(sc.Text(), " ")
+		switch name {
+		case "go_memstats_heap_alloc_bytes", "go_memstats_heap_inuse_bytes", "go_memstats_heap_idle_bytes",
+			"go_memstats_heap_released_bytes", "go_memstats_stack_inuse_bytes", "go_memstats_next_gc_bytes", "go_memstats_sys_bytes":
+			if v, err := strconv.ParseFloat(value, 64); ok && err == nil {
+				parts = append(parts, fmt.Sprintf("%s=%.0fMiB", strings.TrimPrefix(name, "go_memstats_"), v/(1<<20)))
+			}
+		}
+	}
+	logf("manager memory: %s", strings.Join(parts, " "))
+}
+
+// logResident logs the anonymous and file-backed parts of a process's
+// resident set: the binary's mapped pages count in VmRSS too.
+func logResident(pid int) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return
+	}
+	var parts []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, "RssAnon:") || strings.HasPrefix(line, "RssFile:") {
+			parts = append(parts, strings.Join(strings.Fields(line), " "))
+		}
+	}
+	logf("manager resident: %s", strings.Join(parts, ", "))
 }
 
 // saveProfile fetches a net/http/pprof profile from the manager.
