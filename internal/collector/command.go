@@ -146,6 +146,10 @@ type configFiles struct{ config, secrets string }
 // applySurveys hands the survey engine its part of the config, and logs
 // what it had to leave out.
 func (s *Server) applySurveys(cfg *settings, sec *secrets) {
+	if sec != nil {
+		keys := sec.linkKeys
+		s.linkKeys.Store(&keys)
+	}
 	e := s.surveys.Load()
 	if e == nil {
 		return

@@ -24,6 +24,7 @@ import (
 	"github.com/cxop-dev/cxop/internal/rollup"
 	"github.com/cxop-dev/cxop/internal/store"
 	"github.com/cxop-dev/cxop/internal/survey/engine"
+	"github.com/cxop-dev/cxop/internal/survey/link"
 )
 
 // Server is the collector's HTTP side. It answers /healthz at once and
@@ -35,9 +36,12 @@ type Server struct {
 	// surveys invites customers and delivers invitations; nil until the
 	// store is open.
 	surveys atomic.Pointer[engine.Engine]
-	metrics *metrics
-	reg     *prometheus.Registry
-	now     func() time.Time
+	// linkKeys verify survey links on the hosted page; nil without a
+	// secrets file.
+	linkKeys atomic.Pointer[link.Keys]
+	metrics  *metrics
+	reg      *prometheus.Registry
+	now      func() time.Time
 }
 
 // NewServer returns a server with a validated config and no store yet.
@@ -57,6 +61,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeText(w, 200, "ok") })
 	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.Handle("/s/{token}", s.pageHandler())
 	return mux
 }
 

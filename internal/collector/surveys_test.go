@@ -54,17 +54,29 @@ func TestSecretsErrorsNeverQuoteKeys(t *testing.T) {
 	}
 }
 
-// TestCollectorInvitesAfterAnInteraction runs the collector command with a
-// transactional survey: one interaction, one signed invitation at the
-// receiver, and the counts in the survey's summary.
-func TestCollectorInvitesAfterAnInteraction(t *testing.T) {
+// surveyCollector runs the collector command with one transactional NPS
+// survey whose invitations go to a receiver that verifies every signature.
+type surveyCollector struct {
+	base     string
+	linkKey  []byte
+	mu       sync.Mutex
+	received []map[string]any
+}
+
+func (c *surveyCollector) invitations() []map[string]any {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]map[string]any(nil), c.received...)
+}
+
+func startSurveyCollector(t *testing.T) *surveyCollector {
+	t.Helper()
+	c := &surveyCollector{linkKey: []byte(strings.Repeat("L", 32))}
 	hookKey := []byte("0123456789abcdef0123456789abcdef")
 	verifier, err := standardwebhooks.NewWebhook("whsec_" + base64.StdEncoding.EncodeToString(hookKey))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	var bodies []map[string]any
 	rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		data, _ := io.ReadAll(r.Body)
 		if err := verifier.Verify(data, r.Header); err != nil {
@@ -72,11 +84,11 @@ func TestCollectorInvitesAfterAnInteraction(t *testing.T) {
 		}
 		var b map[string]any
 		_ = json.Unmarshal(data, &b)
-		mu.Lock()
-		bodies = append(bodies, b)
-		mu.Unlock()
+		c.mu.Lock()
+		c.received = append(c.received, b)
+		c.mu.Unlock()
 	}))
-	defer rcv.Close()
+	t.Cleanup(rcv.Close)
 
 	dir := t.TempDir()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -85,6 +97,7 @@ func TestCollectorInvitesAfterAnInteraction(t *testing.T) {
 	}
 	addr := l.Addr().String()
 	_ = l.Close()
+	c.base = "http://" + addr
 	cfgPath, secPath := filepath.Join(dir, "config.yaml"), filepath.Join(dir, "secrets.yaml")
 	writeFile(t, cfgPath, fmt.Sprintf(`
 pageURL: http://%s
@@ -96,72 +109,86 @@ surveys:
   - name: nps
     type: NPS
     question: How likely are you to recommend us?
+    followUpQuestion: What is the main reason for your score?
     trigger: {touchpoints: [chat]}
     throttle: 30d
     webhook: {url: %q, key: nps-delivery}
+  - name: csat
+    type: CSAT
 `, addr, HashToken(readToken), HashToken(chatToken), rcv.URL))
 	writeFile(t, secPath, fmt.Sprintf("linkKeys: {current: %s}\nwebhookKeys: {nps-delivery: %s}\n",
-		base64.StdEncoding.EncodeToString([]byte(strings.Repeat("L", 32))), base64.StdEncoding.EncodeToString(hookKey)))
+		base64.StdEncoding.EncodeToString(c.linkKey), base64.StdEncoding.EncodeToString(hookKey)))
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
 		done <- Run(ctx, Options{Listen: addr, DataDir: filepath.Join(dir, "data"), ConfigPath: cfgPath, SecretsPath: secPath,
-			WebhookAllowLoopback: true, LogLevel: "error", ConfigPoll: 100 * time.Millisecond})
+			WebhookAllowLoopback: true, LogLevel: "warn", ConfigPoll: 100 * time.Millisecond})
 	}()
-	defer func() {
+	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("Run: %v", err)
 		}
-	}()
-	base := "http://" + addr
+	})
 	waitFor(t, func() bool {
-		resp, err := http.Get(base + "/readyz")
+		resp, err := http.Get(c.base + "/readyz")
 		return err == nil && resp.Body.Close() == nil && resp.StatusCode == 200
 	})
+	return c
+}
 
-	event := fmt.Sprintf(`[{"id":"e1","touchpoint":"chat","customer":"c-1","time":%q,"contact":{"email":"c1@example.com"}},
-		{"id":"e2","touchpoint":"chat","customer":"c-1","time":%q}]`, time.Now().UTC().Format(time.RFC3339), time.Now().UTC().Format(time.RFC3339))
-	req, _ := http.NewRequest(http.MethodPost, base+"/v1/events", strings.NewReader(event))
+func (c *surveyCollector) interact(t *testing.T, records string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, c.base+"/v1/events", strings.NewReader(records))
 	req.Header.Set("Authorization", "Bearer "+chatToken)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("post events: %v %v", resp, err)
 	}
 	resp.Body.Close()
+}
 
-	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(bodies) >= 1 })
-	mu.Lock()
-	got := bodies[0]
-	mu.Unlock()
-	if got["survey"] != "nps" || got["customer"] != "c-1" || !strings.HasPrefix(got["link"].(string), base+"/s/") ||
+func (c *surveyCollector) summary(t *testing.T, survey string) SurveySummary {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, c.base+"/v1/summary?window=1d&survey="+survey, nil)
+	req.Header.Set("Authorization", "Bearer "+readToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var sum SurveySummary
+	if err := json.NewDecoder(resp.Body).Decode(&sum); err != nil {
+		t.Fatal(err)
+	}
+	return sum
+}
+
+// TestCollectorInvitesAfterAnInteraction: one interaction, one signed
+// invitation at the receiver, and the counts in the survey's summary.
+func TestCollectorInvitesAfterAnInteraction(t *testing.T) {
+	c := startSurveyCollector(t)
+	now := time.Now().UTC().Format(time.RFC3339)
+	c.interact(t, fmt.Sprintf(`[{"id":"e1","touchpoint":"chat","customer":"c-1","time":%q,"contact":{"email":"c1@example.com"}},
+		{"id":"e2","touchpoint":"chat","customer":"c-1","time":%q}]`, now, now))
+
+	waitFor(t, func() bool { return len(c.invitations()) >= 1 })
+	got := c.invitations()[0]
+	if got["survey"] != "nps" || got["customer"] != "c-1" || !strings.HasPrefix(got["link"].(string), c.base+"/s/") ||
 		got["contact"].(map[string]any)["email"] != "c1@example.com" || got["question"] != "How likely are you to recommend us?" {
 		t.Errorf("invitation = %v", got)
 	}
-
-	var sum SurveySummary
-	waitFor(t, func() bool {
-		req, _ := http.NewRequest(http.MethodGet, base+"/v1/summary?survey=nps&window=1d", nil)
-		req.Header.Set("Authorization", "Bearer "+readToken)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		return json.NewDecoder(resp.Body).Decode(&sum) == nil && sum.Invitations != nil && sum.Invitations.Sent == 1
-	})
-	inv := sum.Invitations
+	waitFor(t, func() bool { s := c.summary(t, "nps"); return s.Invitations != nil && s.Invitations.Sent == 1 })
+	inv := c.summary(t, "nps").Invitations
 	// The second interaction of the same customer is held back by the
 	// 30-day throttle.
 	if inv.Invited != 1 || inv.Suppressed["throttle"] != 1 || inv.ResponseRate == nil || *inv.ResponseRate != 0 {
 		t.Errorf("invitations = %+v", inv)
 	}
-	mu.Lock()
-	if len(bodies) != 1 {
-		t.Errorf("%d invitations delivered, want 1", len(bodies))
+	if n := len(c.invitations()); n != 1 {
+		t.Errorf("%d invitations delivered, want 1", n)
 	}
-	mu.Unlock()
 }
 
 func writeFile(t *testing.T, path, data string) {

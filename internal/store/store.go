@@ -462,6 +462,19 @@ func (s *Store) ScanRecords(from uint64, fn func(seq uint64, kind rollup.Kind, s
 	return s.scanRecords(from, func(seq uint64, _ []byte, r *Record) error { return fn(seq, r.Kind, r.Subject, r.JSON) })
 }
 
+// Has reports whether a record of subject with this idempotency key is
+// stored.
+func (s *Store) Has(kind rollup.Kind, subject, id string) (bool, error) {
+	_, closer, err := s.db.Get(idKey(nil, kind, subject, id))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return true, closer.Close()
+}
+
 // LastSeq is the sequence of the last committed record.
 func (s *Store) LastSeq() uint64 { return s.committed.Load() }
 
