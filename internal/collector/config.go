@@ -58,6 +58,8 @@ type SurveyConfig struct {
 	// Suspend stops new invitations; links already sent still work.
 	Suspend bool           `json:"suspend,omitempty"`
 	Webhook *WebhookConfig `json:"webhook,omitempty"`
+	// DetractorWebhook receives detractors' answers (closed loop).
+	DetractorWebhook *WebhookConfig `json:"detractorWebhook,omitempty"`
 }
 
 // TriggerConfig makes a survey transactional.
@@ -114,8 +116,9 @@ type surveySettings struct {
 	tokens [][]byte
 	// invite is how the survey engine invites to this survey; its webhook
 	// key is filled in from the secrets file.
-	invite     engine.Survey
-	webhookKey string
+	invite       engine.Survey
+	webhookKey   string
+	detractorKey string
 }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)

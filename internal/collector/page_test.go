@@ -119,6 +119,49 @@ func TestSurveyPage(t *testing.T) {
 		t.Errorf("summary after one answer of 3 = responses %d, detractors %v, invitations %+v", sum.Responses, sum.Detractors, sum.Invitations)
 	}
 
+	// The detractor reaches the closed loop, which marks it followed up.
+	waitFor(t, func() bool { return len(c.detractors()) == 1 })
+	det := c.detractors()[0]
+	if det["score"] != 3.0 || det["comment"] != "The wait was long." || det["customer"] != "c-7" || det["survey"] != "nps" {
+		t.Errorf("detractor webhook body = %v", det)
+	}
+	if s := c.summary(t, "nps").Invitations; s.Detractors != 1 || s.OpenDetractors != 1 || s.FollowUpP50Seconds != nil {
+		t.Errorf("before the follow-up: %+v", s)
+	}
+	followUp := func(token, id string) int {
+		req, _ := http.NewRequest(http.MethodPost, c.base+"/v1/followups/"+id, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	detID := det["detractor"].(string)
+	if det["followUp"] != "/v1/followups/"+detID {
+		t.Errorf("followUp path = %v", det["followUp"])
+	}
+	for name, tc := range map[string]struct {
+		token, id string
+		want      int
+	}{
+		"no token":           {"", detID, 401},
+		"another survey's":   {csatToken, detID, 404},
+		"unknown detractor":  {npsToken, "0123", 404},
+		"the survey's token": {npsToken, detID, 200},
+		"again":              {npsToken, detID, 200},
+	} {
+		if got := followUp(tc.token, tc.id); got != tc.want {
+			t.Errorf("follow-up with %s: %d, want %d", name, got, tc.want)
+		}
+	}
+	if s := c.summary(t, "nps").Invitations; s.OpenDetractors != 0 || s.FollowUpP50Seconds == nil || *s.FollowUpP50Seconds < 0 || *s.FollowUpP50Seconds > 60 {
+		t.Errorf("after the follow-up: %+v", s)
+	}
+
 	// Refused links: the same pages whatever is wrong, naming nothing.
 	token := strings.TrimPrefix(pageURL, c.base+"/s/")
 	id, expires, err := link.Parse(token)

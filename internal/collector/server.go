@@ -62,6 +62,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeText(w, 200, "ok") })
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("/s/{token}", s.pageHandler())
+	mux.HandleFunc("POST /v1/followups/{id}", s.followUp)
 	return mux
 }
 

@@ -74,6 +74,11 @@ type InvitationSummary struct {
 	// WebhookGoneSince is when the receiver answered 410 Gone; delivery is
 	// off until the webhook URL changes.
 	WebhookGoneSince *string `json:"webhookGoneSince,omitempty"`
+	// Detractors sent to the closed loop in the window, those of any age
+	// not followed up yet, and the median time to follow up the window's.
+	Detractors         uint64   `json:"detractors"`
+	OpenDetractors     uint64   `json:"openDetractors"`
+	FollowUpP50Seconds *float64 `json:"followUpP50Seconds,omitempty"`
 }
 
 // AllSummary answers GET /v1/summary with no subject: every configured
@@ -274,6 +279,15 @@ func (s *Server) addInvitations(out *SurveySummary, start time.Time) error {
 	}
 	if inv.Sent > 0 {
 		inv.ResponseRate = ptr(100 * float64(out.Responses) / float64(inv.Sent))
+	}
+	inv.Detractors = st[engine.CounterDetractors]
+	loop, err := e.ClosedLoopStats(out.Survey, start)
+	if err != nil {
+		return fmt.Errorf("survey %s closed loop: %w", out.Survey, err)
+	}
+	inv.OpenDetractors = loop.Open
+	if loop.HasFollowUpTimes {
+		inv.FollowUpP50Seconds = ptr(loop.FollowUpP50.Seconds())
 	}
 	if at, gone, err := e.WebhookGone(out.Survey); err != nil {
 		return err

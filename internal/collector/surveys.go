@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"os"
 	"time"
@@ -92,7 +93,7 @@ func readSecretsFile(path string) (*secrets, []byte, error) {
 // parseInvite reads how a survey invites: trigger, throttle, link TTL,
 // suspension and webhook.
 func parseInvite(field string, sv *SurveyConfig, ss *surveySettings, touchpoints map[string]*touchpointSettings) error {
-	inv := engine.Survey{Name: sv.Name, Question: sv.Question, FollowUpQuestion: sv.FollowUpQuestion, Suspended: sv.Suspend, SamplePercent: 100}
+	inv := engine.Survey{Name: sv.Name, Kind: sv.Type, Question: sv.Question, FollowUpQuestion: sv.FollowUpQuestion, Suspended: sv.Suspend, SamplePercent: 100}
 	duration := func(f, v string) (time.Duration, error) {
 		if v == "" {
 			return 0, nil
@@ -130,19 +131,30 @@ func parseInvite(field string, sv *SurveyConfig, ss *surveySettings, touchpoints
 			inv.SamplePercent = *t.SamplePercent
 		}
 	}
-	if w := sv.Webhook; w != nil {
-		u, err := url.Parse(w.URL)
-		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			return fmt.Errorf("%s.webhook.url: %q is not an http(s) URL", field, w.URL)
-		}
-		if w.Key == "" {
-			return fmt.Errorf("%s.webhook.key: names the signing key in the secrets file and is required", field)
-		}
-		inv.Webhook = &webhook.Endpoint{URL: w.URL}
-		ss.webhookKey = w.Key
+	if inv.Webhook, ss.webhookKey, err = parseWebhook(field+".webhook", sv.Webhook); err != nil {
+		return err
+	}
+	if inv.DetractorWebhook, ss.detractorKey, err = parseWebhook(field+".detractorWebhook", sv.DetractorWebhook); err != nil {
+		return err
 	}
 	ss.invite = inv
 	return nil
+}
+
+// parseWebhook checks a webhook's URL and key name; the key itself comes
+// from the secrets file.
+func parseWebhook(field string, w *WebhookConfig) (*webhook.Endpoint, string, error) {
+	if w == nil {
+		return nil, "", nil
+	}
+	u, err := url.Parse(w.URL)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return nil, "", fmt.Errorf("%s.url: %q is not an http(s) URL", field, w.URL)
+	}
+	if w.Key == "" {
+		return nil, "", fmt.Errorf("%s.key: names the signing key in the secrets file and is required", field)
+	}
+	return &webhook.Endpoint{URL: w.URL}, w.Key, nil
 }
 
 // engineConfig is the survey engine's view of the config and secrets. A
@@ -154,20 +166,24 @@ func engineConfig(s *settings, sec *secrets) (engine.Config, []string) {
 	if sec != nil {
 		c.LinkKeys = sec.linkKeys
 	}
+	withKey := func(survey, what string, ep *webhook.Endpoint, name string) *webhook.Endpoint {
+		if ep == nil {
+			return nil
+		}
+		var key []byte
+		if sec != nil {
+			key = sec.webhookKeys[name]
+		}
+		if key == nil {
+			problems = append(problems, fmt.Sprintf("survey %s: %s key %q is not in the secrets file", survey, what, name))
+			return nil
+		}
+		return &webhook.Endpoint{URL: ep.URL, Key: key}
+	}
 	for _, ss := range s.surveys {
 		inv := ss.invite
-		if inv.Webhook != nil {
-			key := []byte(nil)
-			if sec != nil {
-				key = sec.webhookKeys[ss.webhookKey]
-			}
-			if key == nil {
-				problems = append(problems, fmt.Sprintf("survey %s: webhook key %q is not in the secrets file", ss.name, ss.webhookKey))
-				inv.Webhook = nil
-			} else {
-				inv.Webhook = &webhook.Endpoint{URL: inv.Webhook.URL, Key: key}
-			}
-		}
+		inv.Webhook = withKey(ss.name, "webhook", inv.Webhook, ss.webhookKey)
+		inv.DetractorWebhook = withKey(ss.name, "detractorWebhook", inv.DetractorWebhook, ss.detractorKey)
 		if len(inv.Touchpoints) > 0 && (sec == nil || s.pageURL == "") {
 			problems = append(problems, fmt.Sprintf("survey %s: invitations need pageURL in the config and linkKeys in the secrets file", ss.name))
 			inv.Touchpoints = nil
@@ -175,4 +191,45 @@ func engineConfig(s *settings, sec *secrets) (engine.Config, []string) {
 		c.Surveys = append(c.Surveys, inv)
 	}
 	return c, problems
+}
+
+// followUp answers POST /v1/followups/{id}: the receiver of a detractor
+// webhook marks the detractor followed up, with the survey's token.
+func (s *Server) followUp(w http.ResponseWriter, r *http.Request) {
+	const endpoint = "followups"
+	e := s.surveys.Load()
+	if e == nil {
+		w.Header().Set("Retry-After", "5")
+		s.reject(w, endpoint, "unavailable", 503, errorBody{Error: "the collector is not ready"})
+		return
+	}
+	sum := bearer(r)
+	var surveys []string
+	if sum != nil {
+		for name, sv := range s.cfg.Load().surveys {
+			if matches(sum, sv.tokens) {
+				surveys = append(surveys, name)
+			}
+		}
+	}
+	if len(surveys) == 0 {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="cxop-collector"`)
+		s.reject(w, endpoint, "unauthorized", 401, errorBody{Error: "missing or unknown bearer token: use the token of the detractor's survey"})
+		return
+	}
+	id := r.PathValue("id")
+	for _, survey := range surveys {
+		d, err := e.FollowUp(survey, id, s.now())
+		if errors.Is(err, engine.ErrNoDetractor) {
+			continue
+		}
+		if err != nil {
+			s.log.Error("follow up", "err", err)
+			s.reject(w, endpoint, "unavailable", 503, errorBody{Error: "not stored; retry"})
+			return
+		}
+		writeJSON(w, 200, map[string]string{"detractor": d.ID, "survey": d.Survey, "followedUpAt": d.FollowedUpAt.UTC().Format(time.RFC3339Nano)})
+		return
+	}
+	s.reject(w, endpoint, "not_found", 404, errorBody{Error: fmt.Sprintf("no detractor %q in the token's survey", id), Field: "id", Reason: "unknown detractor"})
 }

@@ -63,10 +63,21 @@ type surveyCollector struct {
 	received []map[string]any
 }
 
-func (c *surveyCollector) invitations() []map[string]any {
+// invitations and detractors return what the receiver got of each type.
+func (c *surveyCollector) invitations() []map[string]any { return c.ofType("survey.invitation") }
+
+func (c *surveyCollector) detractors() []map[string]any { return c.ofType("survey.detractor") }
+
+func (c *surveyCollector) ofType(typ string) []map[string]any {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return append([]map[string]any(nil), c.received...)
+	var out []map[string]any
+	for _, b := range c.received {
+		if b["type"] == typ {
+			out = append(out, b)
+		}
+	}
+	return out
 }
 
 func startSurveyCollector(t *testing.T) *surveyCollector {
@@ -112,10 +123,13 @@ surveys:
     followUpQuestion: What is the main reason for your score?
     trigger: {touchpoints: [chat]}
     throttle: 30d
+    tokenSHA256: [%s]
     webhook: {url: %q, key: nps-delivery}
+    detractorWebhook: {url: %q, key: nps-delivery}
   - name: csat
     type: CSAT
-`, addr, HashToken(readToken), HashToken(chatToken), rcv.URL))
+    tokenSHA256: [%s]
+`, addr, HashToken(readToken), HashToken(chatToken), HashToken(npsToken), rcv.URL, rcv.URL+"/detractors", HashToken(csatToken)))
 	writeFile(t, secPath, fmt.Sprintf("linkKeys: {current: %s}\nwebhookKeys: {nps-delivery: %s}\n",
 		base64.StdEncoding.EncodeToString(c.linkKey), base64.StdEncoding.EncodeToString(hookKey)))
 

@@ -31,6 +31,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/cxop-dev/cxop/internal/rollup"
+	"github.com/cxop-dev/cxop/internal/score"
 	"github.com/cxop-dev/cxop/internal/survey/link"
 	"github.com/cxop-dev/cxop/internal/survey/sample"
 	"github.com/cxop-dev/cxop/internal/webhook"
@@ -51,6 +52,11 @@ type Survey struct {
 	Suspended     bool
 	// Webhook receives invitations; nil keeps them in the outbox.
 	Webhook *webhook.Endpoint
+	// Kind is the survey's type, which says what a detractor is.
+	Kind score.Kind
+	// DetractorWebhook receives detractors' answers (closed loop); nil
+	// sends none.
+	DetractorWebhook *webhook.Endpoint
 }
 
 // Config is the engine's configuration, replaced whole on reload.
@@ -139,6 +145,8 @@ type settings struct {
 	byName map[string]*Survey
 	// byTouchpoint lists the surveys each touchpoint triggers.
 	byTouchpoint map[string][]*Survey
+	// closedLoop is set when some survey has a detractor webhook.
+	closedLoop bool
 }
 
 // New returns an engine over db (shared with the store; the engine's keys
@@ -160,6 +168,7 @@ func (e *Engine) SetConfig(c Config) {
 		for _, tp := range sv.Touchpoints {
 			s.byTouchpoint[tp] = append(s.byTouchpoint[tp], sv)
 		}
+		s.closedLoop = s.closedLoop || sv.DetractorWebhook != nil
 	}
 	e.cfg.Store(s)
 	e.Notify()
@@ -216,7 +225,8 @@ const (
 	prefixInv     = "s/inv/"     // invitation id(16) -> Invitation
 	prefixOut     = "s/out/"     // next attempt(8) message id -> message
 	prefixCount   = "s/count/"   // survey 0x00 counter 0x00 day(8) -> uint64
-	prefixGone    = "s/gone/"    // survey -> goneWebhook
+	prefixGone    = "s/gone/"    // survey [0x00 "detractor"] -> goneWebhook
+	prefixDet     = "s/det/"     // detractor id -> Detractor
 )
 
 // goneWebhook records a receiver that answered 410 Gone. Delivery to the
@@ -265,7 +275,9 @@ type Invitation struct {
 
 // message is an outbox entry.
 type message struct {
-	ID         string    `json:"id"`
+	ID string `json:"id"`
+	// Detractor marks a closed-loop message, for the detractor webhook.
+	Detractor  bool      `json:"detractor,omitempty"`
 	Survey     string    `json:"survey"`
 	Invitation string    `json:"invitation"`
 	Attempt    int       `json:"attempt"`
@@ -283,6 +295,8 @@ const (
 	CounterSuppressedSuspend  = "suppressed-suspended"
 	CounterDeliveryFailed     = "delivery-failed"
 	CounterRetries            = "delivery-retries"
+	CounterDetractors         = "detractors"
+	CounterDetractorsSent     = "detractors-sent"
 )
 
 func timeKey(prefix string, t time.Time, rest ...[]byte) []byte {
@@ -376,7 +390,7 @@ func (e *Engine) consume(cfg *settings) error {
 	} else if !errors.Is(err, pebble.ErrNotFound) {
 		return err
 	}
-	if len(cfg.byTouchpoint) == 0 {
+	if len(cfg.byTouchpoint) == 0 && !cfg.closedLoop {
 		// No survey listens: skip the log rather than read it, so that a
 		// collector without triggers pays nothing, and interactions from
 		// before a trigger existed never invite anyone.
@@ -396,6 +410,9 @@ func (e *Engine) consume(cfg *settings) error {
 			}
 			n++
 			last = seq
+			if kind == rollup.KindSurvey {
+				return e.detractor(w, cfg, subject, raw, now)
+			}
 			if kind != rollup.KindTouchpoint {
 				return nil
 			}
@@ -576,10 +593,10 @@ func (e *Engine) deliver(ctx context.Context, cfg *settings) error {
 			return fmt.Errorf("outbox entry %x: %w", it.Key(), err)
 		}
 		sv := cfg.byName[m.Survey]
-		if sv == nil || sv.Webhook == nil {
+		if sv == nil || m.endpoint(sv) == nil {
 			continue // parked until the survey has a webhook again
 		}
-		if gone, err := e.gone(sv); err != nil {
+		if gone, err := e.gone(sv, m.Detractor); err != nil {
 			_ = it.Close()
 			return err
 		} else if gone != nil {
@@ -601,7 +618,7 @@ func (e *Engine) deliver(ctx context.Context, cfg *settings) error {
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			ep := *cfg.byName[d.msg.Survey].Webhook
+			ep := *d.msg.endpoint(cfg.byName[d.msg.Survey])
 			results[i] = e.sender.Send(ctx, ep, webhook.Message{ID: d.msg.ID, Body: d.msg.Body})
 		}()
 	}
@@ -616,7 +633,11 @@ func (e *Engine) deliver(ctx context.Context, cfg *settings) error {
 		switch {
 		case res.Outcome == webhook.Delivered:
 			_ = w.b.Delete(d.key, nil)
-			w.count(m.Survey, CounterDelivered, after)
+			if m.Detractor {
+				w.count(m.Survey, CounterDetractorsSent, after)
+			} else {
+				w.count(m.Survey, CounterDelivered, after)
+			}
 			if m.Invitation != "" {
 				var inv Invitation
 				if ok, err := e.getJSON(invKey(m.Invitation), &inv); err != nil {
@@ -633,8 +654,8 @@ func (e *Engine) deliver(ctx context.Context, cfg *settings) error {
 			// is reported as gone until its URL changes.
 			m.LastError = errString(res.Err)
 			if res.Outcome == webhook.Gone {
-				ep := cfg.byName[m.Survey].Webhook
-				if err := w.setJSON([]byte(prefixGone+m.Survey), goneWebhook{URL: ep.URL, At: after}); err != nil {
+				ep := m.endpoint(cfg.byName[m.Survey])
+				if err := w.setJSON(goneKey(m.Survey, m.Detractor), goneWebhook{URL: ep.URL, At: after}); err != nil {
 					return err
 				}
 			}
@@ -662,13 +683,35 @@ func errString(err error) string {
 
 // gone returns the 410 recorded for the survey's current webhook URL, or
 // nil.
-func (e *Engine) gone(sv *Survey) (*goneWebhook, error) {
+func (e *Engine) gone(sv *Survey, detractor bool) (*goneWebhook, error) {
+	ep := sv.Webhook
+	if detractor {
+		ep = sv.DetractorWebhook
+	}
 	var g goneWebhook
-	ok, err := e.getJSON([]byte(prefixGone+sv.Name), &g)
-	if err != nil || !ok || sv.Webhook == nil || g.URL != sv.Webhook.URL {
+	ok, err := e.getJSON(goneKey(sv.Name, detractor), &g)
+	if err != nil || !ok || ep == nil || g.URL != ep.URL {
 		return nil, err
 	}
 	return &g, nil
+}
+
+func goneKey(survey string, detractor bool) []byte {
+	if detractor {
+		return []byte(prefixGone + survey + "\x00detractor")
+	}
+	return []byte(prefixGone + survey)
+}
+
+// endpoint is where m goes for survey sv, or nil.
+func (m *message) endpoint(sv *Survey) *webhook.Endpoint {
+	if sv == nil {
+		return nil
+	}
+	if m.Detractor {
+		return sv.DetractorWebhook
+	}
+	return sv.Webhook
 }
 
 // WebhookGone reports when the survey's webhook answered 410 Gone, if its
@@ -678,7 +721,7 @@ func (e *Engine) WebhookGone(survey string) (time.Time, bool, error) {
 	if sv == nil {
 		return time.Time{}, false, nil
 	}
-	g, err := e.gone(sv)
+	g, err := e.gone(sv, false)
 	if err != nil || g == nil {
 		return time.Time{}, false, err
 	}

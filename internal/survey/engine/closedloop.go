@@ -1,0 +1,159 @@
+package engine
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/cxop-dev/cxop/internal/score"
+)
+
+// Detractor is an unhappy answer sent to a survey's closed loop, and when
+// someone followed it up.
+type Detractor struct {
+	ID           string     `json:"id"`
+	Survey       string     `json:"survey"`
+	Customer     string     `json:"customer"`
+	Score        int        `json:"score"`
+	Comment      string     `json:"comment,omitempty"`
+	ResponseID   string     `json:"responseId"`
+	AnsweredAt   time.Time  `json:"answeredAt"`
+	FollowedUpAt *time.Time `json:"followedUpAt,omitempty"`
+}
+
+// DetractorBody is the JSON a detractor webhook receives.
+type DetractorBody struct {
+	Type       string `json:"type"` // "survey.detractor"
+	Detractor  string `json:"detractor"`
+	Survey     string `json:"survey"`
+	Customer   string `json:"customer"`
+	Score      int    `json:"score"`
+	Comment    string `json:"comment,omitempty"`
+	ResponseID string `json:"responseId"`
+	AnsweredAt string `json:"answeredAt"`
+	// FollowUp is the collector path that marks it followed up, with the
+	// survey's token: POST /v1/followups/{detractor}.
+	FollowUp string `json:"followUp"`
+}
+
+func detKey(survey, id string) []byte { return []byte(prefixDet + survey + "\x00" + id) }
+
+// detractorID is stable for a response, so reading the same record again
+// (after a crash) writes the same detractor and message.
+func detractorID(survey, responseID string) string {
+	sum := sha256.Sum256([]byte(survey + "\x00" + responseID))
+	return hex.EncodeToString(sum[:16])
+}
+
+// detractor queues a detractor's answer for the survey's closed loop.
+func (e *Engine) detractor(w *batchWriter, cfg *settings, survey string, raw []byte, now time.Time) error {
+	sv := cfg.byName[survey]
+	if sv == nil || sv.DetractorWebhook == nil {
+		return nil
+	}
+	var r struct {
+		ID       string    `json:"id"`
+		Customer string    `json:"customer"`
+		Score    int       `json:"score"`
+		Comment  string    `json:"comment"`
+		Time     time.Time `json:"time"`
+	}
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return fmt.Errorf("response of survey %s: %w", survey, err)
+	}
+	if !score.IsDetractor(sv.Kind, r.Score) || now.Sub(r.Time) > e.opts.StaleAfter {
+		return nil
+	}
+	d := Detractor{ID: detractorID(survey, r.ID), Survey: survey, Customer: r.Customer, Score: r.Score, Comment: r.Comment, ResponseID: r.ID, AnsweredAt: r.Time}
+	body, err := json.Marshal(DetractorBody{
+		Type: "survey.detractor", Detractor: d.ID, Survey: survey, Customer: d.Customer, Score: d.Score, Comment: d.Comment,
+		ResponseID: d.ResponseID, AnsweredAt: d.AnsweredAt.UTC().Format(time.RFC3339), FollowUp: "/v1/followups/" + d.ID,
+	})
+	if err != nil {
+		return err
+	}
+	if err := w.setJSON(detKey(survey, d.ID), d); err != nil {
+		return err
+	}
+	msg := message{ID: "msg_det_" + d.ID, Survey: survey, Detractor: true, Body: body, Created: now}
+	if err := w.setJSON(timeKey(prefixOut, now, []byte(msg.ID)), msg); err != nil {
+		return err
+	}
+	w.count(survey, CounterDetractors, now)
+	return nil
+}
+
+// ErrNoDetractor is returned by FollowUp for an id the survey never sent.
+var ErrNoDetractor = errors.New("no such detractor")
+
+// FollowUp marks a survey's detractor followed up at at. Marking it again
+// keeps the first time.
+func (e *Engine) FollowUp(survey, id string, at time.Time) (Detractor, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var d Detractor
+	ok, err := e.getJSON(detKey(survey, id), &d)
+	if err != nil {
+		return d, err
+	}
+	if !ok {
+		return d, ErrNoDetractor
+	}
+	if d.FollowedUpAt != nil {
+		return d, nil
+	}
+	d.FollowedUpAt = &at
+	data, err := json.Marshal(d)
+	if err != nil {
+		return d, err
+	}
+	return d, e.db.Set(detKey(survey, id), data, pebble.Sync)
+}
+
+// ClosedLoop is a survey's closed loop: detractors not followed up yet (of
+// any age), and the median time to follow up those answered since a time.
+type ClosedLoop struct {
+	Open             uint64
+	FollowedUp       uint64
+	FollowUpP50      time.Duration
+	HasFollowUpTimes bool
+}
+
+// ClosedLoopStats reads a survey's closed loop. It walks the survey's
+// detractors, which are few next to its answers.
+func (e *Engine) ClosedLoopStats(survey string, since time.Time) (ClosedLoop, error) {
+	var out ClosedLoop
+	prefix := []byte(prefixDet + survey + "\x00")
+	upper := append([]byte(prefixDet+survey), 1)
+	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: upper})
+	if err != nil {
+		return out, err
+	}
+	defer func() { _ = it.Close() }()
+	var times []time.Duration
+	for it.First(); it.Valid(); it.Next() {
+		var d Detractor
+		if err := json.Unmarshal(it.Value(), &d); err != nil {
+			return out, fmt.Errorf("detractor %x: %w", it.Key(), err)
+		}
+		switch {
+		case d.FollowedUpAt == nil:
+			out.Open++
+		case !d.AnsweredAt.Before(since):
+			out.FollowedUp++
+			times = append(times, d.FollowedUpAt.Sub(d.AnsweredAt))
+		}
+	}
+	if len(times) > 0 {
+		slices.Sort(times)
+		// The lower median: an observed time, never an average of two.
+		out.FollowUpP50, out.HasFollowUpTimes = times[(len(times)-1)/2], true
+	}
+	return out, it.Error()
+}
