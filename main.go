@@ -114,6 +114,10 @@ func newManagerCommand() *cobra.Command {
 	f.StringVar(&opts.collector.StorageClass, "collector-storage-class", "", "StorageClass of a collector's data PVC (default: the cluster's default).")
 	f.BoolVar(&opts.collector.DeletePVC, "collector-delete-pvc", false,
 		"Delete a collector's data PVC when the last Touchpoint of its namespace is deleted (default: keep it).")
+	f.StringVar(&opts.collector.PageURLTemplate, "survey-page-url", "",
+		`Where customers reach a namespace's survey page, with "{namespace}" for the namespace, such as "https://cx.example.com/{namespace}" (routed to the namespace's collector Service by your Ingress or Gateway). Empty: surveys send no invitations.`)
+	f.StringSliceVar(&opts.collector.WebhookAllowHosts, "webhook-allow-hosts", nil,
+		"Hosts survey webhooks may reach although they resolve to internal addresses (an in-cluster mailer); all others inside are refused.")
 	f.StringVar(&opts.localCollectors, "local-collectors-dir", "",
 		"Run collectors as local processes on loopback ports with their data under this directory, instead of as pods (used by `cxop dev`).")
 	zapFlags := flag.NewFlagSet("zap", flag.ContinueOnError)

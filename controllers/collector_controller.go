@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
@@ -20,7 +21,6 @@ import (
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
 	"github.com/cxop-dev/cxop/internal/collector"
-	"github.com/cxop-dev/cxop/internal/score"
 )
 
 // Names and labels of what the operator creates for a namespace's collector.
@@ -36,6 +36,16 @@ const (
 	ReadTokenSecretName = "cxop-collector-read-token"
 	// TokenKey is the key of a token in every token Secret.
 	TokenKey = "token"
+	// CollectorSecretsName holds the collector's secrets file: the link
+	// key and the webhook signing keys, copied from the Surveys' Secrets.
+	CollectorSecretsName = "cxop-collector-secrets"
+	// CollectorSecretsKey is the key of the file in that Secret.
+	CollectorSecretsKey = "secrets.yaml"
+	// LinkKeySecretName holds the namespace's survey link signing keys:
+	// LinkKeyCurrent signs, LinkKeyPrevious (when set) still verifies.
+	LinkKeySecretName = "cxop-survey-link-keys"
+	LinkKeyCurrent    = "current"
+	LinkKeyPrevious   = "previous"
 
 	// ManagedByLabel marks every object cxop creates; the manager caches
 	// only Secrets and ConfigMaps that carry it.
@@ -56,9 +66,13 @@ func SurveyTokenSecretName(survey string) string { return "cxop-survey-" + surve
 // CollectorRuntime runs the collector of a namespace. In a cluster it is a
 // StatefulSet (KubeCollectorRuntime); under `cxop dev` a local process.
 type CollectorRuntime interface {
-	// Ensure makes the namespace's collector run with config and returns
-	// its base URL. It is called after the config ConfigMap is written.
-	Ensure(ctx context.Context, namespace string, config []byte) (string, error)
+	// Ensure makes the namespace's collector run with its config and
+	// secrets file and returns its base URL. It is called after the config
+	// ConfigMap and the secrets Secret are written.
+	Ensure(ctx context.Context, namespace string, files collector.Files) (string, error)
+	// PageURL is the base URL customers reach the namespace's survey page
+	// at, or "" when it has none (surveys then send no invitations).
+	PageURL(namespace string) (string, error)
 	// Remove stops the namespace's collector. Its data is kept unless the
 	// runtime was configured otherwise.
 	Remove(ctx context.Context, namespace string) error
@@ -73,7 +87,10 @@ type CollectorRuntime interface {
 // Touchpoint and Survey changes in a namespace collapse into one render.
 type CollectorReconciler struct {
 	client.Client
-	Runtime CollectorRuntime
+	// APIReader reads the Secrets that Surveys name for their webhook
+	// keys: they are the user's, outside the manager's cache.
+	APIReader client.Reader
+	Runtime   CollectorRuntime
 	// Forget, when set, drops cached answers of a collector whose config
 	// changed, so a new Touchpoint does not wait out the cache.
 	Forget func(baseURL string)
@@ -125,10 +142,17 @@ func (r *CollectorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		cfg.Touchpoints = append(cfg.Touchpoints, touchpointConfig(&tpItems[i], tokens[i]))
 	}
 	for i := range svyItems {
-		s := &svyItems[i]
-		cfg.Surveys = append(cfg.Surveys, collector.SurveyConfig{
-			Name: s.Name, Type: score.Kind(s.Spec.Type), TokenSHA256: []string{collector.HashToken(tokens[len(tpItems)+i])},
-		})
+		cfg.Surveys = append(cfg.Surveys, surveyConfig(&svyItems[i], tokens[len(tpItems)+i]))
+	}
+	if cfg.PageURL, err = r.Runtime.PageURL(ns); err != nil {
+		return ctrl.Result{}, err
+	}
+	secrets, keyMissing, err := r.collectorSecrets(ctx, ns, svyItems)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.applySecretsFile(ctx, ns, secrets); err != nil {
+		return ctrl.Result{}, err
 	}
 	readToken, err := r.ensureToken(ctx, ns, nil, ReadTokenSecretName, "")
 	if err != nil {
@@ -146,15 +170,24 @@ func (r *CollectorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	url, err := r.Runtime.Ensure(ctx, ns, data)
+	url, err := r.Runtime.Ensure(ctx, ns, collector.Files{Config: data, Secrets: secrets})
 	if err != nil {
 		return ctrl.Result{}, fmt.Errorf("run collector: %w", err)
 	}
 	if changed && r.Forget != nil {
 		r.Forget(url)
 	}
-	return ctrl.Result{}, nil
+	// The Secrets that hold webhook keys are the user's and not watched:
+	// a missing one is looked for again soon, and present ones are read
+	// again now and then, so a rotated key reaches the collector.
+	if keyMissing {
+		return ctrl.Result{RequeueAfter: 30 * time.Second}, nil
+	}
+	return ctrl.Result{RequeueAfter: webhookKeyResync}, nil
 }
+
+// webhookKeyResync is how often a namespace's webhook keys are read again.
+const webhookKeyResync = 10 * time.Minute
 
 // touchpointConfig renders one Touchpoint for the collector.
 func touchpointConfig(tp *cxv1.Touchpoint, token string) collector.TouchpointConfig {

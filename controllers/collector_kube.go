@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -14,6 +15,8 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	"github.com/cxop-dev/cxop/internal/collector"
 )
 
 // CollectorPort is the port the collector serves its API, metrics and
@@ -24,6 +27,7 @@ const CollectorPort = 8080
 const (
 	collectorDataDir    = "/var/lib/cxop"
 	collectorConfigDir  = "/etc/cxop"
+	collectorSecretsDir = "/etc/cxop-secrets"
 	collectorRunAsUser  = 65532 // the distroless "nonroot" user
 	collectorVolumeData = "data"
 )
@@ -48,6 +52,14 @@ type KubeCollectorRuntime struct {
 	// Operator's ServiceMonitor kind: each collector then gets one, so
 	// its metrics (and the alerts built on them) reach Prometheus.
 	ServiceMonitors bool
+	// PageURLTemplate is where customers reach a namespace's survey page (through
+	// an Ingress or Gateway the platform team runs), with "{namespace}"
+	// replaced by the namespace, such as "https://cx.example.com/{namespace}".
+	// Empty: surveys send no invitations.
+	PageURLTemplate string
+	// WebhookAllowHosts may be reached by survey webhooks although they
+	// resolve to internal addresses (an in-cluster mailer).
+	WebhookAllowHosts []string
 }
 
 // ServiceMonitorGVK is the Prometheus Operator's scrape configuration kind.
@@ -70,11 +82,16 @@ func (k *KubeCollectorRuntime) URL(namespace string) string {
 	return fmt.Sprintf("http://%s.%s.svc:%d", CollectorName, namespace, CollectorPort)
 }
 
+// PageURL is PageURLTemplate with the namespace filled in.
+func (k *KubeCollectorRuntime) PageURL(namespace string) (string, error) {
+	return strings.TrimSuffix(strings.ReplaceAll(k.PageURLTemplate, "{namespace}", namespace), "/"), nil
+}
+
 // Ensure creates or updates the ServiceAccount, Service and StatefulSet.
 // The config reaches the pod through the ConfigMap volume, which the kubelet
 // refreshes in place; the collector reloads it without a restart, so the pod
 // template carries no config hash.
-func (k *KubeCollectorRuntime) Ensure(ctx context.Context, namespace string, _ []byte) (string, error) {
+func (k *KubeCollectorRuntime) Ensure(ctx context.Context, namespace string, _ collector.Files) (string, error) {
 	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: CollectorName}}
 	if _, err := controllerutil.CreateOrPatch(ctx, k.Client, sa, func() error {
 		sa.Labels = mergeLabels(sa.Labels, collectorLabels())
@@ -162,6 +179,19 @@ func mergeLabels(have, want map[string]string) map[string]string {
 // mutateStatefulSet sets every field cxop owns. Fields a StatefulSet does
 // not allow to change (selector, volume claim templates) are set only at
 // creation.
+func (k *KubeCollectorRuntime) collectorArgs() []string {
+	args := []string{"collector",
+		fmt.Sprintf("--listen=:%d", CollectorPort),
+		"--data-dir=" + collectorDataDir,
+		"--config=" + collectorConfigDir + "/" + CollectorConfigKey,
+		"--secrets=" + collectorSecretsDir + "/" + CollectorSecretsKey,
+	}
+	if len(k.WebhookAllowHosts) > 0 {
+		args = append(args, "--webhook-allow-hosts="+strings.Join(k.WebhookAllowHosts, ","))
+	}
+	return args
+}
+
 func (k *KubeCollectorRuntime) mutateStatefulSet(sts *appsv1.StatefulSet) {
 	labels := mergeLabels(collectorLabels(), collectorSelector())
 	sts.Labels = mergeLabels(sts.Labels, labels)
@@ -216,13 +246,9 @@ func (k *KubeCollectorRuntime) mutateStatefulSet(sts *appsv1.StatefulSet) {
 		// checkpoint, which shortens the next start.
 		TerminationGracePeriodSeconds: ptr.To[int64](30),
 		Containers: []corev1.Container{{
-			Name:  "collector",
-			Image: k.Image,
-			Args: []string{"collector",
-				fmt.Sprintf("--listen=:%d", CollectorPort),
-				"--data-dir=" + collectorDataDir,
-				"--config=" + collectorConfigDir + "/" + CollectorConfigKey,
-			},
+			Name:           "collector",
+			Image:          k.Image,
+			Args:           k.collectorArgs(),
 			Ports:          []corev1.ContainerPort{{Name: "http", ContainerPort: CollectorPort, Protocol: corev1.ProtocolTCP}},
 			Resources:      k.Resources,
 			StartupProbe:   startup,
@@ -238,12 +264,18 @@ func (k *KubeCollectorRuntime) mutateStatefulSet(sts *appsv1.StatefulSet) {
 			VolumeMounts: []corev1.VolumeMount{
 				{Name: collectorVolumeData, MountPath: collectorDataDir},
 				{Name: "config", MountPath: collectorConfigDir, ReadOnly: true},
+				{Name: "secrets", MountPath: collectorSecretsDir, ReadOnly: true},
 			},
 		}},
 		Volumes: []corev1.Volume{{
 			Name: "config",
 			VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 				LocalObjectReference: corev1.LocalObjectReference{Name: CollectorConfigMapName},
+			}},
+		}, {
+			Name: "secrets",
+			VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+				SecretName: CollectorSecretsName, DefaultMode: ptr.To[int32](0o440),
 			}},
 		}},
 	}

@@ -11,6 +11,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/cxop-dev/cxop/internal/collector"
 )
 
 var _ = Describe("Collector workloads in a cluster", func() {
@@ -33,10 +35,12 @@ var _ = Describe("Collector workloads in a cluster", func() {
 				Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("128Mi")},
 				Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("512Mi")},
 			},
-			StorageSize:     resource.MustParse("2Gi"),
-			ServiceMonitors: true,
+			StorageSize:       resource.MustParse("2Gi"),
+			ServiceMonitors:   true,
+			PageURLTemplate:   "https://cx.example.com/{namespace}/",
+			WebhookAllowHosts: []string{"mailer.internal", "sms.internal"},
 		}
-		url, err := rt.Ensure(ctx, ns, nil)
+		url, err := rt.Ensure(ctx, ns, collector.Files{})
 		Expect(err).NotTo(HaveOccurred())
 		Expect(url).To(Equal("http://cxop-collector." + ns + ".svc:8080"))
 
@@ -48,7 +52,9 @@ var _ = Describe("Collector workloads in a cluster", func() {
 		pod := sts.Spec.Template.Spec
 		Expect(*pod.AutomountServiceAccountToken).To(BeFalse())
 		c := pod.Containers[0]
-		Expect(c.Args).To(ContainElements("collector", "--config=/etc/cxop/config.yaml"))
+		Expect(c.Args).To(ContainElements("collector", "--config=/etc/cxop/config.yaml", "--secrets=/etc/cxop-secrets/secrets.yaml",
+			"--webhook-allow-hosts=mailer.internal,sms.internal"))
+		Expect(rt.PageURL(ns)).To(Equal("https://cx.example.com/" + ns))
 		Expect(c.ReadinessProbe.HTTPGet.Path).To(Equal("/readyz"))
 		Expect(c.LivenessProbe.HTTPGet.Path).To(Equal("/healthz"))
 		Expect(c.Resources.Limits.Memory().String()).To(Equal("512Mi"))
@@ -94,7 +100,7 @@ var _ = Describe("Collector workloads in a cluster", func() {
 		Expect(err.Error()).To(ContainSubstring("restricted"))
 
 		// Applying again changes nothing it does not own.
-		_, err = rt.Ensure(ctx, ns, nil)
+		_, err = rt.Ensure(ctx, ns, collector.Files{})
 		Expect(err).NotTo(HaveOccurred())
 
 		Expect(rt.Remove(ctx, ns)).To(Succeed())

@@ -18,9 +18,10 @@ import (
 // with their data on a temporary directory, where `cxop dev` would run
 // them as processes and a cluster as pods.
 type inProcessCollectors struct {
-	dir  string
-	mu   sync.Mutex
-	runs map[string]*inProcessRun
+	dir   string
+	mu    sync.Mutex
+	runs  map[string]*inProcessRun
+	addrs map[string]string // chosen by PageURL or Ensure, kept across restarts
 }
 
 type inProcessRun struct {
@@ -30,10 +31,32 @@ type inProcessRun struct {
 }
 
 func newInProcessCollectors(dir string) *inProcessCollectors {
-	return &inProcessCollectors{dir: dir, runs: map[string]*inProcessRun{}}
+	return &inProcessCollectors{dir: dir, runs: map[string]*inProcessRun{}, addrs: map[string]string{}}
 }
 
-func (c *inProcessCollectors) Ensure(ctx context.Context, namespace string, config []byte) (string, error) {
+// addr returns the namespace's loopback address, choosing it once.
+func (c *inProcessCollectors) addr(namespace string) (string, error) {
+	if a, ok := c.addrs[namespace]; ok {
+		return a, nil
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	a := l.Addr().String()
+	_ = l.Close()
+	c.addrs[namespace] = a
+	return a, nil
+}
+
+func (c *inProcessCollectors) PageURL(namespace string) (string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	a, err := c.addr(namespace)
+	return "http://" + a, err
+}
+
+func (c *inProcessCollectors) Ensure(ctx context.Context, namespace string, files collector.Files) (string, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	nsDir := filepath.Join(c.dir, namespace)
@@ -41,24 +64,26 @@ func (c *inProcessCollectors) Ensure(ctx context.Context, namespace string, conf
 		return "", err
 	}
 	cfgPath := filepath.Join(nsDir, "config.yaml")
-	if err := localcollector.WriteFileAtomic(cfgPath, config); err != nil {
+	if err := localcollector.WriteFileAtomic(cfgPath, files.Config); err != nil {
+		return "", err
+	}
+	secPath := filepath.Join(nsDir, "secrets.yaml")
+	if err := localcollector.WriteFileAtomic(secPath, files.Secrets); err != nil {
 		return "", err
 	}
 	if run := c.runs[namespace]; run != nil {
 		return run.url, nil
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := c.addr(namespace)
 	if err != nil {
 		return "", err
 	}
-	addr := l.Addr().String()
-	_ = l.Close()
 	runCtx, cancel := context.WithCancel(context.Background())
 	run := &inProcessRun{url: "http://" + addr, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(run.done)
 		err := collector.Run(runCtx, collector.Options{
-			Listen: addr, DataDir: filepath.Join(nsDir, "data"), ConfigPath: cfgPath,
+			Listen: addr, DataDir: filepath.Join(nsDir, "data"), ConfigPath: cfgPath, SecretsPath: secPath, WebhookAllowLoopback: true,
 			LogLevel: "warn", ConfigPoll: 200 * time.Millisecond,
 		})
 		if err != nil {

@@ -52,9 +52,9 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts Options) error
 	for name, r := range map[string]interface {
 		SetupWithManager(ctrl.Manager, controller.Options) error
 	}{
-		"collector":  &CollectorReconciler{Client: c, Runtime: opts.Runtime, Forget: status.API.Forget},
+		"collector":  &CollectorReconciler{Client: c, APIReader: mgr.GetAPIReader(), Runtime: opts.Runtime, Forget: status.API.Forget},
 		"touchpoint": &TouchpointReconciler{Client: c, Recorder: rec, Live: status},
-		"survey":     &SurveyReconciler{Client: c, Recorder: rec, Live: status},
+		"survey":     &SurveyReconciler{Client: c, APIReader: mgr.GetAPIReader(), Recorder: rec, Live: status},
 		"journey":    &JourneyReconciler{Client: c, Recorder: rec, Live: status},
 		"cxtarget": &CXTargetReconciler{Client: c, Recorder: rec, Live: status,
 			PrometheusRules: HasKind(mgr.GetRESTMapper(), PrometheusRuleGVK)},

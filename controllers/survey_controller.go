@@ -2,8 +2,15 @@ package controllers
 
 import (
 	"context"
+	"fmt"
+	"slices"
+	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -17,8 +24,11 @@ import (
 // schedule and reports both in status.
 type SurveyReconciler struct {
 	client.Client
-	Recorder events.EventRecorder
-	Live     *StatusSource
+	// APIReader reads the Secrets the Survey's webhooks name, which are
+	// outside the manager's cache.
+	APIReader client.Reader
+	Recorder  events.EventRecorder
+	Live      *StatusSource
 }
 
 // +kubebuilder:rbac:groups=cx.cxop.dev,resources=surveys,verbs=get;list;watch
@@ -54,6 +64,15 @@ func (r *SurveyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		return ctrl.Result{RequeueAfter: r.Live.next(obs)}, nil
 	}
 	setSurveyStatus(svy, obs, r.Live.Runtime.URL(svy.Namespace), summary)
+	keyMissing, err := r.missingWebhookKeys(ctx, svy)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if c := deliveryCondition(svy, summary, keyMissing); c != nil {
+		meta.SetStatusCondition(&svy.Status.Conditions, *c)
+	} else {
+		meta.RemoveStatusCondition(&svy.Status.Conditions, cxv1.DeliveringCondition)
+	}
 	recordReadyTransition(r.Recorder, svy, orig.Status.Conditions, svy.Status.Conditions)
 	if err := patchStatus(ctx, r.Client, orig, svy); err != nil {
 		return ctrl.Result{}, err
@@ -81,4 +100,31 @@ func (r *SurveyReconciler) observe(ctx context.Context, svy *cxv1.Survey) (readi
 		obs.missing = missing
 	}
 	return obs, nil
+}
+
+// missingWebhookKeys names the webhook signing keys the Survey refers to
+// that do not exist, or returns "". The Secrets are the user's, outside the
+// manager's cache, so they are read from the API server.
+func (r *SurveyReconciler) missingWebhookKeys(ctx context.Context, svy *cxv1.Survey) (string, error) {
+	if r.APIReader == nil {
+		return "", nil
+	}
+	var missing []string
+	for field, hook := range map[string]*cxv1.WebhookSpec{"spec.delivery.webhook": deliveryWebhook(svy), "spec.closedLoop.detractorWebhook": detractorWebhook(svy)} {
+		if hook == nil {
+			continue
+		}
+		var sec corev1.Secret
+		err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: svy.Namespace, Name: hook.SecretRef.Name}, &sec)
+		switch {
+		case apierrors.IsNotFound(err):
+			missing = append(missing, fmt.Sprintf("%s.secretRef: Secret %q not found", field, hook.SecretRef.Name))
+		case err != nil:
+			return "", fmt.Errorf("get secret %s/%s: %w", svy.Namespace, hook.SecretRef.Name, err)
+		case len(sec.Data[hook.SecretRef.Key]) == 0:
+			missing = append(missing, fmt.Sprintf("%s.secretRef: Secret %q has no key %q", field, hook.SecretRef.Name, hook.SecretRef.Key))
+		}
+	}
+	slices.Sort(missing)
+	return strings.Join(missing, "; "), nil
 }

@@ -1,6 +1,8 @@
 package controllers
 
 import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
 	"github.com/cxop-dev/cxop/internal/collector"
 )
@@ -59,6 +61,50 @@ func setSurveyStatus(svy *cxv1.Survey, obs readiness, url string, summary *colle
 		return int64(*p)
 	}
 	st.Promoters, st.Passives, st.Detractors = deref(summary.Promoters), deref(summary.Passives), deref(summary.Detractors)
+	setInvitationStatus(svy, summary.Invitations)
+}
+
+// setInvitationStatus shows what the collector's survey engine did.
+func setInvitationStatus(svy *cxv1.Survey, inv *collector.InvitationSummary) {
+	st := &svy.Status
+	st.InvitationsSent, st.ResponseRate, st.Suppressed, st.OpenDetractors, st.FollowUpP50 = 0, "", nil, 0, ""
+	if inv == nil {
+		return
+	}
+	st.InvitationsSent = int64(inv.Sent)
+	if inv.ResponseRate != nil {
+		st.ResponseRate = percent(*inv.ResponseRate)
+	}
+	sup := cxv1.SuppressedInvitations{
+		Sample: int64(inv.Suppressed["sample"]), Throttle: int64(inv.Suppressed["throttle"]), Suspended: int64(inv.Suppressed["suspended"]),
+	}
+	if sup != (cxv1.SuppressedInvitations{}) {
+		st.Suppressed = &sup
+	}
+	st.OpenDetractors = int64(inv.OpenDetractors)
+	if inv.FollowUpP50Seconds != nil {
+		st.FollowUpP50 = seconds(*inv.FollowUpP50Seconds)
+	}
+}
+
+// deliveryCondition says whether a survey's invitations can be delivered;
+// keyMissing names a webhook secretRef that does not resolve. A survey
+// without a delivery webhook has no such condition.
+func deliveryCondition(svy *cxv1.Survey, summary *collector.SurveySummary, keyMissing string) *metav1.Condition {
+	if deliveryWebhook(svy) == nil {
+		return nil
+	}
+	c := &metav1.Condition{Type: cxv1.DeliveringCondition, Status: metav1.ConditionTrue, ObservedGeneration: svy.Generation,
+		Reason: cxv1.DeliveringReason, Message: "Invitations are delivered to spec.delivery.webhook.url"}
+	switch {
+	case keyMissing != "":
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, cxv1.WebhookKeyMissingReason, keyMissing+"; invitations wait in the collector's outbox"
+	case summary != nil && summary.Invitations != nil && summary.Invitations.WebhookGoneSince != nil:
+		c.Status, c.Reason = metav1.ConditionFalse, cxv1.WebhookGoneReason
+		c.Message = "The webhook answered 410 Gone at " + *summary.Invitations.WebhookGoneSince +
+			"; invitations wait in the collector's outbox until spec.delivery.webhook.url changes"
+	}
+	return c
 }
 
 // scoreDigits is how many decimals a score shows: NPS and CSAT are

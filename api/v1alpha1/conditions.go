@@ -23,6 +23,13 @@ const (
 	// objective is met, False while it is breached or at risk, and Unknown
 	// while there are too few samples to say.
 	TargetMetCondition = "TargetMet"
+
+	// DeliveringCondition (normal polarity) on a Survey with a delivery
+	// webhook is True while invitations can be delivered, and False while
+	// they wait in the collector's outbox: the receiver answered 410 Gone
+	// (reason WebhookGone) or the signing key is missing (reason
+	// WebhookKeyMissing).
+	DeliveringCondition = "Delivering"
 )
 
 // Condition reasons, shared by all kinds.
@@ -55,4 +62,15 @@ const (
 	// CollectorPendingReason: the collector runs but has not yet loaded a
 	// config that knows this object (a new Touchpoint or Survey).
 	CollectorPendingReason = "CollectorPending"
+
+	// WebhookGoneReason: the survey's webhook answered 410 Gone; delivery
+	// resumes when its URL changes, with nothing lost.
+	WebhookGoneReason = "WebhookGone"
+
+	// WebhookKeyMissingReason: the Secret key a webhook's secretRef names
+	// does not exist, so nothing is signed or sent.
+	WebhookKeyMissingReason = "WebhookKeyMissing"
+
+	// DeliveringReason: invitations are being delivered.
+	DeliveringReason = "Delivering"
 )

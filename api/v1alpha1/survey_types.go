@@ -215,6 +215,21 @@ type SurveyStatus struct {
 	// +optional
 	Detractors int64 `json:"detractors,omitempty"`
 
+	// suppressed counts, by reason, the eligible customers not invited in
+	// the window.
+	// +optional
+	Suppressed *SuppressedInvitations `json:"suppressed,omitempty"`
+
+	// openDetractors is the number of detractors sent to the closed loop
+	// and not followed up yet, of any age.
+	// +optional
+	OpenDetractors int64 `json:"openDetractors,omitempty"`
+
+	// followUpP50 is the median time from a detractor's answer to its
+	// follow-up in the window, as a duration such as "2h15m".
+	// +optional
+	FollowUpP50 string `json:"followUpP50,omitempty"`
+
 	// lastScheduleTime is when the last scheduled wave was sent.
 	// +optional
 	LastScheduleTime *metav1.Time `json:"lastScheduleTime,omitempty"`
@@ -222,6 +237,20 @@ type SurveyStatus struct {
 	// nextScheduleTime is when the next scheduled wave is due.
 	// +optional
 	NextScheduleTime *metav1.Time `json:"nextScheduleTime,omitempty"`
+}
+
+// SuppressedInvitations counts eligible customers not invited, by reason.
+type SuppressedInvitations struct {
+	// sample: the customer is outside the survey's deterministic sample.
+	// +optional
+	Sample int64 `json:"sample,omitempty"`
+	// throttle: a survey of the namespace asked the customer within the
+	// contact budget.
+	// +optional
+	Throttle int64 `json:"throttle,omitempty"`
+	// suspended: the survey was suspended.
+	// +optional
+	Suspended int64 `json:"suspended,omitempty"`
 }
 
 // Survey asks customers one question on a fixed scale (NPS, CSAT or CES),
@@ -235,7 +264,8 @@ type SurveyStatus struct {
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Score",type=string,JSONPath=`.status.score`
 // +kubebuilder:printcolumn:name="Responses",type=integer,JSONPath=`.status.responses`
-// +kubebuilder:printcolumn:name="Detractors",type=integer,JSONPath=`.status.detractors`,priority=10
+// +kubebuilder:printcolumn:name="Detractors",type=integer,JSONPath=`.status.detractors`
+// +kubebuilder:printcolumn:name="Open",type=integer,JSONPath=`.status.openDetractors`,priority=10
 // +kubebuilder:printcolumn:name="Response Rate",type=string,JSONPath=`.status.responseRate`,priority=10
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=10
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`

@@ -17,6 +17,13 @@ import (
 	"github.com/cxop-dev/cxop/internal/webhook"
 )
 
+// Files are what a collector is started with: its config and its secrets
+// file (nil when there is none).
+type Files struct {
+	Config  []byte
+	Secrets []byte
+}
+
 // Secrets is the collector's secrets file: the keys that sign survey links
 // and webhooks, base64-encoded. It is a file of its own (a Secret volume
 // in a cluster) so that the config, a ConfigMap, holds no key material.

@@ -22,6 +22,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/cxop-dev/cxop/internal/collector"
 )
 
 // Runtime supervises the local collectors. Its methods are safe for
@@ -59,14 +61,17 @@ func New(dir, bin string) (*Runtime, error) {
 // its process runs, starting it if it is not running. A running collector
 // picks up the new config by itself, without a restart. It returns the
 // collector's base URL.
-func (r *Runtime) Ensure(ctx context.Context, namespace string, config []byte) (string, error) {
+func (r *Runtime) Ensure(ctx context.Context, namespace string, files collector.Files) (string, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	nsDir := filepath.Join(r.dir, namespace)
 	if err := os.MkdirAll(filepath.Join(nsDir, "data"), 0o700); err != nil {
 		return "", err
 	}
-	if err := WriteFileAtomic(filepath.Join(nsDir, "config.yaml"), config); err != nil {
+	if err := WriteFileAtomic(filepath.Join(nsDir, "config.yaml"), files.Config); err != nil {
+		return "", err
+	}
+	if err := WriteFileAtomic(filepath.Join(nsDir, "secrets.yaml"), files.Secrets); err != nil {
 		return "", err
 	}
 	port, err := r.port(nsDir)
@@ -91,6 +96,24 @@ func (r *Runtime) Ensure(ctx context.Context, namespace string, config []byte) (
 		return "", fmt.Errorf("collector for namespace %s: %w (see %s)", namespace, err, filepath.Join(nsDir, "collector.log"))
 	}
 	return url, nil
+}
+
+// PageURL is the collector's own URL: on a laptop customers (and the
+// browser of whoever tries the tour) reach the survey page there. The port
+// is chosen here the first time, so the config can carry it before the
+// collector starts.
+func (r *Runtime) PageURL(namespace string) (string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	nsDir := filepath.Join(r.dir, namespace)
+	if err := os.MkdirAll(nsDir, 0o700); err != nil {
+		return "", err
+	}
+	port, err := r.port(nsDir)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("http://127.0.0.1:%d", port), nil
 }
 
 // URL returns the base URL of the namespace's collector, or "" when none
@@ -161,6 +184,9 @@ func (r *Runtime) start(nsDir string, port int) (*run, error) {
 		"--listen", fmt.Sprintf("127.0.0.1:%d", port),
 		"--data-dir", filepath.Join(nsDir, "data"),
 		"--config", filepath.Join(nsDir, "config.yaml"),
+		"--secrets", filepath.Join(nsDir, "secrets.yaml"),
+		// Receivers on a laptop listen on loopback.
+		"--webhook-allow-loopback",
 		// Config edits arrive by rename, which inotify sees; the poll is
 		// the safety net and may be short on a laptop.
 		"--config-poll-interval", "2s")

@@ -1,0 +1,182 @@
+package controllers
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
+)
+
+// webhookReceiver records signed webhooks, verifying each with the
+// Standard Webhooks reference library.
+type webhookReceiver struct {
+	srv      *httptest.Server
+	mu       sync.Mutex
+	received []map[string]any
+}
+
+func newWebhookReceiver(secret string) *webhookReceiver {
+	v, err := standardwebhooks.NewWebhook(secret)
+	Expect(err).NotTo(HaveOccurred())
+	r := &webhookReceiver{}
+	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		defer GinkgoRecover()
+		data, _ := io.ReadAll(req.Body)
+		Expect(v.Verify(data, req.Header)).To(Succeed(), "webhook signature")
+		var body map[string]any
+		Expect(json.Unmarshal(data, &body)).To(Succeed())
+		r.mu.Lock()
+		r.received = append(r.received, body)
+		r.mu.Unlock()
+	}))
+	DeferCleanup(r.srv.Close)
+	return r
+}
+
+func (r *webhookReceiver) ofType(typ string) []map[string]any {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []map[string]any
+	for _, b := range r.received {
+		if b["type"] == typ {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+var formToken = regexp.MustCompile(`name="form" value="([0-9a-f]+)"`)
+
+var _ = Describe("Surveys end to end", func() {
+	It("invites after an interaction, takes the answer on the hosted page, and follows up the detractor", func(ctx SpecContext) {
+		ns := newNamespace(ctx)
+		const secret = "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+		rcv := newWebhookReceiver(secret)
+		Expect(k8sClient.Create(ctx, &corev1.Secret{
+			ObjectMeta: metaOf(ns, "mailer"), StringData: map[string]string{"signing-key": secret},
+		})).To(Succeed())
+		Expect(k8sClient.Create(ctx, touchpoint(ns, "chat"))).To(Succeed())
+		hook := func(path string) *cxv1.WebhookSpec {
+			return &cxv1.WebhookSpec{URL: rcv.srv.URL + path, SecretRef: cxv1.SecretKeyReference{Name: "mailer", Key: "signing-key"}}
+		}
+		svy := npsSurvey(ns, "support-nps", "chat")
+		svy.Spec.Trigger.SamplePercent = ptrTo(resource.MustParse("100"))
+		svy.Spec.FollowUpQuestion = "What is the main reason for your score?"
+		svy.Spec.Throttle = &cxv1.SurveyThrottle{PerCustomer: "30d"}
+		svy.Spec.Delivery = &cxv1.SurveyDelivery{Webhook: hook("/invitations")}
+		svy.Spec.ClosedLoop = &cxv1.ClosedLoop{DetractorWebhook: hook("/detractors")}
+		Expect(k8sClient.Create(ctx, svy)).To(Succeed())
+		expectReady(ctx, svy, metav1.ConditionTrue, cxv1.ReconciledReason)
+
+		By("posting one interaction with the Touchpoint's token")
+		tpToken := tokenOf(ctx, ns, TouchpointTokenSecretName("chat"))
+		Eventually(func() int {
+			code, _ := post(collectors.URL(ns)+"/v1/events", tpToken,
+				fmt.Sprintf(`{"id":"e1","touchpoint":"chat","customer":"c-42","time":%q,"contact":{"email":"ana@example.com"}}`, time.Now().UTC().Format(time.RFC3339)))
+			return code
+		}).Should(Equal(200))
+
+		By("receiving the signed invitation")
+		Eventually(func() int { return len(rcv.ofType("survey.invitation")) }).Should(Equal(1))
+		inv := rcv.ofType("survey.invitation")[0]
+		Expect(inv).To(HaveKeyWithValue("customer", "c-42"))
+		Expect(inv).To(HaveKeyWithValue("question", svy.Spec.Question))
+		link := inv["link"].(string)
+		Expect(link).To(HavePrefix(collectors.URL(ns) + "/s/"))
+
+		By("answering 3 out of 10 on the hosted page")
+		resp, err := http.Get(link)
+		Expect(err).NotTo(HaveOccurred())
+		page, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		Expect(resp.StatusCode).To(Equal(200))
+		Expect(string(page)).To(ContainSubstring("<legend>" + svy.Spec.Question + "</legend>"))
+		form := formToken.FindStringSubmatch(string(page))
+		Expect(form).To(HaveLen(2))
+		resp, err = http.PostForm(link, url.Values{"form": {form[1]}, "score": {"3"}, "comment": {"I waited too long."}})
+		Expect(err).NotTo(HaveOccurred())
+		resp.Body.Close()
+		Expect(resp.StatusCode).To(Equal(200))
+
+		By("seeing the detractor webhook fire and the Survey's status count it")
+		Eventually(func() int { return len(rcv.ofType("survey.detractor")) }).Should(Equal(1))
+		Expect(rcv.ofType("survey.detractor")[0]).To(HaveKeyWithValue("score", 3.0))
+		Eventually(func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(svy), svy)).To(Succeed())
+			st := svy.Status
+			g.Expect(st.Responses).To(BeEquivalentTo(1))
+			g.Expect(st.Detractors).To(BeEquivalentTo(1))
+			g.Expect(st.Score).To(Equal("-100"))
+			g.Expect(st.InvitationsSent).To(BeEquivalentTo(1))
+			g.Expect(st.ResponseRate).To(Equal("100"))
+			g.Expect(st.OpenDetractors).To(BeEquivalentTo(1))
+			delivering := meta.FindStatusCondition(st.Conditions, cxv1.DeliveringCondition)
+			g.Expect(delivering).NotTo(BeNil())
+			g.Expect(delivering.Status).To(Equal(metav1.ConditionTrue))
+		}).Should(Succeed())
+
+		By("following the detractor up with the Survey's token")
+		surveyToken := tokenOf(ctx, ns, SurveyTokenSecretName("support-nps"))
+		detractor := rcv.ofType("survey.detractor")[0]["detractor"].(string)
+		code, body := post(collectors.URL(ns)+"/v1/followups/"+detractor, surveyToken, "")
+		Expect(code).To(Equal(200), body)
+		Eventually(func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(svy), svy)).To(Succeed())
+			g.Expect(svy.Status.OpenDetractors).To(BeZero())
+			g.Expect(svy.Status.FollowUpP50).NotTo(BeEmpty())
+		}).Should(Succeed())
+	})
+
+	It("says so when a webhook's signing key is missing, and delivers once it appears", func(ctx SpecContext) {
+		ns := newNamespace(ctx)
+		const secret = "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+		rcv := newWebhookReceiver(secret)
+		Expect(k8sClient.Create(ctx, touchpoint(ns, "chat"))).To(Succeed())
+		svy := npsSurvey(ns, "support-nps", "chat")
+		svy.Spec.Delivery = &cxv1.SurveyDelivery{Webhook: &cxv1.WebhookSpec{URL: rcv.srv.URL, SecretRef: cxv1.SecretKeyReference{Name: "mailer", Key: "signing-key"}}}
+		Expect(k8sClient.Create(ctx, svy)).To(Succeed())
+		Eventually(func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(svy), svy)).To(Succeed())
+			c := meta.FindStatusCondition(svy.Status.Conditions, cxv1.DeliveringCondition)
+			g.Expect(c).NotTo(BeNil())
+			g.Expect(c.Status).To(Equal(metav1.ConditionFalse))
+			g.Expect(c.Reason).To(Equal(cxv1.WebhookKeyMissingReason))
+			g.Expect(c.Message).To(ContainSubstring(`spec.delivery.webhook.secretRef: Secret "mailer" not found`))
+		}).Should(Succeed())
+
+		tpToken := tokenOf(ctx, ns, TouchpointTokenSecretName("chat"))
+		Eventually(func() int {
+			code, _ := post(collectors.URL(ns)+"/v1/events", tpToken,
+				fmt.Sprintf(`{"id":"e1","touchpoint":"chat","customer":"c-1","time":%q}`, time.Now().UTC().Format(time.RFC3339)))
+			return code
+		}).Should(Equal(200))
+		Consistently(func() int { return len(rcv.ofType("survey.invitation")) }, 2*time.Second).Should(BeZero())
+
+		Expect(k8sClient.Create(ctx, &corev1.Secret{
+			ObjectMeta: metaOf(ns, "mailer"), StringData: map[string]string{"signing-key": secret},
+		})).To(Succeed())
+		// The key is picked up on the collector's next look at the
+		// namespace, 30 s at most; a Survey change brings it sooner.
+		Expect(updateObject(ctx, svy, func() { svy.Spec.Question = strings.TrimSuffix(svy.Spec.Question, "?") + " today?" })).To(Succeed())
+		Eventually(func() int { return len(rcv.ofType("survey.invitation")) }, 30*time.Second).Should(Equal(1))
+	})
+})
+
+func ptrTo[T any](v T) *T { return &v }
