@@ -57,6 +57,7 @@ State is kept in DIR and survives a restart. Ctrl-C stops everything.`,
 	f.StringVar(&opts.AssetsDir, "assets", os.Getenv("KUBEBUILDER_ASSETS"),
 		"Directory holding kube-apiserver, etcd and kubectl (default $KUBEBUILDER_ASSETS; printed by hack/setup-envtest.sh).")
 	f.StringVar(&opts.CRDDir, "crd-dir", filepath.Join("config", "crd", "bases"), "Directory of CRD manifests to install.")
+	cmd.AddCommand(NewReceiverCommand())
 	return cmd
 }
 

@@ -44,7 +44,8 @@ func TestChartRendersValidObjects(t *testing.T) {
 
 	for _, values := range [][]string{
 		nil,
-		{"--set", "leaderElection=false", "--set", "rbac.aggregateToDefaultRoles=false", "--set", "replicas=2"},
+		{"--set", "leaderElection=false", "--set", "rbac.aggregateToDefaultRoles=false", "--set", "replicas=2",
+			"--set", "surveys.pageURL=https://cx.example.com/{namespace}", "--set", "surveys.webhookAllowHosts={mailer.internal,sms.internal}"},
 	} {
 		args := append([]string{"template", "cxop", chart, "--namespace", "default"}, values...)
 		out, err := exec.Command(helm, args...).Output()
