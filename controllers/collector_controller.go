@@ -73,6 +73,9 @@ type CollectorRuntime interface {
 	// PageURL is the base URL customers reach the namespace's survey page
 	// at, or "" when it has none (surveys then send no invitations).
 	PageURL(namespace string) (string, error)
+	// ServesSurveyPages reports whether PageURL gives customers a URL at
+	// all; without one, surveys make no invitations.
+	ServesSurveyPages() bool
 	// Remove stops the namespace's collector. Its data is kept unless the
 	// runtime was configured otherwise.
 	Remove(ctx context.Context, namespace string) error

@@ -82,6 +82,9 @@ func (k *KubeCollectorRuntime) URL(namespace string) string {
 	return fmt.Sprintf("http://%s.%s.svc:%d", CollectorName, namespace, CollectorPort)
 }
 
+// ServesSurveyPages reports whether a page URL template is configured.
+func (k *KubeCollectorRuntime) ServesSurveyPages() bool { return k.PageURLTemplate != "" }
+
 // PageURL is PageURLTemplate with the namespace filled in.
 func (k *KubeCollectorRuntime) PageURL(namespace string) (string, error) {
 	return strings.TrimSuffix(strings.ReplaceAll(k.PageURLTemplate, "{namespace}", namespace), "/"), nil

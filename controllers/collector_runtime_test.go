@@ -49,6 +49,8 @@ func (c *inProcessCollectors) addr(namespace string) (string, error) {
 	return a, nil
 }
 
+func (c *inProcessCollectors) ServesSurveyPages() bool { return true }
+
 func (c *inProcessCollectors) PageURL(namespace string) (string, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

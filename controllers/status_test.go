@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
+	"github.com/cxop-dev/cxop/internal/collector"
 )
 
 func TestMissingMessage(t *testing.T) {
@@ -138,6 +140,48 @@ func TestHoldFirstStatus(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := holdFirstStatus(obj, tc.before, tc.obs, created.Add(tc.age)); got != tc.want {
 				t.Errorf("holdFirstStatus() = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestDeliveryCondition(t *testing.T) {
+	withHook := &cxv1.Survey{ObjectMeta: metav1.ObjectMeta{Generation: 3}, Spec: cxv1.SurveySpec{
+		Delivery: &cxv1.SurveyDelivery{Webhook: &cxv1.WebhookSpec{URL: "https://mailer.example.com"}},
+	}}
+	gone := "2026-11-23T10:00:00Z"
+	goneSummary := &collector.SurveySummary{Invitations: &collector.InvitationSummary{WebhookGoneSince: &gone}}
+	for _, tc := range []struct {
+		name       string
+		svy        *cxv1.Survey
+		summary    *collector.SurveySummary
+		keyMissing string
+		hasPage    bool
+		want       *metav1.Condition
+	}{
+		{"no webhook", &cxv1.Survey{}, nil, "", true, nil},
+		{"delivering", withHook, &collector.SurveySummary{}, "", true,
+			&metav1.Condition{Status: metav1.ConditionTrue, Reason: cxv1.DeliveringReason}},
+		{"no page URL", withHook, nil, "", false,
+			&metav1.Condition{Status: metav1.ConditionFalse, Reason: cxv1.NoSurveyPageReason}},
+		{"key missing", withHook, nil, `spec.delivery.webhook.secretRef: Secret "mailer" not found`, true,
+			&metav1.Condition{Status: metav1.ConditionFalse, Reason: cxv1.WebhookKeyMissingReason}},
+		{"gone", withHook, goneSummary, "", true,
+			&metav1.Condition{Status: metav1.ConditionFalse, Reason: cxv1.WebhookGoneReason}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := deliveryCondition(tc.svy, tc.summary, tc.keyMissing, tc.hasPage)
+			if (got == nil) != (tc.want == nil) {
+				t.Fatalf("deliveryCondition = %+v, want %+v", got, tc.want)
+			}
+			if got == nil {
+				return
+			}
+			if got.Type != cxv1.DeliveringCondition || got.Status != tc.want.Status || got.Reason != tc.want.Reason || got.ObservedGeneration != 3 || got.Message == "" {
+				t.Errorf("deliveryCondition = %+v, want %s/%s", got, tc.want.Status, tc.want.Reason)
+			}
+			if tc.keyMissing != "" && !strings.Contains(got.Message, tc.keyMissing) {
+				t.Errorf("message %q does not name the missing key", got.Message)
 			}
 		})
 	}

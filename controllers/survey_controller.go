@@ -68,7 +68,7 @@ func (r *SurveyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	if c := deliveryCondition(svy, summary, keyMissing); c != nil {
+	if c := deliveryCondition(svy, summary, keyMissing, r.Live.Runtime.ServesSurveyPages()); c != nil {
 		meta.SetStatusCondition(&svy.Status.Conditions, *c)
 	} else {
 		meta.RemoveStatusCondition(&svy.Status.Conditions, cxv1.DeliveringCondition)

@@ -90,13 +90,16 @@ func setInvitationStatus(svy *cxv1.Survey, inv *collector.InvitationSummary) {
 // deliveryCondition says whether a survey's invitations can be delivered;
 // keyMissing names a webhook secretRef that does not resolve. A survey
 // without a delivery webhook has no such condition.
-func deliveryCondition(svy *cxv1.Survey, summary *collector.SurveySummary, keyMissing string) *metav1.Condition {
+func deliveryCondition(svy *cxv1.Survey, summary *collector.SurveySummary, keyMissing string, hasPage bool) *metav1.Condition {
 	if deliveryWebhook(svy) == nil {
 		return nil
 	}
 	c := &metav1.Condition{Type: cxv1.DeliveringCondition, Status: metav1.ConditionTrue, ObservedGeneration: svy.Generation,
 		Reason: cxv1.DeliveringReason, Message: "Invitations are delivered to spec.delivery.webhook.url"}
 	switch {
+	case !hasPage:
+		c.Status, c.Reason = metav1.ConditionFalse, cxv1.NoSurveyPageReason
+		c.Message = "The manager runs without --survey-page-url, so invitations have no link and none are made"
 	case keyMissing != "":
 		c.Status, c.Reason, c.Message = metav1.ConditionFalse, cxv1.WebhookKeyMissingReason, keyMissing+"; invitations wait in the collector's outbox"
 	case summary != nil && summary.Invitations != nil && summary.Invitations.WebhookGoneSince != nil:

@@ -71,6 +71,10 @@ const (
 	// does not exist, so nothing is signed or sent.
 	WebhookKeyMissingReason = "WebhookKeyMissing"
 
+	// NoSurveyPageReason: the manager has no survey page URL for the
+	// namespace, so no invitation (which carries a link) is made.
+	NoSurveyPageReason = "NoSurveyPage"
+
 	// DeliveringReason: invitations are being delivered.
 	DeliveringReason = "Delivering"
 )

@@ -98,6 +98,9 @@ func (r *Runtime) Ensure(ctx context.Context, namespace string, files collector.
 	return url, nil
 }
 
+// ServesSurveyPages is true: the collector's own URL is the page's.
+func (r *Runtime) ServesSurveyPages() bool { return true }
+
 // PageURL is the collector's own URL: on a laptop customers (and the
 // browser of whoever tries the tour) reach the survey page there. The port
 // is chosen here the first time, so the config can carry it before the
