@@ -95,6 +95,10 @@ crash-test: build ## SIGKILL the collector under load 20 times, recount, print a
 bench-operator: manifests build ## Create 1,000 then 10,000 Touchpoints and CXTargets; print convergence, manager RSS and idle writes.
 	$(GO) run ./test/operator/bench -cxop $(LOCALBIN)/cxop -assets "$$(hack/setup-envtest.sh | tail -n 1)" $(BENCH_OPERATOR_FLAGS)
 
+.PHONY: bench-surveys
+bench-surveys: ## Invite and deliver 5,000 survey invitations on loopback; print deliveries per second and retries.
+	$(GO) test ./internal/survey/engine -run '^$$' -bench InviteAndDeliver -benchtime 5000x -count 3
+
 .PHONY: bench-engines
 bench-engines: ## Compare Pebble and bbolt on the collector's group-commit workload.
 	$(GO) test ./internal/store/enginebench -run '^$$' -bench . -benchtime 2s -count 3

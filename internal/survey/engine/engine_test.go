@@ -90,7 +90,7 @@ func (r *receiver) endpoint() *webhook.Endpoint {
 }
 
 type fixture struct {
-	t     *testing.T
+	t     testing.TB
 	dir   string
 	st    *store.Store
 	e     *Engine
@@ -100,7 +100,7 @@ type fixture struct {
 	sends int
 }
 
-func newFixture(t *testing.T, cfg Config) *fixture {
+func newFixture(t testing.TB, cfg Config) *fixture {
 	f := &fixture{t: t, dir: t.TempDir(), now: t0, cfg: cfg}
 	f.open()
 	return f
