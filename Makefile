@@ -60,7 +60,7 @@ envtest: ## Build kube-apiserver, etcd and kubectl from their Go modules (cached
 .PHONY: test
 test: manifests generate vet helm ## Run the unit, envtest and end-to-end suites against a control plane built from source.
 	KUBEBUILDER_ASSETS="$$(hack/setup-envtest.sh | tail -n 1)" HELM=$(HELM) PROMTOOL="$$(hack/setup-promtool.sh | tail -n 1)" \
-		$(GO) test $(GO_TEST_FLAGS) ./...
+		CHROMIUM="$$(hack/setup-chromium.sh | tail -n 1)" $(GO) test $(GO_TEST_FLAGS) ./...
 	$(MAKE) --no-print-directory test-e2e
 
 .PHONY: test-e2e
