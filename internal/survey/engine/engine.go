@@ -187,8 +187,12 @@ func (e *Engine) Run(ctx context.Context) error {
 	t := time.NewTicker(e.opts.Interval)
 	defer t.Stop()
 	for {
-		if err := e.Step(ctx); err != nil && ctx.Err() == nil {
+		more, err := e.step(ctx)
+		if err != nil && ctx.Err() == nil {
 			e.opts.Logger.Error("survey engine step", "err", err)
+		}
+		if more && err == nil && ctx.Err() == nil {
+			continue // a full batch was delivered: more may be due now
 		}
 		select {
 		case <-ctx.Done():
@@ -202,14 +206,21 @@ func (e *Engine) Run(ctx context.Context) error {
 // Step does everything that is due: reads new records, invites the
 // customers whose delay has passed, and attempts the deliveries due.
 func (e *Engine) Step(ctx context.Context) error {
+	_, err := e.step(ctx)
+	return err
+}
+
+// step is Step, reporting whether a full batch of messages was attempted,
+// so that more may be due at once.
+func (e *Engine) step(ctx context.Context) (bool, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	cfg := e.cfg.Load()
 	if err := e.consume(cfg); err != nil {
-		return err
+		return false, err
 	}
 	if err := e.invite(cfg); err != nil {
-		return err
+		return false, err
 	}
 	return e.deliver(ctx, cfg)
 }
@@ -570,8 +581,10 @@ func (e *Engine) newInvitation(cfg *settings, sv *Survey, p pending, now time.Ti
 	return inv, message{ID: "msg_inv_" + inv.ID, Survey: sv.Name, Invitation: inv.ID, Body: body, Created: now}, nil
 }
 
-// deliveryBatch bounds the messages attempted per step.
-const deliveryBatch = 256
+// deliveryBatch bounds the messages attempted per step. Their outcomes
+// are written together, so after a crash at most this many delivered
+// messages are sent again (with the same webhook-id).
+const deliveryBatch = 32
 
 type dueMessage struct {
 	key []byte
@@ -579,18 +592,18 @@ type dueMessage struct {
 }
 
 // deliver attempts the due messages of surveys that have a webhook.
-func (e *Engine) deliver(ctx context.Context, cfg *settings) error {
+func (e *Engine) deliver(ctx context.Context, cfg *settings) (bool, error) {
 	now := e.now()
 	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: []byte(prefixOut), UpperBound: timeKey(prefixOut, now.Add(time.Nanosecond))})
 	if err != nil {
-		return err
+		return false, err
 	}
 	var due []dueMessage
 	for it.First(); it.Valid() && len(due) < deliveryBatch; it.Next() {
 		var m message
 		if err := json.Unmarshal(it.Value(), &m); err != nil {
 			_ = it.Close()
-			return fmt.Errorf("outbox entry %x: %w", it.Key(), err)
+			return false, fmt.Errorf("outbox entry %x: %w", it.Key(), err)
 		}
 		sv := cfg.byName[m.Survey]
 		if sv == nil || m.endpoint(sv) == nil {
@@ -598,17 +611,17 @@ func (e *Engine) deliver(ctx context.Context, cfg *settings) error {
 		}
 		if gone, err := e.gone(sv, m.Detractor); err != nil {
 			_ = it.Close()
-			return err
+			return false, err
 		} else if gone != nil {
 			continue // parked until the webhook URL changes
 		}
 		due = append(due, dueMessage{key: append([]byte(nil), it.Key()...), msg: m})
 	}
 	if err := it.Close(); err != nil {
-		return err
+		return false, err
 	}
 	if len(due) == 0 {
-		return nil
+		return false, nil
 	}
 	results := make([]webhook.Result, len(due))
 	sem := make(chan struct{}, e.opts.Concurrency)
@@ -641,11 +654,11 @@ func (e *Engine) deliver(ctx context.Context, cfg *settings) error {
 			if m.Invitation != "" {
 				var inv Invitation
 				if ok, err := e.getJSON(invKey(m.Invitation), &inv); err != nil {
-					return err
+					return false, err
 				} else if ok {
 					inv.Delivered = true
 					if err := w.setJSON(invKey(inv.ID), inv); err != nil {
-						return err
+						return false, err
 					}
 				}
 			}
@@ -656,13 +669,13 @@ func (e *Engine) deliver(ctx context.Context, cfg *settings) error {
 			if res.Outcome == webhook.Gone {
 				ep := m.endpoint(cfg.byName[m.Survey])
 				if err := w.setJSON(goneKey(m.Survey, m.Detractor), goneWebhook{URL: ep.URL, At: after}); err != nil {
-					return err
+					return false, err
 				}
 			}
 			next := after.Add(webhook.Backoff(m.Attempt, e.opts.RetryBase, e.opts.RetryMax, res.RetryAfter))
 			_ = w.b.Delete(d.key, nil)
 			if err := w.setJSON(timeKey(prefixOut, next, []byte(m.ID)), m); err != nil {
-				return err
+				return false, err
 			}
 			w.count(m.Survey, CounterRetries, after)
 		default:
@@ -671,7 +684,7 @@ func (e *Engine) deliver(ctx context.Context, cfg *settings) error {
 			e.opts.Logger.Warn("webhook delivery given up", "survey", m.Survey, "message", m.ID, "attempts", m.Attempt, "err", errString(res.Err))
 		}
 	}
-	return w.commit()
+	return len(due) == deliveryBatch, w.commit()
 }
 
 func errString(err error) string {
