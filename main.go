@@ -59,7 +59,7 @@ func newRootCommand() *cobra.Command {
 		RunE:          manager.RunE,
 	}
 	root.Flags().AddFlagSet(manager.Flags())
-	root.AddCommand(manager, collector.NewCommand(), devenv.NewCommand())
+	root.AddCommand(manager, collector.NewCommand(), collector.NewWaveCommand(), devenv.NewCommand())
 	return root
 }
 

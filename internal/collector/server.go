@@ -63,6 +63,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("/s/{token}", s.pageHandler())
 	mux.HandleFunc("POST /v1/followups/{id}", s.followUp)
+	mux.HandleFunc("POST /v1/waves", s.wave)
 	return mux
 }
 

@@ -211,3 +211,78 @@ func writeFile(t *testing.T, path, data string) {
 		t.Fatal(err)
 	}
 }
+
+func TestParseAudience(t *testing.T) {
+	members, err := ParseAudience([]byte("# quarterly panel\nc-1\nc-2, ana@example.com\n\nc-3,bo@example.com,+33123456789\n"))
+	if err != nil || len(members) != 3 || members[0].Contact != nil || members[1].Contact.Email != "ana@example.com" || members[2].Contact.Phone != "+33123456789" {
+		t.Errorf("lines: %+v, %v", members, err)
+	}
+	members, err = ParseAudience([]byte(`[{"customer":"c-9","contact":{"email":"x@example.com"}}]`))
+	if err != nil || len(members) != 1 || members[0].Contact.Email != "x@example.com" {
+		t.Errorf("JSON: %+v, %v", members, err)
+	}
+	for data, want := range map[string]string{
+		"c-1,a,b,c\n":              "audience line 1: want customer-id[,email[,phone]]",
+		`[{"customer":""}]`:        "audience[0].customer: is required",
+		`[{"customer":"c","x":1}]`: "audience JSON",
+	} {
+		if _, err := ParseAudience([]byte(data)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %q", data, err, want)
+		}
+	}
+}
+
+func TestWaveEndpointAndCommand(t *testing.T) {
+	c := startSurveyCollector(t)
+	var audience []string
+	for i := range 12 {
+		audience = append(audience, fmt.Sprintf("w-%d,w%d@example.com", i, i))
+	}
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "audience"), strings.Join(audience, "\n"))
+	writeFile(t, filepath.Join(dir, "token"), npsToken+"\n")
+	run := func() string {
+		cmd := NewWaveCommand()
+		var out strings.Builder
+		cmd.SetOut(&out)
+		cmd.SetArgs([]string{"--collector", c.base, "--survey", "nps", "--token-file", filepath.Join(dir, "token"),
+			"--audience", filepath.Join(dir, "audience"), "--wave", "nps-wave-29390340"})
+		if err := cmd.ExecuteContext(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		return out.String()
+	}
+	if out := run(); !strings.Contains(out, "12 customers handed to the collector, 0 already taken") {
+		t.Errorf("first run: %q", out)
+	}
+	if out := run(); !strings.Contains(out, "0 customers handed to the collector, 12 already taken") {
+		t.Errorf("second run: %q", out)
+	}
+	waitFor(t, func() bool { return len(c.invitations()) == 12 })
+	if s := c.summary(t, "nps").Invitations; s.Invited != 12 {
+		t.Errorf("invited %d, want 12", s.Invited)
+	}
+	for _, tc := range []struct {
+		token, body string
+		want        int
+	}{
+		{"", `{"survey":"nps","wave":"x","audience":[]}`, 401},
+		{csatToken, `{"survey":"nps","wave":"x","audience":[]}`, 403},
+		{npsToken, `{"survey":"nps","audience":[]}`, 400},
+		{npsToken, `{"survey":"nps","wave":"x","audience":[{"customer":""}]}`, 400},
+		{npsToken, `{"survey":"nps","wave":"x","members":[]}`, 400},
+	} {
+		req, _ := http.NewRequest(http.MethodPost, c.base+"/v1/waves", strings.NewReader(tc.body))
+		if tc.token != "" {
+			req.Header.Set("Authorization", "Bearer "+tc.token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("%s with token %q: %d, want %d", tc.body, tc.token, resp.StatusCode, tc.want)
+		}
+	}
+}

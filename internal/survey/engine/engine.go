@@ -238,6 +238,7 @@ const (
 	prefixCount   = "s/count/"   // survey 0x00 counter 0x00 day(8) -> uint64
 	prefixGone    = "s/gone/"    // survey [0x00 "detractor"] -> goneWebhook
 	prefixDet     = "s/det/"     // detractor id -> Detractor
+	prefixWave    = "s/wave/"    // survey 0x00 wave id -> time taken
 )
 
 // goneWebhook records a receiver that answered 410 Gone. Delivery to the
@@ -308,6 +309,7 @@ const (
 	CounterRetries            = "delivery-retries"
 	CounterDetractors         = "detractors"
 	CounterDetractorsSent     = "detractors-sent"
+	CounterWaveMembers        = "wave-parts"
 )
 
 func timeKey(prefix string, t time.Time, rest ...[]byte) []byte {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -328,5 +329,47 @@ func TestSamplingAndSuspension(t *testing.T) {
 	f.step()
 	if s := f.stats("nps"); s[CounterSuppressedSuspend] != 1 {
 		t.Errorf("suspended survey counters = %v", s)
+	}
+}
+
+func TestWaveInvitesTheAudienceOnceUnderTheSameRules(t *testing.T) {
+	rcv := newReceiver(t)
+	f := newFixture(t, Config{PageURL: "http://x", LinkKeys: keys, Surveys: []Survey{
+		{Name: "chat-nps", Touchpoints: []string{"chat"}, SamplePercent: 100, Throttle: 30 * 24 * time.Hour, Webhook: rcv.endpoint()},
+		{Name: "quarterly", SamplePercent: 100, Throttle: 90 * 24 * time.Hour, Webhook: rcv.endpoint()},
+	}})
+	f.interact("chat", "c0") // c0 is asked after chat, so the wave must skip c0
+	f.step()
+	var audience []Member
+	for i := range 10 {
+		audience = append(audience, Member{Customer: fmt.Sprintf("c%d", i), Contact: &Contact{Email: fmt.Sprintf("c%d@example.com", i)}})
+	}
+	f.now = f.now.Add(time.Hour)
+	if isNew, err := f.e.Wave("quarterly", "2026-q4", audience); err != nil || !isNew {
+		t.Fatalf("Wave = %v, %v", isNew, err)
+	}
+	f.step()
+	if isNew, err := f.e.Wave("quarterly", "2026-q4", audience); err != nil || isNew {
+		t.Fatalf("the same wave again = %v, %v; want taken already", isNew, err)
+	}
+	f.step()
+	if _, err := f.e.Wave("nope", "w", audience); !errors.Is(err, ErrUnknownSurvey) {
+		t.Errorf("a wave of an unknown survey: %v", err)
+	}
+	s := f.stats("quarterly")
+	if s[CounterInvited] != 9 || s[CounterSuppressedThrottle] != 1 || s[CounterDelivered] != 9 {
+		t.Errorf("quarterly counters = %v", s)
+	}
+	var waveBodies int
+	for _, r := range rcv.got() {
+		if r.body.Survey == "quarterly" {
+			waveBodies++
+			if r.body.Contact == nil || !strings.HasSuffix(r.body.Contact.Email, "@example.com") {
+				t.Errorf("wave invitation without contact: %+v", r.body)
+			}
+		}
+	}
+	if waveBodies != 9 {
+		t.Errorf("%d wave invitations delivered, want 9", waveBodies)
 	}
 }

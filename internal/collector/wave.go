@@ -1,0 +1,245 @@
+package collector
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cxop-dev/cxop/internal/survey/engine"
+)
+
+// waveRequest is the body of POST /v1/waves.
+type waveRequest struct {
+	Survey   string          `json:"survey"`
+	Wave     string          `json:"wave"`
+	Audience []engine.Member `json:"audience"`
+}
+
+// wave answers POST /v1/waves: a scheduled wave (or one part of it) asks
+// its audience, with the survey's token, under the same sampling and
+// contact budget as interactions.
+func (s *Server) wave(w http.ResponseWriter, r *http.Request) {
+	const endpoint = "waves"
+	e := s.surveys.Load()
+	if e == nil {
+		w.Header().Set("Retry-After", "5")
+		s.reject(w, endpoint, "unavailable", 503, errorBody{Error: "the collector is not ready"})
+		return
+	}
+	sum := bearer(r)
+	allowed := map[string]bool{}
+	if sum != nil {
+		for name, sv := range s.cfg.Load().surveys {
+			if matches(sum, sv.tokens) {
+				allowed[name] = true
+			}
+		}
+	}
+	if len(allowed) == 0 {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="cxop-collector"`)
+		s.reject(w, endpoint, "unauthorized", 401, errorBody{Error: "missing or unknown bearer token: use the survey's token"})
+		return
+	}
+	var req waveRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			s.reject(w, endpoint, "too_large", 413, errorBody{Error: fmt.Sprintf("body larger than %d bytes; send the audience in parts", MaxBodyBytes)})
+			return
+		}
+		s.reject(w, endpoint, "invalid", 400, errorBody{Error: "malformed JSON: " + jsonReason(err)})
+		return
+	}
+	bad := func(field, format string, args ...any) {
+		reason := fmt.Sprintf(format, args...)
+		s.reject(w, endpoint, "invalid", 400, errorBody{Error: field + ": " + reason, Field: field, Reason: reason})
+	}
+	switch {
+	case req.Survey == "":
+		bad("survey", "is required")
+		return
+	case !allowed[req.Survey]:
+		s.reject(w, endpoint, "forbidden", 403, errorBody{Error: fmt.Sprintf("the token may not send waves of survey %q", req.Survey), Field: "survey"})
+		return
+	case req.Wave == "" || len(req.Wave) > maxIDLen:
+		bad("wave", "is required, at most %d bytes", maxIDLen)
+		return
+	case len(req.Audience) > engine.MaxWaveMembers:
+		bad("audience", "%d customers in one request, at most %d: send the audience in parts", len(req.Audience), engine.MaxWaveMembers)
+		return
+	}
+	for i, m := range req.Audience {
+		if m.Customer == "" || len(m.Customer) > maxCustomerLen {
+			bad(fmt.Sprintf("audience[%d].customer", i), "is required, at most %d bytes", maxCustomerLen)
+			return
+		}
+	}
+	isNew, err := e.Wave(req.Survey, req.Wave, req.Audience)
+	if err != nil {
+		s.log.Error("wave", "survey", req.Survey, "err", err)
+		w.Header().Set("Retry-After", "5")
+		s.reject(w, endpoint, "unavailable", 503, errorBody{Error: "wave not stored; retry with the same wave id"})
+		return
+	}
+	writeJSON(w, 200, map[string]any{"survey": req.Survey, "wave": req.Wave, "audience": len(req.Audience), "duplicate": !isNew})
+}
+
+// ParseAudience reads a wave's audience: a JSON array of
+// {"customer","contact"} objects, or one customer per line as
+// "id[,email[,phone]]" (blank lines and lines starting with # skipped).
+func ParseAudience(data []byte) ([]engine.Member, error) {
+	trimmed := bytes.TrimSpace(data)
+	if len(trimmed) > 0 && trimmed[0] == '[' {
+		var out []engine.Member
+		dec := json.NewDecoder(bytes.NewReader(trimmed))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&out); err != nil {
+			return nil, fmt.Errorf("audience JSON: %s", jsonReason(err))
+		}
+		for i, m := range out {
+			if m.Customer == "" {
+				return nil, fmt.Errorf("audience[%d].customer: is required", i)
+			}
+		}
+		return out, nil
+	}
+	var out []engine.Member
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		fields := strings.Split(line, ",")
+		if len(fields) > 3 || strings.TrimSpace(fields[0]) == "" {
+			return nil, fmt.Errorf("audience line %d: want customer-id[,email[,phone]]", n)
+		}
+		m := engine.Member{Customer: strings.TrimSpace(fields[0])}
+		if len(fields) > 1 {
+			m.Contact = &engine.Contact{Email: strings.TrimSpace(fields[1])}
+			if len(fields) > 2 {
+				m.Contact.Phone = strings.TrimSpace(fields[2])
+			}
+		}
+		out = append(out, m)
+	}
+	return out, sc.Err()
+}
+
+// waveChunk is how many customers one request carries.
+const waveChunk = 5_000
+
+// SendWave posts an audience to a collector in parts, each with its own
+// wave id (wave, wave/2, …), so that a retried run re-sends parts the
+// collector then reports as duplicates.
+func SendWave(ctx context.Context, client *http.Client, baseURL, token, survey, wave string, audience []engine.Member) (sent, duplicates int, err error) {
+	for part := 1; ; part++ {
+		start := (part - 1) * waveChunk
+		end := min(start+waveChunk, len(audience))
+		id := wave
+		if part > 1 {
+			id = fmt.Sprintf("%s/%d", wave, part)
+		}
+		body, _ := json.Marshal(waveRequest{Survey: survey, Wave: id, Audience: audience[start:end]})
+		var dup bool
+		for attempt := 1; ; attempt++ {
+			dup, err = postWave(ctx, client, baseURL, token, body)
+			if err == nil || attempt == 5 || ctx.Err() != nil {
+				break
+			}
+			time.Sleep(time.Duration(attempt) * time.Second)
+		}
+		if err != nil {
+			return sent, duplicates, fmt.Errorf("wave part %d: %w", part, err)
+		}
+		if dup {
+			duplicates += end - start
+		} else {
+			sent += end - start
+		}
+		if end >= len(audience) {
+			return sent, duplicates, nil
+		}
+	}
+}
+
+func postWave(ctx context.Context, client *http.Client, baseURL, token string, body []byte) (bool, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(baseURL, "/")+"/v1/waves", bytes.NewReader(body))
+	if err != nil {
+		return false, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return false, err
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode != 200 {
+		return false, fmt.Errorf("collector answered %d: %s", resp.StatusCode, strings.TrimSpace(string(data)))
+	}
+	var res struct {
+		Duplicate bool `json:"duplicate"`
+	}
+	if err := json.Unmarshal(data, &res); err != nil {
+		return false, fmt.Errorf("collector answer: %w", err)
+	}
+	return res.Duplicate, nil
+}
+
+// NewWaveCommand returns `cxop survey-wave`, which a Survey's CronJob runs.
+func NewWaveCommand() *cobra.Command {
+	var collectorURL, survey, tokenFile, audienceFile, wave string
+	cmd := &cobra.Command{
+		Use:   "survey-wave",
+		Short: "Send one scheduled wave of a survey to its audience",
+		Long: `survey-wave reads the audience file (a JSON array of {"customer","contact"}
+objects, or one "customer-id[,email[,phone]]" per line) and asks the collector
+to invite it under the survey's sampling and contact budget. --wave names the
+wave: running it again with the same name invites no one twice.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			token, err := os.ReadFile(tokenFile)
+			if err != nil {
+				return fmt.Errorf("--token-file: %w", err)
+			}
+			data, err := os.ReadFile(audienceFile)
+			if err != nil {
+				return fmt.Errorf("--audience: %w", err)
+			}
+			audience, err := ParseAudience(data)
+			if err != nil {
+				return fmt.Errorf("--audience %s: %w", audienceFile, err)
+			}
+			sent, dup, err := SendWave(cmd.Context(), &http.Client{Timeout: 30 * time.Second}, collectorURL, strings.TrimSpace(string(token)), survey, wave, audience)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wave %s of survey %s: %d customers handed to the collector, %d already taken by an earlier run\n", wave, survey, sent, dup)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&collectorURL, "collector", "", "the collector's base URL (required)")
+	f.StringVar(&survey, "survey", "", "the Survey's name (required)")
+	f.StringVar(&tokenFile, "token-file", "", "file holding the Survey's token (required)")
+	f.StringVar(&audienceFile, "audience", "", "the audience file (required)")
+	f.StringVar(&wave, "wave", "", "the wave's name, unique per run, such as the Job's name (required)")
+	for _, n := range []string{"collector", "survey", "token-file", "audience", "wave"} {
+		_ = cmd.MarkFlagRequired(n)
+	}
+	return cmd
+}
