@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/labels"
@@ -171,12 +172,14 @@ func runManager(ctx context.Context, opts *managerOptions) error {
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}
+	var waves *controllers.WaveJobs
 	if kube, ok := runtime.(*controllers.KubeCollectorRuntime); ok {
 		kube.Client = mgr.GetClient()
 		kube.ServiceMonitors = controllers.HasKind(mgr.GetRESTMapper(), controllers.ServiceMonitorGVK)
+		waves = &controllers.WaveJobs{Image: kube.Image}
 	}
 	if err := controllers.SetupWithManager(ctx, mgr, controllers.Options{
-		Runtime: runtime, RefreshInterval: opts.refreshInterval, Concurrency: opts.concurrency,
+		Runtime: runtime, RefreshInterval: opts.refreshInterval, Concurrency: opts.concurrency, Waves: waves,
 	}); err != nil {
 		return err
 	}
@@ -248,5 +251,6 @@ func managedObjectsOnly() map[client.Object]cache.ByObject {
 		&corev1.Service{}:        managed,
 		&corev1.ServiceAccount{}: managed,
 		&appsv1.StatefulSet{}:    managed,
+		&batchv1.CronJob{}:       managed,
 	}
 }

@@ -23,6 +23,9 @@ type Options struct {
 	// RetryInterval is how soon an object whose collector could not
 	// answer tries again (default 5s).
 	RetryInterval time.Duration
+	// Waves runs Surveys' scheduled waves as CronJobs; nil creates none
+	// (under `cxop dev`, where no CronJob controller runs).
+	Waves *WaveJobs
 	// Concurrency is how many objects of each kind are reconciled at once
 	// (default 10). Each reconcile waits on the API server for its status
 	// write, so one worker caps a kind at a few hundred objects a second.
@@ -54,7 +57,7 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts Options) error
 	}{
 		"collector":  &CollectorReconciler{Client: c, APIReader: mgr.GetAPIReader(), Runtime: opts.Runtime, Forget: status.API.Forget},
 		"touchpoint": &TouchpointReconciler{Client: c, Recorder: rec, Live: status},
-		"survey":     &SurveyReconciler{Client: c, APIReader: mgr.GetAPIReader(), Recorder: rec, Live: status},
+		"survey":     &SurveyReconciler{Client: c, APIReader: mgr.GetAPIReader(), Recorder: rec, Live: status, Waves: opts.Waves},
 		"journey":    &JourneyReconciler{Client: c, Recorder: rec, Live: status},
 		"cxtarget": &CXTargetReconciler{Client: c, Recorder: rec, Live: status,
 			PrometheusRules: HasKind(mgr.GetRESTMapper(), PrometheusRuleGVK)},

@@ -81,6 +81,7 @@ var _ = BeforeSuite(func() {
 		Runtime:         collectors,
 		RefreshInterval: 2 * time.Second,
 		RetryInterval:   200 * time.Millisecond,
+		Waves:           &WaveJobs{Image: "example.com/cxop:test"},
 	})).To(Succeed())
 	mgrDone = make(chan struct{})
 	go func() {

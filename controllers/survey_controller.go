@@ -29,6 +29,8 @@ type SurveyReconciler struct {
 	APIReader client.Reader
 	Recorder  events.EventRecorder
 	Live      *StatusSource
+	// Waves runs scheduled waves as CronJobs; nil creates none.
+	Waves *WaveJobs
 }
 
 // +kubebuilder:rbac:groups=cx.cxop.dev,resources=surveys,verbs=get;list;watch
@@ -66,6 +68,14 @@ func (r *SurveyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	setSurveyStatus(svy, obs, r.Live.Runtime.URL(svy.Namespace), summary)
 	keyMissing, err := r.missingWebhookKeys(ctx, svy)
 	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if obs.invalid == nil {
+		if err := r.syncWaves(ctx, svy); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	if err := r.setScheduleStatus(ctx, svy, time.Now()); err != nil {
 		return ctrl.Result{}, err
 	}
 	if c := deliveryCondition(svy, summary, keyMissing, r.Live.Runtime.ServesSurveyPages()); c != nil {

@@ -15,7 +15,9 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -176,6 +178,66 @@ var _ = Describe("Surveys end to end", func() {
 		// namespace, 30 s at most; a Survey change brings it sooner.
 		Expect(updateObject(ctx, svy, func() { svy.Spec.Question = strings.TrimSuffix(svy.Spec.Question, "?") + " today?" })).To(Succeed())
 		Eventually(func() int { return len(rcv.ofType("survey.invitation")) }, 30*time.Second).Should(Equal(1))
+	})
+})
+
+var _ = Describe("Scheduled waves", func() {
+	It("runs a Survey's waves as a CronJob it owns, and shows when the next is due", func(ctx SpecContext) {
+		ns := newNamespace(ctx)
+		Expect(k8sClient.Create(ctx, touchpoint(ns, "chat"))).To(Succeed())
+		Expect(k8sClient.Create(ctx, &corev1.ConfigMap{ObjectMeta: metaOf(ns, "panel"), Data: map[string]string{"customers.txt": "c-1\nc-2,bo@example.com\n"}})).To(Succeed())
+		svy := &cxv1.Survey{ObjectMeta: metaOf(ns, "quarterly-nps"), Spec: cxv1.SurveySpec{
+			Type: cxv1.SurveyTypeNPS, Question: "How likely are you to recommend us?",
+			Schedule: &cxv1.SurveySchedule{Cron: "0 9 1 */3 *", TimeZone: "Europe/Paris",
+				Audience: cxv1.ConfigMapKeyReference{Name: "panel", Key: "customers.txt"}},
+		}}
+		Expect(k8sClient.Create(ctx, svy)).To(Succeed())
+
+		var cj batchv1.CronJob
+		Eventually(func() error {
+			return k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "cxop-wave-quarterly-nps"}, &cj)
+		}).Should(Succeed())
+		Expect(cj.Spec.Schedule).To(Equal("0 9 1 */3 *"))
+		Expect(*cj.Spec.TimeZone).To(Equal("Europe/Paris"))
+		Expect(*cj.Spec.Suspend).To(BeFalse())
+		Expect(cj.Spec.ConcurrencyPolicy).To(Equal(batchv1.ForbidConcurrent))
+		Expect(cj.OwnerReferences).To(HaveLen(1))
+		Expect(cj.OwnerReferences[0].Name).To(Equal("quarterly-nps"))
+		pod := cj.Spec.JobTemplate.Spec.Template.Spec
+		Expect(pod.Containers[0].Args).To(ContainElements("survey-wave", "--survey=quarterly-nps",
+			"--collector=http://cxop-collector."+ns+".svc:8080", "--audience=/etc/cxop-audience/customers.txt", "--wave=$(JOB_NAME)"))
+		Expect(*pod.AutomountServiceAccountToken).To(BeFalse())
+		Expect(pod.Volumes[0].Secret.SecretName).To(Equal("cxop-survey-quarterly-nps"))
+
+		paris, err := time.LoadLocation("Europe/Paris")
+		Expect(err).NotTo(HaveOccurred())
+		Eventually(func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(svy), svy)).To(Succeed())
+			g.Expect(svy.Status.NextScheduleTime).NotTo(BeNil())
+			next := svy.Status.NextScheduleTime.In(paris)
+			g.Expect(next.Day()).To(Equal(1))
+			g.Expect(next.Hour()).To(Equal(9))
+			g.Expect(int(next.Month()) % 3).To(Equal(1)) // January, April, July, October
+			g.Expect(next.After(time.Now())).To(BeTrue())
+		}).Should(Succeed())
+
+		By("suspending the Survey: the CronJob is suspended and no wave is due")
+		Expect(updateObject(ctx, svy, func() { svy.Spec.Suspend = true })).To(Succeed())
+		Eventually(func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(&cj), &cj)).To(Succeed())
+			g.Expect(*cj.Spec.Suspend).To(BeTrue())
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(svy), svy)).To(Succeed())
+			g.Expect(svy.Status.NextScheduleTime).To(BeNil())
+		}).Should(Succeed())
+
+		By("making it transactional instead: the CronJob goes")
+		Expect(updateObject(ctx, svy, func() {
+			svy.Spec.Schedule = nil
+			svy.Spec.Trigger = &cxv1.SurveyTrigger{Touchpoints: []string{"chat"}}
+		})).To(Succeed())
+		Eventually(func() bool {
+			return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(&cj), &batchv1.CronJob{}))
+		}).Should(BeTrue())
 	})
 })
 

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	batchv1 "k8s.io/api/batch/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -16,6 +17,8 @@ import (
 func (r *SurveyReconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&cxv1.Survey{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		// A wave's run updates its CronJob's lastScheduleTime.
+		Owns(&batchv1.CronJob{}).
 		Watches(&cxv1.Touchpoint{},
 			enqueueReferrers(mgr.GetClient(), &cxv1.SurveyList{}, surveyTriggerTouchpointsIndex, client.Object.GetName),
 			builder.WithPredicates(existencePredicate())).

@@ -1,0 +1,162 @@
+package controllers
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
+)
+
+// +kubebuilder:rbac:groups=batch,resources=cronjobs,verbs=get;list;watch;create;update;patch;delete
+
+// WaveJobs runs a Survey's scheduled waves as CronJobs, in a cluster. Nil
+// (as under `cxop dev`, which runs no CronJob controller) creates none;
+// status still shows when the next wave is due.
+type WaveJobs struct {
+	// Image runs `cxop survey-wave`; it is the collector image.
+	Image string
+}
+
+// waveJobName names a Survey's CronJob. CronJob names are at most 52
+// characters (the Jobs they make add 11); a longer one is shortened with a
+// hash so that it stays unique.
+func waveJobName(survey string) string {
+	name := "cxop-wave-" + survey
+	if len(name) <= 52 {
+		return name
+	}
+	sum := sha256.Sum256([]byte(survey))
+	return name[:52-9] + "-" + hex.EncodeToString(sum[:4])
+}
+
+// syncWaves creates, updates or deletes the Survey's CronJob.
+func (r *SurveyReconciler) syncWaves(ctx context.Context, svy *cxv1.Survey) error {
+	if r.Waves == nil {
+		return nil
+	}
+	cj := &batchv1.CronJob{ObjectMeta: metav1.ObjectMeta{Namespace: svy.Namespace, Name: waveJobName(svy.Name)}}
+	if svy.Spec.Schedule == nil {
+		if err := r.Delete(ctx, cj); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("delete cronjob %s/%s: %w", cj.Namespace, cj.Name, err)
+		}
+		return nil
+	}
+	_, err := controllerutil.CreateOrUpdate(ctx, r.Client, cj, func() error {
+		r.mutateWaveJob(cj, svy)
+		return controllerutil.SetControllerReference(svy, cj, r.Scheme())
+	})
+	if err != nil {
+		return fmt.Errorf("apply cronjob %s/%s: %w", cj.Namespace, cj.Name, err)
+	}
+	return nil
+}
+
+func (r *SurveyReconciler) mutateWaveJob(cj *batchv1.CronJob, svy *cxv1.Survey) {
+	sch := svy.Spec.Schedule
+	cj.Labels = mergeLabels(cj.Labels, map[string]string{ManagedByLabel: ManagedByValue, surveyLabel: svy.Name})
+	cj.Spec.Schedule = sch.Cron
+	cj.Spec.TimeZone = ptr.To(sch.GetTimeZone())
+	cj.Spec.Suspend = ptr.To(svy.Spec.Suspend)
+	// A wave that is still running when the next is due is not doubled,
+	// and one missed by more than an hour (the cluster was down) is
+	// skipped rather than sent late.
+	cj.Spec.ConcurrencyPolicy = batchv1.ForbidConcurrent
+	cj.Spec.StartingDeadlineSeconds = ptr.To[int64](3600)
+	cj.Spec.SuccessfulJobsHistoryLimit = ptr.To[int32](3)
+	cj.Spec.FailedJobsHistoryLimit = ptr.To[int32](3)
+	const tokenDir, audienceDir = "/etc/cxop-token", "/etc/cxop-audience"
+	audienceKey := sch.Audience.Key
+	cj.Spec.JobTemplate.Spec = batchv1.JobSpec{
+		BackoffLimit: ptr.To[int32](4),
+		Template: corev1.PodTemplateSpec{
+			ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{ManagedByLabel: ManagedByValue, surveyLabel: svy.Name}},
+			Spec: corev1.PodSpec{
+				RestartPolicy:                corev1.RestartPolicyNever,
+				AutomountServiceAccountToken: ptr.To(false),
+				SecurityContext: &corev1.PodSecurityContext{
+					RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](collectorRunAsUser), RunAsGroup: ptr.To[int64](collectorRunAsUser),
+					SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+				},
+				Containers: []corev1.Container{{
+					Name:  "wave",
+					Image: r.Waves.Image,
+					Args: []string{"survey-wave",
+						fmt.Sprintf("--collector=http://%s.%s.svc:%d", CollectorName, svy.Namespace, CollectorPort),
+						"--survey=" + svy.Name,
+						"--token-file=" + tokenDir + "/" + TokenKey,
+						"--audience=" + audienceDir + "/" + audienceKey,
+						// The Job's name is unique per scheduled run and kept
+						// by the Job's retries: the wave's idempotency key.
+						"--wave=$(JOB_NAME)",
+					},
+					Env: []corev1.EnvVar{{Name: "JOB_NAME", ValueFrom: &corev1.EnvVarSource{
+						FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.labels['batch.kubernetes.io/job-name']"},
+					}}},
+					Resources: corev1.ResourceRequirements{
+						Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("32Mi")},
+						Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("128Mi")},
+					},
+					SecurityContext: &corev1.SecurityContext{
+						AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true), RunAsNonRoot: ptr.To(true),
+						Capabilities:   &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+					},
+					VolumeMounts: []corev1.VolumeMount{
+						{Name: "token", MountPath: tokenDir, ReadOnly: true},
+						{Name: "audience", MountPath: audienceDir, ReadOnly: true},
+					},
+				}},
+				Volumes: []corev1.Volume{
+					{Name: "token", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+						SecretName: SurveyTokenSecretName(svy.Name), DefaultMode: ptr.To[int32](0o440)}}},
+					{Name: "audience", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+						LocalObjectReference: corev1.LocalObjectReference{Name: sch.Audience.Name},
+						Items:                []corev1.KeyToPath{{Key: audienceKey, Path: audienceKey}},
+					}}},
+				},
+			},
+		},
+	}
+}
+
+// setScheduleStatus shows when the last wave ran (from the CronJob) and
+// when the next is due (from the schedule, in its time zone).
+func (r *SurveyReconciler) setScheduleStatus(ctx context.Context, svy *cxv1.Survey, now time.Time) error {
+	st := &svy.Status
+	st.LastScheduleTime, st.NextScheduleTime = nil, nil
+	sch := svy.Spec.Schedule
+	if sch == nil {
+		return nil
+	}
+	if !svy.Spec.Suspend {
+		if s, err := cronParser.Parse("CRON_TZ=" + sch.GetTimeZone() + " " + sch.Cron); err == nil {
+			st.NextScheduleTime = ptr.To(metav1.NewTime(s.Next(now).UTC()))
+		}
+	}
+	if r.Waves == nil {
+		return nil
+	}
+	var cj batchv1.CronJob
+	err := r.Get(ctx, types.NamespacedName{Namespace: svy.Namespace, Name: waveJobName(svy.Name)}, &cj)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("get cronjob: %w", err)
+	}
+	st.LastScheduleTime = cj.Status.LastScheduleTime
+	return nil
+}
