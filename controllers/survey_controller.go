@@ -75,6 +75,11 @@ func (r *SurveyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 			return ctrl.Result{}, err
 		}
 	}
+	if obs.invalid == nil && len(obs.missing) == 0 {
+		if err := r.runLocalWave(ctx, svy, time.Now()); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
 	if err := r.setScheduleStatus(ctx, svy, time.Now()); err != nil {
 		return ctrl.Result{}, err
 	}
@@ -90,7 +95,12 @@ func (r *SurveyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	if obs.invalid != nil {
 		return ctrl.Result{}, reconcile.TerminalError(obs.invalid)
 	}
-	return ctrl.Result{RequeueAfter: r.Live.next(obs)}, nil
+	next := r.Live.next(obs)
+	if r.Waves == nil && svy.Status.NextScheduleTime != nil {
+		// The manager sends the waves itself: come back when one is due.
+		next = min(next, max(time.Until(svy.Status.NextScheduleTime.Time), 0)+time.Second)
+	}
+	return ctrl.Result{RequeueAfter: next}, nil
 }
 
 // observe checks the spec and resolves the trigger's Touchpoints. A missing

@@ -241,4 +241,41 @@ var _ = Describe("Scheduled waves", func() {
 	})
 })
 
+var _ = Describe("Waves without a CronJob controller", func() {
+	It("sends the due wave from the manager, once, under cxop dev", func(ctx SpecContext) {
+		ns := newNamespace(ctx)
+		const secret = "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+		rcv := newWebhookReceiver(secret)
+		Expect(k8sClient.Create(ctx, &corev1.Secret{ObjectMeta: metaOf(ns, "mailer"), StringData: map[string]string{"signing-key": secret}})).To(Succeed())
+		Expect(k8sClient.Create(ctx, touchpoint(ns, "chat"))).To(Succeed())
+		Expect(k8sClient.Create(ctx, &corev1.ConfigMap{ObjectMeta: metaOf(ns, "panel"),
+			Data: map[string]string{"customers": "p-1,p1@example.com\np-2\np-3,p3@example.com\n"}})).To(Succeed())
+		svy := &cxv1.Survey{ObjectMeta: metaOf(ns, "panel-nps"), Spec: cxv1.SurveySpec{
+			Type: cxv1.SurveyTypeNPS, Question: "How likely are you to recommend us?",
+			Schedule: &cxv1.SurveySchedule{Cron: "* * * * *", Audience: cxv1.ConfigMapKeyReference{Name: "panel", Key: "customers"}},
+			Delivery: &cxv1.SurveyDelivery{Webhook: &cxv1.WebhookSpec{URL: rcv.srv.URL, SecretRef: cxv1.SecretKeyReference{Name: "mailer", Key: "signing-key"}}},
+		}}
+		Expect(k8sClient.Create(ctx, svy)).To(Succeed())
+		expectReady(ctx, svy, metav1.ConditionTrue, cxv1.ReconciledReason)
+		tokenOf(ctx, ns, SurveyTokenSecretName("panel-nps"))
+		Eventually(func() string { return collectors.URL(ns) }).ShouldNot(BeEmpty())
+
+		// A reconciler as `cxop dev` runs it: no CronJobs.
+		local := &SurveyReconciler{Client: k8sClient, APIReader: k8sClient, Live: &StatusSource{Runtime: collectors}}
+		now := time.Now()
+		svy.CreationTimestamp = metav1.NewTime(now.Add(-3 * time.Minute))
+		svy.Status.LastScheduleTime = nil
+		Eventually(func() error { return local.runLocalWave(ctx, svy, now) }).Should(Succeed())
+		Expect(svy.Status.LastScheduleTime).NotTo(BeNil())
+		Expect(svy.Status.LastScheduleTime.Time).To(Equal(now.Truncate(time.Minute).UTC()))
+		Eventually(func() int { return len(rcv.ofType("survey.invitation")) }).Should(Equal(3))
+
+		By("not sending it again, not even when the status write was lost")
+		Expect(local.runLocalWave(ctx, svy, now)).To(Succeed())
+		svy.Status.LastScheduleTime = nil
+		Expect(local.runLocalWave(ctx, svy, now)).To(Succeed())
+		Consistently(func() int { return len(rcv.ofType("survey.invitation")) }, 2*time.Second).Should(Equal(3))
+	})
+})
+
 func ptrTo[T any](v T) *T { return &v }

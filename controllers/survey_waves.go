@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"net/http"
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
@@ -14,10 +15,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
+	"github.com/cxop-dev/cxop/internal/collector"
 )
 
 // +kubebuilder:rbac:groups=batch,resources=cronjobs,verbs=get;list;watch;create;update;patch;delete
@@ -136,19 +139,23 @@ func (r *SurveyReconciler) mutateWaveJob(cj *batchv1.CronJob, svy *cxv1.Survey) 
 // when the next is due (from the schedule, in its time zone).
 func (r *SurveyReconciler) setScheduleStatus(ctx context.Context, svy *cxv1.Survey, now time.Time) error {
 	st := &svy.Status
-	st.LastScheduleTime, st.NextScheduleTime = nil, nil
 	sch := svy.Spec.Schedule
 	if sch == nil {
+		st.LastScheduleTime, st.NextScheduleTime = nil, nil
 		return nil
 	}
+	st.NextScheduleTime = nil
 	if !svy.Spec.Suspend {
 		if s, err := cronParser.Parse("CRON_TZ=" + sch.GetTimeZone() + " " + sch.Cron); err == nil {
 			st.NextScheduleTime = ptr.To(metav1.NewTime(s.Next(now).UTC()))
 		}
 	}
 	if r.Waves == nil {
+		// The manager runs the waves itself (runLocalWave), and keeps
+		// lastScheduleTime in status.
 		return nil
 	}
+	st.LastScheduleTime = nil
 	var cj batchv1.CronJob
 	err := r.Get(ctx, types.NamespacedName{Namespace: svy.Namespace, Name: waveJobName(svy.Name)}, &cj)
 	if apierrors.IsNotFound(err) {
@@ -158,5 +165,56 @@ func (r *SurveyReconciler) setScheduleStatus(ctx context.Context, svy *cxv1.Surv
 		return fmt.Errorf("get cronjob: %w", err)
 	}
 	st.LastScheduleTime = cj.Status.LastScheduleTime
+	return nil
+}
+
+// runLocalWave sends a Survey's wave from the manager itself when it is
+// due, where no CronJob controller runs (`cxop dev`). Only the latest due
+// run is sent, as a CronJob sends one late run, so a laptop that slept
+// through several sends one wave. The wave's id is the Survey and the
+// scheduled time: sending it again after a crash invites no one twice.
+func (r *SurveyReconciler) runLocalWave(ctx context.Context, svy *cxv1.Survey, now time.Time) error {
+	sch := svy.Spec.Schedule
+	if r.Waves != nil || sch == nil || svy.Spec.Suspend || r.APIReader == nil {
+		return nil
+	}
+	s, err := cronParser.Parse("CRON_TZ=" + sch.GetTimeZone() + " " + sch.Cron)
+	if err != nil {
+		return nil // the spec check reports it
+	}
+	from := svy.CreationTimestamp.Time
+	if last := svy.Status.LastScheduleTime; last != nil {
+		from = last.Time
+	}
+	due := s.Next(from)
+	if due.After(now) {
+		return nil
+	}
+	for n := s.Next(due); !n.After(now); n = s.Next(n) {
+		due = n
+	}
+	url := r.Live.Runtime.URL(svy.Namespace)
+	if url == "" {
+		return nil // no collector yet; the next reconcile tries again
+	}
+	var cm corev1.ConfigMap
+	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: svy.Namespace, Name: sch.Audience.Name}, &cm); err != nil {
+		return fmt.Errorf("wave audience: get configmap %s/%s: %w", svy.Namespace, sch.Audience.Name, err)
+	}
+	audience, err := collector.ParseAudience([]byte(cm.Data[sch.Audience.Key]))
+	if err != nil {
+		return fmt.Errorf("wave audience: configmap %s key %s: %w", sch.Audience.Name, sch.Audience.Key, err)
+	}
+	var sec corev1.Secret
+	if err := r.Get(ctx, types.NamespacedName{Namespace: svy.Namespace, Name: SurveyTokenSecretName(svy.Name)}, &sec); err != nil {
+		return fmt.Errorf("wave token: %w", err)
+	}
+	wave := fmt.Sprintf("%s-%d", svy.Name, due.Unix())
+	sent, dup, err := collector.SendWave(ctx, &http.Client{Timeout: 30 * time.Second}, url, string(sec.Data[TokenKey]), svy.Name, wave, audience)
+	if err != nil {
+		return fmt.Errorf("send wave %s: %w", wave, err)
+	}
+	ctrl.LoggerFrom(ctx).Info("sent survey wave", "wave", wave, "customers", sent, "alreadyTaken", dup)
+	svy.Status.LastScheduleTime = ptr.To(metav1.NewTime(due.UTC()))
 	return nil
 }
