@@ -4,9 +4,11 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/prometheus/common/model"
@@ -204,28 +206,12 @@ func engineConfig(s *settings, sec *secrets) (engine.Config, []string) {
 // webhook marks the detractor followed up, with the survey's token.
 func (s *Server) followUp(w http.ResponseWriter, r *http.Request) {
 	const endpoint = "followups"
-	e := s.surveys.Load()
-	if e == nil {
-		w.Header().Set("Retry-After", "5")
-		s.reject(w, endpoint, "unavailable", 503, errorBody{Error: "the collector is not ready"})
-		return
-	}
-	sum := bearer(r)
-	var surveys []string
-	if sum != nil {
-		for name, sv := range s.cfg.Load().surveys {
-			if matches(sum, sv.tokens) {
-				surveys = append(surveys, name)
-			}
-		}
-	}
-	if len(surveys) == 0 {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="cxop-collector"`)
-		s.reject(w, endpoint, "unauthorized", 401, errorBody{Error: "missing or unknown bearer token: use the token of the detractor's survey"})
+	e, allowed, ok := s.surveyCaller(w, r, endpoint)
+	if !ok {
 		return
 	}
 	id := r.PathValue("id")
-	for _, survey := range surveys {
+	for _, survey := range slices.Sorted(maps.Keys(allowed)) {
 		d, err := e.FollowUp(survey, id, s.now())
 		if errors.Is(err, engine.ErrNoDetractor) {
 			continue
@@ -239,4 +225,30 @@ func (s *Server) followUp(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.reject(w, endpoint, "not_found", 404, errorBody{Error: fmt.Sprintf("no detractor %q in the token's survey", id), Field: "id", Reason: "unknown detractor"})
+}
+
+// surveyCaller admits a request to an endpoint that takes a survey's token:
+// it returns the survey engine and the surveys the token may act for, or
+// answers 503 (no engine yet) or 401 and returns false.
+func (s *Server) surveyCaller(w http.ResponseWriter, r *http.Request, endpoint string) (*engine.Engine, map[string]bool, bool) {
+	e := s.surveys.Load()
+	if e == nil {
+		w.Header().Set("Retry-After", "5")
+		s.reject(w, endpoint, "unavailable", 503, errorBody{Error: "the collector is not ready"})
+		return nil, nil, false
+	}
+	allowed := map[string]bool{}
+	if sum := bearer(r); sum != nil {
+		for name, sv := range s.cfg.Load().surveys {
+			if matches(sum, sv.tokens) {
+				allowed[name] = true
+			}
+		}
+	}
+	if len(allowed) == 0 {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="cxop-collector"`)
+		s.reject(w, endpoint, "unauthorized", 401, errorBody{Error: "missing or unknown bearer token: use the survey's token"})
+		return nil, nil, false
+	}
+	return e, allowed, true
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -67,12 +66,7 @@ func TestSIGKILLDuringDeliveriesLosesNoInvitation(t *testing.T) {
 	}
 
 	dir := t.TempDir()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	_ = l.Close()
+	addr := freeLoopbackAddr(t)
 	base := "http://" + addr
 	writeFile(t, filepath.Join(dir, "config.yaml"), fmt.Sprintf(`pageURL: %s
 readTokenSHA256: [%s]

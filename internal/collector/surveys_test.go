@@ -102,12 +102,7 @@ func startSurveyCollector(t *testing.T) *surveyCollector {
 	t.Cleanup(rcv.Close)
 
 	dir := t.TempDir()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	_ = l.Close()
+	addr := freeLoopbackAddr(t)
 	c.base = "http://" + addr
 	cfgPath, secPath := filepath.Join(dir, "config.yaml"), filepath.Join(dir, "secrets.yaml")
 	writeFile(t, cfgPath, fmt.Sprintf(`
@@ -285,4 +280,16 @@ func TestWaveEndpointAndCommand(t *testing.T) {
 			t.Errorf("%s with token %q: %d, want %d", tc.body, tc.token, resp.StatusCode, tc.want)
 		}
 	}
+}
+
+// freeLoopbackAddr returns a loopback address with a free port, for a
+// collector started by the test.
+func freeLoopbackAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }

@@ -30,24 +30,8 @@ type waveRequest struct {
 // contact budget as interactions.
 func (s *Server) wave(w http.ResponseWriter, r *http.Request) {
 	const endpoint = "waves"
-	e := s.surveys.Load()
-	if e == nil {
-		w.Header().Set("Retry-After", "5")
-		s.reject(w, endpoint, "unavailable", 503, errorBody{Error: "the collector is not ready"})
-		return
-	}
-	sum := bearer(r)
-	allowed := map[string]bool{}
-	if sum != nil {
-		for name, sv := range s.cfg.Load().surveys {
-			if matches(sum, sv.tokens) {
-				allowed[name] = true
-			}
-		}
-	}
-	if len(allowed) == 0 {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="cxop-collector"`)
-		s.reject(w, endpoint, "unauthorized", 401, errorBody{Error: "missing or unknown bearer token: use the survey's token"})
+	e, allowed, ok := s.surveyCaller(w, r, endpoint)
+	if !ok {
 		return
 	}
 	var req waveRequest

@@ -494,24 +494,7 @@ func logResident(pid int) {
 
 // saveProfile fetches a net/http/pprof profile from the manager.
 func saveProfile(addr, name, path string) error {
-	resp, err := http.Get("http://" + addr + "/debug/pprof/" + name)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("profile %s: %s", name, resp.Status)
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(f, resp.Body); err != nil {
-		f.Close()
-		return err
-	}
-	logf("wrote %s", path)
-	return f.Close()
+	return download(http.DefaultClient, "http://"+addr+"/debug/pprof/"+name, path)
 }
 
 // saveAPIServerProfile fetches 60 seconds of the API server's CPU profile,
@@ -521,13 +504,18 @@ func saveAPIServerProfile(cfg *rest.Config, path string) error {
 	if err != nil {
 		return err
 	}
-	resp, err := hc.Get(strings.TrimSuffix(cfg.Host, "/") + "/debug/pprof/profile?seconds=60")
+	return download(hc, strings.TrimSuffix(cfg.Host, "/")+"/debug/pprof/profile?seconds=60", path)
+}
+
+// download writes the body of a GET of url to path.
+func download(hc *http.Client, url, path string) error {
+	resp, err := hc.Get(url)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("kube-apiserver profile: %s", resp.Status)
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
 	f, err := os.Create(path)
 	if err != nil {
