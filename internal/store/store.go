@@ -45,7 +45,8 @@ type Options struct {
 	QueueLength int
 	// MaxGroupRecords caps one group commit. Default 20,000.
 	MaxGroupRecords int
-	// CacheBytes is Pebble's block cache. Default 128 MiB.
+	// CacheBytes is Pebble's block cache, on top of the memtables' 128 MiB.
+	// Default 128 MiB.
 	CacheBytes int64
 	// Rebuild drops the checkpointed rollups and recounts every raw record.
 	Rebuild bool
@@ -133,20 +134,9 @@ func Open(opts Options) (*Store, error) {
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
-	// Every record costs an idempotency lookup; with the bloom filters and
-	// index blocks cached, a lookup of a new id rarely touches the disk.
-	cache := pebble.NewCache(opts.CacheBytes)
-	defer cache.Unref()
-	po := &pebble.Options{
-		Cache:           cache,
-		Logger:          pebbleLogger{opts.Logger},
-		MemTableSize:    64 << 20,
-		BytesPerSync:    1 << 20,
-		WALBytesPerSync: 1 << 20,
-	}
-	for i := range po.Levels {
-		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
-	}
+	po := PebbleOptions(opts.CacheBytes)
+	po.Logger = pebbleLogger{opts.Logger}
+	defer po.Cache.Unref()
 	db, err := pebble.Open(opts.Dir, po)
 	if err != nil {
 		return nil, fmt.Errorf("open store in %s: %w", opts.Dir, err)
@@ -167,6 +157,34 @@ func Open(opts Options) (*Store, error) {
 	}
 	go s.commitLoop()
 	return s, nil
+}
+
+// memTableBytes is Pebble's memtable size: large enough that a burst of
+// ingest flushes rarely, small enough for a pod's memory limit.
+const memTableBytes = 64 << 20
+
+// PebbleOptions are the store's Pebble options with a block cache of
+// cacheBytes. The caller owns the cache reference (Unref after Open).
+//
+// Pebble reserves the memory of every live memtable (up to two at the
+// default stop-writes threshold) out of the block cache. A cache no larger
+// than the memtables therefore caches nothing, and every idempotency lookup
+// reads and checksums a bloom filter block from disk; so the memtables'
+// share is added on top of cacheBytes.
+func PebbleOptions(cacheBytes int64) *pebble.Options {
+	po := &pebble.Options{
+		MemTableSize:                memTableBytes,
+		MemTableStopWritesThreshold: 2,
+		BytesPerSync:                1 << 20,
+		WALBytesPerSync:             1 << 20,
+	}
+	po.Cache = pebble.NewCache(cacheBytes + int64(po.MemTableStopWritesThreshold)*memTableBytes)
+	// Every record costs an idempotency lookup; with the bloom filters and
+	// index blocks cached, a lookup of a new id rarely touches the disk.
+	for i := range po.Levels {
+		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+	}
+	return po
 }
 
 // recover loads the checkpoint and replays the records after it.

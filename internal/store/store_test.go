@@ -210,3 +210,17 @@ func TestRecordCodecRoundTrip(t *testing.T) {
 		t.Error("decoded a truncated record")
 	}
 }
+
+// Pebble carves the live memtables out of the block cache; the store sizes
+// the cache so that cacheBytes remain for blocks when both memtables are
+// full, or every idempotency lookup would read its bloom filter from disk
+// (at 64 MiB memtables and a 128 MiB cache, the cache held nothing).
+func TestPebbleOptionsLeaveTheBlockCacheItsBytes(t *testing.T) {
+	const cacheBytes = 128 << 20
+	po := PebbleOptions(cacheBytes)
+	defer po.Cache.Unref()
+	reserved := int64(po.MemTableStopWritesThreshold) * int64(po.MemTableSize)
+	if left := po.Cache.MaxSize() - reserved; left != cacheBytes {
+		t.Fatalf("cache %d bytes less %d of memtables leaves %d for blocks; want %d", po.Cache.MaxSize(), reserved, left, cacheBytes)
+	}
+}

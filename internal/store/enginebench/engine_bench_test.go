@@ -41,8 +41,9 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
-	"github.com/cockroachdb/pebble/v2/bloom"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/cxop-dev/cxop/internal/store"
 )
 
 var (
@@ -82,18 +83,9 @@ func seqBytes(seq uint64) [8]byte {
 type pebbleEngine struct{ db *pebble.DB }
 
 func openPebble(dir string) (*pebbleEngine, error) {
-	cache := pebble.NewCache(128 << 20)
-	defer cache.Unref()
-	o := &pebble.Options{
-		Cache:           cache,
-		Logger:          quietLogger{},
-		MemTableSize:    64 << 20,
-		BytesPerSync:    1 << 20,
-		WALBytesPerSync: 1 << 20,
-	}
-	for i := range o.Levels {
-		o.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
-	}
+	o := store.PebbleOptions(128 << 20)
+	defer o.Cache.Unref()
+	o.Logger = quietLogger{}
 	db, err := pebble.Open(dir, o)
 	if err != nil {
 		return nil, err
