@@ -129,11 +129,19 @@ func run(ctx context.Context, c config) error {
 	}
 	rate := ingest / 2 / float64(c.batch)
 	inFlight := 4 * c.workers // a stall shows as latency, not as fewer requests
+	metricsURL := p.URL() + "/metrics"
+	before, err := loadgen.ScrapeHistograms(ctx, http.DefaultClient, metricsURL)
+	if err != nil {
+		return err
+	}
 	half, err := loadgen.OpenLoop(ctx, loadgen.NewClient(inFlight), ingestURL, tokens.Touchpoint, rate, c.duration, inFlight, events("half"))
 	if err != nil {
 		return fmt.Errorf("half-rate ingest: %w", err)
 	}
 	logf("half rate (%.0f requests/s scheduled): %s", rate, half)
+	if err := logServerView(ctx, metricsURL, before); err != nil {
+		return err
+	}
 
 	// 4. Responses spread evenly over the last 27 days, then summaries.
 	if err := preload(ctx, c, p.URL()+"/v1/responses", tokens.Survey); err != nil {
@@ -194,6 +202,25 @@ func idPrefixes(scheme string) (func(run string, w int, seq int64, rng *rand.Ran
 		}, nil
 	}
 	return nil, fmt.Errorf("-ids %q: want worker, time or random", scheme)
+}
+
+// logServerView prints what the collector itself measured since before:
+// the part of the client's latency spent inside the collector, and inside
+// its commits, as opposed to the client's and the loopback's share.
+func logServerView(ctx context.Context, metricsURL string, before loadgen.Histograms) error {
+	after, err := loadgen.ScrapeHistograms(ctx, http.DefaultClient, metricsURL)
+	if err != nil {
+		return err
+	}
+	for _, s := range []struct{ what, series string }{
+		{"request", `cxop_collector_request_duration_seconds{code=200,endpoint=events}`},
+		{"group commit", `cxop_collector_group_commit_duration_seconds{}`},
+		{"fsync", `cxop_collector_fsync_duration_seconds{}`},
+	} {
+		p99, n := loadgen.QuantileSince(before, after, s.series, 0.99)
+		logf("  collector's own view: %s p99 <= %.1fms (%d observed)", s.what, p99*1000, n)
+	}
+	return nil
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
