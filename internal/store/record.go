@@ -37,8 +37,8 @@ const (
 	flagResolved
 )
 
-func encodeRecord(r *Record) []byte {
-	b := make([]byte, 0, 32+len(r.Subject)+len(r.JSON))
+// appendRecord appends r's value encoding to b.
+func appendRecord(b []byte, r *Record) []byte {
 	b = append(b, recordV1, byte(r.Kind))
 	var flags byte
 	var t int64

@@ -116,12 +116,14 @@ type Store struct {
 	metrics *metrics
 
 	queue   chan *request
-	closing chan struct{}
 	stopped chan struct{}
 	closeMu sync.RWMutex
 	closed  bool
-	seq     uint64 // last record sequence; committer only after Open
-	// committed is seq for readers outside the committer.
+	seq     uint64 // last record sequence applied; committer only after Open
+	// durable is the last record sequence synced and counted in the
+	// rollups; syncer only after Open. committed is durable for readers
+	// outside the syncer.
+	durable   uint64
 	committed atomic.Uint64
 	failed    error // a commit error that makes the store read-only
 	failedMu  sync.Mutex
@@ -147,7 +149,6 @@ func Open(opts Options) (*Store, error) {
 		rollups: rollup.NewSet(opts.Retention),
 		metrics: newMetrics(opts.Registerer),
 		queue:   make(chan *request, opts.QueueLength),
-		closing: make(chan struct{}),
 		stopped: make(chan struct{}),
 	}
 	s.metrics.queueDepth(func() float64 { return float64(len(s.queue)) })
@@ -244,6 +245,7 @@ func (s *Store) recover() error {
 		return fmt.Errorf("replay: %w", err)
 	}
 	s.rollups.Apply(&b)
+	s.durable = s.seq
 	s.committed.Store(s.seq)
 	if err := s.checkpoint(); err != nil {
 		return err
@@ -302,36 +304,71 @@ func (s *Store) Err() error {
 	return s.failed
 }
 
+// A group passes two goroutines in order. The committer looks up its ids
+// and applies its batch to Pebble without waiting for the WAL sync; the
+// batch is visible at once, so the next group's lookups see its ids. The
+// syncer waits for each group's sync in the same order, then counts it and
+// answers its requests. So the committer builds group N+1 while group N's
+// fsync is in flight, and Pebble folds the syncs of groups queued behind
+// one another into one.
+//
+// A group is answered only after every group before it is durable: a
+// duplicate may name a record of the previous group, which must not be
+// acknowledged as stored before it is.
+type pending struct {
+	group   []*request
+	results []Result
+	batch   *pebble.Batch // nil when every record was a duplicate
+	counted rollup.Batch
+	seq     uint64 // last record sequence once this group is durable
+	records int
+	start   time.Time
+	err     error
+}
+
+// syncDepth bounds the groups applied but not yet durable.
+const syncDepth = 8
+
 func (s *Store) commitLoop() {
+	synced := make(chan *pending, syncDepth)
+	go s.syncLoop(synced)
+	defer close(synced)
+	for req := range s.queue {
+		group := []*request{req}
+		n := len(req.records)
+	drain:
+		for n < s.opts.MaxGroupRecords {
+			select {
+			case more, ok := <-s.queue:
+				if !ok {
+					break drain
+				}
+				group = append(group, more)
+				n += len(more.records)
+			default:
+				break drain
+			}
+		}
+		synced <- s.apply(group)
+	}
+}
+
+// syncLoop answers groups in order once durable, and checkpoints the
+// rollups, which only it changes after Open.
+func (s *Store) syncLoop(synced <-chan *pending) {
 	defer close(s.stopped)
 	tick := time.NewTicker(s.opts.CheckpointInterval)
 	defer tick.Stop()
-	group := make([]*request, 0, 64)
 	for {
 		select {
-		case req, ok := <-s.queue:
+		case p, ok := <-synced:
 			if !ok {
 				if err := s.checkpoint(); err != nil {
 					s.opts.Logger.Error("final checkpoint", "err", err)
 				}
 				return
 			}
-			group = append(group[:0], req)
-			n := len(req.records)
-		drain:
-			for n < s.opts.MaxGroupRecords {
-				select {
-				case more, ok := <-s.queue:
-					if !ok {
-						break drain
-					}
-					group = append(group, more)
-					n += len(more.records)
-				default:
-					break drain
-				}
-			}
-			s.commit(group)
+			s.finish(p)
 		case <-tick.C:
 			if err := s.checkpoint(); err != nil {
 				s.opts.Logger.Error("checkpoint", "err", err)
@@ -340,69 +377,113 @@ func (s *Store) commitLoop() {
 	}
 }
 
-// commit writes one group in one synced batch, then counts it.
-func (s *Store) commit(group []*request) {
-	start := time.Now()
-	if err := s.Err(); err != nil {
-		for _, req := range group {
-			req.done <- reply{err: err}
-		}
-		return
+// apply looks up a group's ids and applies its new records to Pebble, not
+// waiting for the sync.
+func (s *Store) apply(group []*request) *pending {
+	p := &pending{group: group, results: make([]Result, len(group)), start: time.Now(), seq: s.seq}
+	if p.err = s.Err(); p.err != nil {
+		return p
 	}
-	batch := s.db.NewBatch()
-	defer func() { _ = batch.Close() }()
-	pending := map[string]struct{}{}
-	results := make([]Result, len(group))
-	var counted rollup.Batch
-	seq := s.seq
-	var key []byte
-	records := 0
+	events, responses, size := 0, 0, 0
+	for _, req := range group {
+		for i := range req.records {
+			r := &req.records[i]
+			if r.Kind == rollup.KindTouchpoint {
+				events++
+			} else {
+				responses++
+			}
+			size += 2*len(r.Subject) + 2*len(r.ID) + len(r.JSON) + 64
+		}
+	}
+	// Sized once: growing a batch record by record copies it each time.
+	batch := s.db.NewBatchWithSize(size)
+	inGroup := make(map[string]struct{}, events+responses)
+	p.counted.Events = make([]rollup.NamedEvent, 0, events)
+	p.counted.Responses = make([]rollup.NamedResponse, 0, responses)
+	var key, value []byte
 	// One iterator for the whole group: its per-table readers, index and
 	// bloom filter blocks are opened once instead of once per lookup.
 	ids, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixID}, UpperBound: []byte{prefixID + 1}})
 	if err != nil {
-		s.fail(group, fmt.Errorf("look up ids: %w", err))
-		return
+		_ = batch.Close()
+		p.err = fmt.Errorf("look up ids: %w", err)
+		return p
 	}
-	defer func() { _ = ids.Close() }()
+	seq := s.seq
 	for gi, req := range group {
 		for i := range req.records {
 			r := &req.records[i]
 			key = idKey(key, r.Kind, r.Subject, r.ID)
-			if _, dup := pending[string(key)]; dup {
-				results[gi].markDuplicate(i, len(req.records))
+			if _, dup := inGroup[string(key)]; dup {
+				p.results[gi].markDuplicate(i, len(req.records))
 				continue
 			}
 			if ids.SeekPrefixGE(key) && bytes.Equal(ids.Key(), key) {
-				results[gi].markDuplicate(i, len(req.records))
+				p.results[gi].markDuplicate(i, len(req.records))
 				continue
 			}
-			pending[string(key)] = struct{}{}
+			inGroup[string(key)] = struct{}{}
 			seq++
 			var seqb [8]byte
 			binary.BigEndian.PutUint64(seqb[:], seq)
 			_ = batch.Set(key, seqb[:], nil)
-			_ = batch.Set(recordKey(seq), encodeRecord(r), nil)
-			appendToBatch(&counted, r)
-			results[gi].Accepted++
-			records++
+			value = appendRecord(value[:0], r) // Set copies it
+			_ = batch.Set(recordKey(seq), value, nil)
+			appendToBatch(&p.counted, r)
+			p.results[gi].Accepted++
+			p.records++
 		}
 	}
-	if records > 0 {
+	if err := ids.Close(); err != nil {
+		_ = batch.Close()
+		p.err = fmt.Errorf("look up ids: %w", err)
+		return p
+	}
+	if p.records == 0 {
+		_ = batch.Close()
+		return p
+	}
+	if err := s.db.ApplyNoSyncWait(batch, pebble.Sync); err != nil {
+		_ = batch.Close()
+		p.err = fmt.Errorf("commit: %w", err)
+		s.setFailed(p.err)
+		return p
+	}
+	p.batch, p.seq = batch, seq
+	s.seq = seq
+	return p
+}
+
+// finish waits for a group's sync, counts it and answers it.
+func (s *Store) finish(p *pending) {
+	if p.batch != nil {
 		syncStart := time.Now()
-		if err := batch.Commit(pebble.Sync); err != nil {
-			s.fail(group, fmt.Errorf("commit: %w", err))
-			return
+		err := p.batch.SyncWait()
+		_ = p.batch.Close()
+		if err != nil && p.err == nil {
+			p.err = fmt.Errorf("commit: %w", err)
 		}
 		s.metrics.fsync.Observe(time.Since(syncStart).Seconds())
-		s.seq = seq
-		s.committed.Store(seq)
-		s.rollups.Apply(&counted)
 	}
-	s.metrics.groupRecords.Observe(float64(records))
-	s.metrics.commit.Observe(time.Since(start).Seconds())
-	for gi, req := range group {
-		req.done <- reply{res: results[gi]}
+	// After a failure, a later group that did sync is still answered with
+	// the error: the store stops at the first one it cannot vouch for.
+	if p.err == nil {
+		p.err = s.Err()
+	}
+	if p.err != nil {
+		s.fail(p.group, p.err)
+		return
+	}
+	if p.batch != nil {
+		s.rollups.Apply(&p.counted)
+		s.durable = p.seq
+		s.committed.Store(p.seq)
+	}
+	s.metrics.groupRecords.Observe(float64(p.records))
+	s.metrics.commit.Observe(time.Since(p.start).Seconds())
+	for gi, req := range p.group {
+		req.done <- reply{res: p.results[gi]}
 	}
 }
 
@@ -410,12 +491,20 @@ func (s *Store) commit(group []*request) {
 // the state of the write-ahead log is unknown, so the only safe next step
 // is a restart, which replays what did reach the disk.
 func (s *Store) fail(group []*request, err error) {
-	s.opts.Logger.Error("store failed; restart the collector", "err", err)
-	s.failedMu.Lock()
-	s.failed = err
-	s.failedMu.Unlock()
+	s.setFailed(err)
 	for _, req := range group {
 		req.done <- reply{err: err}
+	}
+}
+
+// setFailed records the first commit failure; later ones only add to the
+// log.
+func (s *Store) setFailed(err error) {
+	s.failedMu.Lock()
+	defer s.failedMu.Unlock()
+	if s.failed == nil {
+		s.opts.Logger.Error("store failed; restart the collector", "err", err)
+		s.failed = err
 	}
 }
 
@@ -439,7 +528,7 @@ func (s *Store) checkpoint() error {
 		}
 	}
 	var seqb [8]byte
-	binary.BigEndian.PutUint64(seqb[:], s.seq)
+	binary.BigEndian.PutUint64(seqb[:], s.durable)
 	_ = b.Set(keyCheckpoint, seqb[:], nil)
 	if err := b.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("checkpoint: %w", err)

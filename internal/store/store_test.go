@@ -198,7 +198,7 @@ func TestExportAndPrune(t *testing.T) {
 
 func TestRecordCodecRoundTrip(t *testing.T) {
 	for _, r := range []Record{event("e-1", now, 12.5), answer("r-1", now, 10)} {
-		got, err := decodeRecord(encodeRecord(&r))
+		got, err := decodeRecord(appendRecord(nil, &r))
 		if err != nil {
 			t.Fatal(err)
 		}
