@@ -99,6 +99,83 @@ func splitRecords(body []byte) ([]json.RawMessage, *inputError) {
 	return out, nil
 }
 
+// validateAll decodes a request body into records of type T and validates
+// each. Bodies that decode cleanly (nearly all) are read in one pass by one
+// decoder; any other body is split into its records and each is decoded
+// alone, so that the answer names the first bad record and its field
+// exactly as it always has.
+func validateAll[T any](body []byte, validate func(i int, in *T) (store.Record, *inputError)) ([]store.Record, *inputError) {
+	ins, ok := decodeStream[T](body)
+	var raws []json.RawMessage
+	if !ok {
+		var ierr *inputError
+		if raws, ierr = splitRecords(body); ierr != nil {
+			return nil, ierr
+		}
+	}
+	n := max(len(ins), len(raws))
+	records := make([]store.Record, n)
+	for i := range n {
+		var in *T
+		if ok {
+			in = ins[i]
+		} else {
+			in = new(T)
+			if err := decodeStrict(i, raws[i], in); err != nil {
+				return nil, err
+			}
+		}
+		rec, err := validate(i, in)
+		if err != nil {
+			return nil, err
+		}
+		records[i] = rec
+	}
+	return records, nil
+}
+
+// decodeStream decodes a body of valid UTF-8 holding one object, an array
+// of objects or NDJSON, refusing unknown fields, in one pass. It reports
+// false for anything else, including a body splitRecords and decodeStrict
+// would accept but this does not, which then takes their slower path.
+func decodeStream[T any](body []byte) ([]*T, bool) {
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) == 0 || !utf8.Valid(trimmed) {
+		return nil, false
+	}
+	dec := json.NewDecoder(bytes.NewReader(trimmed))
+	dec.DisallowUnknownFields()
+	array := trimmed[0] == '['
+	if array {
+		if _, err := dec.Token(); err != nil {
+			return nil, false
+		}
+	} else if trimmed[0] != '{' {
+		return nil, false
+	}
+	var out []*T
+	for len(out) <= MaxRecords {
+		if array && !dec.More() {
+			if tok, err := dec.Token(); err != nil || tok != json.Delim(']') {
+				return nil, false
+			}
+			if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+				return nil, false
+			}
+			return out, len(out) > 0
+		}
+		var in *T // stays nil for a JSON null, which is not a record
+		if err := dec.Decode(&in); err != nil {
+			return out, !array && errors.Is(err, io.EOF) && len(out) > 0
+		}
+		if in == nil {
+			return nil, false
+		}
+		out = append(out, in)
+	}
+	return nil, false
+}
+
 // decodeStrict decodes one record, refusing unknown fields and trailing data.
 func decodeStrict(i int, raw json.RawMessage, v any) *inputError {
 	if !utf8.Valid(raw) {
@@ -252,11 +329,7 @@ type eventOut struct {
 	Contact       *contactIn `json:"contact,omitempty"`
 }
 
-func (v *validator) event(i int, raw json.RawMessage) (store.Record, *inputError) {
-	var in eventIn
-	if err := decodeStrict(i, raw, &in); err != nil {
-		return store.Record{}, err
-	}
+func (v *validator) event(i int, in *eventIn) (store.Record, *inputError) {
 	id, err := v.id(i, in.ID)
 	if err != nil {
 		return store.Record{}, err
@@ -335,11 +408,7 @@ type responseOut struct {
 	Time     string `json:"time"`
 }
 
-func (v *validator) response(i int, raw json.RawMessage) (store.Record, *inputError) {
-	var in responseIn
-	if err := decodeStrict(i, raw, &in); err != nil {
-		return store.Record{}, err
-	}
+func (v *validator) response(i int, in *responseIn) (store.Record, *inputError) {
 	id, err := v.id(i, in.ID)
 	if err != nil {
 		return store.Record{}, err

@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"html/template"
 	"net/http"
@@ -242,9 +241,10 @@ func (s *Server) surveyAnswer(w http.ResponseWriter, r *http.Request) {
 		s.renderPage(w, http.StatusBadRequest, questionPage(nonce, sv, keys, token, v, comment, "Please shorten your comment to "+strconv.Itoa(maxPageComment)+" characters."))
 		return
 	}
-	raw, _ := json.Marshal(map[string]any{"id": answerID(inv.ID), "survey": inv.Survey, "customer": inv.Customer, "score": v, "comment": comment})
+	id, score := answerID(inv.ID), float64(v)
+	in := responseIn{ID: &id, Survey: &inv.Survey, Customer: &inv.Customer, Score: &score, Comment: &comment}
 	val := &validator{cfg: s.cfg.Load(), now: s.now(), authorized: func(name string) bool { return name == inv.Survey }, seen: map[string]int{}}
-	rec, ierr := val.response(0, raw)
+	rec, ierr := val.response(0, &in)
 	if ierr != nil {
 		s.renderPage(w, http.StatusBadRequest, questionPage(nonce, sv, keys, token, v, comment, "Your answer could not be stored: "+ierr.Reason))
 		return

@@ -123,6 +123,20 @@ func bearer(r *http.Request) []byte {
 	return sum[:]
 }
 
+// readBody reads a request body of at most MaxBodyBytes. A declared
+// length sizes the buffer once, instead of growing it by doubling.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	body := http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	if r.ContentLength <= 0 || r.ContentLength > MaxBodyBytes {
+		return io.ReadAll(body)
+	}
+	// net/http ends a body at its declared length, so exactly that many
+	// bytes are read.
+	buf := make([]byte, r.ContentLength)
+	_, err := io.ReadFull(body, buf)
+	return buf, err
+}
+
 type ingestResult struct {
 	Accepted   int `json:"accepted"`
 	Duplicates int `json:"duplicates"`
@@ -173,7 +187,7 @@ func (s *Server) ingestOnce(w http.ResponseWriter, r *http.Request, endpoint str
 		return 401
 	}
 
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	body, err := readBody(w, r)
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
@@ -183,25 +197,17 @@ func (s *Server) ingestOnce(w http.ResponseWriter, r *http.Request, endpoint str
 		s.reject(w, endpoint, "invalid", 400, errorBody{Error: "reading body: " + err.Error()})
 		return 400
 	}
-	raws, ierr := splitRecords(body)
+	v := &validator{cfg: cfg, now: s.now(), authorized: func(n string) bool { return allowed[n] }, seen: map[string]int{}}
+	var records []store.Record
+	var ierr *inputError
+	if endpoint == "events" {
+		records, ierr = validateAll(body, v.event)
+	} else {
+		records, ierr = validateAll(body, v.response)
+	}
 	if ierr != nil {
 		s.rejectInput(w, endpoint, ierr)
 		return ierr.status
-	}
-	v := &validator{cfg: cfg, now: s.now(), authorized: func(n string) bool { return allowed[n] }, seen: make(map[string]int, len(raws))}
-	records := make([]store.Record, len(raws))
-	for i, raw := range raws {
-		var rec store.Record
-		if endpoint == "events" {
-			rec, ierr = v.event(i, raw)
-		} else {
-			rec, ierr = v.response(i, raw)
-		}
-		if ierr != nil {
-			s.rejectInput(w, endpoint, ierr)
-			return ierr.status
-		}
-		records[i] = rec
 	}
 
 	res, err := st.Submit(r.Context(), records)
