@@ -491,3 +491,13 @@ func writeFileAtomic(path string, data []byte) error {
 	}
 	return os.Rename(tmp, path)
 }
+
+func TestBlockCacheSizeMustBeAPositiveSize(t *testing.T) {
+	for _, size := range []string{"lots", "-1Mi", "0"} {
+		err := Run(t.Context(), Options{DataDir: t.TempDir(), ConfigPath: "unused.yaml", LogLevel: "info", BlockCacheSize: size})
+		want := fmt.Sprintf("--block-cache-size: %q is not a positive size such as 256Mi", size)
+		if err == nil || err.Error() != want {
+			t.Errorf("%s: %v, want %q", size, err, want)
+		}
+	}
+}
