@@ -224,29 +224,15 @@ func (s *Server) watchConfig(ctx context.Context, files configFiles, last, lastS
 		case <-tick.C:
 		}
 		changed := false
-		if data, err := os.ReadFile(files.config); err != nil {
-			s.reloadFailed("config", files.config, err)
-		} else if !bytes.Equal(data, last) {
-			last = data
-			if next, err := parseConfig(data); err != nil {
-				s.reloadFailed("config", files.config, err)
-			} else {
-				cfg, changed = next, true
-				s.cfg.Store(cfg)
-				s.log.Info("config reloaded", "touchpoints", len(cfg.touchpoints), "surveys", len(cfg.surveys))
-			}
+		if next, ok := reloadFile(s, "config", files.config, &last, parseConfig); ok {
+			cfg, changed = next, true
+			s.cfg.Store(cfg)
+			s.log.Info("config reloaded", "touchpoints", len(cfg.touchpoints), "surveys", len(cfg.surveys))
 		}
 		if files.secrets != "" {
-			if data, err := os.ReadFile(files.secrets); err != nil {
-				s.reloadFailed("secrets", files.secrets, err)
-			} else if !bytes.Equal(data, lastSecrets) {
-				lastSecrets = data
-				if next, err := parseSecrets(data); err != nil {
-					s.reloadFailed("secrets", files.secrets, err)
-				} else {
-					sec, changed = next, true
-					s.log.Info("secrets reloaded")
-				}
+			if next, ok := reloadFile(s, "secrets", files.secrets, &lastSecrets, parseSecrets); ok {
+				sec, changed = next, true
+				s.log.Info("secrets reloaded")
 			}
 		}
 		if changed {
@@ -255,6 +241,28 @@ func (s *Server) watchConfig(ctx context.Context, files configFiles, last, lastS
 			s.metrics.configSuccess.Set(1)
 		}
 	}
+}
+
+// reloadFile re-reads path and parses it when its bytes differ from
+// *last. It reports the new value, or false when the file is unchanged or
+// cannot be read or parsed (then counted and logged as a failed reload).
+func reloadFile[T any](s *Server, what, path string, last *[]byte, parse func([]byte) (T, error)) (T, bool) {
+	var zero T
+	data, err := os.ReadFile(path)
+	if err != nil {
+		s.reloadFailed(what, path, err)
+		return zero, false
+	}
+	if bytes.Equal(data, *last) {
+		return zero, false
+	}
+	*last = data
+	next, err := parse(data)
+	if err != nil {
+		s.reloadFailed(what, path, err)
+		return zero, false
+	}
+	return next, true
 }
 
 func (s *Server) reloadFailed(what, path string, err error) {
