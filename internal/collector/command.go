@@ -8,6 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -38,6 +39,9 @@ type Options struct {
 	WebhookAllowLoopback bool
 	Rebuild              bool
 	LogLevel             string
+	// ProfilerAddress serves net/http/pprof when set, on its own
+	// listener so that the API port never exposes it.
+	ProfilerAddress string
 	// BlockCacheSize is Pebble's block cache as a quantity ("256Mi"), on
 	// top of the memtables; empty means the store's default, 128Mi. It
 	// should hold the bloom filters, about 2.5 bytes per stored record.
@@ -83,6 +87,7 @@ compliance over a window from time-bucketed rollups.`,
 	f.BoolVar(&o.WebhookAllowLoopback, "webhook-allow-loopback", false, "let webhooks reach loopback addresses (a receiver on this machine)")
 	f.BoolVar(&o.Rebuild, "rebuild", false, "recount every stored record instead of loading the checkpointed rollups")
 	f.StringVar(&o.LogLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&o.ProfilerAddress, "profiler-address", "", `address net/http/pprof binds to (e.g. "127.0.0.1:6060"); empty disables it`)
 	f.StringVar(&o.BlockCacheSize, "block-cache-size", "128Mi", "the store's block cache, besides 128Mi of memtables; about 2.5 bytes per stored record keep every id lookup in memory")
 	f.DurationVar(&o.ConfigPoll, "config-poll-interval", 10*time.Second, "re-read the config at least this often")
 	_ = cmd.MarkFlagRequired("data-dir")
@@ -134,6 +139,14 @@ func Run(ctx context.Context, o Options) error {
 	served := make(chan error, 1)
 	go func() { served <- Serve(ctx, httpSrv, log) }()
 
+	if o.ProfilerAddress != "" {
+		go func() {
+			if err := Serve(ctx, &http.Server{Addr: o.ProfilerAddress, Handler: profilerMux(), ReadHeaderTimeout: 5 * time.Second}, log); err != nil {
+				log.Error("profiler", "err", err)
+			}
+		}()
+	}
+
 	st, err := store.Open(store.Options{
 		Dir:        o.DataDir,
 		Retention:  rollup.Retention{Minute: rollup.DefaultRetention.Minute, Hour: rollup.DefaultRetention.Hour, Day: cfg.retention},
@@ -167,6 +180,17 @@ func Run(ctx context.Context, o Options) error {
 	}
 	log.Info("collector stopped")
 	return err
+}
+
+// profilerMux serves the Go runtime's profiles under /debug/pprof/.
+func profilerMux() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
 }
 
 // configFiles are the files the collector reloads.

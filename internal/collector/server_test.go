@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -499,5 +500,38 @@ func TestBlockCacheSizeMustBeAPositiveSize(t *testing.T) {
 		if err == nil || err.Error() != want {
 			t.Errorf("%s: %v, want %q", size, err, want)
 		}
+	}
+}
+
+// Profiles are served on their own address only, never on the API port.
+func TestProfilerListensApartFromTheAPI(t *testing.T) {
+	dir := t.TempDir()
+	api, prof := freeLoopbackAddr(t), freeLoopbackAddr(t)
+	cfgPath := filepath.Join(dir, "collector.yaml")
+	writeFile(t, cfgPath, "touchpoints: [{name: chat}]\n")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Options{Listen: api, ProfilerAddress: prof, DataDir: filepath.Join(dir, "data"), ConfigPath: cfgPath, LogLevel: "warn"})
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	status := func(url string) int {
+		resp, err := http.Get(url)
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	waitFor(t, func() bool {
+		return status("http://"+api+"/readyz") == 200 && status("http://"+prof+"/debug/pprof/cmdline") == 200
+	})
+	if got := status("http://" + api + "/debug/pprof/cmdline"); got != 404 {
+		t.Errorf("API port answers /debug/pprof/cmdline with %d, want 404", got)
 	}
 }

@@ -3,8 +3,10 @@ package loadgen
 import (
 	"context"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
+	"os"
 	"strings"
 
 	dto "github.com/prometheus/client_model/go"
@@ -79,4 +81,25 @@ func QuantileSince(before, after Histograms, series string, q float64) (float64,
 		}
 	}
 	return math.Inf(1), total
+}
+
+// Download saves what a GET of url answers (a profile, say) to path.
+func Download(hc *http.Client, url, path string) error {
+	resp, err := hc.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

@@ -40,6 +40,7 @@ type config struct {
 	summaries               int
 	ids                     string
 	keep                    bool
+	profileDir              string
 }
 
 func main() {
@@ -58,6 +59,7 @@ func main() {
 	flag.IntVar(&c.summaries, "summaries", 2000, "summary requests timed")
 	flag.StringVar(&c.ids, "ids", "worker", "event ids: worker (run-worker-seq-i), time (time-ordered, as ULIDs) or random (as UUIDv4)")
 	flag.BoolVar(&c.keep, "keep", false, "keep the data directory and collector log")
+	flag.StringVar(&c.profileDir, "profile-dir", "", "write the collector's CPU profile of the half-rate run into this directory")
 	timeout := flag.Duration("timeout", 45*time.Minute, "give up after this long")
 	flag.Parse()
 
@@ -107,7 +109,15 @@ func run(ctx context.Context, c config) error {
 	}
 
 	p := &loadgen.Process{Binary: c.bin, DataDir: filepath.Join(dir, "data"), Config: cfg}
-	if _, err := p.Start(ctx, time.Minute); err != nil {
+	var startArgs []string
+	profilerAddr := ""
+	if c.profileDir != "" {
+		if profilerAddr, err = loadgen.FreePort(); err != nil {
+			return err
+		}
+		startArgs = append(startArgs, "--profiler-address="+profilerAddr)
+	}
+	if _, err := p.Start(ctx, time.Minute, startArgs...); err != nil {
 		return err
 	}
 	defer p.Kill()
@@ -134,10 +144,25 @@ func run(ctx context.Context, c config) error {
 	if err != nil {
 		return err
 	}
+	var profiled sync.WaitGroup
+	if c.profileDir != "" {
+		profiled.Add(1)
+		go func() {
+			defer profiled.Done()
+			path := filepath.Join(c.profileDir, "collector-half-rate-cpu.pprof")
+			url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", profilerAddr, int(c.duration.Seconds()))
+			if err := loadgen.Download(http.DefaultClient, url, path); err != nil {
+				logf("cpu profile: %v", err)
+				return
+			}
+			logf("wrote %s", path)
+		}()
+	}
 	half, err := loadgen.OpenLoop(ctx, loadgen.NewClient(inFlight), ingestURL, tokens.Touchpoint, rate, c.duration, inFlight, events("half"))
 	if err != nil {
 		return fmt.Errorf("half-rate ingest: %w", err)
 	}
+	profiled.Wait()
 	logf("half rate (%.0f requests/s scheduled): %s", rate, half)
 	if err := logServerView(ctx, metricsURL, before); err != nil {
 		return err

@@ -22,8 +22,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -48,6 +46,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
+	"github.com/cxop-dev/cxop/internal/loadgen"
 )
 
 type config struct {
@@ -129,7 +128,7 @@ func run(c config) error {
 		return err
 	}
 
-	metricsAddr, err := freeAddr()
+	metricsAddr, err := loadgen.FreePort()
 	if err != nil {
 		return err
 	}
@@ -137,7 +136,7 @@ func run(c config) error {
 		"--local-collectors-dir=" + filepath.Join(dir, "collectors")}
 	profilerAddr := ""
 	if c.profileDir != "" {
-		if profilerAddr, err = freeAddr(); err != nil {
+		if profilerAddr, err = loadgen.FreePort(); err != nil {
 			return err
 		}
 		args = append(args, "--profiler-address="+profilerAddr)
@@ -494,7 +493,15 @@ func logResident(pid int) {
 
 // saveProfile fetches a net/http/pprof profile from the manager.
 func saveProfile(addr, name, path string) error {
-	return download(http.DefaultClient, "http://"+addr+"/debug/pprof/"+name, path)
+	return saved(path, loadgen.Download(http.DefaultClient, "http://"+addr+"/debug/pprof/"+name, path))
+}
+
+// saved logs that path was written, unless err says otherwise.
+func saved(path string, err error) error {
+	if err == nil {
+		logf("wrote %s", path)
+	}
+	return err
 }
 
 // saveAPIServerProfile fetches 60 seconds of the API server's CPU profile,
@@ -504,36 +511,7 @@ func saveAPIServerProfile(cfg *rest.Config, path string) error {
 	if err != nil {
 		return err
 	}
-	return download(hc, strings.TrimSuffix(cfg.Host, "/")+"/debug/pprof/profile?seconds=60", path)
+	return saved(path, loadgen.Download(hc, strings.TrimSuffix(cfg.Host, "/")+"/debug/pprof/profile?seconds=60", path))
 }
 
 // download writes the body of a GET of url to path.
-func download(hc *http.Client, url, path string) error {
-	resp, err := hc.Get(url)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(f, resp.Body); err != nil {
-		f.Close()
-		return err
-	}
-	logf("wrote %s", path)
-	return f.Close()
-}
-
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
