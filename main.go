@@ -85,6 +85,7 @@ type managerOptions struct {
 	collectorMemory string
 	collectorMemMax string
 	collectorDisk   string
+	collectorCache  string
 }
 
 func newManagerCommand() *cobra.Command {
@@ -112,6 +113,7 @@ func newManagerCommand() *cobra.Command {
 	f.StringVar(&opts.collectorMemory, "collector-memory-request", "128Mi", "Memory request of a collector pod.")
 	f.StringVar(&opts.collectorMemMax, "collector-memory-limit", "512Mi", "Memory limit of a collector pod.")
 	f.StringVar(&opts.collectorDisk, "collector-storage-size", "1Gi", "Size of a collector's data PersistentVolumeClaim.")
+	f.StringVar(&opts.collectorCache, "collector-block-cache-size", "128Mi", "A collector's block cache, besides its 128Mi of memtables; about 2.5 bytes per stored record keep its id lookups in memory. Cache and memtables must fit under --collector-memory-limit.")
 	f.StringVar(&opts.collector.StorageClass, "collector-storage-class", "", "StorageClass of a collector's data PVC (default: the cluster's default).")
 	f.BoolVar(&opts.collector.DeletePVC, "collector-delete-pvc", false,
 		"Delete a collector's data PVC when the last Touchpoint of its namespace is deleted (default: keep it).")
@@ -230,13 +232,35 @@ func (o *managerOptions) collectorRuntime() (controllers.CollectorRuntime, func(
 		Limits: corev1.ResourceList{corev1.ResourceMemory: parse("collector-memory-limit", o.collectorMemMax)},
 	}
 	k.StorageSize = parse("collector-storage-size", o.collectorDisk)
+	k.BlockCacheSize = parse("collector-block-cache-size", o.collectorCache)
 	if err != nil {
+		return nil, nil, err
+	}
+	if err := checkCollectorMemory(k.BlockCacheSize, k.Resources.Limits[corev1.ResourceMemory]); err != nil {
 		return nil, nil, err
 	}
 	if k.Image == "" {
 		return nil, nil, errors.New("--collector-image: must not be empty")
 	}
 	return &k, func() {}, nil
+}
+
+// checkCollectorMemory refuses a block cache that, with the store's 128Mi
+// of memtables, would leave a collector pod less than 128Mi for its Go
+// heap under the memory limit: it would be OOM-killed under load.
+func checkCollectorMemory(cache, limit resource.Quantity) error {
+	if limit.IsZero() {
+		return nil
+	}
+	if cache.Sign() <= 0 {
+		return fmt.Errorf("--collector-block-cache-size: %s is not a positive size", cache.String())
+	}
+	const memtables, heap = 128 << 20, 128 << 20
+	if cache.Value()+memtables+heap > limit.Value() {
+		return fmt.Errorf("--collector-block-cache-size: %s plus 128Mi of memtables and 128Mi of heap does not fit under --collector-memory-limit %s",
+			cache.String(), limit.String())
+	}
+	return nil
 }
 
 // managedObjectsOnly limits the informer caches of Secrets, ConfigMaps and

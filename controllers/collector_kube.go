@@ -44,6 +44,9 @@ type KubeCollectorRuntime struct {
 	// the cluster's default.
 	StorageSize  resource.Quantity
 	StorageClass string
+	// BlockCacheSize is the collector's block cache (--block-cache-size);
+	// zero leaves the collector's default.
+	BlockCacheSize resource.Quantity
 	// DeletePVC deletes the data PVC with the collector when the last
 	// Touchpoint of a namespace goes. The default keeps it, so that
 	// deleting and re-applying Touchpoints loses no history.
@@ -191,6 +194,9 @@ func (k *KubeCollectorRuntime) collectorArgs() []string {
 	}
 	if len(k.WebhookAllowHosts) > 0 {
 		args = append(args, "--webhook-allow-hosts="+strings.Join(k.WebhookAllowHosts, ","))
+	}
+	if !k.BlockCacheSize.IsZero() {
+		args = append(args, "--block-cache-size="+k.BlockCacheSize.String())
 	}
 	return args
 }

@@ -36,6 +36,7 @@ var _ = Describe("Collector workloads in a cluster", func() {
 				Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("512Mi")},
 			},
 			StorageSize:       resource.MustParse("2Gi"),
+			BlockCacheSize:    resource.MustParse("192Mi"),
 			ServiceMonitors:   true,
 			PageURLTemplate:   "https://cx.example.com/{namespace}/",
 			WebhookAllowHosts: []string{"mailer.internal", "sms.internal"},
@@ -53,7 +54,7 @@ var _ = Describe("Collector workloads in a cluster", func() {
 		Expect(*pod.AutomountServiceAccountToken).To(BeFalse())
 		c := pod.Containers[0]
 		Expect(c.Args).To(ContainElements("collector", "--config=/etc/cxop/config.yaml", "--secrets=/etc/cxop-secrets/secrets.yaml",
-			"--webhook-allow-hosts=mailer.internal,sms.internal"))
+			"--webhook-allow-hosts=mailer.internal,sms.internal", "--block-cache-size=192Mi"))
 		Expect(rt.PageURL(ns)).To(Equal("https://cx.example.com/" + ns))
 		Expect(c.ReadinessProbe.HTTPGet.Path).To(Equal("/readyz"))
 		Expect(c.LivenessProbe.HTTPGet.Path).To(Equal("/healthz"))
