@@ -162,7 +162,12 @@ func Run(ctx context.Context, o Options) error {
 	}
 	srv.store.Store(st)
 	guard := &webhook.Guard{AllowHosts: o.WebhookAllowHosts, AllowLoopback: o.WebhookAllowLoopback}
-	surveys := engine.New(st.DB(), st, webhook.NewClient(guard, 10*time.Second), engine.Options{Logger: log.With("component", "surveys")})
+	surveys, err := engine.New(st.DB(), st, webhook.NewClient(guard, 10*time.Second), engine.Options{Logger: log.With("component", "surveys")})
+	if err != nil {
+		cancel()
+		<-served
+		return errors.Join(err, st.Close())
+	}
 	srv.surveys.Store(surveys)
 	srv.applySurveys(cfg, sec)
 	engineDone := make(chan struct{})

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -86,7 +87,68 @@ func (e *Engine) detractor(w *batchWriter, cfg *settings, survey string, raw []b
 		return err
 	}
 	w.count(survey, CounterDetractors, now)
+	w.counts[loopKey(survey, loopDetractors)]++
 	return nil
+}
+
+// The closed loop's figures are kept as they change, so that a summary
+// reads two counters and the follow-ups of its window instead of walking
+// every detractor a survey ever had.
+const (
+	loopDetractors = "detractors" // detractors ever queued
+	loopFollowed   = "followed"   // of those, followed up
+	// keyLoopIndexed marks a store whose counters and follow-up index
+	// cover every detractor; one written before they existed is indexed
+	// once, on start.
+	keyLoopIndexed = "s/meta/closed-loop-indexed"
+)
+
+func loopKey(survey, what string) string { return prefixLoop + survey + "\x00" + what }
+
+// followKey orders a survey's follow-ups by when the answer came.
+func followKey(d *Detractor) []byte {
+	return timeKey(prefixFollow+d.Survey+"\x00", d.AnsweredAt, []byte(d.ID))
+}
+
+func followValue(d *Detractor) []byte {
+	return binary.BigEndian.AppendUint64(nil, uint64(d.FollowedUpAt.Sub(d.AnsweredAt)))
+}
+
+// indexClosedLoop builds the closed loop's counters and follow-up index
+// from the stored detractors, once.
+func (e *Engine) indexClosedLoop() error {
+	if _, closer, err := e.db.Get([]byte(keyLoopIndexed)); err == nil {
+		return closer.Close()
+	} else if !errors.Is(err, pebble.ErrNotFound) {
+		return err
+	}
+	b := e.db.NewBatch()
+	defer func() { _ = b.Close() }()
+	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: []byte(prefixDet), UpperBound: []byte("s/det0")})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = it.Close() }()
+	counts := map[string]uint64{}
+	for it.First(); it.Valid(); it.Next() {
+		var d Detractor
+		if err := json.Unmarshal(it.Value(), &d); err != nil {
+			return fmt.Errorf("detractor %x: %w", it.Key(), err)
+		}
+		counts[loopKey(d.Survey, loopDetractors)]++
+		if d.FollowedUpAt != nil {
+			counts[loopKey(d.Survey, loopFollowed)]++
+			_ = b.Set(followKey(&d), followValue(&d), nil)
+		}
+	}
+	if err := it.Error(); err != nil {
+		return err
+	}
+	for k, n := range counts {
+		_ = b.Set([]byte(k), binary.BigEndian.AppendUint64(nil, n), nil)
+	}
+	_ = b.Set([]byte(keyLoopIndexed), nil, nil)
+	return b.Commit(pebble.Sync)
 }
 
 // ErrNoDetractor is returned by FollowUp for an id the survey never sent.
@@ -109,11 +171,14 @@ func (e *Engine) FollowUp(survey, id string, at time.Time) (Detractor, error) {
 		return d, nil
 	}
 	d.FollowedUpAt = &at
-	data, err := json.Marshal(d)
-	if err != nil {
+	w := e.newBatch()
+	if err := w.setJSON(detKey(survey, id), d); err != nil {
+		_ = w.b.Close()
 		return d, err
 	}
-	return d, e.db.Set(detKey(survey, id), data, pebble.Sync)
+	_ = w.b.Set(followKey(&d), followValue(&d), nil)
+	w.counts[loopKey(survey, loopFollowed)]++
+	return d, w.commit()
 }
 
 // ClosedLoop is a survey's closed loop: detractors not followed up yet (of
@@ -125,31 +190,35 @@ type ClosedLoop struct {
 	HasFollowUpTimes bool
 }
 
-// ClosedLoopStats reads a survey's closed loop. It walks the survey's
-// detractors, which are few next to its answers.
+// ClosedLoopStats reads a survey's closed loop from its counters and the
+// follow-ups of answers since since.
 func (e *Engine) ClosedLoopStats(survey string, since time.Time) (ClosedLoop, error) {
 	var out ClosedLoop
-	prefix := []byte(prefixDet + survey + "\x00")
-	upper := append([]byte(prefixDet+survey), 1)
-	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: upper})
+	detractors, err := e.getUint(loopKey(survey, loopDetractors))
+	if err != nil {
+		return out, err
+	}
+	followed, err := e.getUint(loopKey(survey, loopFollowed))
+	if err != nil {
+		return out, err
+	}
+	if detractors > followed {
+		out.Open = detractors - followed
+	}
+	prefix := prefixFollow + survey + "\x00"
+	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: timeKey(prefix, since), UpperBound: append([]byte(prefixFollow+survey), 1)})
 	if err != nil {
 		return out, err
 	}
 	defer func() { _ = it.Close() }()
 	var times []time.Duration
 	for it.First(); it.Valid(); it.Next() {
-		var d Detractor
-		if err := json.Unmarshal(it.Value(), &d); err != nil {
-			return out, fmt.Errorf("detractor %x: %w", it.Key(), err)
+		if len(it.Value()) != 8 {
+			return out, fmt.Errorf("follow-up %x: %d bytes", it.Key(), len(it.Value()))
 		}
-		switch {
-		case d.FollowedUpAt == nil:
-			out.Open++
-		case !d.AnsweredAt.Before(since):
-			out.FollowedUp++
-			times = append(times, d.FollowedUpAt.Sub(d.AnsweredAt))
-		}
+		times = append(times, time.Duration(binary.BigEndian.Uint64(it.Value())))
 	}
+	out.FollowedUp = uint64(len(times))
 	if len(times) > 0 {
 		slices.Sort(times)
 		// The lower median: an observed time, never an average of two.

@@ -151,11 +151,14 @@ type settings struct {
 
 // New returns an engine over db (shared with the store; the engine's keys
 // start with 's') reading records from src.
-func New(db *pebble.DB, src Source, sender Sender, opts Options) *Engine {
+func New(db *pebble.DB, src Source, sender Sender, opts Options) (*Engine, error) {
 	opts.defaults()
 	e := &Engine{db: db, src: src, sender: sender, opts: opts, now: time.Now, wake: make(chan struct{}, 1)}
+	if err := e.indexClosedLoop(); err != nil {
+		return nil, fmt.Errorf("index the closed loop: %w", err)
+	}
 	e.SetConfig(Config{})
-	return e
+	return e, nil
 }
 
 // SetConfig replaces the configuration; work in flight finishes under the
@@ -238,6 +241,8 @@ const (
 	prefixCount   = "s/count/"   // survey 0x00 counter 0x00 day(8) -> uint64
 	prefixGone    = "s/gone/"    // survey [0x00 "detractor"] -> goneWebhook
 	prefixDet     = "s/det/"     // detractor id -> Detractor
+	prefixLoop    = "s/loop/"    // survey 0x00 loopDetractors|loopFollowed -> uint64, all time
+	prefixFollow  = "s/fu/"      // survey 0x00 answered(8) detractor id -> follow-up time (int64 ns)
 	prefixWave    = "s/wave/"    // survey 0x00 wave id -> time taken
 )
 
