@@ -225,7 +225,12 @@ func (e *Engine) step(ctx context.Context) (bool, error) {
 	if err := e.invite(cfg); err != nil {
 		return false, err
 	}
-	return e.deliver(ctx, cfg)
+	moreParked, err := e.unpark(cfg)
+	if err != nil {
+		return false, err
+	}
+	more, err := e.deliver(ctx, cfg)
+	return more || moreParked, err
 }
 
 // Keys. Times are big-endian Unix nanoseconds so that keys sort by time.
@@ -238,6 +243,7 @@ const (
 	prefixContact = "s/contact/" // customer -> contact
 	prefixInv     = "s/inv/"     // invitation id(16) -> Invitation
 	prefixOut     = "s/out/"     // next attempt(8) message id -> message
+	prefixPark    = "s/park/"    // survey 0x00 'i'|'d' message id -> message with nowhere to go
 	prefixCount   = "s/count/"   // survey 0x00 counter 0x00 day(8) -> uint64
 	prefixGone    = "s/gone/"    // survey [0x00 "detractor"] -> goneWebhook
 	prefixDet     = "s/det/"     // detractor id -> Detractor
@@ -606,29 +612,45 @@ func (e *Engine) deliver(ctx context.Context, cfg *settings) (bool, error) {
 		return false, err
 	}
 	var due []dueMessage
-	for it.First(); it.Valid() && len(due) < deliveryBatch; it.Next() {
+	park := e.db.NewBatch()
+	defer func() { _ = park.Close() }()
+	parked := 0
+	for it.First(); it.Valid() && len(due) < deliveryBatch && parked < parkBatch; it.Next() {
 		var m message
 		if err := json.Unmarshal(it.Value(), &m); err != nil {
 			_ = it.Close()
 			return false, fmt.Errorf("outbox entry %x: %w", it.Key(), err)
 		}
 		sv := cfg.byName[m.Survey]
-		if sv == nil || m.endpoint(sv) == nil {
-			continue // parked until the survey has a webhook again
+		canSend := sv != nil && m.endpoint(sv) != nil
+		if canSend {
+			gone, err := e.gone(sv, m.Detractor)
+			if err != nil {
+				_ = it.Close()
+				return false, err
+			}
+			canSend = gone == nil
 		}
-		if gone, err := e.gone(sv, m.Detractor); err != nil {
-			_ = it.Close()
-			return false, err
-		} else if gone != nil {
-			continue // parked until the webhook URL changes
+		if !canSend {
+			// Parked, out of the timeline, until the survey has a webhook
+			// again or its URL changes: later steps do not walk it.
+			_ = park.Delete(it.Key(), nil)
+			_ = park.Set(parkKey(m.Survey, m.Detractor, m.ID), it.Value(), nil)
+			parked++
+			continue
 		}
 		due = append(due, dueMessage{key: append([]byte(nil), it.Key()...), msg: m})
 	}
 	if err := it.Close(); err != nil {
 		return false, err
 	}
+	if parked > 0 {
+		if err := park.Commit(pebble.Sync); err != nil {
+			return false, err
+		}
+	}
 	if len(due) == 0 {
-		return false, nil
+		return parked == parkBatch, nil
 	}
 	results := make([]webhook.Result, len(due))
 	sem := make(chan struct{}, e.opts.Concurrency)
@@ -691,7 +713,63 @@ func (e *Engine) deliver(ctx context.Context, cfg *settings) (bool, error) {
 			e.opts.Logger.Warn("webhook delivery given up", "survey", m.Survey, "message", m.ID, "attempts", m.Attempt, "err", errString(res.Err))
 		}
 	}
-	return len(due) == deliveryBatch, w.commit()
+	return len(due) == deliveryBatch || parked == parkBatch, w.commit()
+}
+
+// parkBatch bounds the messages parked or unparked per step, so that a
+// survey with a million undeliverable messages makes no step long.
+const parkBatch = 1000
+
+func parkPrefix(survey string, detractor bool) []byte {
+	kind := byte('i')
+	if detractor {
+		kind = 'd'
+	}
+	return append([]byte(prefixPark+survey+"\x00"), kind)
+}
+
+func parkKey(survey string, detractor bool, id string) []byte {
+	return append(parkPrefix(survey, detractor), id...)
+}
+
+// unpark returns parked messages to the outbox, due now, for every
+// survey webhook that can take them again. It reports whether it stopped
+// at parkBatch.
+func (e *Engine) unpark(cfg *settings) (bool, error) {
+	b := e.db.NewBatch()
+	defer func() { _ = b.Close() }()
+	now, n := e.now(), 0
+	for i := range cfg.Surveys {
+		sv := &cfg.Surveys[i]
+		for _, detractor := range []bool{false, true} {
+			if (&message{Detractor: detractor}).endpoint(sv) == nil {
+				continue
+			}
+			if gone, err := e.gone(sv, detractor); err != nil {
+				return false, err
+			} else if gone != nil {
+				continue
+			}
+			prefix := parkPrefix(sv.Name, detractor)
+			it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: append(append([]byte(nil), prefix[:len(prefix)-1]...), prefix[len(prefix)-1]+1)})
+			if err != nil {
+				return false, err
+			}
+			for it.First(); it.Valid() && n < parkBatch; it.Next() {
+				id := it.Key()[len(prefix):]
+				_ = b.Delete(it.Key(), nil)
+				_ = b.Set(timeKey(prefixOut, now, id), it.Value(), nil)
+				n++
+			}
+			if err := it.Close(); err != nil {
+				return false, err
+			}
+		}
+	}
+	if n == 0 {
+		return false, nil
+	}
+	return n == parkBatch, b.Commit(pebble.Sync)
 }
 
 func errString(err error) string {
@@ -781,9 +859,20 @@ func (e *Engine) Invitation(id string) (Invitation, bool, error) {
 	return inv, ok, err
 }
 
-// Outbox returns how many messages wait for delivery.
+// Outbox returns how many messages wait for delivery, parked ones
+// included.
 func (e *Engine) Outbox() (int, error) {
-	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: []byte(prefixOut), UpperBound: []byte("s/out0")})
+	out, err := e.countKeys(prefixOut)
+	if err != nil {
+		return 0, err
+	}
+	parked, err := e.countKeys(prefixPark)
+	return out + parked, err
+}
+
+// countKeys counts the keys that start with prefix, a string ending in '/'.
+func (e *Engine) countKeys(prefix string) (int, error) {
+	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: []byte(prefix), UpperBound: []byte(prefix[:len(prefix)-1] + "0")})
 	if err != nil {
 		return 0, err
 	}
