@@ -838,16 +838,25 @@ func (e *Engine) Stats(survey string, since time.Time) (Stats, error) {
 		return nil, err
 	}
 	defer func() { _ = it.Close() }()
-	from := since.UTC().Truncate(24 * time.Hour).Unix()
-	for it.First(); it.Valid(); it.Next() {
+	fromDay := since.UTC().Truncate(24 * time.Hour)
+	from := fromDay.Unix()
+	for valid := it.First(); valid; {
 		rest := it.Key()[len(prefix):]
 		if len(rest) < 9 {
+			valid = it.Next()
 			continue
 		}
 		counter, day := string(rest[:len(rest)-9]), int64(binary.BigEndian.Uint64(rest[len(rest)-8:]))
-		if day >= from && len(it.Value()) == 8 {
+		if day < from {
+			// Skip the counter's days before the window in one seek: a
+			// survey's counters go back as far as its history.
+			valid = it.SeekGE(counterKey(survey, counter, fromDay))
+			continue
+		}
+		if len(it.Value()) == 8 {
 			out[counter] += binary.BigEndian.Uint64(it.Value())
 		}
+		valid = it.Next()
 	}
 	return out, it.Error()
 }

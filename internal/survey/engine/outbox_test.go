@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 )
 
 // Messages with nowhere to go leave the outbox's timeline, a bounded number
@@ -53,5 +54,41 @@ func TestUndeliverableMessagesAreParkedOutOfTheTimeline(t *testing.T) {
 	}
 	if n, _ := f.e.Outbox(); n != 0 {
 		t.Errorf("%d messages left", n)
+	}
+}
+
+// Stats sums each counter over the window's days only, however far back
+// the survey's counters go.
+func TestStatsSumOnlyTheWindowsDays(t *testing.T) {
+	f := newFixture(t, Config{})
+	w := f.e.newBatch()
+	for day := range 400 {
+		at := t0.Add(-time.Duration(day) * 24 * time.Hour)
+		w.count("nps", CounterInvited, at)
+		if day%2 == 0 {
+			w.count("nps", CounterDelivered, at)
+		}
+		w.count("csat", CounterInvited, at)
+	}
+	if err := w.commit(); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		since              time.Time
+		invited, delivered uint64
+	}{
+		{t0.Add(-27 * 24 * time.Hour), 28, 14}, // days 0..27
+		{t0, 1, 1},
+		{t0.Add(time.Hour), 1, 1}, // the day of since counts whole
+		{time.Time{}, 400, 200},
+		{t0.Add(24 * time.Hour), 0, 0},
+	} {
+		s, err := f.e.Stats("nps", c.since)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s[CounterInvited] != c.invited || s[CounterDelivered] != c.delivered || len(s) > 2 {
+			t.Errorf("since %s: %v, want invited %d delivered %d", c.since, s, c.invited, c.delivered)
+		}
 	}
 }
