@@ -2,8 +2,22 @@
 # and built from the Go module proxy into ./bin (small tools) or the cache
 # directory outside the repository (the control plane, see hack/).
 
-# Image and tool versions.
-IMG ?= ghcr.io/cxop-dev/cxop:dev
+# The release is the chart's appVersion; internal/version holds the same
+# value (a test keeps them equal). IMG is the one image the manager, the
+# collectors and the wave jobs run.
+VERSION ?= $(shell sed -n 's/^appVersion: "\(.*\)"$$/\1/p' charts/cxop/Chart.yaml)
+IMG ?= ghcr.io/cxop-dev/cxop:$(VERSION)
+# make image: the static binary and the tarball. The image's times are the
+# commit's time, so two builds of one commit are byte for byte the same.
+IMAGE_ARCH ?= $(shell $(GO) env GOARCH)
+IMAGE_BIN_DIR ?= $(LOCALBIN)/linux-$(IMAGE_ARCH)
+IMAGE_TAR ?= $(LOCALBIN)/cxop-image.tar
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+IMAGE_LDFLAGS = -s -w -X github.com/cxop-dev/cxop/internal/version.Version=$(VERSION) \
+	-X github.com/cxop-dev/cxop/internal/version.imageRef=$(IMG)
+
+# Tool versions.
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 KUSTOMIZE_VERSION ?= v5.8.1
 HELM_VERSION ?= v4.3.1
@@ -82,6 +96,23 @@ verify: manifests generate kustomize ## Regenerate everything and fail if the tr
 .PHONY: build
 build: ## Build the cxop binary into bin/.
 	$(GO) build -trimpath -o $(LOCALBIN)/cxop .
+
+.PHONY: image
+image: ## Build the cxop image as a tarball ($(IMAGE_TAR)) with no Docker daemon and no base image; prints its digest.
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(IMAGE_ARCH) $(GO) build -trimpath -ldflags "$(IMAGE_LDFLAGS)" -o $(IMAGE_BIN_DIR)/cxop .
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run ./hack/image -binary $(IMAGE_BIN_DIR)/cxop -ref $(IMG) \
+		-platform linux/$(IMAGE_ARCH) -out $(IMAGE_TAR) \
+		-label org.opencontainers.image.source=https://github.com/cxop-dev/cxop \
+		-label org.opencontainers.image.version=$(VERSION) -label org.opencontainers.image.revision=$(REVISION)
+
+.PHONY: docker-build
+docker-build: ## Build the same image with a Docker daemon (see Dockerfile).
+	docker build --build-arg VERSION=$(VERSION) --build-arg IMG=$(IMG) --build-arg REVISION=$(REVISION) \
+		--build-arg SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) -t $(IMG) .
+
+.PHONY: docker-push
+docker-push: ## Push $(IMG) with Docker.
+	docker push $(IMG)
 
 .PHONY: bench-collector
 bench-collector: build ## Measure the collector on loopback: ingest rate, ack p99, discard ceiling, summary p99, restart time.

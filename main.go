@@ -37,6 +37,7 @@ import (
 	"github.com/cxop-dev/cxop/internal/collector"
 	"github.com/cxop-dev/cxop/internal/devenv"
 	"github.com/cxop-dev/cxop/internal/localcollector"
+	"github.com/cxop-dev/cxop/internal/version"
 )
 
 func main() {
@@ -108,7 +109,7 @@ func newManagerCommand() *cobra.Command {
 	f.IntVar(&opts.concurrency, "concurrent", 10, "How many objects of each kind are reconciled at once.")
 	f.DurationVar(&opts.refreshInterval, "status-refresh-interval", 30*time.Second,
 		"How often each object's status numbers are refreshed from its collector (jittered by 10%).")
-	f.StringVar(&opts.collector.Image, "collector-image", defaultCollectorImage, "Image of the collector pods (the cxop image; it runs `cxop collector`).")
+	f.StringVar(&opts.collector.Image, "collector-image", version.Image(), "Image of the collector pods and the scheduled wave jobs (the cxop image; the default is the image this binary was built into).")
 	f.StringVar(&opts.collectorCPU, "collector-cpu-request", "100m", "CPU request of a collector pod.")
 	f.StringVar(&opts.collectorMemory, "collector-memory-request", "128Mi", "Memory request of a collector pod.")
 	f.StringVar(&opts.collectorMemMax, "collector-memory-limit", "512Mi", "Memory limit of a collector pod.")
@@ -197,10 +198,6 @@ func runManager(ctx context.Context, opts *managerOptions) error {
 	}
 	return nil
 }
-
-// defaultCollectorImage is the image collectors run when the manager is
-// not told otherwise; the Helm chart passes its own image.
-const defaultCollectorImage = "ghcr.io/cxop-dev/cxop:latest"
 
 // collectorRuntime returns where collectors run, and what to do at exit.
 func (o *managerOptions) collectorRuntime() (controllers.CollectorRuntime, func(), error) {

@@ -15,6 +15,8 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/cxop-dev/cxop/internal/version"
 )
 
 func TestChartRendersValidObjects(t *testing.T) {
@@ -63,6 +65,9 @@ func TestChartRendersValidObjects(t *testing.T) {
 				continue
 			}
 			kinds[u.GetKind()]++
+			if u.GetKind() == "Deployment" {
+				checkOneImage(t, values, u)
+			}
 			if err := c.Create(context.Background(), u, client.DryRunAll); err != nil {
 				t.Errorf("helm %s: %s %s rejected by the API server: %v", strings.Join(values, " "), u.GetKind(), u.GetName(), err)
 			}
@@ -70,5 +75,28 @@ func TestChartRendersValidObjects(t *testing.T) {
 		if kinds["Deployment"] != 1 || kinds["ClusterRole"] == 0 || kinds["ServiceAccount"] != 1 {
 			t.Errorf("helm %s rendered %v; want a Deployment, a ServiceAccount and ClusterRoles", strings.Join(values, " "), kinds)
 		}
+	}
+}
+
+// checkOneImage holds the manager's image and the --collector-image it
+// passes to the same reference, the one `make image` tags: one image runs the
+// manager, the collectors and the wave jobs.
+func checkOneImage(t *testing.T, values []string, deploy *unstructured.Unstructured) {
+	t.Helper()
+	containers, _, _ := unstructured.NestedSlice(deploy.Object, "spec", "template", "spec", "containers")
+	if len(containers) != 1 {
+		t.Fatalf("helm %s: %d containers in the manager Deployment", strings.Join(values, " "), len(containers))
+	}
+	c := containers[0].(map[string]any)
+	image, _ := c["image"].(string)
+	var collectorImage string
+	args, _ := c["args"].([]any)
+	for _, a := range args {
+		if v, ok := strings.CutPrefix(a.(string), "--collector-image="); ok {
+			collectorImage = v
+		}
+	}
+	if image != version.Image() || collectorImage != image {
+		t.Errorf("helm %s: manager image %q, collector image %q; want both %q", strings.Join(values, " "), image, collectorImage, version.Image())
 	}
 }
