@@ -84,6 +84,10 @@ func (r *SurveyReconciler) mutateWaveJob(cj *batchv1.CronJob, svy *cxv1.Survey) 
 	audienceKey := sch.Audience.Key
 	cj.Spec.JobTemplate.Spec = batchv1.JobSpec{
 		BackoffLimit: ptr.To[int32](4),
+		// A run that cannot start (a missing audience ConfigMap keeps its
+		// pod Pending) must not hold the Forbid policy's slot for ever and
+		// silently swallow every later wave.
+		ActiveDeadlineSeconds: ptr.To[int64](3600),
 		Template: corev1.PodTemplateSpec{
 			ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{ManagedByLabel: ManagedByValue, surveyLabel: svy.Name}},
 			Spec: corev1.PodSpec{
@@ -91,6 +95,9 @@ func (r *SurveyReconciler) mutateWaveJob(cj *batchv1.CronJob, svy *cxv1.Survey) 
 				AutomountServiceAccountToken: ptr.To(false),
 				SecurityContext: &corev1.PodSecurityContext{
 					RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](collectorRunAsUser), RunAsGroup: ptr.To[int64](collectorRunAsUser),
+					// The kubelet writes the token file root-owned, mode 0440:
+					// only the fsGroup lets the non-root user read it.
+					FSGroup:        ptr.To[int64](collectorRunAsUser),
 					SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 				},
 				Containers: []corev1.Container{{
