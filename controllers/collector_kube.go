@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -69,6 +70,7 @@ type KubeCollectorRuntime struct {
 var ServiceMonitorGVK = schema.GroupVersionKind{Group: "monitoring.coreos.com", Version: "v1", Kind: "ServiceMonitor"}
 
 // +kubebuilder:rbac:groups=monitoring.coreos.com,resources=servicemonitors,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;delete
 
 func (k *KubeCollectorRuntime) serviceMonitor(namespace string) *unstructured.Unstructured {
 	sm := &unstructured.Unstructured{}
@@ -201,6 +203,18 @@ func (k *KubeCollectorRuntime) collectorArgs() []string {
 	return args
 }
 
+// collectorEnv sets GOMEMLIMIT a tenth under the container's memory limit.
+// The image's static build keeps Pebble's memtables and block cache on the
+// Go heap; the soft limit makes the runtime collect harder as the heap nears
+// the cgroup's limit instead of being OOM-killed by it.
+func (k *KubeCollectorRuntime) collectorEnv() []corev1.EnvVar {
+	limit, ok := k.Resources.Limits[corev1.ResourceMemory]
+	if !ok || limit.IsZero() {
+		return nil
+	}
+	return []corev1.EnvVar{{Name: "GOMEMLIMIT", Value: strconv.FormatInt(limit.Value()/10*9, 10)}}
+}
+
 func (k *KubeCollectorRuntime) mutateStatefulSet(sts *appsv1.StatefulSet) {
 	labels := mergeLabels(collectorLabels(), collectorSelector())
 	sts.Labels = mergeLabels(sts.Labels, labels)
@@ -258,6 +272,7 @@ func (k *KubeCollectorRuntime) mutateStatefulSet(sts *appsv1.StatefulSet) {
 			Name:           "collector",
 			Image:          k.Image,
 			Args:           k.collectorArgs(),
+			Env:            k.collectorEnv(),
 			Ports:          []corev1.ContainerPort{{Name: "http", ContainerPort: CollectorPort, Protocol: corev1.ProtocolTCP}},
 			Resources:      k.Resources,
 			StartupProbe:   startup,

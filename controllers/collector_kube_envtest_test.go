@@ -59,6 +59,8 @@ var _ = Describe("Collector workloads in a cluster", func() {
 		Expect(c.ReadinessProbe.HTTPGet.Path).To(Equal("/readyz"))
 		Expect(c.LivenessProbe.HTTPGet.Path).To(Equal("/healthz"))
 		Expect(c.Resources.Limits.Memory().String()).To(Equal("512Mi"))
+		// 90% of 512Mi: Pebble's caches are Go heap in the static image.
+		Expect(c.Env).To(ContainElement(corev1.EnvVar{Name: "GOMEMLIMIT", Value: "483183819"}))
 
 		var sa corev1.ServiceAccount
 		Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: CollectorName}, &sa)).To(Succeed())

@@ -53,7 +53,7 @@ type Options struct {
 }
 
 // defaultGCPercent is the collector process's GOGC unless the environment
-// sets one.
+// sets one or Pebble's caches live on the Go heap (a build without cgo).
 const defaultGCPercent = 200
 
 // NewCommand returns `cxop collector`.
@@ -68,7 +68,7 @@ once per id); GET /v1/summary answers NPS, CSAT, effort and wait-time
 compliance over a window from time-bucketed rollups.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if os.Getenv("GOGC") == "" {
+			if os.Getenv("GOGC") == "" && pebbleCachesOffHeap {
 				// The Go heap is small next to Pebble's memtables and block
 				// cache (allocated outside it); collecting at twice the live
 				// heap instead of once halves the GC work of a busy ingest
