@@ -164,6 +164,10 @@ func runManager(ctx context.Context, opts *managerOptions) error {
 		PprofBindAddress:       opts.profilerAddr,
 		LeaderElection:         opts.leaderElection,
 		LeaderElectionID:       "manager.cxop.dev",
+		// A replica that is shutting down (a rollout, a drained node) hands
+		// the lease over at once instead of making the next leader wait out
+		// its lease duration; Run returns only after the manager stopped.
+		LeaderElectionReleaseOnCancel: true,
 		Cache: cache.Options{
 			ByObject: managedObjectsOnly(),
 			// managedFields is bookkeeping for server-side apply that the
