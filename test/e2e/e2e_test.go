@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cxop-dev/cxop/test/internal/tour"
 )
 
 var root, bin, assets string
@@ -64,29 +66,6 @@ func kubectl(t *testing.T, kubeconfig string, args ...string) string {
 		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
 	}
 	return string(out)
-}
-
-// inBusinessHours returns the latest second before now that falls in the
-// support chat's business hours (weekdays 08:00-20:00, Saturday
-// 10:00-16:00, Europe/Berlin), so that its waits are judged.
-func inBusinessHours(t *testing.T, now time.Time) time.Time {
-	berlin, err := time.LoadLocation("Europe/Berlin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	at := now.Add(-time.Minute).Truncate(time.Second)
-	for range 7 * 24 * 60 {
-		l := at.In(berlin)
-		h := l.Hour()
-		switch {
-		case l.Weekday() >= time.Monday && l.Weekday() <= time.Friday && h >= 8 && h < 20,
-			l.Weekday() == time.Saturday && h >= 10 && h < 16:
-			return at
-		}
-		at = at.Add(-time.Minute)
-	}
-	t.Fatal("no business hours in a week")
-	return at
 }
 
 func TestSamplesEndToEnd(t *testing.T) {
@@ -143,8 +122,10 @@ func TestSamplesEndToEnd(t *testing.T) {
 		return string(b)
 	}
 	now := time.Now().UTC()
-	at := inBusinessHours(t, now)
-	stamp := at.Format(time.RFC3339)
+	at, err := tour.InBusinessHours(now)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	post := func(path, secret string, lines []string) {
 		t.Helper()
@@ -171,71 +152,10 @@ func TestSamplesEndToEnd(t *testing.T) {
 		}
 	}
 
-	// Support chat: 114 waits of 30s and 6 of 5m, all in business hours:
-	// exactly 95% within 2m.
-	var events []string
-	for i := range 120 {
-		wait := 30
-		if i < 6 {
-			wait = 300
-		}
-		events = append(events, fmt.Sprintf(`{"id":"chat-%d","touchpoint":"support-chat","customer":"c%d","time":%q,"waitSeconds":%d}`, i, i, stamp, wait))
+	for _, b := range tour.Batches(at) {
+		post(b.Path, b.Secret, b.Lines)
 	}
-	post("/v1/events", "cxop-touchpoint-support-chat", events)
-
-	// Support NPS: 54 promoters, 3 passives, 3 detractors: NPS 85.
-	var nps []string
-	for i := range 60 {
-		score := 10
-		switch {
-		case i >= 57:
-			score = 3
-		case i >= 54:
-			score = 8
-		}
-		nps = append(nps, fmt.Sprintf(`{"id":"nps-%d","survey":"support-nps","customer":"c%d","score":%d,"time":%q}`, i, i, score, stamp))
-	}
-	post("/v1/responses", "cxop-survey-support-nps", nps)
-
-	// Delivery CSAT: 20 of 40 satisfied: 50%.
-	var csat []string
-	for i := range 40 {
-		score := 5
-		if i >= 20 {
-			score = 2
-		}
-		csat = append(csat, fmt.Sprintf(`{"id":"csat-%d","survey":"delivery-csat","customer":"c%d","score":%d,"time":%q}`, i, i, score, stamp))
-	}
-	post("/v1/responses", "cxop-survey-delivery-csat", csat)
-
-	// A lookback burns only if it reaches back to the posted time.
-	burn := func(rate string) []map[string]string {
-		var out []map[string]string
-		for _, w := range []struct {
-			name string
-			d    time.Duration
-		}{{"1h", time.Hour}, {"6h", 6 * time.Hour}, {"1d", 24 * time.Hour}, {"3d", 72 * time.Hour}} {
-			r := "0"
-			if now.Sub(at) < w.d-time.Minute {
-				r = rate
-			}
-			out = append(out, map[string]string{"window": w.name, "rate": r})
-		}
-		return out
-	}
-	type target struct {
-		State, Current, Budget string
-		Samples                int
-		Burn                   []map[string]string
-	}
-	want := map[string]target{
-		// 6 bad of a budget of 5% x 120 = 6: nothing left; AtRisk.
-		"chat-wait-2m": {"AtRisk", "95", "0", 120, burn("1")},
-		// x = (100 x 51 - 40 x 60) / 140 = 19.29 further detractors, 32.1%.
-		"support-nps-40": {"Met", "85", "32.1", 60, burn("0.25")},
-		// 50% with its interval wholly below 85%: x = 100 x 20 / 85 - 40.
-		"delivery-csat-85": {"Breached", "50", "-41.2", 40, burn("3.33")},
-	}
+	want := tour.Targets(now, at)
 
 	var last string
 	deadline := time.Now().Add(90 * time.Second)
@@ -256,10 +176,10 @@ func TestSamplesEndToEnd(t *testing.T) {
 		if err := json.Unmarshal([]byte(out), &list); err != nil {
 			t.Fatal(err)
 		}
-		got := map[string]target{}
+		got := map[string]tour.Target{}
 		for _, it := range list.Items {
 			s := it.Status
-			got[it.Metadata.Name] = target{s.State, s.Current, s.ErrorBudgetRemaining, s.Samples, s.BurnRates}
+			got[it.Metadata.Name] = tour.Target{State: s.State, Current: s.Current, Budget: s.ErrorBudgetRemaining, Samples: s.Samples, Burn: s.BurnRates}
 		}
 		last = fmt.Sprintf("%+v", got)
 		if last == fmt.Sprintf("%+v", want) {
