@@ -21,6 +21,8 @@ IMAGE_LDFLAGS = -s -w -X github.com/cxop-dev/cxop/internal/version.Version=$(VER
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 KUSTOMIZE_VERSION ?= v5.8.1
 HELM_VERSION ?= v4.3.1
+# The Prometheus Operator whose CRDs the cluster tier installs.
+PROMETHEUS_OPERATOR_VERSION ?= v0.85.0
 
 LOCALBIN ?= $(CURDIR)/bin
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
@@ -81,6 +83,22 @@ test: manifests generate vet helm ## Run the unit, envtest and end-to-end suites
 test-e2e: manifests ## Run cxop dev, apply the samples, post data over HTTP and check the numbers kubectl shows.
 	KUBEBUILDER_ASSETS="$$(hack/setup-envtest.sh | tail -n 1)" $(GO) test $(GO_TEST_FLAGS) -tags e2e ./test/e2e/ -v -run TestSamplesEndToEnd
 
+.PHONY: test-cluster
+test-cluster: image helm ## Start a real single-node cluster (hack/cluster), helm install the built image, run test/cluster in it, remove it.
+	$(GO) test -c -tags cluster -o $(LOCALBIN)/cluster.test ./test/cluster
+	HELM=$(HELM) CXOP_IMAGE=$(IMG) PROMETHEUS="$$(dirname "$$(hack/setup-promtool.sh | tail -n 1)")/prometheus" \
+		MONITORING_CRDS="$$(GOFLAGS=-mod=mod $(GO) mod download -json github.com/prometheus-operator/prometheus-operator@$(PROMETHEUS_OPERATOR_VERSION) | \
+			sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$$/\1/p')/example/prometheus-operator-crd" \
+		hack/test-cluster.sh $(LOCALBIN)/cluster.test $(IMAGE_TAR)
+
+.PHONY: cluster-up
+cluster-up: image ## Start a single-node cluster with no Docker (in its own network namespace) with the cxop image loaded.
+	hack/cluster/up.sh --image $(IMAGE_TAR)
+
+.PHONY: cluster-down
+cluster-down: ## Stop the cluster of cluster-up and remove everything it made.
+	hack/cluster/down.sh
+
 .PHONY: verify
 verify: manifests generate kustomize ## Regenerate everything and fail if the tree differs from what is committed.
 	@gofmt_out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$gofmt_out" ]; then echo "gofmt needed:"; echo "$$gofmt_out"; exit 1; fi
@@ -99,7 +117,7 @@ build: ## Build the cxop binary into bin/.
 
 .PHONY: image
 image: ## Build the cxop image as a tarball ($(IMAGE_TAR)) with no Docker daemon and no base image; prints its digest.
-	CGO_ENABLED=0 GOOS=linux GOARCH=$(IMAGE_ARCH) $(GO) build -trimpath -ldflags "$(IMAGE_LDFLAGS)" -o $(IMAGE_BIN_DIR)/cxop .
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(IMAGE_ARCH) $(GO) build -trimpath -tags nodev -ldflags "$(IMAGE_LDFLAGS)" -o $(IMAGE_BIN_DIR)/cxop .
 	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run ./hack/image -binary $(IMAGE_BIN_DIR)/cxop -ref $(IMG) \
 		-platform linux/$(IMAGE_ARCH) -out $(IMAGE_TAR) \
 		-label org.opencontainers.image.source=https://github.com/cxop-dev/cxop \

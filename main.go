@@ -35,7 +35,6 @@ import (
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
 	"github.com/cxop-dev/cxop/controllers"
 	"github.com/cxop-dev/cxop/internal/collector"
-	"github.com/cxop-dev/cxop/internal/devenv"
 	"github.com/cxop-dev/cxop/internal/localcollector"
 	"github.com/cxop-dev/cxop/internal/version"
 )
@@ -61,7 +60,7 @@ func newRootCommand() *cobra.Command {
 		RunE:          manager.RunE,
 	}
 	root.Flags().AddFlagSet(manager.Flags())
-	root.AddCommand(manager, collector.NewCommand(), collector.NewWaveCommand(), devenv.NewCommand())
+	root.AddCommand(manager, collector.NewCommand(), collector.NewWaveCommand(), newDevCommand())
 	return root
 }
 

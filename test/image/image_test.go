@@ -51,6 +51,17 @@ func TestImageIsReproducibleAndRunnable(t *testing.T) {
 		t.Fatal("two builds of one tree wrote different tarballs")
 	}
 
+	// The image's root filesystem is read-only and its HOME is not
+	// writable: nothing in the binary may write at start-up (envtest's
+	// package initialisation did, and crash-looped the manager).
+	for _, args := range [][]string{{"--help"}, {"collector", "--help"}, {"survey-wave", "--help"}} {
+		cmd := exec.Command(filepath.Join(a, "cxop"), args...)
+		cmd.Env = []string{"HOME=/proc/cxop-not-writable", "TMPDIR=/proc/cxop-not-writable", "XDG_CACHE_HOME=/proc/cxop-not-writable"}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("cxop %s with no writable directory: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+
 	want := version.Repository + ":" + version.Version
 	tag, err := name.NewTag(want)
 	if err != nil {
