@@ -256,6 +256,7 @@ func (s *Server) watchConfig(ctx context.Context, files configFiles, last, lastS
 		if next, ok := reloadFile(s, "config", files.config, &last, parseConfig); ok {
 			cfg, changed = next, true
 			s.cfg.Store(cfg)
+			s.metrics.declare(cfg)
 			s.log.Info("config reloaded", "touchpoints", len(cfg.touchpoints), "surveys", len(cfg.surveys))
 		}
 		if files.secrets != "" {

@@ -74,6 +74,41 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	return m
 }
 
+// declare creates every series of the config's touchpoints and surveys at
+// zero. Prometheus sees an increase only between two samples: a counter
+// that first appears already at 100 (the first batch after a start or a new
+// Touchpoint) shows no increase, and a burn-rate alert on it never fires.
+func (m *metrics) declare(cfg *settings) {
+	for name, tp := range cfg.touchpoints {
+		m.interactions.WithLabelValues(name)
+		m.waits.WithLabelValues(name)
+		if tp.threshold > 0 {
+			m.assessed.WithLabelValues(name)
+			m.compliant.WithLabelValues(name)
+		}
+		m.resolutions.WithLabelValues(name, "true")
+		m.resolutions.WithLabelValues(name, "false")
+	}
+	for name, sv := range cfg.surveys {
+		for _, c := range categories(sv.kind) {
+			m.responses.WithLabelValues(name, c)
+		}
+		m.scoreSum.WithLabelValues(name)
+	}
+}
+
+// categories lists the responses metric's categories of a survey type.
+func categories(k score.Kind) []string {
+	switch k {
+	case score.NPS:
+		return []string{"promoter", "passive", "detractor"}
+	case score.CSAT:
+		return []string{"satisfied", "neutral", "dissatisfied"}
+	default:
+		return []string{"easy", "neutral", "difficult"}
+	}
+}
+
 // category names an answer's bucket for the responses metric.
 func category(k score.Kind, s int) string {
 	switch k {

@@ -48,6 +48,7 @@ type Server struct {
 func NewServer(log *slog.Logger, cfg *settings, reg *prometheus.Registry, now func() time.Time) *Server {
 	s := &Server{log: log, metrics: newMetrics(reg), reg: reg, now: now}
 	s.cfg.Store(cfg)
+	s.metrics.declare(cfg)
 	return s
 }
 

@@ -535,3 +535,29 @@ func TestProfilerListensApartFromTheAPI(t *testing.T) {
 		t.Errorf("API port answers /debug/pprof/cmdline with %d, want 404", got)
 	}
 }
+
+// TestMetricsStartAtZero: every touchpoint's and survey's series exists at 0
+// before its first record, so that Prometheus sees the first batch as an
+// increase (a series born at 100 shows none, and no burn-rate alert fires).
+func TestMetricsStartAtZero(t *testing.T) {
+	c := startCollector(t, t.TempDir(), testConfig(t, ""))
+	resp, err := http.Get(c.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, s := range []string{
+		`cxop_collector_interactions_total{touchpoint="chat"} 0`,
+		`cxop_collector_waits_assessed_total{touchpoint="chat"} 0`,
+		`cxop_collector_waits_compliant_total{touchpoint="chat"} 0`,
+		`cxop_collector_resolutions_total{resolved="false",touchpoint="chat"} 0`,
+		`cxop_collector_responses_total{category="promoter",survey="nps"} 0`,
+		`cxop_collector_responses_total{category="detractor",survey="nps"} 0`,
+		`cxop_collector_response_score_sum{survey="nps"} 0`,
+	} {
+		if !strings.Contains(string(b), s+"\n") {
+			t.Errorf("/metrics lacks %s before any record", s)
+		}
+	}
+}
