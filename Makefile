@@ -74,10 +74,11 @@ envtest: ## Build kube-apiserver, etcd and kubectl from their Go modules (cached
 	@hack/setup-envtest.sh | tail -n 1
 
 .PHONY: test
-test: manifests generate vet helm ## Run the unit, envtest and end-to-end suites against a control plane built from source.
+test: manifests generate vet helm ## Run the unit, envtest, end-to-end and cluster suites against Kubernetes built from source.
 	KUBEBUILDER_ASSETS="$$(hack/setup-envtest.sh | tail -n 1)" HELM=$(HELM) PROMTOOL="$$(hack/setup-promtool.sh | tail -n 1)" \
 		CHROMIUM="$$(hack/setup-chromium.sh | tail -n 1)" $(GO) test $(GO_TEST_FLAGS) ./...
 	$(MAKE) --no-print-directory test-e2e
+	$(MAKE) --no-print-directory test-cluster
 
 .PHONY: test-e2e
 test-e2e: manifests ## Run cxop dev, apply the samples, post data over HTTP and check the numbers kubectl shows.
@@ -92,7 +93,8 @@ test-cluster: image helm ## Start a real single-node cluster (hack/cluster), hel
 		hack/test-cluster.sh $(LOCALBIN)/cluster.test $(IMAGE_TAR)
 
 .PHONY: cluster-up
-cluster-up: image ## Start a single-node cluster with no Docker (in its own network namespace) with the cxop image loaded.
+cluster-up: image helm ## Start a single-node cluster with no Docker (in its own network namespace) with the cxop image loaded.
+	ln -sf $(notdir $(HELM)) $(LOCALBIN)/helm
 	hack/cluster/up.sh --image $(IMAGE_TAR)
 
 .PHONY: cluster-down

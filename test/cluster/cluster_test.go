@@ -334,19 +334,25 @@ spec:
 		}
 		return nil
 	})
-	var jobs struct {
-		Items []struct {
-			Status struct{ Succeeded int }
+	// The invitations can arrive before the Job controller records the
+	// pod's exit.
+	eventually(t, time.Minute, func() error {
+		var jobs struct {
+			Items []struct {
+				Metadata struct{ Name string }
+				Status   struct{ Succeeded int }
+			}
 		}
-	}
-	kubectlJSON(t, &jobs, "-n", shopNS, "get", "jobs", "-l", "app.kubernetes.io/managed-by=cxop")
-	succeeded := 0
-	for _, j := range jobs.Items {
-		succeeded += j.Status.Succeeded
-	}
-	if succeeded == 0 {
-		t.Errorf("no wave Job succeeded: %+v", jobs.Items)
-	}
+		if err := kubectlJSONErr(&jobs, "-n", shopNS, "get", "jobs", "-l", "app.kubernetes.io/managed-by=cxop"); err != nil {
+			return err
+		}
+		for _, j := range jobs.Items {
+			if j.Status.Succeeded > 0 {
+				return nil
+			}
+		}
+		return fmt.Errorf("no wave Job succeeded: %+v", jobs.Items)
+	})
 }
 
 // testPrometheusPages runs a real Prometheus that discovers the collector
@@ -374,8 +380,10 @@ func testPrometheusPages(t *testing.T) {
 	})
 }
 
-// testHelmUninstall removes the release: the collector's data stays on its
-// PVC, the operator's own objects go.
+// testHelmUninstall removes the release: the operator's own objects go, the
+// collector's data stays on its PVC, and ingest does not depend on the
+// operator: the collector keeps acknowledging data (docs/design-notes.md,
+// "Uninstalling").
 func testHelmUninstall(t *testing.T) {
 	helm(t, "uninstall", release, "--namespace", systemNS, "--wait", "--timeout", "2m")
 	for _, obj := range [][]string{
@@ -398,6 +406,9 @@ func testHelmUninstall(t *testing.T) {
 	if pvc.Status.Phase != "Bound" {
 		t.Errorf("the collector's PVC is %s after helm uninstall, want it kept and Bound", pvc.Status.Phase)
 	}
+	post(t, ingestURL(t, "tp", "support-chat")+"/v1/events", secretToken(t, "cxop-touchpoint-support-chat"),
+		fmt.Sprintf(`{"id":"after-uninstall","touchpoint":"support-chat","customer":"u1","time":%q,"waitSeconds":10}`,
+			time.Now().UTC().Format(time.RFC3339)), 30*time.Second)
 }
 
 // --- helpers ---------------------------------------------------------------

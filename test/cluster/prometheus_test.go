@@ -21,8 +21,8 @@ type prometheus struct {
 }
 
 // startPrometheus writes the rules of every PrometheusRule the manager
-// generated into rule files, discovers the collector and the manager through
-// their Services' EndpointSlices, and starts Prometheus on loopback.
+// generated into rule files, scrapes the collector and the manager through
+// their Services, and starts Prometheus on loopback.
 func startPrometheus(t *testing.T) *prometheus {
 	t.Helper()
 	dir := t.TempDir()
@@ -57,21 +57,20 @@ func startPrometheus(t *testing.T) *prometheus {
 	config := fmt.Sprintf(`global:
   scrape_interval: 5s
   evaluation_interval: 5s
-rule_files: [%q]
+rule_files: [%[1]q]
 scrape_configs:
-  - job_name: cxop
-    kubernetes_sd_configs:
-      - role: endpointslice
-        kubeconfig_file: %q
-    relabel_configs:
-      - source_labels: [__meta_kubernetes_service_name, __meta_kubernetes_endpointslice_port_name]
-        regex: (cxop-collector;http|%s-metrics;metrics)
-        action: keep
-      - source_labels: [__meta_kubernetes_namespace]
-        target_label: namespace
-      - source_labels: [__meta_kubernetes_service_name]
-        target_label: service
-`, filepath.Join(rulesDir, "*.yaml"), env.kubeconfig, release)
+  # Debian's Prometheus has no Kubernetes service discovery: the targets are
+  # the Services' DNS names, and the labels are the ones a ServiceMonitor
+  # would add.
+  - job_name: collector
+    static_configs:
+      - targets: ["cxop-collector.%[2]s.svc.cluster.local:8080"]
+        labels: {namespace: %[2]s, service: cxop-collector}
+  - job_name: manager
+    static_configs:
+      - targets: ["%[3]s-metrics.%[4]s.svc.cluster.local:8080"]
+        labels: {namespace: %[4]s, service: %[3]s-metrics}
+`, filepath.Join(rulesDir, "*.yaml"), shopNS, release, systemNS)
 	cfgPath := filepath.Join(dir, "prometheus.yml")
 	if err := os.WriteFile(cfgPath, []byte(config), 0o644); err != nil {
 		t.Fatal(err)
