@@ -672,23 +672,9 @@ func leaseHolder(t *testing.T) string {
 
 func targetStatuses(t *testing.T) map[string]tour.Target {
 	t.Helper()
-	var list struct {
-		Items []struct {
-			Metadata struct{ Name string }
-			Status   struct {
-				State                string
-				Current              string
-				ErrorBudgetRemaining string
-				Samples              int
-				BurnRates            []map[string]string
-			}
-		}
-	}
-	kubectlJSON(t, &list, "-n", shopNS, "get", "cxt")
-	got := map[string]tour.Target{}
-	for _, it := range list.Items {
-		s := it.Status
-		got[it.Metadata.Name] = tour.Target{State: s.State, Current: s.Current, Budget: s.ErrorBudgetRemaining, Samples: s.Samples, Burn: s.BurnRates}
+	got, err := tour.ReadTargets([]byte(kubectlOut(t, "-n", shopNS, "get", "cxt", "-o", "json")))
+	if err != nil {
+		t.Fatal(err)
 	}
 	return got
 }

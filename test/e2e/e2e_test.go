@@ -160,26 +160,9 @@ func TestSamplesEndToEnd(t *testing.T) {
 	var last string
 	deadline := time.Now().Add(90 * time.Second)
 	for {
-		var list struct {
-			Items []struct {
-				Metadata struct{ Name string }
-				Status   struct {
-					State                string
-					Current              string
-					ErrorBudgetRemaining string
-					Samples              int
-					BurnRates            []map[string]string
-				}
-			}
-		}
-		out := kubectl(t, kubeconfig, "get", "cxt", "-o", "json")
-		if err := json.Unmarshal([]byte(out), &list); err != nil {
+		got, err := tour.ReadTargets([]byte(kubectl(t, kubeconfig, "get", "cxt", "-o", "json")))
+		if err != nil {
 			t.Fatal(err)
-		}
-		got := map[string]tour.Target{}
-		for _, it := range list.Items {
-			s := it.Status
-			got[it.Metadata.Name] = tour.Target{State: s.State, Current: s.Current, Budget: s.ErrorBudgetRemaining, Samples: s.Samples, Burn: s.BurnRates}
 		}
 		last = fmt.Sprintf("%+v", got)
 		if last == fmt.Sprintf("%+v", want) {

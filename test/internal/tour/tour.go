@@ -4,6 +4,7 @@
 package tour
 
 import (
+	"encoding/json"
 	"fmt"
 	"time"
 )
@@ -108,4 +109,30 @@ func Targets(now, at time.Time) map[string]Target {
 		// 50% with its interval wholly below 85%: x = 100 x 20 / 85 - 40.
 		"delivery-csat-85": {"Breached", "50", "-41.2", 40, burn("3.33")},
 	}
+}
+
+// ReadTargets reads `kubectl get cxtargets -o json` into what Targets
+// returns, by target name.
+func ReadTargets(list []byte) (map[string]Target, error) {
+	var l struct {
+		Items []struct {
+			Metadata struct{ Name string }
+			Status   struct {
+				State                string
+				Current              string
+				ErrorBudgetRemaining string
+				Samples              int
+				BurnRates            []map[string]string
+			}
+		}
+	}
+	if err := json.Unmarshal(list, &l); err != nil {
+		return nil, err
+	}
+	got := map[string]Target{}
+	for _, it := range l.Items {
+		s := it.Status
+		got[it.Metadata.Name] = Target{State: s.State, Current: s.Current, Budget: s.ErrorBudgetRemaining, Samples: s.Samples, Burn: s.BurnRates}
+	}
+	return got, nil
 }
