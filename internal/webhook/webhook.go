@@ -120,8 +120,12 @@ func NewClient(guard *Guard, timeout time.Duration) *Client {
 				if len(via) >= maxRedirects {
 					return fmt.Errorf("stopped after %d redirects", maxRedirects)
 				}
-				if req.URL.Scheme != "https" && req.URL.Scheme != "http" {
-					return fmt.Errorf("redirect to a %s URL", req.URL.Scheme)
+				// A receiver may move a path, not send the signed payload
+				// somewhere else: a redirect to another host or scheme (an
+				// allowed host pointing past the allow-list, or https
+				// falling back to http) is not followed.
+				if first := via[0].URL; req.URL.Scheme != first.Scheme || !strings.EqualFold(req.URL.Host, first.Host) {
+					return fmt.Errorf("redirect to another host or scheme (%s://%s), not followed", req.URL.Scheme, req.URL.Host)
 				}
 				return nil
 			},

@@ -97,7 +97,7 @@ func TestSendOutcomes(t *testing.T) {
 }
 
 func TestGuardRefusesInsideAddresses(t *testing.T) {
-	g := &Guard{Deny: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}}
+	g := &Guard{Deny: []netip.Prefix{netip.MustParsePrefix("93.184.215.0/24")}}
 	for addr, want := range map[string]string{
 		"127.0.0.1":       "loopback",
 		"::1":             "loopback",
@@ -111,13 +111,57 @@ func TestGuardRefusesInsideAddresses(t *testing.T) {
 		"100.64.0.10":     "shared (carrier-grade NAT)",
 		"0.0.0.0":         "unspecified",
 		"239.1.2.3":       "multicast",
-		"203.0.113.9":     "denied",
+		"93.184.215.9":    "denied",
 		"93.184.216.34":   "",
 		"2606:4700::1111": "",
+		// Reserved and special-purpose IPv4 ranges (RFC 6890).
+		"0.1.2.3":         "this-network",
+		"198.18.0.1":      "benchmarking",
+		"198.19.255.254":  "benchmarking",
+		"240.0.0.1":       "reserved",
+		"255.255.255.255": "broadcast",
+		"192.0.2.1":       "documentation",
+		"203.0.113.9":     "documentation",
+		"192.0.0.8":       "IETF protocol assignment",
+		"2001:db8::1":     "documentation",
+		"100::1":          "discard-only",
+		// IPv6 forms that carry a refused IPv4 to a translator or relay.
+		"64:ff9b::a00:1":                       "private (NAT64 of 10.0.0.1)",
+		"64:ff9b::7f00:1":                      "loopback (NAT64 of 127.0.0.1)",
+		"64:ff9b::5db8:d822":                   "",
+		"64:ff9b:1::1":                         "local-use NAT64",
+		"2002:a9fe:a9fe::1":                    "link-local (6to4 of 169.254.169.254)",
+		"2002:5db8:d822::1":                    "",
+		"2001:0:4136:e378:8000:63bf:f5ff:fffe": "private (Teredo of 10.0.0.1)",
+		"::a00:1":                              "private (IPv4-compatible form of 10.0.0.1)",
+		// Cloud metadata services.
+		"169.254.170.2":   "link-local",
+		"100.100.100.200": "shared (carrier-grade NAT)",
+		"fd00:ec2::254":   "private",
 	} {
 		if got := g.check(netip.MustParseAddr(addr)); got != want {
 			t.Errorf("check(%s) = %q, want %q", addr, got, want)
 		}
+	}
+}
+
+// TestGuardKeepsMetadataFromAllowedHosts: an allow-listed host may reach the
+// internal network, never a cloud metadata service, which hands out the
+// node's credentials.
+func TestGuardKeepsMetadataFromAllowedHosts(t *testing.T) {
+	for _, addr := range []string{"169.254.169.254", "169.254.170.2", "169.254.170.23", "fd00:ec2::254", "fd00:ec2::23", "100.100.100.200", "::ffff:169.254.169.254"} {
+		if !isMetadata(netip.MustParseAddr(addr)) {
+			t.Errorf("%s is not recognised as a metadata address", addr)
+		}
+	}
+	if isMetadata(netip.MustParseAddr("10.0.0.1")) {
+		t.Error("10.0.0.1 taken for a metadata address")
+	}
+	g := &Guard{AllowHosts: []string{"169.254.169.254"}}
+	_, err := g.DialContext(context.Background(), "tcp", "169.254.169.254:80")
+	var blocked *BlockedError
+	if !errors.As(err, &blocked) || !strings.Contains(err.Error(), "cloud metadata") {
+		t.Fatalf("dial of an allow-listed metadata address: %v", err)
 	}
 }
 
@@ -142,8 +186,25 @@ func TestSendRefusesLoopbackAndRedirectsInside(t *testing.T) {
 	allowLocalhost := NewClient(&Guard{AllowHosts: []string{"localhost"}}, 5*time.Second)
 	url := strings.Replace(redirector.URL, "127.0.0.1", "localhost", 1)
 	res = allowLocalhost.Send(context.Background(), Endpoint{URL: url, Key: testKey}, Message{ID: "m", Body: []byte("{}")})
-	if res.Outcome != Rejected || !errors.As(res.Err, &blocked) || blocked.Host != "127.0.0.1" {
-		t.Fatalf("Send through a redirect inside = %+v", res)
+	// Not followed, and kept for a retry: the receiver's redirect may be
+	// a mistake it fixes, and nothing is dropped for it.
+	if res.Outcome != Retry || res.Err == nil || !strings.Contains(res.Err.Error(), "redirect to another host") {
+		t.Fatalf("Send through a redirect to another host = %+v", res)
+	}
+
+	// A redirect on the same host and scheme is followed, and still
+	// dialled through the guard.
+	sameHost := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/moved" {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		http.Redirect(w, r, "/moved", http.StatusTemporaryRedirect)
+	}))
+	defer sameHost.Close()
+	url = strings.Replace(sameHost.URL, "127.0.0.1", "localhost", 1)
+	if res = allowLocalhost.Send(context.Background(), Endpoint{URL: url, Key: testKey}, Message{ID: "m", Body: []byte("{}")}); res.Outcome != Delivered {
+		t.Fatalf("Send through a same-host redirect = %+v", res)
 	}
 }
 
