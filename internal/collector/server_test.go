@@ -376,13 +376,16 @@ func TestBusinessHours(t *testing.T) {
 func TestSummaryRequestErrors(t *testing.T) {
 	c := startCollector(t, t.TempDir(), testConfig(t, ""))
 	for path, want := range map[string]int{
-		"/v1/summary?touchpoint=chat&window=banana":    400,
-		"/v1/summary?touchpoint=chat&window=30s":       400,
-		"/v1/summary?touchpoint=chat&window=500d":      400,
-		"/v1/summary?touchpoint=fax":                   400,
-		"/v1/summary?survey=nps&touchpoint=chat":       400,
-		"/v1/summary?survey=nps&end=noon":              400,
-		"/v1/summary?touchpoint=chat&touchpoint=phone": 200,
+		"/v1/summary?touchpoint=chat&window=banana":                                        400,
+		"/v1/summary?touchpoint=chat&window=30s":                                           400,
+		"/v1/summary?touchpoint=chat&window=500d":                                          400,
+		"/v1/summary?touchpoint=fax":                                                       400,
+		"/v1/summary?survey=nps&touchpoint=chat":                                           400,
+		"/v1/summary?survey=nps&end=noon":                                                  400,
+		"/v1/summary?survey=nps&end=2999-01-01T00:00:00Z":                                  400,
+		"/v1/summary?survey=nps&end=2000-01-01T00:00:00Z":                                  400,
+		"/v1/summary?survey=nps&end=" + testNow.Add(-time.Hour).UTC().Format(time.RFC3339): 200,
+		"/v1/summary?touchpoint=chat&touchpoint=phone":                                     200,
 		"/v1/summary":                        200,
 		"/v1/summary?survey=csat&window=28d": 200,
 		"/v1/export?touchpoint=chat":         200,
@@ -391,6 +394,17 @@ func TestSummaryRequestErrors(t *testing.T) {
 		if code := c.get(path, nil); code != want {
 			t.Errorf("GET %s: %d, want %d", path, code, want)
 		}
+	}
+	// A far end is refused before any work, naming the field.
+	resp, err := http.Get(c.url + "/v1/summary?end=9999-12-31T00:00:00Z")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refused errorBody
+	_ = json.NewDecoder(resp.Body).Decode(&refused)
+	resp.Body.Close()
+	if resp.StatusCode != 400 || refused.Field != "end" || !strings.Contains(refused.Reason, "in the future") {
+		t.Errorf("a far future end: %d %+v", resp.StatusCode, refused)
 	}
 	var empty SurveySummary
 	c.get("/v1/summary?survey=csat", &empty)

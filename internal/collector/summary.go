@@ -124,6 +124,17 @@ func (s *Server) summary(w http.ResponseWriter, r *http.Request) {
 			bad("end", "%q is not an RFC 3339 time", e)
 			return
 		}
+		// Checked before any work: the buckets walked grow with the distance
+		// from now, and no record lies past the ingest tolerance or before
+		// the retention.
+		if end.After(now.Add(futureTolerance)) {
+			bad("end", "%s is more than %s in the future", e, futureTolerance)
+			return
+		}
+		if end.Before(now.Add(-cfg.retention)) {
+			bad("end", "%s is before the retention of %s", e, formatDuration(cfg.retention))
+			return
+		}
 	}
 	tps, svs := q["touchpoint"], q["survey"]
 	if len(tps) > 0 && len(svs) > 0 {
