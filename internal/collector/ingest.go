@@ -279,6 +279,19 @@ func (v *validator) text(i int, field string, p *string, required bool, maxLen i
 	return s, nil
 }
 
+// contact checks the contact fields that travel to survey invitations, the
+// same for an interaction and for a wave's audience.
+func (v *validator) contact(i int, email, phone *string) *inputError {
+	if _, err := v.text(i, "contact.email", email, false, maxEmailLen); err != nil {
+		return err
+	}
+	if email != nil && !strings.Contains(*email, "@") {
+		return badRecord(i, "contact.email", "is not an email address")
+	}
+	_, err := v.text(i, "contact.phone", phone, false, maxPhoneLen)
+	return err
+}
+
 func (v *validator) id(i int, p *string) (string, *inputError) {
 	id, err := v.text(i, "id", p, true, maxIDLen)
 	if err != nil {
@@ -381,13 +394,7 @@ func (v *validator) event(i int, in *eventIn) (store.Record, *inputError) {
 		return store.Record{}, err
 	}
 	if in.Contact != nil {
-		if _, err := v.text(i, "contact.email", in.Contact.Email, false, maxEmailLen); err != nil {
-			return store.Record{}, err
-		}
-		if in.Contact.Email != nil && !strings.Contains(*in.Contact.Email, "@") {
-			return store.Record{}, badRecord(i, "contact.email", "is not an email address")
-		}
-		if _, err := v.text(i, "contact.phone", in.Contact.Phone, false, maxPhoneLen); err != nil {
+		if err := v.contact(i, in.Contact.Email, in.Contact.Phone); err != nil {
 			return store.Record{}, err
 		}
 	}

@@ -260,12 +260,22 @@ func TestWaveEndpointAndCommand(t *testing.T) {
 	for _, tc := range []struct {
 		token, body string
 		want        int
+		field       string // the field the 400 names, when it names one
 	}{
-		{"", `{"survey":"nps","wave":"x","audience":[]}`, 401},
-		{csatToken, `{"survey":"nps","wave":"x","audience":[]}`, 403},
-		{npsToken, `{"survey":"nps","audience":[]}`, 400},
-		{npsToken, `{"survey":"nps","wave":"x","audience":[{"customer":""}]}`, 400},
-		{npsToken, `{"survey":"nps","wave":"x","members":[]}`, 400},
+		{"", `{"survey":"nps","wave":"x","audience":[]}`, 401, ""},
+		{csatToken, `{"survey":"nps","wave":"x","audience":[]}`, 403, "survey"},
+		{npsToken, `{"survey":"nps","audience":[]}`, 400, "wave"},
+		{npsToken, `{"survey":"nps","wave":"x","audience":[{"customer":""}]}`, 400, "audience[0].customer"},
+		{npsToken, `{"survey":"nps","wave":"x","members":[]}`, 400, ""},
+		// Contact fields follow the ingest endpoints' rules.
+		{npsToken, `{"survey":"nps","wave":"y","audience":[{"customer":"a"},{"customer":"b","contact":{"email":"not-an-address"}}]}`, 400, "audience[1].contact.email"},
+		{npsToken, `{"survey":"nps","wave":"y","audience":[{"customer":"a","contact":{"phone":"+49 30 1234\n"}}]}`, 400, "audience[0].contact.phone"},
+		{npsToken, `{"survey":"nps","wave":"y","audience":[{"customer":"a\u0007"}]}`, 400, "audience[0].customer"},
+		// One object, nothing after it.
+		{npsToken, `{"survey":"nps","wave":"y","audience":[]} {"survey":"nps","wave":"z","audience":[]}`, 400, ""},
+		{npsToken, `{"survey":"nps","wave":"y","audience":[]}]`, 400, ""},
+		// A phone alone is a contact.
+		{npsToken, `{"survey":"nps","wave":"phone-only","audience":[{"customer":"p","contact":{"phone":"+49 30 1234"}}]}` + "\n", 200, ""},
 	} {
 		req, _ := http.NewRequest(http.MethodPost, c.base+"/v1/waves", strings.NewReader(tc.body))
 		if tc.token != "" {
@@ -275,9 +285,11 @@ func TestWaveEndpointAndCommand(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		var answer errorBody
+		_ = json.NewDecoder(resp.Body).Decode(&answer)
 		resp.Body.Close()
-		if resp.StatusCode != tc.want {
-			t.Errorf("%s with token %q: %d, want %d", tc.body, tc.token, resp.StatusCode, tc.want)
+		if resp.StatusCode != tc.want || answer.Field != tc.field {
+			t.Errorf("%s with token %q: %d naming %q (%s), want %d naming %q", tc.body, tc.token, resp.StatusCode, answer.Field, answer.Error, tc.want, tc.field)
 		}
 	}
 }

@@ -37,7 +37,15 @@ func (s *Server) wave(w http.ResponseWriter, r *http.Request) {
 	var req waveRequest
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
+	err := dec.Decode(&req)
+	if err == nil {
+		// One JSON object and nothing after it, as the ingest endpoints
+		// require: trailing bytes are a client bug, not to be ignored.
+		if _, tail := dec.Token(); tail != io.EOF {
+			err = errors.New("data after the JSON object")
+		}
+	}
+	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			s.reject(w, endpoint, "too_large", 413, errorBody{Error: fmt.Sprintf("body larger than %d bytes; send the audience in parts", MaxBodyBytes)})
@@ -64,9 +72,27 @@ func (s *Server) wave(w http.ResponseWriter, r *http.Request) {
 		bad("audience", "%d customers in one request, at most %d: send the audience in parts", len(req.Audience), engine.MaxWaveMembers)
 		return
 	}
+	var v validator
 	for i, m := range req.Audience {
-		if m.Customer == "" || len(m.Customer) > maxCustomerLen {
-			bad(fmt.Sprintf("audience[%d].customer", i), "is required, at most %d bytes", maxCustomerLen)
+		customer := m.Customer
+		ierr := func() *inputError {
+			if _, err := v.text(i, "customer", &customer, true, maxCustomerLen); err != nil {
+				return err
+			}
+			if m.Contact == nil {
+				return nil
+			}
+			// An audience file leaves out what it does not know.
+			orNil := func(s string) *string {
+				if s == "" {
+					return nil
+				}
+				return &s
+			}
+			return v.contact(i, orNil(m.Contact.Email), orNil(m.Contact.Phone))
+		}()
+		if ierr != nil {
+			bad(fmt.Sprintf("audience[%d].%s", i, ierr.Field), "%s", ierr.Reason)
 			return
 		}
 	}
