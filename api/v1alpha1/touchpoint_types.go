@@ -168,6 +168,7 @@ type TouchpointStatus struct {
 // +kubebuilder:printcolumn:name="Last Event",type=date,JSONPath=`.status.lastEventTime`,priority=10
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=10
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 63",message="metadata.name must be a DNS-1123 label (at most 63 lowercase letters, digits and '-'): the collector keys its data, tokens and metrics by it"
 type Touchpoint struct {
 	metav1.TypeMeta `json:",inline"`
 	// metadata is the object's standard metadata.
