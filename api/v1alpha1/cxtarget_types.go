@@ -259,8 +259,6 @@ type CXTargetStatus struct {
 	// +listMapKey=window
 	BurnRates []BurnRate `json:"burnRates,omitempty"`
 
-	// lastTransitionTime is when state last changed.
-	// +optional
 	// budgetAttribution, for a ratio objective on a Journey, says which
 	// touchpoint spent how much of the budget: each touchpoint's share of
 	// the bad events in the window, largest first.
@@ -268,6 +266,8 @@ type CXTargetStatus struct {
 	// +listType=atomic
 	BudgetAttribution []BudgetShare `json:"budgetAttribution,omitempty"`
 
+	// lastTransitionTime is when state last changed.
+	// +optional
 	LastTransitionTime *metav1.Time `json:"lastTransitionTime,omitempty"`
 }
 

@@ -86,13 +86,17 @@ type JourneyStageStatus struct {
 	// +optional
 	WaitCompliance string `json:"waitCompliance,omitempty"`
 
-	// score is the score of the journey's surveys for answers attributed to
-	// this stage, as a decimal string.
+	// score is the NPS of the Journey's NPS surveys that a touchpoint of
+	// this stage triggers, over all their answers in the window (a survey
+	// triggered at several stages counts at each), as a decimal string;
+	// empty when they have no answers.
 	// +optional
 	Score string `json:"score,omitempty"`
 
-	// conversion is the percentage of the previous stage's customers who
-	// reached this stage, as a decimal string; empty for the first stage.
+	// conversion is this stage's distinct customers as a percentage of the
+	// previous stage's, in the window, as a decimal string; empty for the
+	// first stage. It is a ratio of two counts, not a funnel that follows
+	// each customer from stage to stage, so it can exceed 100.
 	// +optional
 	Conversion string `json:"conversion,omitempty"`
 }
@@ -141,8 +145,6 @@ type JourneyStatus struct {
 	// +optional
 	WaitCompliance string `json:"waitCompliance,omitempty"`
 
-	// targets counts the CXTargets on this journey by state.
-	// +optional
 	// waitBudgetSpentBy says which touchpoint spent how much of the
 	// Journey's wait-time budget: each touchpoint's share of the waits over
 	// its threshold in the window, largest first.
@@ -150,6 +152,8 @@ type JourneyStatus struct {
 	// +listType=atomic
 	WaitBudgetSpentBy []BudgetShare `json:"waitBudgetSpentBy,omitempty"`
 
+	// targets counts the CXTargets on this journey by state.
+	// +optional
 	Targets *TargetCounts `json:"targets,omitempty"`
 }
 
