@@ -3,6 +3,7 @@ package controllers
 import (
 	"fmt"
 	"math"
+	"strconv"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -126,15 +127,25 @@ func objectiveText(obj cxv1.Objective) string {
 }
 
 // setCXTargetStatus writes the conditions, objective text and
-// observedGeneration that obs implies, and the verdict of res. Without a
-// result (the subject is missing, the collector cannot answer) the numbers
-// and state are cleared, and TargetMet is Unknown: no stale verdict is
-// shown as current.
+// observedGeneration that obs implies, and the verdict of res. While the
+// collector cannot answer, the last verdict of this generation stays, with
+// TargetMet Unknown saying it is the last evaluated (keepsLastVerdict).
+// Without a result otherwise (the subject is missing, the spec changed) the
+// numbers and state are cleared, and TargetMet is Unknown.
 func setCXTargetStatus(cxt *cxv1.CXTarget, obs readiness, res *targetResult, now time.Time) {
+	keep := keepsLastVerdict(cxt, obs, res)
 	setReadinessConditions(&cxt.Status.Conditions, cxt.Generation, obs)
 	st := &cxt.Status
 	st.Objective = objectiveText(cxt.Spec.Objective)
 	st.ObservedGeneration = cxt.Generation
+	if keep {
+		meta.SetStatusCondition(&st.Conditions, metav1.Condition{
+			Type: cxv1.TargetMetCondition, Status: metav1.ConditionUnknown, ObservedGeneration: cxt.Generation,
+			Reason:  cxv1.CollectorUnavailableReason,
+			Message: fmt.Sprintf("The collector cannot answer (%s): state %s and the numbers are the last evaluated", obs.collector, st.State),
+		})
+		return
+	}
 	prev := st.State
 	st.State, st.Current, st.CurrentLower, st.CurrentUpper, st.Samples = "", "", "", "", 0
 	st.ErrorBudgetRemaining, st.BurnRates, st.BudgetAttribution = "", nil, nil
@@ -142,7 +153,7 @@ func setCXTargetStatus(cxt *cxv1.CXTarget, obs readiness, res *targetResult, now
 	met := metav1.Condition{Type: cxv1.TargetMetCondition, Status: metav1.ConditionUnknown, ObservedGeneration: cxt.Generation}
 	switch {
 	case res == nil:
-		met.Reason, met.Message = "NotEvaluated", "The target is not evaluated: see the Ready condition"
+		met.Reason, met.Message = notEvaluatedReason, "The target is not evaluated: see the Ready condition"
 	case res.notMeasurable != "":
 		st.State = cxv1.TargetStateInsufficientData
 		met.Reason, met.Message = string(cxv1.TargetStateInsufficientData), res.notMeasurable
@@ -177,6 +188,22 @@ func setCXTargetStatus(cxt *cxv1.CXTarget, obs readiness, res *targetResult, now
 	}
 }
 
+// keepsLastVerdict reports whether status keeps the verdict it shows
+// rather than clearing it: the collector cannot answer (a restart, a
+// rollout), which says nothing new about the target, and the verdict shown
+// judged this generation of the spec. Cleared, a Breached target would read
+// as recovered on every dashboard and alert for the length of a restart.
+func keepsLastVerdict(cxt *cxv1.CXTarget, obs readiness, res *targetResult) bool {
+	if res != nil || obs.collectorReason == "" || cxt.Status.State == "" {
+		return false
+	}
+	met := meta.FindStatusCondition(cxt.Status.Conditions, cxv1.TargetMetCondition)
+	return met != nil && met.ObservedGeneration == cxt.Generation && met.Reason != notEvaluatedReason
+}
+
+// notEvaluatedReason marks a TargetMet with no verdict behind it.
+const notEvaluatedReason = "NotEvaluated"
+
 // recordTargetTransition emits TargetBreached when a target becomes
 // Breached and TargetRecovered when it leaves Breached for Met or AtRisk;
 // nothing otherwise, so an SRE's event stream holds transitions only.
@@ -206,8 +233,11 @@ func exportTargetMetrics(cxt *cxv1.CXTarget, res *targetResult) {
 		sample.objective = s.target
 	}
 	var v verdict
-	if res != nil && res.notMeasurable == "" {
+	switch {
+	case res != nil && res.notMeasurable == "":
 		v = res.verdict
+	case res == nil:
+		v = keptVerdict(cxt)
 	}
 	if v.State == cxv1.TargetStateBreached {
 		sample.breached = 1
@@ -219,6 +249,25 @@ func exportTargetMetrics(cxt *cxv1.CXTarget, res *targetResult) {
 		sample.budget = v.BudgetRemaining / 100
 	}
 	targets.set(cxt.Namespace, cxt.Name, sample)
+}
+
+// keptVerdict reads back the verdict status keeps while the collector
+// cannot answer (see keepsLastVerdict), so the metrics go on showing it;
+// the zero verdict when status keeps none.
+func keptVerdict(cxt *cxv1.CXTarget) verdict {
+	st := &cxt.Status
+	met := meta.FindStatusCondition(st.Conditions, cxv1.TargetMetCondition)
+	if met == nil || met.Reason != cxv1.CollectorUnavailableReason || st.State == "" {
+		return verdict{}
+	}
+	v := verdict{State: st.State}
+	if c, err := strconv.ParseFloat(st.Current, 64); err == nil {
+		v.HasValue, v.Current = true, c
+	}
+	if b, err := strconv.ParseFloat(st.ErrorBudgetRemaining, 64); err == nil {
+		v.HasBudget, v.BudgetRemaining = true, b
+	}
+	return v
 }
 
 // decimal renders a quantity as a plain decimal ("99.5"), not in the

@@ -4,10 +4,12 @@ import (
 	"math"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -110,4 +112,60 @@ cxop_target_objective{name="new",namespace="shop",subject_kind="Survey"} 40
 	if n := testutil.CollectAndCount(m); n != 2 {
 		t.Errorf("after forget: %d series, want 2 (objective and breached of the other target)", n)
 	}
+}
+
+// TestCollectorOutageKeepsTheLastVerdict: a collector restart says nothing
+// new about a target. The Breached state, its numbers and
+// cxop_target_breached stay as last evaluated (TargetMet Unknown says so)
+// instead of clearing to what a dashboard reads as a recovery; a spec change
+// during the outage clears them, since they judged another objective.
+func TestCollectorOutageKeepsTheLastVerdict(t *testing.T) {
+	cxt := &cxv1.CXTarget{}
+	cxt.Namespace, cxt.Name, cxt.Generation = "shop", "csat-85", 1
+	cxt.Spec.SurveyRef = &cxv1.LocalObjectReference{Name: "delivery-csat"}
+	cxt.Spec.Objective.CSAT = &cxv1.PercentObjective{Min: resource.MustParse("85")}
+	breached := &targetResult{verdict: verdict{State: cxv1.TargetStateBreached, Samples: 40, HasValue: true, Current: 50, Lower: 35, Upper: 65,
+		Objective: 85, HasBudget: true, BudgetRemaining: -41.2, BurnRates: []float64{3.33, 3.33, 3.33, 3.33}, Reason: "below"}}
+	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	setCXTargetStatus(cxt, readiness{}, breached, now)
+	exportTargetMetrics(cxt, breached)
+
+	down := readiness{collectorReason: cxv1.CollectorUnavailableReason, collector: "connection refused"}
+	setCXTargetStatus(cxt, down, nil, now.Add(time.Minute))
+	exportTargetMetrics(cxt, nil)
+	st := cxt.Status
+	if st.State != cxv1.TargetStateBreached || st.Current != "50" || st.ErrorBudgetRemaining != "-41.2" || st.Samples != 40 {
+		t.Errorf("during the outage: state %q, current %q, budget %q, samples %d; want the last verdict", st.State, st.Current, st.ErrorBudgetRemaining, st.Samples)
+	}
+	if !st.LastTransitionTime.Time.Equal(now) {
+		t.Errorf("lastTransitionTime moved to %s during the outage", st.LastTransitionTime)
+	}
+	met := meta.FindStatusCondition(st.Conditions, cxv1.TargetMetCondition)
+	if met.Status != metav1.ConditionUnknown || met.Reason != cxv1.CollectorUnavailableReason || !strings.Contains(met.Message, "last evaluated") {
+		t.Errorf("TargetMet during the outage: %+v", met)
+	}
+	if ready := meta.FindStatusCondition(st.Conditions, cxv1.ReadyCondition); ready.Status != metav1.ConditionFalse {
+		t.Errorf("Ready during the outage: %+v", ready)
+	}
+	if s := targets.byTarget[targetKey{"shop", "csat-85"}]; s.breached != 1 || s.value != 50 || math.Abs(s.budget+0.412) > 1e-9 {
+		t.Errorf("metrics during the outage: %+v; want breached 1, value 50, budget -0.412", s)
+	}
+
+	// Still down on the next loop: still the last verdict.
+	setCXTargetStatus(cxt, down, nil, now.Add(2*time.Minute))
+	if cxt.Status.State != cxv1.TargetStateBreached {
+		t.Errorf("second loop of the outage: state %q", cxt.Status.State)
+	}
+
+	// The objective changes while the collector is down: nothing to keep.
+	cxt.Generation = 2
+	setCXTargetStatus(cxt, down, nil, now.Add(3*time.Minute))
+	exportTargetMetrics(cxt, nil)
+	if cxt.Status.State != "" || cxt.Status.Current != "" {
+		t.Errorf("after a spec change during the outage: state %q, current %q; want cleared", cxt.Status.State, cxt.Status.Current)
+	}
+	if s := targets.byTarget[targetKey{"shop", "csat-85"}]; s.breached != 0 {
+		t.Errorf("after a spec change during the outage: breached %v", s.breached)
+	}
+	forgetTargetMetrics("shop", "csat-85")
 }

@@ -223,6 +223,24 @@ func testCollectorPodDeleted(t *testing.T) {
 	var pvc struct{ Spec struct{ VolumeName string } }
 	kubectlJSON(t, &pvc, "-n", shopNS, "get", "pvc", collectPVC)
 	before := collectorPod(t)
+	// While the collector restarts, the Breached target must never read
+	// as anything else: an outage is no recovery.
+	stop := make(chan struct{})
+	seen := make(chan map[string]bool, 1)
+	go func() {
+		states := map[string]bool{}
+		for {
+			select {
+			case <-stop:
+				seen <- states
+				return
+			case <-time.After(250 * time.Millisecond):
+			}
+			if out, err := run(env.kubectl, "", "-n", shopNS, "get", "cxt", "delivery-csat-85", "-o", "jsonpath={.status.state}"); err == nil {
+				states[out] = true
+			}
+		}
+	}()
 	kubectl(t, "-n", shopNS, "delete", "pod", collector, "--wait=true")
 	eventually(t, 3*time.Minute, func() error {
 		p, err := collectorPodErr()
@@ -234,6 +252,13 @@ func testCollectorPodDeleted(t *testing.T) {
 		}
 		return nil
 	})
+	// A few refreshes (5 s each) after the restart, so the manager has seen
+	// both the outage and the collector back.
+	time.Sleep(12 * time.Second)
+	close(stop)
+	if states := <-seen; len(states) != 1 || !states["Breached"] {
+		t.Errorf("delivery-csat-85 read %v while the collector restarted, want only Breached", states)
+	}
 	var after struct{ Spec struct{ VolumeName string } }
 	kubectlJSON(t, &after, "-n", shopNS, "get", "pvc", collectPVC)
 	if after.Spec.VolumeName != pvc.Spec.VolumeName {
