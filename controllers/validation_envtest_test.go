@@ -27,8 +27,8 @@ apiVersion: cx.cxop.dev/v1alpha1
 kind: Touchpoint
 metadata: {name: fax}
 spec: {channel: fax}`, "spec.channel", `Unsupported value: "fax"`),
-		// Names the API server takes but the collector, the token Secrets or
-		// the wave CronJob could not: refused at apply, naming metadata.name.
+		// Names the API server takes but the collector or the token Secrets
+		// could not: refused at apply, naming metadata.name.
 		Entry("a Touchpoint name with a dot", `
 apiVersion: cx.cxop.dev/v1alpha1
 kind: Touchpoint
@@ -49,14 +49,6 @@ apiVersion: cx.cxop.dev/v1alpha1
 kind: Survey
 metadata: {name: link-keys}
 spec: {type: NPS, question: "Would you recommend us?", trigger: {touchpoints: [chat]}}`, "metadata.name", "link-keys is reserved"),
-		Entry("a scheduled Survey whose CronJob name would pass 52 characters", `
-apiVersion: cx.cxop.dev/v1alpha1
-kind: Survey
-metadata: {name: a-quarterly-relationship-survey-of-every-customer}
-spec:
-  type: NPS
-  question: "Would you recommend us?"
-  schedule: {cron: "0 9 1 */3 *", audience: {name: customers, key: list}}`, "metadata.name", "at most 42 characters"),
 		Entry("a Touchpoint without a channel", `
 apiVersion: cx.cxop.dev/v1alpha1
 kind: Touchpoint

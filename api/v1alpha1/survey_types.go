@@ -271,7 +271,6 @@ type SuppressedInvitations struct {
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 63",message="metadata.name must be a DNS-1123 label (at most 63 lowercase letters, digits and '-'): the collector keys its data, tokens and metrics by it"
 // +kubebuilder:validation:XValidation:rule="self.metadata.name != 'link-keys'",message="metadata.name link-keys is reserved: the Secret cxop-survey-link-keys holds the namespace's survey link keys"
-// +kubebuilder:validation:XValidation:rule="!has(self.spec.schedule) || size(self.metadata.name) <= 42",message="metadata.name of a Survey with a schedule must be at most 42 characters: its CronJob cxop-wave-<name> may have at most 52"
 type Survey struct {
 	metav1.TypeMeta `json:",inline"`
 	// metadata is the object's standard metadata.
