@@ -114,6 +114,7 @@ func newManagerCommand() *cobra.Command {
 	f.StringVar(&opts.collectorMemMax, "collector-memory-limit", "512Mi", "Memory limit of a collector pod.")
 	f.StringVar(&opts.collectorDisk, "collector-storage-size", "1Gi", "Size of a collector's data PersistentVolumeClaim.")
 	f.StringVar(&opts.collectorCache, "collector-block-cache-size", "128Mi", "A collector's block cache, besides its 128Mi of memtables; about 2.5 bytes per stored record keep its id lookups in memory. Cache and memtables must fit under --collector-memory-limit.")
+	f.StringSliceVar(&opts.collector.ImagePullSecrets, "collector-image-pull-secrets", nil, "Secrets, by name, that the kubelet pulls the collector and wave job image with; each must exist in every namespace that has a collector.")
 	f.StringVar(&opts.collector.StorageClass, "collector-storage-class", "", "StorageClass of a collector's data PVC (default: the cluster's default).")
 	f.BoolVar(&opts.collector.DeletePVC, "collector-delete-pvc", false,
 		"Delete a collector's data PVC when the last Touchpoint of its namespace is deleted (default: keep it).")
@@ -182,7 +183,7 @@ func runManager(ctx context.Context, opts *managerOptions) error {
 	if kube, ok := runtime.(*controllers.KubeCollectorRuntime); ok {
 		kube.Client = mgr.GetClient()
 		kube.ServiceMonitors = controllers.HasKind(mgr.GetRESTMapper(), controllers.ServiceMonitorGVK)
-		waves = &controllers.WaveJobs{Image: kube.Image}
+		waves = &controllers.WaveJobs{Image: kube.Image, ImagePullSecrets: kube.ImagePullSecrets}
 	}
 	if err := controllers.SetupWithManager(ctx, mgr, controllers.Options{
 		Runtime: runtime, RefreshInterval: opts.refreshInterval, Concurrency: opts.concurrency, Waves: waves,

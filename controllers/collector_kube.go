@@ -38,9 +38,12 @@ const (
 // Service, and a ServiceAccount that mounts no API token (the collector
 // never talks to the API server).
 type KubeCollectorRuntime struct {
-	Client    client.Client
-	Image     string
-	Resources corev1.ResourceRequirements
+	Client client.Client
+	Image  string
+	// ImagePullSecrets name Secrets in each collector's namespace that the
+	// kubelet pulls Image with (a private registry or mirror).
+	ImagePullSecrets []string
+	Resources        corev1.ResourceRequirements
 	// StorageSize and StorageClass shape the data PVC; an empty class uses
 	// the cluster's default.
 	StorageSize  resource.Quantity
@@ -203,6 +206,15 @@ func (k *KubeCollectorRuntime) collectorArgs() []string {
 	return args
 }
 
+// pullSecrets refers a pod to image pull Secrets by name; nil for none.
+func pullSecrets(names []string) []corev1.LocalObjectReference {
+	var refs []corev1.LocalObjectReference
+	for _, n := range names {
+		refs = append(refs, corev1.LocalObjectReference{Name: n})
+	}
+	return refs
+}
+
 // collectorEnv sets GOMEMLIMIT a tenth under the container's memory limit.
 // The image's static build keeps Pebble's memtables and block cache on the
 // Go heap; the soft limit makes the runtime collect harder as the heap nears
@@ -258,6 +270,7 @@ func (k *KubeCollectorRuntime) mutateStatefulSet(sts *appsv1.StatefulSet) {
 	sts.Spec.Template.Spec = corev1.PodSpec{
 		ServiceAccountName:           CollectorName,
 		AutomountServiceAccountToken: ptr.To(false),
+		ImagePullSecrets:             pullSecrets(k.ImagePullSecrets),
 		SecurityContext: &corev1.PodSecurityContext{
 			RunAsNonRoot:   ptr.To(true),
 			RunAsUser:      ptr.To[int64](collectorRunAsUser),

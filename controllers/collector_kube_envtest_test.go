@@ -30,7 +30,7 @@ var _ = Describe("Collector workloads in a cluster", func() {
 		Expect(k8sClient.Update(ctx, nsObj)).To(Succeed())
 
 		rt := &KubeCollectorRuntime{
-			Client: k8sClient, Image: "example.com/cxop:test",
+			Client: k8sClient, Image: "example.com/cxop:test", ImagePullSecrets: []string{"registry-cred"},
 			Resources: corev1.ResourceRequirements{
 				Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("128Mi")},
 				Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("512Mi")},
@@ -59,6 +59,7 @@ var _ = Describe("Collector workloads in a cluster", func() {
 		Expect(c.ReadinessProbe.HTTPGet.Path).To(Equal("/readyz"))
 		Expect(c.LivenessProbe.HTTPGet.Path).To(Equal("/healthz"))
 		Expect(c.Resources.Limits.Memory().String()).To(Equal("512Mi"))
+		Expect(pod.ImagePullSecrets).To(Equal([]corev1.LocalObjectReference{{Name: "registry-cred"}}))
 		// 90% of 512Mi: Pebble's caches are Go heap in the static image.
 		Expect(c.Env).To(ContainElement(corev1.EnvVar{Name: "GOMEMLIMIT", Value: "483183819"}))
 

@@ -81,7 +81,7 @@ var _ = BeforeSuite(func() {
 		Runtime:         collectors,
 		RefreshInterval: 2 * time.Second,
 		RetryInterval:   200 * time.Millisecond,
-		Waves:           &WaveJobs{Image: "example.com/cxop:test"},
+		Waves:           &WaveJobs{Image: "example.com/cxop:test", ImagePullSecrets: []string{"registry-cred"}},
 	})).To(Succeed())
 	mgrDone = make(chan struct{})
 	go func() {

@@ -208,6 +208,7 @@ var _ = Describe("Scheduled waves", func() {
 			"--collector=http://cxop-collector."+ns+".svc:8080", "--audience=/etc/cxop-audience/customers.txt", "--wave=$(JOB_NAME)"))
 		Expect(*pod.AutomountServiceAccountToken).To(BeFalse())
 		Expect(pod.Volumes[0].Secret.SecretName).To(Equal("cxop-survey-quarterly-nps"))
+		Expect(pod.ImagePullSecrets).To(Equal([]corev1.LocalObjectReference{{Name: "registry-cred"}}))
 		// The token file is root-owned 0440; only the fsGroup lets uid 65532 read it.
 		Expect(*pod.SecurityContext.FSGroup).To(Equal(int64(65532)))
 		Expect(*cj.Spec.JobTemplate.Spec.ActiveDeadlineSeconds).To(BeNumerically(">", 0))

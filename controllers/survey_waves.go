@@ -31,6 +31,8 @@ import (
 type WaveJobs struct {
 	// Image runs `cxop survey-wave`; it is the collector image.
 	Image string
+	// ImagePullSecrets are the collectors' image pull Secrets, by name.
+	ImagePullSecrets []string
 }
 
 // waveJobName names a Survey's CronJob. CronJob names are at most 52
@@ -93,6 +95,7 @@ func (r *SurveyReconciler) mutateWaveJob(cj *batchv1.CronJob, svy *cxv1.Survey) 
 			Spec: corev1.PodSpec{
 				RestartPolicy:                corev1.RestartPolicyNever,
 				AutomountServiceAccountToken: ptr.To(false),
+				ImagePullSecrets:             pullSecrets(r.Waves.ImagePullSecrets),
 				SecurityContext: &corev1.PodSecurityContext{
 					RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](collectorRunAsUser), RunAsGroup: ptr.To[int64](collectorRunAsUser),
 					// The kubelet writes the token file root-owned, mode 0440:

@@ -47,7 +47,8 @@ func TestChartRendersValidObjects(t *testing.T) {
 	for _, values := range [][]string{
 		nil,
 		{"--set", "leaderElection=false", "--set", "rbac.aggregateToDefaultRoles=false", "--set", "replicas=2",
-			"--set", "surveys.pageURL=https://cx.example.com/{namespace}", "--set", "surveys.webhookAllowHosts={mailer.internal,sms.internal}"},
+			"--set", "surveys.pageURL=https://cx.example.com/{namespace}", "--set", "surveys.webhookAllowHosts={mailer.internal,sms.internal}",
+			"--set", "collector.imagePullSecrets={registry-cred,mirror-cred}"},
 	} {
 		args := append([]string{"template", "cxop", chart, "--namespace", "default"}, values...)
 		out, err := exec.Command(helm, args...).Output()
@@ -67,6 +68,7 @@ func TestChartRendersValidObjects(t *testing.T) {
 			kinds[u.GetKind()]++
 			if u.GetKind() == "Deployment" {
 				checkOneImage(t, values, u)
+				checkManagerTakesArgs(t, values, u)
 			}
 			if err := c.Create(context.Background(), u, client.DryRunAll); err != nil {
 				t.Errorf("helm %s: %s %s rejected by the API server: %v", strings.Join(values, " "), u.GetKind(), u.GetName(), err)
@@ -99,4 +101,45 @@ func checkOneImage(t *testing.T, values []string, deploy *unstructured.Unstructu
 	if image != version.Image() || collectorImage != image {
 		t.Errorf("helm %s: manager image %q, collector image %q; want both %q", strings.Join(values, " "), image, collectorImage, version.Image())
 	}
+}
+
+// checkManagerTakesArgs runs the manager with the arguments the chart
+// renders, and no cluster to reach: it must get past its flags and their
+// checks to loading a kubeconfig. A flag the chart passes and the binary
+// does not know would crash-loop every install.
+func checkManagerTakesArgs(t *testing.T, values []string, deploy *unstructured.Unstructured) {
+	t.Helper()
+	containers, _, _ := unstructured.NestedSlice(deploy.Object, "spec", "template", "spec", "containers")
+	var args []string
+	for _, a := range containers[0].(map[string]any)["args"].([]any) {
+		args = append(args, a.(string))
+	}
+	cmd := exec.Command(cxopBinary(t), args...)
+	cmd.Env = []string{"KUBECONFIG=" + filepath.Join(t.TempDir(), "none"), "HOME=" + t.TempDir()}
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "load kubeconfig") {
+		t.Errorf("helm %s: cxop %s did not get as far as loading a kubeconfig: %v\n%s", strings.Join(values, " "), strings.Join(args, " "), err, out)
+	}
+}
+
+var builtCxop string
+
+// cxopBinary builds cxop once per test run.
+func cxopBinary(t *testing.T) string {
+	t.Helper()
+	if builtCxop == "" {
+		dir, err := os.MkdirTemp("", "cxop-chart-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = os.RemoveAll(dir) })
+		bin := filepath.Join(dir, "cxop")
+		build := exec.Command("go", "build", "-o", bin, ".")
+		build.Dir = filepath.Join("..", "..")
+		if out, err := build.CombinedOutput(); err != nil {
+			t.Fatalf("build cxop: %v\n%s", err, out)
+		}
+		builtCxop = bin
+	}
+	return builtCxop
 }
