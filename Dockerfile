@@ -12,7 +12,7 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 GOOS=${TARGETOS} GOARCH=${TARGETARCH} go build -trimpath -tags nodev \
+RUN CGO_ENABLED=0 GOOS=${TARGETOS} GOARCH=${TARGETARCH} go build -trimpath -buildvcs=false -tags nodev \
       -ldflags "-s -w -X github.com/cxop-dev/cxop/internal/version.Version=${VERSION} -X github.com/cxop-dev/cxop/internal/version.imageRef=${IMG}" \
       -o /cxop-bin . \
  && go run ./hack/image -binary /cxop-bin -entrypoint /cxop -write-rootfs /rootfs

@@ -119,7 +119,7 @@ build: ## Build the cxop binary into bin/.
 
 .PHONY: image
 image: ## Build the cxop image as a tarball ($(IMAGE_TAR)) with no Docker daemon and no base image; prints its digest.
-	CGO_ENABLED=0 GOOS=linux GOARCH=$(IMAGE_ARCH) $(GO) build -trimpath -tags nodev -ldflags "$(IMAGE_LDFLAGS)" -o $(IMAGE_BIN_DIR)/cxop .
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(IMAGE_ARCH) $(GO) build -trimpath -buildvcs=false -tags nodev -ldflags "$(IMAGE_LDFLAGS)" -o $(IMAGE_BIN_DIR)/cxop .
 	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run ./hack/image -binary $(IMAGE_BIN_DIR)/cxop -ref $(IMG) \
 		-platform linux/$(IMAGE_ARCH) -out $(IMAGE_TAR) \
 		-label org.opencontainers.image.source=https://github.com/cxop-dev/cxop \

@@ -186,6 +186,8 @@ have_all || build_pause
 for b in kube-apiserver etcd kubectl; do ln -sfn "${envtest}/${b}" "${assets}/${b}"; done
 
 "${assets}/kubelet" --version >&2
-"${assets}/coredns" -version | head -n 1 >&2
+# sed, not head: head exits after one line and, under pipefail, the
+# second line coredns writes then dies of SIGPIPE and fails the script.
+"${assets}/coredns" -version | sed -n 1p >&2
 printf '%s\n' "${K8S_VERSION} ${COREDNS_VERSION}" >"${stamp}"
 echo "${assets}"

@@ -131,6 +131,7 @@ GO
 [[ -x "${assets}/kube-apiserver" && -x "${assets}/kubectl" ]] || build_kube
 
 "${assets}/kube-apiserver" --version >&2
-"${assets}/etcd" --version | head -n 1 >&2
+# sed, not head: under pipefail a writer outliving head fails of SIGPIPE.
+"${assets}/etcd" --version | sed -n 1p >&2
 printf '%s\n' "${K8S_VERSION} ${ETCD_VERSION}" >"${stamp}"
 echo "${assets}"

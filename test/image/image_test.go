@@ -6,6 +6,7 @@ package image
 import (
 	"archive/tar"
 	"crypto/x509"
+	"debug/buildinfo"
 	"io"
 	"os"
 	"os/exec"
@@ -59,6 +60,19 @@ func TestImageIsReproducibleAndRunnable(t *testing.T) {
 		cmd.Env = []string{"HOME=/proc/cxop-not-writable", "TMPDIR=/proc/cxop-not-writable", "XDG_CACHE_HOME=/proc/cxop-not-writable"}
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Errorf("cxop %s with no writable directory: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+
+	// Nothing of the checkout goes into the binary: VCS stamping would
+	// make two clones of one commit (or a tree git cannot read) give
+	// different digests. The commit is in the image's labels instead.
+	info, err := buildinfo.ReadFile(filepath.Join(a, "cxop"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range info.Settings {
+		if strings.HasPrefix(s.Key, "vcs") {
+			t.Errorf("the image's binary carries %s=%s", s.Key, s.Value)
 		}
 	}
 
