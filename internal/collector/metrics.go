@@ -97,44 +97,44 @@ func (m *metrics) declare(cfg *settings) {
 	}
 }
 
-// categories lists the responses metric's categories of a survey type.
-func categories(k score.Kind) []string {
+// categories lists the responses metric's categories of a survey type,
+// best first.
+func categories(k score.Kind) [3]string {
 	switch k {
 	case score.NPS:
-		return []string{"promoter", "passive", "detractor"}
+		return [3]string{"promoter", "passive", "detractor"}
 	case score.CSAT:
-		return []string{"satisfied", "neutral", "dissatisfied"}
+		return [3]string{"satisfied", "neutral", "dissatisfied"}
 	default:
-		return []string{"easy", "neutral", "difficult"}
+		return [3]string{"easy", "neutral", "difficult"}
 	}
 }
 
 // category names an answer's bucket for the responses metric.
 func category(k score.Kind, s int) string {
+	names := categories(k)
 	switch k {
 	case score.NPS:
 		switch {
 		case s >= 9:
-			return "promoter"
+			return names[0]
 		case s >= 7:
-			return "passive"
+			return names[1]
 		}
-		return "detractor"
 	case score.CSAT:
 		switch {
 		case s >= 4:
-			return "satisfied"
+			return names[0]
 		case s == 3:
-			return "neutral"
+			return names[1]
 		}
-		return "dissatisfied"
 	default: // CES: 1 very difficult … 7 very easy
 		switch {
 		case s >= 5:
-			return "easy"
+			return names[0]
 		case s >= 3:
-			return "neutral"
+			return names[1]
 		}
-		return "difficult"
 	}
+	return names[2]
 }
