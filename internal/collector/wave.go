@@ -74,25 +74,8 @@ func (s *Server) wave(w http.ResponseWriter, r *http.Request) {
 	}
 	var v validator
 	for i, m := range req.Audience {
-		customer := m.Customer
-		ierr := func() *inputError {
-			if _, err := v.text(i, "customer", &customer, true, maxCustomerLen); err != nil {
-				return err
-			}
-			if m.Contact == nil {
-				return nil
-			}
-			// An audience file leaves out what it does not know.
-			orNil := func(s string) *string {
-				if s == "" {
-					return nil
-				}
-				return &s
-			}
-			return v.contact(i, orNil(m.Contact.Email), orNil(m.Contact.Phone))
-		}()
-		if ierr != nil {
-			bad(fmt.Sprintf("audience[%d].%s", i, ierr.Field), "%s", ierr.Reason)
+		if err := v.member(i, m); err != nil {
+			bad(fmt.Sprintf("audience[%d].%s", i, err.Field), "%s", err.Reason)
 			return
 		}
 	}
@@ -104,6 +87,27 @@ func (s *Server) wave(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, 200, map[string]any{"survey": req.Survey, "wave": req.Wave, "audience": len(req.Audience), "duplicate": !isNew})
+}
+
+// member checks one customer of a wave's audience by the rules the ingest
+// endpoints apply to an interaction's customer and contact.
+func (v *validator) member(i int, m engine.Member) *inputError {
+	if _, err := v.text(i, "customer", &m.Customer, true, maxCustomerLen); err != nil {
+		return err
+	}
+	if m.Contact == nil {
+		return nil
+	}
+	return v.contact(i, optional(m.Contact.Email), optional(m.Contact.Phone))
+}
+
+// optional is s as an optional JSON field: an audience leaves out what it
+// does not know as "".
+func optional(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
 }
 
 // ParseAudience reads a wave's audience: a JSON array of
