@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -27,5 +28,26 @@ func TestCollectorBlockCacheMustFitTheMemoryLimit(t *testing.T) {
 		case c.err != "" && (err == nil || err.Error() != c.err):
 			t.Errorf("%s under %q: %v, want %q", c.cache, c.limit, err, c.err)
 		}
+	}
+}
+
+func TestWatchNamespacesBecomeTheCacheNamespaces(t *testing.T) {
+	got, err := cacheNamespaces(nil)
+	if err != nil || got != nil {
+		t.Fatalf("no list: %v, %v; want every namespace (nil)", got, err)
+	}
+	got, err = cacheNamespaces([]string{"shop", "support"})
+	if err != nil || len(got) != 2 {
+		t.Fatalf("two namespaces: %v, %v", got, err)
+	}
+	for _, ns := range []string{"shop", "support"} {
+		if _, ok := got[ns]; !ok {
+			t.Errorf("namespace %q missing from %v", ns, got)
+		}
+	}
+	_, err = cacheNamespaces([]string{"shop", "Bad_NS"})
+	want := `--watch-namespaces: "Bad_NS" is not a namespace name: `
+	if err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("invalid name: %v, want prefix %q", err, want)
 	}
 }

@@ -100,8 +100,16 @@ type CollectorReconciler struct {
 }
 
 // +kubebuilder:rbac:groups=cx.cxop.dev,resources=touchpoints;surveys,verbs=get;list;watch
-// +kubebuilder:rbac:groups="",resources=secrets;configmaps;services;serviceaccounts,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=secrets;configmaps,verbs=get;list;watch;create;update;delete
+// +kubebuilder:rbac:groups="",resources=services;serviceaccounts,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;list;watch;create;patch;delete
+
+// The token Secrets, wave CronJobs and PrometheusRules carry a controller
+// reference to their Touchpoint, Survey or CXTarget with blockOwnerDeletion,
+// which the OwnerReferencesPermissionEnforcement admission plugin (on by
+// default in OpenShift) allows only to who may update the owner's finalizers.
+// The manager sets no finalizers.
+// +kubebuilder:rbac:groups=cx.cxop.dev,resources=touchpoints/finalizers;surveys/finalizers;cxtargets/finalizers,verbs=update
 
 // Reconcile renders the namespace's collector, or removes it when the
 // namespace has no Touchpoints left.

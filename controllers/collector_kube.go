@@ -72,8 +72,8 @@ type KubeCollectorRuntime struct {
 // ServiceMonitorGVK is the Prometheus Operator's scrape configuration kind.
 var ServiceMonitorGVK = schema.GroupVersionKind{Group: "monitoring.coreos.com", Version: "v1", Kind: "ServiceMonitor"}
 
-// +kubebuilder:rbac:groups=monitoring.coreos.com,resources=servicemonitors,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;delete
+// +kubebuilder:rbac:groups=monitoring.coreos.com,resources=servicemonitors,verbs=get;create;update;delete
+// +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=delete
 
 func (k *KubeCollectorRuntime) serviceMonitor(namespace string) *unstructured.Unstructured {
 	sm := &unstructured.Unstructured{}

@@ -31,7 +31,7 @@ type CXTargetReconciler struct {
 }
 
 // +kubebuilder:rbac:groups=cx.cxop.dev,resources=cxtargets,verbs=get;list;watch
-// +kubebuilder:rbac:groups=cx.cxop.dev,resources=cxtargets/status,verbs=get;patch;update
+// +kubebuilder:rbac:groups=cx.cxop.dev,resources=cxtargets/status,verbs=patch
 // +kubebuilder:rbac:groups=cx.cxop.dev,resources=journeys;touchpoints;surveys,verbs=get;list;watch
 
 // Reconcile brings one CXTarget's status up to date.

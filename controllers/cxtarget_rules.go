@@ -30,7 +30,7 @@ func HasKind(mapper meta.RESTMapper, gvk schema.GroupVersionKind) bool {
 	return err == nil
 }
 
-// +kubebuilder:rbac:groups=monitoring.coreos.com,resources=prometheusrules,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=monitoring.coreos.com,resources=prometheusrules,verbs=get;create;update;delete
 
 // prometheusRuleName names a target's PrometheusRule.
 func prometheusRuleName(target string) string { return "cxop-" + target }

@@ -20,7 +20,7 @@ type JourneyReconciler struct {
 }
 
 // +kubebuilder:rbac:groups=cx.cxop.dev,resources=journeys,verbs=get;list;watch
-// +kubebuilder:rbac:groups=cx.cxop.dev,resources=journeys/status,verbs=get;patch;update
+// +kubebuilder:rbac:groups=cx.cxop.dev,resources=journeys/status,verbs=patch
 // +kubebuilder:rbac:groups=cx.cxop.dev,resources=touchpoints;surveys,verbs=get;list;watch
 
 // Reconcile brings one Journey's status up to date.

@@ -34,7 +34,7 @@ type SurveyReconciler struct {
 }
 
 // +kubebuilder:rbac:groups=cx.cxop.dev,resources=surveys,verbs=get;list;watch
-// +kubebuilder:rbac:groups=cx.cxop.dev,resources=surveys/status,verbs=get;patch;update
+// +kubebuilder:rbac:groups=cx.cxop.dev,resources=surveys/status,verbs=patch
 // +kubebuilder:rbac:groups=cx.cxop.dev,resources=touchpoints,verbs=get;list;watch
 
 // Reconcile brings one Survey's status up to date.

@@ -23,7 +23,7 @@ import (
 	"github.com/cxop-dev/cxop/internal/collector"
 )
 
-// +kubebuilder:rbac:groups=batch,resources=cronjobs,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=batch,resources=cronjobs,verbs=get;list;watch;create;update;delete
 
 // WaveJobs runs a Survey's scheduled waves as CronJobs, in a cluster. Nil
 // (as under `cxop dev`, which runs no CronJob controller) creates none;

@@ -23,7 +23,7 @@ type TouchpointReconciler struct {
 }
 
 // +kubebuilder:rbac:groups=cx.cxop.dev,resources=touchpoints,verbs=get;list;watch
-// +kubebuilder:rbac:groups=cx.cxop.dev,resources=touchpoints/status,verbs=get;patch;update
+// +kubebuilder:rbac:groups=cx.cxop.dev,resources=touchpoints/status,verbs=patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconcile brings one Touchpoint's status up to date.

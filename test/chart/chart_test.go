@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -44,8 +46,16 @@ func TestChartRendersValidObjects(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The namespaces of the namespaced mode below, for its Roles.
+	for _, ns := range []string{"shop", "support"} {
+		if err := c.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
 	for _, values := range [][]string{
 		nil,
+		{"--set", "watchNamespaces={shop,support}"},
 		{"--set", "leaderElection=false", "--set", "rbac.aggregateToDefaultRoles=false", "--set", "replicas=2",
 			"--set", "surveys.pageURL=https://cx.example.com/{namespace}", "--set", "surveys.webhookAllowHosts={mailer.internal,sms.internal}",
 			"--set", "collector.imagePullSecrets={registry-cred,mirror-cred}"},
