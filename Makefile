@@ -61,6 +61,10 @@ manifests: controller-gen ## Generate CRDs and RBAC from the API types and marke
 rbac-golden: manifests helm ## Render the chart's RBAC, cluster-wide and namespaced, into test/chart/testdata (checked in; reviewed as a diff).
 	hack/rbac-golden.sh $(HELM)
 
+.PHONY: argocd-health
+argocd-health: ## Write config/argocd/argocd-cm.yaml (the Argo CD health checks of cxop's kinds) from config/argocd/health.lua.
+	hack/argocd-snippet.sh
+
 .PHONY: generate
 generate: controller-gen ## Generate deepcopy code.
 	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./api/..."
@@ -106,7 +110,7 @@ cluster-down: ## Stop the cluster of cluster-up and remove everything it made.
 	hack/cluster/down.sh
 
 .PHONY: verify
-verify: manifests generate rbac-golden kustomize ## Regenerate everything and fail if the tree differs from what is committed.
+verify: manifests generate rbac-golden argocd-health kustomize ## Regenerate everything and fail if the tree differs from what is committed.
 	@gofmt_out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$gofmt_out" ]; then echo "gofmt needed:"; echo "$$gofmt_out"; exit 1; fi
 	$(GO) mod tidy
 	$(KUSTOMIZE) build config/default >/dev/null
