@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	lua "github.com/yuin/gopher-lua"
@@ -131,7 +132,7 @@ func TestArgoCDHealthOfStatusShapes(t *testing.T) {
 }
 
 // TestArgoCDSnippetCarriesTheHealthScript holds config/argocd/argocd-cm.yaml
-// (what the README tells Argo CD users to merge) to health.lua, under the
+// (what the chart's README shows Argo CD users) to health.lua, under the
 // key of each kind.
 func TestArgoCDSnippetCarriesTheHealthScript(t *testing.T) {
 	data, err := os.ReadFile(filepath.Join("..", "config", "argocd", "argocd-cm.yaml"))
@@ -152,5 +153,12 @@ func TestArgoCDSnippetCarriesTheHealthScript(t *testing.T) {
 	}
 	if len(cm.Data) != 4 {
 		t.Errorf("argocd-cm.yaml has %d entries; want the 4 kinds", len(cm.Data))
+	}
+	readme, err := os.ReadFile(filepath.Join("..", "charts", "cxop", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(readme), "```yaml\n"+string(data)+"```\n") {
+		t.Error("charts/cxop/README.md does not show config/argocd/argocd-cm.yaml: run hack/argocd-snippet.sh")
 	}
 }

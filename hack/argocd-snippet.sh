@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # argocd-snippet.sh writes config/argocd/argocd-cm.yaml: the argocd-cm
 # entries that install config/argocd/health.lua as the health check of each
-# cxop kind. `make verify` runs it and fails if the result is not committed.
+# cxop kind, and copies them into the chart's README between its
+# "argocd-cm begin/end" markers. `make verify` runs it and fails if the
+# result is not committed.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dir="${root}/config/argocd"
@@ -15,3 +17,11 @@ dir="${root}/config/argocd"
     sed -e 's/^\(.\)/    \1/' "${dir}/health.lua"
   done
 } >"${dir}/argocd-cm.yaml"
+
+readme="${root}/charts/cxop/README.md"
+awk -v snippet="${dir}/argocd-cm.yaml" '
+  /^<!-- argocd-cm begin/ { print; print "```yaml"; while ((getline line < snippet) > 0) print line; print "```"; skip = 1; next }
+  /^<!-- argocd-cm end/ { skip = 0 }
+  !skip { print }
+' "${readme}" >"${readme}.tmp"
+mv "${readme}.tmp" "${readme}"
