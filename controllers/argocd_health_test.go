@@ -30,13 +30,15 @@ func healthScript(t interface{ Fatal(...any) }) string {
 func argoHealth(script string, obj map[string]any) (status, message string, err error) {
 	L := lua.NewState(lua.Options{SkipOpenLibs: true})
 	defer L.Close()
-	// The libraries Argo CD opens for health scripts.
+	// The libraries Argo CD opens for a health check from argocd-cm
+	// (util/lua's runLua): package, base and table, and a reduced os that
+	// the script does not use. No string or math library: a script calling
+	// string.format would fail in Argo CD, and so fails here.
 	for _, lib := range []struct {
 		name string
 		open lua.LGFunction
 	}{
 		{lua.LoadLibName, lua.OpenPackage}, {lua.BaseLibName, lua.OpenBase}, {lua.TabLibName, lua.OpenTable},
-		{lua.StringLibName, lua.OpenString}, {lua.MathLibName, lua.OpenMath},
 	} {
 		L.Push(L.NewFunction(lib.open))
 		L.Push(lua.LString(lib.name))
@@ -52,12 +54,18 @@ func argoHealth(script string, obj map[string]any) (status, message string, err 
 	}
 	st, _ := ret.RawGetString("status").(lua.LString)
 	msg, _ := ret.RawGetString("message").(lua.LString)
+	switch st {
+	case "Healthy", "Progressing", "Degraded", "Suspended", "Missing", "Unknown":
+	default:
+		// Argo CD shows Unknown, "Lua returned an invalid health status".
+		return "", "", fmt.Errorf("the script returned status %q, which Argo CD does not know", st)
+	}
 	return string(st), string(msg), nil
 }
 
-// luaValue converts JSON-shaped Go values to Lua as Argo CD does: maps
-// become tables keyed by string, arrays tables indexed from 1, numbers
-// LNumber.
+// luaValue converts JSON-shaped Go values to Lua as Argo CD's decodeValue
+// does: maps become tables keyed by string, arrays tables indexed from 1,
+// numbers LNumber.
 func luaValue(L *lua.LState, v any) lua.LValue {
 	switch v := v.(type) {
 	case map[string]any:
