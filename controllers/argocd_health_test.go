@@ -8,6 +8,9 @@ import (
 	"testing"
 
 	lua "github.com/yuin/gopher-lua"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	kstatus "sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	"sigs.k8s.io/yaml"
 )
 
@@ -96,7 +99,8 @@ func luaValue(L *lua.LState, v any) lua.LValue {
 
 // TestArgoCDHealthOfStatusShapes covers the shapes a status can have
 // before or between the manager's writes, which the envtest spec over real
-// objects ("Argo CD health and kstatus") does not stop to see.
+// objects ("Argo CD health and kstatus") does not stop to see, and what
+// kstatus says of each (the table of charts/cxop/README.md).
 func TestArgoCDHealthOfStatusShapes(t *testing.T) {
 	script := healthScript(t)
 	ready := func(status, reason string) map[string]any {
@@ -114,27 +118,43 @@ func TestArgoCDHealthOfStatusShapes(t *testing.T) {
 		name          string
 		obj           map[string]any
 		status, prefx string
+		kstatus       kstatus.Status
 	}{
-		{"just created: no status", obj("Touchpoint", 1, nil), "Progressing", "Waiting for the cxop manager"},
+		{"just created: no status", obj("Touchpoint", 1, nil), "Progressing", "Waiting for the cxop manager", kstatus.CurrentStatus},
 		{"spec changed, not yet observed", obj("Touchpoint", 3, map[string]any{"observedGeneration": int64(2), "conditions": []any{ready("True", "Reconciled")}}),
-			"Progressing", "Waiting for the cxop manager"},
-		{"observed, no Ready yet", obj("Journey", 1, map[string]any{"observedGeneration": int64(1)}), "Progressing", "Waiting for the Ready condition"},
+			"Progressing", "Waiting for the cxop manager", kstatus.InProgressStatus},
+		{"observed, no Ready yet", obj("Journey", 1, map[string]any{"observedGeneration": int64(1)}), "Progressing", "Waiting for the Ready condition", kstatus.CurrentStatus},
 		{"Ready Unknown", obj("Journey", 1, map[string]any{"observedGeneration": int64(1), "conditions": []any{ready("Unknown", "Starting")}}),
-			"Progressing", "Starting: m"},
+			"Progressing", "Starting: m", kstatus.InProgressStatus},
 		{"Ready False, not reconciling", obj("Survey", 1, map[string]any{"observedGeneration": int64(1), "conditions": []any{ready("False", "PrometheusRuleRefused")}}),
-			"Degraded", "PrometheusRuleRefused: m"},
+			"Degraded", "PrometheusRuleRefused: m", kstatus.InProgressStatus},
 		{"Breached, with a newer spec not yet seen", obj("CXTarget", 4, map[string]any{"observedGeneration": int64(3), "state": "Breached",
 			"conditions": []any{ready("True", "Reconciled"), map[string]any{"type": "TargetMet", "status": "False", "reason": "Breached", "message": "80 < 95"}}}),
-			"Degraded", "Breached: 80 < 95"},
+			"Degraded", "Breached: 80 < 95", kstatus.InProgressStatus},
 		{"Healthy, float generation", obj("Touchpoint", 2, map[string]any{"observedGeneration": float64(2), "conditions": []any{ready("True", "Reconciled")}}),
-			"Healthy", "Reconciled: m"},
+			"Healthy", "Reconciled: m", kstatus.CurrentStatus},
 	} {
 		status, msg, err := argoHealth(script, c.obj)
 		if err != nil {
 			t.Fatalf("%s: %v", c.name, err)
 		}
-		if status != c.status || len(msg) < len(c.prefx) || msg[:len(c.prefx)] != c.prefx {
+		if status != c.status || !strings.HasPrefix(msg, c.prefx) {
 			t.Errorf("%s: %s %q; want %s %q...", c.name, status, msg, c.status, c.prefx)
+		}
+		// kstatus reads observedGeneration as an int64, as the API
+		// server's JSON decodes it.
+		u := &unstructured.Unstructured{Object: runtime.DeepCopyJSON(c.obj)}
+		if st, ok := u.Object["status"].(map[string]any); ok {
+			if g, ok := st["observedGeneration"].(float64); ok {
+				st["observedGeneration"] = int64(g)
+			}
+		}
+		res, err := kstatus.Compute(u)
+		if err != nil {
+			t.Fatalf("%s: kstatus: %v", c.name, err)
+		}
+		if res.Status != c.kstatus {
+			t.Errorf("%s: kstatus %s (%s); want %s", c.name, res.Status, res.Message, c.kstatus)
 		}
 	}
 }
