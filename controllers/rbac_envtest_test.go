@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -89,7 +90,7 @@ func rulesOf(t *testing.T, file string) []rbacv1.PolicyRule {
 // against an API server that authorizes with RBAC and enforces owner
 // reference permissions. It must reconcile the samples in its namespaces
 // to Ready, make and remove every collector object there, and be refused
-// Secrets anywhere else.
+// Secrets anywhere else and the verbs it does not use everywhere.
 func TestNamespacedManagerUnderRBAC(t *testing.T) {
 	g := NewWithT(t)
 	// The suite's helpers (decodeObjects, conditionsOf) assert through the
@@ -293,6 +294,22 @@ func TestNamespacedManagerUnderRBAC(t *testing.T) {
 	g.Expect(apierrors.IsForbidden(err)).To(BeTrue(), "list Secrets of every namespace: %v", err)
 	err = as.Get(ctx, client.ObjectKey{Namespace: shop, Name: CollectorName}, &corev1.PersistentVolumeClaim{})
 	g.Expect(apierrors.IsForbidden(err)).To(BeTrue(), "get a PVC (the manager only deletes them): %v", err)
+
+	t.Log("as the manager, in its own namespace: verbs it does not use are refused")
+	var sts appsv1.StatefulSet
+	g.Expect(admin.Get(ctx, client.ObjectKey{Namespace: shop, Name: CollectorName}, &sts)).To(Succeed())
+	err = as.Update(ctx, &sts)
+	g.Expect(apierrors.IsForbidden(err)).To(BeTrue(), "update the StatefulSet (the manager patches it): %v", err)
+	var mailer corev1.Secret
+	g.Expect(admin.Get(ctx, client.ObjectKey{Namespace: shop, Name: "mailer"}, &mailer)).To(Succeed())
+	err = as.Patch(ctx, &mailer, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"x":"y"}}}`)))
+	g.Expect(apierrors.IsForbidden(err)).To(BeTrue(), "patch a Secret: %v", err)
+	err = as.Delete(ctx, &cxv1.Touchpoint{ObjectMeta: metaOf(shop, "web-shop")})
+	g.Expect(apierrors.IsForbidden(err)).To(BeTrue(), "delete a Touchpoint (the manager only reads specs): %v", err)
+	var target cxv1.CXTarget
+	g.Expect(admin.Get(ctx, client.ObjectKey{Namespace: shop, Name: "support-nps-40"}, &target)).To(Succeed())
+	err = as.Status().Update(ctx, &target)
+	g.Expect(apierrors.IsForbidden(err)).To(BeTrue(), "update a status (the manager patches it): %v", err)
 
 	t.Log("the last Touchpoint gone, the manager removes the collector's objects and, as configured, its PVC")
 	pvc := &corev1.PersistentVolumeClaim{ObjectMeta: metaOf(shop, collectorVolumeData+"-"+CollectorName+"-0"), Spec: corev1.PersistentVolumeClaimSpec{
