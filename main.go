@@ -294,8 +294,9 @@ func cacheNamespaces(names []string) (map[string]cache.Config, error) {
 
 // managedObjectsOnly limits the informer caches of Secrets, ConfigMaps and
 // the collectors' workloads to objects cxop made, so that a cluster's
-// thousands of unrelated Secrets are neither cached nor readable through
-// the manager.
+// thousands of unrelated Secrets are neither cached nor listed by the
+// manager. This is not a permission: its RBAC cannot be limited by label
+// (docs/design-notes.md, Permissions).
 func managedObjectsOnly() map[client.Object]cache.ByObject {
 	managed := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{controllers.ManagedByLabel: controllers.ManagedByValue})}
 	return map[client.Object]cache.ByObject{
