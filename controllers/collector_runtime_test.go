@@ -85,7 +85,7 @@ func (c *inProcessCollectors) Ensure(ctx context.Context, namespace string, file
 	go func() {
 		defer close(run.done)
 		err := collector.Run(runCtx, collector.Options{
-			Listen: addr, DataDir: filepath.Join(nsDir, "data"), ConfigPath: cfgPath, SecretsPath: secPath, WebhookAllowLoopback: true,
+			Listen: addr, DataDir: filepath.Join(nsDir, "data"), ConfigPath: cfgPath, SecretsPath: secPath, WebhookAllowLoopback: true, AllowInsecureWebhooks: true,
 			LogLevel: "warn", ConfigPoll: 200 * time.Millisecond,
 		})
 		if err != nil {

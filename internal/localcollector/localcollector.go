@@ -188,8 +188,12 @@ func (r *Runtime) start(nsDir string, port int) (*run, error) {
 		"--data-dir", filepath.Join(nsDir, "data"),
 		"--config", filepath.Join(nsDir, "config.yaml"),
 		"--secrets", filepath.Join(nsDir, "secrets.yaml"),
-		// Receivers on a laptop listen on loopback.
+		// Receivers on a laptop listen on loopback, over plain http.
 		"--webhook-allow-loopback",
+		"--allow-insecure-webhooks",
+		// Each namespace's collector needs a /metrics port of its own; the
+		// collector logs the one it got.
+		"--metrics-listen", "127.0.0.1:0",
 		// Config edits arrive by rename, which inotify sees; the poll is
 		// the safety net and may be short on a laptop.
 		"--config-poll-interval", "2s")
