@@ -108,6 +108,10 @@ func (k *KubeCollectorRuntime) URL(namespace string) string {
 // ServesSurveyPages reports whether a page URL template is configured.
 func (k *KubeCollectorRuntime) ServesSurveyPages() bool { return k.PageURLTemplate != "" }
 
+// AllowsInsecureWebhooks reports whether collectors run with
+// --allow-insecure-webhooks.
+func (k *KubeCollectorRuntime) AllowsInsecureWebhooks() bool { return k.AllowInsecureWebhooks }
+
 // PageURL is PageURLTemplate with the namespace filled in.
 func (k *KubeCollectorRuntime) PageURL(namespace string) (string, error) {
 	return strings.TrimSuffix(strings.ReplaceAll(k.PageURLTemplate, "{namespace}", namespace), "/"), nil

@@ -42,10 +42,11 @@ type Server struct {
 	linkKeys atomic.Pointer[link.Keys]
 	metrics  *metrics
 	reg      *prometheus.Registry
+	now      func() time.Time
+
 	// allowHTTPWebhooks lets the survey engine send to plain-http
 	// webhooks (--allow-insecure-webhooks); set before the first config.
 	allowHTTPWebhooks bool
-	now               func() time.Time
 }
 
 // NewServer returns a server with a validated config and no store yet.

@@ -101,6 +101,10 @@ func (r *Runtime) Ensure(ctx context.Context, namespace string, files collector.
 // ServesSurveyPages is true: the collector's own URL is the page's.
 func (r *Runtime) ServesSurveyPages() bool { return true }
 
+// AllowsInsecureWebhooks is true: local receivers listen on plain http,
+// and every local collector runs with --allow-insecure-webhooks.
+func (r *Runtime) AllowsInsecureWebhooks() bool { return true }
+
 // PageURL is the collector's own URL: on a laptop customers (and the
 // browser of whoever tries the tour) reach the survey page there. The port
 // is chosen here the first time, so the config can carry it before the
