@@ -127,9 +127,9 @@ func Run(ctx context.Context, o Options) error {
 		}
 		cacheBytes = q.Value()
 	}
-	deny, err := webhook.ParseDenyCIDRs(o.WebhookDenyCIDRs)
+	guard, err := o.webhookGuard()
 	if err != nil {
-		return fmt.Errorf("--webhook-deny-cidrs: %w", err)
+		return err
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	cfg, data, err := readConfigFile(o.ConfigPath)
@@ -192,7 +192,6 @@ func Run(ctx context.Context, o Options) error {
 		return errors.Join(err, stopServing())
 	}
 	srv.store.Store(st)
-	guard := &webhook.Guard{AllowHosts: o.WebhookAllowHosts, AllowLoopback: o.WebhookAllowLoopback, AllowHTTP: o.AllowInsecureWebhooks, Deny: deny}
 	surveys, err := engine.New(st.DB(), st, webhook.NewClient(guard, 10*time.Second), engine.Options{Logger: log.With("component", "surveys")})
 	if err != nil {
 		return errors.Join(err, st.Close(), stopServing())
@@ -218,6 +217,16 @@ func Run(ctx context.Context, o Options) error {
 	}
 	log.Info("collector stopped")
 	return err
+}
+
+// webhookGuard is the guard every webhook is dialled through, from the
+// webhook flags.
+func (o Options) webhookGuard() (*webhook.Guard, error) {
+	deny, err := webhook.ParseDenyCIDRs(o.WebhookDenyCIDRs)
+	if err != nil {
+		return nil, fmt.Errorf("--webhook-deny-cidrs: %w", err)
+	}
+	return &webhook.Guard{AllowHosts: o.WebhookAllowHosts, AllowLoopback: o.WebhookAllowLoopback, AllowHTTP: o.AllowInsecureWebhooks, Deny: deny}, nil
 }
 
 // errNoReadToken: summaries and exports hold customers' comments and

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/cxop-dev/cxop/internal/webhook"
 )
 
 // fetch sends method to url with an optional bearer token and returns the
@@ -156,6 +158,43 @@ func TestRunRefuses(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: Run = %v, want an error containing %q", name, err, tc.want)
 		}
+	}
+}
+
+// TestWebhookFlagsReachTheGuard: the flags, as parsed from a command line,
+// are what every webhook is dialled through.
+func TestWebhookFlagsReachTheGuard(t *testing.T) {
+	parse := func(args ...string) *webhook.Guard {
+		t.Helper()
+		cmd := NewCommand()
+		var o Options
+		if err := cmd.ParseFlags(args); err != nil {
+			t.Fatal(err)
+		}
+		f := cmd.Flags()
+		o.WebhookAllowHosts, _ = f.GetStringSlice("webhook-allow-hosts")
+		o.WebhookAllowLoopback, _ = f.GetBool("webhook-allow-loopback")
+		o.AllowInsecureWebhooks, _ = f.GetBool("allow-insecure-webhooks")
+		o.WebhookDenyCIDRs, _ = f.GetStringSlice("webhook-deny-cidrs")
+		g, err := o.webhookGuard()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	g := parse()
+	if g.AllowHTTP || g.AllowLoopback || len(g.Deny) != 0 || len(g.AllowHosts) != 0 {
+		t.Errorf("default guard %+v, want https only and nothing allowed", g)
+	}
+	if err := g.CheckURL("http://mailer.example.com/"); err == nil {
+		t.Error("the default guard takes an http URL")
+	}
+	g = parse("--allow-insecure-webhooks", "--webhook-deny-cidrs=34.118.224.0/20,34.118.0.0/16", "--webhook-allow-hosts=mailer.internal")
+	if !g.AllowHTTP || len(g.Deny) != 2 || g.Deny[0].String() != "34.118.224.0/20" || g.Deny[1].String() != "34.118.0.0/16" || g.AllowHosts[0] != "mailer.internal" {
+		t.Errorf("guard from flags %+v", g)
+	}
+	if _, err := (Options{WebhookDenyCIDRs: []string{"nowhere"}}).webhookGuard(); err == nil || !strings.Contains(err.Error(), `--webhook-deny-cidrs: "nowhere"`) {
+		t.Errorf("bad range: %v", err)
 	}
 }
 
