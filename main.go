@@ -39,6 +39,7 @@ import (
 	"github.com/cxop-dev/cxop/internal/collector"
 	"github.com/cxop-dev/cxop/internal/localcollector"
 	"github.com/cxop-dev/cxop/internal/version"
+	"github.com/cxop-dev/cxop/internal/webhook"
 )
 
 func main() {
@@ -127,6 +128,10 @@ func newManagerCommand() *cobra.Command {
 		`Where customers reach a namespace's survey page, with "{namespace}" for the namespace, such as "https://cx.example.com/{namespace}" (routed to the namespace's collector Service by your Ingress or Gateway). Empty: surveys send no invitations.`)
 	f.StringSliceVar(&opts.collector.WebhookAllowHosts, "webhook-allow-hosts", nil,
 		"Hosts survey webhooks may reach although they resolve to internal addresses (an in-cluster mailer); all others inside are refused.")
+	f.BoolVar(&opts.collector.AllowInsecureWebhooks, "allow-insecure-webhooks", false,
+		"Let survey webhooks use plain http URLs; by default collectors send webhooks over https only, and an http webhook's messages wait.")
+	f.StringSliceVar(&opts.collector.WebhookDenyCIDRs, "webhook-deny-cidrs", nil,
+		"CIDR ranges survey webhooks may not reach besides the built-in internal ones, such as the cluster's pod and Service CIDRs when they are public addresses (hosts in --webhook-allow-hosts still may).")
 	f.StringVar(&opts.localCollectors, "local-collectors-dir", "",
 		"Run collectors as local processes on loopback ports with their data under this directory, instead of as pods (used by `cxop dev`).")
 	f.StringSliceVar(&opts.watchNamespaces, "watch-namespaces", nil,
@@ -254,6 +259,14 @@ func (o *managerOptions) collectorRuntime() (controllers.CollectorRuntime, func(
 	}
 	if k.Image == "" {
 		return nil, nil, errors.New("--collector-image: must not be empty")
+	}
+	deny, err := webhook.ParseDenyCIDRs(k.WebhookDenyCIDRs)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--webhook-deny-cidrs: %w", err)
+	}
+	k.WebhookDenyCIDRs = nil
+	for _, p := range deny {
+		k.WebhookDenyCIDRs = append(k.WebhookDenyCIDRs, p.String())
 	}
 	return &k, func() {}, nil
 }

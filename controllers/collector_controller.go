@@ -76,6 +76,9 @@ type CollectorRuntime interface {
 	// ServesSurveyPages reports whether PageURL gives customers a URL at
 	// all; without one, surveys make no invitations.
 	ServesSurveyPages() bool
+	// AllowsInsecureWebhooks reports whether collectors send webhooks to
+	// plain http URLs; otherwise only https.
+	AllowsInsecureWebhooks() bool
 	// Remove stops the namespace's collector. Its data is kept unless the
 	// runtime was configured otherwise.
 	Remove(ctx context.Context, namespace string) error

@@ -51,6 +51,8 @@ func (c *inProcessCollectors) addr(namespace string) (string, error) {
 
 func (c *inProcessCollectors) ServesSurveyPages() bool { return true }
 
+func (c *inProcessCollectors) AllowsInsecureWebhooks() bool { return true }
+
 func (c *inProcessCollectors) PageURL(namespace string) (string, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -85,7 +87,7 @@ func (c *inProcessCollectors) Ensure(ctx context.Context, namespace string, file
 	go func() {
 		defer close(run.done)
 		err := collector.Run(runCtx, collector.Options{
-			Listen: addr, DataDir: filepath.Join(nsDir, "data"), ConfigPath: cfgPath, SecretsPath: secPath, WebhookAllowLoopback: true,
+			Listen: addr, DataDir: filepath.Join(nsDir, "data"), ConfigPath: cfgPath, SecretsPath: secPath, WebhookAllowLoopback: true, AllowInsecureWebhooks: true,
 			LogLevel: "warn", ConfigPoll: 200 * time.Millisecond,
 		})
 		if err != nil {

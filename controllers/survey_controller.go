@@ -84,6 +84,7 @@ func (r *SurveyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		return ctrl.Result{}, err
 	}
 	if c := deliveryCondition(svy, summary, keyMissing, r.Live.Runtime.ServesSurveyPages()); c != nil {
+		refuseInsecureWebhooks(c, svy, r.Live.Runtime.AllowsInsecureWebhooks())
 		meta.SetStatusCondition(&svy.Status.Conditions, *c)
 	} else {
 		meta.RemoveStatusCondition(&svy.Status.Conditions, cxv1.DeliveringCondition)

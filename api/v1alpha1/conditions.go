@@ -75,6 +75,11 @@ const (
 	// namespace, so no invitation (which carries a link) is made.
 	NoSurveyPageReason = "NoSurveyPage"
 
+	// InsecureWebhookReason: a webhook URL is plain http and the manager
+	// does not allow that (--allow-insecure-webhooks), so its messages wait
+	// in the collector's outbox.
+	InsecureWebhookReason = "InsecureWebhook"
+
 	// DeliveringReason: invitations are being delivered.
 	DeliveringReason = "Delivering"
 )

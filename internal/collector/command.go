@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/pprof"
 	"os"
@@ -26,7 +27,14 @@ import (
 
 // Options are the collector's flags.
 type Options struct {
-	Listen     string
+	// Listen serves the API and the probes, and the survey page unless
+	// PageListen is set.
+	Listen string
+	// MetricsListen serves /metrics alone; empty disables it.
+	MetricsListen string
+	// PageListen, when set, serves the hosted survey page alone (the one
+	// listener to expose to the internet), and Listen no longer does.
+	PageListen string
 	DataDir    string
 	ConfigPath string
 	// SecretsPath is the secrets file (link and webhook keys); optional
@@ -37,8 +45,14 @@ type Options struct {
 	// this machine (for `cxop dev`).
 	WebhookAllowHosts    []string
 	WebhookAllowLoopback bool
-	Rebuild              bool
-	LogLevel             string
+	// AllowInsecureWebhooks lets webhooks use plain http; by default
+	// only https URLs are sent to.
+	AllowInsecureWebhooks bool
+	// WebhookDenyCIDRs are ranges webhooks may not reach on top of the
+	// built-in ones: the cluster's pod and Service CIDRs.
+	WebhookDenyCIDRs []string
+	Rebuild          bool
+	LogLevel         string
 	// ProfilerAddress serves net/http/pprof when set, on its own
 	// listener so that the API port never exposes it.
 	ProfilerAddress string
@@ -79,12 +93,16 @@ compliance over a window from time-bucketed rollups.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.Listen, "listen", ":8080", "address to serve the API, metrics and probes on")
+	f.StringVar(&o.Listen, "listen", ":8080", "address to serve the API and the probes on (and the survey page, unless --page-listen is set)")
+	f.StringVar(&o.MetricsListen, "metrics-listen", ":9090", `address to serve /metrics on, apart from the API; "" disables it`)
+	f.StringVar(&o.PageListen, "page-listen", "", "address to serve the hosted survey page (/s/) on alone, the one port to expose to the internet; empty serves it on --listen")
 	f.StringVar(&o.DataDir, "data-dir", "", "directory of the embedded store (required)")
 	f.StringVar(&o.ConfigPath, "config", "", "collector config file; reloaded when it changes (required)")
 	f.StringVar(&o.SecretsPath, "secrets", "", "secrets file with the keys that sign survey links and webhooks; reloaded when it changes")
 	f.StringSliceVar(&o.WebhookAllowHosts, "webhook-allow-hosts", nil, "hosts webhooks may reach although they resolve to loopback, private or link-local addresses")
 	f.BoolVar(&o.WebhookAllowLoopback, "webhook-allow-loopback", false, "let webhooks reach loopback addresses (a receiver on this machine)")
+	f.BoolVar(&o.AllowInsecureWebhooks, "allow-insecure-webhooks", false, "let webhooks use plain http URLs; by default a webhook is sent over https only")
+	f.StringSliceVar(&o.WebhookDenyCIDRs, "webhook-deny-cidrs", nil, "CIDR ranges webhooks may not reach besides the built-in ones, such as the cluster's pod and Service ranges (hosts in --webhook-allow-hosts still may)")
 	f.BoolVar(&o.Rebuild, "rebuild", false, "recount every stored record instead of loading the checkpointed rollups")
 	f.StringVar(&o.LogLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.ProfilerAddress, "profiler-address", "", `address net/http/pprof binds to (e.g. "127.0.0.1:6060"); empty disables it`)
@@ -109,10 +127,17 @@ func Run(ctx context.Context, o Options) error {
 		}
 		cacheBytes = q.Value()
 	}
+	guard, err := o.webhookGuard()
+	if err != nil {
+		return err
+	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	cfg, data, err := readConfigFile(o.ConfigPath)
 	if err != nil {
 		return err
+	}
+	if len(cfg.readTokens) == 0 {
+		return fmt.Errorf("config %s: %w", o.ConfigPath, errNoReadToken)
 	}
 	sec, secData, err := readSecretsFile(o.SecretsPath)
 	if err != nil {
@@ -121,30 +146,38 @@ func Run(ctx context.Context, o Options) error {
 	reg := prometheus.NewRegistry()
 	srv := NewServer(log, cfg, reg, time.Now)
 	srv.metrics.configSuccess.Set(1)
+	srv.allowHTTPWebhooks = o.AllowInsecureWebhooks
 
-	httpSrv := &http.Server{
-		Addr:              o.Listen,
-		Handler:           srv.Handler(),
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    32 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	// Listen first so probes answer while the store replays.
-	served := make(chan error, 1)
-	go func() { served <- Serve(ctx, httpSrv, log) }()
-
+	// Bind every listener first: a taken or malformed address is a clear
+	// error at start, and the probes answer while the store replays.
+	apiHandler := srv.Handler()
+	servers := []listener{{flag: "--listen", addr: o.Listen}}
+	if o.PageListen != "" {
+		apiHandler = srv.APIHandler()
+		servers = append(servers, listener{flag: "--page-listen", addr: o.PageListen, srv: newHTTPServer(srv.PageHandler(), log)})
+	}
+	servers[0].srv = newHTTPServer(apiHandler, log)
+	if o.MetricsListen != "" {
+		servers = append(servers, listener{flag: "--metrics-listen", addr: o.MetricsListen, srv: newHTTPServer(srv.MetricsHandler(), log)})
+	}
 	if o.ProfilerAddress != "" {
-		go func() {
-			if err := Serve(ctx, &http.Server{Addr: o.ProfilerAddress, Handler: profilerMux(), ReadHeaderTimeout: 5 * time.Second}, log); err != nil {
-				log.Error("profiler", "err", err)
-			}
-		}()
+		servers = append(servers, listener{flag: "--profiler-address", addr: o.ProfilerAddress, srv: &http.Server{Handler: profilerMux(), ReadHeaderTimeout: 5 * time.Second}})
+	}
+	served, err := serveAll(ctx, servers, log)
+	if err != nil {
+		return err
+	}
+	// stopServing ends every listener and waits for each to drain.
+	stopServing := func() error {
+		cancel()
+		var errs []error
+		for range servers {
+			errs = append(errs, <-served)
+		}
+		return errors.Join(errs...)
 	}
 
 	st, err := store.Open(store.Options{
@@ -156,35 +189,103 @@ func Run(ctx context.Context, o Options) error {
 		Registerer: reg,
 	})
 	if err != nil {
-		cancel()
-		<-served
-		return err
+		return errors.Join(err, stopServing())
 	}
 	srv.store.Store(st)
-	guard := &webhook.Guard{AllowHosts: o.WebhookAllowHosts, AllowLoopback: o.WebhookAllowLoopback}
 	surveys, err := engine.New(st.DB(), st, webhook.NewClient(guard, 10*time.Second), engine.Options{Logger: log.With("component", "surveys")})
 	if err != nil {
-		cancel()
-		<-served
-		return errors.Join(err, st.Close())
+		return errors.Join(err, st.Close(), stopServing())
 	}
 	srv.surveys.Store(surveys)
 	srv.applySurveys(cfg, sec)
 	engineDone := make(chan struct{})
 	go func() { defer close(engineDone); _ = surveys.Run(ctx) }()
-	log.Info("collector ready", "listen", o.Listen, "touchpoints", len(cfg.touchpoints), "surveys", len(cfg.surveys))
+	log.Info("collector ready", "listen", o.Listen, "page_listen", o.PageListen, "metrics_listen", o.MetricsListen, "touchpoints", len(cfg.touchpoints), "surveys", len(cfg.surveys))
 
 	go srv.watchConfig(ctx, configFiles{config: o.ConfigPath, secrets: o.SecretsPath}, data, secData, o.ConfigPoll)
 	go srv.pruneLoop(ctx, st)
 
+	// The first listener to stop (ctx ended, or a serve error) stops all.
 	err = <-served
 	cancel()
+	for range servers[1:] {
+		err = errors.Join(err, <-served)
+	}
 	<-engineDone
 	if cerr := st.Close(); cerr != nil {
 		err = errors.Join(err, fmt.Errorf("close store: %w", cerr))
 	}
 	log.Info("collector stopped")
 	return err
+}
+
+// webhookGuard is the guard every webhook is dialled through, from the
+// webhook flags.
+func (o Options) webhookGuard() (*webhook.Guard, error) {
+	deny, err := webhook.ParseDenyCIDRs(o.WebhookDenyCIDRs)
+	if err != nil {
+		return nil, fmt.Errorf("--webhook-deny-cidrs: %w", err)
+	}
+	return &webhook.Guard{AllowHosts: o.WebhookAllowHosts, AllowLoopback: o.WebhookAllowLoopback, AllowHTTP: o.AllowInsecureWebhooks, Deny: deny}, nil
+}
+
+// errNoReadToken: summaries and exports hold customers' comments and
+// contacts, so a collector never serves them without a read token.
+var errNoReadToken = errors.New("readTokenSHA256 is empty; /v1/summary and /v1/export need a read token, so the collector does not start without one (the operator and `cxop dev` provision it; by hand, put the SHA-256 of a random token there)")
+
+// parseServedConfig is parseConfig for a reload: a config that drops the
+// read token is refused like an invalid one, and the last good one stays.
+func parseServedConfig(data []byte) (*settings, error) {
+	s, err := parseConfig(data)
+	if err != nil {
+		return nil, err
+	}
+	if len(s.readTokens) == 0 {
+		return nil, errNoReadToken
+	}
+	return s, nil
+}
+
+// listener is one HTTP server of the collector and the flag naming its
+// address.
+type listener struct {
+	flag, addr string
+	srv        *http.Server
+}
+
+// newHTTPServer bounds how long a client may hold a connection.
+func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    32 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
+
+// serveAll binds every listener, or none (the error names the flag), then
+// serves each until ctx ends. Each reports on the channel once drained.
+func serveAll(ctx context.Context, servers []listener, log *slog.Logger) (<-chan error, error) {
+	ls := make([]net.Listener, 0, len(servers))
+	for _, s := range servers {
+		l, err := net.Listen("tcp", s.addr)
+		if err != nil {
+			for _, prev := range ls {
+				_ = prev.Close()
+			}
+			return nil, fmt.Errorf("%s %s: %w", s.flag, s.addr, err)
+		}
+		ls = append(ls, l)
+	}
+	served := make(chan error, len(servers))
+	for i, s := range servers {
+		log.Info("listening", "flag", s.flag, "address", ls[i].Addr().String())
+		go func() { served <- Serve(ctx, s.srv, ls[i], log) }()
+	}
+	return served, nil
 }
 
 // profilerMux serves the Go runtime's profiles under /debug/pprof/.
@@ -212,7 +313,7 @@ func (s *Server) applySurveys(cfg *settings, sec *secrets) {
 	if e == nil {
 		return
 	}
-	c, problems := engineConfig(cfg, sec)
+	c, problems := engineConfig(cfg, sec, s.allowHTTPWebhooks)
 	for _, p := range problems {
 		s.log.Warn("surveys: " + p)
 	}
@@ -253,7 +354,7 @@ func (s *Server) watchConfig(ctx context.Context, files configFiles, last, lastS
 		case <-tick.C:
 		}
 		changed := false
-		if next, ok := reloadFile(s, "config", files.config, &last, parseConfig); ok {
+		if next, ok := reloadFile(s, "config", files.config, &last, parseServedConfig); ok {
 			cfg, changed = next, true
 			s.cfg.Store(cfg)
 			s.metrics.declare(cfg)

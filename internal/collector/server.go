@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -42,6 +43,10 @@ type Server struct {
 	metrics  *metrics
 	reg      *prometheus.Registry
 	now      func() time.Time
+
+	// allowHTTPWebhooks lets the survey engine send to plain-http
+	// webhooks (--allow-insecure-webhooks); set before the first config.
+	allowHTTPWebhooks bool
 }
 
 // NewServer returns a server with a validated config and no store yet.
@@ -52,19 +57,46 @@ func NewServer(log *slog.Logger, cfg *settings, reg *prometheus.Registry, now fu
 	return s
 }
 
-// Handler routes the API.
-func (s *Server) Handler() http.Handler {
+// Handler routes the API, the probes and the hosted survey page: the
+// collector's one listener when the page is not served apart. /metrics is
+// on MetricsHandler.
+func (s *Server) Handler() http.Handler { return s.apiHandler(true) }
+
+// APIHandler routes the API and the probes without the survey page, for
+// when PageHandler serves the page on a listener of its own.
+func (s *Server) APIHandler() http.Handler { return s.apiHandler(false) }
+
+func (s *Server) apiHandler(withPage bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/events", s.ingest("events"))
 	mux.HandleFunc("POST /v1/responses", s.ingest("responses"))
 	mux.HandleFunc("GET /v1/summary", s.summary)
 	mux.HandleFunc("GET /v1/export", s.export)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeText(w, 200, "ok") })
 	mux.HandleFunc("GET /readyz", s.readyz)
-	mux.Handle("/s/{token}", s.pageHandler())
+	if withPage {
+		mux.Handle("/s/{token}", s.pageHandler())
+	}
 	mux.HandleFunc("POST /v1/followups/{id}", s.followUp)
 	mux.HandleFunc("POST /v1/waves", s.wave)
+	return mux
+}
+
+// PageHandler serves the hosted survey page alone (and /healthz, for a
+// load balancer's health check): the one listener meant to be reachable
+// from the internet. Everything else is 404.
+func (s *Server) PageHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/s/{token}", s.pageHandler())
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeText(w, 200, "ok") })
+	return mux
+}
+
+// MetricsHandler serves /metrics, on a listener apart from the API so that
+// the port exposed for ingest or the survey page never shows them.
+func (s *Server) MetricsHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
 	return mux
 }
 
@@ -276,19 +308,25 @@ func (s *Server) count(cfg *settings, records []store.Record, res store.Result) 
 	}
 }
 
-// authorizeRead checks the read token when the config sets one.
+// authorizeRead checks the read token. Summaries and exports (comments,
+// contacts) always need it: a config without one admits nobody (Run refuses
+// such a config, so this only guards a Server built another way).
 func (s *Server) authorizeRead(w http.ResponseWriter, r *http.Request, endpoint string) bool {
 	cfg := s.cfg.Load()
-	if len(cfg.readTokens) == 0 {
+	sum := bearer(r)
+	if sum != nil && len(cfg.readTokens) > 0 && matches(sum, cfg.readTokens) {
 		return true
 	}
-	sum := bearer(r)
-	if sum == nil || !matches(sum, cfg.readTokens) {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="cxop-collector"`)
-		s.reject(w, endpoint, "unauthorized", 401, errorBody{Error: "a read token is required"})
-		return false
+	msg := "a read token is required"
+	switch {
+	case len(cfg.readTokens) == 0:
+		msg = "a read token is required, and the collector's config names none (readTokenSHA256), so none is accepted"
+	case sum != nil:
+		msg = "a read token is required; the bearer token given is not one"
 	}
-	return true
+	w.Header().Set("WWW-Authenticate", `Bearer realm="cxop-collector"`)
+	s.reject(w, endpoint, "unauthorized", 401, errorBody{Error: msg})
+	return false
 }
 
 func (s *Server) export(w http.ResponseWriter, r *http.Request) {
@@ -327,13 +365,13 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// Serve runs the HTTP server until ctx ends, then drains it.
-func Serve(ctx context.Context, srv *http.Server, log *slog.Logger) error {
+// Serve runs the HTTP server on l until ctx ends, then drains it.
+func Serve(ctx context.Context, srv *http.Server, l net.Listener, log *slog.Logger) error {
 	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe() }()
+	go func() { errc <- srv.Serve(l) }()
 	select {
 	case err := <-errc:
-		return fmt.Errorf("listen on %s: %w", srv.Addr, err)
+		return fmt.Errorf("serve on %s: %w", l.Addr(), err)
 	case <-ctx.Done():
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -132,7 +132,7 @@ surveys:
 	done := make(chan error, 1)
 	go func() {
 		done <- Run(ctx, Options{Listen: addr, DataDir: filepath.Join(dir, "data"), ConfigPath: cfgPath, SecretsPath: secPath,
-			WebhookAllowLoopback: true, LogLevel: "warn", ConfigPoll: 100 * time.Millisecond})
+			WebhookAllowLoopback: true, AllowInsecureWebhooks: true, LogLevel: "warn", ConfigPoll: 100 * time.Millisecond})
 	}()
 	t.Cleanup(func() {
 		cancel()

@@ -90,8 +90,9 @@ type Result struct {
 
 // Client sends webhooks.
 type Client struct {
-	http *http.Client
-	now  func() time.Time
+	http  *http.Client
+	guard *Guard
+	now   func() time.Time
 }
 
 // maxRedirects bounds the redirects followed; each is dialled through the
@@ -130,12 +131,16 @@ func NewClient(guard *Guard, timeout time.Duration) *Client {
 				return nil
 			},
 		},
-		now: time.Now,
+		guard: guard,
+		now:   time.Now,
 	}
 }
 
 // Send makes one attempt to deliver m to ep.
 func (c *Client) Send(ctx context.Context, ep Endpoint, m Message) Result {
+	if err := c.guard.CheckURL(ep.URL); err != nil {
+		return Result{Outcome: Rejected, Err: err}
+	}
 	signer, err := standardwebhooks.NewWebhookRaw(ep.Key)
 	if err != nil {
 		return Result{Outcome: Rejected, Err: fmt.Errorf("signing key: %w", err)}

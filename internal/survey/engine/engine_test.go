@@ -113,7 +113,7 @@ func (f *fixture) open() {
 		f.t.Fatal(err)
 	}
 	f.st = st
-	f.e, err = New(st.DB(), st, webhook.NewClient(&webhook.Guard{AllowLoopback: true}, 5*time.Second), Options{RetryBase: time.Second, RetryMax: 10 * time.Second})
+	f.e, err = New(st.DB(), st, webhook.NewClient(&webhook.Guard{AllowLoopback: true, AllowHTTP: true}, 5*time.Second), Options{RetryBase: time.Second, RetryMax: 10 * time.Second})
 	if err != nil {
 		f.t.Fatal(err)
 	}
