@@ -10,6 +10,7 @@ import (
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
 	"github.com/cxop-dev/cxop/internal/collector"
 	"github.com/cxop-dev/cxop/internal/score"
+	"github.com/cxop-dev/cxop/internal/slo"
 )
 
 // journeyNumbers is what the collector says about a Journey's window.
@@ -152,7 +153,7 @@ func setJourneyStatus(jny *cxv1.Journey, obs readiness, m *journeyNumbers) {
 		jny.Status.WaitCompliance = percent(*m.whole.WaitCompliance)
 	}
 	jny.Status.NPS = npsText(m.nps)
-	jny.Status.WaitBudgetSpentBy = budgetShares(m.badWaits)
+	jny.Status.WaitBudgetSpentBy = slo.BudgetShares(m.badWaits)
 	targets := m.targets
 	jny.Status.Targets = &targets
 }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"strconv"
-	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -16,6 +14,7 @@ import (
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
 	"github.com/cxop-dev/cxop/internal/collector"
 	"github.com/cxop-dev/cxop/internal/collectorclient"
+	"github.com/cxop-dev/cxop/internal/slo"
 )
 
 // StatusSource gives reconcilers the numbers their status shows, read from
@@ -131,16 +130,7 @@ func collectorProblem(obs *readiness, err error) error {
 func percent(v float64) string { return decimalString(v, 1) }
 
 // decimalString renders v with at most digits decimals and no trailing zeros.
-func decimalString(v float64, digits int) string {
-	s := strconv.FormatFloat(v, 'f', digits, 64)
-	if strings.Contains(s, ".") {
-		s = strings.TrimRight(strings.TrimRight(s, "0"), ".")
-	}
-	if s == "-0" {
-		s = "0"
-	}
-	return s
-}
+func decimalString(v float64, digits int) string { return slo.Decimal(v, digits) }
 
 // seconds renders a wait as a duration such as "42s" or "1m50s", to a
 // tenth of a second under a minute and to the second above.

@@ -78,3 +78,41 @@ const (
 	// DeliveringReason: invitations are being delivered.
 	DeliveringReason = "Delivering"
 )
+
+// The AlertRules condition of a CXTarget.
+const (
+	// AlertRulesCondition (normal polarity) on a CXTarget that wants
+	// burn-rate alerts (spec.alerting.burnRateAlerts, default true) is True
+	// while its PrometheusRule holds them, and False with a reason when
+	// they cannot be generated or written. It never stops the target from
+	// being measured and judged. It is absent when alerts are turned off.
+	AlertRulesCondition = "AlertRules"
+
+	// AlertRulesAppliedReason: the target's PrometheusRule holds its alerts.
+	AlertRulesAppliedReason = "Applied"
+
+	// NoPrometheusRuleKindReason: the cluster served no
+	// monitoring.coreos.com/v1 PrometheusRule when the manager started.
+	NoPrometheusRuleKindReason = "NoPrometheusRuleKind"
+
+	// WindowTooShortReason: spec.window is shorter than the longest lookback
+	// of the page alerts (6h), whose thresholds then mean nothing.
+	WindowTooShortReason = "WindowTooShort"
+
+	// NoErrorBudgetReason: the objective requires the best value (csat.min
+	// 100, ces.min 7, ...), which leaves no error budget to burn.
+	NoErrorBudgetReason = "NoErrorBudget"
+
+	// NoMetricReason: the collectors export no metric Prometheus could
+	// compute the objective from (response rate: invitations are not
+	// exported).
+	NoMetricReason = "NoMetric"
+
+	// NotExpressibleReason: the rule generator refused the target for
+	// another reason, named in the message.
+	NotExpressibleReason = "NotExpressible"
+
+	// PrometheusRuleFailedReason: the API server refused to write or delete
+	// the target's PrometheusRule; the message carries its answer.
+	PrometheusRuleFailedReason = "PrometheusRuleFailed"
+)
