@@ -141,6 +141,8 @@ type WaitTimeObjective struct {
 }
 
 // Alerting configures breach signalling.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.webhook)",message="spec.alerting.webhook is removed: route breaches through Alertmanager's receivers (the CXTargetErrorBudgetBurn alerts, or an alert on cxop_target_breached) or forward the TargetBreached and TargetRecovered events"
 type Alerting struct {
 	// burnRateAlerts generates a PrometheusRule with multi-window,
 	// multi-burn-rate alerts for this target when the Prometheus Operator's
@@ -168,8 +170,14 @@ type Alerting struct {
 	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).compareTo(quantity('0')) >= 0 && quantity(string(self)).compareTo(quantity('100')) <= 0",message="must be between 0 and 100"
 	AtRiskBelow *resource.Quantity `json:"atRiskBelow,omitempty"`
 
-	// webhook receives a signed JSON POST when the target breaches or
-	// recovers.
+	// webhook is removed and refused: route breaches through Alertmanager's
+	// receivers (the generated CXTargetErrorBudgetBurn alerts, or an alert
+	// on cxop_target_breached), which keep silences, inhibition and
+	// grouping, or forward the TargetBreached and TargetRecovered events.
+	// An object stored before it was refused keeps it, unused, until its
+	// spec.alerting is next changed.
+	//
+	// Deprecated: refused by the schema; nothing reads it.
 	// +optional
 	Webhook *WebhookSpec `json:"webhook,omitempty"`
 }
