@@ -42,6 +42,7 @@ func (r *CXTargetReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		if apierrors.IsNotFound(err) {
 			// The PrometheusRule goes with its owner.
 			forgetTargetMetrics(req.Namespace, req.Name)
+			r.Live.readings.forget(readingKey{"CXTarget", req.Namespace, req.Name})
 			r.appliedRules.Delete(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -67,7 +68,13 @@ func (r *CXTargetReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	if holdFirstStatus(cxt, orig.Status.Conditions, obs, time.Now()) {
 		return ctrl.Result{RequeueAfter: r.Live.next(obs)}, nil
 	}
-	setCXTargetStatus(cxt, o, obs, result, rules, time.Now())
+	now := time.Now()
+	stale := r.Live.readings.staleness("CXTarget", cxt, orig.Status.ObservedGeneration, orig.Status.Conditions, obs, result != nil, now)
+	if !keepsLastVerdict(cxt, obs, result) {
+		stale = staleness{}
+	}
+	setCXTargetStatus(cxt, o, obs, result, rules, now)
+	setStaleCondition(&cxt.Status.Conditions, stale)
 	recordReadyTransition(r.Recorder, cxt, orig.Status.Conditions, cxt.Status.Conditions)
 	recordTargetTransition(r.Recorder, cxt, o, orig.Status.State, cxt.Status.State)
 	exportTargetMetrics(cxt, o, obs.invalid == nil, result)

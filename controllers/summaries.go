@@ -30,6 +30,9 @@ type StatusSource struct {
 	// RetryInterval is how soon an object whose collector could not
 	// answer tries again.
 	RetryInterval time.Duration
+	// readings remembers each object's last good reading, for the Stale
+	// condition.
+	readings *readings
 }
 
 // NewStatusSource returns a StatusSource refreshing every interval.
@@ -38,7 +41,7 @@ func NewStatusSource(reader client.Reader, rt CollectorRuntime, interval time.Du
 	// namespace refreshed in one pass shares one request per window.
 	return &StatusSource{
 		Reader: reader, Runtime: rt, API: collectorclient.New(interval / 3),
-		Interval: interval, RetryInterval: 5 * time.Second,
+		Interval: interval, RetryInterval: 5 * time.Second, readings: newReadings(time.Now()),
 	}
 }
 
@@ -85,7 +88,9 @@ func (s *StatusSource) all(ctx context.Context, namespace string, window cxv1.Du
 	if err != nil {
 		return nil, err
 	}
-	return s.API.All(ctx, t, string(window), has)
+	all, err := s.API.All(ctx, t, string(window), has)
+	collectorAnswered(namespace, err)
+	return all, err
 }
 
 // summaryOf returns one object's summary over window, picked from its
@@ -111,7 +116,9 @@ func (s *StatusSource) touchpoints(ctx context.Context, namespace string, window
 	if err != nil {
 		return nil, err
 	}
-	return s.API.Touchpoints(ctx, t, string(window), names)
+	sum, err := s.API.Touchpoints(ctx, t, string(window), names)
+	collectorAnswered(namespace, err)
+	return sum, err
 }
 
 // collectorProblem turns a failed summary into readiness: an unreachable

@@ -55,8 +55,9 @@ const (
 	ObjectiveMismatchReason = "ObjectiveMismatch"
 
 	// CollectorUnavailableReason: the namespace's collector could not be
-	// asked for the numbers status shows, so status shows none rather than
-	// stale ones.
+	// asked for the numbers status shows. Status keeps the numbers of the
+	// last good reading of this generation, marked by the Stale condition,
+	// rather than clearing them to what would read as a recovery.
 	CollectorUnavailableReason = "CollectorUnavailable"
 
 	// CollectorPendingReason: the collector runs but has not yet loaded a
@@ -116,3 +117,11 @@ const (
 	// the target's PrometheusRule; the message carries its answer.
 	PrometheusRuleFailedReason = "PrometheusRuleFailed"
 )
+
+// StaleCondition (abnormal polarity: present only while True) says the
+// numbers in status are not live: the collector cannot answer, and status
+// keeps those of the last good reading of the object's current generation,
+// whose time the message gives. Its reason is the collector's
+// (CollectorUnavailable, CollectorPending). A spec change while stale
+// clears the numbers, which described the old spec.
+const StaleCondition = "Stale"

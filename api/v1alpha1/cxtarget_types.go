@@ -225,7 +225,9 @@ type CXTargetStatus struct {
 	// whether the objective holds; AlertRules says whether its burn-rate
 	// alerts are generated, or what they cannot express (a window under 6h,
 	// an objective at the best value, a response rate); Reconciling and
-	// Stalled appear only while true.
+	// Stalled appear only while true; Stale, present only while true, says
+	// state and numbers are those of the last good reading (its time in the
+	// message) because the collector cannot answer.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
