@@ -101,11 +101,12 @@ type targetResult struct {
 	attribution []cxv1.BudgetShare
 }
 
-// judge writes the target's alert rules, then measures its objective and
-// evaluates it. The rules come first, so that a target gets its alerts
-// while its collector starts, but they never keep it from being judged:
-// rules says how they went, rulesErr is a write the API server refused. An
-// unreachable collector is recorded in obs and yields no result.
+// judge measures the target's objective, writes its alert rules and
+// evaluates it. The rules are written whether or not the collector
+// answers, so a target has its alerts while its collector starts, and
+// they never keep it from being judged: rules says how they went,
+// rulesErr is a write the API server refused. An unreachable collector is
+// recorded in obs and yields no result.
 func (r *CXTargetReconciler) judge(ctx context.Context, cxt *cxv1.CXTarget, o slo.Objective, subject client.Object, obs *readiness) (
 	result *targetResult, rules *metav1.Condition, rulesErr, err error) {
 	scope, mismatch, err := r.scopeOf(ctx, o, subject)
@@ -113,10 +114,13 @@ func (r *CXTargetReconciler) judge(ctx context.Context, cxt *cxv1.CXTarget, o sl
 		obs.mismatch = mismatch
 		return nil, nil, nil, err
 	}
+	window, lookbacks, measureErr := r.measureTarget(ctx, cxt, o, scope)
+	if err := collectorProblem(obs, measureErr); err != nil {
+		return nil, nil, nil, err
+	}
 	rules, rulesErr = r.applyRules(ctx, cxt, o, scope)
-	window, lookbacks, err := r.measureTarget(ctx, cxt, o, scope)
-	if err != nil {
-		return nil, rules, rulesErr, collectorProblem(obs, err)
+	if measureErr != nil {
+		return nil, rules, rulesErr, nil
 	}
 	atRisk := cxt.Spec.Alerting.GetAtRiskBelow()
 	res := &targetResult{verdict: o.Evaluate(cxt.Spec.GetMinSamples(), atRisk.AsApproximateFloat64(), window, lookbacks)}
@@ -160,4 +164,31 @@ func newSubject(kind string) (client.Object, error) {
 		return &cxv1.Survey{}, nil
 	}
 	return nil, fmt.Errorf("spec: exactly one of journeyRef, touchpointRef or surveyRef must be set")
+}
+
+// checkCXTargetSpec reads the objective and reports what the schema
+// cannot: durations that overflow.
+func checkCXTargetSpec(spec *cxv1.CXTargetSpec) (slo.Objective, error) {
+	o, err := slo.FromSpec(spec.Objective)
+	if err != nil {
+		return o, err
+	}
+	errs := []error{checkDuration("spec.window", spec.Window)}
+	if o.Threshold != "" {
+		errs = append(errs, checkDuration(o.Field()+".threshold", o.Threshold))
+	}
+	return o, firstError(errs...)
+}
+
+// objectiveMismatch explains why the objective cannot be measured on the
+// subject, or returns "" when it can. The schema already pairs objectives
+// with subject kinds; this checks what needs the subject itself.
+func objectiveMismatch(o slo.Objective, subject client.Object) string {
+	switch s := subject.(type) {
+	case *cxv1.Survey:
+		return o.MismatchOnSurvey(s)
+	case *cxv1.Touchpoint:
+		return o.MismatchOnTouchpoint(s)
+	}
+	return ""
 }

@@ -11,38 +11,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
 
-	"sigs.k8s.io/controller-runtime/pkg/client"
-
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
 	"github.com/cxop-dev/cxop/internal/slo"
 )
-
-// checkCXTargetSpec reads the objective and reports what the schema
-// cannot: durations that overflow.
-func checkCXTargetSpec(spec *cxv1.CXTargetSpec) (slo.Objective, error) {
-	o, err := slo.FromSpec(spec.Objective)
-	if err != nil {
-		return o, err
-	}
-	errs := []error{checkDuration("spec.window", spec.Window)}
-	if o.Threshold != "" {
-		errs = append(errs, checkDuration(o.Field()+".threshold", o.Threshold))
-	}
-	return o, firstError(errs...)
-}
-
-// objectiveMismatch explains why the objective cannot be measured on the
-// subject, or returns "" when it can. The schema already pairs objectives
-// with subject kinds; this checks what needs the subject itself.
-func objectiveMismatch(o slo.Objective, subject client.Object) string {
-	switch s := subject.(type) {
-	case *cxv1.Survey:
-		return o.MismatchOnSurvey(s)
-	case *cxv1.Touchpoint:
-		return o.MismatchOnTouchpoint(s)
-	}
-	return ""
-}
 
 // setCXTargetStatus writes the conditions, objective text and
 // observedGeneration that obs implies, and the verdict of res. While the
