@@ -110,3 +110,16 @@ func setStaleCondition(conditions *[]metav1.Condition, s staleness) {
 	}
 	meta.RemoveStatusCondition(conditions, cxv1.StaleCondition)
 }
+
+// keptDelivery is the Delivering condition to show while numbers are kept:
+// whether the webhook answered 410 Gone comes with the collector's answer,
+// so without one the last Delivering stands rather than turning True.
+// What the manager checks itself (the survey page, the signing key) still
+// turns it False.
+func (s staleness) keptDelivery(now *metav1.Condition, before []metav1.Condition) *metav1.Condition {
+	was := meta.FindStatusCondition(before, cxv1.DeliveringCondition)
+	if !s.keep || now == nil || now.Status != metav1.ConditionTrue || was == nil {
+		return now
+	}
+	return was
+}

@@ -137,3 +137,22 @@ cxop_collector_last_answer_timestamp_seconds{namespace="shop"} 1.8e+09
 		t.Errorf("%d series after forget, want 0", n)
 	}
 }
+
+func TestKeptDelivery(t *testing.T) {
+	gone := metav1.Condition{Type: cxv1.DeliveringCondition, Status: metav1.ConditionFalse, Reason: cxv1.WebhookGoneReason, Message: "410"}
+	delivering := &metav1.Condition{Type: cxv1.DeliveringCondition, Status: metav1.ConditionTrue, Reason: cxv1.DeliveringReason}
+	keyMissing := &metav1.Condition{Type: cxv1.DeliveringCondition, Status: metav1.ConditionFalse, Reason: cxv1.WebhookKeyMissingReason}
+	kept, live := staleness{keep: true}, staleness{}
+	if c := kept.keptDelivery(delivering, []metav1.Condition{gone}); c.Reason != cxv1.WebhookGoneReason {
+		t.Errorf("while stale, a Gone webhook reads %s", c.Reason)
+	}
+	if c := kept.keptDelivery(keyMissing, []metav1.Condition{gone}); c.Reason != cxv1.WebhookKeyMissingReason {
+		t.Errorf("while stale, a missing key reads %s", c.Reason)
+	}
+	if c := live.keptDelivery(delivering, []metav1.Condition{gone}); c.Reason != cxv1.DeliveringReason {
+		t.Errorf("with a live answer, the webhook reads %s", c.Reason)
+	}
+	if c := kept.keptDelivery(nil, []metav1.Condition{gone}); c != nil {
+		t.Errorf("no delivery webhook, yet %+v", c)
+	}
+}

@@ -88,7 +88,7 @@ func (r *SurveyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	if err := r.setScheduleStatus(ctx, svy, time.Now()); err != nil {
 		return ctrl.Result{}, err
 	}
-	if c := deliveryCondition(svy, summary, keyMissing, r.Live.Runtime.ServesSurveyPages()); c != nil {
+	if c := stale.keptDelivery(deliveryCondition(svy, summary, keyMissing, r.Live.Runtime.ServesSurveyPages()), orig.Status.Conditions); c != nil {
 		meta.SetStatusCondition(&svy.Status.Conditions, *c)
 	} else {
 		meta.RemoveStatusCondition(&svy.Status.Conditions, cxv1.DeliveringCondition)
