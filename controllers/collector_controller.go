@@ -364,6 +364,7 @@ func (r *CollectorReconciler) removeCollector(ctx context.Context, ns string) er
 	if err := r.Runtime.Remove(ctx, ns); err != nil {
 		return fmt.Errorf("remove collector: %w", err)
 	}
+	forgetCollectorMetrics(ns)
 	for _, obj := range []client.Object{
 		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: CollectorConfigMapName}},
 		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: ReadTokenSecretName}},

@@ -134,3 +134,32 @@ func (c *inProcessCollectors) stopAll() {
 		_ = c.Remove(context.Background(), ns)
 	}
 }
+
+// pause stops the namespace's collector but keeps its address, as a pod
+// that crashed does: requests are refused, and Ensure does not start it
+// again, until resume.
+func (c *inProcessCollectors) pause(namespace string) {
+	c.mu.Lock()
+	run := c.runs[namespace]
+	c.mu.Unlock()
+	run.cancel()
+	<-run.done
+}
+
+// resume starts a paused collector again on the same address and data.
+func (c *inProcessCollectors) resume(ctx context.Context, namespace string) error {
+	c.mu.Lock()
+	delete(c.runs, namespace)
+	nsDir := filepath.Join(c.dir, namespace)
+	c.mu.Unlock()
+	cfg, err := os.ReadFile(filepath.Join(nsDir, "config.yaml"))
+	if err != nil {
+		return err
+	}
+	secrets, err := os.ReadFile(filepath.Join(nsDir, "secrets.yaml"))
+	if err != nil {
+		return err
+	}
+	_, err = c.Ensure(ctx, namespace, collector.Files{Config: cfg, Secrets: secrets})
+	return err
+}

@@ -2,7 +2,9 @@ package controllers
 
 import (
 	"context"
+	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -27,6 +29,9 @@ type JourneyReconciler struct {
 func (r *JourneyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	jny := &cxv1.Journey{}
 	if err := r.Get(ctx, req.NamespacedName, jny); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.Live.readings.forget(readingKey{"Journey", req.Namespace, req.Name})
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !jny.DeletionTimestamp.IsZero() {
@@ -47,7 +52,9 @@ func (r *JourneyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		}
 	}
 
-	setJourneyStatus(jny, obs, numbers)
+	stale := r.Live.readings.staleness("Journey", jny, orig.Status.ObservedGeneration, orig.Status.Conditions, obs, numbers != nil, time.Now())
+	setJourneyStatus(jny, obs, numbers, stale.keep)
+	setStaleCondition(&jny.Status.Conditions, stale)
 	recordReadyTransition(r.Recorder, jny, orig.Status.Conditions, jny.Status.Conditions)
 	if err := patchStatus(ctx, r.Client, orig, jny); err != nil {
 		return ctrl.Result{}, err

@@ -10,6 +10,7 @@ import (
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
 	"github.com/cxop-dev/cxop/internal/collector"
 	"github.com/cxop-dev/cxop/internal/score"
+	"github.com/cxop-dev/cxop/internal/slo"
 )
 
 // journeyNumbers is what the collector says about a Journey's window.
@@ -120,11 +121,15 @@ func addCounts(into, from []uint64) {
 }
 
 // setJourneyStatus writes the conditions and observedGeneration that obs
-// implies, and the numbers of m; with no numbers (the collector could not
-// answer) they are cleared rather than left stale.
-func setJourneyStatus(jny *cxv1.Journey, obs readiness, m *journeyNumbers) {
+// implies, and the numbers of m; with no numbers they are kept when keep
+// says so (the collector cannot answer; the Stale condition marks them)
+// and cleared otherwise.
+func setJourneyStatus(jny *cxv1.Journey, obs readiness, m *journeyNumbers, keep bool) {
 	setReadinessConditions(&jny.Status.Conditions, jny.Generation, obs)
 	jny.Status.ObservedGeneration = jny.Generation
+	if m == nil && keep {
+		return
+	}
 	jny.Status.Stages, jny.Status.NPS, jny.Status.WaitCompliance, jny.Status.Targets = nil, "", "", nil
 	jny.Status.WaitBudgetSpentBy = nil
 	if m == nil {
@@ -152,7 +157,7 @@ func setJourneyStatus(jny *cxv1.Journey, obs readiness, m *journeyNumbers) {
 		jny.Status.WaitCompliance = percent(*m.whole.WaitCompliance)
 	}
 	jny.Status.NPS = npsText(m.nps)
-	jny.Status.WaitBudgetSpentBy = budgetShares(m.badWaits)
+	jny.Status.WaitBudgetSpentBy = slo.BudgetShares(m.badWaits)
 	targets := m.targets
 	jny.Status.Targets = &targets
 }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"strconv"
-	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -16,6 +14,7 @@ import (
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
 	"github.com/cxop-dev/cxop/internal/collector"
 	"github.com/cxop-dev/cxop/internal/collectorclient"
+	"github.com/cxop-dev/cxop/internal/slo"
 )
 
 // StatusSource gives reconcilers the numbers their status shows, read from
@@ -31,6 +30,9 @@ type StatusSource struct {
 	// RetryInterval is how soon an object whose collector could not
 	// answer tries again.
 	RetryInterval time.Duration
+	// readings remembers each object's last good reading, for the Stale
+	// condition.
+	readings *readings
 }
 
 // NewStatusSource returns a StatusSource refreshing every interval.
@@ -39,7 +41,7 @@ func NewStatusSource(reader client.Reader, rt CollectorRuntime, interval time.Du
 	// namespace refreshed in one pass shares one request per window.
 	return &StatusSource{
 		Reader: reader, Runtime: rt, API: collectorclient.New(interval / 3),
-		Interval: interval, RetryInterval: 5 * time.Second,
+		Interval: interval, RetryInterval: 5 * time.Second, readings: newReadings(time.Now()),
 	}
 }
 
@@ -86,7 +88,9 @@ func (s *StatusSource) all(ctx context.Context, namespace string, window cxv1.Du
 	if err != nil {
 		return nil, err
 	}
-	return s.API.All(ctx, t, string(window), has)
+	all, err := s.API.All(ctx, t, string(window), has)
+	collectorAnswered(namespace, err)
+	return all, err
 }
 
 // summaryOf returns one object's summary over window, picked from its
@@ -112,7 +116,9 @@ func (s *StatusSource) touchpoints(ctx context.Context, namespace string, window
 	if err != nil {
 		return nil, err
 	}
-	return s.API.Touchpoints(ctx, t, string(window), names)
+	sum, err := s.API.Touchpoints(ctx, t, string(window), names)
+	collectorAnswered(namespace, err)
+	return sum, err
 }
 
 // collectorProblem turns a failed summary into readiness: an unreachable
@@ -131,16 +137,7 @@ func collectorProblem(obs *readiness, err error) error {
 func percent(v float64) string { return decimalString(v, 1) }
 
 // decimalString renders v with at most digits decimals and no trailing zeros.
-func decimalString(v float64, digits int) string {
-	s := strconv.FormatFloat(v, 'f', digits, 64)
-	if strings.Contains(s, ".") {
-		s = strings.TrimRight(strings.TrimRight(s, "0"), ".")
-	}
-	if s == "-0" {
-		s = "0"
-	}
-	return s
-}
+func decimalString(v float64, digits int) string { return slo.Decimal(v, digits) }
 
 // seconds renders a wait as a duration such as "42s" or "1m50s", to a
 // tenth of a second under a minute and to the second above.

@@ -41,6 +41,9 @@ type SurveyReconciler struct {
 func (r *SurveyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	svy := &cxv1.Survey{}
 	if err := r.Get(ctx, req.NamespacedName, svy); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.Live.readings.forget(readingKey{"Survey", req.Namespace, req.Name})
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !svy.DeletionTimestamp.IsZero() {
@@ -65,7 +68,9 @@ func (r *SurveyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	if holdFirstStatus(svy, orig.Status.Conditions, obs, time.Now()) {
 		return ctrl.Result{RequeueAfter: r.Live.next(obs)}, nil
 	}
-	setSurveyStatus(svy, obs, r.Live.Runtime.URL(svy.Namespace), summary)
+	stale := r.Live.readings.staleness("Survey", svy, orig.Status.ObservedGeneration, orig.Status.Conditions, obs, summary != nil, time.Now())
+	setSurveyStatus(svy, obs, r.Live.Runtime.URL(svy.Namespace), summary, stale.keep)
+	setStaleCondition(&svy.Status.Conditions, stale)
 	keyMissing, err := r.missingWebhookKeys(ctx, svy)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -83,7 +88,7 @@ func (r *SurveyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	if err := r.setScheduleStatus(ctx, svy, time.Now()); err != nil {
 		return ctrl.Result{}, err
 	}
-	if c := deliveryCondition(svy, summary, keyMissing, r.Live.Runtime.ServesSurveyPages()); c != nil {
+	if c := stale.keptDelivery(deliveryCondition(svy, summary, keyMissing, r.Live.Runtime.ServesSurveyPages()), orig.Status.Conditions); c != nil {
 		refuseInsecureWebhooks(c, svy, r.Live.Runtime.AllowsInsecureWebhooks())
 		meta.SetStatusCondition(&svy.Status.Conditions, *c)
 	} else {

@@ -29,8 +29,9 @@ func checkSurveySpec(spec *cxv1.SurveySpec) error {
 }
 
 // setSurveyStatus writes the conditions and observedGeneration that obs
-// implies.
-func setSurveyStatus(svy *cxv1.Survey, obs readiness, url string, summary *collector.SurveySummary) {
+// implies, and the numbers of summary; with no summary they are kept when
+// keep says so (see setTouchpointStatus) and cleared otherwise.
+func setSurveyStatus(svy *cxv1.Survey, obs readiness, url string, summary *collector.SurveySummary, keep bool) {
 	setReadinessConditions(&svy.Status.Conditions, svy.Generation, obs)
 	svy.Status.ObservedGeneration = svy.Generation
 	if url != "" && obs.invalid == nil {
@@ -40,6 +41,9 @@ func setSurveyStatus(svy *cxv1.Survey, obs readiness, url string, summary *colle
 		}
 	}
 	st := &svy.Status
+	if summary == nil && keep {
+		return
+	}
 	st.Responses, st.Score, st.ScoreLower, st.ScoreUpper = 0, "", "", ""
 	st.Promoters, st.Passives, st.Detractors = 0, 0, 0
 	if summary == nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -30,6 +31,9 @@ type TouchpointReconciler struct {
 func (r *TouchpointReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
 	tp := &cxv1.Touchpoint{}
 	if err := r.Get(ctx, req.NamespacedName, tp); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.Live.readings.forget(readingKey{"Touchpoint", req.Namespace, req.Name})
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !tp.DeletionTimestamp.IsZero() {
@@ -53,7 +57,9 @@ func (r *TouchpointReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if holdFirstStatus(tp, orig.Status.Conditions, obs, time.Now()) {
 		return ctrl.Result{RequeueAfter: r.Live.next(obs)}, nil
 	}
-	setTouchpointStatus(tp, obs, r.Live.Runtime.URL(tp.Namespace), summary)
+	stale := r.Live.readings.staleness("Touchpoint", tp, orig.Status.ObservedGeneration, orig.Status.Conditions, obs, summary != nil, time.Now())
+	setTouchpointStatus(tp, obs, r.Live.Runtime.URL(tp.Namespace), summary, stale.keep)
+	setStaleCondition(&tp.Status.Conditions, stale)
 	recordReadyTransition(r.Recorder, tp, orig.Status.Conditions, tp.Status.Conditions)
 	if err := patchStatus(ctx, r.Client, orig, tp); err != nil {
 		return ctrl.Result{}, err

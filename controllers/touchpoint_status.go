@@ -24,9 +24,9 @@ func checkTouchpointSpec(spec *cxv1.TouchpointSpec) error {
 
 // setTouchpointStatus writes the conditions and observedGeneration that obs
 // implies, where to send events, and the numbers of summary. With no
-// summary (the collector could not answer) the numbers are cleared: status
-// never presents an old number as live.
-func setTouchpointStatus(tp *cxv1.Touchpoint, obs readiness, url string, summary *collector.TouchpointSummary) {
+// summary the numbers are kept when keep says so (the collector cannot
+// answer; the Stale condition marks them) and cleared otherwise.
+func setTouchpointStatus(tp *cxv1.Touchpoint, obs readiness, url string, summary *collector.TouchpointSummary, keep bool) {
 	setReadinessConditions(&tp.Status.Conditions, tp.Generation, obs)
 	tp.Status.ObservedGeneration = tp.Generation
 	if url != "" && obs.invalid == nil {
@@ -36,6 +36,9 @@ func setTouchpointStatus(tp *cxv1.Touchpoint, obs readiness, url string, summary
 		}
 	}
 	st := &tp.Status
+	if summary == nil && keep {
+		return
+	}
 	st.Interactions, st.WaitCompliance, st.WaitP50, st.WaitP95, st.FirstContactResolution, st.LastEventTime = 0, "", "", "", "", nil
 	if summary == nil {
 		return

@@ -55,8 +55,9 @@ const (
 	ObjectiveMismatchReason = "ObjectiveMismatch"
 
 	// CollectorUnavailableReason: the namespace's collector could not be
-	// asked for the numbers status shows, so status shows none rather than
-	// stale ones.
+	// asked for the numbers status shows. Status keeps the numbers of the
+	// last good reading of this generation, marked by the Stale condition,
+	// rather than clearing them to what would read as a recovery.
 	CollectorUnavailableReason = "CollectorUnavailable"
 
 	// CollectorPendingReason: the collector runs but has not yet loaded a
@@ -83,3 +84,49 @@ const (
 	// DeliveringReason: invitations are being delivered.
 	DeliveringReason = "Delivering"
 )
+
+// The AlertRules condition of a CXTarget.
+const (
+	// AlertRulesCondition (normal polarity) on a CXTarget that wants
+	// burn-rate alerts (spec.alerting.burnRateAlerts, default true) is True
+	// while its PrometheusRule holds them, and False with a reason when
+	// they cannot be generated or written. It never stops the target from
+	// being measured and judged. It is absent when alerts are turned off.
+	AlertRulesCondition = "AlertRules"
+
+	// AlertRulesAppliedReason: the target's PrometheusRule holds its alerts.
+	AlertRulesAppliedReason = "Applied"
+
+	// NoPrometheusRuleKindReason: the cluster served no
+	// monitoring.coreos.com/v1 PrometheusRule when the manager started.
+	NoPrometheusRuleKindReason = "NoPrometheusRuleKind"
+
+	// WindowTooShortReason: spec.window is shorter than the longest lookback
+	// of the page alerts (6h), whose thresholds then mean nothing.
+	WindowTooShortReason = "WindowTooShort"
+
+	// NoErrorBudgetReason: the objective requires the best value (csat.min
+	// 100, ces.min 7, ...), which leaves no error budget to burn.
+	NoErrorBudgetReason = "NoErrorBudget"
+
+	// NoMetricReason: the collectors export no metric Prometheus could
+	// compute the objective from (response rate: invitations are not
+	// exported).
+	NoMetricReason = "NoMetric"
+
+	// NotExpressibleReason: the rule generator refused the target for
+	// another reason, named in the message.
+	NotExpressibleReason = "NotExpressible"
+
+	// PrometheusRuleFailedReason: the API server refused to write or delete
+	// the target's PrometheusRule; the message carries its answer.
+	PrometheusRuleFailedReason = "PrometheusRuleFailed"
+)
+
+// StaleCondition (abnormal polarity: present only while True) says the
+// numbers in status are not live: the collector cannot answer, and status
+// keeps those of the last good reading of the object's current generation,
+// whose time the message gives. Its reason is the collector's
+// (CollectorUnavailable, CollectorPending). A spec change while stale
+// clears the numbers, which described the old spec.
+const StaleCondition = "Stale"

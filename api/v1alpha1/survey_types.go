@@ -160,7 +160,9 @@ type ClosedLoop struct {
 // SurveyStatus is the observed state of a Survey.
 type SurveyStatus struct {
 	// conditions: Ready summarises the survey; Reconciling and Stalled appear
-	// only while true.
+	// only while true. Stale, present only while true, says the numbers are
+	// those of the last good reading (its time in the message) because the
+	// collector cannot answer.
 	// +optional
 	// +listType=map
 	// +listMapKey=type

@@ -37,7 +37,7 @@ func TestGenerateRefusesWhatCannotBeRuled(t *testing.T) {
 		mutate func(*Target)
 		want   string
 	}{
-		{func(t *Target) { t.Window = time.Hour }, "window: 1h0m0s is shorter than the 6h the slowest alert needs"},
+		{func(t *Target) { t.Window = time.Hour }, "window: 1h is shorter than the 6h the slowest alert needs"},
 		{func(t *Target) { t.Objective = 100 }, "objective: 100% must be between 0 and 100, exclusive"},
 		{func(t *Target) { t.Kind = "responseRate" }, `kind: "responseRate" has no Prometheus rules`},
 		{func(t *Target) { t.Touchpoints = nil }, "the target counts no touchpoint or survey"},
