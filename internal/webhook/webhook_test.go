@@ -79,8 +79,14 @@ func TestSendOutcomes(t *testing.T) {
 		{429, "999999", Retry, maxRetryAfter},
 		{408, "", Retry, 0},
 		{410, "", Gone, 0},
-		{400, "", Rejected, 0},
-		{401, "", Rejected, 0},
+		// Any other answer keeps the message: a 401 while the receiver's
+		// key is rotated ahead of ours must not lose it.
+		{400, "", Retry, 0},
+		{401, "", Retry, 0},
+		{403, "", Retry, 0},
+		{404, "", Retry, 0},
+		{422, "", Retry, 0},
+		{302, "", Retry, 0},
 	} {
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if tc.retryAfter != "" {
