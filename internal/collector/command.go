@@ -17,6 +17,7 @@ import (
 	"github.com/fsnotify/fsnotify"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/cxop-dev/cxop/internal/rollup"
 	"github.com/cxop-dev/cxop/internal/store"
@@ -50,6 +51,49 @@ type Options struct {
 	// event, because a ConfigMap volume update may not be seen by inotify
 	// on every filesystem. Default 10s.
 	ConfigPoll time.Duration
+	// Delivery and invitation limits of the survey engine.
+	Delivery DeliveryOptions
+}
+
+// DeliveryOptions tune how the survey engine delivers and how many
+// invitations interactions may trigger.
+type DeliveryOptions struct {
+	// RetryFor is how long a failing message is retried before it is
+	// parked (kept) and its webhook reported failing.
+	RetryFor time.Duration
+	// ProbeInterval is how often a failing webhook is tried with one
+	// parked message.
+	ProbeInterval time.Duration
+	// PerTouchpoint and PerNamespace cap the invitations interactions
+	// trigger per hour; 0 means no cap.
+	PerTouchpoint, PerNamespace int
+}
+
+// DefaultDelivery is what the flags default to, and what Run takes when
+// Options.Delivery is left zero.
+var DefaultDelivery = DeliveryOptions{RetryFor: 24 * time.Hour, ProbeInterval: 10 * time.Minute, PerTouchpoint: 10_000, PerNamespace: 50_000}
+
+// addDeliveryFlags declares the survey engine's flags.
+func addDeliveryFlags(f *pflag.FlagSet, o *DeliveryOptions) {
+	d := DefaultDelivery
+	f.DurationVar(&o.RetryFor, "webhook-retry-for", d.RetryFor, "retry a failing webhook message (any answer but 2xx and 410) this long, with exponential backoff, before parking it; parked messages are kept and delivered once the webhook works again")
+	f.DurationVar(&o.ProbeInterval, "webhook-probe-interval", d.ProbeInterval, "how often a failing webhook is tried with one parked message")
+	f.IntVar(&o.PerTouchpoint, "invitation-rate-per-touchpoint", d.PerTouchpoint, "invitations one touchpoint's interactions (one touchpoint token) may trigger per hour; more are suppressed and counted; 0: no cap")
+	f.IntVar(&o.PerNamespace, "invitation-rate-per-namespace", d.PerNamespace, "invitations all touchpoints of the collector may trigger per hour; more are suppressed and counted; 0: no cap")
+}
+
+func (o DeliveryOptions) check() error {
+	switch {
+	case o.RetryFor < time.Hour:
+		return fmt.Errorf("--webhook-retry-for: %s is under 1h", o.RetryFor)
+	case o.ProbeInterval < time.Second:
+		return fmt.Errorf("--webhook-probe-interval: %s is under 1s", o.ProbeInterval)
+	case o.PerTouchpoint < 0:
+		return fmt.Errorf("--invitation-rate-per-touchpoint: %d is negative", o.PerTouchpoint)
+	case o.PerNamespace < 0:
+		return fmt.Errorf("--invitation-rate-per-namespace: %d is negative", o.PerNamespace)
+	}
+	return nil
 }
 
 // defaultGCPercent is the collector process's GOGC unless the environment
@@ -90,6 +134,7 @@ compliance over a window from time-bucketed rollups.`,
 	f.StringVar(&o.ProfilerAddress, "profiler-address", "", `address net/http/pprof binds to (e.g. "127.0.0.1:6060"); empty disables it`)
 	f.StringVar(&o.BlockCacheSize, "block-cache-size", "128Mi", "the store's block cache, besides 128Mi of memtables; about 2.5 bytes per stored record keep every id lookup in memory")
 	f.DurationVar(&o.ConfigPoll, "config-poll-interval", 10*time.Second, "re-read the config at least this often")
+	addDeliveryFlags(f, &o.Delivery)
 	_ = cmd.MarkFlagRequired("data-dir")
 	_ = cmd.MarkFlagRequired("config")
 	return cmd
@@ -108,6 +153,12 @@ func Run(ctx context.Context, o Options) error {
 			return fmt.Errorf("--block-cache-size: %q is not a positive size such as 256Mi", o.BlockCacheSize)
 		}
 		cacheBytes = q.Value()
+	}
+	if o.Delivery == (DeliveryOptions{}) {
+		o.Delivery = DefaultDelivery
+	}
+	if err := o.Delivery.check(); err != nil {
+		return err
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	cfg, data, err := readConfigFile(o.ConfigPath)
@@ -162,7 +213,11 @@ func Run(ctx context.Context, o Options) error {
 	}
 	srv.store.Store(st)
 	guard := &webhook.Guard{AllowHosts: o.WebhookAllowHosts, AllowLoopback: o.WebhookAllowLoopback}
-	surveys, err := engine.New(st.DB(), st, webhook.NewClient(guard, 10*time.Second), engine.Options{Logger: log.With("component", "surveys")})
+	surveys, err := engine.New(st.DB(), st, webhook.NewClient(guard, 10*time.Second), engine.Options{
+		Logger: log.With("component", "surveys"), Registerer: reg,
+		RetryFor: o.Delivery.RetryFor, ProbeInterval: o.Delivery.ProbeInterval,
+		TouchpointRate: o.Delivery.PerTouchpoint, NamespaceRate: o.Delivery.PerNamespace,
+	})
 	if err != nil {
 		cancel()
 		<-served

@@ -16,6 +16,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -164,6 +165,12 @@ func (c *Client) Send(ctx context.Context, ep Endpoint, m Message) Result {
 		var blocked *BlockedError
 		if errors.As(err, &blocked) {
 			return Result{Outcome: Rejected, Err: blocked}
+		}
+		// The error is kept with the message and shown on the Survey's
+		// status: drop the URL from it, which may carry a credential.
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = fmt.Errorf("%s: %w", uerr.Op, uerr.Err)
 		}
 		return Result{Outcome: Retry, Err: err}
 	}

@@ -244,3 +244,15 @@ func TestBackoff(t *testing.T) {
 		t.Errorf("Backoff under Retry-After 30s = %v", d)
 	}
 }
+
+// A network error is retried, and its message (kept with the message and
+// shown on the Survey) does not repeat the URL, which may hold a secret.
+func TestSendNetworkErrorIsRetriedWithoutTheURL(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	url := srv.URL + "/hook?token=SECRETVALUE"
+	srv.Close()
+	res := loopbackClient().Send(context.Background(), Endpoint{URL: url, Key: testKey}, Message{ID: "m", Body: []byte("{}")})
+	if res.Outcome != Retry || res.Err == nil || strings.Contains(res.Err.Error(), "SECRETVALUE") || !strings.Contains(res.Err.Error(), "refused") {
+		t.Errorf("send to a closed port: %v %v", res.Outcome, res.Err)
+	}
+}
