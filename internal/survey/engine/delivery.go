@@ -27,10 +27,11 @@ import (
 // messages return to the outbox, a bounded number per step, each with a
 // fresh retry window.
 
-// deliveryBatch bounds the messages attempted per step. Their outcomes
-// are written together, so after a crash at most this many delivered
-// messages are sent again (with the same webhook-id).
-const deliveryBatch = 32
+// defaultDeliveryBatch bounds the messages attempted per step
+// (Options.DeliveryBatch). Their outcomes are written together, so after
+// a crash at most this many delivered messages are sent again (with the
+// same webhook-id).
+const defaultDeliveryBatch = 32
 
 // parkBatch bounds the messages parked or unparked per step, so that a
 // survey with a million undeliverable messages makes no step long.
@@ -89,7 +90,7 @@ type dueMessage struct {
 // reports whether it stopped at a batch bound, so that more may be due.
 func (e *Engine) deliver(ctx context.Context, cfg *settings) (bool, error) {
 	now := e.now()
-	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: []byte(prefixOut), UpperBound: timeKey(prefixOut, now.Add(time.Nanosecond))})
+	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: e.floors.from([]byte(prefixOut)), UpperBound: timeKey(prefixOut, now.Add(time.Nanosecond))})
 	if err != nil {
 		return false, err
 	}
@@ -97,7 +98,10 @@ func (e *Engine) deliver(ctx context.Context, cfg *settings) (bool, error) {
 	park := e.db.NewBatch()
 	defer func() { _ = park.Close() }()
 	parked := 0
-	for it.First(); it.Valid() && len(due) < deliveryBatch && parked < parkBatch; it.Next() {
+	// Every key visited is taken: parked, or attempted and then moved.
+	var last []byte
+	for it.First(); it.Valid() && len(due) < e.opts.DeliveryBatch && parked < parkBatch; it.Next() {
+		last = append(last[:0], it.Key()...)
 		var m message
 		if err := json.Unmarshal(it.Value(), &m); err != nil {
 			_ = it.Close()
@@ -117,7 +121,9 @@ func (e *Engine) deliver(ctx context.Context, cfg *settings) (bool, error) {
 			// Parked, out of the timeline, until the survey has a webhook
 			// again or its URL changes: later steps do not walk it.
 			_ = park.Delete(it.Key(), nil)
-			_ = park.Set(parkKey(prefixPark, m.Survey, m.Detractor, m.ID), it.Value(), nil)
+			pk := parkKey(prefixPark, m.Survey, m.Detractor, m.ID)
+			e.floors.wrote(pk)
+			_ = park.Set(pk, it.Value(), nil)
 			parked++
 			continue
 		}
@@ -132,6 +138,7 @@ func (e *Engine) deliver(ctx context.Context, cfg *settings) (bool, error) {
 		}
 	}
 	if len(due) == 0 {
+		e.floors.took([]byte(prefixOut), last)
 		return parked == parkBatch, nil
 	}
 	results := make([]webhook.Result, len(due))
@@ -257,10 +264,11 @@ func (e *Engine) deliver(ctx context.Context, cfg *settings) (bool, error) {
 	if err := w.commit(); err != nil {
 		return false, err
 	}
+	e.floors.took([]byte(prefixOut), last)
 	for _, m := range newlyParked {
 		e.metrics.parked.WithLabelValues(m.Survey, webhookLabel(m.Detractor)).Inc()
 	}
-	return len(due) == deliveryBatch || parked == parkBatch, nil
+	return len(due) == e.opts.DeliveryBatch || parked == parkBatch, nil
 }
 
 func (e *Engine) has(key []byte) (bool, error) {
@@ -308,12 +316,15 @@ func (e *Engine) unpark(cfg *settings) (bool, error) {
 	w := e.newBatch()
 	defer func() { _ = w.b.Close() }()
 	now, n := e.now(), 0
+	// The last key taken of each parked range, for the floors.
+	taken := map[string][]byte{}
 	move := func(prefix []byte, fresh bool) error {
-		it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+		it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: e.floors.from(prefix), UpperBound: prefixEnd(prefix)})
 		if err != nil {
 			return err
 		}
 		for it.First(); it.Valid() && n < parkBatch; it.Next() {
+			taken[string(prefix)] = append(taken[string(prefix)][:0], it.Key()...)
 			id := it.Key()[len(prefix):]
 			_ = w.b.Delete(it.Key(), nil)
 			value := it.Value()
@@ -330,7 +341,7 @@ func (e *Engine) unpark(cfg *settings) (bool, error) {
 					return err
 				}
 			}
-			_ = w.b.Set(timeKey(prefixOut, now, id), value, nil)
+			_ = w.set(timeKey(prefixOut, now, id), value)
 			n++
 		}
 		return it.Close()
@@ -377,7 +388,13 @@ func (e *Engine) unpark(cfg *settings) (bool, error) {
 	if w.b.Empty() {
 		return false, nil
 	}
-	return n >= parkBatch, w.commit()
+	if err := w.commit(); err != nil {
+		return false, err
+	}
+	for q, last := range taken {
+		e.floors.took([]byte(q), last)
+	}
+	return n >= parkBatch, nil
 }
 
 // probe moves the parked message after the last one probed (wrapping
@@ -403,7 +420,7 @@ func (e *Engine) probe(w *batchWriter, sv *Survey, detractor bool, f *failingWeb
 	}
 	id := string(it.Key()[len(prefix):])
 	_ = w.b.Delete(it.Key(), nil)
-	_ = w.b.Set(timeKey(prefixOut, now, []byte(id)), it.Value(), nil)
+	_ = w.set(timeKey(prefixOut, now, []byte(id)), it.Value())
 	f.ProbeAfter, f.NextProbe = id, now.Add(e.opts.ProbeInterval)
 	e.opts.Logger.Info("probing a failing webhook with one parked message", "survey", sv.Name, "detractor", detractor, "message", id)
 	return w.setJSON(failingKey(sv.Name, detractor), f)

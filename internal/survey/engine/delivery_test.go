@@ -171,8 +171,8 @@ func TestKeyRotationMidDeliveryLosesNothing(t *testing.T) {
 	if _, err := f.e.step(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if _, accepted, _ := rcv.counts(); len(accepted) != deliveryBatch {
-		t.Fatalf("%d delivered in the first step, want %d", len(accepted), deliveryBatch)
+	if _, accepted, _ := rcv.counts(); len(accepted) != defaultDeliveryBatch {
+		t.Fatalf("%d delivered in the first step, want %d", len(accepted), defaultDeliveryBatch)
 	}
 	rcv.rotate(newKey)
 

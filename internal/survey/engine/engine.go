@@ -112,6 +112,10 @@ type Options struct {
 	TouchpointRate, NamespaceRate int
 	// Concurrency is how many deliveries run at once. Default 8.
 	Concurrency int
+	// DeliveryBatch is how many messages one step attempts; their
+	// outcomes are committed together, so a crash repeats at most this
+	// many deliveries. Default 32.
+	DeliveryBatch int
 	// StaleAfter: interactions older than this when first read trigger
 	// nothing, so a backfill of last year's events does not invite
 	// anyone. Default 24h.
@@ -140,6 +144,9 @@ func (o *Options) defaults() {
 	if o.Concurrency <= 0 {
 		o.Concurrency = 8
 	}
+	if o.DeliveryBatch <= 0 {
+		o.DeliveryBatch = defaultDeliveryBatch
+	}
 	if o.StaleAfter <= 0 {
 		o.StaleAfter = 24 * time.Hour
 	}
@@ -158,6 +165,8 @@ type Engine struct {
 	cfg     atomic.Pointer[settings]
 	wake    chan struct{}
 	metrics *metrics
+	// floors is guarded by mu.
+	floors floors
 	// mu serialises steps: Run's loop and callers of Step in tests.
 	mu sync.Mutex
 }
@@ -175,7 +184,7 @@ type settings struct {
 // start with 's') reading records from src.
 func New(db *pebble.DB, src Source, sender Sender, opts Options) (*Engine, error) {
 	opts.defaults()
-	e := &Engine{db: db, src: src, sender: sender, opts: opts, now: time.Now, wake: make(chan struct{}, 1)}
+	e := &Engine{db: db, src: src, sender: sender, opts: opts, now: time.Now, wake: make(chan struct{}, 1), floors: floors{}}
 	e.metrics = newMetrics(e, opts.Registerer)
 	if err := e.indexClosedLoop(); err != nil {
 		return nil, fmt.Errorf("index the closed loop: %w", err)
@@ -399,7 +408,13 @@ func (w *batchWriter) setJSON(key []byte, v any) error {
 	if err != nil {
 		return err
 	}
-	return w.b.Set(key, data, nil)
+	return w.set(key, data)
+}
+
+// set writes key, lowering its queue's floor.
+func (w *batchWriter) set(key, value []byte) error {
+	w.e.floors.wrote(key)
+	return w.b.Set(key, value, nil)
 }
 
 func (w *batchWriter) count(survey, counter string, at time.Time) {
@@ -532,7 +547,7 @@ const inviteBatch = 1000
 // suppressions. It reports whether it stopped at inviteBatch.
 func (e *Engine) invite(cfg *settings) (bool, error) {
 	now := e.now()
-	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: []byte(prefixDue), UpperBound: timeKey(prefixDue, now.Add(time.Nanosecond))})
+	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: e.floors.from([]byte(prefixDue)), UpperBound: timeKey(prefixDue, now.Add(time.Nanosecond))})
 	if err != nil {
 		return false, err
 	}
@@ -543,8 +558,10 @@ func (e *Engine) invite(cfg *settings) (bool, error) {
 	contacts := map[string]contactHistory{}
 	limits := e.newRateLimits(w, now)
 	n := 0
+	var last []byte
 	for it.First(); it.Valid() && n < inviteBatch; it.Next() {
 		n++
+		last = append(last[:0], it.Key()...)
 		var p pending
 		if err := json.Unmarshal(it.Value(), &p); err != nil {
 			return false, fmt.Errorf("due entry %x: %w", it.Key(), err)
@@ -604,6 +621,7 @@ func (e *Engine) invite(cfg *settings) (bool, error) {
 	if err := w.commit(); err != nil {
 		return false, err
 	}
+	e.floors.took([]byte(prefixDue), last)
 	limits.countSuppressed()
 	return n >= inviteBatch, nil
 }
