@@ -167,6 +167,8 @@ func TestDeliveryCondition(t *testing.T) {
 			&metav1.Condition{Status: metav1.ConditionFalse, Reason: cxv1.NoSurveyPageReason}},
 		{"key missing", withHook, nil, `spec.delivery.webhook.secretRef: Secret "mailer" not found`, true,
 			&metav1.Condition{Status: metav1.ConditionFalse, Reason: cxv1.WebhookKeyMissingReason}},
+		{"collector not asked", withHook, nil, "", true,
+			&metav1.Condition{Status: metav1.ConditionUnknown, Reason: cxv1.CollectorUnavailableReason}},
 		{"gone", withHook, goneSummary, "", true,
 			&metav1.Condition{Status: metav1.ConditionFalse, Reason: cxv1.WebhookGoneReason}},
 		{"failing", withHook, failingSummary, "", true,

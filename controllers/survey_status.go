@@ -103,6 +103,10 @@ func deliveryCondition(svy *cxv1.Survey, summary *collector.SurveySummary, keyMi
 		c.Message = "The manager runs without --survey-page-url, so invitations have no link and none are made"
 	case keyMissing != "":
 		c.Status, c.Reason, c.Message = metav1.ConditionFalse, cxv1.WebhookKeyMissingReason, keyMissing+"; invitations wait in the collector's outbox"
+	case summary == nil:
+		// Not asked, or no answer: True would claim more than is known.
+		c.Status, c.Reason = metav1.ConditionUnknown, cxv1.CollectorUnavailableReason
+		c.Message = "The collector could not be asked whether invitations are delivered"
 	case summary != nil && summary.Invitations != nil && summary.Invitations.WebhookGoneSince != nil:
 		c.Status, c.Reason = metav1.ConditionFalse, cxv1.WebhookGoneReason
 		c.Message = "The webhook answered 410 Gone at " + *summary.Invitations.WebhookGoneSince +

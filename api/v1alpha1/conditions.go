@@ -29,7 +29,8 @@ const (
 	// they wait in the collector's outbox: the receiver answered 410 Gone
 	// (reason WebhookGone), the signing key is missing (reason
 	// WebhookKeyMissing), or messages ran out of retries and are parked
-	// (reason WebhookFailing).
+	// (reason WebhookFailing). It is Unknown (reason CollectorUnavailable)
+	// while the collector cannot be asked.
 	DeliveringCondition = "Delivering"
 )
 

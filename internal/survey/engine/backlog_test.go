@@ -220,3 +220,75 @@ func TestBacklogIsWorkedOffInBoundedMemory(t *testing.T) {
 		t.Errorf("%d due entries left", due)
 	}
 }
+
+// The queues' floors never hide work: an interaction that arrives late
+// (due before what a step already took), a wave, and messages returned
+// from parking, all written below a raised floor, are still invited and
+// delivered.
+func TestWritesBelowAQueuesFloorAreSeen(t *testing.T) {
+	rcv := newReceiver(t)
+	cfg := Config{PageURL: "http://x", LinkKeys: keys, Surveys: []Survey{
+		{Name: "nps", Touchpoints: []string{"chat"}, SamplePercent: 100, Webhook: rcv.endpoint()},
+	}}
+	f := newFixture(t, cfg)
+	f.interact("chat", "c1", "c2")
+	f.step()
+	if _, raised := f.e.floors[prefixDue]; !raised {
+		t.Fatal("no floor raised after a step took the due entries")
+	}
+	// An interaction from an hour ago: due before everything taken.
+	f.now = f.now.Add(-time.Hour)
+	f.interact("chat", "late")
+	f.now = f.now.Add(time.Hour)
+	// And a wave, due now.
+	if _, err := f.e.Wave("nps", "w", []Member{{Customer: "w1"}}); err != nil {
+		t.Fatal(err)
+	}
+	f.step()
+	got := map[string]bool{}
+	for _, r := range rcv.got() {
+		got[r.body.Customer] = true
+	}
+	for _, c := range []string{"c1", "c2", "late", "w1"} {
+		if !got[c] {
+			t.Errorf("%s not delivered; got %v", c, got)
+		}
+	}
+
+	// Parked (no webhook) and returned: unparked messages are due now,
+	// below the outbox's floor for the same instant's ids.
+	cfg.Surveys[0].Webhook = nil
+	f.e.SetConfig(cfg)
+	f.interact("chat", "p1", "p2", "p3")
+	f.step()
+	cfg.Surveys[0].Webhook = rcv.endpoint()
+	f.e.SetConfig(cfg)
+	f.step()
+	for _, r := range rcv.got() {
+		got[r.body.Customer] = true
+	}
+	for _, c := range []string{"p1", "p2", "p3"} {
+		if !got[c] {
+			t.Errorf("%s not delivered after unparking", c)
+		}
+	}
+	if n, _ := f.e.Outbox(); n != 0 {
+		t.Errorf("%d messages left", n)
+	}
+}
+
+func TestQueueOf(t *testing.T) {
+	for key, want := range map[string]string{
+		prefixDue + "\x00\x00\x00\x00\x00\x00\x00\x01abc": prefixDue,
+		prefixOut + "12345678msg":                         prefixOut,
+		prefixPark + "nps\x00imsg_inv_1":                  prefixPark + "nps\x00i",
+		prefixFailed + "nps\x00dmsg_det_1":                prefixFailed + "nps\x00d",
+		prefixFailed + "nps":                              "",
+		prefixInv + "0011":                                "",
+		prefixFailing + "nps":                             "",
+	} {
+		if got := queueOf([]byte(key)); got != want {
+			t.Errorf("queueOf(%q) = %q, want %q", key, got, want)
+		}
+	}
+}
