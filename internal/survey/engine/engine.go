@@ -123,6 +123,8 @@ type Options struct {
 	Logger     *slog.Logger
 	// Registerer receives the engine's metrics; nil registers nothing.
 	Registerer prometheus.Registerer
+	// Now is the clock; nil is time.Now. Tests inject one.
+	Now func() time.Time
 }
 
 func (o *Options) defaults() {
@@ -185,6 +187,9 @@ type settings struct {
 func New(db *pebble.DB, src Source, sender Sender, opts Options) (*Engine, error) {
 	opts.defaults()
 	e := &Engine{db: db, src: src, sender: sender, opts: opts, now: time.Now, wake: make(chan struct{}, 1), floors: floors{}}
+	if opts.Now != nil {
+		e.now = opts.Now
+	}
 	e.metrics = newMetrics(e, opts.Registerer)
 	if err := e.indexClosedLoop(); err != nil {
 		return nil, fmt.Errorf("index the closed loop: %w", err)
