@@ -122,6 +122,7 @@ func newManagerCommand() *cobra.Command {
 		`Where customers reach a namespace's survey page, with "{namespace}" for the namespace, such as "https://cx.example.com/{namespace}" (routed to the namespace's collector Service by your Ingress or Gateway). Empty: surveys send no invitations.`)
 	f.StringSliceVar(&opts.collector.WebhookAllowHosts, "webhook-allow-hosts", nil,
 		"Hosts survey webhooks may reach although they resolve to internal addresses (an in-cluster mailer); all others inside are refused.")
+	collector.AddManagerDeliveryFlags(f, &opts.collector.Delivery)
 	f.StringVar(&opts.localCollectors, "local-collectors-dir", "",
 		"Run collectors as local processes on loopback ports with their data under this directory, instead of as pods (used by `cxop dev`).")
 	zapFlags := flag.NewFlagSet("zap", flag.ContinueOnError)
@@ -235,6 +236,9 @@ func (o *managerOptions) collectorRuntime() (controllers.CollectorRuntime, func(
 	k.StorageSize = parse("collector-storage-size", o.collectorDisk)
 	k.BlockCacheSize = parse("collector-block-cache-size", o.collectorCache)
 	if err != nil {
+		return nil, nil, err
+	}
+	if err := k.Delivery.Check("collector-"); err != nil {
 		return nil, nil, err
 	}
 	if err := checkCollectorMemory(k.BlockCacheSize, k.Resources.Limits[corev1.ResourceMemory]); err != nil {

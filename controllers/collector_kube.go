@@ -67,6 +67,9 @@ type KubeCollectorRuntime struct {
 	// WebhookAllowHosts may be reached by survey webhooks although they
 	// resolve to internal addresses (an in-cluster mailer).
 	WebhookAllowHosts []string
+	// Delivery sets the collectors' webhook retry window and invitation
+	// rate limits; zero leaves the collector's defaults.
+	Delivery collector.DeliveryOptions
 }
 
 // ServiceMonitorGVK is the Prometheus Operator's scrape configuration kind.
@@ -203,6 +206,7 @@ func (k *KubeCollectorRuntime) collectorArgs() []string {
 	if !k.BlockCacheSize.IsZero() {
 		args = append(args, "--block-cache-size="+k.BlockCacheSize.String())
 	}
+	args = append(args, k.Delivery.Args()...)
 	return args
 }
 

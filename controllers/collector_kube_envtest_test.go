@@ -1,6 +1,8 @@
 package controllers
 
 import (
+	"time"
+
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	appsv1 "k8s.io/api/apps/v1"
@@ -40,6 +42,7 @@ var _ = Describe("Collector workloads in a cluster", func() {
 			ServiceMonitors:   true,
 			PageURLTemplate:   "https://cx.example.com/{namespace}/",
 			WebhookAllowHosts: []string{"mailer.internal", "sms.internal"},
+			Delivery:          collector.DeliveryOptions{RetryFor: 72 * time.Hour, PerTouchpoint: 500, PerNamespace: 2000},
 		}
 		url, err := rt.Ensure(ctx, ns, collector.Files{})
 		Expect(err).NotTo(HaveOccurred())
@@ -54,7 +57,8 @@ var _ = Describe("Collector workloads in a cluster", func() {
 		Expect(*pod.AutomountServiceAccountToken).To(BeFalse())
 		c := pod.Containers[0]
 		Expect(c.Args).To(ContainElements("collector", "--config=/etc/cxop/config.yaml", "--secrets=/etc/cxop-secrets/secrets.yaml",
-			"--webhook-allow-hosts=mailer.internal,sms.internal", "--block-cache-size=192Mi"))
+			"--webhook-allow-hosts=mailer.internal,sms.internal", "--block-cache-size=192Mi",
+			"--webhook-retry-for=72h0m0s", "--invitation-rate-per-touchpoint=500", "--invitation-rate-per-namespace=2000"))
 		Expect(rt.PageURL(ns)).To(Equal("https://cx.example.com/" + ns))
 		Expect(c.ReadinessProbe.HTTPGet.Path).To(Equal("/readyz"))
 		Expect(c.LivenessProbe.HTTPGet.Path).To(Equal("/healthz"))

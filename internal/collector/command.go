@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -82,16 +83,46 @@ func addDeliveryFlags(f *pflag.FlagSet, o *DeliveryOptions) {
 	f.IntVar(&o.PerNamespace, "invitation-rate-per-namespace", d.PerNamespace, "invitations all touchpoints of the collector may trigger per hour; more are suppressed and counted; 0: no cap")
 }
 
-func (o DeliveryOptions) check() error {
+// AddManagerDeliveryFlags declares the manager's flags that set the
+// collectors' delivery options: the collector flags, prefixed with
+// "collector-".
+func AddManagerDeliveryFlags(f *pflag.FlagSet, o *DeliveryOptions) {
+	d := DefaultDelivery
+	o.ProbeInterval = d.ProbeInterval
+	f.DurationVar(&o.RetryFor, "collector-webhook-retry-for", d.RetryFor, "each collector's --webhook-retry-for: how long a failing webhook message is retried before it is parked (kept) and the Survey's Delivering condition turns False")
+	f.IntVar(&o.PerTouchpoint, "collector-invitation-rate-per-touchpoint", d.PerTouchpoint, "each collector's --invitation-rate-per-touchpoint: invitations one touchpoint may trigger per hour; 0: no cap")
+	f.IntVar(&o.PerNamespace, "collector-invitation-rate-per-namespace", d.PerNamespace, "each collector's --invitation-rate-per-namespace: invitations one namespace's touchpoints may trigger per hour; 0: no cap")
+}
+
+// Args are the collector flags that set o; none for the zero value, which
+// leaves the collector's defaults.
+func (o DeliveryOptions) Args() []string {
+	if o == (DeliveryOptions{}) {
+		return nil
+	}
+	args := []string{
+		"--webhook-retry-for=" + o.RetryFor.String(),
+		"--invitation-rate-per-touchpoint=" + strconv.Itoa(o.PerTouchpoint),
+		"--invitation-rate-per-namespace=" + strconv.Itoa(o.PerNamespace),
+	}
+	if o.ProbeInterval > 0 {
+		args = append(args, "--webhook-probe-interval="+o.ProbeInterval.String())
+	}
+	return args
+}
+
+// Check refuses options the collector would refuse, naming the flag with
+// its prefix ("" for the collector's, "collector-" for the manager's).
+func (o DeliveryOptions) Check(prefix string) error {
 	switch {
 	case o.RetryFor < time.Hour:
-		return fmt.Errorf("--webhook-retry-for: %s is under 1h", o.RetryFor)
+		return fmt.Errorf("--%swebhook-retry-for: %s is under 1h", prefix, o.RetryFor)
 	case o.ProbeInterval < time.Second:
-		return fmt.Errorf("--webhook-probe-interval: %s is under 1s", o.ProbeInterval)
+		return fmt.Errorf("--%swebhook-probe-interval: %s is under 1s", prefix, o.ProbeInterval)
 	case o.PerTouchpoint < 0:
-		return fmt.Errorf("--invitation-rate-per-touchpoint: %d is negative", o.PerTouchpoint)
+		return fmt.Errorf("--%sinvitation-rate-per-touchpoint: %d is negative", prefix, o.PerTouchpoint)
 	case o.PerNamespace < 0:
-		return fmt.Errorf("--invitation-rate-per-namespace: %d is negative", o.PerNamespace)
+		return fmt.Errorf("--%sinvitation-rate-per-namespace: %d is negative", prefix, o.PerNamespace)
 	}
 	return nil
 }
@@ -157,7 +188,7 @@ func Run(ctx context.Context, o Options) error {
 	if o.Delivery == (DeliveryOptions{}) {
 		o.Delivery = DefaultDelivery
 	}
-	if err := o.Delivery.check(); err != nil {
+	if err := o.Delivery.Check(""); err != nil {
 		return err
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))

@@ -48,7 +48,8 @@ func TestChartRendersValidObjects(t *testing.T) {
 		nil,
 		{"--set", "leaderElection=false", "--set", "rbac.aggregateToDefaultRoles=false", "--set", "replicas=2",
 			"--set", "surveys.pageURL=https://cx.example.com/{namespace}", "--set", "surveys.webhookAllowHosts={mailer.internal,sms.internal}",
-			"--set", "collector.imagePullSecrets={registry-cred,mirror-cred}"},
+			"--set", "collector.imagePullSecrets={registry-cred,mirror-cred}",
+			"--set", "surveys.webhookRetryFor=72h", "--set", "surveys.invitationRatePerNamespace=2000000"},
 	} {
 		args := append([]string{"template", "cxop", chart, "--namespace", "default"}, values...)
 		out, err := exec.Command(helm, args...).Output()
