@@ -100,6 +100,8 @@ func (e *Engine) deliver(ctx context.Context, cfg *settings) (bool, error) {
 	parked := 0
 	// Every key visited is taken: parked, or attempted and then moved.
 	var last []byte
+	// Whether each webhook (by its gone key) answered 410, looked up once.
+	goneCache := map[string]bool{}
 	for it.First(); it.Valid() && len(due) < e.opts.DeliveryBatch && parked < parkBatch; it.Next() {
 		last = append(last[:0], it.Key()...)
 		var m message
@@ -110,12 +112,18 @@ func (e *Engine) deliver(ctx context.Context, cfg *settings) (bool, error) {
 		sv := cfg.byName[m.Survey]
 		canSend := sv != nil && m.endpoint(sv) != nil
 		if canSend {
-			gone, err := e.gone(sv, m.Detractor)
-			if err != nil {
-				_ = it.Close()
-				return false, err
+			gk := string(goneKey(m.Survey, m.Detractor))
+			isGone, ok := goneCache[gk]
+			if !ok {
+				gone, err := e.gone(sv, m.Detractor)
+				if err != nil {
+					_ = it.Close()
+					return false, err
+				}
+				isGone = gone != nil
+				goneCache[gk] = isGone
 			}
-			canSend = gone == nil
+			canSend = !isGone
 		}
 		if !canSend {
 			// Parked, out of the timeline, until the survey has a webhook
@@ -329,13 +337,14 @@ func (e *Engine) unpark(cfg *settings) (bool, error) {
 			_ = w.b.Delete(it.Key(), nil)
 			value := it.Value()
 			if fresh {
-				// Back from a failing webhook: a fresh retry window.
+				// Back from a failing webhook: a fresh retry window,
+				// whose backoff starts from RetryBase again.
 				var m message
 				if err := json.Unmarshal(value, &m); err != nil {
 					_ = it.Close()
 					return fmt.Errorf("parked message %x: %w", it.Key(), err)
 				}
-				m.FirstFailure, m.Parked = time.Time{}, false
+				m.FirstFailure, m.Parked, m.Attempt = time.Time{}, false, 0
 				if value, err = json.Marshal(m); err != nil {
 					_ = it.Close()
 					return err

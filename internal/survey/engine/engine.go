@@ -116,6 +116,9 @@ type Options struct {
 	// outcomes are committed together, so a crash repeats at most this
 	// many deliveries. Default 32.
 	DeliveryBatch int
+	// InviteBatch is how many due customers one step invites or
+	// suppresses, in one batch. Default 1,000.
+	InviteBatch int
 	// StaleAfter: interactions older than this when first read trigger
 	// nothing, so a backfill of last year's events does not invite
 	// anyone. Default 24h.
@@ -148,6 +151,9 @@ func (o *Options) defaults() {
 	}
 	if o.DeliveryBatch <= 0 {
 		o.DeliveryBatch = defaultDeliveryBatch
+	}
+	if o.InviteBatch <= 0 {
+		o.InviteBatch = defaultInviteBatch
 	}
 	if o.StaleAfter <= 0 {
 		o.StaleAfter = 24 * time.Hour
@@ -349,13 +355,14 @@ type Invitation struct {
 type message struct {
 	ID string `json:"id"`
 	// Detractor marks a closed-loop message, for the detractor webhook.
-	Detractor  bool      `json:"detractor,omitempty"`
-	Survey     string    `json:"survey"`
-	Invitation string    `json:"invitation"`
-	Attempt    int       `json:"attempt"`
-	Body       []byte    `json:"body"`
-	Created    time.Time `json:"created"`
-	LastError  string    `json:"lastError,omitempty"`
+	Detractor  bool   `json:"detractor,omitempty"`
+	Survey     string `json:"survey"`
+	Invitation string `json:"invitation"`
+	// Attempt counts the attempts of the current retry window.
+	Attempt   int       `json:"attempt"`
+	Body      []byte    `json:"body"`
+	Created   time.Time `json:"created"`
+	LastError string    `json:"lastError,omitempty"`
 	// FirstFailure is when the first attempt since the message was made
 	// (or returned from parking) failed; retries stop RetryFor after it.
 	FirstFailure time.Time `json:"firstFailure,omitzero"`
@@ -543,13 +550,14 @@ func (e *Engine) consume(cfg *settings) (bool, error) {
 	return full, w.commit()
 }
 
-// inviteBatch bounds the due entries handled per step. Each batch commits
-// the invitations it made with the due entries it consumed, so a restart
-// goes on after the last batch instead of rebuilding the backlog.
-const inviteBatch = 1000
+// defaultInviteBatch bounds the due entries handled per step
+// (Options.InviteBatch). Each batch commits the invitations it made with
+// the due entries it consumed, so a restart goes on after the last batch
+// instead of rebuilding the backlog.
+const defaultInviteBatch = 1000
 
 // invite turns a batch of due eligibilities into invitations or
-// suppressions. It reports whether it stopped at inviteBatch.
+// suppressions. It reports whether it stopped at Options.InviteBatch.
 func (e *Engine) invite(cfg *settings) (bool, error) {
 	now := e.now()
 	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: e.floors.from([]byte(prefixDue)), UpperBound: timeKey(prefixDue, now.Add(time.Nanosecond))})
@@ -564,7 +572,7 @@ func (e *Engine) invite(cfg *settings) (bool, error) {
 	limits := e.newRateLimits(w, now)
 	n := 0
 	var last []byte
-	for it.First(); it.Valid() && n < inviteBatch; it.Next() {
+	for it.First(); it.Valid() && n < e.opts.InviteBatch; it.Next() {
 		n++
 		last = append(last[:0], it.Key()...)
 		var p pending
@@ -628,7 +636,7 @@ func (e *Engine) invite(cfg *settings) (bool, error) {
 	}
 	e.floors.took([]byte(prefixDue), last)
 	limits.countSuppressed()
-	return n >= inviteBatch, nil
+	return n >= e.opts.InviteBatch, nil
 }
 
 func invKey(id string) []byte { return []byte(prefixInv + id) }
