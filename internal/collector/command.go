@@ -18,7 +18,6 @@ import (
 	"github.com/fsnotify/fsnotify"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 
 	"github.com/cxop-dev/cxop/internal/rollup"
 	"github.com/cxop-dev/cxop/internal/store"
@@ -70,12 +69,18 @@ type DeliveryOptions struct {
 	PerTouchpoint, PerNamespace int
 }
 
+// flagSet is the part of a pflag.FlagSet the delivery flags use.
+type flagSet interface {
+	DurationVar(p *time.Duration, name string, value time.Duration, usage string)
+	IntVar(p *int, name string, value int, usage string)
+}
+
 // DefaultDelivery is what the flags default to, and what Run takes when
 // Options.Delivery is left zero.
 var DefaultDelivery = DeliveryOptions{RetryFor: 24 * time.Hour, ProbeInterval: 10 * time.Minute, PerTouchpoint: 10_000, PerNamespace: 50_000}
 
 // addDeliveryFlags declares the survey engine's flags.
-func addDeliveryFlags(f *pflag.FlagSet, o *DeliveryOptions) {
+func addDeliveryFlags(f flagSet, o *DeliveryOptions) {
 	d := DefaultDelivery
 	f.DurationVar(&o.RetryFor, "webhook-retry-for", d.RetryFor, "retry a failing webhook message (any answer but 2xx and 410) this long, with exponential backoff, before parking it; parked messages are kept and delivered once the webhook works again")
 	f.DurationVar(&o.ProbeInterval, "webhook-probe-interval", d.ProbeInterval, "how often a failing webhook is tried with one parked message")
@@ -86,7 +91,7 @@ func addDeliveryFlags(f *pflag.FlagSet, o *DeliveryOptions) {
 // AddManagerDeliveryFlags declares the manager's flags that set the
 // collectors' delivery options: the collector flags, prefixed with
 // "collector-".
-func AddManagerDeliveryFlags(f *pflag.FlagSet, o *DeliveryOptions) {
+func AddManagerDeliveryFlags(f flagSet, o *DeliveryOptions) {
 	d := DefaultDelivery
 	o.ProbeInterval = d.ProbeInterval
 	f.DurationVar(&o.RetryFor, "collector-webhook-retry-for", d.RetryFor, "each collector's --webhook-retry-for: how long a failing webhook message is retried before it is parked (kept) and the Survey's Delivering condition turns False")
