@@ -326,7 +326,10 @@ func (e *Engine) unpark(cfg *settings) (bool, error) {
 	now, n := e.now(), 0
 	// The last key taken of each parked range, for the floors.
 	taken := map[string][]byte{}
-	move := func(prefix []byte, fresh bool) error {
+	// move returns a parked range's messages to the outbox, due now, each
+	// with a fresh retry window whose backoff starts from RetryBase again:
+	// whatever parked them (no webhook, a 410, retries run out) is over.
+	move := func(prefix []byte) error {
 		it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: e.floors.from(prefix), UpperBound: prefixEnd(prefix)})
 		if err != nil {
 			return err
@@ -335,22 +338,16 @@ func (e *Engine) unpark(cfg *settings) (bool, error) {
 			taken[string(prefix)] = append(taken[string(prefix)][:0], it.Key()...)
 			id := it.Key()[len(prefix):]
 			_ = w.b.Delete(it.Key(), nil)
-			value := it.Value()
-			if fresh {
-				// Back from a failing webhook: a fresh retry window,
-				// whose backoff starts from RetryBase again.
-				var m message
-				if err := json.Unmarshal(value, &m); err != nil {
-					_ = it.Close()
-					return fmt.Errorf("parked message %x: %w", it.Key(), err)
-				}
-				m.FirstFailure, m.Parked, m.Attempt = time.Time{}, false, 0
-				if value, err = json.Marshal(m); err != nil {
-					_ = it.Close()
-					return err
-				}
+			var m message
+			if err := json.Unmarshal(it.Value(), &m); err != nil {
+				_ = it.Close()
+				return fmt.Errorf("parked message %x: %w", it.Key(), err)
 			}
-			_ = w.set(timeKey(prefixOut, now, id), value)
+			m.FirstFailure, m.Parked, m.Attempt = time.Time{}, false, 0
+			if err := w.setJSON(timeKey(prefixOut, now, id), m); err != nil {
+				_ = it.Close()
+				return err
+			}
 			n++
 		}
 		return it.Close()
@@ -369,7 +366,7 @@ func (e *Engine) unpark(cfg *settings) (bool, error) {
 			} else if gone != nil {
 				continue
 			}
-			if err := move(parkPrefix(prefixPark, sv.Name, detractor), false); err != nil {
+			if err := move(parkPrefix(prefixPark, sv.Name, detractor)); err != nil {
 				return false, err
 			}
 			f, applies, err := e.failing(sv, detractor)
@@ -388,7 +385,7 @@ func (e *Engine) unpark(cfg *settings) (bool, error) {
 					// The URL or key changed since: a new chance for all.
 					_ = w.b.Delete(failingKey(sv.Name, detractor), nil)
 				}
-				if err := move(parkPrefix(prefixFailed, sv.Name, detractor), true); err != nil {
+				if err := move(parkPrefix(prefixFailed, sv.Name, detractor)); err != nil {
 					return false, err
 				}
 			}

@@ -320,3 +320,42 @@ func TestParkedMessagesSurviveARestart(t *testing.T) {
 	f.runFor(time.Hour, 10*time.Minute)
 	assertDeliveredOnce(t, f, rcv, customers)
 }
+
+// A message returned from parking gets a fresh retry window: after a 410
+// and a new URL that fails too, it is retried for RetryFor again, not
+// parked at once for the failures it had before.
+func TestAParkedMessageComesBackWithAFreshRetryWindow(t *testing.T) {
+	old := newReceiver(t, 500, 500, 500, 410)
+	cfg := Config{PageURL: "http://x", LinkKeys: keys, Surveys: []Survey{
+		{Name: "nps", Touchpoints: []string{"chat"}, SamplePercent: 100, Webhook: old.endpoint()},
+	}}
+	f := &fixture{t: t, dir: t.TempDir(), now: t0, cfg: cfg, opts: &Options{RetryBase: time.Minute, RetryMax: 5 * time.Minute, RetryFor: time.Hour}}
+	f.open()
+	f.interact("chat", "c1")
+	f.runFor(50*time.Minute, 5*time.Minute)
+	if _, gone, _ := f.e.WebhookGone("nps"); !gone || len(old.got()) != 4 {
+		t.Fatalf("gone %v after %d attempts; want gone after 4", gone, len(old.got()))
+	}
+	f.runFor(2*time.Hour, 10*time.Minute)
+
+	broken := newReceiver(t, 503, 503, 503)
+	cfg.Surveys[0].Webhook = broken.endpoint()
+	f.e.SetConfig(cfg)
+	f.step()
+	if n := len(broken.got()); n != 1 {
+		t.Fatalf("%d attempts at the new URL, want 1", n)
+	}
+	if n, _ := f.e.countKeys(prefixFailed); n != 0 {
+		t.Fatal("the message was parked at its first failure at the new URL")
+	}
+	if _, failing, _ := f.e.WebhookFailing("nps"); failing {
+		t.Fatal("the new URL is reported failing after one 503")
+	}
+	f.runFor(30*time.Minute, 5*time.Minute)
+	if got := broken.got(); len(got) != 4 || got[3].status != 200 {
+		t.Fatalf("attempts at the new URL = %+v, want three 503s then a 200", got)
+	}
+	if s := f.stats("nps"); s[CounterDelivered] != 1 || s[CounterDeliveryFailed] != 0 {
+		t.Errorf("counters = %v", s)
+	}
+}
