@@ -132,6 +132,7 @@ func newManagerCommand() *cobra.Command {
 		"Let survey webhooks use plain http URLs; by default collectors send webhooks over https only, and an http webhook's messages wait.")
 	f.StringSliceVar(&opts.collector.WebhookDenyCIDRs, "webhook-deny-cidrs", nil,
 		"CIDR ranges survey webhooks may not reach besides the built-in internal ones, such as the cluster's pod and Service CIDRs when they are public addresses (hosts in --webhook-allow-hosts still may).")
+	collector.AddManagerDeliveryFlags(f, &opts.collector.Delivery)
 	f.StringVar(&opts.localCollectors, "local-collectors-dir", "",
 		"Run collectors as local processes on loopback ports with their data under this directory, instead of as pods (used by `cxop dev`).")
 	f.StringSliceVar(&opts.watchNamespaces, "watch-namespaces", nil,
@@ -252,6 +253,9 @@ func (o *managerOptions) collectorRuntime() (controllers.CollectorRuntime, func(
 	k.StorageSize = parse("collector-storage-size", o.collectorDisk)
 	k.BlockCacheSize = parse("collector-block-cache-size", o.collectorCache)
 	if err != nil {
+		return nil, nil, err
+	}
+	if err := k.Delivery.Check("collector-"); err != nil {
 		return nil, nil, err
 	}
 	if err := checkCollectorMemory(k.BlockCacheSize, k.Resources.Limits[corev1.ResourceMemory]); err != nil {

@@ -82,6 +82,9 @@ type KubeCollectorRuntime struct {
 	// WebhookDenyCIDRs are ranges survey webhooks may not reach besides
 	// the built-in ones: the cluster's pod and Service CIDRs.
 	WebhookDenyCIDRs []string
+	// Delivery sets the collectors' webhook retry window and invitation
+	// rate limits; zero leaves the collector's defaults.
+	Delivery collector.DeliveryOptions
 }
 
 // ServiceMonitorGVK is the Prometheus Operator's scrape configuration kind.
@@ -232,6 +235,7 @@ func (k *KubeCollectorRuntime) collectorArgs() []string {
 	if !k.BlockCacheSize.IsZero() {
 		args = append(args, "--block-cache-size="+k.BlockCacheSize.String())
 	}
+	args = append(args, k.Delivery.Args()...)
 	return args
 }
 

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"fmt"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -43,6 +44,7 @@ var _ = Describe("Collector workloads in a cluster", func() {
 			PageURLTemplate:   "https://cx.example.com/{namespace}/",
 			WebhookAllowHosts: []string{"mailer.internal", "sms.internal"},
 			WebhookDenyCIDRs:  []string{"34.118.224.0/20", "34.118.0.0/16"},
+			Delivery:          collector.DeliveryOptions{RetryFor: 72 * time.Hour, PerTouchpoint: 500, PerNamespace: 2000},
 		}
 		url, err := rt.Ensure(ctx, ns, collector.Files{})
 		Expect(err).NotTo(HaveOccurred())
@@ -58,7 +60,8 @@ var _ = Describe("Collector workloads in a cluster", func() {
 		c := pod.Containers[0]
 		Expect(c.Args).To(ContainElements("collector", "--config=/etc/cxop/config.yaml", "--secrets=/etc/cxop-secrets/secrets.yaml",
 			"--webhook-allow-hosts=mailer.internal,sms.internal", "--block-cache-size=192Mi",
-			"--listen=:8080", "--page-listen=:8081", "--metrics-listen=:9090", "--webhook-deny-cidrs=34.118.224.0/20,34.118.0.0/16"))
+			"--listen=:8080", "--page-listen=:8081", "--metrics-listen=:9090", "--webhook-deny-cidrs=34.118.224.0/20,34.118.0.0/16",
+			"--webhook-retry-for=72h0m0s", "--invitation-rate-per-touchpoint=500", "--invitation-rate-per-namespace=2000"))
 		// https only unless the manager allows plain http.
 		Expect(c.Args).NotTo(ContainElement("--allow-insecure-webhooks"))
 		ports := map[string]int32{}

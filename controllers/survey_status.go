@@ -81,6 +81,7 @@ func setInvitationStatus(svy *cxv1.Survey, inv *collector.InvitationSummary) {
 	}
 	sup := cxv1.SuppressedInvitations{
 		Sample: int64(inv.Suppressed["sample"]), Throttle: int64(inv.Suppressed["throttle"]), Suspended: int64(inv.Suppressed["suspended"]),
+		RateLimited: int64(inv.Suppressed["rateLimit"]),
 	}
 	if sup != (cxv1.SuppressedInvitations{}) {
 		st.Suppressed = &sup
@@ -106,10 +107,22 @@ func deliveryCondition(svy *cxv1.Survey, summary *collector.SurveySummary, keyMi
 		c.Message = "The manager runs without --survey-page-url, so invitations have no link and none are made"
 	case keyMissing != "":
 		c.Status, c.Reason, c.Message = metav1.ConditionFalse, cxv1.WebhookKeyMissingReason, keyMissing+"; invitations wait in the collector's outbox"
+	case summary == nil:
+		// Not asked, or no answer: True would claim more than is known.
+		c.Status, c.Reason = metav1.ConditionUnknown, cxv1.CollectorUnavailableReason
+		c.Message = "The collector could not be asked whether invitations are delivered"
 	case summary != nil && summary.Invitations != nil && summary.Invitations.WebhookGoneSince != nil:
 		c.Status, c.Reason = metav1.ConditionFalse, cxv1.WebhookGoneReason
 		c.Message = "The webhook answered 410 Gone at " + *summary.Invitations.WebhookGoneSince +
 			"; invitations wait in the collector's outbox until spec.delivery.webhook.url changes"
+	case summary != nil && summary.Invitations != nil && summary.Invitations.WebhookFailingSince != nil:
+		inv := summary.Invitations
+		c.Status, c.Reason = metav1.ConditionFalse, cxv1.WebhookFailingReason
+		c.Message = "Invitations ran out of retries and are parked since " + *inv.WebhookFailingSince
+		if inv.WebhookError != "" {
+			c.Message += " (last error: " + inv.WebhookError + ")"
+		}
+		c.Message += "; they are delivered once the webhook answers 2xx again (one of them is tried every 10 minutes by default) or its URL or signing key changes"
 	}
 	return c
 }

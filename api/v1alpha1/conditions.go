@@ -27,8 +27,10 @@ const (
 	// DeliveringCondition (normal polarity) on a Survey with a delivery
 	// webhook is True while invitations can be delivered, and False while
 	// they wait in the collector's outbox: the receiver answered 410 Gone
-	// (reason WebhookGone) or the signing key is missing (reason
-	// WebhookKeyMissing).
+	// (reason WebhookGone), the signing key is missing (reason
+	// WebhookKeyMissing), or messages ran out of retries and are parked
+	// (reason WebhookFailing). It is Unknown (reason CollectorUnavailable)
+	// while the collector cannot be asked.
 	DeliveringCondition = "Delivering"
 )
 
@@ -67,6 +69,13 @@ const (
 	// WebhookGoneReason: the survey's webhook answered 410 Gone; delivery
 	// resumes when its URL changes, with nothing lost.
 	WebhookGoneReason = "WebhookGone"
+
+	// WebhookFailingReason: the webhook refused or failed every attempt at
+	// some invitations for the collector's retry window (24h by default);
+	// they are parked, not dropped, and delivered once the webhook answers
+	// 2xx again (the collector probes it with one of them) or its URL or
+	// key changes.
+	WebhookFailingReason = "WebhookFailing"
 
 	// WebhookKeyMissingReason: the Secret key a webhook's secretRef names
 	// does not exist, so nothing is signed or sent.

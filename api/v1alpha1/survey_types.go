@@ -253,6 +253,12 @@ type SuppressedInvitations struct {
 	// suspended: the survey was suspended.
 	// +optional
 	Suspended int64 `json:"suspended,omitempty"`
+	// rateLimited: the interaction's touchpoint, or the namespace, had
+	// triggered as many invitations in the last hour as the collector
+	// allows (--invitation-rate-per-touchpoint, --invitation-rate-per-namespace).
+	// A suppressed invitation is not sent later.
+	// +optional
+	RateLimited int64 `json:"rateLimited,omitempty"`
 }
 
 // Survey asks customers one question on a fixed scale (NPS, CSAT or CES),

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -64,6 +65,85 @@ type Options struct {
 	// event, because a ConfigMap volume update may not be seen by inotify
 	// on every filesystem. Default 10s.
 	ConfigPoll time.Duration
+	// Delivery and invitation limits of the survey engine.
+	Delivery DeliveryOptions
+}
+
+// DeliveryOptions tune how the survey engine delivers and how many
+// invitations interactions may trigger.
+type DeliveryOptions struct {
+	// RetryFor is how long a failing message is retried before it is
+	// parked (kept) and its webhook reported failing.
+	RetryFor time.Duration
+	// ProbeInterval is how often a failing webhook is tried with one
+	// parked message.
+	ProbeInterval time.Duration
+	// PerTouchpoint and PerNamespace cap the invitations interactions
+	// trigger per hour; 0 means no cap.
+	PerTouchpoint, PerNamespace int
+}
+
+// flagSet is the part of a pflag.FlagSet the delivery flags use.
+type flagSet interface {
+	DurationVar(p *time.Duration, name string, value time.Duration, usage string)
+	IntVar(p *int, name string, value int, usage string)
+}
+
+// DefaultDelivery is what the flags default to, and what Run takes when
+// Options.Delivery is left zero.
+var DefaultDelivery = DeliveryOptions{RetryFor: 24 * time.Hour, ProbeInterval: 10 * time.Minute, PerTouchpoint: 10_000, PerNamespace: 50_000}
+
+// addDeliveryFlags declares the survey engine's flags.
+func addDeliveryFlags(f flagSet, o *DeliveryOptions) {
+	d := DefaultDelivery
+	f.DurationVar(&o.RetryFor, "webhook-retry-for", d.RetryFor, "retry a failing webhook message (any answer but 2xx and 410) this long, with exponential backoff, before parking it; parked messages are kept and delivered once the webhook works again")
+	f.DurationVar(&o.ProbeInterval, "webhook-probe-interval", d.ProbeInterval, "how often a failing webhook is tried with one parked message")
+	f.IntVar(&o.PerTouchpoint, "invitation-rate-per-touchpoint", d.PerTouchpoint, "invitations one touchpoint's interactions (one touchpoint token) may trigger per hour; more are suppressed and counted; 0: no cap")
+	f.IntVar(&o.PerNamespace, "invitation-rate-per-namespace", d.PerNamespace, "invitations all touchpoints of the collector may trigger per hour; more are suppressed and counted; 0: no cap")
+}
+
+// AddManagerDeliveryFlags declares the manager's flags that set the
+// collectors' delivery options: the collector flags, prefixed with
+// "collector-".
+func AddManagerDeliveryFlags(f flagSet, o *DeliveryOptions) {
+	d := DefaultDelivery
+	o.ProbeInterval = d.ProbeInterval
+	f.DurationVar(&o.RetryFor, "collector-webhook-retry-for", d.RetryFor, "each collector's --webhook-retry-for: how long a failing webhook message is retried before it is parked (kept) and the Survey's Delivering condition turns False")
+	f.IntVar(&o.PerTouchpoint, "collector-invitation-rate-per-touchpoint", d.PerTouchpoint, "each collector's --invitation-rate-per-touchpoint: invitations one touchpoint may trigger per hour; 0: no cap")
+	f.IntVar(&o.PerNamespace, "collector-invitation-rate-per-namespace", d.PerNamespace, "each collector's --invitation-rate-per-namespace: invitations one namespace's touchpoints may trigger per hour; 0: no cap")
+}
+
+// Args are the collector flags that set o; none for the zero value, which
+// leaves the collector's defaults.
+func (o DeliveryOptions) Args() []string {
+	if o == (DeliveryOptions{}) {
+		return nil
+	}
+	args := []string{
+		"--webhook-retry-for=" + o.RetryFor.String(),
+		"--invitation-rate-per-touchpoint=" + strconv.Itoa(o.PerTouchpoint),
+		"--invitation-rate-per-namespace=" + strconv.Itoa(o.PerNamespace),
+	}
+	if o.ProbeInterval > 0 {
+		args = append(args, "--webhook-probe-interval="+o.ProbeInterval.String())
+	}
+	return args
+}
+
+// Check refuses options the collector would refuse, naming the flag with
+// its prefix ("" for the collector's, "collector-" for the manager's).
+func (o DeliveryOptions) Check(prefix string) error {
+	switch {
+	case o.RetryFor < time.Hour:
+		return fmt.Errorf("--%swebhook-retry-for: %s is under 1h", prefix, o.RetryFor)
+	case o.ProbeInterval < time.Second:
+		return fmt.Errorf("--%swebhook-probe-interval: %s is under 1s", prefix, o.ProbeInterval)
+	case o.PerTouchpoint < 0:
+		return fmt.Errorf("--%sinvitation-rate-per-touchpoint: %d is negative", prefix, o.PerTouchpoint)
+	case o.PerNamespace < 0:
+		return fmt.Errorf("--%sinvitation-rate-per-namespace: %d is negative", prefix, o.PerNamespace)
+	}
+	return nil
 }
 
 // defaultGCPercent is the collector process's GOGC unless the environment
@@ -108,6 +188,7 @@ compliance over a window from time-bucketed rollups.`,
 	f.StringVar(&o.ProfilerAddress, "profiler-address", "", `address net/http/pprof binds to (e.g. "127.0.0.1:6060"); empty disables it`)
 	f.StringVar(&o.BlockCacheSize, "block-cache-size", "128Mi", "the store's block cache, besides 128Mi of memtables; about 2.5 bytes per stored record keep every id lookup in memory")
 	f.DurationVar(&o.ConfigPoll, "config-poll-interval", 10*time.Second, "re-read the config at least this often")
+	addDeliveryFlags(f, &o.Delivery)
 	_ = cmd.MarkFlagRequired("data-dir")
 	_ = cmd.MarkFlagRequired("config")
 	return cmd
@@ -126,6 +207,12 @@ func Run(ctx context.Context, o Options) error {
 			return fmt.Errorf("--block-cache-size: %q is not a positive size such as 256Mi", o.BlockCacheSize)
 		}
 		cacheBytes = q.Value()
+	}
+	if o.Delivery == (DeliveryOptions{}) {
+		o.Delivery = DefaultDelivery
+	}
+	if err := o.Delivery.Check(""); err != nil {
+		return err
 	}
 	guard, err := o.webhookGuard()
 	if err != nil {
@@ -192,7 +279,11 @@ func Run(ctx context.Context, o Options) error {
 		return errors.Join(err, stopServing())
 	}
 	srv.store.Store(st)
-	surveys, err := engine.New(st.DB(), st, webhook.NewClient(guard, 10*time.Second), engine.Options{Logger: log.With("component", "surveys")})
+	surveys, err := engine.New(st.DB(), st, webhook.NewClient(guard, 10*time.Second), engine.Options{
+		Logger: log.With("component", "surveys"), Registerer: reg,
+		RetryFor: o.Delivery.RetryFor, ProbeInterval: o.Delivery.ProbeInterval,
+		TouchpointRate: o.Delivery.PerTouchpoint, NamespaceRate: o.Delivery.PerNamespace,
+	})
 	if err != nil {
 		return errors.Join(err, st.Close(), stopServing())
 	}

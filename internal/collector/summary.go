@@ -74,6 +74,11 @@ type InvitationSummary struct {
 	// WebhookGoneSince is when the receiver answered 410 Gone; delivery is
 	// off until the webhook URL changes.
 	WebhookGoneSince *string `json:"webhookGoneSince,omitempty"`
+	// WebhookFailingSince is when the webhook's first message ran out of
+	// retries and was parked; WebhookError is the last attempt's error.
+	// Parked messages are delivered once the webhook works again.
+	WebhookFailingSince *string `json:"webhookFailingSince,omitempty"`
+	WebhookError        string  `json:"webhookError,omitempty"`
 	// Detractors sent to the closed loop in the window, those of any age
 	// not followed up yet, and the median time to follow up the window's.
 	Detractors         uint64   `json:"detractors"`
@@ -286,6 +291,7 @@ func (s *Server) addInvitations(out *SurveySummary, start time.Time) error {
 			"sample":    st[engine.CounterSuppressedSample],
 			"throttle":  st[engine.CounterSuppressedThrottle],
 			"suspended": st[engine.CounterSuppressedSuspend],
+			"rateLimit": st[engine.CounterSuppressedRate],
 		},
 	}
 	if inv.Sent > 0 {
@@ -304,6 +310,11 @@ func (s *Server) addInvitations(out *SurveySummary, start time.Time) error {
 		return err
 	} else if gone {
 		inv.WebhookGoneSince = ptr(at.UTC().Format(time.RFC3339))
+	}
+	if f, failing, err := e.WebhookFailing(out.Survey); err != nil {
+		return err
+	} else if failing {
+		inv.WebhookFailingSince, inv.WebhookError = ptr(f.Since.UTC().Format(time.RFC3339)), f.LastError
 	}
 	out.Invitations = inv
 	return nil

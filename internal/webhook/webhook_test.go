@@ -82,8 +82,14 @@ func TestSendOutcomes(t *testing.T) {
 		{429, "999999", Retry, maxRetryAfter},
 		{408, "", Retry, 0},
 		{410, "", Gone, 0},
-		{400, "", Rejected, 0},
-		{401, "", Rejected, 0},
+		// Any other answer keeps the message: a 401 while the receiver's
+		// key is rotated ahead of ours must not lose it.
+		{400, "", Retry, 0},
+		{401, "", Retry, 0},
+		{403, "", Retry, 0},
+		{404, "", Retry, 0},
+		{422, "", Retry, 0},
+		{302, "", Retry, 0},
 	} {
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if tc.retryAfter != "" {
@@ -358,5 +364,17 @@ func TestBackoff(t *testing.T) {
 	}
 	if d := Backoff(1, base, maxDelay, 30*time.Second); d != 30*time.Second {
 		t.Errorf("Backoff under Retry-After 30s = %v", d)
+	}
+}
+
+// A network error is retried, and its message (kept with the message and
+// shown on the Survey) does not repeat the URL, which may hold a secret.
+func TestSendNetworkErrorIsRetriedWithoutTheURL(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	url := srv.URL + "/hook?token=SECRETVALUE"
+	srv.Close()
+	res := loopbackClient().Send(context.Background(), Endpoint{URL: url, Key: testKey}, Message{ID: "m", Body: []byte("{}")})
+	if res.Outcome != Retry || res.Err == nil || strings.Contains(res.Err.Error(), "SECRETVALUE") || !strings.Contains(res.Err.Error(), "refused") {
+		t.Errorf("send to a closed port: %v %v", res.Outcome, res.Err)
 	}
 }

@@ -59,7 +59,9 @@ func TestChartRendersValidObjects(t *testing.T) {
 		{"--set", "leaderElection=false", "--set", "rbac.aggregateToDefaultRoles=false", "--set", "replicas=2",
 			"--set", "surveys.pageURL=https://cx.example.com/{namespace}", "--set", "surveys.webhookAllowHosts={mailer.internal,sms.internal}",
 			"--set", "collector.imagePullSecrets={registry-cred,mirror-cred}",
-			"--set", "surveys.allowInsecureWebhooks=true", "--set", "surveys.webhookDenyCIDRs={34.118.224.0/20,2600:1900:4000::/44}"},
+			"--set", "surveys.allowInsecureWebhooks=true", "--set", "surveys.webhookDenyCIDRs={34.118.224.0/20,2600:1900:4000::/44}",
+
+			"--set", "surveys.webhookRetryFor=72h", "--set", "surveys.invitationRatePerNamespace=2000000"},
 	} {
 		args := append([]string{"template", "cxop", chart, "--namespace", "default"}, values...)
 		out, err := exec.Command(helm, args...).Output()
