@@ -44,12 +44,13 @@ pageURL: https://cx.example.com
 	}
 	c := startCollector(t, t.TempDir(), cfg)
 	now := testNow
-	e, err := engine.New(c.st.DB(), c.st, webhook.NewClient(&webhook.Guard{AllowLoopback: true}, 5*time.Second), engine.Options{
+	e, err := engine.New(c.st.DB(), c.st, webhook.NewClient(&webhook.Guard{AllowLoopback: true, AllowHTTP: true}, 5*time.Second), engine.Options{
 		Now: func() time.Time { return now }, RetryFor: time.Hour, TouchpointRate: 1,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	c.srv.allowHTTPWebhooks = true // the receiver is an httptest server
 	c.srv.surveys.Store(e)
 	c.srv.applySurveys(cfg, sec)
 
@@ -126,12 +127,13 @@ pageURL: https://cx.example.com
 	}
 	c := startCollector(t, t.TempDir(), cfg)
 	now := testNow
-	e, err := engine.New(c.st.DB(), c.st, webhook.NewClient(&webhook.Guard{AllowLoopback: true}, 5*time.Second), engine.Options{
+	e, err := engine.New(c.st.DB(), c.st, webhook.NewClient(&webhook.Guard{AllowLoopback: true, AllowHTTP: true}, 5*time.Second), engine.Options{
 		Now: func() time.Time { return now }, RetryFor: time.Hour,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	c.srv.allowHTTPWebhooks = true // the receiver is an httptest server
 	c.srv.surveys.Store(e)
 	c.srv.applySurveys(cfg, secretsWith([]byte(strings.Repeat("o", 32))))
 

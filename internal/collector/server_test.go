@@ -48,6 +48,7 @@ touchpoints:
           start: "09:00"
           end: "17:00"
     tokenSHA256: [%s]
+readTokenSHA256: [%s]
 surveys:
   - name: nps
     type: NPS
@@ -55,8 +56,7 @@ surveys:
   - name: csat
     type: CSAT
     tokenSHA256: [%s]
-readTokenSHA256: [%s]
-%s`, HashToken(chatToken), HashToken(phoneToken), HashToken(npsToken), HashToken(csatToken), HashToken(readToken), extra)))
+%s`, HashToken(chatToken), HashToken(phoneToken), HashToken(readToken), HashToken(npsToken), HashToken(csatToken), extra)))
 	if err != nil {
 		t.Fatal(err)
 	}
