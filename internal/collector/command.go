@@ -50,6 +50,10 @@ type Options struct {
 	// event, because a ConfigMap volume update may not be seen by inotify
 	// on every filesystem. Default 10s.
 	ConfigPoll time.Duration
+	// MaxInflightBytes caps the request bodies held in memory at once, as
+	// a quantity ("64Mi"); empty derives it from GOMEMLIMIT (an eighth),
+	// or 64Mi without one.
+	MaxInflightBytes string
 }
 
 // defaultGCPercent is the collector process's GOGC unless the environment
@@ -90,6 +94,7 @@ compliance over a window from time-bucketed rollups.`,
 	f.StringVar(&o.ProfilerAddress, "profiler-address", "", `address net/http/pprof binds to (e.g. "127.0.0.1:6060"); empty disables it`)
 	f.StringVar(&o.BlockCacheSize, "block-cache-size", "128Mi", "the store's block cache, besides 128Mi of memtables; about 2.5 bytes per stored record keep every id lookup in memory")
 	f.DurationVar(&o.ConfigPoll, "config-poll-interval", 10*time.Second, "re-read the config at least this often")
+	f.StringVar(&o.MaxInflightBytes, "max-inflight-bytes", "", "request body bytes held in memory at once, such as 64Mi; beyond it requests get 503 with Retry-After; empty: an eighth of GOMEMLIMIT, or 64Mi without one")
 	_ = cmd.MarkFlagRequired("data-dir")
 	_ = cmd.MarkFlagRequired("config")
 	return cmd
@@ -120,6 +125,13 @@ func Run(ctx context.Context, o Options) error {
 	}
 	reg := prometheus.NewRegistry()
 	srv := NewServer(log, cfg, reg, time.Now)
+	if o.MaxInflightBytes != "" {
+		q, err := resource.ParseQuantity(o.MaxInflightBytes)
+		if err != nil || q.Value() < minInflightBytes {
+			return fmt.Errorf("--max-inflight-bytes: %q is not a size of at least %d bytes (two bodies of the largest size) such as 64Mi", o.MaxInflightBytes, minInflightBytes)
+		}
+		srv.SetMaxInflightBytes(q.Value())
+	}
 	srv.metrics.configSuccess.Set(1)
 
 	httpSrv := &http.Server{

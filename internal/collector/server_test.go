@@ -191,6 +191,16 @@ func TestMalformedInputIsRejectedWhole(t *testing.T) {
 			}
 		})
 	}
+	t.Run("in-flight bytes spent", func(t *testing.T) {
+		limit := c.srv.inflight.limit.Load()
+		defer c.srv.SetMaxInflightBytes(limit)
+		c.srv.SetMaxInflightBytes(16) // less than the body
+		code, body, h := c.post("/v1/events", chatToken, "", ok)
+		if e, _ := body["error"].(string); code != 503 || h.Get("Retry-After") == "" || !strings.Contains(e, "in flight") ||
+			body["reason"] != "in-flight request bytes over the limit" {
+			t.Errorf("%d %v (Retry-After %q), want 503 with Retry-After naming the in-flight limit", code, body, h.Get("Retry-After"))
+		}
+	})
 	var sum TouchpointSummary
 	c.get("/v1/summary?touchpoint=chat&window=1d", &sum)
 	if sum.Interactions != 0 {
