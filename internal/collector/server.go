@@ -303,6 +303,9 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 400, errorBody{Error: "touchpoint or survey: name exactly one subject to export", Field: "touchpoint"})
 		return
 	}
+	if !s.exportable(w, q, kind, name) {
+		return
+	}
 	// An export may take longer than the server's write timeout.
 	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
 	w.Header().Set("Content-Type", "application/x-ndjson")
