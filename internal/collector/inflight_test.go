@@ -3,12 +3,14 @@ package collector
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"net"
 	"net/http"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -216,6 +218,20 @@ func TestMaxInflightBytesFollowsTheMemoryLimit(t *testing.T) {
 	} {
 		if got := MaxInflightBytesFor(tc.limit); got != tc.want {
 			t.Errorf("memory limit %d: %d, want %d", tc.limit, got, tc.want)
+		}
+	}
+}
+
+// --max-inflight-bytes below two bodies of the largest size, or not a
+// size, stops the collector at start with a message naming the flag.
+func TestMaxInflightBytesFlagIsChecked(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "collector.yaml")
+	writeFile(t, cfgPath, "touchpoints: [{name: chat}]\n")
+	for _, value := range []string{"1Mi", "lots", "-64Mi"} {
+		err := Run(context.Background(), Options{Listen: freeLoopbackAddr(t), DataDir: filepath.Join(dir, "data"), ConfigPath: cfgPath, LogLevel: "warn", MaxInflightBytes: value})
+		if err == nil || !strings.Contains(err.Error(), "--max-inflight-bytes") || !strings.Contains(err.Error(), value) {
+			t.Errorf("--max-inflight-bytes=%s: %v, want an error naming the flag and the value", value, err)
 		}
 	}
 }
