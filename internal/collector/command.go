@@ -106,6 +106,14 @@ func Run(ctx context.Context, o Options) error {
 	if err := level.UnmarshalText([]byte(o.LogLevel)); err != nil {
 		return fmt.Errorf("--log-level: %w", err)
 	}
+	var maxInflight int64 // 0: derived from GOMEMLIMIT
+	if o.MaxInflightBytes != "" {
+		q, err := resource.ParseQuantity(o.MaxInflightBytes)
+		if err != nil || q.Value() < minInflightBytes {
+			return fmt.Errorf("--max-inflight-bytes: %q is not a size of at least %d bytes (two bodies of the largest size) such as 64Mi", o.MaxInflightBytes, minInflightBytes)
+		}
+		maxInflight = q.Value()
+	}
 	var cacheBytes int64
 	if o.BlockCacheSize != "" {
 		q, err := resource.ParseQuantity(o.BlockCacheSize)
@@ -125,12 +133,8 @@ func Run(ctx context.Context, o Options) error {
 	}
 	reg := prometheus.NewRegistry()
 	srv := NewServer(log, cfg, reg, time.Now)
-	if o.MaxInflightBytes != "" {
-		q, err := resource.ParseQuantity(o.MaxInflightBytes)
-		if err != nil || q.Value() < minInflightBytes {
-			return fmt.Errorf("--max-inflight-bytes: %q is not a size of at least %d bytes (two bodies of the largest size) such as 64Mi", o.MaxInflightBytes, minInflightBytes)
-		}
-		srv.SetMaxInflightBytes(q.Value())
+	if maxInflight > 0 {
+		srv.SetMaxInflightBytes(maxInflight)
 	}
 	srv.metrics.configSuccess.Set(1)
 
