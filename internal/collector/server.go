@@ -39,11 +39,11 @@ type Server struct {
 	// linkKeys verify survey links on the hosted page; nil without a
 	// secrets file.
 	linkKeys atomic.Pointer[link.Keys]
+	// inflight bounds the request bodies held in memory.
+	inflight *inflightBudget
 	metrics  *metrics
 	reg      *prometheus.Registry
 	now      func() time.Time
-	// inflight bounds the request bodies held in memory.
-	inflight *inflightBudget
 }
 
 // NewServer returns a server with a validated config and no store yet.
