@@ -63,3 +63,16 @@ func BenchmarkValidateEvents(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N*100)/b.Elapsed().Seconds(), "events/s")
 }
+
+// BenchmarkRepeatedKey scans a batch of 100 events for a repeated key, the
+// part of BenchmarkValidateEvents that refuses {"a":1,"a":2}.
+func BenchmarkRepeatedKey(b *testing.B) {
+	rng := rand.New(rand.NewPCG(1, 1))
+	body := loadgen.Events("v", 100, testNow, 0, rng)
+	b.SetBytes(int64(len(body)))
+	for range b.N {
+		if _, repeated := repeatedKey(body); repeated {
+			b.Fatal("repeated key")
+		}
+	}
+}

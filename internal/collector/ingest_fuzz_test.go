@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cxop-dev/cxop/internal/store"
 )
@@ -13,7 +14,8 @@ import (
 // FuzzIngestBody feeds arbitrary bodies to the ingest decoder and
 // validator (the corpus is in testdata/fuzz/FuzzIngestBody). Whatever the
 // body, the answer is a list of valid records or one 4xx naming why; the
-// one-pass decoder and the per-record path agree; an accepted record's
+// one-pass decoder and the per-record path agree; the repeated-key
+// scanner agrees with encoding/json's tokenizer; an accepted record's
 // stored JSON is valid and is accepted again as itself; and no body with
 // a repeated key is accepted.
 func FuzzIngestBody(f *testing.F) {
@@ -48,6 +50,15 @@ surveys: [{name: nps, type: NPS, tokenSHA256: ["` + HashToken(npsToken) + `"]}]`
 	f.Fuzz(func(t *testing.T, body []byte, responses bool) {
 		if len(body) > MaxBodyBytes {
 			return
+		}
+		if _, err := splitRecords(body); utf8.Valid(body) && (err == nil || json.Valid(body)) {
+			// On what the decoder reads (one value, or NDJSON, in UTF-8:
+			// ingest refuses anything else), the scanner finds the
+			// repeated key a tokenizer finds.
+			got, found := repeatedKey(body)
+			if want, wantFound := repeatedKeyByTokens(body); wantFound != found || want != got {
+				t.Fatalf("repeated key: scanner %q %v, tokenizer %q %v", got, found, want, wantFound)
+			}
 		}
 		records, ierr := validate(body, responses)
 		if ierr != nil {

@@ -26,7 +26,7 @@ const maxKeyDepth = 10000
 // (NDJSON); malformed input never panics, and the scan ends where it stops
 // making sense (the decoder reports the syntax error).
 func repeatedKey(data []byte) (string, bool) {
-	s := keyScanner{data: data}
+	s := keyScanner{data: data, keys: make([]key, 0, 32)}
 	for s.i < len(data) {
 		start := s.i
 		if s.value(0) {
@@ -40,30 +40,42 @@ func repeatedKey(data []byte) (string, bool) {
 	return "", false
 }
 
-// key is one object key as the decoder matches it.
+// key is one object key as the decoder matches it: offsets into the
+// data, or into unescaped when the key has an escape. It holds no
+// pointer, so keeping a key costs no GC write barrier.
 type key struct {
-	name  []byte // unescaped
-	ascii bool
+	start, end int
+	escaped    bool // start and end index unescaped
+	ascii      bool
 }
 
-func (a key) matches(b key) bool {
-	if len(a.name) == 0 || len(b.name) == 0 {
-		return len(a.name) == len(b.name)
+// name is the key unescaped.
+func (s *keyScanner) name(k key) []byte {
+	if k.escaped {
+		return s.unescaped[k.start:k.end]
+	}
+	return s.data[k.start:k.end]
+}
+
+func (s *keyScanner) matches(a, b key) bool {
+	an, bn := s.name(a), s.name(b)
+	if len(an) == 0 || len(bn) == 0 {
+		return len(an) == len(bn)
 	}
 	if a.ascii && b.ascii {
-		if len(a.name) != len(b.name) || a.name[0]|0x20 != b.name[0]|0x20 {
+		if len(an) != len(bn) || an[0]|0x20 != bn[0]|0x20 {
 			return false
 		}
 	}
-	return bytes.EqualFold(a.name, b.name)
+	return bytes.EqualFold(an, bn)
 }
 
-// String is the key as a field name in an answer; "" for the empty key.
-func (a key) String() string {
-	if len(a.name) == 0 {
+// keyString is the key as a field name in an answer; "" for the empty key.
+func (s *keyScanner) keyString(k key) string {
+	if k.start == k.end {
 		return `""`
 	}
-	return string(a.name)
+	return string(s.name(k))
 }
 
 type keyScanner struct {
@@ -72,12 +84,17 @@ type keyScanner struct {
 	// keys holds the keys of every object open on the way down; each
 	// object owns the tail it appended.
 	keys []key
+	// unescaped holds the keys that had an escape, unescaped.
+	unescaped []byte
 	// path is built on the way back up once a repeat is found: ".key"
 	// and "[index]" elements.
 	path []string
 }
 
 func (s *keyScanner) skipSpace() {
+	if s.i < len(s.data) && s.data[s.i] > ' ' {
+		return // compact JSON: no space to skip
+	}
 	for s.i < len(s.data) {
 		switch s.data[s.i] {
 		case ' ', '\t', '\n', '\r':
@@ -100,7 +117,7 @@ func (s *keyScanner) value(depth int) bool {
 	case '[':
 		return s.array(depth + 1)
 	case '"':
-		s.skipString()
+		s.skipValueString()
 	default: // a number or a literal
 		for s.i < len(s.data) {
 			switch s.data[s.i] {
@@ -113,16 +130,60 @@ func (s *keyScanner) value(depth int) bool {
 	return false
 }
 
-// skipString moves past a string whose opening quote is at s.i and
-// returns its raw contents.
-func (s *keyScanner) skipString() []byte {
+// byteClass sorts the bytes of a JSON string: most are plain.
+var byteClass = func() (c [256]byte) {
+	c['"'], c['\\'] = classQuote, classEscape
+	for b := utf8.RuneSelf; b < 256; b++ {
+		c[b] = classNonASCII
+	}
+	return c
+}()
+
+const (
+	classPlain = iota
+	classQuote
+	classEscape
+	classNonASCII
+)
+
+// skipString moves past a key whose opening quote is at s.i and returns
+// its raw contents and whether they are plain ASCII without an escape.
+// Keys are short: a byte loop beats bytes.IndexByte.
+func (s *keyScanner) skipString() (raw []byte, plain bool) {
+	s.i++
+	start := s.i
+	plain = true
+	for s.i < len(s.data) {
+		switch byteClass[s.data[s.i]] {
+		case classPlain:
+			s.i++
+		case classQuote:
+			s.i++
+			return s.data[start : s.i-1], plain
+		case classEscape:
+			plain = false
+			s.i += 2
+		default:
+			plain = false
+			s.i++
+		}
+	}
+	s.i = len(s.data) // past an escape at the very end
+	return s.data[start:], false
+}
+
+// skipValueString moves past a string value whose opening quote is at
+// s.i. Values are longer than keys and their contents do not matter:
+// bytes.IndexByte finds each quote, and a quote after an odd number of
+// backslashes is escaped.
+func (s *keyScanner) skipValueString() {
 	s.i++
 	start := s.i
 	for {
 		q := bytes.IndexByte(s.data[s.i:], '"')
 		if q < 0 {
 			s.i = len(s.data)
-			return s.data[start:]
+			return
 		}
 		s.i += q + 1
 		backslashes := 0
@@ -130,25 +191,21 @@ func (s *keyScanner) skipString() []byte {
 			backslashes++
 		}
 		if backslashes%2 == 0 {
-			return s.data[start : s.i-1]
+			return
 		}
 	}
 }
 
 func (s *keyScanner) readKey() key {
-	raw := s.skipString()
-	k := key{name: raw, ascii: true}
-	for _, c := range raw {
-		if c >= utf8.RuneSelf {
-			k.ascii = false
-		} else if c == '\\' {
-			k.ascii = false
-			var name string
-			quoted := append(append([]byte{'"'}, raw...), '"')
-			if json.Unmarshal(quoted, &name) == nil {
-				k.name = []byte(name)
-			}
-			break
+	start := s.i + 1
+	raw, plain := s.skipString()
+	k := key{start: start, end: start + len(raw), ascii: plain}
+	if !plain && bytes.IndexByte(raw, '\\') >= 0 {
+		var name string
+		quoted := append(append([]byte{'"'}, raw...), '"')
+		if json.Unmarshal(quoted, &name) == nil {
+			k = key{start: len(s.unescaped), end: len(s.unescaped) + len(name), escaped: true}
+			s.unescaped = append(s.unescaped, name...)
 		}
 	}
 	return k
@@ -176,8 +233,8 @@ func (s *keyScanner) object(depth int) bool {
 		}
 		k := s.readKey()
 		for _, prev := range s.keys[base:] {
-			if prev.matches(k) {
-				s.path = []string{"." + k.String()}
+			if s.matches(prev, k) {
+				s.path = []string{"." + s.keyString(k)}
 				return true
 			}
 		}
@@ -188,7 +245,7 @@ func (s *keyScanner) object(depth int) bool {
 		}
 		s.i++
 		if s.value(depth) {
-			s.path = append([]string{"." + k.String()}, s.path...)
+			s.path = append([]string{"." + s.keyString(k)}, s.path...)
 			return true
 		}
 	}

@@ -1,6 +1,12 @@
 package collector
 
-import "testing"
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+)
 
 func TestRepeatedKey(t *testing.T) {
 	for _, tc := range []struct {
@@ -23,6 +29,9 @@ func TestRepeatedKey(t *testing.T) {
 		if !ok || got != tc.path {
 			t.Errorf("%s: %q %v, want %q", tc.body, got, ok, tc.path)
 		}
+		if got, ok := repeatedKeyByTokens([]byte(tc.body)); !ok || got != tc.path {
+			t.Errorf("oracle on %s: %q %v, want %q", tc.body, got, ok, tc.path)
+		}
 	}
 	for _, body := range []string{
 		`{"id":"a","contact":{"id":"b"}}`,
@@ -35,6 +44,81 @@ func TestRepeatedKey(t *testing.T) {
 	} {
 		if got, ok := repeatedKey([]byte(body)); ok {
 			t.Errorf("%s: reports %q repeated", body, got)
+		}
+	}
+}
+
+// repeatedKeyByTokens is repeatedKey written the slow, obvious way on
+// encoding/json's tokenizer: the oracle FuzzIngestBody holds it to.
+func repeatedKeyByTokens(data []byte) (string, bool) {
+	type frame struct {
+		object bool
+		keys   [][]byte
+		index  int
+		key    string
+		wantK  bool // an object's next string is a key
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	var stack []*frame
+	path := func(last string) string {
+		var b strings.Builder
+		for _, f := range stack[:len(stack)-1] {
+			if f.object {
+				b.WriteString("." + f.key)
+			} else {
+				fmt.Fprintf(&b, "[%d]", f.index)
+			}
+		}
+		b.WriteString("." + last)
+		return strings.TrimPrefix(b.String(), ".")
+	}
+	// value is called after a complete value inside the top frame.
+	value := func() {
+		if len(stack) == 0 {
+			return
+		}
+		if top := stack[len(stack)-1]; top.object {
+			top.wantK = true
+		} else {
+			top.index++
+		}
+	}
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return "", false
+		}
+		switch t := tok.(type) {
+		case json.Delim:
+			switch t {
+			case '{', '[':
+				stack = append(stack, &frame{object: t == '{', wantK: t == '{'})
+			default:
+				stack = stack[:len(stack)-1]
+				value()
+			}
+		case string:
+			if top := len(stack) - 1; top >= 0 && stack[top].object && stack[top].wantK {
+				f := stack[top]
+				for _, k := range f.keys {
+					if bytes.EqualFold(k, []byte(t)) {
+						name := t
+						if name == "" {
+							name = `""`
+						}
+						return path(name), true
+					}
+				}
+				f.keys = append(f.keys, []byte(t))
+				f.key, f.wantK = t, false
+				if f.key == "" {
+					f.key = `""`
+				}
+				continue
+			}
+			value()
+		default:
+			value()
 		}
 	}
 }
