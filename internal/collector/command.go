@@ -67,6 +67,10 @@ type Options struct {
 	ConfigPoll time.Duration
 	// Delivery and invitation limits of the survey engine.
 	Delivery DeliveryOptions
+	// MaxInflightBytes caps the request bodies held in memory at once, as
+	// a quantity ("64Mi"); empty derives it from GOMEMLIMIT (an eighth),
+	// or 64Mi without one.
+	MaxInflightBytes string
 }
 
 // DeliveryOptions tune how the survey engine delivers and how many
@@ -189,6 +193,7 @@ compliance over a window from time-bucketed rollups.`,
 	f.StringVar(&o.BlockCacheSize, "block-cache-size", "128Mi", "the store's block cache, besides 128Mi of memtables; about 2.5 bytes per stored record keep every id lookup in memory")
 	f.DurationVar(&o.ConfigPoll, "config-poll-interval", 10*time.Second, "re-read the config at least this often")
 	addDeliveryFlags(f, &o.Delivery)
+	f.StringVar(&o.MaxInflightBytes, "max-inflight-bytes", "", "request body bytes held in memory at once, such as 64Mi; beyond it requests get 503 with Retry-After; empty: an eighth of GOMEMLIMIT, or 64Mi without one")
 	_ = cmd.MarkFlagRequired("data-dir")
 	_ = cmd.MarkFlagRequired("config")
 	return cmd
@@ -199,6 +204,14 @@ func Run(ctx context.Context, o Options) error {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(o.LogLevel)); err != nil {
 		return fmt.Errorf("--log-level: %w", err)
+	}
+	var maxInflight int64 // 0: derived from GOMEMLIMIT
+	if o.MaxInflightBytes != "" {
+		q, err := resource.ParseQuantity(o.MaxInflightBytes)
+		if err != nil || q.Value() < minInflightBytes {
+			return fmt.Errorf("--max-inflight-bytes: %q is not a size of at least %d bytes (two bodies of the largest size) such as 64Mi", o.MaxInflightBytes, minInflightBytes)
+		}
+		maxInflight = q.Value()
 	}
 	var cacheBytes int64
 	if o.BlockCacheSize != "" {
@@ -232,6 +245,9 @@ func Run(ctx context.Context, o Options) error {
 	}
 	reg := prometheus.NewRegistry()
 	srv := NewServer(log, cfg, reg, time.Now)
+	if maxInflight > 0 {
+		srv.SetMaxInflightBytes(maxInflight)
+	}
 	srv.metrics.configSuccess.Set(1)
 	srv.allowHTTPWebhooks = o.AllowInsecureWebhooks
 

@@ -40,6 +40,8 @@ type Server struct {
 	// linkKeys verify survey links on the hosted page; nil without a
 	// secrets file.
 	linkKeys atomic.Pointer[link.Keys]
+	// inflight bounds the request bodies held in memory.
+	inflight *inflightBudget
 	metrics  *metrics
 	reg      *prometheus.Registry
 	now      func() time.Time
@@ -52,6 +54,7 @@ type Server struct {
 // NewServer returns a server with a validated config and no store yet.
 func NewServer(log *slog.Logger, cfg *settings, reg *prometheus.Registry, now func() time.Time) *Server {
 	s := &Server{log: log, metrics: newMetrics(reg), reg: reg, now: now}
+	s.inflight = newInflightBudget(reg, defaultMaxInflightBytes())
 	s.cfg.Store(cfg)
 	s.metrics.declare(cfg)
 	return s
@@ -137,7 +140,7 @@ func (s *Server) reject(w http.ResponseWriter, endpoint, reason string, code int
 }
 
 func (s *Server) rejectInput(w http.ResponseWriter, endpoint string, e *inputError) {
-	reason := map[int]string{400: "invalid", 403: "forbidden", 413: "too_large"}[e.status]
+	reason := map[int]string{400: "invalid", 403: "forbidden", 413: "too_large", 422: "conflict"}[e.status]
 	b := errorBody{Error: e.Error(), Field: e.Field, Reason: e.Reason}
 	if e.Index >= 0 {
 		b.Index = &e.Index
@@ -156,19 +159,9 @@ func bearer(r *http.Request) []byte {
 	return sum[:]
 }
 
-// readBody reads a request body of at most MaxBodyBytes. A declared
-// length sizes the buffer once, instead of growing it by doubling.
-func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	body := http.MaxBytesReader(w, r.Body, MaxBodyBytes)
-	if r.ContentLength <= 0 || r.ContentLength > MaxBodyBytes {
-		return io.ReadAll(body)
-	}
-	// net/http ends a body at its declared length, so exactly that many
-	// bytes are read.
-	buf := make([]byte, r.ContentLength)
-	_, err := io.ReadFull(body, buf)
-	return buf, err
-}
+// SetMaxInflightBytes sets the limit on request body bytes held in
+// memory at once (--max-inflight-bytes).
+func (s *Server) SetMaxInflightBytes(n int64) { s.inflight.limit.Store(n) }
 
 type ingestResult struct {
 	Accepted   int `json:"accepted"`
@@ -220,16 +213,12 @@ func (s *Server) ingestOnce(w http.ResponseWriter, r *http.Request, endpoint str
 		return 401
 	}
 
-	body, err := readBody(w, r)
+	held, err := s.inflight.readBody(w, r)
+	defer held.Release()
 	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			s.reject(w, endpoint, "too_large", 413, errorBody{Error: fmt.Sprintf("body larger than %d bytes", MaxBodyBytes)})
-			return 413
-		}
-		s.reject(w, endpoint, "invalid", 400, errorBody{Error: "reading body: " + err.Error()})
-		return 400
+		return s.rejectBody(w, endpoint, err, fmt.Sprintf("body larger than %d bytes", MaxBodyBytes))
 	}
+	body := held.data
 	v := &validator{cfg: cfg, now: s.now(), authorized: func(n string) bool { return allowed[n] }, seen: map[string]int{}}
 	var records []store.Record
 	var ierr *inputError
@@ -244,7 +233,12 @@ func (s *Server) ingestOnce(w http.ResponseWriter, r *http.Request, endpoint str
 	}
 
 	res, err := st.Submit(r.Context(), records)
+	var conflict *store.ConflictError
 	switch {
+	case errors.As(err, &conflict):
+		reason := fmt.Sprintf("id %q is already stored with a different payload; the stored record stands (send a new record with a new id)", conflict.ID)
+		s.rejectInput(w, endpoint, &inputError{status: 422, Index: conflict.Index, Field: "id", Reason: reason})
+		return 422
 	case errors.Is(err, store.ErrOverloaded):
 		w.Header().Set("Retry-After", "1")
 		s.reject(w, endpoint, "overloaded", 429, errorBody{Error: "too many requests queued; retry after 1s"})
@@ -345,6 +339,9 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request) {
 	}
 	if name == "" || (q.Get("touchpoint") != "" && q.Get("survey") != "") {
 		writeJSON(w, 400, errorBody{Error: "touchpoint or survey: name exactly one subject to export", Field: "touchpoint"})
+		return
+	}
+	if !s.exportable(w, q, kind, name) {
 		return
 	}
 	// An export may take longer than the server's write timeout.

@@ -188,6 +188,10 @@ func TestMalformedInputIsRejectedWhole(t *testing.T) {
 		{"bad email", `{"id":"a","touchpoint":"chat","customer":"c","contact":{"email":"nope"}}`, 400, 0, "contact.email", "not an email"},
 		{"second record bad", `[` + ok + `,{"id":"b","touchpoint":"chat","customer":"c","waitSeconds":-3}]`, 400, 1, "waitSeconds", "between 0"},
 		{"other touchpoint", `{"id":"a","touchpoint":"phone","customer":"c"}`, 403, 0, "touchpoint", "may not write"},
+		{"repeated key", `{"id":"a","touchpoint":"chat","customer":"c","customer":"d"}`, 400, 0, "customer", "customer: repeated key"},
+		{"repeated key in another case", `{"id":"a","touchpoint":"chat","customer":"c","waitSeconds":1,"WaitSeconds":900}`, 400, 0, "WaitSeconds", "repeated key"},
+		{"repeated nested key", ok + "\n" + `{"id":"b","touchpoint":"chat","customer":"c","contact":{"email":"a@x","email":"b@x"}}`, 400, 1, "contact.email", "contact.email: repeated key"},
+		{"repeated escaped key", `[` + ok + `,{"id":"b","touchpoint":"chat","customer":"c","i\u0064":"b2"}]`, 400, 1, "id", "id: repeated key"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -207,6 +211,16 @@ func TestMalformedInputIsRejectedWhole(t *testing.T) {
 			}
 		})
 	}
+	t.Run("in-flight bytes spent", func(t *testing.T) {
+		limit := c.srv.inflight.limit.Load()
+		defer c.srv.SetMaxInflightBytes(limit)
+		c.srv.SetMaxInflightBytes(16) // less than the body
+		code, body, h := c.post("/v1/events", chatToken, "", ok)
+		if e, _ := body["error"].(string); code != 503 || h.Get("Retry-After") == "" || !strings.Contains(e, "in flight") ||
+			body["reason"] != "in-flight request bytes over the limit" {
+			t.Errorf("%d %v (Retry-After %q), want 503 with Retry-After naming the in-flight limit", code, body, h.Get("Retry-After"))
+		}
+	})
 	var sum TouchpointSummary
 	c.get("/v1/summary?touchpoint=chat&window=1d", &sum)
 	if sum.Interactions != 0 {

@@ -88,6 +88,36 @@ type Result struct {
 	// Duplicate[i] is true when record i was already stored; nil when
 	// there was no duplicate.
 	Duplicate []bool
+	// conflict refuses the whole request; Submit returns it as its error.
+	conflict *ConflictError
+}
+
+// ErrConflict is what a ConflictError is (errors.Is).
+var ErrConflict = errors.New("id already stored with a different payload")
+
+// ConflictError refuses a request one of whose records reuses the id of
+// a stored record (or of an earlier record of the same commit) with a
+// different fingerprint: the stored record stands and nothing of the
+// request is stored, as the IETF Idempotency-Key draft and Stripe answer a
+// key reused for another payload.
+type ConflictError struct {
+	Index int // the record of the request
+	ID    string
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("record %d: id %q is already stored with a different payload", e.Index, e.ID)
+}
+
+func (e *ConflictError) Unwrap() error { return ErrConflict }
+
+// storedFingerprint reads the fingerprint after the sequence in an id's
+// value; 0 (unknown) for ids stored before fingerprints were kept.
+func storedFingerprint(v []byte) uint64 {
+	if len(v) < 16 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(v[8:16])
 }
 
 func (r *Result) markDuplicate(i, n int) {
@@ -269,7 +299,9 @@ func (s *Store) Rollups() *rollup.Set { return s.rollups }
 
 // Submit stores records durably and returns once they are fsync'd (or
 // known duplicates). All records of one call commit together or not at
-// all. It returns ErrOverloaded at once when the queue is full.
+// all. It returns ErrOverloaded at once when the queue is full, and a
+// *ConflictError, storing nothing, when a record reuses a stored id for a
+// different payload.
 func (s *Store) Submit(ctx context.Context, records []Record) (Result, error) {
 	if err := s.Err(); err != nil {
 		return Result{}, err
@@ -289,6 +321,9 @@ func (s *Store) Submit(ctx context.Context, records []Record) (Result, error) {
 	}
 	select {
 	case r := <-req.done:
+		if r.err == nil && r.res.conflict != nil {
+			return Result{}, r.res.conflict
+		}
 		return r.res, r.err
 	case <-ctx.Done():
 		// The commit goes ahead; the caller answers an error and a retry
@@ -398,7 +433,7 @@ func (s *Store) apply(group []*request) *pending {
 	}
 	// Sized once: growing a batch record by record copies it each time.
 	batch := s.db.NewBatchWithSize(size)
-	inGroup := make(map[string]struct{}, events+responses)
+	inGroup := make(map[string]uint64, events+responses) // id key -> fingerprint
 	p.counted.Events = make([]rollup.NamedEvent, 0, events)
 	p.counted.Responses = make([]rollup.NamedResponse, 0, responses)
 	var key, value []byte
@@ -411,23 +446,57 @@ func (s *Store) apply(group []*request) *pending {
 		return p
 	}
 	seq := s.seq
+	var added []string // this request's ids, taken back if it is refused
 	for gi, req := range group {
+		// Every id is looked up before any record is written: a request
+		// that reuses a stored id for a different payload is refused whole.
+		added = added[:0]
 		for i := range req.records {
 			r := &req.records[i]
 			key = idKey(key, r.Kind, r.Subject, r.ID)
-			if _, dup := inGroup[string(key)]; dup {
-				p.results[gi].markDuplicate(i, len(req.records))
+			stored, dup := inGroup[string(key)]
+			if !dup && ids.SeekPrefixGE(key) && bytes.Equal(ids.Key(), key) {
+				v, err := ids.ValueAndErr()
+				if err != nil {
+					_ = ids.Close()
+					_ = batch.Close()
+					p.err = fmt.Errorf("look up ids: %w", err)
+					return p
+				}
+				stored, dup = storedFingerprint(v), true
+			}
+			if !dup {
+				k := string(key)
+				inGroup[k] = r.Fingerprint
+				added = append(added, k)
 				continue
 			}
-			if ids.SeekPrefixGE(key) && bytes.Equal(ids.Key(), key) {
-				p.results[gi].markDuplicate(i, len(req.records))
+			if stored != 0 && r.Fingerprint != 0 && stored != r.Fingerprint {
+				for _, k := range added {
+					delete(inGroup, k)
+				}
+				p.results[gi] = Result{conflict: &ConflictError{Index: i, ID: r.ID}}
+				break
+			}
+			p.results[gi].markDuplicate(i, len(req.records))
+		}
+		if p.results[gi].conflict != nil {
+			continue
+		}
+		for i := range req.records {
+			if p.results[gi].Duplicate != nil && p.results[gi].Duplicate[i] {
 				continue
 			}
-			inGroup[string(key)] = struct{}{}
+			r := &req.records[i]
 			seq++
-			var seqb [8]byte
-			binary.BigEndian.PutUint64(seqb[:], seq)
-			_ = batch.Set(key, seqb[:], nil)
+			var idv [16]byte
+			binary.BigEndian.PutUint64(idv[:8], seq)
+			binary.BigEndian.PutUint64(idv[8:], r.Fingerprint)
+			idValue := idv[:]
+			if r.Fingerprint == 0 {
+				idValue = idv[:8]
+			}
+			_ = batch.Set(idKey(key, r.Kind, r.Subject, r.ID), idValue, nil)
 			value = appendRecord(value[:0], r) // Set copies it
 			_ = batch.Set(recordKey(seq), value, nil)
 			appendToBatch(&p.counted, r)
