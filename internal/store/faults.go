@@ -277,5 +277,13 @@ func (s *Store) eventListener() *pebble.EventListener {
 			}
 			bg.error("store background work failed; retrying with a backoff", err)
 		},
+		// Pebble's default ends the process from whatever goroutine read
+		// the bad block. The store stops writing instead and says which
+		// file and key range are damaged: reads of other ranges keep
+		// working, Open refuses the store, and the collector's liveness
+		// probe asks for the restart that reports it again.
+		DataCorruption: func(info pebble.DataCorruptionInfo) {
+			s.setFailed(fmt.Errorf("on-disk corruption in %s, keys %s: %v", info.Path, info.Bounds, info.Details))
+		},
 	}
 }

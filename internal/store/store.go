@@ -170,11 +170,11 @@ type Store struct {
 // its engine does no background work that could fail and retry.
 func Open(opts Options) (*Store, error) {
 	opts.defaults()
-	if err := opts.FS.MkdirAll(opts.Dir, 0o700); err != nil {
-		if !opts.ReadOnly && IsDiskFault(err) {
-			return openReadOnly(opts, fmt.Sprintf("creating the data directory failed: %v", err))
+	if _, err := opts.FS.Stat(opts.Dir); err != nil {
+		// A new store: with no room to create it there is nothing to serve.
+		if err := opts.FS.MkdirAll(opts.Dir, 0o700); err != nil {
+			return nil, fmt.Errorf("create data directory: %w", err)
 		}
-		return nil, fmt.Errorf("create data directory: %w", err)
 	}
 	if opts.ReadOnly {
 		return openReadOnly(opts, "opened read-only")
@@ -183,10 +183,13 @@ func Open(opts Options) (*Store, error) {
 		return openReadOnly(opts, reason)
 	}
 	s, err := openStore(opts, "")
-	if err != nil && s != nil && s.fs.faulted() != nil {
+	if err != nil && s != nil && (s.fs.faulted() != nil || IsDiskFault(err)) {
 		// The disk refused a write while opening: serve what is stored.
-		reason := fmt.Sprintf("a write failed while opening the store: %v", s.fs.faulted())
-		return openReadOnly(opts, reason)
+		fault := s.fs.faulted()
+		if fault == nil {
+			fault = err
+		}
+		return openReadOnly(opts, fmt.Sprintf("a write failed while opening the store: %v", fault))
 	}
 	return s, err
 }
@@ -238,6 +241,15 @@ func openStore(opts Options, readOnly string) (*Store, error) {
 		s.metrics = newMetrics(nil)
 	}
 	if err := s.recover(); err != nil {
+		_ = db.Close()
+		if cerr := s.Failed(); cerr != nil {
+			// The engine named the damaged file and key range.
+			return s, fmt.Errorf("%w; %w", err, cerr)
+		}
+		return s, err
+	}
+	if err := s.Failed(); err != nil {
+		// Corruption found while opening.
 		_ = db.Close()
 		return s, err
 	}
@@ -303,7 +315,7 @@ func (s *Store) recover() error {
 		}
 		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{rollup.KeyPrefix}, UpperBound: []byte{rollup.KeyPrefix + 1}})
 		if err != nil {
-			return fmt.Errorf("read rollups: %w", err)
+			return fmt.Errorf("read rollups (keys %x up to %x): %w", rollup.KeyPrefix, rollup.KeyPrefix+1, err)
 		}
 		for it.First(); it.Valid(); it.Next() {
 			if err := s.rollups.Load(it.Key(), it.Value()); err != nil {
@@ -312,7 +324,7 @@ func (s *Store) recover() error {
 			}
 		}
 		if err := it.Close(); err != nil {
-			return fmt.Errorf("read rollups: %w", err)
+			return fmt.Errorf("read rollups (keys %x up to %x): %w; run with --rebuild to recount them from the records", rollup.KeyPrefix, rollup.KeyPrefix+1, err)
 		}
 	}
 
