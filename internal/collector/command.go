@@ -12,8 +12,10 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"sync"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/fsnotify/fsnotify"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
@@ -147,41 +149,76 @@ func Run(ctx context.Context, o Options) error {
 		}()
 	}
 
-	st, err := store.Open(store.Options{
-		Dir:        o.DataDir,
-		Retention:  rollup.Retention{Minute: rollup.DefaultRetention.Minute, Hour: rollup.DefaultRetention.Hour, Day: cfg.retention},
-		Rebuild:    o.Rebuild,
-		CacheBytes: cacheBytes,
-		Logger:     log,
-		Registerer: reg,
-	})
+	storeOpts := store.Options{
+		Dir:          o.DataDir,
+		Retention:    rollup.Retention{Minute: rollup.DefaultRetention.Minute, Hour: rollup.DefaultRetention.Hour, Day: cfg.retention},
+		Rebuild:      o.Rebuild,
+		CacheBytes:   cacheBytes,
+		Logger:       log,
+		Registerer:   reg,
+		FaultMetrics: store.NewFaultMetrics(reg),
+	}
+	reg.MustRegister(newVolumeCollector(o.DataDir, vfs.Default, srv.store.Load))
+	st, err := store.Open(storeOpts)
 	if err != nil {
 		cancel()
 		<-served
 		return err
 	}
 	srv.store.Store(st)
+	srv.secrets.Store(sec)
 	guard := &webhook.Guard{AllowHosts: o.WebhookAllowHosts, AllowLoopback: o.WebhookAllowLoopback}
-	surveys, err := engine.New(st.DB(), st, webhook.NewClient(guard, 10*time.Second), engine.Options{Logger: log.With("component", "surveys")})
-	if err != nil {
-		cancel()
-		<-served
-		return errors.Join(err, st.Close())
+	hooks := webhook.NewClient(guard, 10*time.Second)
+	var engines sync.WaitGroup
+	// startSurveys gives the survey engine the store. A read-only store
+	// gets an engine that only reads (the survey page answers from it),
+	// which the writable store's engine replaces.
+	startSurveys := func(st *store.Store) error {
+		surveys, err := engine.New(st.DB(), st, hooks, engine.Options{Logger: log.With("component", "surveys")})
+		if err != nil {
+			return err
+		}
+		srv.surveys.Store(surveys)
+		srv.applySurveys(srv.cfg.Load(), srv.secrets.Load())
+		if st.Err() == nil {
+			engines.Go(func() { _ = surveys.Run(ctx) })
+		}
+		return nil
 	}
-	srv.surveys.Store(surveys)
-	srv.applySurveys(cfg, sec)
-	engineDone := make(chan struct{})
-	go func() { defer close(engineDone); _ = surveys.Run(ctx) }()
-	log.Info("collector ready", "listen", o.Listen, "touchpoints", len(cfg.touchpoints), "surveys", len(cfg.surveys))
+	if err := startSurveys(st); err != nil {
+		if st.ReadOnly() == nil {
+			cancel()
+			<-served
+			return errors.Join(err, st.Close())
+		}
+		log.Warn("the survey page waits until the store can write", "err", err)
+	}
+	var resumed sync.WaitGroup
+	if st.ReadOnly() != nil {
+		resumed.Go(func() {
+			srv.resumeWhenRoom(ctx, storeOpts, func(st *store.Store) {
+				if err := startSurveys(st); err != nil {
+					log.Error("start the survey engine", "err", err)
+				}
+				// Records past retention are the space to win back first.
+				srv.prune()
+			})
+		})
+	}
+	log.Info("collector ready", "listen", o.Listen, "touchpoints", len(cfg.touchpoints), "surveys", len(cfg.surveys),
+		"read_only", st.ReadOnly() != nil)
 
 	go srv.watchConfig(ctx, configFiles{config: o.ConfigPath, secrets: o.SecretsPath}, data, secData, o.ConfigPoll)
-	go srv.pruneLoop(ctx, st)
+	go srv.pruneLoop(ctx)
 
 	err = <-served
 	cancel()
-	<-engineDone
-	if cerr := st.Close(); cerr != nil {
-		err = errors.Join(err, fmt.Errorf("close store: %w", cerr))
+	resumed.Wait()
+	engines.Wait()
+	if st := srv.store.Load(); st != nil {
+		if cerr := st.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("close store: %w", cerr))
+		}
 	}
 	log.Info("collector stopped")
 	return err
@@ -204,6 +241,7 @@ type configFiles struct{ config, secrets string }
 // applySurveys hands the survey engine its part of the config, and logs
 // what it had to leave out.
 func (s *Server) applySurveys(cfg *settings, sec *secrets) {
+	s.secrets.Store(sec)
 	if sec != nil {
 		keys := sec.linkKeys
 		s.linkKeys.Store(&keys)
@@ -310,23 +348,36 @@ func parseSecretsOrNil(data []byte) (*secrets, error) {
 	return parseSecrets(data)
 }
 
-// pruneLoop deletes raw records past retention once an hour.
-func (s *Server) pruneLoop(ctx context.Context, st *store.Store) {
-	tick := time.NewTicker(time.Hour)
-	defer tick.Stop()
+// pruneLoop deletes raw records past retention a minute after start (not
+// at once, so that it does not compete with a restart's first requests)
+// and then once an hour, on whichever store is open then.
+func (s *Server) pruneLoop(ctx context.Context) {
+	timer := time.NewTimer(time.Minute)
+	defer timer.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
-			n, err := st.PruneRecords(s.now().Add(-s.cfg.Load().retention))
-			if err != nil {
-				s.log.Error("prune records", "err", err)
-				continue
-			}
-			if n > 0 {
-				s.log.Info("pruned records past retention", "records", n)
-			}
+		case <-timer.C:
 		}
+		s.prune()
+		timer.Reset(time.Hour)
+	}
+}
+
+// prune deletes raw records past retention, unless the store cannot write
+// (it said why when it stopped).
+func (s *Server) prune() {
+	st := s.store.Load()
+	if st == nil || st.Err() != nil {
+		return
+	}
+	n, err := st.PruneRecords(s.now().Add(-s.cfg.Load().retention))
+	if err != nil {
+		s.log.Error("prune records", "err", err)
+		return
+	}
+	if n > 0 {
+		s.log.Info("pruned records past retention", "records", n)
 	}
 }

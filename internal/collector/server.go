@@ -42,6 +42,12 @@ type Server struct {
 	metrics  *metrics
 	reg      *prometheus.Registry
 	now      func() time.Time
+
+	// secrets are the last secrets applied, for an engine started later.
+	secrets atomic.Pointer[secrets]
+	// roomPoll is the first wait of a read-only store for room to write;
+	// 0 is 5s. Tests shorten it.
+	roomPoll time.Duration
 }
 
 // NewServer returns a server with a validated config and no store yet.
@@ -60,24 +66,12 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/summary", s.summary)
 	mux.HandleFunc("GET /v1/export", s.export)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeText(w, 200, "ok") })
+	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("/s/{token}", s.pageHandler())
 	mux.HandleFunc("POST /v1/followups/{id}", s.followUp)
 	mux.HandleFunc("POST /v1/waves", s.wave)
 	return mux
-}
-
-func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
-	st := s.store.Load()
-	switch {
-	case st == nil:
-		writeText(w, 503, "store is opening")
-	case st.Err() != nil:
-		writeText(w, 503, "store failed: "+st.Err().Error())
-	default:
-		writeText(w, 200, "ok")
-	}
 }
 
 func writeText(w http.ResponseWriter, code int, msg string) {
@@ -154,8 +148,11 @@ func (s *Server) ingest(endpoint string) http.HandlerFunc {
 func (s *Server) ingestOnce(w http.ResponseWriter, r *http.Request, endpoint string) int {
 	st := s.store.Load()
 	if st == nil || st.Err() != nil {
-		w.Header().Set("Retry-After", "5")
-		s.reject(w, endpoint, "unavailable", 503, errorBody{Error: "the collector is not ready"})
+		var err error
+		if st != nil {
+			err = st.Err()
+		}
+		s.unavailable(w, endpoint, err)
 		return 503
 	}
 	cfg := s.cfg.Load()
@@ -224,9 +221,8 @@ func (s *Server) ingestOnce(w http.ResponseWriter, r *http.Request, endpoint str
 		s.reject(w, endpoint, "unavailable", 503, errorBody{Error: "request ended before the records were confirmed on disk; retry with the same ids"})
 		return 503
 	case err != nil:
-		w.Header().Set("Retry-After", "5")
 		s.log.Error("store records", "endpoint", endpoint, "err", err)
-		s.reject(w, endpoint, "unavailable", 503, errorBody{Error: "records not stored; retry with the same ids"})
+		s.unavailable(w, endpoint, err)
 		return 503
 	}
 	s.count(cfg, records, res)

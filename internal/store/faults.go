@@ -287,3 +287,14 @@ func (s *Store) eventListener() *pebble.EventListener {
 		},
 	}
 }
+
+// DiskBytes is how many bytes the store's files take on the volume; false
+// once the store is closed.
+func (s *Store) DiskBytes() (uint64, bool) {
+	s.readers.RLock()
+	defer s.readers.RUnlock()
+	if s.dbClosed {
+		return 0, false
+	}
+	return s.db.Metrics().DiskSpaceUsage(), true
+}

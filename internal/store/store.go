@@ -158,7 +158,8 @@ type Store struct {
 	// readers are scans and lookups in flight; Close waits for them so
 	// that a read-only store can be closed and reopened for writing under
 	// a serving collector.
-	readers sync.RWMutex
+	readers  sync.RWMutex
+	dbClosed bool // under readers
 }
 
 // Open opens or creates the store, loads the last checkpoint and replays
@@ -232,14 +233,9 @@ func openStore(opts Options, readOnly string) (*Store, error) {
 		return s, fmt.Errorf("open store in %s: %w", opts.Dir, err)
 	}
 	s.db = db
-	if readOnly == "" {
-		// A read-only store is replaced by a writable one later, which
-		// registers the metrics then.
-		s.metrics = newMetrics(opts.Registerer)
-		s.metrics.queueDepth(func() float64 { return float64(len(s.queue)) })
-	} else {
-		s.metrics = newMetrics(nil)
-	}
+	// Registered once the store is open for writing: a read-only store
+	// is replaced by a writable one later, which registers them then.
+	s.metrics = newMetrics(nil)
 	if err := s.recover(); err != nil {
 		_ = db.Close()
 		if cerr := s.Failed(); cerr != nil {
@@ -252,6 +248,9 @@ func openStore(opts Options, readOnly string) (*Store, error) {
 		// Corruption found while opening.
 		_ = db.Close()
 		return s, err
+	}
+	if readOnly == "" {
+		s.metrics.registerOnce(opts.Registerer, func() float64 { return float64(len(s.queue)) })
 	}
 	go s.commitLoop()
 	return s, nil
@@ -678,6 +677,7 @@ func (s *Store) Close() error {
 	<-s.stopped
 	s.readers.Lock()
 	defer s.readers.Unlock()
+	s.dbClosed = true
 	return s.db.Close()
 }
 
@@ -704,6 +704,9 @@ func (s *Store) ScanRecords(from uint64, fn func(seq uint64, kind rollup.Kind, s
 func (s *Store) Has(kind rollup.Kind, subject, id string) (bool, error) {
 	s.readers.RLock()
 	defer s.readers.RUnlock()
+	if s.dbClosed {
+		return false, ErrClosed
+	}
 	_, closer, err := s.db.Get(idKey(nil, kind, subject, id))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return false, nil
@@ -726,6 +729,9 @@ func (s *Store) DB() *pebble.DB { return s.db }
 func (s *Store) scanRecords(from uint64, fn func(seq uint64, key []byte, r *Record) error) error {
 	s.readers.RLock()
 	defer s.readers.RUnlock()
+	if s.dbClosed {
+		return ErrClosed
+	}
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: recordKey(from), UpperBound: []byte{prefixRecord + 1}})
 	if err != nil {
 		return fmt.Errorf("read records: %w", err)
