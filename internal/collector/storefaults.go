@@ -40,7 +40,7 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	case st.Failed() != nil:
 		writeText(w, 503, "store failed: "+st.Failed().Error())
 	case st.ReadOnly() != nil:
-		writeText(w, 200, "ok, read-only: "+st.ReadOnly().Error()+"; records are refused with 503 until the volume has room")
+		writeText(w, 200, "ok, "+st.ReadOnly().Error()+"; records are refused with 503 until the volume has room")
 	default:
 		writeText(w, 200, "ok")
 	}
