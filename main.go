@@ -183,6 +183,7 @@ func runManager(ctx context.Context, opts *managerOptions) error {
 	if kube, ok := runtime.(*controllers.KubeCollectorRuntime); ok {
 		kube.Client = mgr.GetClient()
 		kube.ServiceMonitors = controllers.HasKind(mgr.GetRESTMapper(), controllers.ServiceMonitorGVK)
+		kube.PrometheusRules = controllers.HasKind(mgr.GetRESTMapper(), controllers.PrometheusRuleGVK)
 		waves = &controllers.WaveJobs{Image: kube.Image, ImagePullSecrets: kube.ImagePullSecrets}
 	}
 	if err := controllers.SetupWithManager(ctx, mgr, controllers.Options{
