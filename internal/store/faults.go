@@ -276,6 +276,13 @@ func (s *Store) eventListener() *pebble.EventListener {
 				s.opts.FaultMetrics.backgroundErrors.Inc()
 			}
 			bg.error("store background work failed; retrying with a backoff", err)
+			if IsDiskFault(err) && s.readOnly == nil {
+				// A flush or compaction the disk refused: the memtables
+				// cannot drain, and writes would stall behind them with no
+				// answer. Refuse records now (503) and let liveness ask
+				// for the restart, which opens read-only on a full volume.
+				s.setFailed(fmt.Errorf("background write: %w", err))
+			}
 		},
 		// Pebble's default ends the process from whatever goroutine read
 		// the bad block. The store stops writing instead and says which

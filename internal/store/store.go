@@ -160,6 +160,10 @@ type Store struct {
 	// a serving collector.
 	readers  sync.RWMutex
 	dbClosed bool // under readers
+	// failedCh is closed with the first failure: requests waiting for a
+	// commit that may never come (a write stalled behind memtables that
+	// cannot flush) are answered with it.
+	failedCh chan struct{}
 }
 
 // Open opens or creates the store, loads the last checkpoint and replays
@@ -210,11 +214,12 @@ func openReadOnly(opts Options, reason string) (*Store, error) {
 // refused a write.
 func openStore(opts Options, readOnly string) (*Store, error) {
 	s := &Store{
-		opts:    opts,
-		rollups: rollup.NewSet(opts.Retention),
-		queue:   make(chan *request, opts.QueueLength),
-		stopped: make(chan struct{}),
-		fs:      newFaultFS(opts.FS, opts.FaultMetrics),
+		opts:     opts,
+		rollups:  rollup.NewSet(opts.Retention),
+		queue:    make(chan *request, opts.QueueLength),
+		stopped:  make(chan struct{}),
+		failedCh: make(chan struct{}),
+		fs:       newFaultFS(opts.FS, opts.FaultMetrics),
 	}
 	if readOnly != "" {
 		s.readOnly = &readOnlyError{reason: readOnly}
@@ -401,6 +406,15 @@ func (s *Store) Submit(ctx context.Context, records []Record) (Result, error) {
 		// The commit goes ahead; the caller answers an error and a retry
 		// of the same ids is reported as duplicates.
 		return Result{}, ctx.Err()
+	case <-s.failedCh:
+		// The commit may never finish; its records are not acknowledged,
+		// and a retry after the restart stores them or finds them stored.
+		select {
+		case r := <-req.done:
+			return r.res, r.err
+		default:
+			return Result{}, s.Failed()
+		}
 	}
 }
 
@@ -626,6 +640,7 @@ func (s *Store) setFailed(err error) {
 	if s.failed == nil {
 		s.opts.Logger.Error("store failed; restart the collector", "err", err)
 		s.failed = err
+		close(s.failedCh)
 	}
 }
 
@@ -663,6 +678,10 @@ func (s *Store) checkpoint() error {
 	return nil
 }
 
+// stuckCloseWait is how long Close waits for the committer of a failed
+// store.
+const stuckCloseWait = 2 * time.Second
+
 // Close stops accepting records, commits what is queued, writes a final
 // checkpoint and closes the database.
 func (s *Store) Close() error {
@@ -674,7 +693,18 @@ func (s *Store) Close() error {
 	s.closed = true
 	close(s.queue)
 	s.closeMu.Unlock()
-	<-s.stopped
+	select {
+	case <-s.stopped:
+	case <-s.failedCh:
+		// A failed store's committer may be stalled in the engine for
+		// good; the process is about to exit, and what was acknowledged
+		// is synced, so it is left as it is.
+		select {
+		case <-s.stopped:
+		case <-time.After(stuckCloseWait):
+			return fmt.Errorf("close: the store failed (%w) and its last write never finished; not closed cleanly", s.Failed())
+		}
+	}
 	s.readers.Lock()
 	defer s.readers.Unlock()
 	s.dbClosed = true
