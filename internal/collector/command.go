@@ -52,6 +52,10 @@ type Options struct {
 	// event, because a ConfigMap volume update may not be seen by inotify
 	// on every filesystem. Default 10s.
 	ConfigPoll time.Duration
+
+	// minFreeBytes overrides the free space the store needs to write
+	// (store.Options.MinFreeBytes); tests set it to open read-only.
+	minFreeBytes int64
 }
 
 // defaultGCPercent is the collector process's GOGC unless the environment
@@ -157,6 +161,7 @@ func Run(ctx context.Context, o Options) error {
 		Logger:       log,
 		Registerer:   reg,
 		FaultMetrics: store.NewFaultMetrics(reg),
+		MinFreeBytes: o.minFreeBytes,
 	}
 	reg.MustRegister(newVolumeCollector(o.DataDir, vfs.Default, srv.store.Load))
 	st, err := store.Open(storeOpts)

@@ -2,12 +2,17 @@ package collector
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -225,4 +230,128 @@ func TestFullVolumeServesReadOnlyAndResumes(t *testing.T) {
 	if v, _ := fc.gauge("cxop_collector_store_writable"); v != 1 {
 		t.Errorf("cxop_collector_store_writable = %v after resuming, want 1", v)
 	}
+}
+
+// TestSurveyPageOnAFullVolume answers one invitation, then restarts the
+// collector on a volume without room to write: the page still says the
+// answered invitation is answered and shows the other one's question, and
+// an answer to it is refused with 503 and kept nowhere.
+func TestSurveyPageOnAFullVolume(t *testing.T) {
+	var mu sync.Mutex
+	var links []string
+	rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var b map[string]any
+		_ = json.NewDecoder(r.Body).Decode(&b)
+		if b["type"] == "survey.invitation" {
+			mu.Lock()
+			links = append(links, b["link"].(string))
+			mu.Unlock()
+		}
+	}))
+	defer rcv.Close()
+	invited := func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), links...)
+	}
+
+	dir := t.TempDir()
+	addr := freeLoopbackAddr(t)
+	base := "http://" + addr
+	cfgPath, secPath := filepath.Join(dir, "config.yaml"), filepath.Join(dir, "secrets.yaml")
+	writeFile(t, cfgPath, fmt.Sprintf(`
+pageURL: http://%s
+readTokenSHA256: [%s]
+touchpoints:
+  - name: chat
+    tokenSHA256: [%s]
+surveys:
+  - name: nps
+    type: NPS
+    trigger: {touchpoints: [chat]}
+    tokenSHA256: [%s]
+    webhook: {url: %q, key: nps-delivery}
+`, addr, HashToken(readToken), HashToken(chatToken), HashToken(npsToken), rcv.URL))
+	writeFile(t, secPath, fmt.Sprintf("linkKeys: {current: %s}\nwebhookKeys: {nps-delivery: %s}\n",
+		base64.StdEncoding.EncodeToString([]byte(strings.Repeat("L", 32))), base64.StdEncoding.EncodeToString([]byte(strings.Repeat("w", 32)))))
+	run := func(minFree int64) (stop func()) {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			done <- Run(ctx, Options{Listen: addr, DataDir: filepath.Join(dir, "data"), ConfigPath: cfgPath, SecretsPath: secPath,
+				WebhookAllowLoopback: true, LogLevel: "error", ConfigPoll: time.Hour, minFreeBytes: minFree})
+		}()
+		waitFor(t, func() bool {
+			resp, err := http.Get(base + "/readyz")
+			return err == nil && resp.Body.Close() == nil && resp.StatusCode == 200
+		})
+		return func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		}
+	}
+
+	stop := run(0)
+	for _, customer := range []string{"c-1", "c-2"} {
+		req, _ := http.NewRequest(http.MethodPost, base+"/v1/events", strings.NewReader(fmt.Sprintf(`{"id":"e-%s","touchpoint":"chat","customer":%q}`, customer, customer)))
+		req.Header.Set("Authorization", "Bearer "+chatToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("post event: %v %v", resp, err)
+		}
+		resp.Body.Close()
+	}
+	waitFor(t, func() bool { return len(invited()) == 2 })
+	answered, open := invited()[0], invited()[1]
+	page := getPage(t, answered)
+	form := formTokenRE.FindStringSubmatch(page.body)
+	if form == nil {
+		t.Fatalf("no form on the survey page: %d", page.status)
+	}
+	if got := postPage(t, answered, url.Values{"form": {form[1]}, "score": {"9"}}, nil); got.status != 200 {
+		t.Fatalf("answer: %d", got.status)
+	}
+	page = getPage(t, open)
+	form = formTokenRE.FindStringSubmatch(page.body)
+	if form == nil {
+		t.Fatalf("no form on the second survey page: %d", page.status)
+	}
+	stop()
+
+	// Restart without room to write: a huge floor makes any volume full.
+	stop = run(1 << 62)
+	defer stop()
+	if code, body := getText(t, base+"/readyz"); code != 200 || !strings.Contains(body, "read-only") {
+		t.Errorf("/readyz on a full volume: %d %q", code, body)
+	}
+	if got := getPage(t, answered); got.status != 200 || !strings.Contains(got.body, "You have already answered") {
+		t.Errorf("answered link on a full volume: %d\n%s", got.status, got.body)
+	}
+	if got := getPage(t, open); got.status != 200 || !strings.Contains(got.body, `name="score"`) {
+		t.Errorf("open link on a full volume: %d", got.status)
+	}
+	got := postPage(t, open, url.Values{"form": {form[1]}, "score": {"2"}}, nil)
+	if got.status != 503 || got.header.Get("Retry-After") == "" || !strings.Contains(got.body, "Your answer was not saved") {
+		t.Errorf("answer on a full volume: %d, Retry-After %q", got.status, got.header.Get("Retry-After"))
+	}
+	if code, body := getText(t, base+"/v1/export?survey=nps", "Authorization", "Bearer "+readToken); code != 200 || strings.Count(body, "\n") != 1 {
+		t.Errorf("export on a full volume: %d, want the one stored answer:\n%s", code, body)
+	}
+}
+
+func getText(t *testing.T, u string, header ...string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, u, nil)
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
