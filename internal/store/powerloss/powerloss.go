@@ -4,7 +4,8 @@
 // leave it (everything synced, and a random share of what was not). Each
 // clone is opened as a restart would open it, and every record
 // acknowledged before the cut must be there, stored and counted exactly
-// once.
+// once. One restart in four takes more records and loses its power
+// again.
 //
 // A SIGKILL (test/collector/crash) leaves the operating system's page
 // cache intact, so it cannot catch a missing fsync; a power loss can.
@@ -187,7 +188,9 @@ func runStore(ctx context.Context, opts Options, rng *rand.Rand, n int, res *Res
 		}
 		clone := fs.CrashClone(cfg)
 		res.CrashPoints++
-		if err := check(clone, l, acked, res); err != nil {
+		// One cut in four is followed by writes to the recovered store
+		// and a second cut.
+		if err := check(clone, l, acked, res, rng, rng.IntN(4) == 0); err != nil {
 			return err
 		}
 	}
@@ -243,15 +246,69 @@ func write(ctx context.Context, st *store.Store, l *ledger, w int, seed uint64) 
 
 // check opens a clone as a restart would and compares it with the ledger:
 // the first acked acknowledged ids must each be stored once, and the
-// rollups must count exactly what is stored.
-func check(clone vfs.FS, l *ledger, acked int, res *Result) error {
+// rollups must count exactly what is stored. With again set it then
+// writes to the recovered store (a new batch, and a resent acknowledged
+// record that must be a duplicate) and cuts its power too: a power loss
+// soon after a restart, with the checkpoint the restart wrote in flight.
+func check(clone *vfs.MemFS, l *ledger, acked int, res *Result, rng *rand.Rand, again bool) error {
 	st, err := store.Open(storeOptions(clone, time.Hour))
 	if err != nil {
 		return fmt.Errorf("reopen after the power loss: %w", err)
 	}
 	defer func() { _ = st.Close() }()
+	l.mu.Lock()
+	ackedIDs := l.acked[:acked:acked]
+	l.mu.Unlock()
+	sent := func(id string) bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		_, ok := l.sent[id]
+		return ok
+	}
+	if err := verify(st, ackedIDs, sent, res); err != nil || !again {
+		return err
+	}
+
+	batch := make([]store.Record, 0, 21)
+	var fresh []string
+	for i := range 20 {
+		id := fmt.Sprintf("p%d-%d", res.CrashPoints, i)
+		fresh = append(fresh, id)
+		batch = append(batch, record(id, i))
+	}
+	var resent string
+	if len(ackedIDs) > 0 {
+		resent = ackedIDs[rng.IntN(len(ackedIDs))]
+		l.mu.Lock()
+		batch = append(batch, record(resent, l.sent[resent]))
+		l.mu.Unlock()
+	}
+	r, err := st.Submit(context.Background(), batch)
+	if err != nil {
+		return fmt.Errorf("write after the restart: %w", err)
+	}
+	if resent != "" && (r.Duplicate == nil || !r.Duplicate[len(batch)-1]) {
+		res.Dup++
+		res.fail("acknowledged record %s, resent after a restart, was stored again", resent)
+	}
+	clone2 := clone.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(101), RNG: rand.New(rand.NewPCG(rng.Uint64(), 2))})
+	st2, err := store.Open(storeOptions(clone2, time.Hour))
+	if err != nil {
+		return fmt.Errorf("reopen after a second power loss: %w", err)
+	}
+	defer func() { _ = st2.Close() }()
+	freshSet := map[string]bool{}
+	for _, id := range fresh {
+		freshSet[id] = true
+	}
+	return verify(st2, append(ackedIDs, fresh...), func(id string) bool { return freshSet[id] || sent(id) }, res)
+}
+
+// verify checks one reopened store: every id of acked stored once, no id
+// that was never sent, and rollups that count exactly what is stored.
+func verify(st *store.Store, acked []string, sent func(string) bool, res *Result) error {
 	stored := map[string]int{}
-	err = st.Export(rollup.KindTouchpoint, subject, func(js []byte) error {
+	err := st.Export(rollup.KindTouchpoint, subject, func(js []byte) error {
 		// {"id":"w0-1","touchpoint":"chat"}
 		var id string
 		if _, err := fmt.Sscanf(string(js), `{"id":%q`, &id); err != nil {
@@ -263,11 +320,8 @@ func check(clone vfs.FS, l *ledger, acked int, res *Result) error {
 	if err != nil {
 		return fmt.Errorf("export after the power loss: %w", err)
 	}
-	l.mu.Lock()
-	ackedIDs := l.acked[:acked]
-	l.mu.Unlock()
-	ackedSet := make(map[string]bool, len(ackedIDs))
-	for _, id := range ackedIDs {
+	ackedSet := make(map[string]bool, len(acked))
+	for _, id := range acked {
 		ackedSet[id] = true
 		res.Checked++
 		if stored[id] == 0 {
@@ -276,14 +330,13 @@ func check(clone vfs.FS, l *ledger, acked int, res *Result) error {
 		}
 	}
 	total := 0
-	l.mu.Lock()
 	for id, n := range stored {
 		total += n
 		if n > 1 {
 			res.Dup += n - 1
 			res.fail("record %s is stored %d times", id, n)
 		}
-		if _, ok := l.sent[id]; !ok {
+		if !sent(id) {
 			res.Phantom++
 			res.fail("record %s was never sent", id)
 		}
@@ -291,7 +344,6 @@ func check(clone vfs.FS, l *ledger, acked int, res *Result) error {
 			res.Unacked++
 		}
 	}
-	l.mu.Unlock()
 	agg, _, err := st.Rollups().TouchpointWindow([]string{subject}, window, now, now)
 	if err != nil {
 		return fmt.Errorf("count after the power loss: %w", err)
