@@ -29,6 +29,7 @@ CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 KUSTOMIZE ?= $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
 HELM ?= $(LOCALBIN)/helm-$(HELM_VERSION)
 CRASH_KILLS ?= 20
+CRASH_POWER_LOSSES ?= 1000
 BENCH_FLAGS ?=
 BENCH_OPERATOR_FLAGS ?=
 
@@ -166,8 +167,8 @@ bench-collector: build ## Measure the collector on loopback: ingest rate, ack p9
 	$(GO) run ./test/collector/bench -cxop $(LOCALBIN)/cxop $(BENCH_FLAGS)
 
 .PHONY: crash-test
-crash-test: build ## SIGKILL the collector under load 20 times, recount, print acked=N lost=L dup=D.
-	$(GO) run ./test/collector/crash -cxop $(LOCALBIN)/cxop -kills $(CRASH_KILLS)
+crash-test: build ## SIGKILL the collector under load 20 times, then cut the store's power 1,000 times; print acked=N lost=L dup=D for each.
+	$(GO) run ./test/collector/crash -cxop $(LOCALBIN)/cxop -kills $(CRASH_KILLS) -power-loss $(CRASH_POWER_LOSSES)
 
 .PHONY: bench-operator
 bench-operator: manifests build ## Create 1,000 then 10,000 Touchpoints and CXTargets; print convergence, manager RSS and idle writes.

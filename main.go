@@ -118,7 +118,7 @@ func newManagerCommand() *cobra.Command {
 	f.StringVar(&opts.collectorCPU, "collector-cpu-request", "100m", "CPU request of a collector pod.")
 	f.StringVar(&opts.collectorMemory, "collector-memory-request", "128Mi", "Memory request of a collector pod.")
 	f.StringVar(&opts.collectorMemMax, "collector-memory-limit", "512Mi", "Memory limit of a collector pod.")
-	f.StringVar(&opts.collectorDisk, "collector-storage-size", "1Gi", "Size of a collector's data PersistentVolumeClaim.")
+	f.StringVar(&opts.collectorDisk, "collector-storage-size", "4Gi", "Size of a collector's data PersistentVolumeClaim; 4Gi holds about 40,000 records a day for the default 400d retention (docs/design-notes.md).")
 	f.StringVar(&opts.collectorCache, "collector-block-cache-size", "128Mi", "A collector's block cache, besides its 128Mi of memtables; about 2.5 bytes per stored record keep its id lookups in memory. Cache and memtables must fit under --collector-memory-limit.")
 	f.StringSliceVar(&opts.collector.ImagePullSecrets, "collector-image-pull-secrets", nil, "Secrets, by name, that the kubelet pulls the collector and wave job image with; each must exist in every namespace that has a collector.")
 	f.StringVar(&opts.collector.StorageClass, "collector-storage-class", "", "StorageClass of a collector's data PVC (default: the cluster's default).")
@@ -201,6 +201,7 @@ func runManager(ctx context.Context, opts *managerOptions) error {
 	if kube, ok := runtime.(*controllers.KubeCollectorRuntime); ok {
 		kube.Client = mgr.GetClient()
 		kube.ServiceMonitors = controllers.HasKind(mgr.GetRESTMapper(), controllers.ServiceMonitorGVK)
+		kube.PrometheusRules = controllers.HasKind(mgr.GetRESTMapper(), controllers.PrometheusRuleGVK)
 		waves = &controllers.WaveJobs{Image: kube.Image, ImagePullSecrets: kube.ImagePullSecrets}
 	}
 	if err := controllers.SetupWithManager(ctx, mgr, controllers.Options{

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	"github.com/cxop-dev/cxop/internal/collector"
+	"github.com/cxop-dev/cxop/internal/promrules"
 )
 
 // Ports of the collector, in the pod and on the Service. The API (and the
@@ -68,6 +70,10 @@ type KubeCollectorRuntime struct {
 	// Operator's ServiceMonitor kind: each collector then gets one, so
 	// its metrics (and the alerts built on them) reach Prometheus.
 	ServiceMonitors bool
+	// PrometheusRules is set when the cluster serves the Prometheus
+	// Operator's PrometheusRule kind: each collector then gets the alerts
+	// on its data volume and store (internal/promrules.Collector).
+	PrometheusRules bool
 	// PageURLTemplate is where customers reach a namespace's survey page (through
 	// an Ingress or Gateway the platform team runs), with "{namespace}"
 	// replaced by the namespace, such as "https://cx.example.com/{namespace}".
@@ -172,7 +178,45 @@ func (k *KubeCollectorRuntime) Ensure(ctx context.Context, namespace string, _ c
 			return "", fmt.Errorf("apply servicemonitor: %w", err)
 		}
 	}
+	if k.PrometheusRules {
+		if err := k.applyCollectorRules(ctx, namespace); err != nil {
+			return "", err
+		}
+	}
 	return k.URL(namespace), nil
+}
+
+// collectorRules is the namespace's PrometheusRule with the collector's
+// alerts.
+func (k *KubeCollectorRuntime) collectorRules(namespace string) *unstructured.Unstructured {
+	rule := &unstructured.Unstructured{}
+	rule.SetGroupVersionKind(PrometheusRuleGVK)
+	rule.SetNamespace(namespace)
+	rule.SetName(CollectorName)
+	return rule
+}
+
+func (k *KubeCollectorRuntime) applyCollectorRules(ctx context.Context, namespace string) error {
+	groups, err := promrules.Collector(namespace)
+	if err != nil {
+		return fmt.Errorf("generate collector alert rules: %w", err)
+	}
+	data, err := json.Marshal(groups)
+	if err != nil {
+		return err
+	}
+	var spec map[string]any
+	if err := json.Unmarshal(data, &spec); err != nil {
+		return err
+	}
+	rule := k.collectorRules(namespace)
+	if _, err := controllerutil.CreateOrUpdate(ctx, k.Client, rule, func() error {
+		rule.SetLabels(mergeLabels(rule.GetLabels(), collectorLabels()))
+		return unstructured.SetNestedField(rule.Object, spec["groups"], "spec", "groups")
+	}); err != nil {
+		return fmt.Errorf("apply collector PrometheusRule: %w", err)
+	}
+	return nil
 }
 
 // Remove deletes the StatefulSet, Service and ServiceAccount. The PVC
@@ -183,6 +227,9 @@ func (k *KubeCollectorRuntime) Remove(ctx context.Context, namespace string) err
 	objs := []client.Object{&appsv1.StatefulSet{ObjectMeta: meta}, &corev1.Service{ObjectMeta: meta}, &corev1.ServiceAccount{ObjectMeta: meta}}
 	if k.ServiceMonitors {
 		objs = append(objs, k.serviceMonitor(namespace))
+	}
+	if k.PrometheusRules {
+		objs = append(objs, k.collectorRules(namespace))
 	}
 	if k.DeletePVC {
 		objs = append(objs, &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{

@@ -41,6 +41,7 @@ var _ = Describe("Collector workloads in a cluster", func() {
 			StorageSize:       resource.MustParse("2Gi"),
 			BlockCacheSize:    resource.MustParse("192Mi"),
 			ServiceMonitors:   true,
+			PrometheusRules:   true,
 			PageURLTemplate:   "https://cx.example.com/{namespace}/",
 			WebhookAllowHosts: []string{"mailer.internal", "sms.internal"},
 			WebhookDenyCIDRs:  []string{"34.118.224.0/20", "34.118.0.0/16"},
@@ -105,6 +106,15 @@ var _ = Describe("Collector workloads in a cluster", func() {
 		endpoints, _, _ := unstructured.NestedSlice(sm.Object, "spec", "endpoints")
 		Expect(endpoints).To(ConsistOf(And(HaveKeyWithValue("port", "metrics"), HaveKeyWithValue("path", "/metrics"))))
 
+		// The collector's own alerts: its data volume and its store.
+		rules := rt.collectorRules(ns)
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(rules), rules)).To(Succeed())
+		groups, _, _ := unstructured.NestedSlice(rules.Object, "spec", "groups")
+		Expect(groups).To(HaveLen(1))
+		ruleList, _, _ := unstructured.NestedSlice(groups[0].(map[string]any), "rules")
+		Expect(ruleList).To(ContainElement(HaveKeyWithValue("alert", "CXOPCollectorDataVolumeFilling")))
+		Expect(ruleList).To(ContainElement(HaveKeyWithValue("alert", "CXOPCollectorStoreNotWritable")))
+
 		testPod := &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "template-check", Labels: map[string]string{"check": "psa"}},
 			Spec:       *pod.DeepCopy(),
@@ -136,5 +146,6 @@ var _ = Describe("Collector workloads in a cluster", func() {
 		Expect(apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(&sts), &appsv1.StatefulSet{}))).To(BeTrue())
 		Expect(apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(&svc), &corev1.Service{}))).To(BeTrue())
 		Expect(apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(sm), rt.serviceMonitor(ns)))).To(BeTrue())
+		Expect(apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(rules), rt.collectorRules(ns)))).To(BeTrue())
 	})
 })

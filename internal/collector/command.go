@@ -14,8 +14,10 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strconv"
+	"sync"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/fsnotify/fsnotify"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
@@ -71,6 +73,10 @@ type Options struct {
 	// a quantity ("64Mi"); empty derives it from GOMEMLIMIT (an eighth),
 	// or 64Mi without one.
 	MaxInflightBytes string
+
+	// minFreeBytes overrides the free space the store needs to write
+	// (store.Options.MinFreeBytes); tests set it to open read-only.
+	minFreeBytes int64
 }
 
 // DeliveryOptions tune how the survey engine delivers and how many
@@ -283,34 +289,73 @@ func Run(ctx context.Context, o Options) error {
 		return errors.Join(errs...)
 	}
 
-	st, err := store.Open(store.Options{
-		Dir:        o.DataDir,
-		Retention:  rollup.Retention{Minute: rollup.DefaultRetention.Minute, Hour: rollup.DefaultRetention.Hour, Day: cfg.retention},
-		Rebuild:    o.Rebuild,
-		CacheBytes: cacheBytes,
-		Logger:     log,
-		Registerer: reg,
-	})
+	storeOpts := store.Options{
+		Dir:          o.DataDir,
+		Retention:    rollup.Retention{Minute: rollup.DefaultRetention.Minute, Hour: rollup.DefaultRetention.Hour, Day: cfg.retention},
+		Rebuild:      o.Rebuild,
+		CacheBytes:   cacheBytes,
+		Logger:       log,
+		Registerer:   reg,
+		FaultMetrics: store.NewFaultMetrics(reg),
+		MinFreeBytes: o.minFreeBytes,
+	}
+	reg.MustRegister(newVolumeCollector(o.DataDir, vfs.Default, srv.store.Load))
+	st, err := store.Open(storeOpts)
 	if err != nil {
 		return errors.Join(err, stopServing())
 	}
 	srv.store.Store(st)
-	surveys, err := engine.New(st.DB(), st, webhook.NewClient(guard, 10*time.Second), engine.Options{
-		Logger: log.With("component", "surveys"), Registerer: reg,
-		RetryFor: o.Delivery.RetryFor, ProbeInterval: o.Delivery.ProbeInterval,
-		TouchpointRate: o.Delivery.PerTouchpoint, NamespaceRate: o.Delivery.PerNamespace,
-	})
-	if err != nil {
-		return errors.Join(err, st.Close(), stopServing())
+	srv.secrets.Store(sec)
+	hooks := webhook.NewClient(guard, 10*time.Second)
+	var engines sync.WaitGroup
+	// startSurveys gives the survey engine the store. A read-only store
+	// gets an engine that only reads (the survey page answers from it),
+	// which the writable store's engine replaces.
+	startSurveys := func(st *store.Store) error {
+		opts := engine.Options{
+			Logger:   log.With("component", "surveys"),
+			RetryFor: o.Delivery.RetryFor, ProbeInterval: o.Delivery.ProbeInterval,
+			TouchpointRate: o.Delivery.PerTouchpoint, NamespaceRate: o.Delivery.PerNamespace,
+		}
+		if st.ReadOnly() == nil {
+			// Only the engine that writes parks and limits; the read-only
+			// one is replaced by it, and metrics register once.
+			opts.Registerer = reg
+		}
+		surveys, err := engine.New(st.DB(), st, hooks, opts)
+		if err != nil {
+			return err
+		}
+		srv.surveys.Store(surveys)
+		srv.applySurveys(srv.cfg.Load(), srv.secrets.Load())
+		if st.Err() == nil {
+			engines.Go(func() { _ = surveys.Run(ctx) })
+		}
+		return nil
 	}
-	srv.surveys.Store(surveys)
-	srv.applySurveys(cfg, sec)
-	engineDone := make(chan struct{})
-	go func() { defer close(engineDone); _ = surveys.Run(ctx) }()
-	log.Info("collector ready", "listen", o.Listen, "page_listen", o.PageListen, "metrics_listen", o.MetricsListen, "touchpoints", len(cfg.touchpoints), "surveys", len(cfg.surveys))
+	if err := startSurveys(st); err != nil {
+		if st.ReadOnly() == nil {
+			return errors.Join(err, st.Close(), stopServing())
+		}
+		log.Warn("the survey page waits until the store can write", "err", err)
+	}
+	var resumed sync.WaitGroup
+	if st.ReadOnly() != nil {
+		resumed.Go(func() {
+			srv.resumeWhenRoom(ctx, storeOpts, func(st *store.Store) {
+				if err := startSurveys(st); err != nil {
+					log.Error("start the survey engine", "err", err)
+				}
+				// Records past retention are the space to win back first.
+				srv.prune()
+			})
+		})
+	}
+	log.Info("collector ready", "listen", o.Listen, "page_listen", o.PageListen, "metrics_listen", o.MetricsListen, "touchpoints", len(cfg.touchpoints), "surveys", len(cfg.surveys),
+		"read_only", st.ReadOnly() != nil)
 
 	go srv.watchConfig(ctx, configFiles{config: o.ConfigPath, secrets: o.SecretsPath}, data, secData, o.ConfigPoll)
-	go srv.pruneLoop(ctx, st)
+	go srv.pruneLoop(ctx)
 
 	// The first listener to stop (ctx ended, or a serve error) stops all.
 	err = <-served
@@ -318,9 +363,12 @@ func Run(ctx context.Context, o Options) error {
 	for range servers[1:] {
 		err = errors.Join(err, <-served)
 	}
-	<-engineDone
-	if cerr := st.Close(); cerr != nil {
-		err = errors.Join(err, fmt.Errorf("close store: %w", cerr))
+	resumed.Wait()
+	engines.Wait()
+	if st := srv.store.Load(); st != nil {
+		if cerr := st.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("close store: %w", cerr))
+		}
 	}
 	log.Info("collector stopped")
 	return err
@@ -412,6 +460,7 @@ type configFiles struct{ config, secrets string }
 // applySurveys hands the survey engine its part of the config, and logs
 // what it had to leave out.
 func (s *Server) applySurveys(cfg *settings, sec *secrets) {
+	s.secrets.Store(sec)
 	if sec != nil {
 		keys := sec.linkKeys
 		s.linkKeys.Store(&keys)
@@ -518,23 +567,36 @@ func parseSecretsOrNil(data []byte) (*secrets, error) {
 	return parseSecrets(data)
 }
 
-// pruneLoop deletes raw records past retention once an hour.
-func (s *Server) pruneLoop(ctx context.Context, st *store.Store) {
-	tick := time.NewTicker(time.Hour)
-	defer tick.Stop()
+// pruneLoop deletes raw records past retention a minute after start (not
+// at once, so that it does not compete with a restart's first requests)
+// and then once an hour, on whichever store is open then.
+func (s *Server) pruneLoop(ctx context.Context) {
+	timer := time.NewTimer(time.Minute)
+	defer timer.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
-			n, err := st.PruneRecords(s.now().Add(-s.cfg.Load().retention))
-			if err != nil {
-				s.log.Error("prune records", "err", err)
-				continue
-			}
-			if n > 0 {
-				s.log.Info("pruned records past retention", "records", n)
-			}
+		case <-timer.C:
 		}
+		s.prune()
+		timer.Reset(time.Hour)
+	}
+}
+
+// prune deletes raw records past retention, unless the store cannot write
+// (it said why when it stopped).
+func (s *Server) prune() {
+	st := s.store.Load()
+	if st == nil || st.Err() != nil {
+		return
+	}
+	n, err := st.PruneRecords(s.now().Add(-s.cfg.Load().retention))
+	if err != nil {
+		s.log.Error("prune records", "err", err)
+		return
+	}
+	if n > 0 {
+		s.log.Info("pruned records past retention", "records", n)
 	}
 }

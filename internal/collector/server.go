@@ -49,6 +49,11 @@ type Server struct {
 	// allowHTTPWebhooks lets the survey engine send to plain-http
 	// webhooks (--allow-insecure-webhooks); set before the first config.
 	allowHTTPWebhooks bool
+	// secrets are the last secrets applied, for an engine started later.
+	secrets atomic.Pointer[secrets]
+	// roomPoll is the first wait of a read-only store for room to write;
+	// 0 is 5s. Tests shorten it.
+	roomPoll time.Duration
 }
 
 // NewServer returns a server with a validated config and no store yet.
@@ -75,7 +80,7 @@ func (s *Server) apiHandler(withPage bool) http.Handler {
 	mux.HandleFunc("POST /v1/responses", s.ingest("responses"))
 	mux.HandleFunc("GET /v1/summary", s.summary)
 	mux.HandleFunc("GET /v1/export", s.export)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeText(w, 200, "ok") })
+	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
 	if withPage {
 		mux.Handle("/s/{token}", s.pageHandler())
@@ -91,7 +96,7 @@ func (s *Server) apiHandler(withPage bool) http.Handler {
 func (s *Server) PageHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/s/{token}", s.pageHandler())
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeText(w, 200, "ok") })
+	mux.HandleFunc("GET /healthz", s.healthz)
 	return mux
 }
 
@@ -101,18 +106,6 @@ func (s *Server) MetricsHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
 	return mux
-}
-
-func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
-	st := s.store.Load()
-	switch {
-	case st == nil:
-		writeText(w, 503, "store is opening")
-	case st.Err() != nil:
-		writeText(w, 503, "store failed: "+st.Err().Error())
-	default:
-		writeText(w, 200, "ok")
-	}
 }
 
 func writeText(w http.ResponseWriter, code int, msg string) {
@@ -179,8 +172,11 @@ func (s *Server) ingest(endpoint string) http.HandlerFunc {
 func (s *Server) ingestOnce(w http.ResponseWriter, r *http.Request, endpoint string) int {
 	st := s.store.Load()
 	if st == nil || st.Err() != nil {
-		w.Header().Set("Retry-After", "5")
-		s.reject(w, endpoint, "unavailable", 503, errorBody{Error: "the collector is not ready"})
+		var err error
+		if st != nil {
+			err = st.Err()
+		}
+		s.unavailable(w, endpoint, err)
 		return 503
 	}
 	cfg := s.cfg.Load()
@@ -250,9 +246,8 @@ func (s *Server) ingestOnce(w http.ResponseWriter, r *http.Request, endpoint str
 		s.reject(w, endpoint, "unavailable", 503, errorBody{Error: "request ended before the records were confirmed on disk; retry with the same ids"})
 		return 503
 	case err != nil:
-		w.Header().Set("Retry-After", "5")
 		s.log.Error("store records", "endpoint", endpoint, "err", err)
-		s.reject(w, endpoint, "unavailable", 503, errorBody{Error: "records not stored; retry with the same ids"})
+		s.unavailable(w, endpoint, err)
 		return 503
 	}
 	s.count(cfg, records, res)

@@ -88,6 +88,21 @@ func TestRulesWithPromtool(t *testing.T) {
 			t.Fatalf("promtool check rules %s: %v\n%s\n%s", file, err, out, data)
 		}
 	}
+	collector, err := Collector("shop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := yaml.Marshal(collector)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "collector.rules.yaml")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(promtool, "check", "rules", path).CombinedOutput(); err != nil {
+		t.Fatalf("promtool check rules collector.rules.yaml: %v\n%s\n%s", err, out, data)
+	}
 	tests, err := filepath.Glob(filepath.Join("testdata", "*.test.yaml"))
 	if err != nil || len(tests) == 0 {
 		t.Fatalf("no rule tests in testdata: %v", err)
