@@ -276,6 +276,9 @@ func TestWaveEndpointAndCommand(t *testing.T) {
 		{npsToken, `{"survey":"nps","wave":"y","audience":[]}]`, 400, ""},
 		// A key given twice, at any depth, is refused by its path.
 		{npsToken, `{"survey":"nps","wave":"y","wave":"z","audience":[]}`, 400, "wave"},
+		// Invalid UTF-8 is refused, as on the ingest endpoints, not
+		// replaced by U+FFFD into another customer's id.
+		{npsToken, "{\"survey\":\"nps\",\"wave\":\"y\",\"audience\":[{\"customer\":\"a\xff\"}]}", 400, ""},
 		{npsToken, `{"survey":"nps","wave":"y","audience":[{"customer":"a"},{"customer":"b","contact":{"email":"b@x","Email":"c@x"}}]}`, 400, "audience[1].contact.Email"},
 		// A phone alone is a contact.
 		{npsToken, `{"survey":"nps","wave":"phone-only","audience":[{"customer":"p","contact":{"phone":"+49 30 1234"}}]}` + "\n", 200, ""},

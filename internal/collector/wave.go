@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -38,6 +39,12 @@ func (s *Server) wave(w http.ResponseWriter, r *http.Request) {
 	defer held.Release()
 	if err != nil {
 		s.rejectBody(w, endpoint, err, fmt.Sprintf("body larger than %d bytes; send the audience in parts", MaxBodyBytes))
+		return
+	}
+	if !utf8.Valid(held.data) {
+		// encoding/json would replace the bad bytes with U+FFFD, turning
+		// one customer id into another; the ingest endpoints refuse them.
+		s.reject(w, endpoint, "invalid", 400, errorBody{Error: "malformed JSON: not valid UTF-8"})
 		return
 	}
 	var req waveRequest
