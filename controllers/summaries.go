@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -31,6 +33,38 @@ type StatusSource struct {
 	// RetryInterval is how soon an object whose collector could not
 	// answer tries again.
 	RetryInterval time.Duration
+
+	// collectorErrs holds, by namespace, why the collector reconciler last
+	// failed to write the namespace's collector; see CollectorWritten.
+	collectorErrs sync.Map
+}
+
+// CollectorWritten records the outcome of the collector reconciler for a
+// namespace: nil once its token Secrets, config and workload are written.
+// The collector reconciler has no object of its own to write status on, so
+// the Touchpoints and Surveys of the namespace, whose config it writes,
+// show its failure in their Ready condition at their next reconcile.
+func (s *StatusSource) CollectorWritten(namespace string, err error) {
+	if err == nil {
+		s.collectorErrs.Delete(namespace)
+		return
+	}
+	s.collectorErrs.Store(namespace, err)
+}
+
+// collectorFailure is the failed step that the collector reconciler's last
+// failure for namespace means for its Touchpoints and Surveys.
+func (s *StatusSource) collectorFailure(namespace string) (failure, bool) {
+	v, ok := s.collectorErrs.Load(namespace)
+	if !ok {
+		return failure{}, false
+	}
+	err := v.(error)
+	return failure{
+		reason:  cxv1.CollectorFailedReason,
+		message: "the namespace's collector could not be written: " + err.Error(),
+		stalled: refused(err),
+	}, true
 }
 
 // NewStatusSource returns a StatusSource refreshing every interval.
@@ -56,7 +90,7 @@ func (s *StatusSource) next(obs readiness) time.Duration {
 	switch {
 	case obs.collectorReason == cxv1.CollectorPendingReason:
 		return min(pendingRetry, s.RetryInterval)
-	case obs.collector != "":
+	case obs.collector != "" || slices.ContainsFunc(obs.failures, func(f failure) bool { return !f.stalled }):
 		return s.RetryInterval
 	}
 	jitter := (rand.Float64()*0.2 - 0.1) * float64(s.Interval)
@@ -90,20 +124,24 @@ func (s *StatusSource) all(ctx context.Context, namespace string, window cxv1.Du
 }
 
 // summaryOf returns one object's summary over window, picked from its
-// namespace's answer. A collector that cannot answer, or has not loaded
-// the object's config yet, is recorded in obs and yields nil; what names
-// the object for the condition message ("touchpoint", "survey").
-func summaryOf[S any](ctx context.Context, s *StatusSource, obs *readiness, namespace string, window cxv1.Duration, what string, pick func(*collector.AllSummary) *S) (*S, error) {
+// namespace's answer, or nil. A collector that cannot answer, has not
+// loaded the object's config yet, or could not be written by the collector
+// reconciler is recorded in obs; what names the object for the condition
+// message ("touchpoint", "survey").
+func summaryOf[S any](ctx context.Context, s *StatusSource, obs *readiness, namespace string, window cxv1.Duration, what string, pick func(*collector.AllSummary) *S) *S {
+	if f, failed := s.collectorFailure(namespace); failed {
+		obs.fail(f)
+	}
 	has := func(a *collector.AllSummary) bool { return pick(a) != nil }
 	all, err := s.all(ctx, namespace, window, has)
-	if err := collectorProblem(obs, err); err != nil || all == nil {
-		return nil, err
+	if !obs.collectorStep(err) {
+		return nil
 	}
 	summary := pick(all)
 	if summary == nil {
 		obs.collectorReason, obs.collector = cxv1.CollectorPendingReason, fmt.Sprintf("the collector has not loaded this %s's config yet", what)
 	}
-	return summary, nil
+	return summary
 }
 
 // touchpoints returns the combined summary of a set of touchpoints.
@@ -113,6 +151,22 @@ func (s *StatusSource) touchpoints(ctx context.Context, namespace string, window
 		return nil, err
 	}
 	return s.API.Touchpoints(ctx, t, string(window), names)
+}
+
+// collectorStep records a failed read of the collector's numbers: an
+// unreachable collector as the collector's problem (Reconciling: it is
+// expected to come back), any other error (its read token could not be
+// read) as a failed step. It reports whether the read succeeded.
+func (r *readiness) collectorStep(err error) bool {
+	if err == nil {
+		return true
+	}
+	if collectorclient.IsUnavailable(err) {
+		r.collectorReason, r.collector = cxv1.CollectorUnavailableReason, err.Error()
+		return false
+	}
+	r.apiStep(cxv1.ReadFailedReason, "read the collector's numbers", err)
+	return false
 }
 
 // collectorProblem turns a failed summary into readiness: an unreachable

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
@@ -28,12 +29,19 @@ func checkSurveySpec(spec *cxv1.SurveySpec) error {
 	return firstError(errs...)
 }
 
-// setSurveyStatus writes the conditions and observedGeneration that obs
-// implies.
-func setSurveyStatus(svy *cxv1.Survey, obs readiness, url string, summary *collector.SurveySummary) {
-	setReadinessConditions(&svy.Status.Conditions, svy.Generation, obs)
+// setSurveyStatus writes the whole status obs implies: conditions,
+// observedGeneration, where answers go, the collector's numbers, the
+// waves' schedule and whether invitations are delivered.
+func setSurveyStatus(svy *cxv1.Survey, obs surveyObservation) {
+	setReadinessConditions(&svy.Status.Conditions, svy.Generation, obs.readiness)
 	svy.Status.ObservedGeneration = svy.Generation
-	if url != "" && obs.invalid == nil {
+	svy.Status.LastScheduleTime, svy.Status.NextScheduleTime = obs.lastSchedule, scheduleStatus(svy, obs.now)
+	if c := deliveryCondition(svy, obs.summary, obs.keyMissing, obs.servesPages); c != nil {
+		meta.SetStatusCondition(&svy.Status.Conditions, *c)
+	} else {
+		meta.RemoveStatusCondition(&svy.Status.Conditions, cxv1.DeliveringCondition)
+	}
+	if url := obs.ingestURL; url != "" && obs.invalid == nil {
 		svy.Status.Ingest = &cxv1.IngestStatus{
 			URL:            url,
 			TokenSecretRef: &cxv1.SecretKeyReference{Name: SurveyTokenSecretName(svy.Name), Key: TokenKey},
@@ -42,7 +50,9 @@ func setSurveyStatus(svy *cxv1.Survey, obs readiness, url string, summary *colle
 	st := &svy.Status
 	st.Responses, st.Score, st.ScoreLower, st.ScoreUpper = 0, "", "", ""
 	st.Promoters, st.Passives, st.Detractors = 0, 0, 0
+	summary := obs.summary
 	if summary == nil {
+		setInvitationStatus(svy, nil)
 		return
 	}
 	st.Responses = int64(summary.Responses)

@@ -7,7 +7,6 @@ import (
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
 	"github.com/cxop-dev/cxop/internal/collector"
@@ -29,39 +28,34 @@ type TouchpointReconciler struct {
 // Reconcile brings one Touchpoint's status up to date.
 func (r *TouchpointReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
 	tp := &cxv1.Touchpoint{}
-	if err := r.Get(ctx, req.NamespacedName, tp); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
-	}
-	if !tp.DeletionTimestamp.IsZero() {
-		// Nothing outside the cluster to clean up; owned objects are
-		// garbage-collected.
-		return ctrl.Result{}, nil
-	}
-	orig := tp.DeepCopy()
-
-	obs := readiness{invalid: checkTouchpointSpec(&tp.Spec)}
-	var summary *collector.TouchpointSummary
-	if obs.invalid == nil {
-		var err error
-		summary, err = summaryOf(ctx, r.Live, &obs, tp.Namespace, tp.Spec.GetWindow(), "touchpoint",
-			func(a *collector.AllSummary) *collector.TouchpointSummary { return a.Touchpoints[tp.Name] })
-		if err != nil {
-			return ctrl.Result{}, err
-		}
-	}
-
-	if holdFirstStatus(tp, orig.Status.Conditions, obs, time.Now()) {
-		return ctrl.Result{RequeueAfter: r.Live.next(obs)}, nil
-	}
-	setTouchpointStatus(tp, obs, r.Live.Runtime.URL(tp.Namespace), summary)
-	recordReadyTransition(r.Recorder, tp, orig.Status.Conditions, tp.Status.Conditions)
-	if err := patchStatus(ctx, r.Client, orig, tp); err != nil {
+	if live, err := fetchLive(ctx, r.Client, req, tp); !live {
 		return ctrl.Result{}, err
 	}
-	if obs.invalid != nil {
-		// Retrying cannot help until the spec changes, which triggers a
-		// new reconcile by itself.
-		return ctrl.Result{}, reconcile.TerminalError(obs.invalid)
+	st := newStatusPatch(r.Client, r.Recorder, tp, &tp.Status.Conditions)
+	defer st.patch(ctx, &retErr)
+
+	obs := r.observe(ctx, tp)
+	st.hold = holdFirstStatus(tp, st.before, obs.readiness, time.Now())
+	setTouchpointStatus(tp, obs)
+	return obs.outcome(r.Live.next(obs.readiness))
+}
+
+// touchpointObservation is what one reconcile of a Touchpoint found.
+type touchpointObservation struct {
+	readiness
+	// ingestURL is the namespace's collector, "" before it runs.
+	ingestURL string
+	// summary is the collector's numbers, nil when it could not answer.
+	summary *collector.TouchpointSummary
+}
+
+// observe checks the spec and reads the Touchpoint's numbers.
+func (r *TouchpointReconciler) observe(ctx context.Context, tp *cxv1.Touchpoint) touchpointObservation {
+	obs := touchpointObservation{ingestURL: r.Live.Runtime.URL(tp.Namespace)}
+	if obs.invalid = checkTouchpointSpec(&tp.Spec); obs.invalid != nil {
+		return obs
 	}
-	return ctrl.Result{RequeueAfter: r.Live.next(obs)}, nil
+	obs.summary = summaryOf(ctx, r.Live, &obs.readiness, tp.Namespace, tp.Spec.GetWindow(), "touchpoint",
+		func(a *collector.AllSummary) *collector.TouchpointSummary { return a.Touchpoints[tp.Name] })
+	return obs
 }
