@@ -180,3 +180,37 @@ var _ = Describe("Injected failures", func() {
 		expectReady(ctx, jny, metav1.ConditionTrue, cxv1.ReconciledReason)
 	})
 })
+
+var _ = Describe("Idle reconciles", func() {
+	It("write nothing once status says what is true", func(ctx SpecContext) {
+		ns := newNamespace(ctx)
+		Expect(k8sClient.Create(ctx, touchpoint(ns, "chat"))).To(Succeed())
+		Expect(k8sClient.Create(ctx, &corev1.ConfigMap{ObjectMeta: metaOf(ns, "panel"), Data: map[string]string{"customers": "c-1\n"}})).To(Succeed())
+		svy := npsSurvey(ns, "support-nps", "chat")
+		svy.Spec.Schedule = &cxv1.SurveySchedule{Cron: "0 9 1 */3 *", Audience: cxv1.ConfigMapKeyReference{Name: "panel", Key: "customers"}}
+		svy.Spec.ClosedLoop = &cxv1.ClosedLoop{DetractorWebhook: &cxv1.WebhookSpec{
+			URL: "https://crm.example.com/detractors", SecretRef: cxv1.SecretKeyReference{Name: "absent", Key: "signing-key"}}}
+		jny := &cxv1.Journey{ObjectMeta: metaOf(ns, "get-help"), Spec: cxv1.JourneySpec{
+			Stages: []cxv1.JourneyStage{{Name: "chat", Touchpoints: []string{"chat"}}}, Surveys: []string{"support-nps"},
+		}}
+		Expect(k8sClient.Create(ctx, svy)).To(Succeed())
+		Expect(k8sClient.Create(ctx, jny)).To(Succeed())
+		objs := []client.Object{&cxv1.Touchpoint{ObjectMeta: metaOf(ns, "chat")}, svy, jny}
+		expectReady(ctx, objs[0], metav1.ConditionTrue, cxv1.ReconciledReason)
+		expectReady(ctx, jny, metav1.ConditionTrue, cxv1.ReconciledReason)
+		// A failing object is idle too: its failure is written once.
+		expectFailure(ctx, svy, cxv1.WebhookKeyMissingReason, true, `Secret "absent" not found`)
+
+		versions := func() []string {
+			var vs []string
+			for _, obj := range objs {
+				Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(obj), obj)).To(Succeed())
+				vs = append(vs, obj.GetResourceVersion())
+			}
+			return vs
+		}
+		before := versions()
+		// The suite refreshes every 2 s: three refreshes of each object.
+		Consistently(versions, "6s", "500ms").Should(Equal(before))
+	})
+})
