@@ -249,7 +249,7 @@ func (r *CollectorReconciler) ensureToken(ctx context.Context, namespace string,
 		if t := string(sec.Data[TokenKey]); t != "" {
 			return t, nil
 		}
-		return "", fmt.Errorf("secret %s/%s has no %q key; delete it to have a new token made", key.Namespace, key.Name, TokenKey)
+		return "", needsAction(fmt.Errorf("secret %s/%s has no %q key; delete it to have a new token made", key.Namespace, key.Name, TokenKey))
 	}
 	if !apierrors.IsNotFound(err) {
 		return "", fmt.Errorf("get secret %s: %w", key, err)

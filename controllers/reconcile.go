@@ -73,11 +73,22 @@ func (r *readiness) apiStep(reason, what string, err error) bool {
 	return false
 }
 
-// refused reports whether the API server refused a request in a way that
-// the same request cannot get past by being sent again.
+// actionNeeded is an error that retrying cannot fix: its message says what
+// someone must do (delete a Secret whose content the manager cannot use).
+type actionNeeded struct{ error }
+
+func (e actionNeeded) Unwrap() error { return e.error }
+
+// needsAction marks err as one that someone must act on.
+func needsAction(err error) error { return actionNeeded{err} }
+
+// refused reports whether err cannot be got past by trying again: the API
+// server refused the request (forbidden, invalid, an object owned by
+// someone else), or someone must act first (needsAction).
 func refused(err error) bool {
 	var owned *controllerutil.AlreadyOwnedError
-	return errors.As(err, &owned) || apierrors.IsForbidden(err) || apierrors.IsInvalid(err) ||
+	var action actionNeeded
+	return errors.As(err, &owned) || errors.As(err, &action) || apierrors.IsForbidden(err) || apierrors.IsInvalid(err) ||
 		apierrors.IsBadRequest(err) || apierrors.IsMethodNotSupported(err) || apierrors.IsNotAcceptable(err) ||
 		apierrors.IsUnsupportedMediaType(err) || apierrors.IsRequestEntityTooLargeError(err)
 }

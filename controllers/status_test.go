@@ -141,6 +141,7 @@ func TestAPIStep(t *testing.T) {
 		{"forbidden is refused", apierrors.NewForbidden(gr, "x", errors.New("no")), false, true, true},
 		{"invalid is refused", apierrors.NewInvalid(schema.GroupKind{Kind: "CronJob"}, "x", nil), false, true, true},
 		{"owned by another is refused", &controllerutil.AlreadyOwnedError{Object: &cxv1.Survey{}}, false, true, true},
+		{"what someone must fix is refused", needsAction(errors.New("secret ns/x has no \"token\" key; delete it")), false, true, true},
 		{"timeout passes", apierrors.NewServerTimeout(gr, "create", 1), false, true, false},
 		{"an unknown error passes", errors.New("connection reset"), false, true, false},
 		{"a conflict is a race, not a failure", apierrors.NewConflict(gr, "x", errors.New("changed")), false, false, false},
