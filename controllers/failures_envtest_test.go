@@ -198,8 +198,14 @@ var _ = Describe("Idle reconciles", func() {
 		objs := []client.Object{&cxv1.Touchpoint{ObjectMeta: metaOf(ns, "chat")}, svy, jny}
 		expectReady(ctx, objs[0], metav1.ConditionTrue, cxv1.ReconciledReason)
 		expectReady(ctx, jny, metav1.ConditionTrue, cxv1.ReconciledReason)
-		// A failing object is idle too: its failure is written once.
+		// A failing object is idle too: its failure is written once. It is
+		// not held back for its collector (new objects are, see
+		// holdFirstStatus), so wait until status shows the collector too.
 		expectFailure(ctx, svy, cxv1.WebhookKeyMissingReason, true, `Secret "absent" not found`)
+		Eventually(func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(svy), svy)).To(Succeed())
+			g.Expect(svy.Status.Ingest).NotTo(BeNil())
+		}).Should(Succeed())
 
 		versions := func() []string {
 			var vs []string
