@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -269,5 +270,46 @@ func TestDeliveryCondition(t *testing.T) {
 				t.Errorf("message %q does not name the missing key", got.Message)
 			}
 		})
+	}
+}
+
+func TestCollectorWrittenWakesOnChangeOnly(t *testing.T) {
+	s := &StatusSource{}
+	ch := s.collectorChanges()
+	woken := func() []string {
+		var ns []string
+		for {
+			select {
+			case ev := <-ch:
+				ns = append(ns, ev.Object.GetNamespace())
+			default:
+				return ns
+			}
+		}
+	}
+	refused := apierrors.NewForbidden(schema.GroupResource{Resource: "secrets"}, "cxop-touchpoint-web", errors.New("quota"))
+	for _, step := range []struct {
+		name  string
+		err   error
+		woken []string
+	}{
+		{"written", nil, nil},
+		{"refused", refused, []string{"shop"}},
+		{"refused again, the same way", refused, nil},
+		{"refused otherwise", errors.New("run collector: timeout"), []string{"shop"}},
+		{"written again", nil, []string{"shop"}},
+		{"still written", nil, nil},
+	} {
+		s.CollectorWritten("shop", step.err)
+		if got := woken(); !slices.Equal(got, step.woken) {
+			t.Errorf("%s: woke %v, want %v", step.name, got, step.woken)
+		}
+		f, failed := s.collectorFailure("shop")
+		if failed != (step.err != nil) {
+			t.Fatalf("%s: failure recorded = %v", step.name, failed)
+		}
+		if failed && (f.reason != cxv1.CollectorFailedReason || !strings.Contains(f.message, step.err.Error()) || f.stalled != apierrors.IsForbidden(step.err)) {
+			t.Errorf("%s: failure = %+v", step.name, f)
+		}
 	}
 }

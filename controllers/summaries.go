@@ -12,8 +12,16 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
 	"github.com/cxop-dev/cxop/internal/collector"
@@ -37,6 +45,22 @@ type StatusSource struct {
 	// collectorErrs holds, by namespace, why the collector reconciler last
 	// failed to write the namespace's collector; see CollectorWritten.
 	collectorErrs sync.Map
+	// changed are told the namespaces whose collector outcome changed.
+	mu      sync.Mutex
+	changed []chan event.GenericEvent
+}
+
+// collectorChanges returns a channel that receives an event naming the
+// namespace (the object's only field) whenever the outcome of its
+// collector changes, so that the objects that show it are reconciled at
+// once rather than at their next refresh. An event that finds the channel
+// full is dropped: the refresh still comes.
+func (s *StatusSource) collectorChanges() <-chan event.GenericEvent {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ch := make(chan event.GenericEvent, 256)
+	s.changed = append(s.changed, ch)
+	return ch
 }
 
 // CollectorWritten records the outcome of the collector reconciler for a
@@ -45,11 +69,26 @@ type StatusSource struct {
 // the Touchpoints and Surveys of the namespace, whose config it writes,
 // show its failure in their Ready condition at their next reconcile.
 func (s *StatusSource) CollectorWritten(namespace string, err error) {
+	var was error
 	if err == nil {
-		s.collectorErrs.Delete(namespace)
+		if v, loaded := s.collectorErrs.LoadAndDelete(namespace); loaded {
+			was = v.(error)
+		}
+	} else if v, loaded := s.collectorErrs.Swap(namespace, err); loaded {
+		was = v.(error)
+	}
+	if (was == nil) == (err == nil) && (err == nil || was.Error() == err.Error()) {
 		return
 	}
-	s.collectorErrs.Store(namespace, err)
+	ev := event.GenericEvent{Object: &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Namespace: namespace}}}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ch := range s.changed {
+		select {
+		case ch <- ev:
+		default:
+		}
+	}
 }
 
 // collectorFailure is the failed step that the collector reconciler's last
@@ -204,4 +243,23 @@ func seconds(v float64) string {
 		return d.Round(time.Second).String()
 	}
 	return d.Round(100 * time.Millisecond).String()
+}
+
+// collectorChangeSource wakes every object of list's kind in a namespace
+// whose collector outcome changed (see CollectorWritten).
+func (s *StatusSource) collectorChangeSource(c client.Client, list client.ObjectList) source.Source {
+	return source.Channel(s.collectorChanges(), handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, obj client.Object) []reconcile.Request {
+		l := list.DeepCopyObject().(client.ObjectList)
+		if err := c.List(ctx, l, client.InNamespace(obj.GetNamespace())); err != nil {
+			// Their next refresh shows the change instead.
+			ctrl.LoggerFrom(ctx).Error(err, "list objects to wake after a collector change", "namespace", obj.GetNamespace())
+			return nil
+		}
+		var reqs []reconcile.Request
+		_ = meta.EachListItem(l, func(o runtime.Object) error {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(o.(client.Object))})
+			return nil
+		})
+		return reqs
+	}))
 }
