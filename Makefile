@@ -29,6 +29,7 @@ CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 KUSTOMIZE ?= $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
 HELM ?= $(LOCALBIN)/helm-$(HELM_VERSION)
 CRASH_KILLS ?= 20
+CRASH_POWER_LOSSES ?= 1000
 BENCH_FLAGS ?=
 BENCH_OPERATOR_FLAGS ?=
 
@@ -85,8 +86,25 @@ envtest: ## Build kube-apiserver, etcd and kubectl from their Go modules (cached
 test: manifests generate vet helm ## Run the unit, envtest, end-to-end and cluster suites against Kubernetes built from source.
 	KUBEBUILDER_ASSETS="$$(hack/setup-envtest.sh | tail -n 1)" HELM=$(HELM) PROMTOOL="$$(hack/setup-promtool.sh | tail -n 1)" \
 		CHROMIUM="$$(hack/setup-chromium.sh | tail -n 1)" $(GO) test $(GO_TEST_FLAGS) ./...
+	$(MAKE) --no-print-directory fuzz
 	$(MAKE) --no-print-directory test-e2e
 	$(MAKE) --no-print-directory test-cluster
+
+# Each fuzz target runs for FUZZTIME from its committed seed corpus
+# (testdata/fuzz/<target> in its package); a release runs them longer
+# (docs/collector.md, "Fuzzing").
+FUZZTIME ?= 5s
+
+.PHONY: fuzz
+fuzz: ## Run every fuzz target for $(FUZZTIME) (FUZZTIME=10m for a release).
+	@set -e; fuzz() { \
+		echo "fuzz: $$2 in $$1 for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$2$$" -fuzztime $(FUZZTIME) "$$1"; \
+	}; \
+	fuzz ./internal/collector FuzzIngestBody; \
+	fuzz ./internal/survey/link FuzzLinkToken; \
+	fuzz ./internal/webhook FuzzGuard; \
+	fuzz ./internal/store FuzzDecodeRecord
 
 .PHONY: test-e2e
 test-e2e: manifests ## Run cxop dev, apply the samples, post data over HTTP and check the numbers kubectl shows.
@@ -147,8 +165,8 @@ bench-collector: build ## Measure the collector on loopback: ingest rate, ack p9
 	$(GO) run ./test/collector/bench -cxop $(LOCALBIN)/cxop $(BENCH_FLAGS)
 
 .PHONY: crash-test
-crash-test: build ## SIGKILL the collector under load 20 times, recount, print acked=N lost=L dup=D.
-	$(GO) run ./test/collector/crash -cxop $(LOCALBIN)/cxop -kills $(CRASH_KILLS)
+crash-test: build ## SIGKILL the collector under load 20 times, then cut the store's power 1,000 times; print acked=N lost=L dup=D for each.
+	$(GO) run ./test/collector/crash -cxop $(LOCALBIN)/cxop -kills $(CRASH_KILLS) -power-loss $(CRASH_POWER_LOSSES)
 
 .PHONY: bench-operator
 bench-operator: manifests build ## Create 1,000 then 10,000 Touchpoints and CXTargets; print convergence, manager RSS and idle writes.

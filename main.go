@@ -39,6 +39,7 @@ import (
 	"github.com/cxop-dev/cxop/internal/collector"
 	"github.com/cxop-dev/cxop/internal/localcollector"
 	"github.com/cxop-dev/cxop/internal/version"
+	"github.com/cxop-dev/cxop/internal/webhook"
 )
 
 func main() {
@@ -117,7 +118,7 @@ func newManagerCommand() *cobra.Command {
 	f.StringVar(&opts.collectorCPU, "collector-cpu-request", "100m", "CPU request of a collector pod.")
 	f.StringVar(&opts.collectorMemory, "collector-memory-request", "128Mi", "Memory request of a collector pod.")
 	f.StringVar(&opts.collectorMemMax, "collector-memory-limit", "512Mi", "Memory limit of a collector pod.")
-	f.StringVar(&opts.collectorDisk, "collector-storage-size", "1Gi", "Size of a collector's data PersistentVolumeClaim.")
+	f.StringVar(&opts.collectorDisk, "collector-storage-size", "4Gi", "Size of a collector's data PersistentVolumeClaim; 4Gi holds about 40,000 records a day for the default 400d retention (docs/design-notes.md).")
 	f.StringVar(&opts.collectorCache, "collector-block-cache-size", "128Mi", "A collector's block cache, besides its 128Mi of memtables; about 2.5 bytes per stored record keep its id lookups in memory. Cache and memtables must fit under --collector-memory-limit.")
 	f.StringSliceVar(&opts.collector.ImagePullSecrets, "collector-image-pull-secrets", nil, "Secrets, by name, that the kubelet pulls the collector and wave job image with; each must exist in every namespace that has a collector.")
 	f.StringVar(&opts.collector.StorageClass, "collector-storage-class", "", "StorageClass of a collector's data PVC (default: the cluster's default).")
@@ -127,6 +128,11 @@ func newManagerCommand() *cobra.Command {
 		`Where customers reach a namespace's survey page, with "{namespace}" for the namespace, such as "https://cx.example.com/{namespace}" (routed to the namespace's collector Service by your Ingress or Gateway). Empty: surveys send no invitations.`)
 	f.StringSliceVar(&opts.collector.WebhookAllowHosts, "webhook-allow-hosts", nil,
 		"Hosts survey webhooks may reach although they resolve to internal addresses (an in-cluster mailer); all others inside are refused.")
+	f.BoolVar(&opts.collector.AllowInsecureWebhooks, "allow-insecure-webhooks", false,
+		"Let survey webhooks use plain http URLs; by default collectors send webhooks over https only, and an http webhook's messages wait.")
+	f.StringSliceVar(&opts.collector.WebhookDenyCIDRs, "webhook-deny-cidrs", nil,
+		"CIDR ranges survey webhooks may not reach besides the built-in internal ones, such as the cluster's pod and Service CIDRs when they are public addresses (hosts in --webhook-allow-hosts still may).")
+	collector.AddManagerDeliveryFlags(f, &opts.collector.Delivery)
 	f.StringVar(&opts.localCollectors, "local-collectors-dir", "",
 		"Run collectors as local processes on loopback ports with their data under this directory, instead of as pods (used by `cxop dev`).")
 	f.StringSliceVar(&opts.watchNamespaces, "watch-namespaces", nil,
@@ -195,6 +201,7 @@ func runManager(ctx context.Context, opts *managerOptions) error {
 	if kube, ok := runtime.(*controllers.KubeCollectorRuntime); ok {
 		kube.Client = mgr.GetClient()
 		kube.ServiceMonitors = controllers.HasKind(mgr.GetRESTMapper(), controllers.ServiceMonitorGVK)
+		kube.PrometheusRules = controllers.HasKind(mgr.GetRESTMapper(), controllers.PrometheusRuleGVK)
 		waves = &controllers.WaveJobs{Image: kube.Image, ImagePullSecrets: kube.ImagePullSecrets}
 	}
 	if err := controllers.SetupWithManager(ctx, mgr, controllers.Options{
@@ -249,11 +256,22 @@ func (o *managerOptions) collectorRuntime() (controllers.CollectorRuntime, func(
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := k.Delivery.Check("collector-"); err != nil {
+		return nil, nil, err
+	}
 	if err := checkCollectorMemory(k.BlockCacheSize, k.Resources.Limits[corev1.ResourceMemory]); err != nil {
 		return nil, nil, err
 	}
 	if k.Image == "" {
 		return nil, nil, errors.New("--collector-image: must not be empty")
+	}
+	deny, err := webhook.ParseDenyCIDRs(k.WebhookDenyCIDRs)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--webhook-deny-cidrs: %w", err)
+	}
+	k.WebhookDenyCIDRs = nil
+	for _, p := range deny {
+		k.WebhookDenyCIDRs = append(k.WebhookDenyCIDRs, p.String())
 	}
 	return &k, func() {}, nil
 }

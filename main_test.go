@@ -5,6 +5,9 @@ import (
 	"testing"
 
 	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/cxop-dev/cxop/controllers"
+	"github.com/cxop-dev/cxop/internal/collector"
 )
 
 func TestCollectorBlockCacheMustFitTheMemoryLimit(t *testing.T) {
@@ -49,5 +52,30 @@ func TestWatchNamespacesBecomeTheCacheNamespaces(t *testing.T) {
 	want := `--watch-namespaces: "Bad_NS" is not a namespace name: `
 	if err == nil || !strings.HasPrefix(err.Error(), want) {
 		t.Errorf("invalid name: %v, want prefix %q", err, want)
+	}
+}
+
+// TestWebhookDenyCIDRsReachTheCollectors: the manager refuses a range that
+// does not parse, naming the flag, and hands the collectors the ranges in
+// their canonical form.
+func TestWebhookDenyCIDRsReachTheCollectors(t *testing.T) {
+	opts := func(cidrs ...string) *managerOptions {
+		o := &managerOptions{collectorCPU: "100m", collectorMemory: "128Mi", collectorMemMax: "512Mi", collectorDisk: "1Gi", collectorCache: "128Mi"}
+		o.collector.Delivery = collector.DefaultDelivery
+		o.collector.Image = "example.com/cxop:test"
+		o.collector.WebhookDenyCIDRs = cidrs
+		return o
+	}
+	rt, _, err := opts("10.244.1.0/16", "34.118.224.0/20").collectorRuntime()
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := rt.(*controllers.KubeCollectorRuntime)
+	if got := strings.Join(k.WebhookDenyCIDRs, ","); got != "10.244.0.0/16,34.118.224.0/20" {
+		t.Errorf("deny ranges handed to collectors: %s", got)
+	}
+	_, _, err = opts("10.96.0.0/12", "pods").collectorRuntime()
+	if want := `--webhook-deny-cidrs: "pods" is neither a CIDR range such as 10.96.0.0/12 nor an IP address`; err == nil || err.Error() != want {
+		t.Errorf("bad range: %v, want %q", err, want)
 	}
 }

@@ -76,6 +76,9 @@ type CollectorRuntime interface {
 	// ServesSurveyPages reports whether PageURL gives customers a URL at
 	// all; without one, surveys make no invitations.
 	ServesSurveyPages() bool
+	// AllowsInsecureWebhooks reports whether collectors send webhooks to
+	// plain http URLs; otherwise only https.
+	AllowsInsecureWebhooks() bool
 	// Remove stops the namespace's collector. Its data is kept unless the
 	// runtime was configured otherwise.
 	Remove(ctx context.Context, namespace string) error
@@ -379,6 +382,7 @@ func (r *CollectorReconciler) removeCollector(ctx context.Context, ns string) er
 	if err := r.Runtime.Remove(ctx, ns); err != nil {
 		return fmt.Errorf("remove collector: %w", err)
 	}
+	forgetCollectorMetrics(ns)
 	for _, obj := range []client.Object{
 		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: CollectorConfigMapName}},
 		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: ReadTokenSecretName}},

@@ -72,6 +72,10 @@ var _ = Describe("Collector provisioning and live status", func() {
 		Expect(cfg.Touchpoints[0].TokenSHA256).To(Equal([]string{collector.HashToken(tpToken)}))
 		Expect(cfg.Surveys).To(HaveLen(1))
 		Expect(cm.Data[CollectorConfigKey]).NotTo(ContainSubstring(tpToken))
+		// Every config carries the read token the manager reads with: the
+		// collector serves no summary or export without one.
+		readToken := tokenOf(ctx, ns, ReadTokenSecretName)
+		Expect(cfg.ReadTokenSHA256).To(Equal([]string{collector.HashToken(readToken)}))
 
 		expectReady(ctx, tp, "True", cxv1.ReconciledReason)
 		Expect(tp.Status.Ingest).NotTo(BeNil())
@@ -117,6 +121,22 @@ var _ = Describe("Collector provisioning and live status", func() {
 		}).Should(Succeed())
 		Expect(svy.Status.ScoreLower).NotTo(BeEmpty())
 		Expect(svy.Status.Ingest.TokenSecretRef.Name).To(Equal("cxop-survey-support-nps"))
+
+		// The numbers above came through the read token; nothing else reads.
+		read := func(token string) int {
+			req, err := http.NewRequest(http.MethodGet, url+"/v1/summary?survey=support-nps", nil)
+			Expect(err).NotTo(HaveOccurred())
+			if token != "" {
+				req.Header.Set("Authorization", "Bearer "+token)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			Expect(err).NotTo(HaveOccurred())
+			resp.Body.Close()
+			return resp.StatusCode
+		}
+		Expect(read("")).To(Equal(401))
+		Expect(read(svyToken)).To(Equal(401))
+		Expect(read(readToken)).To(Equal(200))
 	})
 
 	It("shows a Journey's stages: interactions, distinct customers, compliance, NPS and conversion", func(ctx SpecContext) {

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -18,11 +19,21 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	"github.com/cxop-dev/cxop/internal/collector"
+	"github.com/cxop-dev/cxop/internal/promrules"
 )
 
-// CollectorPort is the port the collector serves its API, metrics and
-// probes on, in the pod and on the Service.
-const CollectorPort = 8080
+// Ports of the collector, in the pod and on the Service. The API (and the
+// probes) are for the cluster; the survey page has a port of its own, the
+// only one to route from the internet; metrics are apart from both.
+const (
+	// CollectorPort serves the API and the probes (Service port "http").
+	CollectorPort = 8080
+	// CollectorPagePort serves the hosted survey page alone (Service port
+	// "page"), for an Ingress or Gateway.
+	CollectorPagePort = 8081
+	// CollectorMetricsPort serves /metrics (Service port "metrics").
+	CollectorMetricsPort = 9090
+)
 
 // Paths inside the collector's container.
 const (
@@ -59,6 +70,10 @@ type KubeCollectorRuntime struct {
 	// Operator's ServiceMonitor kind: each collector then gets one, so
 	// its metrics (and the alerts built on them) reach Prometheus.
 	ServiceMonitors bool
+	// PrometheusRules is set when the cluster serves the Prometheus
+	// Operator's PrometheusRule kind: each collector then gets the alerts
+	// on its data volume and store (internal/promrules.Collector).
+	PrometheusRules bool
 	// PageURLTemplate is where customers reach a namespace's survey page (through
 	// an Ingress or Gateway the platform team runs), with "{namespace}"
 	// replaced by the namespace, such as "https://cx.example.com/{namespace}".
@@ -67,6 +82,15 @@ type KubeCollectorRuntime struct {
 	// WebhookAllowHosts may be reached by survey webhooks although they
 	// resolve to internal addresses (an in-cluster mailer).
 	WebhookAllowHosts []string
+	// AllowInsecureWebhooks lets survey webhooks use plain http URLs; by
+	// default collectors send them over https only.
+	AllowInsecureWebhooks bool
+	// WebhookDenyCIDRs are ranges survey webhooks may not reach besides
+	// the built-in ones: the cluster's pod and Service CIDRs.
+	WebhookDenyCIDRs []string
+	// Delivery sets the collectors' webhook retry window and invitation
+	// rate limits; zero leaves the collector's defaults.
+	Delivery collector.DeliveryOptions
 }
 
 // ServiceMonitorGVK is the Prometheus Operator's scrape configuration kind.
@@ -93,6 +117,10 @@ func (k *KubeCollectorRuntime) URL(namespace string) string {
 // ServesSurveyPages reports whether a page URL template is configured.
 func (k *KubeCollectorRuntime) ServesSurveyPages() bool { return k.PageURLTemplate != "" }
 
+// AllowsInsecureWebhooks reports whether collectors run with
+// --allow-insecure-webhooks.
+func (k *KubeCollectorRuntime) AllowsInsecureWebhooks() bool { return k.AllowInsecureWebhooks }
+
 // PageURL is PageURLTemplate with the namespace filled in.
 func (k *KubeCollectorRuntime) PageURL(namespace string) (string, error) {
 	return strings.TrimSuffix(strings.ReplaceAll(k.PageURLTemplate, "{namespace}", namespace), "/"), nil
@@ -116,9 +144,11 @@ func (k *KubeCollectorRuntime) Ensure(ctx context.Context, namespace string, _ c
 	if _, err := controllerutil.CreateOrPatch(ctx, k.Client, svc, func() error {
 		svc.Labels = mergeLabels(svc.Labels, mergeLabels(collectorLabels(), collectorSelector()))
 		svc.Spec.Selector = collectorSelector()
-		svc.Spec.Ports = []corev1.ServicePort{{
-			Name: "http", Port: CollectorPort, TargetPort: intstr.FromString("http"), Protocol: corev1.ProtocolTCP,
-		}}
+		svc.Spec.Ports = []corev1.ServicePort{
+			{Name: "http", Port: CollectorPort, TargetPort: intstr.FromString("http"), Protocol: corev1.ProtocolTCP},
+			{Name: "page", Port: CollectorPagePort, TargetPort: intstr.FromString("page"), Protocol: corev1.ProtocolTCP},
+			{Name: "metrics", Port: CollectorMetricsPort, TargetPort: intstr.FromString("metrics"), Protocol: corev1.ProtocolTCP},
+		}
 		return nil
 	}); err != nil {
 		return "", fmt.Errorf("apply service: %w", err)
@@ -142,13 +172,51 @@ func (k *KubeCollectorRuntime) Ensure(ctx context.Context, namespace string, _ c
 			}
 			return unstructured.SetNestedField(sm.Object, map[string]any{
 				"selector":  map[string]any{"matchLabels": selector},
-				"endpoints": []any{map[string]any{"port": "http", "path": "/metrics", "interval": "30s"}},
+				"endpoints": []any{map[string]any{"port": "metrics", "path": "/metrics", "interval": "30s"}},
 			}, "spec")
 		}); err != nil {
 			return "", fmt.Errorf("apply servicemonitor: %w", err)
 		}
 	}
+	if k.PrometheusRules {
+		if err := k.applyCollectorRules(ctx, namespace); err != nil {
+			return "", err
+		}
+	}
 	return k.URL(namespace), nil
+}
+
+// collectorRules is the namespace's PrometheusRule with the collector's
+// alerts.
+func (k *KubeCollectorRuntime) collectorRules(namespace string) *unstructured.Unstructured {
+	rule := &unstructured.Unstructured{}
+	rule.SetGroupVersionKind(PrometheusRuleGVK)
+	rule.SetNamespace(namespace)
+	rule.SetName(CollectorName)
+	return rule
+}
+
+func (k *KubeCollectorRuntime) applyCollectorRules(ctx context.Context, namespace string) error {
+	groups, err := promrules.Collector(namespace)
+	if err != nil {
+		return fmt.Errorf("generate collector alert rules: %w", err)
+	}
+	data, err := json.Marshal(groups)
+	if err != nil {
+		return err
+	}
+	var spec map[string]any
+	if err := json.Unmarshal(data, &spec); err != nil {
+		return err
+	}
+	rule := k.collectorRules(namespace)
+	if _, err := controllerutil.CreateOrUpdate(ctx, k.Client, rule, func() error {
+		rule.SetLabels(mergeLabels(rule.GetLabels(), collectorLabels()))
+		return unstructured.SetNestedField(rule.Object, spec["groups"], "spec", "groups")
+	}); err != nil {
+		return fmt.Errorf("apply collector PrometheusRule: %w", err)
+	}
+	return nil
 }
 
 // Remove deletes the StatefulSet, Service and ServiceAccount. The PVC
@@ -159,6 +227,9 @@ func (k *KubeCollectorRuntime) Remove(ctx context.Context, namespace string) err
 	objs := []client.Object{&appsv1.StatefulSet{ObjectMeta: meta}, &corev1.Service{ObjectMeta: meta}, &corev1.ServiceAccount{ObjectMeta: meta}}
 	if k.ServiceMonitors {
 		objs = append(objs, k.serviceMonitor(namespace))
+	}
+	if k.PrometheusRules {
+		objs = append(objs, k.collectorRules(namespace))
 	}
 	if k.DeletePVC {
 		objs = append(objs, &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{
@@ -193,6 +264,8 @@ func mergeLabels(have, want map[string]string) map[string]string {
 func (k *KubeCollectorRuntime) collectorArgs() []string {
 	args := []string{"collector",
 		fmt.Sprintf("--listen=:%d", CollectorPort),
+		fmt.Sprintf("--page-listen=:%d", CollectorPagePort),
+		fmt.Sprintf("--metrics-listen=:%d", CollectorMetricsPort),
 		"--data-dir=" + collectorDataDir,
 		"--config=" + collectorConfigDir + "/" + CollectorConfigKey,
 		"--secrets=" + collectorSecretsDir + "/" + CollectorSecretsKey,
@@ -200,10 +273,26 @@ func (k *KubeCollectorRuntime) collectorArgs() []string {
 	if len(k.WebhookAllowHosts) > 0 {
 		args = append(args, "--webhook-allow-hosts="+strings.Join(k.WebhookAllowHosts, ","))
 	}
+	if len(k.WebhookDenyCIDRs) > 0 {
+		args = append(args, "--webhook-deny-cidrs="+strings.Join(k.WebhookDenyCIDRs, ","))
+	}
+	if k.AllowInsecureWebhooks {
+		args = append(args, "--allow-insecure-webhooks")
+	}
 	if !k.BlockCacheSize.IsZero() {
 		args = append(args, "--block-cache-size="+k.BlockCacheSize.String())
 	}
+	args = append(args, k.Delivery.Args()...)
 	return args
+}
+
+// collectorPorts are the container's ports, named as the Service's.
+func collectorPorts() []corev1.ContainerPort {
+	return []corev1.ContainerPort{
+		{Name: "http", ContainerPort: CollectorPort, Protocol: corev1.ProtocolTCP},
+		{Name: "page", ContainerPort: CollectorPagePort, Protocol: corev1.ProtocolTCP},
+		{Name: "metrics", ContainerPort: CollectorMetricsPort, Protocol: corev1.ProtocolTCP},
+	}
 }
 
 // pullSecrets refers a pod to image pull Secrets by name; nil for none.
@@ -286,7 +375,7 @@ func (k *KubeCollectorRuntime) mutateStatefulSet(sts *appsv1.StatefulSet) {
 			Image:          k.Image,
 			Args:           k.collectorArgs(),
 			Env:            k.collectorEnv(),
-			Ports:          []corev1.ContainerPort{{Name: "http", ContainerPort: CollectorPort, Protocol: corev1.ProtocolTCP}},
+			Ports:          collectorPorts(),
 			Resources:      k.Resources,
 			StartupProbe:   startup,
 			LivenessProbe:  probe("/healthz", 10),

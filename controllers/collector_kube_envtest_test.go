@@ -1,6 +1,9 @@
 package controllers
 
 import (
+	"fmt"
+	"time"
+
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	appsv1 "k8s.io/api/apps/v1"
@@ -38,8 +41,11 @@ var _ = Describe("Collector workloads in a cluster", func() {
 			StorageSize:       resource.MustParse("2Gi"),
 			BlockCacheSize:    resource.MustParse("192Mi"),
 			ServiceMonitors:   true,
+			PrometheusRules:   true,
 			PageURLTemplate:   "https://cx.example.com/{namespace}/",
 			WebhookAllowHosts: []string{"mailer.internal", "sms.internal"},
+			WebhookDenyCIDRs:  []string{"34.118.224.0/20", "34.118.0.0/16"},
+			Delivery:          collector.DeliveryOptions{RetryFor: 72 * time.Hour, PerTouchpoint: 500, PerNamespace: 2000},
 		}
 		url, err := rt.Ensure(ctx, ns, collector.Files{})
 		Expect(err).NotTo(HaveOccurred())
@@ -54,7 +60,17 @@ var _ = Describe("Collector workloads in a cluster", func() {
 		Expect(*pod.AutomountServiceAccountToken).To(BeFalse())
 		c := pod.Containers[0]
 		Expect(c.Args).To(ContainElements("collector", "--config=/etc/cxop/config.yaml", "--secrets=/etc/cxop-secrets/secrets.yaml",
-			"--webhook-allow-hosts=mailer.internal,sms.internal", "--block-cache-size=192Mi"))
+			"--webhook-allow-hosts=mailer.internal,sms.internal", "--block-cache-size=192Mi",
+			"--listen=:8080", "--page-listen=:8081", "--metrics-listen=:9090", "--webhook-deny-cidrs=34.118.224.0/20,34.118.0.0/16",
+			"--webhook-retry-for=72h0m0s", "--invitation-rate-per-touchpoint=500", "--invitation-rate-per-namespace=2000"))
+		// https only unless the manager allows plain http.
+		Expect(c.Args).NotTo(ContainElement("--allow-insecure-webhooks"))
+		ports := map[string]int32{}
+		for _, p := range c.Ports {
+			ports[p.Name] = p.ContainerPort
+		}
+		Expect(ports).To(Equal(map[string]int32{"http": 8080, "page": 8081, "metrics": 9090}))
+		Expect(c.ReadinessProbe.HTTPGet.Port.StrVal).To(Equal("http"))
 		Expect(rt.PageURL(ns)).To(Equal("https://cx.example.com/" + ns))
 		Expect(c.ReadinessProbe.HTTPGet.Path).To(Equal("/readyz"))
 		Expect(c.LivenessProbe.HTTPGet.Path).To(Equal("/healthz"))
@@ -68,7 +84,13 @@ var _ = Describe("Collector workloads in a cluster", func() {
 		Expect(*sa.AutomountServiceAccountToken).To(BeFalse())
 		var svc corev1.Service
 		Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: CollectorName}, &svc)).To(Succeed())
-		Expect(svc.Spec.Ports[0].Port).To(BeEquivalentTo(8080))
+		// The API, the survey page (the one port to route from the
+		// internet) and the metrics, each on its own port.
+		svcPorts := map[string]string{}
+		for _, p := range svc.Spec.Ports {
+			svcPorts[p.Name] = fmt.Sprintf("%d->%s", p.Port, p.TargetPort.StrVal)
+		}
+		Expect(svcPorts).To(Equal(map[string]string{"http": "8080->http", "page": "8081->page", "metrics": "9090->metrics"}))
 		for k, v := range svc.Spec.Selector {
 			Expect(sts.Spec.Template.Labels).To(HaveKeyWithValue(k, v))
 		}
@@ -82,7 +104,16 @@ var _ = Describe("Collector workloads in a cluster", func() {
 			Expect(svc.Labels).To(HaveKeyWithValue(k, v))
 		}
 		endpoints, _, _ := unstructured.NestedSlice(sm.Object, "spec", "endpoints")
-		Expect(endpoints).To(ConsistOf(HaveKeyWithValue("port", "http")))
+		Expect(endpoints).To(ConsistOf(And(HaveKeyWithValue("port", "metrics"), HaveKeyWithValue("path", "/metrics"))))
+
+		// The collector's own alerts: its data volume and its store.
+		rules := rt.collectorRules(ns)
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(rules), rules)).To(Succeed())
+		groups, _, _ := unstructured.NestedSlice(rules.Object, "spec", "groups")
+		Expect(groups).To(HaveLen(1))
+		ruleList, _, _ := unstructured.NestedSlice(groups[0].(map[string]any), "rules")
+		Expect(ruleList).To(ContainElement(HaveKeyWithValue("alert", "CXOPCollectorDataVolumeFilling")))
+		Expect(ruleList).To(ContainElement(HaveKeyWithValue("alert", "CXOPCollectorStoreNotWritable")))
 
 		testPod := &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "template-check", Labels: map[string]string{"check": "psa"}},
@@ -103,13 +134,18 @@ var _ = Describe("Collector workloads in a cluster", func() {
 		Expect(apierrors.IsForbidden(err)).To(BeTrue(), "%v", err)
 		Expect(err.Error()).To(ContainSubstring("restricted"))
 
-		// Applying again changes nothing it does not own.
+		// Applying again changes nothing it does not own; allowing plain
+		// http reaches the pod's arguments.
+		rt.AllowInsecureWebhooks = true
 		_, err = rt.Ensure(ctx, ns, collector.Files{})
 		Expect(err).NotTo(HaveOccurred())
+		Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: CollectorName}, &sts)).To(Succeed())
+		Expect(sts.Spec.Template.Spec.Containers[0].Args).To(ContainElement("--allow-insecure-webhooks"))
 
 		Expect(rt.Remove(ctx, ns)).To(Succeed())
 		Expect(apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(&sts), &appsv1.StatefulSet{}))).To(BeTrue())
 		Expect(apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(&svc), &corev1.Service{}))).To(BeTrue())
 		Expect(apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(sm), rt.serviceMonitor(ns)))).To(BeTrue())
+		Expect(apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(rules), rt.collectorRules(ns)))).To(BeTrue())
 	})
 })

@@ -51,6 +51,8 @@ func (c *inProcessCollectors) addr(namespace string) (string, error) {
 
 func (c *inProcessCollectors) ServesSurveyPages() bool { return true }
 
+func (c *inProcessCollectors) AllowsInsecureWebhooks() bool { return true }
+
 func (c *inProcessCollectors) PageURL(namespace string) (string, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -85,7 +87,7 @@ func (c *inProcessCollectors) Ensure(ctx context.Context, namespace string, file
 	go func() {
 		defer close(run.done)
 		err := collector.Run(runCtx, collector.Options{
-			Listen: addr, DataDir: filepath.Join(nsDir, "data"), ConfigPath: cfgPath, SecretsPath: secPath, WebhookAllowLoopback: true,
+			Listen: addr, DataDir: filepath.Join(nsDir, "data"), ConfigPath: cfgPath, SecretsPath: secPath, WebhookAllowLoopback: true, AllowInsecureWebhooks: true,
 			LogLevel: "warn", ConfigPoll: 200 * time.Millisecond,
 		})
 		if err != nil {
@@ -131,4 +133,33 @@ func (c *inProcessCollectors) stopAll() {
 	for _, ns := range names {
 		_ = c.Remove(context.Background(), ns)
 	}
+}
+
+// pause stops the namespace's collector but keeps its address, as a pod
+// that crashed does: requests are refused, and Ensure does not start it
+// again, until resume.
+func (c *inProcessCollectors) pause(namespace string) {
+	c.mu.Lock()
+	run := c.runs[namespace]
+	c.mu.Unlock()
+	run.cancel()
+	<-run.done
+}
+
+// resume starts a paused collector again on the same address and data.
+func (c *inProcessCollectors) resume(ctx context.Context, namespace string) error {
+	c.mu.Lock()
+	delete(c.runs, namespace)
+	nsDir := filepath.Join(c.dir, namespace)
+	c.mu.Unlock()
+	cfg, err := os.ReadFile(filepath.Join(nsDir, "config.yaml"))
+	if err != nil {
+		return err
+	}
+	secrets, err := os.ReadFile(filepath.Join(nsDir, "secrets.yaml"))
+	if err != nil {
+		return err
+	}
+	_, err = c.Ensure(ctx, namespace, collector.Files{Config: cfg, Secrets: secrets})
+	return err
 }

@@ -2,12 +2,12 @@ package controllers
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
+	"github.com/cxop-dev/cxop/internal/slo"
 )
 
 // CXTargetReconciler resolves a CXTarget's subject, checks that the
@@ -41,6 +42,7 @@ func (r *CXTargetReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		if apierrors.IsNotFound(err) {
 			// The PrometheusRule goes with its owner.
 			forgetTargetMetrics(req.Namespace, req.Name)
+			r.Live.readings.forget(readingKey{"CXTarget", req.Namespace, req.Name})
 			r.appliedRules.Delete(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -50,13 +52,15 @@ func (r *CXTargetReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	}
 	orig := cxt.DeepCopy()
 
-	obs, subject, err := r.observe(ctx, cxt)
+	o, obs, subject, err := r.observe(ctx, cxt)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
 	var result *targetResult
+	var rules *metav1.Condition
+	var rulesErr error
 	if subject != nil && obs.mismatch == "" {
-		if result, err = r.judge(ctx, cxt, subject, &obs); err != nil {
+		if result, rules, rulesErr, err = r.judge(ctx, cxt, o, subject, &obs); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
@@ -64,15 +68,25 @@ func (r *CXTargetReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	if holdFirstStatus(cxt, orig.Status.Conditions, obs, time.Now()) {
 		return ctrl.Result{RequeueAfter: r.Live.next(obs)}, nil
 	}
-	setCXTargetStatus(cxt, obs, result, time.Now())
+	now := time.Now()
+	stale := r.Live.readings.staleness("CXTarget", cxt, orig.Status.ObservedGeneration, orig.Status.Conditions, obs, result != nil, now)
+	if !keepsLastVerdict(cxt, obs, result) {
+		stale = staleness{}
+	}
+	setCXTargetStatus(cxt, o, obs, result, rules, now)
+	setStaleCondition(&cxt.Status.Conditions, stale)
 	recordReadyTransition(r.Recorder, cxt, orig.Status.Conditions, cxt.Status.Conditions)
-	recordTargetTransition(r.Recorder, cxt, orig.Status.State, cxt.Status.State)
-	exportTargetMetrics(cxt, result)
+	recordTargetTransition(r.Recorder, cxt, o, orig.Status.State, cxt.Status.State)
+	exportTargetMetrics(cxt, o, obs.invalid == nil, result)
 	if err := patchStatus(ctx, r.Client, orig, cxt); err != nil {
 		return ctrl.Result{}, err
 	}
 	if obs.invalid != nil {
 		return ctrl.Result{}, reconcile.TerminalError(obs.invalid)
+	}
+	if rulesErr != nil {
+		// The verdict is written; the rules are retried with backoff.
+		return ctrl.Result{}, rulesErr
 	}
 	if subject == nil || obs.mismatch != "" {
 		// Watches on the subject bring the target back when it changes.
@@ -83,63 +97,61 @@ func (r *CXTargetReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 
 // targetResult is what the collector's numbers say about a target.
 type targetResult struct {
-	verdict     verdict
+	verdict     slo.Verdict
 	attribution []cxv1.BudgetShare
-	// notMeasurable explains an objective the collector cannot count.
-	notMeasurable string
 }
 
-// judge measures the target's objective and evaluates it. An unreachable
-// collector is recorded in obs and yields no result.
-func (r *CXTargetReconciler) judge(ctx context.Context, cxt *cxv1.CXTarget, subject client.Object, obs *readiness) (*targetResult, error) {
-	scope, mismatch, err := r.scopeOf(ctx, cxt, subject)
+// judge measures the target's objective, writes its alert rules and
+// evaluates it. The rules are written whether or not the collector
+// answers, so a target has its alerts while its collector starts, and
+// they never keep it from being judged: rules says how they went,
+// rulesErr is a write the API server refused. An unreachable collector is
+// recorded in obs and yields no result.
+func (r *CXTargetReconciler) judge(ctx context.Context, cxt *cxv1.CXTarget, o slo.Objective, subject client.Object, obs *readiness) (
+	result *targetResult, rules *metav1.Condition, rulesErr, err error) {
+	scope, mismatch, err := r.scopeOf(ctx, o, subject)
 	if err != nil || mismatch != "" {
 		obs.mismatch = mismatch
-		return nil, err
+		return nil, nil, nil, err
 	}
-	if err := r.applyRules(ctx, cxt, scope); err != nil {
-		return nil, err
+	window, lookbacks, measureErr := r.measureTarget(ctx, cxt, o, scope)
+	if err := collectorProblem(obs, measureErr); err != nil {
+		return nil, nil, nil, err
 	}
-	window, lookbacks, err := r.measureTarget(ctx, cxt, scope)
-	if errors.Is(err, errNotMeasurable) {
-		return &targetResult{notMeasurable: fmt.Sprintf("spec.objective.%s cannot be measured yet: the collector does not record survey invitations", objectiveName(cxt.Spec.Objective))}, nil
-	}
-	if err != nil {
-		return nil, collectorProblem(obs, err)
+	rules, rulesErr = r.applyRules(ctx, cxt, o, scope)
+	if measureErr != nil {
+		return nil, rules, rulesErr, nil
 	}
 	atRisk := cxt.Spec.Alerting.GetAtRiskBelow()
-	v, err := evaluate(cxt.Spec.Objective, cxt.Spec.GetMinSamples(), atRisk.AsApproximateFloat64(), window, lookbacks)
-	if err != nil {
-		return nil, err
-	}
-	res := &targetResult{verdict: v}
+	res := &targetResult{verdict: o.Evaluate(cxt.Spec.GetMinSamples(), atRisk.AsApproximateFloat64(), window, lookbacks)}
 	if _, isJourney := subject.(*cxv1.Journey); isJourney {
-		res.attribution = budgetShares(window.BadByTouchpoint)
+		res.attribution = slo.BudgetShares(window.BadByTouchpoint)
 	}
-	return res, nil
+	return res, rules, rulesErr, nil
 }
 
-// observe checks the spec, fetches the subject and checks that the
-// objective fits it. The subject is nil unless it exists.
-func (r *CXTargetReconciler) observe(ctx context.Context, cxt *cxv1.CXTarget) (readiness, client.Object, error) {
-	if err := checkCXTargetSpec(&cxt.Spec); err != nil {
-		return readiness{invalid: err}, nil, nil
+// observe reads the objective, checks the spec, fetches the subject and
+// checks that the objective fits it. The subject is nil unless it exists.
+func (r *CXTargetReconciler) observe(ctx context.Context, cxt *cxv1.CXTarget) (slo.Objective, readiness, client.Object, error) {
+	o, err := checkCXTargetSpec(&cxt.Spec)
+	if err != nil {
+		return o, readiness{invalid: err}, nil, nil
 	}
 	kind, name := cxt.Spec.Subject()
 	subject, err := newSubject(kind)
 	if err != nil {
 		// The schema requires exactly one subject; reaching here means the
 		// CRD in the cluster is older than this manager.
-		return readiness{invalid: err}, nil, nil
+		return o, readiness{invalid: err}, nil, nil
 	}
 	err = r.Get(ctx, types.NamespacedName{Namespace: cxt.Namespace, Name: name}, subject)
 	switch {
 	case apierrors.IsNotFound(err):
-		return readiness{missing: []missingRef{{Kind: kind, Name: name}}}, nil, nil
+		return o, readiness{missing: []missingRef{{Kind: kind, Name: name}}}, nil, nil
 	case err != nil:
-		return readiness{}, nil, fmt.Errorf("get %s %s/%s: %w", kind, cxt.Namespace, name, err)
+		return o, readiness{}, nil, fmt.Errorf("get %s %s/%s: %w", kind, cxt.Namespace, name, err)
 	}
-	return readiness{mismatch: objectiveMismatch(&cxt.Spec, subject)}, subject, nil
+	return o, readiness{mismatch: objectiveMismatch(o, subject)}, subject, nil
 }
 
 func newSubject(kind string) (client.Object, error) {
@@ -152,4 +164,31 @@ func newSubject(kind string) (client.Object, error) {
 		return &cxv1.Survey{}, nil
 	}
 	return nil, fmt.Errorf("spec: exactly one of journeyRef, touchpointRef or surveyRef must be set")
+}
+
+// checkCXTargetSpec reads the objective and reports what the schema
+// cannot: durations that overflow.
+func checkCXTargetSpec(spec *cxv1.CXTargetSpec) (slo.Objective, error) {
+	o, err := slo.FromSpec(spec.Objective)
+	if err != nil {
+		return o, err
+	}
+	errs := []error{checkDuration("spec.window", spec.Window)}
+	if o.Threshold != "" {
+		errs = append(errs, checkDuration(o.Field()+".threshold", o.Threshold))
+	}
+	return o, firstError(errs...)
+}
+
+// objectiveMismatch explains why the objective cannot be measured on the
+// subject, or returns "" when it can. The schema already pairs objectives
+// with subject kinds; this checks what needs the subject itself.
+func objectiveMismatch(o slo.Objective, subject client.Object) string {
+	switch s := subject.(type) {
+	case *cxv1.Survey:
+		return o.MismatchOnSurvey(s)
+	case *cxv1.Touchpoint:
+		return o.MismatchOnTouchpoint(s)
+	}
+	return ""
 }

@@ -8,6 +8,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
@@ -16,6 +17,7 @@ import (
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
 	"github.com/cxop-dev/cxop/internal/promrules"
+	"github.com/cxop-dev/cxop/internal/slo"
 )
 
 // PrometheusRuleGVK is the Prometheus Operator's rule kind. cxop writes it
@@ -36,28 +38,54 @@ func HasKind(mapper meta.RESTMapper, gvk schema.GroupVersionKind) bool {
 func prometheusRuleName(target string) string { return "cxop-" + target }
 
 // applyRules writes the target's PrometheusRule, or deletes it when the
-// target wants no burn-rate alerts or its objective has no metric to alert
-// on. It is a no-op when the cluster has no PrometheusRule kind.
-func (r *CXTargetReconciler) applyRules(ctx context.Context, cxt *cxv1.CXTarget, scope targetScope) error {
+// target wants no burn-rate alerts or the rules cannot express it, and
+// returns the AlertRules condition that says which (nil when alerts are
+// turned off). Rules never keep a target from being judged: what they
+// cannot express is a reason on the condition, and a write the API server
+// refuses is one too, returned as well so the reconcile is retried.
+func (r *CXTargetReconciler) applyRules(ctx context.Context, cxt *cxv1.CXTarget, o slo.Objective, scope slo.Scope) (*metav1.Condition, error) {
+	wanted := cxt.Spec.Alerting.GetBurnRateAlerts()
+	cond := &metav1.Condition{Type: cxv1.AlertRulesCondition, Status: metav1.ConditionFalse, ObservedGeneration: cxt.Generation}
 	if !r.PrometheusRules {
-		return nil
+		if !wanted {
+			return nil, nil
+		}
+		cond.Reason = cxv1.NoPrometheusRuleKindReason
+		cond.Message = "The cluster served no monitoring.coreos.com/v1 PrometheusRule when the manager started: install the Prometheus Operator's CRDs and restart the manager for burn-rate alerts"
+		return cond, nil
 	}
 	rule := &unstructured.Unstructured{}
 	rule.SetGroupVersionKind(PrometheusRuleGVK)
 	rule.SetNamespace(cxt.Namespace)
 	rule.SetName(prometheusRuleName(cxt.Name))
 
-	target, ok := rulesTarget(cxt, scope)
-	want := ok && cxt.Spec.Alerting.GetBurnRateAlerts()
 	var data []byte
-	if want {
-		groups, err := promrules.Generate(target)
-		if err != nil {
-			return fmt.Errorf("generate alert rules: %w", err)
+	if wanted {
+		kind, _ := cxt.Spec.Subject()
+		window, _ := cxt.Spec.GetWindow().Parse() // checked by checkCXTargetSpec
+		labels := slo.RuleLabels{Namespace: cxt.Namespace, Name: cxt.Name, SubjectKind: kind}
+		if a := cxt.Spec.Alerting; a != nil {
+			labels.Labels, labels.RunbookURL = a.Labels, a.RunbookURL
 		}
-		if data, err = json.Marshal(groups); err != nil {
-			return err
+		target, why := o.AlertRules(window, scope, labels)
+		var groups promrules.Groups
+		var err error
+		if why == nil {
+			if groups, err = promrules.Generate(target); err != nil {
+				why = &slo.Inexpressible{Reason: cxv1.NotExpressibleReason, Message: "Burn-rate alerts cannot be generated: " + err.Error()}
+			}
 		}
+		if why != nil {
+			cond.Reason, cond.Message = why.Reason, why.Message
+			wanted = false
+		} else if data, err = json.Marshal(groups); err != nil {
+			return nil, err
+		} else {
+			cond.Status, cond.Reason = metav1.ConditionTrue, cxv1.AlertRulesAppliedReason
+			cond.Message = fmt.Sprintf("PrometheusRule %s holds the burn-rate alerts", rule.GetName())
+		}
+	} else {
+		cond = nil
 	}
 	// The rules change only with the target's spec or scope; remembering
 	// what was applied keeps a periodic refresh from reading the
@@ -65,18 +93,24 @@ func (r *CXTargetReconciler) applyRules(ctx context.Context, cxt *cxv1.CXTarget,
 	key := client.ObjectKeyFromObject(cxt)
 	applied := appliedRule{uid: cxt.UID, sum: sha256.Sum256(data)}
 	if last, seen := r.appliedRules.Load(key); seen && last.(appliedRule) == applied {
-		return nil
+		return cond, nil
 	}
-	if !want {
+	refused := func(what string, err error) (*metav1.Condition, error) {
+		r.appliedRules.Delete(key)
+		err = fmt.Errorf("%s PrometheusRule %s/%s: %w", what, cxt.Namespace, rule.GetName(), err)
+		return &metav1.Condition{Type: cxv1.AlertRulesCondition, Status: metav1.ConditionFalse, ObservedGeneration: cxt.Generation,
+			Reason: cxv1.PrometheusRuleFailedReason, Message: "The API server refused to " + err.Error()}, err
+	}
+	if !wanted {
 		if err := r.Delete(ctx, rule); client.IgnoreNotFound(err) != nil && !meta.IsNoMatchError(err) {
-			return fmt.Errorf("delete PrometheusRule %s/%s: %w", cxt.Namespace, rule.GetName(), err)
+			return refused("delete", err)
 		}
 		r.appliedRules.Store(key, applied)
-		return nil
+		return cond, nil
 	}
 	var spec map[string]any
 	if err := json.Unmarshal(data, &spec); err != nil {
-		return err
+		return nil, err
 	}
 	_, err := controllerutil.CreateOrUpdate(ctx, r.Client, rule, func() error {
 		labels := rule.GetLabels()
@@ -93,14 +127,15 @@ func (r *CXTargetReconciler) applyRules(ctx context.Context, cxt *cxv1.CXTarget,
 	})
 	if apierrors.IsNotFound(err) || meta.IsNoMatchError(err) {
 		// The CRD went away after start; alerts resume on restart.
-		return nil
+		cond.Status, cond.Reason = metav1.ConditionFalse, cxv1.NoPrometheusRuleKindReason
+		cond.Message = "The cluster no longer serves monitoring.coreos.com/v1 PrometheusRule: reinstall the Prometheus Operator's CRDs and restart the manager for burn-rate alerts"
+		return cond, nil
 	}
 	if err != nil {
-		r.appliedRules.Delete(key)
-		return fmt.Errorf("apply PrometheusRule %s/%s: %w", cxt.Namespace, rule.GetName(), err)
+		return refused("write", err)
 	}
 	r.appliedRules.Store(key, applied)
-	return nil
+	return cond, nil
 }
 
 // appliedRule is what a target's PrometheusRule was last written from: the
@@ -110,42 +145,4 @@ func (r *CXTargetReconciler) applyRules(ctx context.Context, cxt *cxv1.CXTarget,
 type appliedRule struct {
 	uid types.UID
 	sum [sha256.Size]byte
-}
-
-// rulesTarget describes a target for rule generation; ok is false for
-// objectives the collector exports no metric for (response rate).
-func rulesTarget(cxt *cxv1.CXTarget, scope targetScope) (promrules.Target, bool) {
-	kind, _ := cxt.Spec.Subject()
-	window, err := cxt.Spec.GetWindow().Parse()
-	if err != nil {
-		return promrules.Target{}, false
-	}
-	t := promrules.Target{
-		Namespace: cxt.Namespace, Name: cxt.Name, SubjectKind: kind,
-		Touchpoints: scope.touchpoints, Surveys: scope.surveys, Window: window,
-	}
-	if a := cxt.Spec.Alerting; a != nil {
-		t.Labels, t.RunbookURL = a.Labels, a.RunbookURL
-	}
-	s, err := scaleOf(cxt.Spec.Objective)
-	if err != nil {
-		return t, false
-	}
-	t.Objective = s.target
-	obj := cxt.Spec.Objective
-	switch {
-	case obj.WaitTime != nil:
-		t.Kind = promrules.WaitTime
-	case obj.FirstContactResolution != nil:
-		t.Kind = promrules.FirstContactResolution
-	case obj.NPS != nil:
-		t.Kind = promrules.NPS
-	case obj.CSAT != nil:
-		t.Kind = promrules.CSAT
-	case obj.CES != nil:
-		t.Kind = promrules.CES
-	default:
-		return t, false
-	}
-	return t, true
 }

@@ -11,133 +11,33 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
 
-	"k8s.io/apimachinery/pkg/api/resource"
-	"sigs.k8s.io/controller-runtime/pkg/client"
-
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
+	"github.com/cxop-dev/cxop/internal/slo"
 )
-
-// checkCXTargetSpec reports what the schema cannot: durations that overflow.
-func checkCXTargetSpec(spec *cxv1.CXTargetSpec) error {
-	errs := []error{checkDuration("spec.window", spec.Window)}
-	if wt := spec.Objective.WaitTime; wt != nil {
-		errs = append(errs, checkDuration("spec.objective.waitTime.threshold", wt.Threshold))
-	}
-	return firstError(errs...)
-}
-
-// objectiveMismatch explains why the objective cannot be measured on the
-// subject, or returns "" when it can. The schema already pairs objectives
-// with subject kinds; this checks what needs the subject itself.
-func objectiveMismatch(spec *cxv1.CXTargetSpec, subject client.Object) string {
-	obj := spec.Objective
-	switch s := subject.(type) {
-	case *cxv1.Survey:
-		want := objectiveSurveyType(obj)
-		if want != "" && s.Spec.Type != want {
-			return fmt.Sprintf("spec.objective.%s needs a %s survey, but Survey %q is of type %s",
-				objectiveName(obj), want, s.Name, s.Spec.Type)
-		}
-	case *cxv1.Touchpoint:
-		if obj.WaitTime != nil {
-			return waitThresholdMismatch(obj.WaitTime.Threshold, s)
-		}
-	}
-	return ""
-}
-
-// waitThresholdMismatch explains why a wait-time objective cannot be
-// measured at tp, or returns "". The collector counts compliant waits
-// against the Touchpoint's own threshold (within its business hours), so
-// an objective may restate that threshold but not name another one.
-func waitThresholdMismatch(objective cxv1.Duration, tp *cxv1.Touchpoint) string {
-	if tp.Spec.WaitTime == nil {
-		if objective == "" {
-			return fmt.Sprintf("spec.objective.waitTime.threshold is not set and Touchpoint %q has no spec.waitTime.threshold", tp.Name)
-		}
-		return fmt.Sprintf("Touchpoint %q has no spec.waitTime.threshold: waits are judged against the Touchpoint's threshold, so set it to %s there", tp.Name, objective)
-	}
-	if objective == "" {
-		return ""
-	}
-	want, err1 := objective.Parse()
-	have, err2 := tp.Spec.WaitTime.Threshold.Parse()
-	if err1 == nil && err2 == nil && want != have {
-		return fmt.Sprintf("spec.objective.waitTime.threshold is %s but Touchpoint %q judges waits against %s: waits are judged against the Touchpoint's threshold, so use the same one or leave it out",
-			objective, tp.Name, tp.Spec.WaitTime.Threshold)
-	}
-	return ""
-}
-
-// objectiveSurveyType returns the survey type a score objective is measured
-// on, or "" for objectives that are not scores.
-func objectiveSurveyType(obj cxv1.Objective) cxv1.SurveyType {
-	switch {
-	case obj.NPS != nil:
-		return cxv1.SurveyTypeNPS
-	case obj.CSAT != nil:
-		return cxv1.SurveyTypeCSAT
-	case obj.CES != nil:
-		return cxv1.SurveyTypeCES
-	}
-	return ""
-}
-
-// objectiveName returns the JSON name of the objective that is set.
-func objectiveName(obj cxv1.Objective) string {
-	switch {
-	case obj.NPS != nil:
-		return "nps"
-	case obj.CSAT != nil:
-		return "csat"
-	case obj.CES != nil:
-		return "ces"
-	case obj.WaitTime != nil:
-		return "waitTime"
-	case obj.ResponseRate != nil:
-		return "responseRate"
-	case obj.FirstContactResolution != nil:
-		return "firstContactResolution"
-	}
-	return ""
-}
-
-// objectiveText renders the objective for people, as status.objective and
-// the Objective printer column show it: ">= 40", ">= 85%", "95% <= 2m".
-func objectiveText(obj cxv1.Objective) string {
-	switch {
-	case obj.NPS != nil:
-		return fmt.Sprintf(">= %d", obj.NPS.Min)
-	case obj.CSAT != nil:
-		return fmt.Sprintf(">= %s%%", decimal(obj.CSAT.Min))
-	case obj.CES != nil:
-		return fmt.Sprintf(">= %s", decimal(obj.CES.Min))
-	case obj.WaitTime != nil:
-		threshold := string(obj.WaitTime.Threshold)
-		if threshold == "" {
-			threshold = "threshold"
-		}
-		return fmt.Sprintf("%s%% <= %s", decimal(obj.WaitTime.Percent), threshold)
-	case obj.ResponseRate != nil:
-		return fmt.Sprintf(">= %s%%", decimal(obj.ResponseRate.Min))
-	case obj.FirstContactResolution != nil:
-		return fmt.Sprintf(">= %s%%", decimal(obj.FirstContactResolution.Min))
-	}
-	return ""
-}
 
 // setCXTargetStatus writes the conditions, objective text and
 // observedGeneration that obs implies, and the verdict of res. While the
 // collector cannot answer, the last verdict of this generation stays, with
 // TargetMet Unknown saying it is the last evaluated (keepsLastVerdict).
 // Without a result otherwise (the subject is missing, the spec changed) the
-// numbers and state are cleared, and TargetMet is Unknown.
-func setCXTargetStatus(cxt *cxv1.CXTarget, obs readiness, res *targetResult, now time.Time) {
+// numbers and state are cleared, and TargetMet is Unknown. rules is the
+// AlertRules condition of this loop, nil when alerts are off; it is kept
+// as it was when the loop did not get as far as the rules.
+func setCXTargetStatus(cxt *cxv1.CXTarget, o slo.Objective, obs readiness, res *targetResult, rules *metav1.Condition, now time.Time) {
 	keep := keepsLastVerdict(cxt, obs, res)
 	setReadinessConditions(&cxt.Status.Conditions, cxt.Generation, obs)
 	st := &cxt.Status
-	st.Objective = objectiveText(cxt.Spec.Objective)
+	st.Objective = ""
+	if obs.invalid == nil {
+		st.Objective = o.Text()
+	}
 	st.ObservedGeneration = cxt.Generation
+	switch {
+	case rules != nil:
+		meta.SetStatusCondition(&st.Conditions, *rules)
+	case res != nil || !cxt.Spec.Alerting.GetBurnRateAlerts():
+		meta.RemoveStatusCondition(&st.Conditions, cxv1.AlertRulesCondition)
+	}
 	if keep {
 		meta.SetStatusCondition(&st.Conditions, metav1.Condition{
 			Type: cxv1.TargetMetCondition, Status: metav1.ConditionUnknown, ObservedGeneration: cxt.Generation,
@@ -151,27 +51,20 @@ func setCXTargetStatus(cxt *cxv1.CXTarget, obs readiness, res *targetResult, now
 	st.ErrorBudgetRemaining, st.BurnRates, st.BudgetAttribution = "", nil, nil
 
 	met := metav1.Condition{Type: cxv1.TargetMetCondition, Status: metav1.ConditionUnknown, ObservedGeneration: cxt.Generation}
-	switch {
-	case res == nil:
+	if res == nil {
 		met.Reason, met.Message = notEvaluatedReason, "The target is not evaluated: see the Ready condition"
-	case res.notMeasurable != "":
-		st.State = cxv1.TargetStateInsufficientData
-		met.Reason, met.Message = string(cxv1.TargetStateInsufficientData), res.notMeasurable
-	default:
+	} else {
 		v := res.verdict
 		st.State = v.State
 		st.Samples = int64(v.Samples)
-		s, _ := scaleOf(cxt.Spec.Objective)
 		if v.HasValue {
-			st.Current = decimalString(v.Current, s.digits)
-			st.CurrentLower = decimalString(v.Lower, s.digits)
-			st.CurrentUpper = decimalString(v.Upper, s.digits)
+			st.Current, st.CurrentLower, st.CurrentUpper = o.Format(v.Current), o.Format(v.Lower), o.Format(v.Upper)
 		}
 		if v.HasBudget {
-			st.ErrorBudgetRemaining = decimalString(v.BudgetRemaining, 1)
+			st.ErrorBudgetRemaining = slo.Decimal(v.BudgetRemaining, 1)
 		}
-		for i, w := range burnRateWindows {
-			st.BurnRates = append(st.BurnRates, cxv1.BurnRate{Window: w, Rate: decimalString(v.BurnRates[i], 2)})
+		for _, b := range v.BurnRates {
+			st.BurnRates = append(st.BurnRates, cxv1.BurnRate{Window: b.Window, Rate: slo.Decimal(b.Rate, 2)})
 		}
 		st.BudgetAttribution = res.attribution
 		met.Reason, met.Message = string(v.State), v.Reason
@@ -207,7 +100,7 @@ const notEvaluatedReason = "NotEvaluated"
 // recordTargetTransition emits TargetBreached when a target becomes
 // Breached and TargetRecovered when it leaves Breached for Met or AtRisk;
 // nothing otherwise, so an SRE's event stream holds transitions only.
-func recordTargetTransition(rec events.EventRecorder, cxt *cxv1.CXTarget, before, after cxv1.TargetState) {
+func recordTargetTransition(rec events.EventRecorder, cxt *cxv1.CXTarget, o slo.Objective, before, after cxv1.TargetState) {
 	if rec == nil || before == after {
 		return
 	}
@@ -218,26 +111,23 @@ func recordTargetTransition(rec events.EventRecorder, cxt *cxv1.CXTarget, before
 	}
 	switch {
 	case after == cxv1.TargetStateBreached:
-		rec.Eventf(cxt, nil, corev1.EventTypeWarning, "TargetBreached", "Evaluate", "%s %s: %s", objectiveName(cxt.Spec.Objective), cxt.Status.Objective, msg)
+		rec.Eventf(cxt, nil, corev1.EventTypeWarning, "TargetBreached", "Evaluate", "%s %s: %s", o.Name(), cxt.Status.Objective, msg)
 	case before == cxv1.TargetStateBreached && (after == cxv1.TargetStateMet || after == cxv1.TargetStateAtRisk):
-		rec.Eventf(cxt, nil, corev1.EventTypeNormal, "TargetRecovered", "Evaluate", "%s %s: %s", objectiveName(cxt.Spec.Objective), cxt.Status.Objective, msg)
+		rec.Eventf(cxt, nil, corev1.EventTypeNormal, "TargetRecovered", "Evaluate", "%s %s: %s", o.Name(), cxt.Status.Objective, msg)
 	}
 }
 
 // exportTargetMetrics mirrors the verdict in the manager's metrics; the
 // value and budget series exist only while there is a value to show.
-func exportTargetMetrics(cxt *cxv1.CXTarget, res *targetResult) {
+func exportTargetMetrics(cxt *cxv1.CXTarget, o slo.Objective, valid bool, res *targetResult) {
 	kind, _ := cxt.Spec.Subject()
 	sample := targetSample{subjectKind: kind, value: math.NaN(), objective: math.NaN(), budget: math.NaN()}
-	if s, err := scaleOf(cxt.Spec.Objective); err == nil {
-		sample.objective = s.target
+	if valid {
+		sample.objective = o.Target
 	}
-	var v verdict
-	switch {
-	case res != nil && res.notMeasurable == "":
+	v := keptVerdict(cxt)
+	if res != nil {
 		v = res.verdict
-	case res == nil:
-		v = keptVerdict(cxt)
 	}
 	if v.State == cxv1.TargetStateBreached {
 		sample.breached = 1
@@ -254,13 +144,13 @@ func exportTargetMetrics(cxt *cxv1.CXTarget, res *targetResult) {
 // keptVerdict reads back the verdict status keeps while the collector
 // cannot answer (see keepsLastVerdict), so the metrics go on showing it;
 // the zero verdict when status keeps none.
-func keptVerdict(cxt *cxv1.CXTarget) verdict {
+func keptVerdict(cxt *cxv1.CXTarget) slo.Verdict {
 	st := &cxt.Status
 	met := meta.FindStatusCondition(st.Conditions, cxv1.TargetMetCondition)
 	if met == nil || met.Reason != cxv1.CollectorUnavailableReason || st.State == "" {
-		return verdict{}
+		return slo.Verdict{}
 	}
-	v := verdict{State: st.State}
+	v := slo.Verdict{State: st.State}
 	if c, err := strconv.ParseFloat(st.Current, 64); err == nil {
 		v.HasValue, v.Current = true, c
 	}
@@ -268,10 +158,4 @@ func keptVerdict(cxt *cxv1.CXTarget) verdict {
 		v.HasBudget, v.BudgetRemaining = true, b
 	}
 	return v
-}
-
-// decimal renders a quantity as a plain decimal ("99.5"), not in the
-// canonical quantity form ("99500m") that String returns.
-func decimal(q resource.Quantity) string {
-	return q.AsDec().String()
 }

@@ -12,30 +12,11 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
+	"github.com/cxop-dev/cxop/internal/slo"
 )
-
-func TestObjectiveText(t *testing.T) {
-	q := resource.MustParse
-	for _, tc := range []struct {
-		obj  cxv1.Objective
-		want string
-	}{
-		{cxv1.Objective{NPS: &cxv1.NPSObjective{Min: 40}}, ">= 40"},
-		{cxv1.Objective{NPS: &cxv1.NPSObjective{Min: -10}}, ">= -10"},
-		{cxv1.Objective{CSAT: &cxv1.PercentObjective{Min: q("85")}}, ">= 85%"},
-		{cxv1.Objective{CES: &cxv1.CESObjective{Min: q("5.5")}}, ">= 5.5"},
-		{cxv1.Objective{WaitTime: &cxv1.WaitTimeObjective{Threshold: "2m", Percent: q("95")}}, "95% <= 2m"},
-		{cxv1.Objective{WaitTime: &cxv1.WaitTimeObjective{Percent: q("99.5")}}, "99.5% <= threshold"},
-		{cxv1.Objective{ResponseRate: &cxv1.PercentObjective{Min: q("20")}}, ">= 20%"},
-		{cxv1.Objective{FirstContactResolution: &cxv1.PercentObjective{Min: q("70")}}, ">= 70%"},
-	} {
-		if got := objectiveText(tc.obj); got != tc.want {
-			t.Errorf("objectiveText(%s) = %q, want %q", objectiveName(tc.obj), got, tc.want)
-		}
-	}
-}
 
 func TestObjectiveMismatch(t *testing.T) {
 	survey := func(typ cxv1.SurveyType) *cxv1.Survey {
@@ -50,7 +31,7 @@ func TestObjectiveMismatch(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		obj     cxv1.Objective
-		subject interface{}
+		subject client.Object
 		want    string
 	}{
 		{"nps on nps", cxv1.Objective{NPS: &cxv1.NPSObjective{Min: 40}}, survey(cxv1.SurveyTypeNPS), ""},
@@ -69,14 +50,11 @@ func TestObjectiveMismatch(t *testing.T) {
 			`spec.objective.waitTime.threshold is not set and Touchpoint "chat" has no spec.waitTime.threshold`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			spec := &cxv1.CXTargetSpec{Objective: tc.obj}
-			var got string
-			switch s := tc.subject.(type) {
-			case *cxv1.Survey:
-				got = objectiveMismatch(spec, s)
-			case *cxv1.Touchpoint:
-				got = objectiveMismatch(spec, s)
+			o, err := slo.FromSpec(tc.obj)
+			if err != nil {
+				t.Fatal(err)
 			}
+			got := objectiveMismatch(o, tc.subject)
 			if got != tc.want {
 				t.Errorf("objectiveMismatch() = %q, want %q", got, tc.want)
 			}
@@ -124,15 +102,19 @@ func TestCollectorOutageKeepsTheLastVerdict(t *testing.T) {
 	cxt.Namespace, cxt.Name, cxt.Generation = "shop", "csat-85", 1
 	cxt.Spec.SurveyRef = &cxv1.LocalObjectReference{Name: "delivery-csat"}
 	cxt.Spec.Objective.CSAT = &cxv1.PercentObjective{Min: resource.MustParse("85")}
-	breached := &targetResult{verdict: verdict{State: cxv1.TargetStateBreached, Samples: 40, HasValue: true, Current: 50, Lower: 35, Upper: 65,
-		Objective: 85, HasBudget: true, BudgetRemaining: -41.2, BurnRates: []float64{3.33, 3.33, 3.33, 3.33}, Reason: "below"}}
+	o, err := slo.FromSpec(cxt.Spec.Objective)
+	if err != nil {
+		t.Fatal(err)
+	}
+	breached := &targetResult{verdict: slo.Verdict{State: cxv1.TargetStateBreached, Samples: 40, HasValue: true, Current: 50, Lower: 35, Upper: 65,
+		HasBudget: true, BudgetRemaining: -41.2, BurnRates: []slo.BurnRate{{Window: "1h", Rate: 3.33}}, Reason: "below"}}
 	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
-	setCXTargetStatus(cxt, readiness{}, breached, now)
-	exportTargetMetrics(cxt, breached)
+	setCXTargetStatus(cxt, o, readiness{}, breached, nil, now)
+	exportTargetMetrics(cxt, o, true, breached)
 
 	down := readiness{collectorReason: cxv1.CollectorUnavailableReason, collector: "connection refused"}
-	setCXTargetStatus(cxt, down, nil, now.Add(time.Minute))
-	exportTargetMetrics(cxt, nil)
+	setCXTargetStatus(cxt, o, down, nil, nil, now.Add(time.Minute))
+	exportTargetMetrics(cxt, o, true, nil)
 	st := cxt.Status
 	if st.State != cxv1.TargetStateBreached || st.Current != "50" || st.ErrorBudgetRemaining != "-41.2" || st.Samples != 40 {
 		t.Errorf("during the outage: state %q, current %q, budget %q, samples %d; want the last verdict", st.State, st.Current, st.ErrorBudgetRemaining, st.Samples)
@@ -152,15 +134,15 @@ func TestCollectorOutageKeepsTheLastVerdict(t *testing.T) {
 	}
 
 	// Still down on the next loop: still the last verdict.
-	setCXTargetStatus(cxt, down, nil, now.Add(2*time.Minute))
+	setCXTargetStatus(cxt, o, down, nil, nil, now.Add(2*time.Minute))
 	if cxt.Status.State != cxv1.TargetStateBreached {
 		t.Errorf("second loop of the outage: state %q", cxt.Status.State)
 	}
 
 	// The objective changes while the collector is down: nothing to keep.
 	cxt.Generation = 2
-	setCXTargetStatus(cxt, down, nil, now.Add(3*time.Minute))
-	exportTargetMetrics(cxt, nil)
+	setCXTargetStatus(cxt, o, down, nil, nil, now.Add(3*time.Minute))
+	exportTargetMetrics(cxt, o, true, nil)
 	if cxt.Status.State != "" || cxt.Status.Current != "" {
 		t.Errorf("after a spec change during the outage: state %q, current %q; want cleared", cxt.Status.State, cxt.Status.Current)
 	}

@@ -138,7 +138,7 @@ var _ = Describe("Injected failures", func() {
 		}
 	})
 
-	It("a Touchpoint, Survey and Journey whose collector cannot answer wait for it, with no numbers", func(ctx SpecContext) {
+	It("a Touchpoint, Survey and Journey whose collector cannot answer wait for it, keeping their last numbers marked Stale", func(ctx SpecContext) {
 		ns := newNamespace(ctx)
 		chat := touchpoint(ns, "chat")
 		Expect(k8sClient.Create(ctx, chat)).To(Succeed())
@@ -156,10 +156,16 @@ var _ = Describe("Injected failures", func() {
 		Expect(collectors.Remove(ctx, ns)).To(Succeed())
 		for _, obj := range []client.Object{chat, svy, jny} {
 			expectFailure(ctx, obj, cxv1.CollectorUnavailableReason, false, "collector")
+			// No false recovery: the numbers of the last good reading
+			// stay, and say they are stale (see stale.go).
+			c := meta.FindStatusCondition(conditionsOf(obj), cxv1.StaleCondition)
+			Expect(c).NotTo(BeNil(), "%s has no Stale condition", obj.GetName())
+			Expect(c.Status).To(Equal(metav1.ConditionTrue))
+			Expect(c.Reason).To(Equal(cxv1.CollectorUnavailableReason))
 		}
-		Expect(jny.Status.Stages).To(BeEmpty())
-		Expect(jny.Status.Targets).To(BeNil())
-		Expect(svy.Status.Responses).To(BeZero())
+		Expect(jny.Status.Stages).To(HaveLen(1))
+		Expect(jny.Status.Stages[0].Name).To(Equal("chat"))
+		Expect(jny.Status.Targets).NotTo(BeNil())
 	})
 
 	It("a Journey whose targets cannot be listed waits, naming what failed", func(ctx SpecContext) {

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"time"
 
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -25,13 +26,14 @@ type JourneyReconciler struct {
 // Reconcile brings one Journey's status up to date.
 func (r *JourneyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
 	jny := &cxv1.Journey{}
-	if live, err := fetchLive(ctx, r.Client, req, jny); !live {
+	if live, err := fetchLive(ctx, r.Client, req, jny, r.Live.readings.forgetting("Journey", req)); !live {
 		return ctrl.Result{}, err
 	}
 	st := newStatusPatch(r.Client, r.Recorder, jny, &jny.Status.Conditions)
 	defer st.patch(ctx, &retErr)
 
 	obs := r.observe(ctx, jny)
+	obs.stale = r.Live.readings.staleness("Journey", jny, jny.Status.ObservedGeneration, st.before, obs.readiness, obs.numbers != nil, time.Now())
 	setJourneyStatus(jny, obs)
 	if len(obs.missing) > 0 {
 		// The watches on Touchpoints and Surveys bring it back.
@@ -46,6 +48,9 @@ type journeyObservation struct {
 	// numbers are the collector's, nil when it could not answer or the
 	// Journey cannot be measured.
 	numbers *journeyNumbers
+	// stale says whether status keeps the numbers it shows when there are
+	// none, and the Stale condition that marks them.
+	stale staleness
 }
 
 // observe checks the spec, resolves every Touchpoint the stages name and

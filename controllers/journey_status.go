@@ -11,6 +11,7 @@ import (
 	"github.com/cxop-dev/cxop/internal/collector"
 	"github.com/cxop-dev/cxop/internal/collectorclient"
 	"github.com/cxop-dev/cxop/internal/score"
+	"github.com/cxop-dev/cxop/internal/slo"
 )
 
 // journeyNumbers is what the collector says about a Journey's window.
@@ -135,12 +136,17 @@ func addCounts(into, from []uint64) {
 }
 
 // setJourneyStatus writes the whole status obs implies: conditions,
-// observedGeneration and the collector's numbers; with no numbers (the
-// collector could not answer) they are cleared rather than left stale.
+// observedGeneration and the collector's numbers; with no numbers they are
+// kept when obs.stale says so (the collector cannot answer; the Stale
+// condition marks them) and cleared otherwise.
 func setJourneyStatus(jny *cxv1.Journey, obs journeyObservation) {
 	setReadinessConditions(&jny.Status.Conditions, jny.Generation, obs.readiness)
+	setStaleCondition(&jny.Status.Conditions, obs.stale)
 	m := obs.numbers
 	jny.Status.ObservedGeneration = jny.Generation
+	if m == nil && obs.stale.keep {
+		return
+	}
 	jny.Status.Stages, jny.Status.NPS, jny.Status.WaitCompliance, jny.Status.Targets = nil, "", "", nil
 	jny.Status.WaitBudgetSpentBy = nil
 	if m == nil {
@@ -168,7 +174,7 @@ func setJourneyStatus(jny *cxv1.Journey, obs journeyObservation) {
 		jny.Status.WaitCompliance = percent(*m.whole.WaitCompliance)
 	}
 	jny.Status.NPS = npsText(m.nps)
-	jny.Status.WaitBudgetSpentBy = budgetShares(m.badWaits)
+	jny.Status.WaitBudgetSpentBy = slo.BudgetShares(m.badWaits)
 	targets := m.targets
 	jny.Status.Targets = &targets
 }

@@ -3,9 +3,12 @@ package controllers
 import (
 	"math"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/cxop-dev/cxop/internal/collectorclient"
 )
 
 // Target metrics, on the manager's /metrics. They mirror CXTarget status
@@ -95,3 +98,87 @@ func (m *targetMetrics) Collect(ch chan<- prometheus.Metric) {
 
 // forgetTargetMetrics removes every series of a deleted target.
 func forgetTargetMetrics(namespace, name string) { targets.forget(namespace, name) }
+
+// Collector metrics, on the manager's /metrics: whether each namespace's
+// collector answers the manager, in the form of Prometheus' own `up`. While
+// it does not, status keeps its last numbers (marked Stale) and the
+// cxop_target_* series keep the last verdict, so a restart reads as
+// "unknown since T" rather than as a recovery; these two series say which
+// numbers are live.
+var (
+	collectorUpDesc = prometheus.NewDesc("cxop_collector_up",
+		"1 when the namespace's collector answered the manager's last summary request, 0 when it could not (status then keeps the last numbers, marked Stale, and cxop_target_* the last verdict).",
+		[]string{"namespace"}, nil)
+	collectorLastAnswerDesc = prometheus.NewDesc("cxop_collector_last_answer_timestamp_seconds",
+		"When the namespace's collector last answered a summary request, in Unix seconds: the age of the numbers status keeps while cxop_collector_up is 0.",
+		[]string{"namespace"}, nil)
+
+	collectorStates = &collectorMetrics{byNamespace: map[string]collectorSample{}, now: time.Now}
+)
+
+func init() {
+	metrics.Registry.MustRegister(collectorStates)
+}
+
+type collectorSample struct {
+	up         bool
+	lastAnswer time.Time
+}
+
+// collectorMetrics is a prometheus.Collector of every namespace's
+// collector state.
+type collectorMetrics struct {
+	mu          sync.RWMutex
+	byNamespace map[string]collectorSample
+	now         func() time.Time
+}
+
+// answered records the outcome of a summary request to namespace's
+// collector: err nil is an answer, an Unavailable error none; other errors
+// (a bad request of the manager's own) say nothing about the collector.
+func (m *collectorMetrics) answered(namespace string, err error) {
+	if err != nil && !collectorclient.IsUnavailable(err) {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.byNamespace[namespace]
+	s.up = err == nil
+	if s.up {
+		s.lastAnswer = m.now()
+	}
+	m.byNamespace[namespace] = s
+}
+
+func (m *collectorMetrics) forget(namespace string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.byNamespace, namespace)
+}
+
+func (m *collectorMetrics) Describe(ch chan<- *prometheus.Desc) {
+	ch <- collectorUpDesc
+	ch <- collectorLastAnswerDesc
+}
+
+func (m *collectorMetrics) Collect(ch chan<- prometheus.Metric) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	for ns, s := range m.byNamespace {
+		up := 0.0
+		if s.up {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(collectorUpDesc, prometheus.GaugeValue, up, ns)
+		if !s.lastAnswer.IsZero() {
+			ch <- prometheus.MustNewConstMetric(collectorLastAnswerDesc, prometheus.GaugeValue, float64(s.lastAnswer.UnixNano())/1e9, ns)
+		}
+	}
+}
+
+// collectorAnswered records a summary request's outcome in the metrics.
+func collectorAnswered(namespace string, err error) { collectorStates.answered(namespace, err) }
+
+// forgetCollectorMetrics removes the series of a namespace whose collector
+// was removed.
+func forgetCollectorMetrics(namespace string) { collectorStates.forget(namespace) }

@@ -64,6 +64,9 @@ func (r kubeAndInProcessCollectors) Remove(ctx context.Context, ns string) error
 func (r kubeAndInProcessCollectors) PageURL(ns string) (string, error) { return r.local.PageURL(ns) }
 func (r kubeAndInProcessCollectors) ServesSurveyPages() bool           { return r.local.ServesSurveyPages() }
 func (r kubeAndInProcessCollectors) URL(ns string) string              { return r.local.URL(ns) }
+func (r kubeAndInProcessCollectors) AllowsInsecureWebhooks() bool {
+	return r.local.AllowsInsecureWebhooks()
+}
 
 // rulesOf reads the rules of the Role or ClusterRole in a file of
 // config/rbac: the generated manager-role, whose rules the chart installs

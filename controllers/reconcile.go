@@ -21,16 +21,22 @@ import (
 //
 //	func (r *XReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
 //		x := &cxv1.X{}
-//		if live, err := fetchLive(ctx, r.Client, req, x); !live {
+//		if live, err := fetchLive(ctx, r.Client, req, x, r.Live.readings.forgetting("X", req)); !live {
 //			return ctrl.Result{}, err
 //		}
 //		st := newStatusPatch(r.Client, r.Recorder, x, &x.Status.Conditions)
 //		defer st.patch(ctx, &retErr)
 //
 //		obs := r.observe(ctx, x)   // every read and write; a failed step is recorded, not returned
+//		obs.stale = r.Live.readings.staleness("X", x, x.Status.ObservedGeneration, st.before,
+//			obs.readiness, obs.summary != nil, time.Now())   // from the status as read
 //		setXStatus(x, obs)         // pure: the whole status from the spec and obs
 //		return obs.outcome(next)   // a terminal error, the steps' errors, or a requeue
 //	}
+//
+// observe leaves status alone, so x.Status after it is still the status as
+// read; staleness (stale.go) decides from it whether the numbers it shows
+// are kept, marked Stale, while the collector cannot answer.
 //
 // observe never returns early on an error: whatever failed is a failure in
 // its readiness, so the status written in the defer always says what the
@@ -116,8 +122,13 @@ func (r readiness) outcome(next time.Duration) (ctrl.Result, error) {
 // fetchLive reads the object req names into obj, and reports whether there
 // is anything to reconcile: not when it is gone or being deleted (nothing
 // outside the cluster is owned; owned objects are garbage-collected).
-func fetchLive(ctx context.Context, c client.Reader, req ctrl.Request, obj client.Object) (bool, error) {
+// gone, when set, is called once the object is found not to exist, to drop
+// what the manager remembers of it.
+func fetchLive(ctx context.Context, c client.Reader, req ctrl.Request, obj client.Object, gone func()) (bool, error) {
 	if err := c.Get(ctx, req.NamespacedName, obj); err != nil {
+		if apierrors.IsNotFound(err) && gone != nil {
+			gone()
+		}
 		return false, client.IgnoreNotFound(err)
 	}
 	return obj.GetDeletionTimestamp().IsZero(), nil

@@ -237,6 +237,7 @@ func TestDeliveryCondition(t *testing.T) {
 	}}
 	gone := "2026-11-23T10:00:00Z"
 	goneSummary := &collector.SurveySummary{Invitations: &collector.InvitationSummary{WebhookGoneSince: &gone}}
+	failingSummary := &collector.SurveySummary{Invitations: &collector.InvitationSummary{WebhookFailingSince: &gone, WebhookError: "the receiver answered 401"}}
 	for _, tc := range []struct {
 		name       string
 		svy        *cxv1.Survey
@@ -252,8 +253,12 @@ func TestDeliveryCondition(t *testing.T) {
 			&metav1.Condition{Status: metav1.ConditionFalse, Reason: cxv1.NoSurveyPageReason}},
 		{"key missing", withHook, nil, `spec.delivery.webhook.secretRef: Secret "mailer" not found`, true,
 			&metav1.Condition{Status: metav1.ConditionFalse, Reason: cxv1.WebhookKeyMissingReason}},
+		{"collector not asked", withHook, nil, "", true,
+			&metav1.Condition{Status: metav1.ConditionUnknown, Reason: cxv1.CollectorUnavailableReason}},
 		{"gone", withHook, goneSummary, "", true,
 			&metav1.Condition{Status: metav1.ConditionFalse, Reason: cxv1.WebhookGoneReason}},
+		{"failing", withHook, failingSummary, "", true,
+			&metav1.Condition{Status: metav1.ConditionFalse, Reason: cxv1.WebhookFailingReason}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := deliveryCondition(tc.svy, tc.summary, tc.keyMissing, tc.hasPage)
@@ -265,6 +270,9 @@ func TestDeliveryCondition(t *testing.T) {
 			}
 			if got.Type != cxv1.DeliveringCondition || got.Status != tc.want.Status || got.Reason != tc.want.Reason || got.ObservedGeneration != 3 || got.Message == "" {
 				t.Errorf("deliveryCondition = %+v, want %s/%s", got, tc.want.Status, tc.want.Reason)
+			}
+			if tc.summary == failingSummary && (!strings.Contains(got.Message, "401") || !strings.Contains(got.Message, gone)) {
+				t.Errorf("message %q does not say since when and why", got.Message)
 			}
 			if tc.keyMissing != "" && !strings.Contains(got.Message, tc.keyMissing) {
 				t.Errorf("message %q does not name the missing key", got.Message)

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -26,6 +24,7 @@ import (
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
 	"github.com/cxop-dev/cxop/internal/collector"
 	"github.com/cxop-dev/cxop/internal/collectorclient"
+	"github.com/cxop-dev/cxop/internal/slo"
 )
 
 // StatusSource gives reconcilers the numbers their status shows, read from
@@ -41,6 +40,9 @@ type StatusSource struct {
 	// RetryInterval is how soon an object whose collector could not
 	// answer tries again.
 	RetryInterval time.Duration
+	// readings remembers each object's last good reading, for the Stale
+	// condition.
+	readings *readings
 
 	// collectorErrs holds, by namespace, why the collector reconciler last
 	// failed to write the namespace's collector; see CollectorWritten.
@@ -112,7 +114,7 @@ func NewStatusSource(reader client.Reader, rt CollectorRuntime, interval time.Du
 	// namespace refreshed in one pass shares one request per window.
 	return &StatusSource{
 		Reader: reader, Runtime: rt, API: collectorclient.New(interval / 3),
-		Interval: interval, RetryInterval: 5 * time.Second,
+		Interval: interval, RetryInterval: 5 * time.Second, readings: newReadings(time.Now()),
 	}
 }
 
@@ -159,7 +161,9 @@ func (s *StatusSource) all(ctx context.Context, namespace string, window cxv1.Du
 	if err != nil {
 		return nil, err
 	}
-	return s.API.All(ctx, t, string(window), has)
+	all, err := s.API.All(ctx, t, string(window), has)
+	collectorAnswered(namespace, err)
+	return all, err
 }
 
 // summaryOf returns one object's summary over window, picked from its
@@ -189,7 +193,9 @@ func (s *StatusSource) touchpoints(ctx context.Context, namespace string, window
 	if err != nil {
 		return nil, err
 	}
-	return s.API.Touchpoints(ctx, t, string(window), names)
+	sum, err := s.API.Touchpoints(ctx, t, string(window), names)
+	collectorAnswered(namespace, err)
+	return sum, err
 }
 
 // collectorStep records a failed read of the collector's numbers: an
@@ -224,16 +230,7 @@ func collectorProblem(obs *readiness, err error) error {
 func percent(v float64) string { return decimalString(v, 1) }
 
 // decimalString renders v with at most digits decimals and no trailing zeros.
-func decimalString(v float64, digits int) string {
-	s := strconv.FormatFloat(v, 'f', digits, 64)
-	if strings.Contains(s, ".") {
-		s = strings.TrimRight(strings.TrimRight(s, "0"), ".")
-	}
-	if s == "-0" {
-		s = "0"
-	}
-	return s
-}
+func decimalString(v float64, digits int) string { return slo.Decimal(v, digits) }
 
 // seconds renders a wait as a duration such as "42s" or "1m50s", to a
 // tenth of a second under a minute and to the second above.

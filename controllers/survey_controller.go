@@ -39,13 +39,14 @@ type SurveyReconciler struct {
 // Reconcile brings one Survey's status up to date.
 func (r *SurveyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
 	svy := &cxv1.Survey{}
-	if live, err := fetchLive(ctx, r.Client, req, svy); !live {
+	if live, err := fetchLive(ctx, r.Client, req, svy, r.Live.readings.forgetting("Survey", req)); !live {
 		return ctrl.Result{}, err
 	}
 	st := newStatusPatch(r.Client, r.Recorder, svy, &svy.Status.Conditions)
 	defer st.patch(ctx, &retErr)
 
 	obs := r.observe(ctx, svy, time.Now())
+	obs.stale = r.Live.readings.staleness("Survey", svy, svy.Status.ObservedGeneration, st.before, obs.readiness, obs.summary != nil, obs.now)
 	st.hold = holdFirstStatus(svy, st.before, obs.readiness, obs.now)
 	setSurveyStatus(svy, obs)
 	next := r.Live.next(obs.readiness)
@@ -64,6 +65,8 @@ type surveyObservation struct {
 	ingestURL string
 	// servesPages: the manager gives customers a survey page URL.
 	servesPages bool
+	// allowsHTTPWebhooks: collectors send webhooks over plain http too.
+	allowsHTTPWebhooks bool
 	// summary is the collector's numbers, nil when it could not answer.
 	summary *collector.SurveySummary
 	// keyMissing names the webhook secretRefs that do not resolve.
@@ -71,6 +74,9 @@ type surveyObservation struct {
 	// lastSchedule is when the last wave ran: as its CronJob records it in
 	// a cluster, or the wave the manager sent itself under `cxop dev`.
 	lastSchedule *metav1.Time
+	// stale says whether status keeps the numbers it shows when there is
+	// no summary, and the Stale condition that marks them.
+	stale staleness
 }
 
 // observe checks the spec, resolves the trigger's Touchpoints (a missing
@@ -78,7 +84,8 @@ type surveyObservation struct {
 // when it appears), reads the numbers, checks the webhook keys and the
 // audience, and runs the waves.
 func (r *SurveyReconciler) observe(ctx context.Context, svy *cxv1.Survey, now time.Time) surveyObservation {
-	obs := surveyObservation{now: now, ingestURL: r.Live.Runtime.URL(svy.Namespace), servesPages: r.Live.Runtime.ServesSurveyPages()}
+	obs := surveyObservation{now: now, ingestURL: r.Live.Runtime.URL(svy.Namespace), servesPages: r.Live.Runtime.ServesSurveyPages(),
+		allowsHTTPWebhooks: r.Live.Runtime.AllowsInsecureWebhooks()}
 	if obs.invalid = checkSurveySpec(&svy.Spec); obs.invalid != nil {
 		// Nothing runs; when the last wave ran is still true.
 		obs.lastSchedule = svy.Status.LastScheduleTime

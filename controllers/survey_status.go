@@ -31,12 +31,23 @@ func checkSurveySpec(spec *cxv1.SurveySpec) error {
 
 // setSurveyStatus writes the whole status obs implies: conditions,
 // observedGeneration, where answers go, the collector's numbers, the
-// waves' schedule and whether invitations are delivered.
+// waves' schedule and whether invitations are delivered. With no summary
+// the numbers are kept when obs.stale says so (see setTouchpointStatus)
+// and cleared otherwise.
 func setSurveyStatus(svy *cxv1.Survey, obs surveyObservation) {
+	// keptDelivery reads Delivering as read, before anything below changes
+	// the conditions, and may return it: a copy is what is set.
+	var delivering *metav1.Condition
+	if c := obs.stale.keptDelivery(deliveryCondition(svy, obs.summary, obs.keyMissing, obs.servesPages), svy.Status.Conditions); c != nil {
+		copied := *c
+		delivering = &copied
+	}
 	setReadinessConditions(&svy.Status.Conditions, svy.Generation, obs.readiness)
+	setStaleCondition(&svy.Status.Conditions, obs.stale)
 	svy.Status.ObservedGeneration = svy.Generation
 	svy.Status.LastScheduleTime, svy.Status.NextScheduleTime = obs.lastSchedule, scheduleStatus(svy, obs.now)
-	if c := deliveryCondition(svy, obs.summary, obs.keyMissing, obs.servesPages); c != nil {
+	if c := delivering; c != nil {
+		refuseInsecureWebhooks(c, svy, obs.allowsHTTPWebhooks)
 		meta.SetStatusCondition(&svy.Status.Conditions, *c)
 	} else {
 		meta.RemoveStatusCondition(&svy.Status.Conditions, cxv1.DeliveringCondition)
@@ -48,9 +59,12 @@ func setSurveyStatus(svy *cxv1.Survey, obs surveyObservation) {
 		}
 	}
 	st := &svy.Status
+	summary := obs.summary
+	if summary == nil && obs.stale.keep {
+		return
+	}
 	st.Responses, st.Score, st.ScoreLower, st.ScoreUpper = 0, "", "", ""
 	st.Promoters, st.Passives, st.Detractors = 0, 0, 0
-	summary := obs.summary
 	if summary == nil {
 		setInvitationStatus(svy, nil)
 		return
@@ -87,6 +101,7 @@ func setInvitationStatus(svy *cxv1.Survey, inv *collector.InvitationSummary) {
 	}
 	sup := cxv1.SuppressedInvitations{
 		Sample: int64(inv.Suppressed["sample"]), Throttle: int64(inv.Suppressed["throttle"]), Suspended: int64(inv.Suppressed["suspended"]),
+		RateLimited: int64(inv.Suppressed["rateLimit"]),
 	}
 	if sup != (cxv1.SuppressedInvitations{}) {
 		st.Suppressed = &sup
@@ -112,10 +127,22 @@ func deliveryCondition(svy *cxv1.Survey, summary *collector.SurveySummary, keyMi
 		c.Message = "The manager runs without --survey-page-url, so invitations have no link and none are made"
 	case keyMissing != "":
 		c.Status, c.Reason, c.Message = metav1.ConditionFalse, cxv1.WebhookKeyMissingReason, keyMissing+"; invitations wait in the collector's outbox"
+	case summary == nil:
+		// Not asked, or no answer: True would claim more than is known.
+		c.Status, c.Reason = metav1.ConditionUnknown, cxv1.CollectorUnavailableReason
+		c.Message = "The collector could not be asked whether invitations are delivered"
 	case summary != nil && summary.Invitations != nil && summary.Invitations.WebhookGoneSince != nil:
 		c.Status, c.Reason = metav1.ConditionFalse, cxv1.WebhookGoneReason
 		c.Message = "The webhook answered 410 Gone at " + *summary.Invitations.WebhookGoneSince +
 			"; invitations wait in the collector's outbox until spec.delivery.webhook.url changes"
+	case summary != nil && summary.Invitations != nil && summary.Invitations.WebhookFailingSince != nil:
+		inv := summary.Invitations
+		c.Status, c.Reason = metav1.ConditionFalse, cxv1.WebhookFailingReason
+		c.Message = "Invitations ran out of retries and are parked since " + *inv.WebhookFailingSince
+		if inv.WebhookError != "" {
+			c.Message += " (last error: " + inv.WebhookError + ")"
+		}
+		c.Message += "; they are delivered once the webhook answers 2xx again (one of them is tried every 10 minutes by default) or its URL or signing key changes"
 	}
 	return c
 }

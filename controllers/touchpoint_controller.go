@@ -28,14 +28,16 @@ type TouchpointReconciler struct {
 // Reconcile brings one Touchpoint's status up to date.
 func (r *TouchpointReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
 	tp := &cxv1.Touchpoint{}
-	if live, err := fetchLive(ctx, r.Client, req, tp); !live {
+	if live, err := fetchLive(ctx, r.Client, req, tp, r.Live.readings.forgetting("Touchpoint", req)); !live {
 		return ctrl.Result{}, err
 	}
 	st := newStatusPatch(r.Client, r.Recorder, tp, &tp.Status.Conditions)
 	defer st.patch(ctx, &retErr)
 
+	now := time.Now()
 	obs := r.observe(ctx, tp)
-	st.hold = holdFirstStatus(tp, st.before, obs.readiness, time.Now())
+	obs.stale = r.Live.readings.staleness("Touchpoint", tp, tp.Status.ObservedGeneration, st.before, obs.readiness, obs.summary != nil, now)
+	st.hold = holdFirstStatus(tp, st.before, obs.readiness, now)
 	setTouchpointStatus(tp, obs)
 	return obs.outcome(r.Live.next(obs.readiness))
 }
@@ -47,6 +49,9 @@ type touchpointObservation struct {
 	ingestURL string
 	// summary is the collector's numbers, nil when it could not answer.
 	summary *collector.TouchpointSummary
+	// stale says whether status keeps the numbers it shows when there is
+	// no summary, and the Stale condition that marks them.
+	stale staleness
 }
 
 // observe checks the spec and reads the Touchpoint's numbers.

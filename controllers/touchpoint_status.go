@@ -23,10 +23,12 @@ func checkTouchpointSpec(spec *cxv1.TouchpointSpec) error {
 
 // setTouchpointStatus writes the whole status obs implies: conditions,
 // observedGeneration, where to send events, and the collector's numbers.
-// With no summary (the collector could not answer) the numbers are
-// cleared: status never presents an old number as live.
+// With no summary the numbers are kept when obs.stale says so (the
+// collector cannot answer; the Stale condition marks them) and cleared
+// otherwise: status never presents an old number as live.
 func setTouchpointStatus(tp *cxv1.Touchpoint, obs touchpointObservation) {
 	setReadinessConditions(&tp.Status.Conditions, tp.Generation, obs.readiness)
+	setStaleCondition(&tp.Status.Conditions, obs.stale)
 	tp.Status.ObservedGeneration = tp.Generation
 	if url := obs.ingestURL; url != "" && obs.invalid == nil {
 		tp.Status.Ingest = &cxv1.IngestStatus{
@@ -35,8 +37,11 @@ func setTouchpointStatus(tp *cxv1.Touchpoint, obs touchpointObservation) {
 		}
 	}
 	st := &tp.Status
-	st.Interactions, st.WaitCompliance, st.WaitP50, st.WaitP95, st.FirstContactResolution, st.LastEventTime = 0, "", "", "", "", nil
 	summary := obs.summary
+	if summary == nil && obs.stale.keep {
+		return
+	}
+	st.Interactions, st.WaitCompliance, st.WaitP50, st.WaitP95, st.FirstContactResolution, st.LastEventTime = 0, "", "", "", "", nil
 	if summary == nil {
 		return
 	}

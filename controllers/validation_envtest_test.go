@@ -174,6 +174,16 @@ spec:
   surveyRef: {name: nps}
   objective: {}`, "spec.objective",
 			"spec.objective must set exactly one of nps, csat, ces, waitTime, responseRate or firstContactResolution"),
+		Entry("a CXTarget with the removed alerting webhook", `
+apiVersion: cx.cxop.dev/v1alpha1
+kind: CXTarget
+metadata: {name: hooked}
+spec:
+  surveyRef: {name: nps}
+  objective: {nps: {min: 40}}
+  alerting:
+    webhook: {url: "https://hooks.example/cx", secretRef: {name: hook, key: key}}`, "spec.alerting",
+			"spec.alerting.webhook is removed: route breaches through Alertmanager's receivers"),
 		Entry("an NPS minimum above 100", `
 apiVersion: cx.cxop.dev/v1alpha1
 kind: CXTarget

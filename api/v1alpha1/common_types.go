@@ -68,7 +68,11 @@ type ConfigMapKeyReference struct {
 
 // WebhookSpec is an outbound HTTPS endpoint that cxop POSTs signed JSON to.
 type WebhookSpec struct {
-	// url is the absolute http or https URL that receives the POST.
+	// url is the absolute https URL that receives the POST. The schema
+	// also takes plain http, but collectors send to it only when the
+	// manager runs with --allow-insecure-webhooks (as `cxop dev` does);
+	// otherwise a Survey's messages wait, and its Delivering condition
+	// says why.
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=2048

@@ -27,8 +27,10 @@ const (
 	// DeliveringCondition (normal polarity) on a Survey with a delivery
 	// webhook is True while invitations can be delivered, and False while
 	// they wait in the collector's outbox: the receiver answered 410 Gone
-	// (reason WebhookGone) or the signing key is missing (reason
-	// WebhookKeyMissing).
+	// (reason WebhookGone), the signing key is missing (reason
+	// WebhookKeyMissing), or messages ran out of retries and are parked
+	// (reason WebhookFailing). It is Unknown (reason CollectorUnavailable)
+	// while the collector cannot be asked.
 	DeliveringCondition = "Delivering"
 )
 
@@ -55,8 +57,9 @@ const (
 	ObjectiveMismatchReason = "ObjectiveMismatch"
 
 	// CollectorUnavailableReason: the namespace's collector could not be
-	// asked for the numbers status shows, so status shows none rather than
-	// stale ones.
+	// asked for the numbers status shows. Status keeps the numbers of the
+	// last good reading of this generation, marked by the Stale condition,
+	// rather than clearing them to what would read as a recovery.
 	CollectorUnavailableReason = "CollectorUnavailable"
 
 	// CollectorPendingReason: the collector runs but has not yet loaded a
@@ -67,6 +70,13 @@ const (
 	// resumes when its URL changes, with nothing lost.
 	WebhookGoneReason = "WebhookGone"
 
+	// WebhookFailingReason: the webhook refused or failed every attempt at
+	// some invitations for the collector's retry window (24h by default);
+	// they are parked, not dropped, and delivered once the webhook answers
+	// 2xx again (the collector probes it with one of them) or its URL or
+	// key changes.
+	WebhookFailingReason = "WebhookFailing"
+
 	// WebhookKeyMissingReason: the Secret key a webhook's secretRef names
 	// does not exist, so nothing is signed or sent.
 	WebhookKeyMissingReason = "WebhookKeyMissing"
@@ -74,6 +84,11 @@ const (
 	// NoSurveyPageReason: the manager has no survey page URL for the
 	// namespace, so no invitation (which carries a link) is made.
 	NoSurveyPageReason = "NoSurveyPage"
+
+	// InsecureWebhookReason: a webhook URL is plain http and the manager
+	// does not allow that (--allow-insecure-webhooks), so its messages wait
+	// in the collector's outbox.
+	InsecureWebhookReason = "InsecureWebhook"
 
 	// DeliveringReason: invitations are being delivered.
 	DeliveringReason = "Delivering"
@@ -105,3 +120,49 @@ const (
 	// names what failed.
 	CollectorFailedReason = "CollectorFailed"
 )
+
+// The AlertRules condition of a CXTarget.
+const (
+	// AlertRulesCondition (normal polarity) on a CXTarget that wants
+	// burn-rate alerts (spec.alerting.burnRateAlerts, default true) is True
+	// while its PrometheusRule holds them, and False with a reason when
+	// they cannot be generated or written. It never stops the target from
+	// being measured and judged. It is absent when alerts are turned off.
+	AlertRulesCondition = "AlertRules"
+
+	// AlertRulesAppliedReason: the target's PrometheusRule holds its alerts.
+	AlertRulesAppliedReason = "Applied"
+
+	// NoPrometheusRuleKindReason: the cluster served no
+	// monitoring.coreos.com/v1 PrometheusRule when the manager started.
+	NoPrometheusRuleKindReason = "NoPrometheusRuleKind"
+
+	// WindowTooShortReason: spec.window is shorter than the longest lookback
+	// of the page alerts (6h), whose thresholds then mean nothing.
+	WindowTooShortReason = "WindowTooShort"
+
+	// NoErrorBudgetReason: the objective requires the best value (csat.min
+	// 100, ces.min 7, ...), which leaves no error budget to burn.
+	NoErrorBudgetReason = "NoErrorBudget"
+
+	// NoMetricReason: the collectors export no metric Prometheus could
+	// compute the objective from (response rate: invitations are not
+	// exported).
+	NoMetricReason = "NoMetric"
+
+	// NotExpressibleReason: the rule generator refused the target for
+	// another reason, named in the message.
+	NotExpressibleReason = "NotExpressible"
+
+	// PrometheusRuleFailedReason: the API server refused to write or delete
+	// the target's PrometheusRule; the message carries its answer.
+	PrometheusRuleFailedReason = "PrometheusRuleFailed"
+)
+
+// StaleCondition (abnormal polarity: present only while True) says the
+// numbers in status are not live: the collector cannot answer, and status
+// keeps those of the last good reading of the object's current generation,
+// whose time the message gives. Its reason is the collector's
+// (CollectorUnavailable, CollectorPending). A spec change while stale
+// clears the numbers, which described the old spec.
+const StaleCondition = "Stale"

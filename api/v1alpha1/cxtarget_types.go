@@ -83,7 +83,13 @@ type Objective struct {
 	WaitTime *WaitTimeObjective `json:"waitTime,omitempty"`
 
 	// responseRate requires the percentage of invitations answered to stay at
-	// or above a minimum.
+	// or above a minimum: answers received over invitations the receiver of
+	// spec.delivery.webhook acknowledged. The collector counts invitations
+	// by UTC day, so the window reaches back to the midnight it starts in,
+	// and burn rates are shown over 1d and 3d only. Answers beyond the
+	// invitations sent (posted to /v1/responses without one) are not
+	// counted, so the rate never exceeds 100%. No alert rules are generated
+	// for it (the AlertRules condition says so).
 	// +optional
 	ResponseRate *PercentObjective `json:"responseRate,omitempty"`
 
@@ -135,10 +141,14 @@ type WaitTimeObjective struct {
 }
 
 // Alerting configures breach signalling.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.webhook)",message="spec.alerting.webhook is removed: route breaches through Alertmanager's receivers (the CXTargetErrorBudgetBurn alerts, or an alert on cxop_target_breached) or forward the TargetBreached and TargetRecovered events"
 type Alerting struct {
 	// burnRateAlerts generates a PrometheusRule with multi-window,
 	// multi-burn-rate alerts for this target when the Prometheus Operator's
-	// CRDs are installed. Defaults to true.
+	// CRDs are installed. Defaults to true. A target the rules cannot
+	// express is still evaluated; its AlertRules condition says why it has
+	// no rules.
 	// +optional
 	BurnRateAlerts *bool `json:"burnRateAlerts,omitempty"`
 
@@ -160,8 +170,14 @@ type Alerting struct {
 	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).compareTo(quantity('0')) >= 0 && quantity(string(self)).compareTo(quantity('100')) <= 0",message="must be between 0 and 100"
 	AtRiskBelow *resource.Quantity `json:"atRiskBelow,omitempty"`
 
-	// webhook receives a signed JSON POST when the target breaches or
-	// recovers.
+	// webhook is removed and refused: route breaches through Alertmanager's
+	// receivers (the generated CXTargetErrorBudgetBurn alerts, or an alert
+	// on cxop_target_breached), which keep silences, inhibition and
+	// grouping, or forward the TargetBreached and TargetRecovered events.
+	// An object stored before it was refused keeps it, unused, until its
+	// spec.alerting is next changed.
+	//
+	// Deprecated: refused by the schema; nothing reads it.
 	// +optional
 	Webhook *WebhookSpec `json:"webhook,omitempty"`
 }
@@ -206,8 +222,12 @@ type BurnRate struct {
 // CXTargetStatus is the observed state of a CXTarget.
 type CXTargetStatus struct {
 	// conditions: Ready says the target can be evaluated; TargetMet says
-	// whether the objective holds; Reconciling and Stalled appear only while
-	// true.
+	// whether the objective holds; AlertRules says whether its burn-rate
+	// alerts are generated, or what they cannot express (a window under 6h,
+	// an objective at the best value, a response rate); Reconciling and
+	// Stalled appear only while true; Stale, present only while true, says
+	// state and numbers are those of the last good reading (its time in the
+	// message) because the collector cannot answer.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -252,7 +272,10 @@ type CXTargetStatus struct {
 	// +optional
 	ErrorBudgetRemaining string `json:"errorBudgetRemaining,omitempty"`
 
-	// burnRates are the burn rates over 1h, 6h, 1d and 3d.
+	// burnRates are the burn rates over 1h, 6h, 1d and 3d (1d and 3d only
+	// for a response rate, whose invitations are counted by UTC day; none
+	// for an objective at the best value, such as csat.min 100, which
+	// leaves no error budget to burn).
 	// +optional
 	// +kubebuilder:validation:MaxItems=8
 	// +listType=map

@@ -117,7 +117,9 @@ type TargetCounts struct {
 // JourneyStatus is the observed state of a Journey.
 type JourneyStatus struct {
 	// conditions: Ready summarises the journey; Reconciling and Stalled
-	// appear only while true.
+	// appear only while true. Stale, present only while true, says the
+	// numbers are those of the last good reading (its time in the message)
+	// because the collector cannot answer.
 	// +optional
 	// +listType=map
 	// +listMapKey=type

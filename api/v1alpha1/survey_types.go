@@ -160,7 +160,9 @@ type ClosedLoop struct {
 // SurveyStatus is the observed state of a Survey.
 type SurveyStatus struct {
 	// conditions: Ready summarises the survey; Reconciling and Stalled appear
-	// only while true.
+	// only while true. Stale, present only while true, says the numbers are
+	// those of the last good reading (its time in the message) because the
+	// collector cannot answer.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -251,6 +253,12 @@ type SuppressedInvitations struct {
 	// suspended: the survey was suspended.
 	// +optional
 	Suspended int64 `json:"suspended,omitempty"`
+	// rateLimited: the interaction's touchpoint, or the namespace, had
+	// triggered as many invitations in the last hour as the collector
+	// allows (--invitation-rate-per-touchpoint, --invitation-rate-per-namespace).
+	// A suppressed invitation is not sent later.
+	// +optional
+	RateLimited int64 `json:"rateLimited,omitempty"`
 }
 
 // Survey asks customers one question on a fixed scale (NPS, CSAT or CES),

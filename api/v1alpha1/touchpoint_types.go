@@ -107,7 +107,9 @@ type BusinessHoursInterval struct {
 // TouchpointStatus is the observed state of a Touchpoint.
 type TouchpointStatus struct {
 	// conditions: Ready summarises the touchpoint; Reconciling and Stalled
-	// appear only while true.
+	// appear only while true. Stale, present only while true, says the
+	// numbers are those of the last good reading (its time in the message)
+	// because the collector cannot answer.
 	// +optional
 	// +listType=map
 	// +listMapKey=type

@@ -44,3 +44,35 @@ func testConfigB(b *testing.B) *settings {
 	}
 	return cfg
 }
+
+// BenchmarkValidateEvents decodes and validates a batch of 100 events
+// (the ingest path's CPU work before the store), without the network or
+// the disk.
+func BenchmarkValidateEvents(b *testing.B) {
+	cfg := testConfigB(b)
+	rng := rand.New(rand.NewPCG(1, 1))
+	body := loadgen.Events("v", 100, testNow, 0, rng)
+	body = bytes.ReplaceAll(body, []byte(`"load"`), []byte(`"chat"`))
+	b.SetBytes(int64(len(body)))
+	b.ResetTimer()
+	for range b.N {
+		v := &validator{cfg: cfg, now: testNow, authorized: func(string) bool { return true }, seen: map[string]int{}}
+		if _, err := validateAll(body, v.event); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*100)/b.Elapsed().Seconds(), "events/s")
+}
+
+// BenchmarkRepeatedKey scans a batch of 100 events for a repeated key, the
+// part of BenchmarkValidateEvents that refuses {"a":1,"a":2}.
+func BenchmarkRepeatedKey(b *testing.B) {
+	rng := rand.New(rand.NewPCG(1, 1))
+	body := loadgen.Events("v", 100, testNow, 0, rng)
+	b.SetBytes(int64(len(body)))
+	for range b.N {
+		if _, repeated := repeatedKey(body); repeated {
+			b.Fatal("repeated key")
+		}
+	}
+}

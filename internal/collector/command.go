@@ -7,13 +7,17 @@ import (
 	"fmt"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
+	"sync"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/fsnotify/fsnotify"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
@@ -26,7 +30,14 @@ import (
 
 // Options are the collector's flags.
 type Options struct {
-	Listen     string
+	// Listen serves the API and the probes, and the survey page unless
+	// PageListen is set.
+	Listen string
+	// MetricsListen serves /metrics alone; empty disables it.
+	MetricsListen string
+	// PageListen, when set, serves the hosted survey page alone (the one
+	// listener to expose to the internet), and Listen no longer does.
+	PageListen string
 	DataDir    string
 	ConfigPath string
 	// SecretsPath is the secrets file (link and webhook keys); optional
@@ -37,8 +48,14 @@ type Options struct {
 	// this machine (for `cxop dev`).
 	WebhookAllowHosts    []string
 	WebhookAllowLoopback bool
-	Rebuild              bool
-	LogLevel             string
+	// AllowInsecureWebhooks lets webhooks use plain http; by default
+	// only https URLs are sent to.
+	AllowInsecureWebhooks bool
+	// WebhookDenyCIDRs are ranges webhooks may not reach on top of the
+	// built-in ones: the cluster's pod and Service CIDRs.
+	WebhookDenyCIDRs []string
+	Rebuild          bool
+	LogLevel         string
 	// ProfilerAddress serves net/http/pprof when set, on its own
 	// listener so that the API port never exposes it.
 	ProfilerAddress string
@@ -50,6 +67,93 @@ type Options struct {
 	// event, because a ConfigMap volume update may not be seen by inotify
 	// on every filesystem. Default 10s.
 	ConfigPoll time.Duration
+	// Delivery and invitation limits of the survey engine.
+	Delivery DeliveryOptions
+	// MaxInflightBytes caps the request bodies held in memory at once, as
+	// a quantity ("64Mi"); empty derives it from GOMEMLIMIT (an eighth),
+	// or 64Mi without one.
+	MaxInflightBytes string
+
+	// minFreeBytes overrides the free space the store needs to write
+	// (store.Options.MinFreeBytes); tests set it to open read-only.
+	minFreeBytes int64
+}
+
+// DeliveryOptions tune how the survey engine delivers and how many
+// invitations interactions may trigger.
+type DeliveryOptions struct {
+	// RetryFor is how long a failing message is retried before it is
+	// parked (kept) and its webhook reported failing.
+	RetryFor time.Duration
+	// ProbeInterval is how often a failing webhook is tried with one
+	// parked message.
+	ProbeInterval time.Duration
+	// PerTouchpoint and PerNamespace cap the invitations interactions
+	// trigger per hour; 0 means no cap.
+	PerTouchpoint, PerNamespace int
+}
+
+// flagSet is the part of a pflag.FlagSet the delivery flags use.
+type flagSet interface {
+	DurationVar(p *time.Duration, name string, value time.Duration, usage string)
+	IntVar(p *int, name string, value int, usage string)
+}
+
+// DefaultDelivery is what the flags default to, and what Run takes when
+// Options.Delivery is left zero.
+var DefaultDelivery = DeliveryOptions{RetryFor: 24 * time.Hour, ProbeInterval: 10 * time.Minute, PerTouchpoint: 10_000, PerNamespace: 50_000}
+
+// addDeliveryFlags declares the survey engine's flags.
+func addDeliveryFlags(f flagSet, o *DeliveryOptions) {
+	d := DefaultDelivery
+	f.DurationVar(&o.RetryFor, "webhook-retry-for", d.RetryFor, "retry a failing webhook message (any answer but 2xx and 410) this long, with exponential backoff, before parking it; parked messages are kept and delivered once the webhook works again")
+	f.DurationVar(&o.ProbeInterval, "webhook-probe-interval", d.ProbeInterval, "how often a failing webhook is tried with one parked message")
+	f.IntVar(&o.PerTouchpoint, "invitation-rate-per-touchpoint", d.PerTouchpoint, "invitations one touchpoint's interactions (one touchpoint token) may trigger per hour; more are suppressed and counted; 0: no cap")
+	f.IntVar(&o.PerNamespace, "invitation-rate-per-namespace", d.PerNamespace, "invitations all touchpoints of the collector may trigger per hour; more are suppressed and counted; 0: no cap")
+}
+
+// AddManagerDeliveryFlags declares the manager's flags that set the
+// collectors' delivery options: the collector flags, prefixed with
+// "collector-".
+func AddManagerDeliveryFlags(f flagSet, o *DeliveryOptions) {
+	d := DefaultDelivery
+	o.ProbeInterval = d.ProbeInterval
+	f.DurationVar(&o.RetryFor, "collector-webhook-retry-for", d.RetryFor, "each collector's --webhook-retry-for: how long a failing webhook message is retried before it is parked (kept) and the Survey's Delivering condition turns False")
+	f.IntVar(&o.PerTouchpoint, "collector-invitation-rate-per-touchpoint", d.PerTouchpoint, "each collector's --invitation-rate-per-touchpoint: invitations one touchpoint may trigger per hour; 0: no cap")
+	f.IntVar(&o.PerNamespace, "collector-invitation-rate-per-namespace", d.PerNamespace, "each collector's --invitation-rate-per-namespace: invitations one namespace's touchpoints may trigger per hour; 0: no cap")
+}
+
+// Args are the collector flags that set o; none for the zero value, which
+// leaves the collector's defaults.
+func (o DeliveryOptions) Args() []string {
+	if o == (DeliveryOptions{}) {
+		return nil
+	}
+	args := []string{
+		"--webhook-retry-for=" + o.RetryFor.String(),
+		"--invitation-rate-per-touchpoint=" + strconv.Itoa(o.PerTouchpoint),
+		"--invitation-rate-per-namespace=" + strconv.Itoa(o.PerNamespace),
+	}
+	if o.ProbeInterval > 0 {
+		args = append(args, "--webhook-probe-interval="+o.ProbeInterval.String())
+	}
+	return args
+}
+
+// Check refuses options the collector would refuse, naming the flag with
+// its prefix ("" for the collector's, "collector-" for the manager's).
+func (o DeliveryOptions) Check(prefix string) error {
+	switch {
+	case o.RetryFor < time.Hour:
+		return fmt.Errorf("--%swebhook-retry-for: %s is under 1h", prefix, o.RetryFor)
+	case o.ProbeInterval < time.Second:
+		return fmt.Errorf("--%swebhook-probe-interval: %s is under 1s", prefix, o.ProbeInterval)
+	case o.PerTouchpoint < 0:
+		return fmt.Errorf("--%sinvitation-rate-per-touchpoint: %d is negative", prefix, o.PerTouchpoint)
+	case o.PerNamespace < 0:
+		return fmt.Errorf("--%sinvitation-rate-per-namespace: %d is negative", prefix, o.PerNamespace)
+	}
+	return nil
 }
 
 // defaultGCPercent is the collector process's GOGC unless the environment
@@ -79,17 +183,23 @@ compliance over a window from time-bucketed rollups.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.Listen, "listen", ":8080", "address to serve the API, metrics and probes on")
+	f.StringVar(&o.Listen, "listen", ":8080", "address to serve the API and the probes on (and the survey page, unless --page-listen is set)")
+	f.StringVar(&o.MetricsListen, "metrics-listen", ":9090", `address to serve /metrics on, apart from the API; "" disables it`)
+	f.StringVar(&o.PageListen, "page-listen", "", "address to serve the hosted survey page (/s/) on alone, the one port to expose to the internet; empty serves it on --listen")
 	f.StringVar(&o.DataDir, "data-dir", "", "directory of the embedded store (required)")
 	f.StringVar(&o.ConfigPath, "config", "", "collector config file; reloaded when it changes (required)")
 	f.StringVar(&o.SecretsPath, "secrets", "", "secrets file with the keys that sign survey links and webhooks; reloaded when it changes")
 	f.StringSliceVar(&o.WebhookAllowHosts, "webhook-allow-hosts", nil, "hosts webhooks may reach although they resolve to loopback, private or link-local addresses")
 	f.BoolVar(&o.WebhookAllowLoopback, "webhook-allow-loopback", false, "let webhooks reach loopback addresses (a receiver on this machine)")
+	f.BoolVar(&o.AllowInsecureWebhooks, "allow-insecure-webhooks", false, "let webhooks use plain http URLs; by default a webhook is sent over https only")
+	f.StringSliceVar(&o.WebhookDenyCIDRs, "webhook-deny-cidrs", nil, "CIDR ranges webhooks may not reach besides the built-in ones, such as the cluster's pod and Service ranges (hosts in --webhook-allow-hosts still may)")
 	f.BoolVar(&o.Rebuild, "rebuild", false, "recount every stored record instead of loading the checkpointed rollups")
 	f.StringVar(&o.LogLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.ProfilerAddress, "profiler-address", "", `address net/http/pprof binds to (e.g. "127.0.0.1:6060"); empty disables it`)
 	f.StringVar(&o.BlockCacheSize, "block-cache-size", "128Mi", "the store's block cache, besides 128Mi of memtables; about 2.5 bytes per stored record keep every id lookup in memory")
 	f.DurationVar(&o.ConfigPoll, "config-poll-interval", 10*time.Second, "re-read the config at least this often")
+	addDeliveryFlags(f, &o.Delivery)
+	f.StringVar(&o.MaxInflightBytes, "max-inflight-bytes", "", "request body bytes held in memory at once, such as 64Mi; beyond it requests get 503 with Retry-After; empty: an eighth of GOMEMLIMIT, or 64Mi without one")
 	_ = cmd.MarkFlagRequired("data-dir")
 	_ = cmd.MarkFlagRequired("config")
 	return cmd
@@ -101,6 +211,14 @@ func Run(ctx context.Context, o Options) error {
 	if err := level.UnmarshalText([]byte(o.LogLevel)); err != nil {
 		return fmt.Errorf("--log-level: %w", err)
 	}
+	var maxInflight int64 // 0: derived from GOMEMLIMIT
+	if o.MaxInflightBytes != "" {
+		q, err := resource.ParseQuantity(o.MaxInflightBytes)
+		if err != nil || q.Value() < minInflightBytes {
+			return fmt.Errorf("--max-inflight-bytes: %q is not a size of at least %d bytes (two bodies of the largest size) such as 64Mi", o.MaxInflightBytes, minInflightBytes)
+		}
+		maxInflight = q.Value()
+	}
 	var cacheBytes int64
 	if o.BlockCacheSize != "" {
 		q, err := resource.ParseQuantity(o.BlockCacheSize)
@@ -109,10 +227,23 @@ func Run(ctx context.Context, o Options) error {
 		}
 		cacheBytes = q.Value()
 	}
+	if o.Delivery == (DeliveryOptions{}) {
+		o.Delivery = DefaultDelivery
+	}
+	if err := o.Delivery.Check(""); err != nil {
+		return err
+	}
+	guard, err := o.webhookGuard()
+	if err != nil {
+		return err
+	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	cfg, data, err := readConfigFile(o.ConfigPath)
 	if err != nil {
 		return err
+	}
+	if len(cfg.readTokens) == 0 {
+		return fmt.Errorf("config %s: %w", o.ConfigPath, errNoReadToken)
 	}
 	sec, secData, err := readSecretsFile(o.SecretsPath)
 	if err != nil {
@@ -120,11 +251,167 @@ func Run(ctx context.Context, o Options) error {
 	}
 	reg := prometheus.NewRegistry()
 	srv := NewServer(log, cfg, reg, time.Now)
+	if maxInflight > 0 {
+		srv.SetMaxInflightBytes(maxInflight)
+	}
 	srv.metrics.configSuccess.Set(1)
+	srv.allowHTTPWebhooks = o.AllowInsecureWebhooks
 
-	httpSrv := &http.Server{
-		Addr:              o.Listen,
-		Handler:           srv.Handler(),
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	// Bind every listener first: a taken or malformed address is a clear
+	// error at start, and the probes answer while the store replays.
+	apiHandler := srv.Handler()
+	servers := []listener{{flag: "--listen", addr: o.Listen}}
+	if o.PageListen != "" {
+		apiHandler = srv.APIHandler()
+		servers = append(servers, listener{flag: "--page-listen", addr: o.PageListen, srv: newHTTPServer(srv.PageHandler(), log)})
+	}
+	servers[0].srv = newHTTPServer(apiHandler, log)
+	if o.MetricsListen != "" {
+		servers = append(servers, listener{flag: "--metrics-listen", addr: o.MetricsListen, srv: newHTTPServer(srv.MetricsHandler(), log)})
+	}
+	if o.ProfilerAddress != "" {
+		servers = append(servers, listener{flag: "--profiler-address", addr: o.ProfilerAddress, srv: &http.Server{Handler: profilerMux(), ReadHeaderTimeout: 5 * time.Second}})
+	}
+	served, err := serveAll(ctx, servers, log)
+	if err != nil {
+		return err
+	}
+	// stopServing ends every listener and waits for each to drain.
+	stopServing := func() error {
+		cancel()
+		var errs []error
+		for range servers {
+			errs = append(errs, <-served)
+		}
+		return errors.Join(errs...)
+	}
+
+	storeOpts := store.Options{
+		Dir:          o.DataDir,
+		Retention:    rollup.Retention{Minute: rollup.DefaultRetention.Minute, Hour: rollup.DefaultRetention.Hour, Day: cfg.retention},
+		Rebuild:      o.Rebuild,
+		CacheBytes:   cacheBytes,
+		Logger:       log,
+		Registerer:   reg,
+		FaultMetrics: store.NewFaultMetrics(reg),
+		MinFreeBytes: o.minFreeBytes,
+	}
+	reg.MustRegister(newVolumeCollector(o.DataDir, vfs.Default, srv.store.Load))
+	st, err := store.Open(storeOpts)
+	if err != nil {
+		return errors.Join(err, stopServing())
+	}
+	srv.store.Store(st)
+	srv.secrets.Store(sec)
+	hooks := webhook.NewClient(guard, 10*time.Second)
+	var engines sync.WaitGroup
+	// startSurveys gives the survey engine the store. A read-only store
+	// gets an engine that only reads (the survey page answers from it),
+	// which the writable store's engine replaces.
+	startSurveys := func(st *store.Store) error {
+		opts := engine.Options{
+			Logger:   log.With("component", "surveys"),
+			RetryFor: o.Delivery.RetryFor, ProbeInterval: o.Delivery.ProbeInterval,
+			TouchpointRate: o.Delivery.PerTouchpoint, NamespaceRate: o.Delivery.PerNamespace,
+		}
+		if st.ReadOnly() == nil {
+			// Only the engine that writes parks and limits; the read-only
+			// one is replaced by it, and metrics register once.
+			opts.Registerer = reg
+		}
+		surveys, err := engine.New(st.DB(), st, hooks, opts)
+		if err != nil {
+			return err
+		}
+		srv.surveys.Store(surveys)
+		srv.applySurveys(srv.cfg.Load(), srv.secrets.Load())
+		if st.Err() == nil {
+			engines.Go(func() { _ = surveys.Run(ctx) })
+		}
+		return nil
+	}
+	if err := startSurveys(st); err != nil {
+		if st.ReadOnly() == nil {
+			return errors.Join(err, st.Close(), stopServing())
+		}
+		log.Warn("the survey page waits until the store can write", "err", err)
+	}
+	var resumed sync.WaitGroup
+	if st.ReadOnly() != nil {
+		resumed.Go(func() {
+			srv.resumeWhenRoom(ctx, storeOpts, func(st *store.Store) {
+				if err := startSurveys(st); err != nil {
+					log.Error("start the survey engine", "err", err)
+				}
+				// Records past retention are the space to win back first.
+				srv.prune()
+			})
+		})
+	}
+	log.Info("collector ready", "listen", o.Listen, "page_listen", o.PageListen, "metrics_listen", o.MetricsListen, "touchpoints", len(cfg.touchpoints), "surveys", len(cfg.surveys),
+		"read_only", st.ReadOnly() != nil)
+
+	go srv.watchConfig(ctx, configFiles{config: o.ConfigPath, secrets: o.SecretsPath}, data, secData, o.ConfigPoll)
+	go srv.pruneLoop(ctx)
+
+	// The first listener to stop (ctx ended, or a serve error) stops all.
+	err = <-served
+	cancel()
+	for range servers[1:] {
+		err = errors.Join(err, <-served)
+	}
+	resumed.Wait()
+	engines.Wait()
+	if st := srv.store.Load(); st != nil {
+		if cerr := st.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("close store: %w", cerr))
+		}
+	}
+	log.Info("collector stopped")
+	return err
+}
+
+// webhookGuard is the guard every webhook is dialled through, from the
+// webhook flags.
+func (o Options) webhookGuard() (*webhook.Guard, error) {
+	deny, err := webhook.ParseDenyCIDRs(o.WebhookDenyCIDRs)
+	if err != nil {
+		return nil, fmt.Errorf("--webhook-deny-cidrs: %w", err)
+	}
+	return &webhook.Guard{AllowHosts: o.WebhookAllowHosts, AllowLoopback: o.WebhookAllowLoopback, AllowHTTP: o.AllowInsecureWebhooks, Deny: deny}, nil
+}
+
+// errNoReadToken: summaries and exports hold customers' comments and
+// contacts, so a collector never serves them without a read token.
+var errNoReadToken = errors.New("readTokenSHA256 is empty; /v1/summary and /v1/export need a read token, so the collector does not start without one (the operator and `cxop dev` provision it; by hand, put the SHA-256 of a random token there)")
+
+// parseServedConfig is parseConfig for a reload: a config that drops the
+// read token is refused like an invalid one, and the last good one stays.
+func parseServedConfig(data []byte) (*settings, error) {
+	s, err := parseConfig(data)
+	if err != nil {
+		return nil, err
+	}
+	if len(s.readTokens) == 0 {
+		return nil, errNoReadToken
+	}
+	return s, nil
+}
+
+// listener is one HTTP server of the collector and the flag naming its
+// address.
+type listener struct {
+	flag, addr string
+	srv        *http.Server
+}
+
+// newHTTPServer bounds how long a client may hold a connection.
+func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -132,59 +419,28 @@ func Run(ctx context.Context, o Options) error {
 		MaxHeaderBytes:    32 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+}
 
-	// Listen first so probes answer while the store replays.
-	served := make(chan error, 1)
-	go func() { served <- Serve(ctx, httpSrv, log) }()
-
-	if o.ProfilerAddress != "" {
-		go func() {
-			if err := Serve(ctx, &http.Server{Addr: o.ProfilerAddress, Handler: profilerMux(), ReadHeaderTimeout: 5 * time.Second}, log); err != nil {
-				log.Error("profiler", "err", err)
+// serveAll binds every listener, or none (the error names the flag), then
+// serves each until ctx ends. Each reports on the channel once drained.
+func serveAll(ctx context.Context, servers []listener, log *slog.Logger) (<-chan error, error) {
+	ls := make([]net.Listener, 0, len(servers))
+	for _, s := range servers {
+		l, err := net.Listen("tcp", s.addr)
+		if err != nil {
+			for _, prev := range ls {
+				_ = prev.Close()
 			}
-		}()
+			return nil, fmt.Errorf("%s %s: %w", s.flag, s.addr, err)
+		}
+		ls = append(ls, l)
 	}
-
-	st, err := store.Open(store.Options{
-		Dir:        o.DataDir,
-		Retention:  rollup.Retention{Minute: rollup.DefaultRetention.Minute, Hour: rollup.DefaultRetention.Hour, Day: cfg.retention},
-		Rebuild:    o.Rebuild,
-		CacheBytes: cacheBytes,
-		Logger:     log,
-		Registerer: reg,
-	})
-	if err != nil {
-		cancel()
-		<-served
-		return err
+	served := make(chan error, len(servers))
+	for i, s := range servers {
+		log.Info("listening", "flag", s.flag, "address", ls[i].Addr().String())
+		go func() { served <- Serve(ctx, s.srv, ls[i], log) }()
 	}
-	srv.store.Store(st)
-	guard := &webhook.Guard{AllowHosts: o.WebhookAllowHosts, AllowLoopback: o.WebhookAllowLoopback}
-	surveys, err := engine.New(st.DB(), st, webhook.NewClient(guard, 10*time.Second), engine.Options{Logger: log.With("component", "surveys")})
-	if err != nil {
-		cancel()
-		<-served
-		return errors.Join(err, st.Close())
-	}
-	srv.surveys.Store(surveys)
-	srv.applySurveys(cfg, sec)
-	engineDone := make(chan struct{})
-	go func() { defer close(engineDone); _ = surveys.Run(ctx) }()
-	log.Info("collector ready", "listen", o.Listen, "touchpoints", len(cfg.touchpoints), "surveys", len(cfg.surveys))
-
-	go srv.watchConfig(ctx, configFiles{config: o.ConfigPath, secrets: o.SecretsPath}, data, secData, o.ConfigPoll)
-	go srv.pruneLoop(ctx, st)
-
-	err = <-served
-	cancel()
-	<-engineDone
-	if cerr := st.Close(); cerr != nil {
-		err = errors.Join(err, fmt.Errorf("close store: %w", cerr))
-	}
-	log.Info("collector stopped")
-	return err
+	return served, nil
 }
 
 // profilerMux serves the Go runtime's profiles under /debug/pprof/.
@@ -204,6 +460,7 @@ type configFiles struct{ config, secrets string }
 // applySurveys hands the survey engine its part of the config, and logs
 // what it had to leave out.
 func (s *Server) applySurveys(cfg *settings, sec *secrets) {
+	s.secrets.Store(sec)
 	if sec != nil {
 		keys := sec.linkKeys
 		s.linkKeys.Store(&keys)
@@ -212,7 +469,7 @@ func (s *Server) applySurveys(cfg *settings, sec *secrets) {
 	if e == nil {
 		return
 	}
-	c, problems := engineConfig(cfg, sec)
+	c, problems := engineConfig(cfg, sec, s.allowHTTPWebhooks)
 	for _, p := range problems {
 		s.log.Warn("surveys: " + p)
 	}
@@ -253,7 +510,7 @@ func (s *Server) watchConfig(ctx context.Context, files configFiles, last, lastS
 		case <-tick.C:
 		}
 		changed := false
-		if next, ok := reloadFile(s, "config", files.config, &last, parseConfig); ok {
+		if next, ok := reloadFile(s, "config", files.config, &last, parseServedConfig); ok {
 			cfg, changed = next, true
 			s.cfg.Store(cfg)
 			s.metrics.declare(cfg)
@@ -310,23 +567,36 @@ func parseSecretsOrNil(data []byte) (*secrets, error) {
 	return parseSecrets(data)
 }
 
-// pruneLoop deletes raw records past retention once an hour.
-func (s *Server) pruneLoop(ctx context.Context, st *store.Store) {
-	tick := time.NewTicker(time.Hour)
-	defer tick.Stop()
+// pruneLoop deletes raw records past retention a minute after start (not
+// at once, so that it does not compete with a restart's first requests)
+// and then once an hour, on whichever store is open then.
+func (s *Server) pruneLoop(ctx context.Context) {
+	timer := time.NewTimer(time.Minute)
+	defer timer.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
-			n, err := st.PruneRecords(s.now().Add(-s.cfg.Load().retention))
-			if err != nil {
-				s.log.Error("prune records", "err", err)
-				continue
-			}
-			if n > 0 {
-				s.log.Info("pruned records past retention", "records", n)
-			}
+		case <-timer.C:
 		}
+		s.prune()
+		timer.Reset(time.Hour)
+	}
+}
+
+// prune deletes raw records past retention, unless the store cannot write
+// (it said why when it stopped).
+func (s *Server) prune() {
+	st := s.store.Load()
+	if st == nil || st.Err() != nil {
+		return
+	}
+	n, err := st.PruneRecords(s.now().Add(-s.cfg.Load().retention))
+	if err != nil {
+		s.log.Error("prune records", "err", err)
+		return
+	}
+	if n > 0 {
+		s.log.Info("pruned records past retention", "records", n)
 	}
 }

@@ -106,6 +106,13 @@ func splitRecords(body []byte) ([]json.RawMessage, *inputError) {
 // exactly as it always has.
 func validateAll[T any](body []byte, validate func(i int, in *T) (store.Record, *inputError)) ([]store.Record, *inputError) {
 	ins, ok := decodeStream[T](body)
+	if ok {
+		// The decoder keeps the last of two equal keys without a word; a
+		// body that repeats one takes the per-record path, which names the
+		// record and the key.
+		_, repeated := repeatedKey(body)
+		ok = !repeated
+	}
 	var raws []json.RawMessage
 	if !ok {
 		var ierr *inputError
@@ -176,7 +183,8 @@ func decodeStream[T any](body []byte) ([]*T, bool) {
 	return nil, false
 }
 
-// decodeStrict decodes one record, refusing unknown fields and trailing data.
+// decodeStrict decodes one record, refusing unknown fields, repeated keys
+// and trailing data.
 func decodeStrict(i int, raw json.RawMessage, v any) *inputError {
 	if !utf8.Valid(raw) {
 		return badRecord(i, "", "not valid UTF-8")
@@ -201,8 +209,14 @@ func decodeStrict(i int, raw json.RawMessage, v any) *inputError {
 		}
 		return badRecord(i, "", "malformed JSON: %s", jsonReason(err))
 	}
+	if path, repeated := repeatedKey(raw); repeated {
+		return badRecord(i, path, repeatedKeyReason)
+	}
 	return nil
 }
+
+// repeatedKeyReason is the answer to a key given twice in one object.
+const repeatedKeyReason = "repeated key: an object may give each key once (keys match as in encoding/json, case-insensitively)"
 
 func typeName(goType string) string {
 	switch strings.TrimPrefix(goType, "*") {
@@ -402,7 +416,8 @@ func (v *validator) event(i int, in *eventIn) (store.Record, *inputError) {
 	if jerr != nil {
 		return store.Record{}, badRecord(i, "", "cannot encode: %v", jerr)
 	}
-	return store.Record{Kind: rollup.KindTouchpoint, Subject: name, ID: id, JSON: js, Event: e}, nil
+	return store.Record{Kind: rollup.KindTouchpoint, Subject: name, ID: id, JSON: js, Event: e,
+		Fingerprint: fingerprint(js, in.Time == nil)}, nil
 }
 
 // responseOut is how an answer is stored and exported.
@@ -464,8 +479,32 @@ func (v *validator) response(i int, in *responseIn) (store.Record, *inputError) 
 	if jerr != nil {
 		return store.Record{}, badRecord(i, "", "cannot encode: %v", jerr)
 	}
-	return store.Record{Kind: rollup.KindSurvey, Subject: name, ID: id, JSON: js,
+	return store.Record{Kind: rollup.KindSurvey, Subject: name, ID: id, JSON: js, Fingerprint: fingerprint(js, in.Time == nil),
 		Response: rollup.Response{Time: at.UnixNano(), CustomerHash: xxhash.Sum64String(customer), Score: int(s)}}, nil
+}
+
+// timeKey is how a record's time starts in its normalised JSON. A quote
+// inside a string value is escaped, so these bytes occur only as the key.
+var timeKey = []byte(`"time":"`)
+
+// fingerprint identifies what the client sent: the record's normalised
+// JSON (so key order, spacing and number spelling do not matter), without
+// the time when the server filled it in. A retry of a record sent without
+// a time gets a later time, yet is the same payload and so a duplicate;
+// the same id with anything else different is a conflict. It is never 0,
+// which the store reads as unknown.
+func fingerprint(js []byte, timeFilled bool) uint64 {
+	var d xxhash.Digest
+	d.Reset()
+	if i := bytes.Index(js, timeKey); timeFilled && i >= 0 {
+		start := i + len(timeKey)
+		end := start + bytes.IndexByte(js[start:], '"')
+		_, _ = d.Write(js[:start])
+		_, _ = d.Write(js[end:])
+	} else {
+		_, _ = d.Write(js)
+	}
+	return max(d.Sum64(), 1)
 }
 
 func formatDuration(d time.Duration) string {

@@ -59,7 +59,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"endpoint", "code"}),
 		rejects: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cxop_collector_rejected_requests_total",
-			Help: "Requests refused, by endpoint and reason (invalid, unauthorized, forbidden, too_large, overloaded, unavailable).",
+			Help: "Requests refused, by endpoint and reason (invalid, unauthorized, forbidden, too_large, conflict, overloaded, in_flight_bytes, unavailable).",
 		}, []string{"endpoint", "reason"}),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cxop_collector_config_reloads_total", Help: "Config reloads, by result (success, failure).",

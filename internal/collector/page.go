@@ -251,6 +251,12 @@ func (s *Server) surveyAnswer(w http.ResponseWriter, r *http.Request) {
 	}
 	st := s.store.Load()
 	res, err := st.Submit(r.Context(), []store.Record{rec})
+	if errors.Is(err, store.ErrConflict) {
+		// Answered before with another score or comment: the first
+		// answer stands.
+		s.renderPage(w, http.StatusOK, alreadyAnswered(nonce))
+		return
+	}
 	if err != nil {
 		w.Header().Set("Retry-After", "5")
 		s.renderPage(w, http.StatusServiceUnavailable, pageData{Nonce: nonce, Title: "Your answer was not saved", Message: "Please go back and send it again in a moment."})

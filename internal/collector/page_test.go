@@ -111,6 +111,10 @@ func TestSurveyPage(t *testing.T) {
 	if got := postPage(t, pageURL, answer, nil); got.status != 200 || !strings.Contains(got.body, "You have already answered") {
 		t.Errorf("second POST: %d\n%s", got.status, got.body)
 	}
+	changed := url.Values{"form": {form[1]}, "score": {"10"}, "comment": {"Changed my mind."}}
+	if got := postPage(t, pageURL, changed, nil); got.status != 200 || !strings.Contains(got.body, "You have already answered") {
+		t.Errorf("POST another answer: %d\n%s", got.status, got.body)
+	}
 	if got := getPage(t, pageURL); !strings.Contains(got.body, "You have already answered") || strings.Contains(got.body, "<form") {
 		t.Errorf("GET after answering: %d", got.status)
 	}

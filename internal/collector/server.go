@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -39,45 +40,72 @@ type Server struct {
 	// linkKeys verify survey links on the hosted page; nil without a
 	// secrets file.
 	linkKeys atomic.Pointer[link.Keys]
+	// inflight bounds the request bodies held in memory.
+	inflight *inflightBudget
 	metrics  *metrics
 	reg      *prometheus.Registry
 	now      func() time.Time
+
+	// allowHTTPWebhooks lets the survey engine send to plain-http
+	// webhooks (--allow-insecure-webhooks); set before the first config.
+	allowHTTPWebhooks bool
+	// secrets are the last secrets applied, for an engine started later.
+	secrets atomic.Pointer[secrets]
+	// roomPoll is the first wait of a read-only store for room to write;
+	// 0 is 5s. Tests shorten it.
+	roomPoll time.Duration
 }
 
 // NewServer returns a server with a validated config and no store yet.
 func NewServer(log *slog.Logger, cfg *settings, reg *prometheus.Registry, now func() time.Time) *Server {
 	s := &Server{log: log, metrics: newMetrics(reg), reg: reg, now: now}
+	s.inflight = newInflightBudget(reg, defaultMaxInflightBytes())
 	s.cfg.Store(cfg)
 	s.metrics.declare(cfg)
 	return s
 }
 
-// Handler routes the API.
-func (s *Server) Handler() http.Handler {
+// Handler routes the API, the probes and the hosted survey page: the
+// collector's one listener when the page is not served apart. /metrics is
+// on MetricsHandler.
+func (s *Server) Handler() http.Handler { return s.apiHandler(true) }
+
+// APIHandler routes the API and the probes without the survey page, for
+// when PageHandler serves the page on a listener of its own.
+func (s *Server) APIHandler() http.Handler { return s.apiHandler(false) }
+
+func (s *Server) apiHandler(withPage bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/events", s.ingest("events"))
 	mux.HandleFunc("POST /v1/responses", s.ingest("responses"))
 	mux.HandleFunc("GET /v1/summary", s.summary)
 	mux.HandleFunc("GET /v1/export", s.export)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeText(w, 200, "ok") })
+	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
-	mux.Handle("/s/{token}", s.pageHandler())
+	if withPage {
+		mux.Handle("/s/{token}", s.pageHandler())
+	}
 	mux.HandleFunc("POST /v1/followups/{id}", s.followUp)
 	mux.HandleFunc("POST /v1/waves", s.wave)
 	return mux
 }
 
-func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
-	st := s.store.Load()
-	switch {
-	case st == nil:
-		writeText(w, 503, "store is opening")
-	case st.Err() != nil:
-		writeText(w, 503, "store failed: "+st.Err().Error())
-	default:
-		writeText(w, 200, "ok")
-	}
+// PageHandler serves the hosted survey page alone (and /healthz, for a
+// load balancer's health check): the one listener meant to be reachable
+// from the internet. Everything else is 404.
+func (s *Server) PageHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/s/{token}", s.pageHandler())
+	mux.HandleFunc("GET /healthz", s.healthz)
+	return mux
+}
+
+// MetricsHandler serves /metrics, on a listener apart from the API so that
+// the port exposed for ingest or the survey page never shows them.
+func (s *Server) MetricsHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
+	return mux
 }
 
 func writeText(w http.ResponseWriter, code int, msg string) {
@@ -105,7 +133,7 @@ func (s *Server) reject(w http.ResponseWriter, endpoint, reason string, code int
 }
 
 func (s *Server) rejectInput(w http.ResponseWriter, endpoint string, e *inputError) {
-	reason := map[int]string{400: "invalid", 403: "forbidden", 413: "too_large"}[e.status]
+	reason := map[int]string{400: "invalid", 403: "forbidden", 413: "too_large", 422: "conflict"}[e.status]
 	b := errorBody{Error: e.Error(), Field: e.Field, Reason: e.Reason}
 	if e.Index >= 0 {
 		b.Index = &e.Index
@@ -124,19 +152,9 @@ func bearer(r *http.Request) []byte {
 	return sum[:]
 }
 
-// readBody reads a request body of at most MaxBodyBytes. A declared
-// length sizes the buffer once, instead of growing it by doubling.
-func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	body := http.MaxBytesReader(w, r.Body, MaxBodyBytes)
-	if r.ContentLength <= 0 || r.ContentLength > MaxBodyBytes {
-		return io.ReadAll(body)
-	}
-	// net/http ends a body at its declared length, so exactly that many
-	// bytes are read.
-	buf := make([]byte, r.ContentLength)
-	_, err := io.ReadFull(body, buf)
-	return buf, err
-}
+// SetMaxInflightBytes sets the limit on request body bytes held in
+// memory at once (--max-inflight-bytes).
+func (s *Server) SetMaxInflightBytes(n int64) { s.inflight.limit.Store(n) }
 
 type ingestResult struct {
 	Accepted   int `json:"accepted"`
@@ -154,8 +172,11 @@ func (s *Server) ingest(endpoint string) http.HandlerFunc {
 func (s *Server) ingestOnce(w http.ResponseWriter, r *http.Request, endpoint string) int {
 	st := s.store.Load()
 	if st == nil || st.Err() != nil {
-		w.Header().Set("Retry-After", "5")
-		s.reject(w, endpoint, "unavailable", 503, errorBody{Error: "the collector is not ready"})
+		var err error
+		if st != nil {
+			err = st.Err()
+		}
+		s.unavailable(w, endpoint, err)
 		return 503
 	}
 	cfg := s.cfg.Load()
@@ -188,16 +209,12 @@ func (s *Server) ingestOnce(w http.ResponseWriter, r *http.Request, endpoint str
 		return 401
 	}
 
-	body, err := readBody(w, r)
+	held, err := s.inflight.readBody(w, r)
+	defer held.Release()
 	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			s.reject(w, endpoint, "too_large", 413, errorBody{Error: fmt.Sprintf("body larger than %d bytes", MaxBodyBytes)})
-			return 413
-		}
-		s.reject(w, endpoint, "invalid", 400, errorBody{Error: "reading body: " + err.Error()})
-		return 400
+		return s.rejectBody(w, endpoint, err, fmt.Sprintf("body larger than %d bytes", MaxBodyBytes))
 	}
+	body := held.data
 	v := &validator{cfg: cfg, now: s.now(), authorized: func(n string) bool { return allowed[n] }, seen: map[string]int{}}
 	var records []store.Record
 	var ierr *inputError
@@ -212,7 +229,12 @@ func (s *Server) ingestOnce(w http.ResponseWriter, r *http.Request, endpoint str
 	}
 
 	res, err := st.Submit(r.Context(), records)
+	var conflict *store.ConflictError
 	switch {
+	case errors.As(err, &conflict):
+		reason := fmt.Sprintf("id %q is already stored with a different payload; the stored record stands (send a new record with a new id)", conflict.ID)
+		s.rejectInput(w, endpoint, &inputError{status: 422, Index: conflict.Index, Field: "id", Reason: reason})
+		return 422
 	case errors.Is(err, store.ErrOverloaded):
 		w.Header().Set("Retry-After", "1")
 		s.reject(w, endpoint, "overloaded", 429, errorBody{Error: "too many requests queued; retry after 1s"})
@@ -224,9 +246,8 @@ func (s *Server) ingestOnce(w http.ResponseWriter, r *http.Request, endpoint str
 		s.reject(w, endpoint, "unavailable", 503, errorBody{Error: "request ended before the records were confirmed on disk; retry with the same ids"})
 		return 503
 	case err != nil:
-		w.Header().Set("Retry-After", "5")
 		s.log.Error("store records", "endpoint", endpoint, "err", err)
-		s.reject(w, endpoint, "unavailable", 503, errorBody{Error: "records not stored; retry with the same ids"})
+		s.unavailable(w, endpoint, err)
 		return 503
 	}
 	s.count(cfg, records, res)
@@ -276,19 +297,25 @@ func (s *Server) count(cfg *settings, records []store.Record, res store.Result) 
 	}
 }
 
-// authorizeRead checks the read token when the config sets one.
+// authorizeRead checks the read token. Summaries and exports (comments,
+// contacts) always need it: a config without one admits nobody (Run refuses
+// such a config, so this only guards a Server built another way).
 func (s *Server) authorizeRead(w http.ResponseWriter, r *http.Request, endpoint string) bool {
 	cfg := s.cfg.Load()
-	if len(cfg.readTokens) == 0 {
+	sum := bearer(r)
+	if sum != nil && len(cfg.readTokens) > 0 && matches(sum, cfg.readTokens) {
 		return true
 	}
-	sum := bearer(r)
-	if sum == nil || !matches(sum, cfg.readTokens) {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="cxop-collector"`)
-		s.reject(w, endpoint, "unauthorized", 401, errorBody{Error: "a read token is required"})
-		return false
+	msg := "a read token is required"
+	switch {
+	case len(cfg.readTokens) == 0:
+		msg = "a read token is required, and the collector's config names none (readTokenSHA256), so none is accepted"
+	case sum != nil:
+		msg = "a read token is required; the bearer token given is not one"
 	}
-	return true
+	w.Header().Set("WWW-Authenticate", `Bearer realm="cxop-collector"`)
+	s.reject(w, endpoint, "unauthorized", 401, errorBody{Error: msg})
+	return false
 }
 
 func (s *Server) export(w http.ResponseWriter, r *http.Request) {
@@ -309,6 +336,9 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 400, errorBody{Error: "touchpoint or survey: name exactly one subject to export", Field: "touchpoint"})
 		return
 	}
+	if !s.exportable(w, q, kind, name) {
+		return
+	}
 	// An export may take longer than the server's write timeout.
 	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
 	w.Header().Set("Content-Type", "application/x-ndjson")
@@ -327,13 +357,13 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// Serve runs the HTTP server until ctx ends, then drains it.
-func Serve(ctx context.Context, srv *http.Server, log *slog.Logger) error {
+// Serve runs the HTTP server on l until ctx ends, then drains it.
+func Serve(ctx context.Context, srv *http.Server, l net.Listener, log *slog.Logger) error {
 	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe() }()
+	go func() { errc <- srv.Serve(l) }()
 	select {
 	case err := <-errc:
-		return fmt.Errorf("listen on %s: %w", srv.Addr, err)
+		return fmt.Errorf("serve on %s: %w", l.Addr(), err)
 	case <-ctx.Done():
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/cxop-dev/cxop/internal/store"
 )
@@ -47,6 +48,7 @@ touchpoints:
           start: "09:00"
           end: "17:00"
     tokenSHA256: [%s]
+readTokenSHA256: [%s]
 surveys:
   - name: nps
     type: NPS
@@ -54,7 +56,7 @@ surveys:
   - name: csat
     type: CSAT
     tokenSHA256: [%s]
-%s`, HashToken(chatToken), HashToken(phoneToken), HashToken(npsToken), HashToken(csatToken), extra)))
+%s`, HashToken(chatToken), HashToken(phoneToken), HashToken(readToken), HashToken(npsToken), HashToken(csatToken), extra)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,6 +84,14 @@ func startCollector(t testing.TB, dir string, cfg *settings) *testCollector {
 	c := &testCollector{t: t, srv: srv, url: ts.URL, dir: dir, st: st, ts: ts}
 	t.Cleanup(c.stop)
 	return c
+}
+
+// metricsURL serves the collector's MetricsHandler, as --metrics-listen
+// does apart from the API.
+func (c *testCollector) metricsURL() string {
+	ts := httptest.NewServer(c.srv.MetricsHandler())
+	c.t.Cleanup(ts.Close)
+	return ts.URL
 }
 
 func (c *testCollector) stop() {
@@ -114,9 +124,19 @@ func (c *testCollector) post(path, token, contentType, body string) (int, map[st
 	return resp.StatusCode, out, resp.Header
 }
 
+// get sends the read token, which summaries and exports always need.
 func (c *testCollector) get(path string, into any) int {
 	c.t.Helper()
-	resp, err := http.Get(c.url + path)
+	return c.getWith(path, readToken, into)
+}
+
+func (c *testCollector) getWith(path, token string, into any) int {
+	c.t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, c.url+path, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -168,6 +188,10 @@ func TestMalformedInputIsRejectedWhole(t *testing.T) {
 		{"bad email", `{"id":"a","touchpoint":"chat","customer":"c","contact":{"email":"nope"}}`, 400, 0, "contact.email", "not an email"},
 		{"second record bad", `[` + ok + `,{"id":"b","touchpoint":"chat","customer":"c","waitSeconds":-3}]`, 400, 1, "waitSeconds", "between 0"},
 		{"other touchpoint", `{"id":"a","touchpoint":"phone","customer":"c"}`, 403, 0, "touchpoint", "may not write"},
+		{"repeated key", `{"id":"a","touchpoint":"chat","customer":"c","customer":"d"}`, 400, 0, "customer", "customer: repeated key"},
+		{"repeated key in another case", `{"id":"a","touchpoint":"chat","customer":"c","waitSeconds":1,"WaitSeconds":900}`, 400, 0, "WaitSeconds", "repeated key"},
+		{"repeated nested key", ok + "\n" + `{"id":"b","touchpoint":"chat","customer":"c","contact":{"email":"a@x","email":"b@x"}}`, 400, 1, "contact.email", "contact.email: repeated key"},
+		{"repeated escaped key", `[` + ok + `,{"id":"b","touchpoint":"chat","customer":"c","i\u0064":"b2"}]`, 400, 1, "id", "id: repeated key"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -187,6 +211,16 @@ func TestMalformedInputIsRejectedWhole(t *testing.T) {
 			}
 		})
 	}
+	t.Run("in-flight bytes spent", func(t *testing.T) {
+		limit := c.srv.inflight.limit.Load()
+		defer c.srv.SetMaxInflightBytes(limit)
+		c.srv.SetMaxInflightBytes(16) // less than the body
+		code, body, h := c.post("/v1/events", chatToken, "", ok)
+		if e, _ := body["error"].(string); code != 503 || h.Get("Retry-After") == "" || !strings.Contains(e, "in flight") ||
+			body["reason"] != "in-flight request bytes over the limit" {
+			t.Errorf("%d %v (Retry-After %q), want 503 with Retry-After naming the in-flight limit", code, body, h.Get("Retry-After"))
+		}
+	})
 	var sum TouchpointSummary
 	c.get("/v1/summary?touchpoint=chat&window=1d", &sum)
 	if sum.Interactions != 0 {
@@ -253,20 +287,69 @@ func TestAuth(t *testing.T) {
 		}
 	}
 
-	r := startCollector(t, t.TempDir(), testConfig(t, "readTokenSHA256: ["+HashToken(readToken)+"]"))
-	if code := r.get("/v1/summary?touchpoint=chat", nil); code != 401 {
-		t.Errorf("summary without the read token: %d, want 401", code)
+}
+
+// TestSummaryAndExportAlwaysNeedTheReadToken: summaries and exports carry
+// comments and contacts; no token, a write token, or a config without any
+// read token never opens them.
+func TestSummaryAndExportAlwaysNeedTheReadToken(t *testing.T) {
+	r := startCollector(t, t.TempDir(), testConfig(t, ""))
+	if code, _, _ := r.post("/v1/responses", npsToken, "", `{"id":"r1","survey":"nps","customer":"c1","score":2,"comment":"private words"}`); code != 200 {
+		t.Fatalf("ingest: %d", code)
 	}
-	req, _ := http.NewRequest("GET", r.url+"/v1/summary?touchpoint=chat", nil)
-	req.Header.Set("Authorization", "Bearer "+readToken)
+	for _, path := range []string{"/v1/summary?touchpoint=chat", "/v1/summary", "/v1/export?survey=nps"} {
+		for token, want := range map[string]string{
+			"":              "a read token is required",
+			npsToken:        "the bearer token given is not one",
+			"not-a-token":   "the bearer token given is not one",
+			readToken + "x": "the bearer token given is not one",
+		} {
+			code, body := getBody(t, r.url+path, token)
+			if code != 401 || !strings.Contains(body, want) || strings.Contains(body, "private words") {
+				t.Errorf("GET %s with token %q: %d %s, want 401 saying %q", path, token, code, body, want)
+			}
+		}
+		if code, body := getBody(t, r.url+path, readToken); code != 200 {
+			t.Errorf("GET %s with the read token: %d %s, want 200", path, code, body)
+		}
+	}
+	if _, body := getBody(t, r.url+"/v1/export?survey=nps", readToken); !strings.Contains(body, "private words") {
+		t.Errorf("export with the read token lacks the comment: %s", body)
+	}
+
+	// A server whose config names no read token admits nobody.
+	open := startCollector(t, t.TempDir(), mustParse(t, "touchpoints: [{name: chat, tokenSHA256: ["+HashToken(chatToken)+"]}]"))
+	for _, token := range []string{"", readToken, chatToken} {
+		code, body := getBody(t, open.url+"/v1/summary", token)
+		if code != 401 || !strings.Contains(body, "names none (readTokenSHA256)") {
+			t.Errorf("summary from a config without read token, token %q: %d %s, want 401", token, code, body)
+		}
+	}
+}
+
+func mustParse(t *testing.T, cfg string) *settings {
+	t.Helper()
+	s, err := parseConfig([]byte(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// getBody GETs url with token as the bearer ("" for none).
+func getBody(t *testing.T, url, token string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Errorf("summary with the read token: %d, want 200", resp.StatusCode)
-	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
 
 // TestSummaryNumbers posts a known set and checks every number against a
@@ -396,7 +479,9 @@ func TestSummaryRequestErrors(t *testing.T) {
 		}
 	}
 	// A far end is refused before any work, naming the field.
-	resp, err := http.Get(c.url + "/v1/summary?end=9999-12-31T00:00:00Z")
+	req, _ := http.NewRequest(http.MethodGet, c.url+"/v1/summary?end=9999-12-31T00:00:00Z", nil)
+	req.Header.Set("Authorization", "Bearer "+readToken)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -438,7 +523,7 @@ func TestMetricsCarryNoCustomerData(t *testing.T) {
 	c := startCollector(t, t.TempDir(), testConfig(t, ""))
 	c.post("/v1/events", chatToken, "", `{"id":"secret-id","touchpoint":"chat","customer":"secret-customer","waitSeconds":30,"contact":{"email":"secret@example.com"}}`)
 	c.post("/v1/responses", npsToken, "", `{"id":"r","survey":"nps","customer":"secret-customer","score":3,"comment":"secret comment"}`)
-	resp, err := http.Get(c.url + "/metrics")
+	resp, err := http.Get(c.metricsURL() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -471,20 +556,34 @@ func TestConfigReload(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	write("touchpoints: [{name: chat, tokenSHA256: [" + HashToken(chatToken) + "]}]")
+	read := "readTokenSHA256: [" + HashToken(readToken) + "]\n"
+	write(read + "touchpoints: [{name: chat, tokenSHA256: [" + HashToken(chatToken) + "]}]")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go c.srv.watchConfig(ctx, configFiles{config: path}, nil, nil, 50*time.Millisecond)
 	waitFor(t, func() bool { return c.srv.cfg.Load().touchpoints["phone"] == nil })
-	write("touchpoints: [{name: web, tokenSHA256: [" + HashToken("web-token") + "]}]")
+	write(read + "touchpoints: [{name: web, tokenSHA256: [" + HashToken("web-token") + "]}]")
 	waitFor(t, func() bool { return c.srv.cfg.Load().touchpoints["web"] != nil })
 	if code, body, _ := c.post("/v1/events", "web-token", "", `{"id":"w","touchpoint":"web","customer":"c"}`); code != 200 {
 		t.Errorf("new touchpoint after reload: %d %v", code, body)
 	}
-	write("touchpoints: [{name: BAD}]")
+	write(read + "touchpoints: [{name: BAD}]")
 	time.Sleep(200 * time.Millisecond)
 	if c.srv.cfg.Load().touchpoints["web"] == nil {
 		t.Error("a bad config replaced the good one")
+	}
+	// A config that drops the read token would open nothing (reads need
+	// it), but it is refused like a bad one: the last good one stays.
+	failures := func() float64 {
+		var m dto.Metric
+		_ = c.srv.metrics.reloads.WithLabelValues("failure").Write(&m)
+		return m.GetCounter().GetValue()
+	}
+	before := failures()
+	write("touchpoints: [{name: app, tokenSHA256: [" + HashToken("app-token") + "]}]")
+	waitFor(t, func() bool { return failures() > before })
+	if c.srv.cfg.Load().touchpoints["app"] != nil || len(c.srv.cfg.Load().readTokens) == 0 {
+		t.Error("a config without a read token replaced the good one")
 	}
 }
 
@@ -522,7 +621,7 @@ func TestProfilerListensApartFromTheAPI(t *testing.T) {
 	dir := t.TempDir()
 	api, prof := freeLoopbackAddr(t), freeLoopbackAddr(t)
 	cfgPath := filepath.Join(dir, "collector.yaml")
-	writeFile(t, cfgPath, "touchpoints: [{name: chat}]\n")
+	writeFile(t, cfgPath, "touchpoints: [{name: chat}]\nreadTokenSHA256: ["+HashToken(readToken)+"]\n")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -555,7 +654,7 @@ func TestProfilerListensApartFromTheAPI(t *testing.T) {
 // increase (a series born at 100 shows none, and no burn-rate alert fires).
 func TestMetricsStartAtZero(t *testing.T) {
 	c := startCollector(t, t.TempDir(), testConfig(t, ""))
-	resp, err := http.Get(c.url + "/metrics")
+	resp, err := http.Get(c.metricsURL() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

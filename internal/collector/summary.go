@@ -2,8 +2,11 @@ package collector
 
 import (
 	"fmt"
+	"maps"
 	"net/http"
+	"net/url"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/prometheus/common/model"
@@ -74,6 +77,11 @@ type InvitationSummary struct {
 	// WebhookGoneSince is when the receiver answered 410 Gone; delivery is
 	// off until the webhook URL changes.
 	WebhookGoneSince *string `json:"webhookGoneSince,omitempty"`
+	// WebhookFailingSince is when the webhook's first message ran out of
+	// retries and was parked; WebhookError is the last attempt's error.
+	// Parked messages are delivered once the webhook works again.
+	WebhookFailingSince *string `json:"webhookFailingSince,omitempty"`
+	WebhookError        string  `json:"webhookError,omitempty"`
 	// Detractors sent to the closed loop in the window, those of any age
 	// not followed up yet, and the median time to follow up the window's.
 	Detractors         uint64   `json:"detractors"`
@@ -102,6 +110,12 @@ func (s *Server) summary(w http.ResponseWriter, r *http.Request) {
 	bad := func(field, format string, args ...any) {
 		reason := fmt.Sprintf(format, args...)
 		s.reject(w, "summary", "invalid", 400, errorBody{Error: field + ": " + reason, Field: field, Reason: reason})
+	}
+	// Every parameter is checked before any work: an unknown or repeated
+	// one is a client bug that would otherwise answer another question.
+	if field, reason := checkParams(q, "touchpoint", "survey", "window", "end"); field != "" {
+		bad(field, "%s", reason)
+		return
 	}
 	windowText := q.Get("window")
 	if windowText == "" {
@@ -136,7 +150,16 @@ func (s *Server) summary(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	tps, svs := q["touchpoint"], q["survey"]
+	// The window must lie within the retention: its buckets before it are
+	// gone, and an answer over fewer days than asked would pass for the
+	// whole window.
+	if start := end.Add(-window); start.Before(now.Add(-cfg.retention)) {
+		bad("window", "%s before %s starts before the retention of %s; shorten the window or move end", windowText, end.UTC().Format(time.RFC3339), formatDuration(cfg.retention))
+		return
+	}
+	// A touchpoint named twice is counted once: the same buckets are not
+	// merged (and walked) again.
+	tps, svs := slices.Compact(slices.Sorted(slices.Values(q["touchpoint"]))), q["survey"]
 	if len(tps) > 0 && len(svs) > 0 {
 		bad("survey", "ask for touchpoints or one survey, not both")
 		return
@@ -286,6 +309,7 @@ func (s *Server) addInvitations(out *SurveySummary, start time.Time) error {
 			"sample":    st[engine.CounterSuppressedSample],
 			"throttle":  st[engine.CounterSuppressedThrottle],
 			"suspended": st[engine.CounterSuppressedSuspend],
+			"rateLimit": st[engine.CounterSuppressedRate],
 		},
 	}
 	if inv.Sent > 0 {
@@ -305,6 +329,62 @@ func (s *Server) addInvitations(out *SurveySummary, start time.Time) error {
 	} else if gone {
 		inv.WebhookGoneSince = ptr(at.UTC().Format(time.RFC3339))
 	}
+	if f, failing, err := e.WebhookFailing(out.Survey); err != nil {
+		return err
+	} else if failing {
+		inv.WebhookFailingSince, inv.WebhookError = ptr(f.Since.UTC().Format(time.RFC3339)), f.LastError
+	}
 	out.Invitations = inv
 	return nil
+}
+
+// checkParams refuses a query parameter not in known, and one of them
+// given twice (except touchpoint, a set). It returns the field and why,
+// or "".
+func checkParams(q url.Values, known ...string) (field, reason string) {
+	for _, name := range slices.Sorted(maps.Keys(q)) {
+		switch {
+		case !slices.Contains(known, name):
+			return name, fmt.Sprintf("unknown parameter; this endpoint takes %s", strings.Join(known, ", "))
+		case name != "touchpoint" && len(q[name]) > 1:
+			return name, "given more than once"
+		}
+	}
+	return "", ""
+}
+
+// exportable checks an export's parameters before it reads the whole
+// record log: one subject, named once, that the config or the rollups
+// know (a subject deleted from the config keeps its records until they
+// pass the retention, and may still be exported).
+func (s *Server) exportable(w http.ResponseWriter, q url.Values, kind rollup.Kind, name string) bool {
+	bad := func(field, format string, args ...any) bool {
+		reason := fmt.Sprintf(format, args...)
+		s.reject(w, "export", "invalid", 400, errorBody{Error: field + ": " + reason, Field: field, Reason: reason})
+		return false
+	}
+	if field, reason := checkParams(q, "touchpoint", "survey"); field != "" {
+		return bad(field, "%s", reason)
+	}
+	field := "touchpoint"
+	if kind == rollup.KindSurvey {
+		field = "survey"
+	}
+	if len(q[field]) > 1 {
+		return bad(field, "one %s at a time", field)
+	}
+	cfg := s.cfg.Load()
+	if _, ok := cfg.touchpoints[name]; ok && kind == rollup.KindTouchpoint {
+		return true
+	}
+	if _, ok := cfg.surveys[name]; ok && kind == rollup.KindSurvey {
+		return true
+	}
+	if st := s.store.Load(); st != nil {
+		tps, svs := st.Rollups().Names()
+		if kind == rollup.KindTouchpoint && slices.Contains(tps, name) || kind == rollup.KindSurvey && slices.Contains(svs, name) {
+			return true
+		}
+	}
+	return bad(field, "unknown %s %q: no such %s in the config and no records of it", field, name, field)
 }

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/prometheus/common/model"
@@ -167,9 +168,10 @@ func parseWebhook(field string, w *WebhookConfig) (*webhook.Endpoint, string, er
 }
 
 // engineConfig is the survey engine's view of the config and secrets. A
-// webhook whose key is missing from the secrets file is left out (its
-// invitations wait in the outbox) and reported.
-func engineConfig(s *settings, sec *secrets) (engine.Config, []string) {
+// webhook whose key is missing from the secrets file, or whose URL is plain
+// http while allowHTTP is off, is left out (its invitations wait in the
+// outbox) and reported.
+func engineConfig(s *settings, sec *secrets, allowHTTP bool) (engine.Config, []string) {
 	c := engine.Config{PageURL: s.pageURL}
 	var problems []string
 	if sec != nil {
@@ -177,6 +179,10 @@ func engineConfig(s *settings, sec *secrets) (engine.Config, []string) {
 	}
 	withKey := func(survey, what string, ep *webhook.Endpoint, name string) *webhook.Endpoint {
 		if ep == nil {
+			return nil
+		}
+		if u, err := url.Parse(ep.URL); err == nil && strings.EqualFold(u.Scheme, "http") && !allowHTTP {
+			problems = append(problems, fmt.Sprintf("survey %s: %s URL %s is plain http; webhooks are sent over https only (--allow-insecure-webhooks permits http); its messages wait", survey, what, u.Redacted()))
 			return nil
 		}
 		var key []byte

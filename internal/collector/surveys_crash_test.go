@@ -80,7 +80,7 @@ surveys:
 	writeFile(t, filepath.Join(dir, "secrets.yaml"), fmt.Sprintf("linkKeys: {current: %s}\nwebhookKeys: {hook: %s}\n",
 		base64.StdEncoding.EncodeToString([]byte(strings.Repeat("k", 32))), base64.StdEncoding.EncodeToString([]byte(strings.Repeat("h", 32)))))
 	spec, _ := json.Marshal(Options{Listen: addr, DataDir: filepath.Join(dir, "data"), ConfigPath: filepath.Join(dir, "config.yaml"),
-		SecretsPath: filepath.Join(dir, "secrets.yaml"), WebhookAllowLoopback: true, LogLevel: "error", ConfigPoll: time.Second})
+		SecretsPath: filepath.Join(dir, "secrets.yaml"), WebhookAllowLoopback: true, AllowInsecureWebhooks: true, LogLevel: "error", ConfigPoll: time.Second})
 	start := func() *exec.Cmd {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestCollectorChildProcess$")
 		cmd.Env = append(os.Environ(), childEnv+"="+string(spec))

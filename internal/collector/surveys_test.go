@@ -132,7 +132,7 @@ surveys:
 	done := make(chan error, 1)
 	go func() {
 		done <- Run(ctx, Options{Listen: addr, DataDir: filepath.Join(dir, "data"), ConfigPath: cfgPath, SecretsPath: secPath,
-			WebhookAllowLoopback: true, LogLevel: "warn", ConfigPoll: 100 * time.Millisecond})
+			WebhookAllowLoopback: true, AllowInsecureWebhooks: true, LogLevel: "warn", ConfigPoll: 100 * time.Millisecond})
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -274,6 +274,9 @@ func TestWaveEndpointAndCommand(t *testing.T) {
 		// One object, nothing after it.
 		{npsToken, `{"survey":"nps","wave":"y","audience":[]} {"survey":"nps","wave":"z","audience":[]}`, 400, ""},
 		{npsToken, `{"survey":"nps","wave":"y","audience":[]}]`, 400, ""},
+		// A key given twice, at any depth, is refused by its path.
+		{npsToken, `{"survey":"nps","wave":"y","wave":"z","audience":[]}`, 400, "wave"},
+		{npsToken, `{"survey":"nps","wave":"y","audience":[{"customer":"a"},{"customer":"b","contact":{"email":"b@x","Email":"c@x"}}]}`, 400, "audience[1].contact.Email"},
 		// A phone alone is a contact.
 		{npsToken, `{"survey":"nps","wave":"phone-only","audience":[{"customer":"p","contact":{"phone":"+49 30 1234"}}]}` + "\n", 200, ""},
 	} {
@@ -291,6 +294,19 @@ func TestWaveEndpointAndCommand(t *testing.T) {
 		if resp.StatusCode != tc.want || answer.Field != tc.field {
 			t.Errorf("%s with token %q: %d naming %q (%s), want %d naming %q", tc.body, tc.token, resp.StatusCode, answer.Field, answer.Error, tc.want, tc.field)
 		}
+	}
+	// Nothing of the refused requests was stored: wave "y" is new.
+	req, _ := http.NewRequest(http.MethodPost, c.base+"/v1/waves", strings.NewReader(`{"survey":"nps","wave":"y","audience":[{"customer":"y1"}]}`))
+	req.Header.Set("Authorization", "Bearer "+npsToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var answer struct{ Duplicate *bool }
+	_ = json.NewDecoder(resp.Body).Decode(&answer)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || answer.Duplicate == nil || *answer.Duplicate {
+		t.Errorf("wave y after refused requests: %d duplicate=%v, want 200 and a new wave", resp.StatusCode, answer.Duplicate)
 	}
 }
 

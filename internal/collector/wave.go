@@ -34,10 +34,16 @@ func (s *Server) wave(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	held, err := s.inflight.readBody(w, r)
+	defer held.Release()
+	if err != nil {
+		s.rejectBody(w, endpoint, err, fmt.Sprintf("body larger than %d bytes; send the audience in parts", MaxBodyBytes))
+		return
+	}
 	var req waveRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	dec := json.NewDecoder(bytes.NewReader(held.data))
 	dec.DisallowUnknownFields()
-	err := dec.Decode(&req)
+	err = dec.Decode(&req)
 	if err == nil {
 		// One JSON object and nothing after it, as the ingest endpoints
 		// require: trailing bytes are a client bug, not to be ignored.
@@ -46,12 +52,11 @@ func (s *Server) wave(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			s.reject(w, endpoint, "too_large", 413, errorBody{Error: fmt.Sprintf("body larger than %d bytes; send the audience in parts", MaxBodyBytes)})
-			return
-		}
 		s.reject(w, endpoint, "invalid", 400, errorBody{Error: "malformed JSON: " + jsonReason(err)})
+		return
+	}
+	if path, repeated := repeatedKey(held.data); repeated {
+		s.reject(w, endpoint, "invalid", 400, errorBody{Error: path + ": " + repeatedKeyReason, Field: path, Reason: repeatedKeyReason})
 		return
 	}
 	bad := func(field, format string, args ...any) {

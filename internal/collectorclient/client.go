@@ -32,6 +32,8 @@ type Client struct {
 
 	mu    sync.Mutex
 	cache map[string]entry
+	// pruned is when expired answers were last dropped.
+	pruned time.Time
 }
 
 // entry is one cached answer, decoded once: callers share it and must not
@@ -99,10 +101,14 @@ type TouchpointCounts struct {
 	Resolved       uint64 `json:"resolved"`
 }
 
-// SurveyCounts is the answer distribution of collector.SurveySummary
-// (index = score).
+// SurveyCounts are the answer distribution (index = score), the answers
+// and the invitations sent of collector.SurveySummary.
 type SurveyCounts struct {
 	Distribution []uint64 `json:"distribution"`
+	Responses    uint64   `json:"responses"`
+	Invitations  *struct {
+		Sent uint64 `json:"sent"`
+	} `json:"invitations"`
 }
 
 // Counts returns the counts of every touchpoint and survey over window,
@@ -168,12 +174,28 @@ func (c *Client) get(ctx context.Context, t Target, q url.Values, newValue func(
 			e.at = c.now()
 			c.mu.Lock()
 			c.cache[key] = e
+			c.pruneLocked(e.at)
 			c.mu.Unlock()
 			return e, nil
 		})
 		e = v.(entry)
 	}
 	return e.value, e.err
+}
+
+// pruneLocked drops answers past their TTL, at most once per TTL. Windows
+// that follow the clock (a response rate's, which reaches back to a UTC
+// midnight) are each asked for once and would otherwise pile up.
+func (c *Client) pruneLocked(now time.Time) {
+	if now.Sub(c.pruned) < c.ttl {
+		return
+	}
+	c.pruned = now
+	for k, e := range c.cache {
+		if now.Sub(e.at) >= c.ttl {
+			delete(c.cache, k)
+		}
+	}
 }
 
 func (c *Client) fetch(ctx context.Context, u, token string) ([]byte, error) {

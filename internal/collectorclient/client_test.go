@@ -2,6 +2,7 @@ package collectorclient
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -113,7 +114,7 @@ func TestCountsDecodeTheSameAnswerLeanAndApart(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		requests.Add(1)
 		_, _ = w.Write([]byte(`{"touchpoints":{"chat":{"window":"1h","interactions":9,"assessedWaits":8,"compliantWaits":6,"resolvedKnown":4,"resolved":3}},
-			"surveys":{"nps":{"window":"1h","responses":3,"distribution":[1,0,0,0,0,0,0,0,0,0,2]}}}`))
+			"surveys":{"nps":{"window":"1h","responses":3,"distribution":[1,0,0,0,0,0,0,0,0,0,2],"invitations":{"invited":9,"sent":7}}}}`))
 	}))
 	defer srv.Close()
 	c := New(10 * time.Second)
@@ -129,6 +130,9 @@ func TestCountsDecodeTheSameAnswerLeanAndApart(t *testing.T) {
 	if got := counts.Surveys["nps"].Distribution; len(got) != 11 || got[0] != 1 || got[10] != 2 {
 		t.Errorf("survey distribution = %v", got)
 	}
+	if sv := counts.Surveys["nps"]; sv.Responses != 3 || sv.Invitations == nil || sv.Invitations.Sent != 7 {
+		t.Errorf("survey responses %d, invitations %+v; want 3 and 7 sent", sv.Responses, sv.Invitations)
+	}
 	all, err := c.All(context.Background(), target, "1h", nil)
 	if err != nil || all.Touchpoints["chat"].Interactions != 9 {
 		t.Fatalf("All after Counts = %+v, %v: the lean answer was served as the full one", all, err)
@@ -142,5 +146,30 @@ func TestCountsDecodeTheSameAnswerLeanAndApart(t *testing.T) {
 	}
 	if n := requests.Load(); n != 3 {
 		t.Fatalf("Forget kept the counts (%d requests)", n)
+	}
+}
+
+// TestDropsExpiredAnswers: windows that follow the clock are asked for once
+// each; their answers must not pile up in the cache.
+func TestDropsExpiredAnswers(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte(`{"touchpoints":{},"surveys":{}}`))
+	}))
+	defer srv.Close()
+	now := time.Unix(1000, 0)
+	c := New(10 * time.Second)
+	c.now = func() time.Time { return now }
+	target := Target{BaseURL: srv.URL, Token: "read"}
+	for minute := range 100 {
+		if _, err := c.Counts(context.Background(), target, fmt.Sprintf("1d%dm", minute+1), nil); err != nil {
+			t.Fatal(err)
+		}
+		now = now.Add(time.Minute)
+	}
+	c.mu.Lock()
+	n := len(c.cache)
+	c.mu.Unlock()
+	if n > 2 {
+		t.Errorf("%d answers cached after 100 one-off windows a minute apart, want at most 2", n)
 	}
 }

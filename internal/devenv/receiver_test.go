@@ -40,7 +40,7 @@ func TestReceiverVerifiesAndPrints(t *testing.T) {
 	go func() { done <- ServeReceiver(ctx, l, secret, out) }()
 	url := "http://" + l.Addr().String() + "/invitations"
 
-	c := webhook.NewClient(&webhook.Guard{AllowLoopback: true}, 5*time.Second)
+	c := webhook.NewClient(&webhook.Guard{AllowLoopback: true, AllowHTTP: true}, 5*time.Second)
 	res := c.Send(context.Background(), webhook.Endpoint{URL: url, Key: key}, webhook.Message{ID: "msg_1", Body: []byte(`{"type":"survey.invitation"}`)})
 	if res.Outcome != webhook.Delivered || res.Status != http.StatusNoContent {
 		t.Fatalf("signed webhook: %+v", res)

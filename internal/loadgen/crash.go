@@ -86,6 +86,7 @@ type crashRun struct {
 	p      *Process
 	client *http.Client
 	token  string
+	read   string // the read token, for the export and the summary
 
 	mu      sync.Mutex
 	acked   map[string]int // batch prefix -> records
@@ -114,6 +115,7 @@ func RunCrashTest(ctx context.Context, o Options) (Result, error) {
 		p:      &Process{Binary: o.Binary, DataDir: filepath.Join(o.Dir, "data"), Config: cfg, LogPath: filepath.Join(o.Dir, "collector.log")},
 		client: NewClient(o.Workers),
 		token:  tokens.Touchpoint,
+		read:   tokens.Read,
 		acked:  map[string]int{},
 	}
 	defer r.p.Kill()
@@ -397,7 +399,7 @@ func (r *crashRun) interactions(ctx context.Context, began time.Time) (int, erro
 	var sum struct {
 		Interactions *int `json:"interactions"`
 	}
-	if err := getJSON(ctx, r.client, r.p.URL()+"/v1/summary?"+q.Encode(), &sum); err != nil {
+	if err := getJSON(ctx, r.client, r.p.URL()+"/v1/summary?"+q.Encode(), r.read, &sum); err != nil {
 		return 0, fmt.Errorf("summary: %w", err)
 	}
 	if sum.Interactions == nil {
@@ -412,6 +414,7 @@ func (r *crashRun) export(ctx context.Context) (map[string]int, error) {
 	if err != nil {
 		return nil, err
 	}
+	req.Header.Set("Authorization", "Bearer "+r.read)
 	resp, err := (&http.Client{}).Do(req) // bounded by ctx, not by a client timeout
 	if err != nil {
 		return nil, fmt.Errorf("export: %w", err)
@@ -446,12 +449,13 @@ func (r *crashRun) export(ctx context.Context) (map[string]int, error) {
 	return seen, nil
 }
 
-// getJSON GETs url and decodes a 200 answer into v.
-func getJSON(ctx context.Context, c *http.Client, url string, v any) error {
+// getJSON GETs url with a bearer token and decodes a 200 answer into v.
+func getJSON(ctx context.Context, c *http.Client, url, token string, v any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
 	}
+	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := c.Do(req)
 	if err != nil {
 		return err

@@ -31,14 +31,16 @@ const (
 type Tokens struct {
 	Touchpoint string // may write events for Touchpoint
 	Survey     string // may submit answers to Survey
+	Read       string // may read summaries and exports
 }
 
 // WriteConfig writes a collector config with one touchpoint (Touchpoint,
 // 2m wait threshold) and one NPS survey (Survey), each with a fresh random
-// token, and returns the tokens.
+// token, and a read token, and returns the tokens.
 func WriteConfig(path string) (Tokens, error) {
-	t := Tokens{Touchpoint: randomToken(), Survey: randomToken()}
-	cfg := fmt.Sprintf(`touchpoints:
+	t := Tokens{Touchpoint: randomToken(), Survey: randomToken(), Read: randomToken()}
+	cfg := fmt.Sprintf(`readTokenSHA256: ["%s"]
+touchpoints:
   - name: %s
     waitThreshold: 2m
     tokenSHA256: ["%s"]
@@ -46,7 +48,7 @@ surveys:
   - name: %s
     type: NPS
     tokenSHA256: ["%s"]
-`, Touchpoint, HashToken(t.Touchpoint), Survey, HashToken(t.Survey))
+`, HashToken(t.Read), Touchpoint, HashToken(t.Touchpoint), Survey, HashToken(t.Survey))
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return Tokens{}, fmt.Errorf("write collector config: %w", err)
 	}
@@ -82,6 +84,7 @@ type Process struct {
 	Binary, DataDir, Config string
 	LogPath                 string // stdout and stderr, appended across restarts
 	Addr                    string // host:port on 127.0.0.1
+	MetricsAddr             string // host:port of /metrics on 127.0.0.1
 
 	cmd     *exec.Cmd
 	done    chan struct{} // closed when the process has been reaped
@@ -90,6 +93,9 @@ type Process struct {
 
 // URL is the collector's base URL.
 func (p *Process) URL() string { return "http://" + p.Addr }
+
+// MetricsURL is the base URL of the collector's /metrics listener.
+func (p *Process) MetricsURL() string { return "http://" + p.MetricsAddr }
 
 // Exited reports whether a started process has ended without Stop or
 // Kill, and how: a collector that dies on its own is a finding.
@@ -119,6 +125,13 @@ func (p *Process) Start(ctx context.Context, timeout time.Duration, extraArgs ..
 		}
 		p.Addr = addr
 	}
+	if p.MetricsAddr == "" {
+		addr, err := FreePort()
+		if err != nil {
+			return 0, err
+		}
+		p.MetricsAddr = addr
+	}
 	if p.LogPath == "" {
 		p.LogPath = filepath.Join(filepath.Dir(p.DataDir), "collector.log")
 	}
@@ -126,7 +139,7 @@ func (p *Process) Start(ctx context.Context, timeout time.Duration, extraArgs ..
 	if err != nil {
 		return 0, fmt.Errorf("open collector log: %w", err)
 	}
-	args := append([]string{"collector", "--listen", p.Addr, "--data-dir", p.DataDir, "--config", p.Config}, extraArgs...)
+	args := append([]string{"collector", "--listen", p.Addr, "--metrics-listen", p.MetricsAddr, "--data-dir", p.DataDir, "--config", p.Config}, extraArgs...)
 	cmd := exec.Command(p.Binary, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{}

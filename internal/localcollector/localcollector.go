@@ -101,6 +101,10 @@ func (r *Runtime) Ensure(ctx context.Context, namespace string, files collector.
 // ServesSurveyPages is true: the collector's own URL is the page's.
 func (r *Runtime) ServesSurveyPages() bool { return true }
 
+// AllowsInsecureWebhooks is true: local receivers listen on plain http,
+// and every local collector runs with --allow-insecure-webhooks.
+func (r *Runtime) AllowsInsecureWebhooks() bool { return true }
+
 // PageURL is the collector's own URL: on a laptop customers (and the
 // browser of whoever tries the tour) reach the survey page there. The port
 // is chosen here the first time, so the config can carry it before the
@@ -188,8 +192,12 @@ func (r *Runtime) start(nsDir string, port int) (*run, error) {
 		"--data-dir", filepath.Join(nsDir, "data"),
 		"--config", filepath.Join(nsDir, "config.yaml"),
 		"--secrets", filepath.Join(nsDir, "secrets.yaml"),
-		// Receivers on a laptop listen on loopback.
+		// Receivers on a laptop listen on loopback, over plain http.
 		"--webhook-allow-loopback",
+		"--allow-insecure-webhooks",
+		// Each namespace's collector needs a /metrics port of its own; the
+		// collector logs the one it got.
+		"--metrics-listen", "127.0.0.1:0",
 		// Config edits arrive by rename, which inotify sees; the poll is
 		// the safety net and may be short on a laptop.
 		"--config-poll-interval", "2s")

@@ -96,6 +96,12 @@ func BurnRateThreshold(window, long time.Duration, budgetShare float64) float64 
 	return budgetShare * float64(window) / float64(long)
 }
 
+// MinWindow is the shortest target window the rules can express: the
+// slower page alert reads a 6h lookback, and its threshold, a share of the
+// window's budget spent within 6h, means nothing for a window shorter than
+// its own lookback.
+const MinWindow = 6 * time.Hour
+
 var nameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
 
 func (t Target) check() error {
@@ -104,8 +110,8 @@ func (t Target) check() error {
 		return fmt.Errorf("namespace: %q is not a DNS label", t.Namespace)
 	case t.Name == "" || strings.ContainsAny(t.Name, "\"\\\n"):
 		return fmt.Errorf("name: %q is not a Kubernetes name", t.Name)
-	case t.Window < 6*time.Hour:
-		return fmt.Errorf("window: %s is shorter than the 6h the slowest alert needs", t.Window)
+	case t.Window < MinWindow:
+		return fmt.Errorf("window: %s is shorter than the %s the slowest alert needs", model.Duration(t.Window), model.Duration(MinWindow))
 	}
 	switch t.Kind {
 	case WaitTime, FirstContactResolution, CSAT:

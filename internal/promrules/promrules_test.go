@@ -37,7 +37,7 @@ func TestGenerateRefusesWhatCannotBeRuled(t *testing.T) {
 		mutate func(*Target)
 		want   string
 	}{
-		{func(t *Target) { t.Window = time.Hour }, "window: 1h0m0s is shorter than the 6h the slowest alert needs"},
+		{func(t *Target) { t.Window = time.Hour }, "window: 1h is shorter than the 6h the slowest alert needs"},
 		{func(t *Target) { t.Objective = 100 }, "objective: 100% must be between 0 and 100, exclusive"},
 		{func(t *Target) { t.Kind = "responseRate" }, `kind: "responseRate" has no Prometheus rules`},
 		{func(t *Target) { t.Touchpoints = nil }, "the target counts no touchpoint or survey"},
@@ -87,6 +87,21 @@ func TestRulesWithPromtool(t *testing.T) {
 		if out, err := exec.Command(promtool, "check", "rules", path).CombinedOutput(); err != nil {
 			t.Fatalf("promtool check rules %s: %v\n%s\n%s", file, err, out, data)
 		}
+	}
+	collector, err := Collector("shop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := yaml.Marshal(collector)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "collector.rules.yaml")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(promtool, "check", "rules", path).CombinedOutput(); err != nil {
+		t.Fatalf("promtool check rules collector.rules.yaml: %v\n%s\n%s", err, out, data)
 	}
 	tests, err := filepath.Glob(filepath.Join("testdata", "*.test.yaml"))
 	if err != nil || len(tests) == 0 {

@@ -1,6 +1,10 @@
 package store
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 type metrics struct {
 	fsync        prometheus.Histogram
@@ -40,12 +44,23 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	return m
 }
 
-func (m *metrics) queueDepth(f func() float64) {
-	if m.reg == nil {
+// registerOnce registers the metrics of a store opened for writing after
+// a read-only one, which registered none; a metric already registered
+// (a second writable store in one process) keeps its first collector.
+func (m *metrics) registerOnce(reg prometheus.Registerer, queueDepth func() float64) {
+	if reg == nil {
 		return
 	}
-	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "cxop_collector_queue_depth",
-		Help: "Requests waiting for the committer; at the queue length the collector answers 429.",
-	}, f))
+	for _, c := range []prometheus.Collector{m.fsync, m.commit, m.groupRecords, m.checkpoint,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: queueDepthName, Help: queueDepthHelp}, queueDepth)} {
+		var already prometheus.AlreadyRegisteredError
+		if err := reg.Register(c); err != nil && !errors.As(err, &already) {
+			panic(err)
+		}
+	}
 }
+
+const (
+	queueDepthName = "cxop_collector_queue_depth"
+	queueDepthHelp = "Requests waiting for the committer; at the queue length the collector answers 429."
+)

@@ -18,6 +18,11 @@ type Record struct {
 	Subject string // touchpoint or survey name
 	ID      string // idempotency key, unique per kind and subject
 	JSON    []byte // the record as exported: normalised JSON
+	// Fingerprint identifies what the client sent under ID, so that a
+	// retry (same fingerprint) is a duplicate and a reuse of the id for
+	// another payload is a conflict. 0 means unknown: never a conflict.
+	// It is kept with the id, not in the record's value.
+	Fingerprint uint64
 
 	Event    rollup.Event    // when Kind is KindTouchpoint
 	Response rollup.Response // when Kind is KindSurvey

@@ -21,6 +21,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cxop-dev/cxop/internal/rollup"
@@ -55,6 +56,23 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// Now is the clock; tests inject one.
 	Now func() time.Time
+
+	// FS is the filesystem the store lives on; nil is the operating
+	// system's. Tests inject Pebble's crashable and error-injecting ones.
+	FS vfs.FS
+	// MinFreeBytes is the free space below which Open opens the store
+	// read-only instead of for writing. Default DefaultMinFreeBytes; a
+	// negative value turns the check off.
+	MinFreeBytes int64
+	// ReadOnly opens the store read-only whatever the free space.
+	ReadOnly bool
+	// FaultMetrics count disk faults across reopenings; nil counts
+	// nothing.
+	FaultMetrics *FaultMetrics
+	// MemTableBytes is Pebble's memtable size; 0 is 64 MiB. Fault tests
+	// set it small so that flushes and compactions happen between their
+	// crash points.
+	MemTableBytes int64
 }
 
 func (o *Options) defaults() {
@@ -79,6 +97,12 @@ func (o *Options) defaults() {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.FS == nil {
+		o.FS = vfs.Default
+	}
+	if o.MinFreeBytes == 0 {
+		o.MinFreeBytes = DefaultMinFreeBytes
+	}
 }
 
 // Result is what a commit did with a request's records.
@@ -88,6 +112,36 @@ type Result struct {
 	// Duplicate[i] is true when record i was already stored; nil when
 	// there was no duplicate.
 	Duplicate []bool
+	// conflict refuses the whole request; Submit returns it as its error.
+	conflict *ConflictError
+}
+
+// ErrConflict is what a ConflictError is (errors.Is).
+var ErrConflict = errors.New("id already stored with a different payload")
+
+// ConflictError refuses a request one of whose records reuses the id of
+// a stored record (or of an earlier record of the same commit) with a
+// different fingerprint: the stored record stands and nothing of the
+// request is stored, as the IETF Idempotency-Key draft and Stripe answer a
+// key reused for another payload.
+type ConflictError struct {
+	Index int // the record of the request
+	ID    string
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("record %d: id %q is already stored with a different payload", e.Index, e.ID)
+}
+
+func (e *ConflictError) Unwrap() error { return ErrConflict }
+
+// storedFingerprint reads the fingerprint after the sequence in an id's
+// value; 0 (unknown) for ids stored before fingerprints were kept.
+func storedFingerprint(v []byte) uint64 {
+	if len(v) < 16 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(v[8:16])
 }
 
 func (r *Result) markDuplicate(i, n int) {
@@ -127,34 +181,111 @@ type Store struct {
 	committed atomic.Uint64
 	failed    error // a commit error that makes the store read-only
 	failedMu  sync.Mutex
+	// readOnly says why the store was opened read-only; nil when it
+	// writes.
+	readOnly error
+	fs       *faultFS
+	// readers are scans and lookups in flight; Close waits for them so
+	// that a read-only store can be closed and reopened for writing under
+	// a serving collector.
+	readers  sync.RWMutex
+	dbClosed bool // under readers
+	// failedCh is closed with the first failure: requests waiting for a
+	// commit that may never come (a write stalled behind memtables that
+	// cannot flush) are answered with it.
+	failedCh chan struct{}
 }
 
 // Open opens or creates the store, loads the last checkpoint and replays
 // the records written after it. The store is ready when Open returns.
+//
+// When the data volume has less than MinFreeBytes free, or the disk
+// refuses a write while the store opens, the store opens read-only: it
+// answers reads and refuses records with ErrReadOnly (Err says why), and
+// its engine does no background work that could fail and retry.
 func Open(opts Options) (*Store, error) {
 	opts.defaults()
-	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
-		return nil, fmt.Errorf("create data directory: %w", err)
+	if _, err := opts.FS.Stat(opts.Dir); err != nil {
+		// A new store: with no room to create it there is nothing to serve.
+		if err := opts.FS.MkdirAll(opts.Dir, 0o700); err != nil {
+			return nil, fmt.Errorf("create data directory: %w", err)
+		}
+	}
+	if opts.ReadOnly {
+		return openReadOnly(opts, "opened read-only")
+	}
+	if reason := roomToWrite(opts.FS, opts.Dir, opts.MinFreeBytes); reason != "" {
+		return openReadOnly(opts, reason)
+	}
+	s, err := openStore(opts, "")
+	if err != nil && s != nil && (s.fs.faulted() != nil || IsDiskFault(err)) {
+		// The disk refused a write while opening: serve what is stored.
+		fault := s.fs.faulted()
+		if fault == nil {
+			fault = err
+		}
+		return openReadOnly(opts, fmt.Sprintf("a write failed while opening the store: %v", fault))
+	}
+	return s, err
+}
+
+// openReadOnly opens the store without writing anything, and logs why.
+func openReadOnly(opts Options, reason string) (*Store, error) {
+	opts.Logger.Error("opening the store read-only: records are refused until it has room to write", "reason", reason, "dir", opts.Dir)
+	s, err := openStore(opts, reason)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// openStore opens the store, read-only when readOnly gives a reason. On error
+// it returns the closed store, whose faultFS tells whether the disk
+// refused a write.
+func openStore(opts Options, readOnly string) (*Store, error) {
+	s := &Store{
+		opts:     opts,
+		rollups:  rollup.NewSet(opts.Retention),
+		queue:    make(chan *request, opts.QueueLength),
+		stopped:  make(chan struct{}),
+		failedCh: make(chan struct{}),
+		fs:       newFaultFS(opts.FS, opts.FaultMetrics),
+	}
+	if readOnly != "" {
+		s.readOnly = &readOnlyError{reason: readOnly}
 	}
 	po := PebbleOptions(opts.CacheBytes)
+	po.FS = s.fs
+	if opts.MemTableBytes > 0 {
+		po.MemTableSize = uint64(opts.MemTableBytes)
+	}
+	po.ReadOnly = readOnly != ""
 	po.Logger = pebbleLogger{opts.Logger}
+	po.EventListener = s.eventListener()
 	defer po.Cache.Unref()
 	db, err := pebble.Open(opts.Dir, po)
 	if err != nil {
-		return nil, fmt.Errorf("open store in %s: %w", opts.Dir, err)
+		return s, fmt.Errorf("open store in %s: %w", opts.Dir, err)
 	}
-	s := &Store{
-		opts:    opts,
-		db:      db,
-		rollups: rollup.NewSet(opts.Retention),
-		metrics: newMetrics(opts.Registerer),
-		queue:   make(chan *request, opts.QueueLength),
-		stopped: make(chan struct{}),
-	}
-	s.metrics.queueDepth(func() float64 { return float64(len(s.queue)) })
+	s.db = db
+	// Registered once the store is open for writing: a read-only store
+	// is replaced by a writable one later, which registers them then.
+	s.metrics = newMetrics(nil)
 	if err := s.recover(); err != nil {
 		_ = db.Close()
-		return nil, err
+		if cerr := s.Failed(); cerr != nil {
+			// The engine named the damaged file and key range.
+			return s, fmt.Errorf("%w; %w", err, cerr)
+		}
+		return s, err
+	}
+	if err := s.Failed(); err != nil {
+		// Corruption found while opening.
+		_ = db.Close()
+		return s, err
+	}
+	if readOnly == "" {
+		s.metrics.registerOnce(opts.Registerer, func() float64 { return float64(len(s.queue)) })
 	}
 	go s.commitLoop()
 	return s, nil
@@ -192,7 +323,10 @@ func PebbleOptions(cacheBytes int64) *pebble.Options {
 func (s *Store) recover() error {
 	start := time.Now()
 	var checkpoint uint64
-	if s.opts.Rebuild {
+	if s.opts.Rebuild && s.readOnly != nil {
+		// Recount every record in memory; the stored rollups stay as they
+		// are until the store can write.
+	} else if s.opts.Rebuild {
 		if err := s.db.DeleteRange([]byte{rollup.KeyPrefix}, []byte{rollup.KeyPrefix + 1}, pebble.Sync); err != nil {
 			return fmt.Errorf("drop checkpointed rollups: %w", err)
 		}
@@ -215,16 +349,16 @@ func (s *Store) recover() error {
 		}
 		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{rollup.KeyPrefix}, UpperBound: []byte{rollup.KeyPrefix + 1}})
 		if err != nil {
-			return fmt.Errorf("read rollups: %w", err)
+			return fmt.Errorf("read rollups (keys %x up to %x): %w", rollup.KeyPrefix, rollup.KeyPrefix+1, err)
 		}
 		for it.First(); it.Valid(); it.Next() {
 			if err := s.rollups.Load(it.Key(), it.Value()); err != nil {
 				_ = it.Close()
-				return fmt.Errorf("load checkpoint: %w", err)
+				return fmt.Errorf("load checkpoint: rollup at key %q: %w; run with --rebuild to recount it from the records", it.Key(), err)
 			}
 		}
 		if err := it.Close(); err != nil {
-			return fmt.Errorf("read rollups: %w", err)
+			return fmt.Errorf("read rollups (keys %x up to %x): %w; run with --rebuild to recount them from the records", rollup.KeyPrefix, rollup.KeyPrefix+1, err)
 		}
 	}
 
@@ -242,13 +376,21 @@ func (s *Store) recover() error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("replay: %w", err)
+		// Never skip what cannot be read: a record left out would be
+		// missing from every count and export without a trace.
+		return fmt.Errorf("replay the records after the checkpoint (sequence %d on, keys %x up to %x): %w; the store does not open rather than skip it",
+			checkpoint+1, recordKey(checkpoint+1), []byte{prefixRecord + 1}, err)
 	}
 	s.rollups.Apply(&b)
 	s.durable = s.seq
 	s.committed.Store(s.seq)
 	if err := s.checkpoint(); err != nil {
 		return err
+	}
+	if s.readOnly != nil {
+		s.opts.Logger.Warn("store ready read-only", "dir", s.opts.Dir, "checkpoint", checkpoint, "replayed", replayed,
+			"reason", s.readOnly, "took", time.Since(start).Round(time.Millisecond))
+		return nil
 	}
 	s.opts.Logger.Info("store ready", "dir", s.opts.Dir, "checkpoint", checkpoint, "replayed", replayed,
 		"rebuild", s.opts.Rebuild, "took", time.Since(start).Round(time.Millisecond))
@@ -269,7 +411,9 @@ func (s *Store) Rollups() *rollup.Set { return s.rollups }
 
 // Submit stores records durably and returns once they are fsync'd (or
 // known duplicates). All records of one call commit together or not at
-// all. It returns ErrOverloaded at once when the queue is full.
+// all. It returns ErrOverloaded at once when the queue is full, and a
+// *ConflictError, storing nothing, when a record reuses a stored id for a
+// different payload.
 func (s *Store) Submit(ctx context.Context, records []Record) (Result, error) {
 	if err := s.Err(); err != nil {
 		return Result{}, err
@@ -289,20 +433,46 @@ func (s *Store) Submit(ctx context.Context, records []Record) (Result, error) {
 	}
 	select {
 	case r := <-req.done:
+		if r.err == nil && r.res.conflict != nil {
+			return Result{}, r.res.conflict
+		}
 		return r.res, r.err
 	case <-ctx.Done():
 		// The commit goes ahead; the caller answers an error and a retry
 		// of the same ids is reported as duplicates.
 		return Result{}, ctx.Err()
+	case <-s.failedCh:
+		// The commit may never finish; its records are not acknowledged,
+		// and a retry after the restart stores them or finds them stored.
+		select {
+		case r := <-req.done:
+			return r.res, r.err
+		default:
+			return Result{}, s.Failed()
+		}
 	}
 }
 
-// Err is the commit failure that stopped ingest, if any.
+// Err is why the store refuses records, if it does: a commit failure
+// (Failed) or a read-only opening (ReadOnly).
 func (s *Store) Err() error {
+	if s.readOnly != nil {
+		return s.readOnly
+	}
+	return s.Failed()
+}
+
+// Failed is the write or sync failure that stopped ingest after the store
+// opened, if any. The engine's state after a failed write-ahead log write
+// is unknown, so only reopening the store (a restart) clears it.
+func (s *Store) Failed() error {
 	s.failedMu.Lock()
 	defer s.failedMu.Unlock()
 	return s.failed
 }
+
+// ReadOnly is why the store was opened read-only, or nil when it writes.
+func (s *Store) ReadOnly() error { return s.readOnly }
 
 // A group passes two goroutines in order. The committer looks up its ids
 // and applies its batch to Pebble without waiting for the WAL sync; the
@@ -398,7 +568,7 @@ func (s *Store) apply(group []*request) *pending {
 	}
 	// Sized once: growing a batch record by record copies it each time.
 	batch := s.db.NewBatchWithSize(size)
-	inGroup := make(map[string]struct{}, events+responses)
+	inGroup := make(map[string]uint64, events+responses) // id key -> fingerprint
 	p.counted.Events = make([]rollup.NamedEvent, 0, events)
 	p.counted.Responses = make([]rollup.NamedResponse, 0, responses)
 	var key, value []byte
@@ -411,23 +581,57 @@ func (s *Store) apply(group []*request) *pending {
 		return p
 	}
 	seq := s.seq
+	var added []string // this request's ids, taken back if it is refused
 	for gi, req := range group {
+		// Every id is looked up before any record is written: a request
+		// that reuses a stored id for a different payload is refused whole.
+		added = added[:0]
 		for i := range req.records {
 			r := &req.records[i]
 			key = idKey(key, r.Kind, r.Subject, r.ID)
-			if _, dup := inGroup[string(key)]; dup {
-				p.results[gi].markDuplicate(i, len(req.records))
+			stored, dup := inGroup[string(key)]
+			if !dup && ids.SeekPrefixGE(key) && bytes.Equal(ids.Key(), key) {
+				v, err := ids.ValueAndErr()
+				if err != nil {
+					_ = ids.Close()
+					_ = batch.Close()
+					p.err = fmt.Errorf("look up ids: %w", err)
+					return p
+				}
+				stored, dup = storedFingerprint(v), true
+			}
+			if !dup {
+				k := string(key)
+				inGroup[k] = r.Fingerprint
+				added = append(added, k)
 				continue
 			}
-			if ids.SeekPrefixGE(key) && bytes.Equal(ids.Key(), key) {
-				p.results[gi].markDuplicate(i, len(req.records))
+			if stored != 0 && r.Fingerprint != 0 && stored != r.Fingerprint {
+				for _, k := range added {
+					delete(inGroup, k)
+				}
+				p.results[gi] = Result{conflict: &ConflictError{Index: i, ID: r.ID}}
+				break
+			}
+			p.results[gi].markDuplicate(i, len(req.records))
+		}
+		if p.results[gi].conflict != nil {
+			continue
+		}
+		for i := range req.records {
+			if p.results[gi].Duplicate != nil && p.results[gi].Duplicate[i] {
 				continue
 			}
-			inGroup[string(key)] = struct{}{}
+			r := &req.records[i]
 			seq++
-			var seqb [8]byte
-			binary.BigEndian.PutUint64(seqb[:], seq)
-			_ = batch.Set(key, seqb[:], nil)
+			var idv [16]byte
+			binary.BigEndian.PutUint64(idv[:8], seq)
+			binary.BigEndian.PutUint64(idv[8:], r.Fingerprint)
+			idValue := idv[:]
+			if r.Fingerprint == 0 {
+				idValue = idv[:8]
+			}
+			_ = batch.Set(idKey(key, r.Kind, r.Subject, r.ID), idValue, nil)
 			value = appendRecord(value[:0], r) // Set copies it
 			_ = batch.Set(recordKey(seq), value, nil)
 			appendToBatch(&p.counted, r)
@@ -505,11 +709,18 @@ func (s *Store) setFailed(err error) {
 	if s.failed == nil {
 		s.opts.Logger.Error("store failed; restart the collector", "err", err)
 		s.failed = err
+		close(s.failedCh)
 	}
 }
 
 // checkpoint persists changed rollups with the sequence they cover.
 func (s *Store) checkpoint() error {
+	if s.Err() != nil {
+		// Nothing may be written: the store is read-only, or a commit
+		// failed and the write-ahead log cannot be trusted with another
+		// write (Pebble ends the process on a commit to a failed log).
+		return nil
+	}
 	defer func(start time.Time) { s.metrics.checkpoint.Observe(time.Since(start).Seconds()) }(time.Now())
 	entries, err := s.rollups.Flush(s.opts.Now())
 	if err != nil {
@@ -536,6 +747,10 @@ func (s *Store) checkpoint() error {
 	return nil
 }
 
+// stuckCloseWait is how long Close waits for the committer of a failed
+// store.
+const stuckCloseWait = 2 * time.Second
+
 // Close stops accepting records, commits what is queued, writes a final
 // checkpoint and closes the database.
 func (s *Store) Close() error {
@@ -547,7 +762,21 @@ func (s *Store) Close() error {
 	s.closed = true
 	close(s.queue)
 	s.closeMu.Unlock()
-	<-s.stopped
+	select {
+	case <-s.stopped:
+	case <-s.failedCh:
+		// A failed store's committer may be stalled in the engine for
+		// good; the process is about to exit, and what was acknowledged
+		// is synced, so it is left as it is.
+		select {
+		case <-s.stopped:
+		case <-time.After(stuckCloseWait):
+			return fmt.Errorf("close: the store failed (%w) and its last write never finished; not closed cleanly", s.Failed())
+		}
+	}
+	s.readers.Lock()
+	defer s.readers.Unlock()
+	s.dbClosed = true
 	return s.db.Close()
 }
 
@@ -572,6 +801,11 @@ func (s *Store) ScanRecords(from uint64, fn func(seq uint64, kind rollup.Kind, s
 // Has reports whether a record of subject with this idempotency key is
 // stored.
 func (s *Store) Has(kind rollup.Kind, subject, id string) (bool, error) {
+	s.readers.RLock()
+	defer s.readers.RUnlock()
+	if s.dbClosed {
+		return false, ErrClosed
+	}
 	_, closer, err := s.db.Get(idKey(nil, kind, subject, id))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return false, nil
@@ -592,6 +826,11 @@ func (s *Store) DB() *pebble.DB { return s.db }
 // scanRecords calls fn with every stored record from sequence from on, in
 // order. The record's JSON is only valid during the call.
 func (s *Store) scanRecords(from uint64, fn func(seq uint64, key []byte, r *Record) error) error {
+	s.readers.RLock()
+	defer s.readers.RUnlock()
+	if s.dbClosed {
+		return ErrClosed
+	}
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: recordKey(from), UpperBound: []byte{prefixRecord + 1}})
 	if err != nil {
 		return fmt.Errorf("read records: %w", err)
@@ -600,7 +839,7 @@ func (s *Store) scanRecords(from uint64, fn func(seq uint64, key []byte, r *Reco
 	for it.First(); it.Valid(); it.Next() {
 		r, err := decodeRecord(it.Value())
 		if err != nil {
-			return fmt.Errorf("record %x: %w", it.Key(), err)
+			return fmt.Errorf("stored record at key %x (sequence %d): %w", it.Key(), binary.BigEndian.Uint64(it.Key()[1:]), err)
 		}
 		if err := fn(binary.BigEndian.Uint64(it.Key()[1:]), it.Key(), &r); err != nil {
 			return err
@@ -613,6 +852,9 @@ func (s *Store) scanRecords(from uint64, fn func(seq uint64, key []byte, r *Reco
 // event time is before cutoff. Ingest refuses records that old, so a
 // deleted id cannot come back. It returns how many it deleted.
 func (s *Store) PruneRecords(cutoff time.Time) (int, error) {
+	if err := s.Err(); err != nil {
+		return 0, fmt.Errorf("prune: %w", err)
+	}
 	b := s.db.NewBatch()
 	defer func() { _ = b.Close() }()
 	deleted := 0

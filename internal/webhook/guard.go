@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"strings"
 	"syscall"
 )
@@ -17,6 +18,8 @@ import (
 // checks the address actually dialled, after name resolution, so neither a
 // DNS name that resolves inside nor a redirect to an inside address gets
 // through. Cloud metadata addresses are refused even for allowed hosts.
+// Webhooks go over https unless AllowHTTP is set: a signed payload with a
+// customer's contact in it is not sent in the clear.
 type Guard struct {
 	// AllowHosts are host names or IP addresses that may be reached even
 	// though they resolve inside (an internal mailer, say).
@@ -24,8 +27,71 @@ type Guard struct {
 	// AllowLoopback lets loopback addresses through, for a local
 	// environment where the receiver runs on the same machine.
 	AllowLoopback bool
-	// Deny adds ranges to refuse, such as a cluster's public pod range.
+	// AllowHTTP lets webhooks use plain http (a local environment, or a
+	// receiver inside a network the operator trusts); by default only
+	// https is sent.
+	AllowHTTP bool
+	// Deny adds ranges to refuse, such as a cluster's pod and Service
+	// ranges when they are public addresses. Allowed hosts skip them (an
+	// allowed in-cluster mailer lives in them).
 	Deny []netip.Prefix
+}
+
+// SchemeError says why a webhook URL's scheme is refused.
+type SchemeError struct{ URL, Scheme string }
+
+func (e *SchemeError) Error() string {
+	if e.Scheme == "http" {
+		return fmt.Sprintf("webhook URL %s uses http; webhooks are sent over https only unless plain http is explicitly allowed", e.URL)
+	}
+	return fmt.Sprintf("webhook URL %s: scheme %q is not https", e.URL, e.Scheme)
+}
+
+// CheckURL refuses a webhook URL that is not https (or http when AllowHTTP
+// is set), before anything is dialled.
+func (g *Guard) CheckURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("webhook URL: %w", err)
+	}
+	switch scheme := strings.ToLower(u.Scheme); {
+	case scheme == "https":
+		return nil
+	case scheme == "http" && g.AllowHTTP:
+		return nil
+	default:
+		return &SchemeError{URL: u.Redacted(), Scheme: scheme}
+	}
+}
+
+// ParseDenyCIDRs reads ranges to refuse such as "10.244.0.0/16", naming
+// the one that does not parse. A bare address is taken as a single-address
+// range.
+func ParseDenyCIDRs(values []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, v := range values {
+		v = strings.TrimSpace(v)
+		if v == "" {
+			continue
+		}
+		if !strings.Contains(v, "/") {
+			a, err := netip.ParseAddr(v)
+			if err != nil {
+				return nil, fmt.Errorf("%q is neither a CIDR range such as 10.96.0.0/12 nor an IP address", v)
+			}
+			out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+			continue
+		}
+		p, err := netip.ParsePrefix(v)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a CIDR range such as 10.96.0.0/12: %w", v, err)
+		}
+		if p.Addr().Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }
 
 // sharedRange is carrier-grade NAT (RFC 6598), often used for pods.
@@ -122,6 +188,12 @@ func (g *Guard) check(addr netip.Addr) string {
 			return fmt.Sprintf("%s (%s of %s)", why, form, v4)
 		}
 	}
+	// Ranges denied explicitly come first: they win over AllowLoopback.
+	for _, p := range g.Deny {
+		if p.Contains(addr) {
+			return "denied (in " + p.String() + ")"
+		}
+	}
 	switch {
 	case addr.IsLoopback():
 		if g.AllowLoopback {
@@ -142,11 +214,6 @@ func (g *Guard) check(addr netip.Addr) string {
 	for _, r := range specialRanges {
 		if r.prefix.Contains(addr) {
 			return r.why
-		}
-	}
-	for _, p := range g.Deny {
-		if p.Contains(addr) {
-			return "denied"
 		}
 	}
 	return ""

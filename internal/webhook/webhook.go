@@ -16,6 +16,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -65,11 +66,16 @@ type Outcome int
 const (
 	// Delivered: the receiver answered 2xx.
 	Delivered Outcome = iota
-	// Retry: a network error, a timeout, 408, 429 or 5xx; try again later.
+	// Retry: a network error, a timeout or any answer but 2xx and 410; try
+	// again later. A 4xx is retried too: a receiver answers 401 while its
+	// signing key is rotated ahead of the sender's, or 400 until a fix is
+	// deployed, and the message must survive that.
 	Retry
 	// Gone: the receiver answered 410; the webhook is to be disabled.
 	Gone
-	// Rejected: another 4xx, or a refused address; retrying cannot help.
+	// Rejected: nothing was sent (a refused address, an unusable key or
+	// URL). The caller keeps the message like a Retry, since the config
+	// or the receiver's DNS may change; the outcome says why.
 	Rejected
 )
 
@@ -90,8 +96,9 @@ type Result struct {
 
 // Client sends webhooks.
 type Client struct {
-	http *http.Client
-	now  func() time.Time
+	http  *http.Client
+	guard *Guard
+	now   func() time.Time
 }
 
 // maxRedirects bounds the redirects followed; each is dialled through the
@@ -130,12 +137,16 @@ func NewClient(guard *Guard, timeout time.Duration) *Client {
 				return nil
 			},
 		},
-		now: time.Now,
+		guard: guard,
+		now:   time.Now,
 	}
 }
 
 // Send makes one attempt to deliver m to ep.
 func (c *Client) Send(ctx context.Context, ep Endpoint, m Message) Result {
+	if err := c.guard.CheckURL(ep.URL); err != nil {
+		return Result{Outcome: Rejected, Err: err}
+	}
 	signer, err := standardwebhooks.NewWebhookRaw(ep.Key)
 	if err != nil {
 		return Result{Outcome: Rejected, Err: fmt.Errorf("signing key: %w", err)}
@@ -160,6 +171,12 @@ func (c *Client) Send(ctx context.Context, ep Endpoint, m Message) Result {
 		if errors.As(err, &blocked) {
 			return Result{Outcome: Rejected, Err: blocked}
 		}
+		// The error is kept with the message and shown on the Survey's
+		// status: drop the URL from it, which may carry a credential.
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = fmt.Errorf("%s: %w", uerr.Op, uerr.Err)
+		}
 		return Result{Outcome: Retry, Err: err}
 	}
 	defer resp.Body.Close()
@@ -172,10 +189,8 @@ func (c *Client) Send(ctx context.Context, ep Endpoint, m Message) Result {
 		res.Outcome = Delivered
 	case code == http.StatusGone:
 		res.Outcome, res.Err = Gone, errors.New("the receiver answered 410 Gone")
-	case code == http.StatusRequestTimeout, code == http.StatusTooManyRequests, code >= 500:
-		res.Outcome, res.Err = Retry, fmt.Errorf("the receiver answered %d", code)
 	default:
-		res.Outcome, res.Err = Rejected, fmt.Errorf("the receiver answered %d", code)
+		res.Outcome, res.Err = Retry, fmt.Errorf("the receiver answered %d", code)
 	}
 	return res
 }

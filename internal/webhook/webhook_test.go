@@ -19,7 +19,10 @@ import (
 
 var testKey = []byte("0123456789abcdef0123456789abcdef")
 
-func loopbackClient() *Client { return NewClient(&Guard{AllowLoopback: true}, 5*time.Second) }
+// loopbackClient reaches the plain-http test servers on this machine.
+func loopbackClient() *Client {
+	return NewClient(&Guard{AllowLoopback: true, AllowHTTP: true}, 5*time.Second)
+}
 
 func TestSendSignsInTheStandardWebhooksForm(t *testing.T) {
 	verifier, err := standardwebhooks.NewWebhook(secretPrefix + base64.StdEncoding.EncodeToString(testKey))
@@ -79,8 +82,14 @@ func TestSendOutcomes(t *testing.T) {
 		{429, "999999", Retry, maxRetryAfter},
 		{408, "", Retry, 0},
 		{410, "", Gone, 0},
-		{400, "", Rejected, 0},
-		{401, "", Rejected, 0},
+		// Any other answer keeps the message: a 401 while the receiver's
+		// key is rotated ahead of ours must not lose it.
+		{400, "", Retry, 0},
+		{401, "", Retry, 0},
+		{403, "", Retry, 0},
+		{404, "", Retry, 0},
+		{422, "", Retry, 0},
+		{302, "", Retry, 0},
 	} {
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if tc.retryAfter != "" {
@@ -111,7 +120,7 @@ func TestGuardRefusesInsideAddresses(t *testing.T) {
 		"100.64.0.10":     "shared (carrier-grade NAT)",
 		"0.0.0.0":         "unspecified",
 		"239.1.2.3":       "multicast",
-		"93.184.215.9":    "denied",
+		"93.184.215.9":    "denied (in 93.184.215.0/24)",
 		"93.184.216.34":   "",
 		"2606:4700::1111": "",
 		// Reserved and special-purpose IPv4 ranges (RFC 6890).
@@ -170,7 +179,7 @@ func TestSendRefusesLoopbackAndRedirectsInside(t *testing.T) {
 		t.Error("a guarded request reached the inside server")
 	}))
 	defer inside.Close()
-	guarded := NewClient(&Guard{}, 5*time.Second)
+	guarded := NewClient(&Guard{AllowHTTP: true}, 5*time.Second)
 	res := guarded.Send(context.Background(), Endpoint{URL: inside.URL, Key: testKey}, Message{ID: "m", Body: []byte("{}")})
 	var blocked *BlockedError
 	if res.Outcome != Rejected || !errors.As(res.Err, &blocked) || !strings.Contains(res.Err.Error(), "loopback") {
@@ -183,7 +192,7 @@ func TestSendRefusesLoopbackAndRedirectsInside(t *testing.T) {
 		http.Redirect(w, r, inside.URL, http.StatusTemporaryRedirect)
 	}))
 	defer redirector.Close()
-	allowLocalhost := NewClient(&Guard{AllowHosts: []string{"localhost"}}, 5*time.Second)
+	allowLocalhost := NewClient(&Guard{AllowHosts: []string{"localhost"}, AllowHTTP: true}, 5*time.Second)
 	url := strings.Replace(redirector.URL, "127.0.0.1", "localhost", 1)
 	res = allowLocalhost.Send(context.Background(), Endpoint{URL: url, Key: testKey}, Message{ID: "m", Body: []byte("{}")})
 	// Not followed, and kept for a retry: the receiver's redirect may be
@@ -205,6 +214,125 @@ func TestSendRefusesLoopbackAndRedirectsInside(t *testing.T) {
 	url = strings.Replace(sameHost.URL, "127.0.0.1", "localhost", 1)
 	if res = allowLocalhost.Send(context.Background(), Endpoint{URL: url, Key: testKey}, Message{ID: "m", Body: []byte("{}")}); res.Outcome != Delivered {
 		t.Fatalf("Send through a same-host redirect = %+v", res)
+	}
+}
+
+// TestSendRefusesPlainHTTPByDefault: a webhook carries a customer's contact
+// and is signed; it goes over https unless http is explicitly allowed, and
+// the refusal names the URL and the reason, with nothing dialled.
+func TestSendRefusesPlainHTTPByDefault(t *testing.T) {
+	var hits int
+	var mu sync.Mutex
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		hits++
+		mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer srv.Close()
+	msg := Message{ID: "m", Body: []byte("{}")}
+	for _, url := range []string{srv.URL + "/hook", strings.Replace(srv.URL, "http://", "HTTP://", 1) + "/hook"} {
+		res := NewClient(&Guard{AllowLoopback: true}, 5*time.Second).Send(context.Background(), Endpoint{URL: url, Key: testKey}, msg)
+		var scheme *SchemeError
+		if res.Outcome != Rejected || !errors.As(res.Err, &scheme) || scheme.Scheme != "http" ||
+			!strings.Contains(res.Err.Error(), "uses http; webhooks are sent over https only") {
+			t.Errorf("Send to %s without AllowHTTP = %+v, want Rejected naming http", url, res)
+		}
+	}
+	for _, url := range []string{"ftp://example.com/hook", "gopher://example.com/", "//example.com/hook"} {
+		res := NewClient(&Guard{AllowHTTP: true}, 5*time.Second).Send(context.Background(), Endpoint{URL: url, Key: testKey}, msg)
+		if res.Outcome != Rejected || res.Err == nil || !strings.Contains(res.Err.Error(), "is not https") {
+			t.Errorf("Send to %s = %+v, want Rejected: not https", url, res)
+		}
+	}
+	mu.Lock()
+	if hits != 0 {
+		t.Errorf("a refused webhook reached the receiver %d times", hits)
+	}
+	mu.Unlock()
+	// Allowed explicitly, the same receiver gets the message.
+	if res := loopbackClient().Send(context.Background(), Endpoint{URL: srv.URL + "/hook", Key: testKey}, msg); res.Outcome != Delivered {
+		t.Errorf("Send over http with AllowHTTP = %+v", res)
+	}
+	if err := (&Guard{}).CheckURL("https://hooks.example.com/cx"); err != nil {
+		t.Errorf("CheckURL(https) = %v", err)
+	}
+}
+
+// TestGuardRefusesDeniedRangesExceptForAllowedHosts: the cluster's pod and
+// Service ranges, when public, are refused by address; an allowed host (an
+// in-cluster mailer) still reaches them, a metadata address never.
+func TestGuardRefusesDeniedRangesExceptForAllowedHosts(t *testing.T) {
+	deny, err := ParseDenyCIDRs([]string{"34.118.224.0/20", " 35.1.0.0/16 ", "2600:1900:4000::/44", "203.0.113.7", "::ffff:36.0.0.0/104", ""})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"34.118.224.0/20", "35.1.0.0/16", "2600:1900:4000::/44", "203.0.113.7/32", "36.0.0.0/8"}
+	if len(deny) != len(want) {
+		t.Fatalf("ParseDenyCIDRs = %v, want %v", deny, want)
+	}
+	for i := range want {
+		if deny[i].String() != want[i] {
+			t.Errorf("ParseDenyCIDRs[%d] = %s, want %s", i, deny[i], want[i])
+		}
+	}
+	g := &Guard{Deny: deny}
+	for addr, why := range map[string]string{
+		"34.118.230.9":       "denied (in 34.118.224.0/20)",
+		"35.1.200.1":         "denied (in 35.1.0.0/16)",
+		"2600:1900:4001::1":  "denied (in 2600:1900:4000::/44)",
+		"::ffff:35.1.0.1":    "denied (in 35.1.0.0/16)",
+		"36.4.5.6":           "denied (in 36.0.0.0/8)",
+		"64:ff9b::2276:e609": "denied (in 34.118.224.0/20) (NAT64 of 34.118.230.9)",
+		"34.118.240.1":       "",
+		"8.8.8.8":            "",
+	} {
+		if got := g.check(netip.MustParseAddr(addr)); got != why {
+			t.Errorf("check(%s) = %q, want %q", addr, got, why)
+		}
+	}
+	for _, bad := range []string{"10.0.0.0/33", "not-a-range", "10.0.0.0/8,", "fd00::/129"} {
+		if _, err := ParseDenyCIDRs([]string{bad}); err == nil || !strings.Contains(err.Error(), strconv.Quote(strings.TrimSpace(bad))) {
+			t.Errorf("ParseDenyCIDRs(%q) = %v, want an error naming it", bad, err)
+		}
+	}
+
+	// Through DialContext: refused by range, with the reason.
+	_, err = g.DialContext(context.Background(), "tcp", "34.118.230.9:443")
+	var blocked *BlockedError
+	if !errors.As(err, &blocked) || blocked.Why != "denied (in 34.118.224.0/20)" {
+		t.Errorf("dial into a denied range: %v", err)
+	}
+	// An allowed host skips the ranges; a range denied explicitly wins
+	// over AllowLoopback.
+	allowed := &Guard{Deny: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, AllowLoopback: true, AllowHosts: []string{"127.0.0.1"}}
+	l := httptest.NewServer(http.NotFoundHandler())
+	defer l.Close()
+	conn, err := allowed.DialContext(context.Background(), "tcp", strings.TrimPrefix(l.URL, "http://"))
+	if err != nil {
+		t.Errorf("an allowed host in a denied range was refused: %v", err)
+	} else {
+		conn.Close()
+	}
+	notAllowed := &Guard{Deny: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, AllowLoopback: true}
+	if _, err := notAllowed.DialContext(context.Background(), "tcp", strings.TrimPrefix(l.URL, "http://")); !errors.As(err, &blocked) || blocked.Why != "denied (in 127.0.0.0/8)" {
+		t.Errorf("a loopback address in a denied range, loopback allowed: %v, want refused by the range", err)
+	}
+}
+
+// TestSendDoesNotFollowARedirectFromHTTPSToHTTP: an https receiver that
+// redirects to http on the same host is not followed, so the signed payload
+// never goes out in the clear.
+func TestSendDoesNotFollowARedirectFromHTTPSToHTTP(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "http://"+r.Host+"/plain", http.StatusTemporaryRedirect)
+	}))
+	defer srv.Close()
+	c := NewClient(&Guard{AllowLoopback: true}, 5*time.Second)
+	c.http.Transport.(*http.Transport).TLSClientConfig = srv.Client().Transport.(*http.Transport).TLSClientConfig
+	res := c.Send(context.Background(), Endpoint{URL: srv.URL + "/hook", Key: testKey}, Message{ID: "m", Body: []byte("{}")})
+	if res.Outcome != Retry || res.Err == nil || !strings.Contains(res.Err.Error(), "redirect to another host or scheme (http://") {
+		t.Fatalf("Send through an https-to-http redirect = %+v", res)
 	}
 }
 
@@ -236,5 +364,17 @@ func TestBackoff(t *testing.T) {
 	}
 	if d := Backoff(1, base, maxDelay, 30*time.Second); d != 30*time.Second {
 		t.Errorf("Backoff under Retry-After 30s = %v", d)
+	}
+}
+
+// A network error is retried, and its message (kept with the message and
+// shown on the Survey) does not repeat the URL, which may hold a secret.
+func TestSendNetworkErrorIsRetriedWithoutTheURL(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	url := srv.URL + "/hook?token=SECRETVALUE"
+	srv.Close()
+	res := loopbackClient().Send(context.Background(), Endpoint{URL: url, Key: testKey}, Message{ID: "m", Body: []byte("{}")})
+	if res.Outcome != Retry || res.Err == nil || strings.Contains(res.Err.Error(), "SECRETVALUE") || !strings.Contains(res.Err.Error(), "refused") {
+		t.Errorf("send to a closed port: %v %v", res.Outcome, res.Err)
 	}
 }

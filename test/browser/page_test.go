@@ -83,7 +83,7 @@ surveys:
 	go func() {
 		done <- collector.Run(ctx, collector.Options{Listen: addr, DataDir: filepath.Join(dir, "data"),
 			ConfigPath: filepath.Join(dir, "config.yaml"), SecretsPath: filepath.Join(dir, "secrets.yaml"),
-			WebhookAllowLoopback: true, LogLevel: "error"})
+			WebhookAllowLoopback: true, AllowInsecureWebhooks: true, LogLevel: "error"})
 	}()
 	t.Cleanup(func() {
 		cancel()

@@ -58,7 +58,10 @@ func TestChartRendersValidObjects(t *testing.T) {
 		{"--set", "watchNamespaces={shop,support}"},
 		{"--set", "leaderElection=false", "--set", "rbac.aggregateToDefaultRoles=false", "--set", "replicas=2",
 			"--set", "surveys.pageURL=https://cx.example.com/{namespace}", "--set", "surveys.webhookAllowHosts={mailer.internal,sms.internal}",
-			"--set", "collector.imagePullSecrets={registry-cred,mirror-cred}"},
+			"--set", "collector.imagePullSecrets={registry-cred,mirror-cred}",
+			"--set", "surveys.allowInsecureWebhooks=true", "--set", "surveys.webhookDenyCIDRs={34.118.224.0/20,2600:1900:4000::/44}",
+
+			"--set", "surveys.webhookRetryFor=72h", "--set", "surveys.invitationRatePerNamespace=2000000"},
 	} {
 		args := append([]string{"template", "cxop", chart, "--namespace", "default"}, values...)
 		out, err := exec.Command(helm, args...).Output()
@@ -79,6 +82,7 @@ func TestChartRendersValidObjects(t *testing.T) {
 			if u.GetKind() == "Deployment" {
 				checkOneImage(t, values, u)
 				checkManagerTakesArgs(t, values, u)
+				checkWebhookArgs(t, values, u)
 			}
 			if err := c.Create(context.Background(), u, client.DryRunAll); err != nil {
 				t.Errorf("helm %s: %s %s rejected by the API server: %v", strings.Join(values, " "), u.GetKind(), u.GetName(), err)
@@ -110,6 +114,23 @@ func checkOneImage(t *testing.T, values []string, deploy *unstructured.Unstructu
 	}
 	if image != version.Image() || collectorImage != image {
 		t.Errorf("helm %s: manager image %q, collector image %q; want both %q", strings.Join(values, " "), image, collectorImage, version.Image())
+	}
+}
+
+// checkWebhookArgs: the webhook values reach the manager, which hands them
+// to the collectors; by default nothing loosens https-only webhooks.
+func checkWebhookArgs(t *testing.T, values []string, deploy *unstructured.Unstructured) {
+	t.Helper()
+	containers, _, _ := unstructured.NestedSlice(deploy.Object, "spec", "template", "spec", "containers")
+	args := map[string]bool{}
+	for _, a := range containers[0].(map[string]any)["args"].([]any) {
+		args[a.(string)] = true
+	}
+	customised := strings.Contains(strings.Join(values, " "), "allowInsecureWebhooks")
+	for _, arg := range []string{"--allow-insecure-webhooks", "--webhook-deny-cidrs=34.118.224.0/20,2600:1900:4000::/44"} {
+		if args[arg] != customised {
+			t.Errorf("helm %s: manager argument %s present: %v, want %v", strings.Join(values, " "), arg, args[arg], customised)
+		}
 	}
 }
 

@@ -61,10 +61,11 @@ rule_files: [%[1]q]
 scrape_configs:
   # Debian's Prometheus has no Kubernetes service discovery: the targets are
   # the Services' DNS names, and the labels are the ones a ServiceMonitor
-  # would add.
+  # would add. The collector serves /metrics on its Service's "metrics"
+  # port, apart from the API.
   - job_name: collector
     static_configs:
-      - targets: ["cxop-collector.%[2]s.svc.cluster.local:8080"]
+      - targets: ["cxop-collector.%[2]s.svc.cluster.local:9090"]
         labels: {namespace: %[2]s, service: cxop-collector}
   - job_name: manager
     static_configs:

@@ -114,8 +114,14 @@ func followValue(d *Detractor) []byte {
 	return binary.BigEndian.AppendUint64(nil, uint64(d.FollowedUpAt.Sub(d.AnsweredAt)))
 }
 
+// indexBatch bounds the follow-up index entries written per batch while
+// a store from before the index is indexed.
+const indexBatch = 10_000
+
 // indexClosedLoop builds the closed loop's counters and follow-up index
-// from the stored detractors, once.
+// from the stored detractors, once. The index is written in bounded
+// batches (rewriting an entry is harmless, so a crash midway redoes it);
+// the counters and the marker come last, together.
 func (e *Engine) indexClosedLoop() error {
 	if _, closer, err := e.db.Get([]byte(keyLoopIndexed)); err == nil {
 		return closer.Close()
@@ -139,6 +145,13 @@ func (e *Engine) indexClosedLoop() error {
 		if d.FollowedUpAt != nil {
 			counts[loopKey(d.Survey, loopFollowed)]++
 			_ = b.Set(followKey(&d), followValue(&d), nil)
+		}
+		if b.Count() >= indexBatch {
+			if err := b.Commit(pebble.NoSync); err != nil {
+				return err
+			}
+			_ = b.Close()
+			b = e.db.NewBatch()
 		}
 	}
 	if err := it.Error(); err != nil {

@@ -14,6 +14,12 @@
 // Messages leave the outbox through webhooks, one attempt at a time, with
 // the same webhook-id on every attempt; a retry is scheduled with backoff
 // (honouring Retry-After) and kept on disk, so delivery is at least once.
+// No answer deletes a message: one whose retries ran out is parked and
+// delivered once its webhook works again (delivery.go).
+//
+// Every step works in bounded batches, each committed on its own, so a
+// backlog of any size costs bounded memory and a restart goes on from the
+// last batch instead of redoing the backlog.
 package engine
 
 import (
@@ -29,6 +35,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cxop-dev/cxop/internal/rollup"
 	"github.com/cxop-dev/cxop/internal/score"
@@ -91,16 +98,36 @@ type Options struct {
 	// RetryBase and RetryMax bound the backoff between attempts.
 	// Defaults 5s and 1h.
 	RetryBase, RetryMax time.Duration
-	// MaxAttempts is when a message is given up. Default 20 (about a day
-	// at the defaults).
-	MaxAttempts int
+	// RetryFor is how long a message is retried after its first failed
+	// attempt before it is parked (kept, not deleted) and its webhook
+	// reported failing. Default 24h.
+	RetryFor time.Duration
+	// ProbeInterval is how often a failing webhook is tried with one
+	// parked message, to notice that it works again. Default 10m.
+	ProbeInterval time.Duration
+	// TouchpointRate and NamespaceRate cap the invitations that
+	// interactions trigger per hour, per touchpoint (what one touchpoint
+	// token can cause) and over all touchpoints of the collector; an
+	// invitation over a cap is suppressed and counted. 0 means no cap.
+	TouchpointRate, NamespaceRate int
 	// Concurrency is how many deliveries run at once. Default 8.
 	Concurrency int
+	// DeliveryBatch is how many messages one step attempts; their
+	// outcomes are committed together, so a crash repeats at most this
+	// many deliveries. Default 32.
+	DeliveryBatch int
+	// InviteBatch is how many due customers one step invites or
+	// suppresses, in one batch. Default 1,000.
+	InviteBatch int
 	// StaleAfter: interactions older than this when first read trigger
 	// nothing, so a backfill of last year's events does not invite
 	// anyone. Default 24h.
 	StaleAfter time.Duration
 	Logger     *slog.Logger
+	// Registerer receives the engine's metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+	// Now is the clock; nil is time.Now. Tests inject one.
+	Now func() time.Time
 }
 
 func (o *Options) defaults() {
@@ -113,11 +140,20 @@ func (o *Options) defaults() {
 	if o.RetryMax <= 0 {
 		o.RetryMax = time.Hour
 	}
-	if o.MaxAttempts <= 0 {
-		o.MaxAttempts = 20
+	if o.RetryFor <= 0 {
+		o.RetryFor = 24 * time.Hour
+	}
+	if o.ProbeInterval <= 0 {
+		o.ProbeInterval = 10 * time.Minute
 	}
 	if o.Concurrency <= 0 {
 		o.Concurrency = 8
+	}
+	if o.DeliveryBatch <= 0 {
+		o.DeliveryBatch = defaultDeliveryBatch
+	}
+	if o.InviteBatch <= 0 {
+		o.InviteBatch = defaultInviteBatch
 	}
 	if o.StaleAfter <= 0 {
 		o.StaleAfter = 24 * time.Hour
@@ -129,13 +165,16 @@ func (o *Options) defaults() {
 
 // Engine runs the survey pipeline of one collector.
 type Engine struct {
-	db     *pebble.DB
-	src    Source
-	sender Sender
-	opts   Options
-	now    func() time.Time
-	cfg    atomic.Pointer[settings]
-	wake   chan struct{}
+	db      *pebble.DB
+	src     Source
+	sender  Sender
+	opts    Options
+	now     func() time.Time
+	cfg     atomic.Pointer[settings]
+	wake    chan struct{}
+	metrics *metrics
+	// floors is guarded by mu.
+	floors floors
 	// mu serialises steps: Run's loop and callers of Step in tests.
 	mu sync.Mutex
 }
@@ -153,7 +192,11 @@ type settings struct {
 // start with 's') reading records from src.
 func New(db *pebble.DB, src Source, sender Sender, opts Options) (*Engine, error) {
 	opts.defaults()
-	e := &Engine{db: db, src: src, sender: sender, opts: opts, now: time.Now, wake: make(chan struct{}, 1)}
+	e := &Engine{db: db, src: src, sender: sender, opts: opts, now: time.Now, wake: make(chan struct{}, 1), floors: floors{}}
+	if opts.Now != nil {
+		e.now = opts.Now
+	}
+	e.metrics = newMetrics(e, opts.Registerer)
 	if err := e.indexClosedLoop(); err != nil {
 		return nil, fmt.Errorf("index the closed loop: %w", err)
 	}
@@ -207,22 +250,31 @@ func (e *Engine) Run(ctx context.Context) error {
 }
 
 // Step does everything that is due: reads new records, invites the
-// customers whose delay has passed, and attempts the deliveries due.
+// customers whose delay has passed, and attempts the deliveries due, in as
+// many bounded steps as that takes.
 func (e *Engine) Step(ctx context.Context) error {
-	_, err := e.step(ctx)
-	return err
+	for {
+		more, err := e.step(ctx)
+		if err != nil || !more || ctx.Err() != nil {
+			return err
+		}
+	}
 }
 
-// step is Step, reporting whether a full batch of messages was attempted,
-// so that more may be due at once.
+// step does one bounded batch of each kind of work, and reports whether
+// one of them stopped at its bound, so that more may be due at once. The
+// lock is held for one batch of each, so a wave or a follow-up waits at
+// most that long.
 func (e *Engine) step(ctx context.Context) (bool, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	cfg := e.cfg.Load()
-	if err := e.consume(cfg); err != nil {
+	moreRecords, err := e.consume(cfg)
+	if err != nil {
 		return false, err
 	}
-	if err := e.invite(cfg); err != nil {
+	moreDue, err := e.invite(cfg)
+	if err != nil {
 		return false, err
 	}
 	moreParked, err := e.unpark(cfg)
@@ -230,7 +282,7 @@ func (e *Engine) step(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	more, err := e.deliver(ctx, cfg)
-	return more || moreParked, err
+	return more || moreParked || moreDue || moreRecords, err
 }
 
 // Keys. Times are big-endian Unix nanoseconds so that keys sort by time.
@@ -244,6 +296,9 @@ const (
 	prefixInv     = "s/inv/"     // invitation id(16) -> Invitation
 	prefixOut     = "s/out/"     // next attempt(8) message id -> message
 	prefixPark    = "s/park/"    // survey 0x00 'i'|'d' message id -> message with nowhere to go
+	prefixFailed  = "s/failed/"  // survey 0x00 'i'|'d' message id -> message whose retries ran out
+	prefixFailing = "s/failing/" // survey [0x00 "detractor"] -> failingWebhook
+	prefixRate    = "s/rate/"    // hour(8) scope -> invitations triggered in that hour (rate limits)
 	prefixCount   = "s/count/"   // survey 0x00 counter 0x00 day(8) -> uint64
 	prefixGone    = "s/gone/"    // survey [0x00 "detractor"] -> goneWebhook
 	prefixDet     = "s/det/"     // detractor id -> Detractor
@@ -300,13 +355,20 @@ type Invitation struct {
 type message struct {
 	ID string `json:"id"`
 	// Detractor marks a closed-loop message, for the detractor webhook.
-	Detractor  bool      `json:"detractor,omitempty"`
-	Survey     string    `json:"survey"`
-	Invitation string    `json:"invitation"`
-	Attempt    int       `json:"attempt"`
-	Body       []byte    `json:"body"`
-	Created    time.Time `json:"created"`
-	LastError  string    `json:"lastError,omitempty"`
+	Detractor  bool   `json:"detractor,omitempty"`
+	Survey     string `json:"survey"`
+	Invitation string `json:"invitation"`
+	// Attempt counts the attempts of the current retry window.
+	Attempt   int       `json:"attempt"`
+	Body      []byte    `json:"body"`
+	Created   time.Time `json:"created"`
+	LastError string    `json:"lastError,omitempty"`
+	// FirstFailure is when the first attempt since the message was made
+	// (or returned from parking) failed; retries stop RetryFor after it.
+	FirstFailure time.Time `json:"firstFailure,omitzero"`
+	// Parked is set once the retries ran out, so that a probe that fails
+	// again does not count the message as failed twice.
+	Parked bool `json:"parked,omitempty"`
 }
 
 // Counters kept per survey and day.
@@ -316,11 +378,16 @@ const (
 	CounterSuppressedSample   = "suppressed-sample"
 	CounterSuppressedThrottle = "suppressed-throttle"
 	CounterSuppressedSuspend  = "suppressed-suspended"
-	CounterDeliveryFailed     = "delivery-failed"
-	CounterRetries            = "delivery-retries"
-	CounterDetractors         = "detractors"
-	CounterDetractorsSent     = "detractors-sent"
-	CounterWaveMembers        = "wave-parts"
+	// CounterSuppressedRate counts invitations over a rate limit
+	// (Options.TouchpointRate, NamespaceRate).
+	CounterSuppressedRate = "suppressed-rate-limit"
+	// CounterDeliveryFailed counts messages whose retries ran out: they
+	// are parked, not dropped, and delivered once the webhook works.
+	CounterDeliveryFailed = "delivery-failed"
+	CounterRetries        = "delivery-retries"
+	CounterDetractors     = "detractors"
+	CounterDetractorsSent = "detractors-sent"
+	CounterWaveMembers    = "wave-parts"
 )
 
 func timeKey(prefix string, t time.Time, rest ...[]byte) []byte {
@@ -353,7 +420,13 @@ func (w *batchWriter) setJSON(key []byte, v any) error {
 	if err != nil {
 		return err
 	}
-	return w.b.Set(key, data, nil)
+	return w.set(key, data)
+}
+
+// set writes key, lowering its queue's floor.
+func (w *batchWriter) set(key, value []byte) error {
+	w.e.floors.wrote(key)
+	return w.b.Set(key, value, nil)
 }
 
 func (w *batchWriter) count(survey, counter string, at time.Time) {
@@ -401,105 +474,110 @@ func (e *Engine) getJSON(key []byte, v any) (bool, error) {
 	return true, json.Unmarshal(data, v)
 }
 
-// consumeBatch bounds the records read per batch, so a backlog is worked
-// through in steps that each commit.
+// consumeBatch bounds the records read per step; each batch commits with
+// the cursor, so a backlog is worked through in steps.
 const consumeBatch = 10_000
 
-// consume reads the records after the cursor and makes customers eligible.
-func (e *Engine) consume(cfg *settings) error {
+// consume reads a batch of records after the cursor and makes customers
+// eligible. It reports whether it stopped at consumeBatch.
+func (e *Engine) consume(cfg *settings) (bool, error) {
 	var cursor uint64
 	if v, closer, err := e.db.Get(keyCursor); err == nil {
 		cursor = binary.BigEndian.Uint64(v)
 		closer.Close()
 	} else if !errors.Is(err, pebble.ErrNotFound) {
-		return err
+		return false, err
 	}
 	if len(cfg.byTouchpoint) == 0 && !cfg.closedLoop {
 		// No survey listens: skip the log rather than read it, so that a
 		// collector without triggers pays nothing, and interactions from
 		// before a trigger existed never invite anyone.
 		if last := e.src.LastSeq(); last > cursor {
-			return e.db.Set(keyCursor, binary.BigEndian.AppendUint64(nil, last), pebble.Sync)
+			return false, e.db.Set(keyCursor, binary.BigEndian.AppendUint64(nil, last), pebble.Sync)
+		}
+		return false, nil
+	}
+	w := e.newBatch()
+	defer func() { _ = w.b.Close() }()
+	last, n := cursor, 0
+	now := e.now()
+	errFull := errors.New("batch full")
+	err := e.src.ScanRecords(cursor+1, func(seq uint64, kind rollup.Kind, subject string, raw []byte) error {
+		if n >= consumeBatch {
+			return errFull
+		}
+		n++
+		last = seq
+		if kind == rollup.KindSurvey {
+			return e.detractor(w, cfg, subject, raw, now)
+		}
+		if kind != rollup.KindTouchpoint {
+			return nil
+		}
+		surveys := cfg.byTouchpoint[subject]
+		if len(surveys) == 0 {
+			return nil
+		}
+		var ev struct {
+			ID       string    `json:"id"`
+			Customer string    `json:"customer"`
+			Time     time.Time `json:"time"`
+			Contact  *Contact  `json:"contact"`
+		}
+		if err := json.Unmarshal(raw, &ev); err != nil {
+			return fmt.Errorf("record %d: %w", seq, err)
+		}
+		if now.Sub(ev.Time) > e.opts.StaleAfter {
+			return nil
+		}
+		for _, sv := range surveys {
+			due := ev.Time.Add(sv.Delay)
+			p := pending{Survey: sv.Name, Customer: ev.Customer, Contact: ev.Contact, Touchpoint: subject, EventID: ev.ID}
+			if err := w.setJSON(timeKey(prefixDue, due, binary.BigEndian.AppendUint64(nil, seq), []byte(sv.Name)), p); err != nil {
+				return err
+			}
 		}
 		return nil
+	})
+	full := errors.Is(err, errFull)
+	if err != nil && !full {
+		return false, err
 	}
-	for {
-		w := e.newBatch()
-		last, n := cursor, 0
-		now := e.now()
-		errFull := errors.New("batch full")
-		err := e.src.ScanRecords(cursor+1, func(seq uint64, kind rollup.Kind, subject string, raw []byte) error {
-			if n >= consumeBatch {
-				return errFull
-			}
-			n++
-			last = seq
-			if kind == rollup.KindSurvey {
-				return e.detractor(w, cfg, subject, raw, now)
-			}
-			if kind != rollup.KindTouchpoint {
-				return nil
-			}
-			surveys := cfg.byTouchpoint[subject]
-			if len(surveys) == 0 {
-				return nil
-			}
-			var ev struct {
-				ID       string    `json:"id"`
-				Customer string    `json:"customer"`
-				Time     time.Time `json:"time"`
-				Contact  *Contact  `json:"contact"`
-			}
-			if err := json.Unmarshal(raw, &ev); err != nil {
-				return fmt.Errorf("record %d: %w", seq, err)
-			}
-			if now.Sub(ev.Time) > e.opts.StaleAfter {
-				return nil
-			}
-			for _, sv := range surveys {
-				due := ev.Time.Add(sv.Delay)
-				p := pending{Survey: sv.Name, Customer: ev.Customer, Contact: ev.Contact, Touchpoint: subject, EventID: ev.ID}
-				if err := w.setJSON(timeKey(prefixDue, due, binary.BigEndian.AppendUint64(nil, seq), []byte(sv.Name)), p); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil && !errors.Is(err, errFull) {
-			_ = w.b.Close()
-			return err
-		}
-		if last == cursor {
-			_ = w.b.Close()
-			return nil
-		}
-		_ = w.b.Set(keyCursor, binary.BigEndian.AppendUint64(nil, last), nil)
-		if err := w.commit(); err != nil {
-			return err
-		}
-		cursor = last
-		if !errors.Is(err, errFull) {
-			return nil
-		}
+	if last == cursor {
+		return false, nil
 	}
+	_ = w.b.Set(keyCursor, binary.BigEndian.AppendUint64(nil, last), nil)
+	return full, w.commit()
 }
 
-// invite turns due eligibilities into invitations or suppressions.
-func (e *Engine) invite(cfg *settings) error {
+// defaultInviteBatch bounds the due entries handled per step
+// (Options.InviteBatch). Each batch commits the invitations it made with
+// the due entries it consumed, so a restart goes on after the last batch
+// instead of rebuilding the backlog.
+const defaultInviteBatch = 1000
+
+// invite turns a batch of due eligibilities into invitations or
+// suppressions. It reports whether it stopped at Options.InviteBatch.
+func (e *Engine) invite(cfg *settings) (bool, error) {
 	now := e.now()
-	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: []byte(prefixDue), UpperBound: timeKey(prefixDue, now.Add(time.Nanosecond))})
+	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: e.floors.from([]byte(prefixDue)), UpperBound: timeKey(prefixDue, now.Add(time.Nanosecond))})
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer func() { _ = it.Close() }()
 	w := e.newBatch()
 	defer func() { _ = w.b.Close() }()
 	// Contacts written in this batch, which a Get would not see yet.
 	contacts := map[string]contactHistory{}
-	for it.First(); it.Valid(); it.Next() {
+	limits := e.newRateLimits(w, now)
+	n := 0
+	var last []byte
+	for it.First(); it.Valid() && n < e.opts.InviteBatch; it.Next() {
+		n++
+		last = append(last[:0], it.Key()...)
 		var p pending
 		if err := json.Unmarshal(it.Value(), &p); err != nil {
-			return fmt.Errorf("due entry %x: %w", it.Key(), err)
+			return false, fmt.Errorf("due entry %x: %w", it.Key(), err)
 		}
 		_ = w.b.Delete(append([]byte(nil), it.Key()...), nil)
 		sv := cfg.byName[p.Survey]
@@ -517,36 +595,48 @@ func (e *Engine) invite(cfg *settings) error {
 		last, ok := contacts[p.Customer]
 		if !ok {
 			if _, err := e.getJSON([]byte(prefixContact+p.Customer), &last); err != nil {
-				return err
+				return false, err
 			}
 		}
 		if sample.Throttled(last.At, last.Throttle, sv.Throttle, now) {
 			w.count(sv.Name, CounterSuppressedThrottle, now)
 			continue
 		}
+		if limit, err := limits.take(p.Touchpoint); err != nil {
+			return false, err
+		} else if limit != "" {
+			w.count(sv.Name, CounterSuppressedRate, now)
+			limits.suppressed[[2]string{sv.Name, limit}]++
+			continue
+		}
 		inv, msg, err := e.newInvitation(cfg, sv, p, now)
 		if err != nil {
-			return err
+			return false, err
 		}
 		contacts[p.Customer] = contactHistory{Survey: sv.Name, At: now, Throttle: sv.Throttle}
 		if err := w.setJSON([]byte(prefixContact+p.Customer), contacts[p.Customer]); err != nil {
-			return err
+			return false, err
 		}
 		if err := w.setJSON(invKey(inv.ID), inv); err != nil {
-			return err
+			return false, err
 		}
 		if err := w.setJSON(timeKey(prefixOut, now, []byte(msg.ID)), msg); err != nil {
-			return err
+			return false, err
 		}
 		w.count(sv.Name, CounterInvited, now)
 	}
 	if err := it.Error(); err != nil {
-		return err
+		return false, err
 	}
 	if w.b.Empty() {
-		return nil
+		return false, nil
 	}
-	return w.commit()
+	if err := w.commit(); err != nil {
+		return false, err
+	}
+	e.floors.took([]byte(prefixDue), last)
+	limits.countSuppressed()
+	return n >= e.opts.InviteBatch, nil
 }
 
 func invKey(id string) []byte { return []byte(prefixInv + id) }
@@ -592,238 +682,6 @@ func (e *Engine) newInvitation(cfg *settings, sv *Survey, p pending, now time.Ti
 		return Invitation{}, message{}, err
 	}
 	return inv, message{ID: "msg_inv_" + inv.ID, Survey: sv.Name, Invitation: inv.ID, Body: body, Created: now}, nil
-}
-
-// deliveryBatch bounds the messages attempted per step. Their outcomes
-// are written together, so after a crash at most this many delivered
-// messages are sent again (with the same webhook-id).
-const deliveryBatch = 32
-
-type dueMessage struct {
-	key []byte
-	msg message
-}
-
-// deliver attempts the due messages of surveys that have a webhook.
-func (e *Engine) deliver(ctx context.Context, cfg *settings) (bool, error) {
-	now := e.now()
-	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: []byte(prefixOut), UpperBound: timeKey(prefixOut, now.Add(time.Nanosecond))})
-	if err != nil {
-		return false, err
-	}
-	var due []dueMessage
-	park := e.db.NewBatch()
-	defer func() { _ = park.Close() }()
-	parked := 0
-	for it.First(); it.Valid() && len(due) < deliveryBatch && parked < parkBatch; it.Next() {
-		var m message
-		if err := json.Unmarshal(it.Value(), &m); err != nil {
-			_ = it.Close()
-			return false, fmt.Errorf("outbox entry %x: %w", it.Key(), err)
-		}
-		sv := cfg.byName[m.Survey]
-		canSend := sv != nil && m.endpoint(sv) != nil
-		if canSend {
-			gone, err := e.gone(sv, m.Detractor)
-			if err != nil {
-				_ = it.Close()
-				return false, err
-			}
-			canSend = gone == nil
-		}
-		if !canSend {
-			// Parked, out of the timeline, until the survey has a webhook
-			// again or its URL changes: later steps do not walk it.
-			_ = park.Delete(it.Key(), nil)
-			_ = park.Set(parkKey(m.Survey, m.Detractor, m.ID), it.Value(), nil)
-			parked++
-			continue
-		}
-		due = append(due, dueMessage{key: append([]byte(nil), it.Key()...), msg: m})
-	}
-	if err := it.Close(); err != nil {
-		return false, err
-	}
-	if parked > 0 {
-		if err := park.Commit(pebble.Sync); err != nil {
-			return false, err
-		}
-	}
-	if len(due) == 0 {
-		return parked == parkBatch, nil
-	}
-	results := make([]webhook.Result, len(due))
-	sem := make(chan struct{}, e.opts.Concurrency)
-	var wg sync.WaitGroup
-	for i, d := range due {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			ep := *d.msg.endpoint(cfg.byName[d.msg.Survey])
-			results[i] = e.sender.Send(ctx, ep, webhook.Message{ID: d.msg.ID, Body: d.msg.Body})
-		}()
-	}
-	wg.Wait()
-
-	w := e.newBatch()
-	defer func() { _ = w.b.Close() }()
-	after := e.now()
-	for i, d := range due {
-		res, m := results[i], d.msg
-		m.Attempt++
-		switch {
-		case res.Outcome == webhook.Delivered:
-			_ = w.b.Delete(d.key, nil)
-			if m.Detractor {
-				w.count(m.Survey, CounterDetractorsSent, after)
-			} else {
-				w.count(m.Survey, CounterDelivered, after)
-			}
-			if m.Invitation != "" {
-				var inv Invitation
-				if ok, err := e.getJSON(invKey(m.Invitation), &inv); err != nil {
-					return false, err
-				} else if ok {
-					inv.Delivered = true
-					if err := w.setJSON(invKey(inv.ID), inv); err != nil {
-						return false, err
-					}
-				}
-			}
-		case res.Outcome == webhook.Retry && m.Attempt < e.opts.MaxAttempts, res.Outcome == webhook.Gone:
-			// A 410 parks the message like a retry; the survey's webhook
-			// is reported as gone until its URL changes.
-			m.LastError = errString(res.Err)
-			if res.Outcome == webhook.Gone {
-				ep := m.endpoint(cfg.byName[m.Survey])
-				if err := w.setJSON(goneKey(m.Survey, m.Detractor), goneWebhook{URL: ep.URL, At: after}); err != nil {
-					return false, err
-				}
-			}
-			next := after.Add(webhook.Backoff(m.Attempt, e.opts.RetryBase, e.opts.RetryMax, res.RetryAfter))
-			_ = w.b.Delete(d.key, nil)
-			if err := w.setJSON(timeKey(prefixOut, next, []byte(m.ID)), m); err != nil {
-				return false, err
-			}
-			w.count(m.Survey, CounterRetries, after)
-		default:
-			_ = w.b.Delete(d.key, nil)
-			w.count(m.Survey, CounterDeliveryFailed, after)
-			e.opts.Logger.Warn("webhook delivery given up", "survey", m.Survey, "message", m.ID, "attempts", m.Attempt, "err", errString(res.Err))
-		}
-	}
-	return len(due) == deliveryBatch || parked == parkBatch, w.commit()
-}
-
-// parkBatch bounds the messages parked or unparked per step, so that a
-// survey with a million undeliverable messages makes no step long.
-const parkBatch = 1000
-
-func parkPrefix(survey string, detractor bool) []byte {
-	kind := byte('i')
-	if detractor {
-		kind = 'd'
-	}
-	return append([]byte(prefixPark+survey+"\x00"), kind)
-}
-
-func parkKey(survey string, detractor bool, id string) []byte {
-	return append(parkPrefix(survey, detractor), id...)
-}
-
-// unpark returns parked messages to the outbox, due now, for every
-// survey webhook that can take them again. It reports whether it stopped
-// at parkBatch.
-func (e *Engine) unpark(cfg *settings) (bool, error) {
-	b := e.db.NewBatch()
-	defer func() { _ = b.Close() }()
-	now, n := e.now(), 0
-	for i := range cfg.Surveys {
-		sv := &cfg.Surveys[i]
-		for _, detractor := range []bool{false, true} {
-			if (&message{Detractor: detractor}).endpoint(sv) == nil {
-				continue
-			}
-			if gone, err := e.gone(sv, detractor); err != nil {
-				return false, err
-			} else if gone != nil {
-				continue
-			}
-			prefix := parkPrefix(sv.Name, detractor)
-			it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: append(append([]byte(nil), prefix[:len(prefix)-1]...), prefix[len(prefix)-1]+1)})
-			if err != nil {
-				return false, err
-			}
-			for it.First(); it.Valid() && n < parkBatch; it.Next() {
-				id := it.Key()[len(prefix):]
-				_ = b.Delete(it.Key(), nil)
-				_ = b.Set(timeKey(prefixOut, now, id), it.Value(), nil)
-				n++
-			}
-			if err := it.Close(); err != nil {
-				return false, err
-			}
-		}
-	}
-	if n == 0 {
-		return false, nil
-	}
-	return n == parkBatch, b.Commit(pebble.Sync)
-}
-
-func errString(err error) string {
-	if err == nil {
-		return ""
-	}
-	return err.Error()
-}
-
-// gone returns the 410 recorded for the survey's current webhook URL, or
-// nil.
-func (e *Engine) gone(sv *Survey, detractor bool) (*goneWebhook, error) {
-	ep := sv.Webhook
-	if detractor {
-		ep = sv.DetractorWebhook
-	}
-	var g goneWebhook
-	ok, err := e.getJSON(goneKey(sv.Name, detractor), &g)
-	if err != nil || !ok || ep == nil || g.URL != ep.URL {
-		return nil, err
-	}
-	return &g, nil
-}
-
-func goneKey(survey string, detractor bool) []byte {
-	if detractor {
-		return []byte(prefixGone + survey + "\x00detractor")
-	}
-	return []byte(prefixGone + survey)
-}
-
-// endpoint is where m goes for survey sv, or nil.
-func (m *message) endpoint(sv *Survey) *webhook.Endpoint {
-	if sv == nil {
-		return nil
-	}
-	if m.Detractor {
-		return sv.DetractorWebhook
-	}
-	return sv.Webhook
-}
-
-// WebhookGone reports when the survey's webhook answered 410 Gone, if its
-// URL has not changed since: the webhook is disabled until it does.
-func (e *Engine) WebhookGone(survey string) (time.Time, bool, error) {
-	sv := e.cfg.Load().byName[survey]
-	if sv == nil {
-		return time.Time{}, false, nil
-	}
-	g, err := e.gone(sv, false)
-	if err != nil || g == nil {
-		return time.Time{}, false, err
-	}
-	return g.At, true, nil
 }
 
 // Stats are a survey's counters over a window.
@@ -876,7 +734,11 @@ func (e *Engine) Outbox() (int, error) {
 		return 0, err
 	}
 	parked, err := e.countKeys(prefixPark)
-	return out + parked, err
+	if err != nil {
+		return 0, err
+	}
+	failed, err := e.countKeys(prefixFailed)
+	return out + parked + failed, err
 }
 
 // countKeys counts the keys that start with prefix, a string ending in '/'.

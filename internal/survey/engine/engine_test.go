@@ -99,6 +99,8 @@ type fixture struct {
 	cfg   Config
 	seq   int
 	sends int
+	// opts, when set, replace the fixture's engine options.
+	opts *Options
 }
 
 func newFixture(t testing.TB, cfg Config) *fixture {
@@ -113,7 +115,11 @@ func (f *fixture) open() {
 		f.t.Fatal(err)
 	}
 	f.st = st
-	f.e, err = New(st.DB(), st, webhook.NewClient(&webhook.Guard{AllowLoopback: true}, 5*time.Second), Options{RetryBase: time.Second, RetryMax: 10 * time.Second})
+	opts := Options{RetryBase: time.Second, RetryMax: 10 * time.Second}
+	if f.opts != nil {
+		opts = *f.opts
+	}
+	f.e, err = New(st.DB(), st, webhook.NewClient(&webhook.Guard{AllowLoopback: true, AllowHTTP: true}, 5*time.Second), opts)
 	if err != nil {
 		f.t.Fatal(err)
 	}

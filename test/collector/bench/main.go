@@ -139,7 +139,7 @@ func run(ctx context.Context, c config) error {
 	}
 	rate := ingest / 2 / float64(c.batch)
 	inFlight := 4 * c.workers // a stall shows as latency, not as fewer requests
-	metricsURL := p.URL() + "/metrics"
+	metricsURL := p.MetricsURL() + "/metrics"
 	before, err := loadgen.ScrapeHistograms(ctx, http.DefaultClient, metricsURL)
 	if err != nil {
 		return err
@@ -173,10 +173,10 @@ func run(ctx context.Context, c config) error {
 		return fmt.Errorf("preload: %w", err)
 	}
 	summaryURL := p.URL() + "/v1/summary?" + url.Values{"survey": {loadgen.Survey}, "window": {"28d"}}.Encode()
-	if err := checkResponses(ctx, summaryURL, c.responses); err != nil {
+	if err := checkResponses(ctx, summaryURL, tokens.Read, c.responses); err != nil {
 		return err
 	}
-	sum, err := loadgen.SampleSummaries(ctx, loadgen.NewClient(1), summaryURL, "", c.summaries)
+	sum, err := loadgen.SampleSummaries(ctx, loadgen.NewClient(1), summaryURL, tokens.Read, c.summaries)
 	if err != nil {
 		return fmt.Errorf("summary: %w", err)
 	}
@@ -193,7 +193,7 @@ func run(ctx context.Context, c config) error {
 	if err != nil {
 		return fmt.Errorf("restart: %w", err)
 	}
-	if err := checkResponses(ctx, summaryURL, c.responses); err != nil {
+	if err := checkResponses(ctx, summaryURL, tokens.Read, c.responses); err != nil {
 		return fmt.Errorf("after restart: %w", err)
 	}
 	if err := p.Stop(2 * time.Minute); err != nil {
@@ -340,8 +340,9 @@ func preload(ctx context.Context, c config, url, token string) error {
 
 // checkResponses makes sure the summary counts every preloaded answer, so
 // the timed summaries really cover them.
-func checkResponses(ctx context.Context, summaryURL string, want int) error {
+func checkResponses(ctx context.Context, summaryURL, token string, want int) error {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, summaryURL, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return fmt.Errorf("summary: %w", err)

@@ -1,10 +1,13 @@
 // Command crash kills a cxop collector with SIGKILL at random moments
 // under load, restarts it on the same data, resends what was in flight,
-// recounts, and prints "acked=N lost=L dup=D" as its last line. It exits 1
-// unless nothing acknowledged was lost and nothing was stored or counted
-// twice, and 2 when the test could not run to the end.
+// recounts, and prints "acked=N lost=L dup=D". With -power-loss N it then
+// cuts the power under the store N times (internal/store/powerloss: only
+// what was synced survives, and a random share of what was not) and
+// prints "power-loss crash-points=N acked=A lost=L dup=D" as its last
+// line. It exits 1 unless nothing acknowledged was lost and nothing was
+// stored or counted twice, and 2 when the test could not run to the end.
 //
-//	go run ./test/collector/crash -cxop bin/cxop -kills 20
+//	go run ./test/collector/crash -cxop bin/cxop -kills 20 -power-loss 1000
 package main
 
 import (
@@ -15,11 +18,13 @@ import (
 	"time"
 
 	"github.com/cxop-dev/cxop/internal/loadgen"
+	"github.com/cxop-dev/cxop/internal/store/powerloss"
 )
 
 func main() {
 	bin := flag.String("cxop", "bin/cxop", "the cxop binary")
-	kills := flag.Int("kills", 20, "how many times to SIGKILL the collector under load")
+	kills := flag.Int("kills", 20, "how many times to SIGKILL the collector under load (0: none)")
+	powerLosses := flag.Int("power-loss", 0, "how many power losses to simulate under the store after the kills (0: none)")
 	workers := flag.Int("workers", 4, "concurrent writers")
 	batch := flag.Int("batch", 100, "events per request")
 	minDelay := flag.Duration("min-delay", 50*time.Millisecond, "shortest time from ready to kill")
@@ -29,17 +34,50 @@ func main() {
 	keep := flag.Bool("keep", false, "keep the data directory and collector log")
 	timeout := flag.Duration("timeout", 15*time.Minute, "give up after this long")
 	flag.Parse()
-	os.Exit(run(*bin, loadgen.Options{
-		Kills: *kills, Workers: *workers, Batch: *batch, MinDelay: *minDelay, MaxDelay: *maxDelay,
-		LongEvery: *longEvery, Seed: *seed,
-	}, *keep, *timeout))
+	if *kills < 0 || *powerLosses < 0 || *kills+*powerLosses == 0 {
+		fmt.Fprintln(os.Stderr, "crash: -kills or -power-loss must be at least 1")
+		os.Exit(2)
+	}
+	code := 0
+	if *kills > 0 {
+		code = run(*bin, loadgen.Options{
+			Kills: *kills, Workers: *workers, Batch: *batch, MinDelay: *minDelay, MaxDelay: *maxDelay,
+			LongEvery: *longEvery, Seed: *seed,
+		}, *keep, *timeout)
+	}
+	if *powerLosses > 0 && code != 2 {
+		code = max(code, runPowerLoss(*powerLosses, *workers, *seed, *timeout))
+	}
+	os.Exit(code)
+}
+
+// runPowerLoss simulates power losses under the store in this process.
+func runPowerLoss(n, workers int, seed uint64, timeout time.Duration) int {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	start := time.Now()
+	res, err := powerloss.Run(ctx, powerloss.Options{CrashPoints: n, Writers: workers, Seed: seed,
+		Log: func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "crash: power loss (seed %d) after %d crash points: %v\n", res.Seed, res.CrashPoints, err)
+		return 2
+	}
+	fmt.Fprintf(os.Stderr, "%d power losses in %s (seed %d): %d acknowledged records checked across them, %d unacknowledged records kept (allowed)\n",
+		res.CrashPoints, time.Since(start).Round(time.Second), res.Seed, res.Checked, res.Unacked)
+	for _, f := range res.Failures {
+		fmt.Fprintln(os.Stderr, "FAILURE:", f)
+	}
+	if res.Phantom != 0 {
+		fmt.Fprintf(os.Stderr, "UNEXPECTED: %d stored ids were never sent\n", res.Phantom)
+	}
+	fmt.Printf("power-loss crash-points=%d %s\n", res.CrashPoints, res)
+	if !res.OK() {
+		return 1
+	}
+	return 0
 }
 
 func run(bin string, o loadgen.Options, keep bool, timeout time.Duration) int {
-	if o.Kills < 1 {
-		fmt.Fprintln(os.Stderr, "crash: -kills must be at least 1")
-		return 2
-	}
 	if _, err := os.Stat(bin); err != nil {
 		fmt.Fprintln(os.Stderr, "crash: the cxop binary:", err)
 		return 2

@@ -1,0 +1,132 @@
+package controllers
+
+import (
+	"fmt"
+	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
+)
+
+// A collector restart or rollout says nothing new about a Touchpoint, a
+// Survey, a Journey or a CXTarget. Clearing their numbers while it cannot
+// answer would read as a recovery on every dashboard that reads status, so
+// status keeps the numbers of the last good reading of the object's
+// current generation and says so with Stale=True and the reading's time.
+
+// readings remembers when each object's numbers were last read, for the
+// Stale condition's message. It lives in memory: a manager started during
+// an outage says the reading was before it started.
+type readings struct {
+	started time.Time
+	mu      sync.Mutex
+	at      map[readingKey]time.Time
+}
+
+type readingKey struct{ kind, namespace, name string }
+
+func newReadings(started time.Time) *readings {
+	return &readings{started: started, at: map[readingKey]time.Time{}}
+}
+
+func keyOf(kind string, obj client.Object) readingKey {
+	return readingKey{kind, obj.GetNamespace(), obj.GetName()}
+}
+
+// read records a good reading of the object's numbers.
+func (r *readings) read(k readingKey, at time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.at[k] = at
+}
+
+// forget drops a deleted object.
+func (r *readings) forget(k readingKey) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.at, k)
+}
+
+// forgetting returns what drops the reading of the kind's object req
+// names, for fetchLive to call when the object is gone.
+func (r *readings) forgetting(kind string, req ctrl.Request) func() {
+	return func() { r.forget(readingKey{kind, req.Namespace, req.Name}) }
+}
+
+func (r *readings) last(k readingKey) (time.Time, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t, ok := r.at[k]
+	return t, ok
+}
+
+// staleness is what one loop concluded about an object's numbers.
+type staleness struct {
+	// keep: status keeps the numbers it shows.
+	keep bool
+	// stale is the Stale condition to show, nil when the numbers are live
+	// or cleared.
+	stale *metav1.Condition
+}
+
+// staleness decides whether obj keeps the numbers its status shows: read
+// says this loop read them; otherwise they are kept while the collector
+// cannot answer, if they were read for the object's current generation
+// (observedGeneration, with conditions, is the status this loop started
+// from) and a good reading is known to have happened.
+func (r *readings) staleness(kind string, obj client.Object, observedGeneration int64, conditions []metav1.Condition, obs readiness, read bool, now time.Time) staleness {
+	k := keyOf(kind, obj)
+	if read {
+		r.read(k, now)
+		return staleness{}
+	}
+	if obs.collectorReason == "" || observedGeneration != obj.GetGeneration() {
+		return staleness{}
+	}
+	was := meta.FindStatusCondition(conditions, cxv1.StaleCondition)
+	ready := meta.FindStatusCondition(conditions, cxv1.ReadyCondition)
+	at, known := r.last(k)
+	hadReading := known || was != nil || (ready != nil && ready.Status == metav1.ConditionTrue)
+	if !hadReading {
+		return staleness{}
+	}
+	c := &metav1.Condition{Type: cxv1.StaleCondition, Status: metav1.ConditionTrue, ObservedGeneration: obj.GetGeneration(), Reason: obs.collectorReason}
+	switch {
+	case known:
+		c.Message = fmt.Sprintf("The numbers are those of the last good reading, at %s: %s", at.UTC().Format(time.RFC3339), obs.collector)
+	case was != nil && was.Status == metav1.ConditionTrue:
+		// Started during the outage: the earlier loop knew the time.
+		c.Message = was.Message
+	default:
+		c.Message = fmt.Sprintf("The numbers are those of the last good reading, before the manager started at %s: %s", r.started.UTC().Format(time.RFC3339), obs.collector)
+	}
+	return staleness{keep: true, stale: c}
+}
+
+// setStaleCondition shows s on conditions: Stale=True while numbers are
+// kept, absent otherwise.
+func setStaleCondition(conditions *[]metav1.Condition, s staleness) {
+	if s.stale != nil {
+		meta.SetStatusCondition(conditions, *s.stale)
+		return
+	}
+	meta.RemoveStatusCondition(conditions, cxv1.StaleCondition)
+}
+
+// keptDelivery is the Delivering condition to show while numbers are kept:
+// whether the webhook answered 410 Gone comes with the collector's answer,
+// so without one the last Delivering stands rather than turning True.
+// What the manager checks itself (the survey page, the signing key) still
+// turns it False.
+func (s staleness) keptDelivery(now *metav1.Condition, before []metav1.Condition) *metav1.Condition {
+	was := meta.FindStatusCondition(before, cxv1.DeliveringCondition)
+	if !s.keep || now == nil || now.Status != metav1.ConditionTrue || was == nil {
+		return now
+	}
+	return was
+}
