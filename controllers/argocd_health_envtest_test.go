@@ -92,7 +92,7 @@ var _ = Describe("Argo CD health and kstatus", func() {
 		Expect(h.ArgoMessage).To(HavePrefix(`InvalidSpec: spec.schedule.cron: "0 9 31 2 mon-xyz" is not a valid cron expression`))
 		Expect(h.KStatus).To(Equal(status.FailedStatus))
 
-		By("a Survey whose webhook signing key is missing: Degraded for Argo CD; kstatus sees a reconciled object")
+		By("a Survey whose webhook signing key is missing: Degraded, Failed (stalled until someone creates the Secret)")
 		hooked := npsSurvey(ns, "hooked", "chat")
 		hooked.Spec.Delivery = &cxv1.SurveyDelivery{Webhook: &cxv1.WebhookSpec{URL: "https://mailer.example.com/i", SecretRef: cxv1.SecretKeyReference{Name: "mailer", Key: "signing-key"}}}
 		Expect(k8sClient.Create(ctx, hooked)).To(Succeed())
@@ -105,7 +105,7 @@ var _ = Describe("Argo CD health and kstatus", func() {
 		h = healthOf(ctx, hooked)
 		Expect(h.Argo).To(Equal("Degraded"))
 		Expect(h.ArgoMessage).To(HavePrefix(`WebhookKeyMissing: spec.delivery.webhook.secretRef: Secret "mailer" not found`))
-		Expect(h.KStatus).To(Equal(status.CurrentStatus))
+		Expect(h.KStatus).To(Equal(status.FailedStatus))
 
 		By("a CXTarget met, then breached: Healthy then Degraded for Argo CD; Current for kstatus, which judges reconciliation, not objectives")
 		cxt := &cxv1.CXTarget{ObjectMeta: metaOf(ns, "chat-wait"), Spec: cxv1.CXTargetSpec{

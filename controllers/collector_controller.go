@@ -100,6 +100,12 @@ type CollectorReconciler struct {
 	// Forget, when set, drops cached answers of a collector whose config
 	// changed, so a new Touchpoint does not wait out the cache.
 	Forget func(baseURL string)
+	// Written, when set, is told the outcome of every reconcile of a
+	// namespace (nil: its collector is written). The collector has no
+	// object to write status on; the Touchpoints and Surveys whose config
+	// it carries show a failure in their Ready condition
+	// (StatusSource.CollectorWritten).
+	Written func(namespace string, err error)
 }
 
 // +kubebuilder:rbac:groups=cx.cxop.dev,resources=touchpoints;surveys,verbs=get;list;watch
@@ -116,8 +122,9 @@ type CollectorReconciler struct {
 
 // Reconcile renders the namespace's collector, or removes it when the
 // namespace has no Touchpoints left.
-func (r *CollectorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+func (r *CollectorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
 	ns := req.Namespace
+	defer func() { r.report(ns, retErr) }()
 	var tps cxv1.TouchpointList
 	if err := r.List(ctx, &tps, client.InNamespace(ns)); err != nil {
 		return ctrl.Result{}, fmt.Errorf("list touchpoints: %w", err)
@@ -200,6 +207,17 @@ func (r *CollectorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	return ctrl.Result{RequeueAfter: webhookKeyResync}, nil
 }
 
+// report passes the outcome of a reconcile of namespace to Written.
+// Optimistic-concurrency races (a conflict, a token Secret created
+// meanwhile) are retried at once and are no failure: they leave the last
+// outcome as it was.
+func (r *CollectorReconciler) report(namespace string, err error) {
+	if r.Written == nil || apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
+		return
+	}
+	r.Written(namespace, err)
+}
+
 // webhookKeyResync is how often a namespace's webhook keys are read again.
 const webhookKeyResync = 10 * time.Minute
 
@@ -234,7 +252,7 @@ func (r *CollectorReconciler) ensureToken(ctx context.Context, namespace string,
 		if t := string(sec.Data[TokenKey]); t != "" {
 			return t, nil
 		}
-		return "", fmt.Errorf("secret %s/%s has no %q key; delete it to have a new token made", key.Namespace, key.Name, TokenKey)
+		return "", needsAction(fmt.Errorf("secret %s/%s has no %q key; delete it to have a new token made", key.Namespace, key.Name, TokenKey))
 	}
 	if !apierrors.IsNotFound(err) {
 		return "", fmt.Errorf("get secret %s: %w", key, err)

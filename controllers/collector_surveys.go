@@ -137,7 +137,7 @@ func (r *CollectorReconciler) ensureLinkKeys(ctx context.Context, ns string) (cu
 	err = r.Get(ctx, key, &sec)
 	if err == nil {
 		if len(sec.Data[LinkKeyCurrent]) < 32 {
-			return nil, nil, fmt.Errorf("secret %s: %q must hold at least 32 bytes; delete the Secret to have a new key made (links already sent stop working)", key, LinkKeyCurrent)
+			return nil, nil, needsAction(fmt.Errorf("secret %s: %q must hold at least 32 bytes; delete the Secret to have a new key made (links already sent stop working)", key, LinkKeyCurrent))
 		}
 		return sec.Data[LinkKeyCurrent], sec.Data[LinkKeyPrevious], nil
 	}

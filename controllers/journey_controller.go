@@ -4,11 +4,9 @@ import (
 	"context"
 	"time"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
 )
@@ -26,64 +24,48 @@ type JourneyReconciler struct {
 // +kubebuilder:rbac:groups=cx.cxop.dev,resources=touchpoints;surveys,verbs=get;list;watch
 
 // Reconcile brings one Journey's status up to date.
-func (r *JourneyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+func (r *JourneyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
 	jny := &cxv1.Journey{}
-	if err := r.Get(ctx, req.NamespacedName, jny); err != nil {
-		if apierrors.IsNotFound(err) {
-			r.Live.readings.forget(readingKey{"Journey", req.Namespace, req.Name})
-		}
-		return ctrl.Result{}, client.IgnoreNotFound(err)
-	}
-	if !jny.DeletionTimestamp.IsZero() {
-		return ctrl.Result{}, nil
-	}
-	orig := jny.DeepCopy()
-
-	obs, err := r.observe(ctx, jny)
-	if err != nil {
+	if live, err := fetchLive(ctx, r.Client, req, jny, r.Live.readings.forgetting("Journey", req)); !live {
 		return ctrl.Result{}, err
 	}
+	st := newStatusPatch(r.Client, r.Recorder, jny, &jny.Status.Conditions)
+	defer st.patch(ctx, &retErr)
 
-	var numbers *journeyNumbers
-	if obs.invalid == nil && len(obs.missing) == 0 {
-		numbers, err = r.measureJourney(ctx, jny)
-		if err := collectorProblem(&obs, err); err != nil {
-			return ctrl.Result{}, err
-		}
-	}
-
-	stale := r.Live.readings.staleness("Journey", jny, orig.Status.ObservedGeneration, orig.Status.Conditions, obs, numbers != nil, time.Now())
-	setJourneyStatus(jny, obs, numbers, stale.keep)
-	setStaleCondition(&jny.Status.Conditions, stale)
-	recordReadyTransition(r.Recorder, jny, orig.Status.Conditions, jny.Status.Conditions)
-	if err := patchStatus(ctx, r.Client, orig, jny); err != nil {
-		return ctrl.Result{}, err
-	}
-	if obs.invalid != nil {
-		return ctrl.Result{}, reconcile.TerminalError(obs.invalid)
-	}
+	obs := r.observe(ctx, jny)
+	obs.stale = r.Live.readings.staleness("Journey", jny, jny.Status.ObservedGeneration, st.before, obs.readiness, obs.numbers != nil, time.Now())
+	setJourneyStatus(jny, obs)
 	if len(obs.missing) > 0 {
 		// The watches on Touchpoints and Surveys bring it back.
-		return ctrl.Result{}, nil
+		return obs.outcome(0)
 	}
-	return ctrl.Result{RequeueAfter: r.Live.next(obs)}, nil
+	return obs.outcome(r.Live.next(obs.readiness))
 }
 
-// observe checks the spec and resolves every Touchpoint the stages name and
-// every Survey, reporting all that are missing at once.
-func (r *JourneyReconciler) observe(ctx context.Context, jny *cxv1.Journey) (readiness, error) {
-	if err := checkDuration("spec.window", jny.Spec.Window); err != nil {
-		return readiness{invalid: err}, nil
+// journeyObservation is what one reconcile of a Journey found.
+type journeyObservation struct {
+	readiness
+	// numbers are the collector's, nil when it could not answer or the
+	// Journey cannot be measured.
+	numbers *journeyNumbers
+	// stale says whether status keeps the numbers it shows when there are
+	// none, and the Stale condition that marks them.
+	stale staleness
+}
+
+// observe checks the spec, resolves every Touchpoint the stages name and
+// every Survey (reporting all that are missing at once), and measures the
+// Journey once they all exist.
+func (r *JourneyReconciler) observe(ctx context.Context, jny *cxv1.Journey) journeyObservation {
+	var obs journeyObservation
+	if obs.invalid = checkDuration("spec.window", jny.Spec.Window); obs.invalid != nil {
+		return obs
 	}
-	missingTPs, err := findMissing(ctx, r.Client, jny.Namespace, "Touchpoint",
-		func() client.Object { return &cxv1.Touchpoint{} }, journeyTouchpoints(jny))
-	if err != nil {
-		return readiness{}, err
+	obs.resolve(ctx, r.Client, jny.Namespace, "Touchpoint", func() client.Object { return &cxv1.Touchpoint{} }, journeyTouchpoints(jny))
+	obs.resolve(ctx, r.Client, jny.Namespace, "Survey", func() client.Object { return &cxv1.Survey{} }, jny.Spec.Surveys)
+	if len(obs.missing) > 0 || len(obs.failures) > 0 {
+		return obs
 	}
-	missingSurveys, err := findMissing(ctx, r.Client, jny.Namespace, "Survey",
-		func() client.Object { return &cxv1.Survey{} }, jny.Spec.Surveys)
-	if err != nil {
-		return readiness{}, err
-	}
-	return readiness{missing: append(missingTPs, missingSurveys...)}, nil
+	obs.numbers = r.measureJourney(ctx, jny, &obs.readiness)
+	return obs
 }

@@ -9,6 +9,7 @@ import (
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
 	"github.com/cxop-dev/cxop/internal/collector"
+	"github.com/cxop-dev/cxop/internal/collectorclient"
 	"github.com/cxop-dev/cxop/internal/score"
 	"github.com/cxop-dev/cxop/internal/slo"
 )
@@ -31,8 +32,22 @@ type journeyNumbers struct {
 }
 
 // measureJourney asks the collector for the Journey's numbers, and counts
-// the states of the targets set on it, its touchpoints and its surveys.
-func (r *JourneyReconciler) measureJourney(ctx context.Context, jny *cxv1.Journey) (*journeyNumbers, error) {
+// the states of the targets set on it, its touchpoints and its surveys. A
+// collector that cannot answer, or a read that fails, is recorded in obs
+// and yields nil.
+func (r *JourneyReconciler) measureJourney(ctx context.Context, jny *cxv1.Journey, obs *readiness) *journeyNumbers {
+	m, err := r.measure(ctx, jny)
+	if collectorclient.IsUnavailable(err) {
+		obs.collectorStep(err)
+		return nil
+	}
+	if !obs.apiStep(cxv1.ReadFailedReason, "measure the journey", err) {
+		return nil
+	}
+	return m
+}
+
+func (r *JourneyReconciler) measure(ctx context.Context, jny *cxv1.Journey) (*journeyNumbers, error) {
 	ns, window := jny.Namespace, jny.Spec.GetWindow()
 	all, err := r.Live.all(ctx, ns, window, nil)
 	if err != nil {
@@ -120,14 +135,16 @@ func addCounts(into, from []uint64) {
 	}
 }
 
-// setJourneyStatus writes the conditions and observedGeneration that obs
-// implies, and the numbers of m; with no numbers they are kept when keep
-// says so (the collector cannot answer; the Stale condition marks them)
-// and cleared otherwise.
-func setJourneyStatus(jny *cxv1.Journey, obs readiness, m *journeyNumbers, keep bool) {
-	setReadinessConditions(&jny.Status.Conditions, jny.Generation, obs)
+// setJourneyStatus writes the whole status obs implies: conditions,
+// observedGeneration and the collector's numbers; with no numbers they are
+// kept when obs.stale says so (the collector cannot answer; the Stale
+// condition marks them) and cleared otherwise.
+func setJourneyStatus(jny *cxv1.Journey, obs journeyObservation) {
+	setReadinessConditions(&jny.Status.Conditions, jny.Generation, obs.readiness)
+	setStaleCondition(&jny.Status.Conditions, obs.stale)
+	m := obs.numbers
 	jny.Status.ObservedGeneration = jny.Generation
-	if m == nil && keep {
+	if m == nil && obs.stale.keep {
 		return
 	}
 	jny.Status.Stages, jny.Status.NPS, jny.Status.WaitCompliance, jny.Status.Targets = nil, "", "", nil

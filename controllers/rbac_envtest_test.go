@@ -203,7 +203,8 @@ func TestNamespacedManagerUnderRBAC(t *testing.T) {
 	})
 
 	// The samples, and a scheduled Survey that signs its deliveries with
-	// a Secret of the user's, in a watched namespace and in another.
+	// a Secret of the user's and sends its waves to a ConfigMap of the
+	// user's, in a watched namespace and in another.
 	var created []client.Object
 	files, err := filepath.Glob(filepath.Join("..", "config", "samples", "*.yaml"))
 	g.Expect(err).NotTo(HaveOccurred())
@@ -225,6 +226,7 @@ func TestNamespacedManagerUnderRBAC(t *testing.T) {
 			}
 		}
 		g.Expect(admin.Create(ctx, &corev1.Secret{ObjectMeta: metaOf(ns, "mailer"), StringData: map[string]string{"signing-key": "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}})).To(Succeed())
+		g.Expect(admin.Create(ctx, &corev1.ConfigMap{ObjectMeta: metaOf(ns, "panel"), Data: map[string]string{"customers": "c-1\nc-2,bo@example.com\n"}})).To(Succeed())
 		svy := npsSurvey(ns, "quarterly-nps")
 		svy.Spec.Trigger = nil
 		svy.Spec.Schedule = &cxv1.SurveySchedule{Cron: "0 9 1 */3 *", Audience: cxv1.ConfigMapKeyReference{Name: "panel", Key: "customers"}}

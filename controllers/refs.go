@@ -7,6 +7,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
 )
 
 // findMissing looks each name up as an object of kind in namespace and
@@ -24,4 +26,13 @@ func findMissing(ctx context.Context, c client.Client, namespace, kind string, n
 		}
 	}
 	return missing, nil
+}
+
+// resolve records in r the names of kind in namespace that do not exist;
+// a lookup that fails otherwise is a failed step.
+func (r *readiness) resolve(ctx context.Context, c client.Client, namespace, kind string, newObj func() client.Object, names []string) {
+	missing, err := findMissing(ctx, c, namespace, kind, newObj, names)
+	if r.apiStep(cxv1.ReadFailedReason, "resolve references", err) {
+		r.missing = append(r.missing, missing...)
+	}
 }

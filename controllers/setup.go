@@ -55,7 +55,8 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts Options) error
 	for name, r := range map[string]interface {
 		SetupWithManager(ctrl.Manager, controller.Options) error
 	}{
-		"collector":  &CollectorReconciler{Client: c, APIReader: mgr.GetAPIReader(), Runtime: opts.Runtime, Forget: status.API.Forget},
+		"collector": &CollectorReconciler{Client: c, APIReader: mgr.GetAPIReader(), Runtime: opts.Runtime,
+			Forget: status.API.Forget, Written: status.CollectorWritten},
 		"touchpoint": &TouchpointReconciler{Client: c, Recorder: rec, Live: status},
 		"survey":     &SurveyReconciler{Client: c, APIReader: mgr.GetAPIReader(), Recorder: rec, Live: status, Waves: opts.Waves},
 		"journey":    &JourneyReconciler{Client: c, Recorder: rec, Live: status},

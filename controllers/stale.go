@@ -7,6 +7,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
@@ -49,6 +50,12 @@ func (r *readings) forget(k readingKey) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.at, k)
+}
+
+// forgetting returns what drops the reading of the kind's object req
+// names, for fetchLive to call when the object is gone.
+func (r *readings) forgetting(kind string, req ctrl.Request) func() {
+	return func() { r.forget(readingKey{kind, req.Namespace, req.Name}) }
 }
 
 func (r *readings) last(k readingKey) (time.Time, bool) {

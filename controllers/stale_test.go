@@ -79,11 +79,11 @@ func TestKeptNumbers(t *testing.T) {
 	down := readiness{collectorReason: cxv1.CollectorUnavailableReason, collector: "down"}
 	tp := &cxv1.Touchpoint{}
 	tp.Status.Interactions, tp.Status.WaitCompliance = 40, "97.5"
-	setTouchpointStatus(tp, down, "", nil, true)
+	setTouchpointStatus(tp, touchpointObservation{readiness: down, stale: staleness{keep: true}})
 	if tp.Status.Interactions != 40 || tp.Status.WaitCompliance != "97.5" {
 		t.Errorf("kept touchpoint numbers: %d, %q", tp.Status.Interactions, tp.Status.WaitCompliance)
 	}
-	setTouchpointStatus(tp, down, "", nil, false)
+	setTouchpointStatus(tp, touchpointObservation{readiness: down})
 	if tp.Status.Interactions != 0 || tp.Status.WaitCompliance != "" {
 		t.Errorf("cleared touchpoint numbers: %d, %q", tp.Status.Interactions, tp.Status.WaitCompliance)
 	}
@@ -91,22 +91,22 @@ func TestKeptNumbers(t *testing.T) {
 	svy := &cxv1.Survey{}
 	svy.Spec.Type = cxv1.SurveyTypeNPS
 	svy.Status.Responses, svy.Status.Score, svy.Status.InvitationsSent = 10, "40", 30
-	setSurveyStatus(svy, down, "", nil, true)
+	setSurveyStatus(svy, surveyObservation{readiness: down, stale: staleness{keep: true}})
 	if svy.Status.Responses != 10 || svy.Status.Score != "40" || svy.Status.InvitationsSent != 30 {
 		t.Errorf("kept survey numbers: %+v", svy.Status)
 	}
-	setSurveyStatus(svy, down, "", &collector.SurveySummary{Responses: 3}, true)
+	setSurveyStatus(svy, surveyObservation{readiness: down, summary: &collector.SurveySummary{Responses: 3}, stale: staleness{keep: true}})
 	if svy.Status.Responses != 3 || svy.Status.Score != "" {
 		t.Errorf("a fresh summary replaces kept numbers: %+v", svy.Status)
 	}
 
 	jny := &cxv1.Journey{}
 	jny.Status.NPS, jny.Status.WaitCompliance = "20", "90"
-	setJourneyStatus(jny, down, nil, true)
+	setJourneyStatus(jny, journeyObservation{readiness: down, stale: staleness{keep: true}})
 	if jny.Status.NPS != "20" || jny.Status.WaitCompliance != "90" {
 		t.Errorf("kept journey numbers: %+v", jny.Status)
 	}
-	setJourneyStatus(jny, down, nil, false)
+	setJourneyStatus(jny, journeyObservation{readiness: down})
 	if jny.Status.NPS != "" || jny.Status.WaitCompliance != "" {
 		t.Errorf("cleared journey numbers: %+v", jny.Status)
 	}

@@ -35,12 +35,62 @@ type readiness struct {
 	// mismatch is set when references resolve but do not fit together
 	// (CXTarget only); the object waits for either side to change.
 	mismatch string
+	// failures are the steps of the reconcile that failed, in the order
+	// they ran (see failure).
+	failures []failure
+	// retry holds errors of steps that lost a race with another writer:
+	// retried at once, with no mark on status.
+	retry []error
 	// collectorReason and collector are set when the numbers status shows
 	// could not be read from the namespace's collector.
 	collectorReason, collector string
 }
 
-// readyCondition returns the Ready condition for r.
+// problem is one reason for Ready=False, in the order Ready names them.
+type problem struct {
+	reason, message string
+	// stalled: nothing changes until someone acts (Stalled=True);
+	// otherwise the manager waits for it to clear (Reconciling=True).
+	stalled bool
+	// step: it comes from a failed step, whose message Ready carries even
+	// when another problem comes first.
+	step bool
+}
+
+// problems lists what keeps the object from Ready, most important first:
+// an unusable spec, then the steps that cannot succeed until someone acts,
+// then the waits (references not there yet, an objective that does not fit
+// its subject, steps that failed in passing), and last the collector's
+// numbers, which only status displays.
+func (r readiness) problems() []problem {
+	var ps []problem
+	if r.invalid != nil {
+		ps = append(ps, problem{reason: cxv1.InvalidSpecReason, message: r.invalid.Error(), stalled: true})
+	}
+	for _, f := range r.failures {
+		if f.stalled {
+			ps = append(ps, problem{reason: f.reason, message: f.message, stalled: true, step: true})
+		}
+	}
+	if len(r.missing) > 0 {
+		ps = append(ps, problem{reason: notFoundReason(r.missing[0].Kind), message: missingMessage(r.missing)})
+	}
+	if r.mismatch != "" {
+		ps = append(ps, problem{reason: cxv1.ObjectiveMismatchReason, message: r.mismatch})
+	}
+	for _, f := range r.failures {
+		if !f.stalled {
+			ps = append(ps, problem{reason: f.reason, message: f.message, step: true})
+		}
+	}
+	if r.collector != "" {
+		ps = append(ps, problem{reason: r.collectorReason, message: r.collector})
+	}
+	return ps
+}
+
+// readyCondition returns the Ready condition for r: the first problem's
+// reason, and a message naming it and every other failed step.
 func (r readiness) readyCondition(generation int64) metav1.Condition {
 	c := metav1.Condition{
 		Type:               cxv1.ReadyCondition,
@@ -49,28 +99,38 @@ func (r readiness) readyCondition(generation int64) metav1.Condition {
 		Reason:             cxv1.ReconciledReason,
 		Message:            "Spec is valid and every reference resolves",
 	}
-	switch {
-	case r.invalid != nil:
-		c.Status, c.Reason, c.Message = metav1.ConditionFalse, cxv1.InvalidSpecReason, r.invalid.Error()
-	case len(r.missing) > 0:
-		c.Status, c.Reason, c.Message = metav1.ConditionFalse, notFoundReason(r.missing[0].Kind), missingMessage(r.missing)
-	case r.mismatch != "":
-		c.Status, c.Reason, c.Message = metav1.ConditionFalse, cxv1.ObjectiveMismatchReason, r.mismatch
-	case r.collector != "":
-		c.Status, c.Reason, c.Message = metav1.ConditionFalse, r.collectorReason, r.collector
+	ps := r.problems()
+	if len(ps) == 0 {
+		return c
 	}
+	msgs := []string{ps[0].message}
+	for _, p := range ps[1:] {
+		if p.step {
+			msgs = append(msgs, p.message)
+		}
+	}
+	c.Status, c.Reason, c.Message = metav1.ConditionFalse, ps[0].reason, strings.Join(msgs, "; ")
 	return c
 }
 
+// stalled reports whether the first problem needs someone to act.
+func (r readiness) stalled() bool {
+	ps := r.problems()
+	return len(ps) > 0 && ps[0].stalled
+}
+
 // setReadinessConditions recomputes Ready, Reconciling and Stalled from r.
-// Reconciling (waiting for references) and Stalled (spec unusable) are
-// present only while true, as kstatus expects. lastTransitionTime is kept
-// when a condition's status does not change.
+// Reconciling (waiting for something the manager expects to clear) and
+// Stalled (nothing changes until someone acts) are present only while
+// true, as kstatus expects, and never together: the Argo CD health check
+// reads Stalled as Degraded and Reconciling as Progressing.
+// lastTransitionTime is kept when a condition's status does not change.
 func setReadinessConditions(conditions *[]metav1.Condition, generation int64, r readiness) {
 	ready := r.readyCondition(generation)
 	meta.SetStatusCondition(conditions, ready)
+	stalled := r.stalled()
 
-	if ready.Status == metav1.ConditionFalse && ready.Reason != cxv1.InvalidSpecReason {
+	if ready.Status == metav1.ConditionFalse && !stalled {
 		meta.SetStatusCondition(conditions, metav1.Condition{
 			Type: cxv1.ReconcilingCondition, Status: metav1.ConditionTrue,
 			ObservedGeneration: generation, Reason: ready.Reason, Message: ready.Message,
@@ -79,7 +139,7 @@ func setReadinessConditions(conditions *[]metav1.Condition, generation int64, r 
 		meta.RemoveStatusCondition(conditions, cxv1.ReconcilingCondition)
 	}
 
-	if ready.Reason == cxv1.InvalidSpecReason {
+	if stalled {
 		meta.SetStatusCondition(conditions, metav1.Condition{
 			Type: cxv1.StalledCondition, Status: metav1.ConditionTrue,
 			ObservedGeneration: generation, Reason: ready.Reason, Message: ready.Message,
@@ -137,7 +197,7 @@ const firstStatusGrace = 10 * time.Second
 // of two; an object still waiting after the grace gets the condition that
 // says why.
 func holdFirstStatus(obj client.Object, before []metav1.Condition, obs readiness, now time.Time) bool {
-	onlyCollector := obs.invalid == nil && len(obs.missing) == 0 && obs.mismatch == "" && obs.collector != ""
+	onlyCollector := obs.invalid == nil && len(obs.missing) == 0 && obs.mismatch == "" && len(obs.failures) == 0 && obs.collector != ""
 	return onlyCollector && meta.FindStatusCondition(before, cxv1.ReadyCondition) == nil &&
 		now.Sub(obj.GetCreationTimestamp().Time) < firstStatusGrace
 }

@@ -2,12 +2,17 @@ package controllers
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
 	"github.com/cxop-dev/cxop/internal/collector"
@@ -61,6 +66,18 @@ func TestSetReadinessConditions(t *testing.T) {
 			readiness{mismatch: "spec.objective.nps needs a NPS survey"},
 			cond{metav1.ConditionFalse, cxv1.ObjectiveMismatchReason},
 			&cond{metav1.ConditionTrue, cxv1.ObjectiveMismatchReason}, nil},
+		{"a step someone must fix stalls, before a missing reference",
+			readiness{missing: []missingRef{{"Touchpoint", "x"}}, failures: []failure{{reason: cxv1.AudienceNotFoundReason, message: "m", stalled: true}}},
+			cond{metav1.ConditionFalse, cxv1.AudienceNotFoundReason},
+			nil, &cond{metav1.ConditionTrue, cxv1.AudienceNotFoundReason}},
+		{"a step that failed in passing waits, after a missing reference",
+			readiness{missing: []missingRef{{"Touchpoint", "x"}}, failures: []failure{{reason: cxv1.ReadFailedReason, message: "m"}}},
+			cond{metav1.ConditionFalse, cxv1.TouchpointNotFoundReason},
+			&cond{metav1.ConditionTrue, cxv1.TouchpointNotFoundReason}, nil},
+		{"a failed step comes before the collector's numbers",
+			readiness{collectorReason: cxv1.CollectorUnavailableReason, collector: "down", failures: []failure{{reason: cxv1.ApplyFailedReason, message: "m"}}},
+			cond{metav1.ConditionFalse, cxv1.ApplyFailedReason},
+			&cond{metav1.ConditionTrue, cxv1.ApplyFailedReason}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// Start from the opposite verdict to prove stale conditions go.
@@ -89,6 +106,75 @@ func TestSetReadinessConditions(t *testing.T) {
 			check(cxv1.ReconcilingCondition, tc.reconciling)
 			check(cxv1.StalledCondition, tc.stalled)
 		})
+	}
+}
+
+func TestReadyNamesEveryFailedStep(t *testing.T) {
+	obs := readiness{
+		missing:         []missingRef{{"Touchpoint", "chat"}},
+		collectorReason: cxv1.CollectorUnavailableReason, collector: "the collector did not answer",
+	}
+	obs.apiStep(cxv1.ReadFailedReason, "read wave CronJob", apierrors.NewServiceUnavailable("etcd is restarting"))
+	obs.apiStep(cxv1.ApplyFailedReason, "apply wave CronJob ns/cxop-wave-x", apierrors.NewForbidden(schema.GroupResource{Resource: "cronjobs"}, "cxop-wave-x", errors.New("quota")))
+	ready := obs.readyCondition(3)
+	if ready.Reason != cxv1.ApplyFailedReason {
+		t.Errorf("Ready reason = %s, want the refused step first (%s)", ready.Reason, cxv1.ApplyFailedReason)
+	}
+	want := `apply wave CronJob ns/cxop-wave-x: cronjobs "cxop-wave-x" is forbidden: quota; read wave CronJob: etcd is restarting`
+	if ready.Message != want {
+		t.Errorf("Ready message = %q, want %q", ready.Message, want)
+	}
+	if !obs.stalled() {
+		t.Error("a refused object does not stall")
+	}
+}
+
+func TestAPIStep(t *testing.T) {
+	gr := schema.GroupResource{Resource: "cronjobs"}
+	for _, tc := range []struct {
+		name    string
+		err     error
+		ok      bool
+		failed  bool
+		stalled bool
+	}{
+		{"success", nil, true, false, false},
+		{"forbidden is refused", apierrors.NewForbidden(gr, "x", errors.New("no")), false, true, true},
+		{"invalid is refused", apierrors.NewInvalid(schema.GroupKind{Kind: "CronJob"}, "x", nil), false, true, true},
+		{"owned by another is refused", &controllerutil.AlreadyOwnedError{Object: &cxv1.Survey{}}, false, true, true},
+		{"what someone must fix is refused", needsAction(errors.New("secret ns/x has no \"token\" key; delete it")), false, true, true},
+		{"timeout passes", apierrors.NewServerTimeout(gr, "create", 1), false, true, false},
+		{"an unknown error passes", errors.New("connection reset"), false, true, false},
+		{"a conflict is a race, not a failure", apierrors.NewConflict(gr, "x", errors.New("changed")), false, false, false},
+		{"already exists is a race, not a failure", apierrors.NewAlreadyExists(gr, "x"), false, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var obs readiness
+			if ok := obs.apiStep(cxv1.ApplyFailedReason, "apply x", tc.err); ok != tc.ok {
+				t.Errorf("apiStep() = %v, want %v", ok, tc.ok)
+			}
+			if got := len(obs.failures) == 1; got != tc.failed {
+				t.Fatalf("failures = %v, want one: %v", obs.failures, tc.failed)
+			}
+			if tc.failed && obs.failures[0].stalled != tc.stalled {
+				t.Errorf("stalled = %v, want %v", obs.failures[0].stalled, tc.stalled)
+			}
+			_, err := obs.outcome(time.Second)
+			if (err != nil) != (tc.err != nil) {
+				t.Errorf("outcome error = %v, want one: %v (every failed call is retried)", err, tc.err != nil)
+			}
+		})
+	}
+}
+
+func TestOutcome(t *testing.T) {
+	res, err := readiness{invalid: errors.New("spec.window: bad")}.outcome(time.Second)
+	if !errors.Is(err, reconcile.TerminalError(nil)) || res.RequeueAfter != 0 {
+		t.Errorf("invalid spec: %v, %v; want a terminal error", res, err)
+	}
+	res, err = readiness{failures: []failure{{reason: cxv1.AudienceNotFoundReason, stalled: true}}}.outcome(time.Second)
+	if err != nil || res.RequeueAfter != time.Second {
+		t.Errorf("a failure found by reading: %v, %v; want a requeue after 1s", res, err)
 	}
 }
 
@@ -192,5 +278,46 @@ func TestDeliveryCondition(t *testing.T) {
 				t.Errorf("message %q does not name the missing key", got.Message)
 			}
 		})
+	}
+}
+
+func TestCollectorWrittenWakesOnChangeOnly(t *testing.T) {
+	s := &StatusSource{}
+	ch := s.collectorChanges()
+	woken := func() []string {
+		var ns []string
+		for {
+			select {
+			case ev := <-ch:
+				ns = append(ns, ev.Object.GetNamespace())
+			default:
+				return ns
+			}
+		}
+	}
+	refused := apierrors.NewForbidden(schema.GroupResource{Resource: "secrets"}, "cxop-touchpoint-web", errors.New("quota"))
+	for _, step := range []struct {
+		name  string
+		err   error
+		woken []string
+	}{
+		{"written", nil, nil},
+		{"refused", refused, []string{"shop"}},
+		{"refused again, the same way", refused, nil},
+		{"refused otherwise", errors.New("run collector: timeout"), []string{"shop"}},
+		{"written again", nil, []string{"shop"}},
+		{"still written", nil, nil},
+	} {
+		s.CollectorWritten("shop", step.err)
+		if got := woken(); !slices.Equal(got, step.woken) {
+			t.Errorf("%s: woke %v, want %v", step.name, got, step.woken)
+		}
+		f, failed := s.collectorFailure("shop")
+		if failed != (step.err != nil) {
+			t.Fatalf("%s: failure recorded = %v", step.name, failed)
+		}
+		if failed && (f.reason != cxv1.CollectorFailedReason || !strings.Contains(f.message, step.err.Error()) || f.stalled != apierrors.IsForbidden(step.err)) {
+			t.Errorf("%s: failure = %+v", step.name, f)
+		}
 	}
 }

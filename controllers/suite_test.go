@@ -72,6 +72,8 @@ var _ = BeforeSuite(func() {
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
+		// Specs inject API failures through it (faults_test.go).
+		NewClient: managerClient,
 	})
 	Expect(err).NotTo(HaveOccurred())
 	var ctx context.Context

@@ -4,12 +4,22 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
 	"github.com/cxop-dev/cxop/internal/collector"
@@ -33,6 +43,69 @@ type StatusSource struct {
 	// readings remembers each object's last good reading, for the Stale
 	// condition.
 	readings *readings
+
+	// collectorErrs holds, by namespace, why the collector reconciler last
+	// failed to write the namespace's collector; see CollectorWritten.
+	collectorErrs sync.Map
+	// changed are told the namespaces whose collector outcome changed.
+	mu      sync.Mutex
+	changed []chan event.GenericEvent
+}
+
+// collectorChanges returns a channel that receives an event naming the
+// namespace (the object's only field) whenever the outcome of its
+// collector changes, so that the objects that show it are reconciled at
+// once rather than at their next refresh. An event that finds the channel
+// full is dropped: the refresh still comes.
+func (s *StatusSource) collectorChanges() <-chan event.GenericEvent {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ch := make(chan event.GenericEvent, 256)
+	s.changed = append(s.changed, ch)
+	return ch
+}
+
+// CollectorWritten records the outcome of the collector reconciler for a
+// namespace: nil once its token Secrets, config and workload are written.
+// The collector reconciler has no object of its own to write status on, so
+// the Touchpoints and Surveys of the namespace, whose config it writes,
+// show its failure in their Ready condition at their next reconcile.
+func (s *StatusSource) CollectorWritten(namespace string, err error) {
+	var was error
+	if err == nil {
+		if v, loaded := s.collectorErrs.LoadAndDelete(namespace); loaded {
+			was = v.(error)
+		}
+	} else if v, loaded := s.collectorErrs.Swap(namespace, err); loaded {
+		was = v.(error)
+	}
+	if (was == nil) == (err == nil) && (err == nil || was.Error() == err.Error()) {
+		return
+	}
+	ev := event.GenericEvent{Object: &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Namespace: namespace}}}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ch := range s.changed {
+		select {
+		case ch <- ev:
+		default:
+		}
+	}
+}
+
+// collectorFailure is the failed step that the collector reconciler's last
+// failure for namespace means for its Touchpoints and Surveys.
+func (s *StatusSource) collectorFailure(namespace string) (failure, bool) {
+	v, ok := s.collectorErrs.Load(namespace)
+	if !ok {
+		return failure{}, false
+	}
+	err := v.(error)
+	return failure{
+		reason:  cxv1.CollectorFailedReason,
+		message: "the namespace's collector could not be written: " + err.Error(),
+		stalled: refused(err),
+	}, true
 }
 
 // NewStatusSource returns a StatusSource refreshing every interval.
@@ -58,7 +131,7 @@ func (s *StatusSource) next(obs readiness) time.Duration {
 	switch {
 	case obs.collectorReason == cxv1.CollectorPendingReason:
 		return min(pendingRetry, s.RetryInterval)
-	case obs.collector != "":
+	case obs.collector != "" || slices.ContainsFunc(obs.failures, func(f failure) bool { return !f.stalled }):
 		return s.RetryInterval
 	}
 	jitter := (rand.Float64()*0.2 - 0.1) * float64(s.Interval)
@@ -94,20 +167,24 @@ func (s *StatusSource) all(ctx context.Context, namespace string, window cxv1.Du
 }
 
 // summaryOf returns one object's summary over window, picked from its
-// namespace's answer. A collector that cannot answer, or has not loaded
-// the object's config yet, is recorded in obs and yields nil; what names
-// the object for the condition message ("touchpoint", "survey").
-func summaryOf[S any](ctx context.Context, s *StatusSource, obs *readiness, namespace string, window cxv1.Duration, what string, pick func(*collector.AllSummary) *S) (*S, error) {
+// namespace's answer, or nil. A collector that cannot answer, has not
+// loaded the object's config yet, or could not be written by the collector
+// reconciler is recorded in obs; what names the object for the condition
+// message ("touchpoint", "survey").
+func summaryOf[S any](ctx context.Context, s *StatusSource, obs *readiness, namespace string, window cxv1.Duration, what string, pick func(*collector.AllSummary) *S) *S {
+	if f, failed := s.collectorFailure(namespace); failed {
+		obs.fail(f)
+	}
 	has := func(a *collector.AllSummary) bool { return pick(a) != nil }
 	all, err := s.all(ctx, namespace, window, has)
-	if err := collectorProblem(obs, err); err != nil || all == nil {
-		return nil, err
+	if !obs.collectorStep(err) {
+		return nil
 	}
 	summary := pick(all)
 	if summary == nil {
 		obs.collectorReason, obs.collector = cxv1.CollectorPendingReason, fmt.Sprintf("the collector has not loaded this %s's config yet", what)
 	}
-	return summary, nil
+	return summary
 }
 
 // touchpoints returns the combined summary of a set of touchpoints.
@@ -119,6 +196,22 @@ func (s *StatusSource) touchpoints(ctx context.Context, namespace string, window
 	sum, err := s.API.Touchpoints(ctx, t, string(window), names)
 	collectorAnswered(namespace, err)
 	return sum, err
+}
+
+// collectorStep records a failed read of the collector's numbers: an
+// unreachable collector as the collector's problem (Reconciling: it is
+// expected to come back), any other error (its read token could not be
+// read) as a failed step. It reports whether the read succeeded.
+func (r *readiness) collectorStep(err error) bool {
+	if err == nil {
+		return true
+	}
+	if collectorclient.IsUnavailable(err) {
+		r.collectorReason, r.collector = cxv1.CollectorUnavailableReason, err.Error()
+		return false
+	}
+	r.apiStep(cxv1.ReadFailedReason, "read the collector's numbers", err)
+	return false
 }
 
 // collectorProblem turns a failed summary into readiness: an unreachable
@@ -147,4 +240,23 @@ func seconds(v float64) string {
 		return d.Round(time.Second).String()
 	}
 	return d.Round(100 * time.Millisecond).String()
+}
+
+// collectorChangeSource wakes every object of list's kind in a namespace
+// whose collector outcome changed (see CollectorWritten).
+func (s *StatusSource) collectorChangeSource(c client.Client, list client.ObjectList) source.Source {
+	return source.Channel(s.collectorChanges(), handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, obj client.Object) []reconcile.Request {
+		l := list.DeepCopyObject().(client.ObjectList)
+		if err := c.List(ctx, l, client.InNamespace(obj.GetNamespace())); err != nil {
+			// Their next refresh shows the change instead.
+			ctrl.LoggerFrom(ctx).Error(err, "list objects to wake after a collector change", "namespace", obj.GetNamespace())
+			return nil
+		}
+		var reqs []reconcile.Request
+		_ = meta.EachListItem(l, func(o runtime.Object) error {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(o.(client.Object))})
+			return nil
+		})
+		return reqs
+	}))
 }

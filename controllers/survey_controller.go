@@ -9,12 +9,11 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
 	"github.com/cxop-dev/cxop/internal/collector"
@@ -38,110 +37,98 @@ type SurveyReconciler struct {
 // +kubebuilder:rbac:groups=cx.cxop.dev,resources=touchpoints,verbs=get;list;watch
 
 // Reconcile brings one Survey's status up to date.
-func (r *SurveyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+func (r *SurveyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
 	svy := &cxv1.Survey{}
-	if err := r.Get(ctx, req.NamespacedName, svy); err != nil {
-		if apierrors.IsNotFound(err) {
-			r.Live.readings.forget(readingKey{"Survey", req.Namespace, req.Name})
-		}
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+	if live, err := fetchLive(ctx, r.Client, req, svy, r.Live.readings.forgetting("Survey", req)); !live {
+		return ctrl.Result{}, err
 	}
-	if !svy.DeletionTimestamp.IsZero() {
-		return ctrl.Result{}, nil
-	}
-	orig := svy.DeepCopy()
+	st := newStatusPatch(r.Client, r.Recorder, svy, &svy.Status.Conditions)
+	defer st.patch(ctx, &retErr)
 
-	obs, err := r.observe(ctx, svy)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-
-	var summary *collector.SurveySummary
-	if obs.invalid == nil {
-		summary, err = summaryOf(ctx, r.Live, &obs, svy.Namespace, svy.Spec.GetWindow(), "survey",
-			func(a *collector.AllSummary) *collector.SurveySummary { return a.Surveys[svy.Name] })
-		if err != nil {
-			return ctrl.Result{}, err
-		}
-	}
-
-	if holdFirstStatus(svy, orig.Status.Conditions, obs, time.Now()) {
-		return ctrl.Result{RequeueAfter: r.Live.next(obs)}, nil
-	}
-	stale := r.Live.readings.staleness("Survey", svy, orig.Status.ObservedGeneration, orig.Status.Conditions, obs, summary != nil, time.Now())
-	setSurveyStatus(svy, obs, r.Live.Runtime.URL(svy.Namespace), summary, stale.keep)
-	setStaleCondition(&svy.Status.Conditions, stale)
-	keyMissing, err := r.missingWebhookKeys(ctx, svy)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	if obs.invalid == nil {
-		if err := r.syncWaves(ctx, svy); err != nil {
-			return ctrl.Result{}, err
-		}
-	}
-	if obs.invalid == nil && len(obs.missing) == 0 {
-		if err := r.runLocalWave(ctx, svy, time.Now()); err != nil {
-			return ctrl.Result{}, err
-		}
-	}
-	if err := r.setScheduleStatus(ctx, svy, time.Now()); err != nil {
-		return ctrl.Result{}, err
-	}
-	if c := stale.keptDelivery(deliveryCondition(svy, summary, keyMissing, r.Live.Runtime.ServesSurveyPages()), orig.Status.Conditions); c != nil {
-		refuseInsecureWebhooks(c, svy, r.Live.Runtime.AllowsInsecureWebhooks())
-		meta.SetStatusCondition(&svy.Status.Conditions, *c)
-	} else {
-		meta.RemoveStatusCondition(&svy.Status.Conditions, cxv1.DeliveringCondition)
-	}
-	recordReadyTransition(r.Recorder, svy, orig.Status.Conditions, svy.Status.Conditions)
-	if err := patchStatus(ctx, r.Client, orig, svy); err != nil {
-		return ctrl.Result{}, err
-	}
-	if obs.invalid != nil {
-		return ctrl.Result{}, reconcile.TerminalError(obs.invalid)
-	}
-	next := r.Live.next(obs)
+	obs := r.observe(ctx, svy, time.Now())
+	obs.stale = r.Live.readings.staleness("Survey", svy, svy.Status.ObservedGeneration, st.before, obs.readiness, obs.summary != nil, obs.now)
+	st.hold = holdFirstStatus(svy, st.before, obs.readiness, obs.now)
+	setSurveyStatus(svy, obs)
+	next := r.Live.next(obs.readiness)
 	if r.Waves == nil && svy.Status.NextScheduleTime != nil {
 		// The manager sends the waves itself: come back when one is due.
-		next = min(next, max(time.Until(svy.Status.NextScheduleTime.Time), 0)+time.Second)
+		next = min(next, max(svy.Status.NextScheduleTime.Sub(obs.now), 0)+time.Second)
 	}
-	return ctrl.Result{RequeueAfter: next}, nil
+	return obs.outcome(next)
 }
 
-// observe checks the spec and resolves the trigger's Touchpoints. A missing
-// Touchpoint is not an error: the Touchpoint watch brings the Survey back
-// here when it appears.
-func (r *SurveyReconciler) observe(ctx context.Context, svy *cxv1.Survey) (readiness, error) {
-	if err := checkSurveySpec(&svy.Spec); err != nil {
-		return readiness{invalid: err}, nil
+// surveyObservation is what one reconcile of a Survey found.
+type surveyObservation struct {
+	readiness
+	now time.Time
+	// ingestURL is the namespace's collector, "" before it runs.
+	ingestURL string
+	// servesPages: the manager gives customers a survey page URL.
+	servesPages bool
+	// allowsHTTPWebhooks: collectors send webhooks over plain http too.
+	allowsHTTPWebhooks bool
+	// summary is the collector's numbers, nil when it could not answer.
+	summary *collector.SurveySummary
+	// keyMissing names the webhook secretRefs that do not resolve.
+	keyMissing string
+	// lastSchedule is when the last wave ran: as its CronJob records it in
+	// a cluster, or the wave the manager sent itself under `cxop dev`.
+	lastSchedule *metav1.Time
+	// stale says whether status keeps the numbers it shows when there is
+	// no summary, and the Stale condition that marks them.
+	stale staleness
+}
+
+// observe checks the spec, resolves the trigger's Touchpoints (a missing
+// one is not an error: the Touchpoint watch brings the Survey back here
+// when it appears), reads the numbers, checks the webhook keys and the
+// audience, and runs the waves.
+func (r *SurveyReconciler) observe(ctx context.Context, svy *cxv1.Survey, now time.Time) surveyObservation {
+	obs := surveyObservation{now: now, ingestURL: r.Live.Runtime.URL(svy.Namespace), servesPages: r.Live.Runtime.ServesSurveyPages(),
+		allowsHTTPWebhooks: r.Live.Runtime.AllowsInsecureWebhooks()}
+	if obs.invalid = checkSurveySpec(&svy.Spec); obs.invalid != nil {
+		// Nothing runs; when the last wave ran is still true.
+		obs.lastSchedule = svy.Status.LastScheduleTime
+		return obs
 	}
-	var obs readiness
-	if svy.Spec.Trigger != nil {
-		missing, err := findMissing(ctx, r.Client, svy.Namespace, "Touchpoint",
-			func() client.Object { return &cxv1.Touchpoint{} }, svy.Spec.Trigger.Touchpoints)
-		if err != nil {
-			return obs, err
-		}
-		obs.missing = missing
+	if t := svy.Spec.Trigger; t != nil {
+		obs.resolve(ctx, r.Client, svy.Namespace, "Touchpoint", func() client.Object { return &cxv1.Touchpoint{} }, t.Touchpoints)
 	}
-	return obs, nil
+	obs.summary = summaryOf(ctx, r.Live, &obs.readiness, svy.Namespace, svy.Spec.GetWindow(), "survey",
+		func(a *collector.AllSummary) *collector.SurveySummary { return a.Surveys[svy.Name] })
+	obs.keyMissing = r.checkWebhookKeys(ctx, svy, &obs.readiness)
+	audienceOK := r.checkAudience(ctx, svy, &obs.readiness)
+	r.syncWaves(ctx, svy, &obs.readiness)
+	obs.lastSchedule = r.lastSchedule(ctx, svy, audienceOK && len(obs.missing) == 0, &obs)
+	return obs
+}
+
+// checkWebhookKeys records the webhook signing keys the Survey refers to
+// that do not exist, and returns their description ("" when all do).
+// Nothing is signed or sent without them, and the Secrets are the user's:
+// the Survey is stalled until someone creates them.
+func (r *SurveyReconciler) checkWebhookKeys(ctx context.Context, svy *cxv1.Survey, obs *readiness) string {
+	missing, err := r.missingWebhookKeys(ctx, svy)
+	if !obs.apiStep(cxv1.ReadFailedReason, "read webhook signing keys", err) {
+		return ""
+	}
+	if missing != "" {
+		obs.fail(failure{reason: cxv1.WebhookKeyMissingReason, message: missing, stalled: true})
+	}
+	return missing
 }
 
 // missingWebhookKeys names the webhook signing keys the Survey refers to
 // that do not exist, or returns "". The Secrets are the user's, outside the
 // manager's cache, so they are read from the API server.
 func (r *SurveyReconciler) missingWebhookKeys(ctx context.Context, svy *cxv1.Survey) (string, error) {
-	if r.APIReader == nil {
-		return "", nil
-	}
 	var missing []string
 	for field, hook := range map[string]*cxv1.WebhookSpec{"spec.delivery.webhook": deliveryWebhook(svy), "spec.closedLoop.detractorWebhook": detractorWebhook(svy)} {
 		if hook == nil {
 			continue
 		}
 		var sec corev1.Secret
-		err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: svy.Namespace, Name: hook.SecretRef.Name}, &sec)
+		err := r.uncached().Get(ctx, types.NamespacedName{Namespace: svy.Namespace, Name: hook.SecretRef.Name}, &sec)
 		switch {
 		case apierrors.IsNotFound(err):
 			missing = append(missing, fmt.Sprintf("%s.secretRef: Secret %q not found", field, hook.SecretRef.Name))
@@ -153,4 +140,13 @@ func (r *SurveyReconciler) missingWebhookKeys(ctx context.Context, svy *cxv1.Sur
 	}
 	slices.Sort(missing)
 	return strings.Join(missing, "; "), nil
+}
+
+// uncached reads the user's objects a Survey names (webhook Secrets, the
+// audience ConfigMap), which are outside the manager's cache.
+func (r *SurveyReconciler) uncached() client.Reader {
+	if r.APIReader == nil {
+		return r.Client
+	}
+	return r.APIReader
 }

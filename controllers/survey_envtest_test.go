@@ -269,15 +269,21 @@ var _ = Describe("Waves without a CronJob controller", func() {
 		now := time.Now()
 		svy.CreationTimestamp = metav1.NewTime(now.Add(-3 * time.Minute))
 		svy.Status.LastScheduleTime = nil
-		Eventually(func() error { return local.runLocalWave(ctx, svy, now) }).Should(Succeed())
+		Eventually(func() (err error) {
+			svy.Status.LastScheduleTime, err = local.runLocalWave(ctx, svy, now)
+			return err
+		}).Should(Succeed())
 		Expect(svy.Status.LastScheduleTime).NotTo(BeNil())
 		Expect(svy.Status.LastScheduleTime.Time).To(Equal(now.Truncate(time.Minute).UTC()))
 		Eventually(func() int { return len(rcv.ofType("survey.invitation")) }).Should(Equal(3))
 
 		By("not sending it again, not even when the status write was lost")
-		Expect(local.runLocalWave(ctx, svy, now)).To(Succeed())
+		sent, err := local.runLocalWave(ctx, svy, now)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(sent).To(BeNil(), "the wave of %s was sent already", now.Truncate(time.Minute))
 		svy.Status.LastScheduleTime = nil
-		Expect(local.runLocalWave(ctx, svy, now)).To(Succeed())
+		_, err = local.runLocalWave(ctx, svy, now)
+		Expect(err).NotTo(HaveOccurred())
 		Consistently(func() int { return len(rcv.ofType("survey.invitation")) }, 2*time.Second).Should(Equal(3))
 	})
 })

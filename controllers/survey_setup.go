@@ -19,6 +19,8 @@ func (r *SurveyReconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Op
 		For(&cxv1.Survey{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		// A wave's run updates its CronJob's lastScheduleTime.
 		Owns(&batchv1.CronJob{}).
+		// A namespace's collector that cannot be written, or can be again.
+		WatchesRawSource(r.Live.collectorChangeSource(mgr.GetClient(), &cxv1.SurveyList{})).
 		Watches(&cxv1.Touchpoint{},
 			enqueueReferrers(mgr.GetClient(), &cxv1.SurveyList{}, surveyTriggerTouchpointsIndex, client.Object.GetName),
 			builder.WithPredicates(existencePredicate())).

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
@@ -28,25 +29,44 @@ func checkSurveySpec(spec *cxv1.SurveySpec) error {
 	return firstError(errs...)
 }
 
-// setSurveyStatus writes the conditions and observedGeneration that obs
-// implies, and the numbers of summary; with no summary they are kept when
-// keep says so (see setTouchpointStatus) and cleared otherwise.
-func setSurveyStatus(svy *cxv1.Survey, obs readiness, url string, summary *collector.SurveySummary, keep bool) {
-	setReadinessConditions(&svy.Status.Conditions, svy.Generation, obs)
+// setSurveyStatus writes the whole status obs implies: conditions,
+// observedGeneration, where answers go, the collector's numbers, the
+// waves' schedule and whether invitations are delivered. With no summary
+// the numbers are kept when obs.stale says so (see setTouchpointStatus)
+// and cleared otherwise.
+func setSurveyStatus(svy *cxv1.Survey, obs surveyObservation) {
+	// keptDelivery reads Delivering as read, before anything below changes
+	// the conditions, and may return it: a copy is what is set.
+	var delivering *metav1.Condition
+	if c := obs.stale.keptDelivery(deliveryCondition(svy, obs.summary, obs.keyMissing, obs.servesPages), svy.Status.Conditions); c != nil {
+		copied := *c
+		delivering = &copied
+	}
+	setReadinessConditions(&svy.Status.Conditions, svy.Generation, obs.readiness)
+	setStaleCondition(&svy.Status.Conditions, obs.stale)
 	svy.Status.ObservedGeneration = svy.Generation
-	if url != "" && obs.invalid == nil {
+	svy.Status.LastScheduleTime, svy.Status.NextScheduleTime = obs.lastSchedule, scheduleStatus(svy, obs.now)
+	if c := delivering; c != nil {
+		refuseInsecureWebhooks(c, svy, obs.allowsHTTPWebhooks)
+		meta.SetStatusCondition(&svy.Status.Conditions, *c)
+	} else {
+		meta.RemoveStatusCondition(&svy.Status.Conditions, cxv1.DeliveringCondition)
+	}
+	if url := obs.ingestURL; url != "" && obs.invalid == nil {
 		svy.Status.Ingest = &cxv1.IngestStatus{
 			URL:            url,
 			TokenSecretRef: &cxv1.SecretKeyReference{Name: SurveyTokenSecretName(svy.Name), Key: TokenKey},
 		}
 	}
 	st := &svy.Status
-	if summary == nil && keep {
+	summary := obs.summary
+	if summary == nil && obs.stale.keep {
 		return
 	}
 	st.Responses, st.Score, st.ScoreLower, st.ScoreUpper = 0, "", "", ""
 	st.Promoters, st.Passives, st.Detractors = 0, 0, 0
 	if summary == nil {
+		setInvitationStatus(svy, nil)
 		return
 	}
 	st.Responses = int64(summary.Responses)

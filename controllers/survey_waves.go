@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -21,6 +22,7 @@ import (
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
 	"github.com/cxop-dev/cxop/internal/collector"
+	"github.com/cxop-dev/cxop/internal/survey/engine"
 )
 
 // +kubebuilder:rbac:groups=batch,resources=cronjobs,verbs=get;list;watch;create;update;delete
@@ -47,26 +49,104 @@ func waveJobName(survey string) string {
 	return name[:52-9] + "-" + hex.EncodeToString(sum[:4])
 }
 
-// syncWaves creates, updates or deletes the Survey's CronJob.
-func (r *SurveyReconciler) syncWaves(ctx context.Context, svy *cxv1.Survey) error {
+// syncWaves creates, updates or deletes the Survey's CronJob; a failure is
+// recorded in obs.
+func (r *SurveyReconciler) syncWaves(ctx context.Context, svy *cxv1.Survey, obs *readiness) {
 	if r.Waves == nil {
-		return nil
+		return
 	}
 	cj := &batchv1.CronJob{ObjectMeta: metav1.ObjectMeta{Namespace: svy.Namespace, Name: waveJobName(svy.Name)}}
+	what := fmt.Sprintf("CronJob %s/%s", cj.Namespace, cj.Name)
 	if svy.Spec.Schedule == nil {
-		if err := r.Delete(ctx, cj); client.IgnoreNotFound(err) != nil {
-			return fmt.Errorf("delete cronjob %s/%s: %w", cj.Namespace, cj.Name, err)
-		}
-		return nil
+		obs.apiStep(cxv1.ApplyFailedReason, "delete wave "+what, client.IgnoreNotFound(r.Delete(ctx, cj)))
+		return
 	}
 	_, err := controllerutil.CreateOrUpdate(ctx, r.Client, cj, func() error {
 		r.mutateWaveJob(cj, svy)
 		return controllerutil.SetControllerReference(svy, cj, r.Scheme())
 	})
-	if err != nil {
-		return fmt.Errorf("apply cronjob %s/%s: %w", cj.Namespace, cj.Name, err)
+	obs.apiStep(cxv1.ApplyFailedReason, "apply wave "+what, err)
+}
+
+// audienceError is an audience that cannot be used: its ConfigMap or key
+// is missing, or it is not a list of customers.
+type audienceError struct {
+	reason, message string
+}
+
+func (e *audienceError) Error() string { return e.message }
+
+// readAudience reads and parses the audience a Survey's schedule names. It
+// returns an *audienceError for an audience that cannot be used, and any
+// other error as the API server's.
+func (r *SurveyReconciler) readAudience(ctx context.Context, svy *cxv1.Survey) ([]engine.Member, error) {
+	ref := svy.Spec.Schedule.Audience
+	var cm corev1.ConfigMap
+	err := r.uncached().Get(ctx, types.NamespacedName{Namespace: svy.Namespace, Name: ref.Name}, &cm)
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, &audienceError{cxv1.AudienceNotFoundReason, fmt.Sprintf("spec.schedule.audience: ConfigMap %q not found", ref.Name)}
+	case err != nil:
+		return nil, fmt.Errorf("get configmap %s/%s: %w", svy.Namespace, ref.Name, err)
 	}
-	return nil
+	data, ok := cm.Data[ref.Key]
+	if !ok {
+		return nil, &audienceError{cxv1.AudienceNotFoundReason, fmt.Sprintf("spec.schedule.audience: ConfigMap %q has no key %q", ref.Name, ref.Key)}
+	}
+	members, err := collector.ParseAudience([]byte(data))
+	if err != nil {
+		return nil, &audienceError{cxv1.InvalidAudienceReason, fmt.Sprintf("spec.schedule.audience: ConfigMap %q key %q: %v", ref.Name, ref.Key, err)}
+	}
+	return members, nil
+}
+
+// checkAudience records whether the waves of a scheduled, unsuspended
+// Survey have an audience to go to, and reports whether they do. Without
+// one every wave fails (in a cluster, its pod never starts) until someone
+// fixes the ConfigMap, so the Survey is stalled.
+func (r *SurveyReconciler) checkAudience(ctx context.Context, svy *cxv1.Survey, obs *readiness) bool {
+	if svy.Spec.Schedule == nil || svy.Spec.Suspend {
+		return false
+	}
+	_, err := r.readAudience(ctx, svy)
+	var bad *audienceError
+	if errors.As(err, &bad) {
+		obs.fail(failure{reason: bad.reason, message: bad.message, stalled: true})
+		return false
+	}
+	return obs.apiStep(cxv1.ReadFailedReason, "read the audience", err)
+}
+
+// lastSchedule returns when the Survey's last wave ran. In a cluster its
+// CronJob records it; where the manager runs the waves itself
+// (runLocalWave, when due is set: the audience is usable and the
+// references resolve) status keeps it.
+func (r *SurveyReconciler) lastSchedule(ctx context.Context, svy *cxv1.Survey, due bool, obs *surveyObservation) *metav1.Time {
+	if svy.Spec.Schedule == nil {
+		return nil
+	}
+	if r.Waves == nil {
+		if !due {
+			return svy.Status.LastScheduleTime
+		}
+		sent, err := r.runLocalWave(ctx, svy, obs.now)
+		if err != nil {
+			obs.fail(failure{reason: cxv1.WaveFailedReason, message: err.Error(), err: err})
+		}
+		if sent != nil {
+			return sent
+		}
+		return svy.Status.LastScheduleTime
+	}
+	var cj batchv1.CronJob
+	err := r.Get(ctx, types.NamespacedName{Namespace: svy.Namespace, Name: waveJobName(svy.Name)}, &cj)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if !obs.apiStep(cxv1.ReadFailedReason, "read wave CronJob", err) {
+		return svy.Status.LastScheduleTime
+	}
+	return cj.Status.LastScheduleTime
 }
 
 func (r *SurveyReconciler) mutateWaveJob(cj *batchv1.CronJob, svy *cxv1.Survey) {
@@ -145,52 +225,20 @@ func (r *SurveyReconciler) mutateWaveJob(cj *batchv1.CronJob, svy *cxv1.Survey) 
 	}
 }
 
-// setScheduleStatus shows when the last wave ran (from the CronJob) and
-// when the next is due (from the schedule, in its time zone).
-func (r *SurveyReconciler) setScheduleStatus(ctx context.Context, svy *cxv1.Survey, now time.Time) error {
-	st := &svy.Status
-	sch := svy.Spec.Schedule
-	if sch == nil {
-		st.LastScheduleTime, st.NextScheduleTime = nil, nil
-		return nil
-	}
-	st.NextScheduleTime = nil
-	if !svy.Spec.Suspend {
-		if s, err := cronParser.Parse("CRON_TZ=" + sch.GetTimeZone() + " " + sch.Cron); err == nil {
-			st.NextScheduleTime = ptr.To(metav1.NewTime(s.Next(now).UTC()))
-		}
-	}
-	if r.Waves == nil {
-		// The manager runs the waves itself (runLocalWave), and keeps
-		// lastScheduleTime in status.
-		return nil
-	}
-	st.LastScheduleTime = nil
-	var cj batchv1.CronJob
-	err := r.Get(ctx, types.NamespacedName{Namespace: svy.Namespace, Name: waveJobName(svy.Name)}, &cj)
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("get cronjob: %w", err)
-	}
-	st.LastScheduleTime = cj.Status.LastScheduleTime
-	return nil
-}
-
 // runLocalWave sends a Survey's wave from the manager itself when it is
-// due, where no CronJob controller runs (`cxop dev`). Only the latest due
-// run is sent, as a CronJob sends one late run, so a laptop that slept
-// through several sends one wave. The wave's id is the Survey and the
-// scheduled time: sending it again after a crash invites no one twice.
-func (r *SurveyReconciler) runLocalWave(ctx context.Context, svy *cxv1.Survey, now time.Time) error {
+// due, where no CronJob controller runs (`cxop dev`), and returns the time
+// of the wave it sent, or nil. Only the latest due run is sent, as a
+// CronJob sends one late run, so a laptop that slept through several sends
+// one wave. The wave's id is the Survey and the scheduled time: sending it
+// again after a crash invites no one twice.
+func (r *SurveyReconciler) runLocalWave(ctx context.Context, svy *cxv1.Survey, now time.Time) (*metav1.Time, error) {
 	sch := svy.Spec.Schedule
-	if r.Waves != nil || sch == nil || svy.Spec.Suspend || r.APIReader == nil {
-		return nil
+	if r.Waves != nil || sch == nil || svy.Spec.Suspend {
+		return nil, nil
 	}
 	s, err := cronParser.Parse("CRON_TZ=" + sch.GetTimeZone() + " " + sch.Cron)
 	if err != nil {
-		return nil // the spec check reports it
+		return nil, nil // the spec check reports it
 	}
 	from := svy.CreationTimestamp.Time
 	if last := svy.Status.LastScheduleTime; last != nil {
@@ -198,33 +246,42 @@ func (r *SurveyReconciler) runLocalWave(ctx context.Context, svy *cxv1.Survey, n
 	}
 	due := s.Next(from)
 	if due.After(now) {
-		return nil
+		return nil, nil
 	}
 	for n := s.Next(due); !n.After(now); n = s.Next(n) {
 		due = n
 	}
 	url := r.Live.Runtime.URL(svy.Namespace)
 	if url == "" {
-		return nil // no collector yet; the next reconcile tries again
+		return nil, nil // no collector yet; the next reconcile tries again
 	}
-	var cm corev1.ConfigMap
-	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: svy.Namespace, Name: sch.Audience.Name}, &cm); err != nil {
-		return fmt.Errorf("wave audience: get configmap %s/%s: %w", svy.Namespace, sch.Audience.Name, err)
-	}
-	audience, err := collector.ParseAudience([]byte(cm.Data[sch.Audience.Key]))
+	audience, err := r.readAudience(ctx, svy)
 	if err != nil {
-		return fmt.Errorf("wave audience: configmap %s key %s: %w", sch.Audience.Name, sch.Audience.Key, err)
+		return nil, fmt.Errorf("wave audience: %w", err)
 	}
 	var sec corev1.Secret
 	if err := r.Get(ctx, types.NamespacedName{Namespace: svy.Namespace, Name: SurveyTokenSecretName(svy.Name)}, &sec); err != nil {
-		return fmt.Errorf("wave token: %w", err)
+		return nil, fmt.Errorf("wave token: %w", err)
 	}
 	wave := fmt.Sprintf("%s-%d", svy.Name, due.Unix())
 	sent, dup, err := collector.SendWave(ctx, &http.Client{Timeout: 30 * time.Second}, url, string(sec.Data[TokenKey]), svy.Name, wave, audience)
 	if err != nil {
-		return fmt.Errorf("send wave %s: %w", wave, err)
+		return nil, fmt.Errorf("send wave %s: %w", wave, err)
 	}
 	ctrl.LoggerFrom(ctx).Info("sent survey wave", "wave", wave, "customers", sent, "alreadyTaken", dup)
-	svy.Status.LastScheduleTime = ptr.To(metav1.NewTime(due.UTC()))
-	return nil
+	return ptr.To(metav1.NewTime(due.UTC())), nil
+}
+
+// scheduleStatus is when the next wave of a scheduled, unsuspended Survey
+// is due, from its schedule in its time zone.
+func scheduleStatus(svy *cxv1.Survey, now time.Time) *metav1.Time {
+	sch := svy.Spec.Schedule
+	if sch == nil || svy.Spec.Suspend {
+		return nil
+	}
+	s, err := cronParser.Parse("CRON_TZ=" + sch.GetTimeZone() + " " + sch.Cron)
+	if err != nil {
+		return nil
+	}
+	return ptr.To(metav1.NewTime(s.Next(now).UTC()))
 }

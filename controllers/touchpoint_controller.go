@@ -4,11 +4,9 @@ import (
 	"context"
 	"time"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
 	"github.com/cxop-dev/cxop/internal/collector"
@@ -30,44 +28,39 @@ type TouchpointReconciler struct {
 // Reconcile brings one Touchpoint's status up to date.
 func (r *TouchpointReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
 	tp := &cxv1.Touchpoint{}
-	if err := r.Get(ctx, req.NamespacedName, tp); err != nil {
-		if apierrors.IsNotFound(err) {
-			r.Live.readings.forget(readingKey{"Touchpoint", req.Namespace, req.Name})
-		}
-		return ctrl.Result{}, client.IgnoreNotFound(err)
-	}
-	if !tp.DeletionTimestamp.IsZero() {
-		// Nothing outside the cluster to clean up; owned objects are
-		// garbage-collected.
-		return ctrl.Result{}, nil
-	}
-	orig := tp.DeepCopy()
-
-	obs := readiness{invalid: checkTouchpointSpec(&tp.Spec)}
-	var summary *collector.TouchpointSummary
-	if obs.invalid == nil {
-		var err error
-		summary, err = summaryOf(ctx, r.Live, &obs, tp.Namespace, tp.Spec.GetWindow(), "touchpoint",
-			func(a *collector.AllSummary) *collector.TouchpointSummary { return a.Touchpoints[tp.Name] })
-		if err != nil {
-			return ctrl.Result{}, err
-		}
-	}
-
-	if holdFirstStatus(tp, orig.Status.Conditions, obs, time.Now()) {
-		return ctrl.Result{RequeueAfter: r.Live.next(obs)}, nil
-	}
-	stale := r.Live.readings.staleness("Touchpoint", tp, orig.Status.ObservedGeneration, orig.Status.Conditions, obs, summary != nil, time.Now())
-	setTouchpointStatus(tp, obs, r.Live.Runtime.URL(tp.Namespace), summary, stale.keep)
-	setStaleCondition(&tp.Status.Conditions, stale)
-	recordReadyTransition(r.Recorder, tp, orig.Status.Conditions, tp.Status.Conditions)
-	if err := patchStatus(ctx, r.Client, orig, tp); err != nil {
+	if live, err := fetchLive(ctx, r.Client, req, tp, r.Live.readings.forgetting("Touchpoint", req)); !live {
 		return ctrl.Result{}, err
 	}
-	if obs.invalid != nil {
-		// Retrying cannot help until the spec changes, which triggers a
-		// new reconcile by itself.
-		return ctrl.Result{}, reconcile.TerminalError(obs.invalid)
+	st := newStatusPatch(r.Client, r.Recorder, tp, &tp.Status.Conditions)
+	defer st.patch(ctx, &retErr)
+
+	now := time.Now()
+	obs := r.observe(ctx, tp)
+	obs.stale = r.Live.readings.staleness("Touchpoint", tp, tp.Status.ObservedGeneration, st.before, obs.readiness, obs.summary != nil, now)
+	st.hold = holdFirstStatus(tp, st.before, obs.readiness, now)
+	setTouchpointStatus(tp, obs)
+	return obs.outcome(r.Live.next(obs.readiness))
+}
+
+// touchpointObservation is what one reconcile of a Touchpoint found.
+type touchpointObservation struct {
+	readiness
+	// ingestURL is the namespace's collector, "" before it runs.
+	ingestURL string
+	// summary is the collector's numbers, nil when it could not answer.
+	summary *collector.TouchpointSummary
+	// stale says whether status keeps the numbers it shows when there is
+	// no summary, and the Stale condition that marks them.
+	stale staleness
+}
+
+// observe checks the spec and reads the Touchpoint's numbers.
+func (r *TouchpointReconciler) observe(ctx context.Context, tp *cxv1.Touchpoint) touchpointObservation {
+	obs := touchpointObservation{ingestURL: r.Live.Runtime.URL(tp.Namespace)}
+	if obs.invalid = checkTouchpointSpec(&tp.Spec); obs.invalid != nil {
+		return obs
 	}
-	return ctrl.Result{RequeueAfter: r.Live.next(obs)}, nil
+	obs.summary = summaryOf(ctx, r.Live, &obs.readiness, tp.Namespace, tp.Spec.GetWindow(), "touchpoint",
+		func(a *collector.AllSummary) *collector.TouchpointSummary { return a.Touchpoints[tp.Name] })
+	return obs
 }

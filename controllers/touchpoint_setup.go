@@ -11,10 +11,12 @@ import (
 
 // SetupWithManager registers the Touchpoint reconciler. Status writes do not
 // change metadata.generation, so the generation predicate keeps the
-// reconciler from waking itself up.
+// reconciler from waking itself up. A namespace's collector that cannot be
+// written, or can be again, wakes its Touchpoints.
 func (r *TouchpointReconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&cxv1.Touchpoint{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		WatchesRawSource(r.Live.collectorChangeSource(mgr.GetClient(), &cxv1.TouchpointList{})).
 		Named("touchpoint").
 		WithOptions(opts).
 		Complete(r)

@@ -6,7 +6,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
-	"github.com/cxop-dev/cxop/internal/collector"
 )
 
 // checkTouchpointSpec reports what the schema cannot: a window that
@@ -22,21 +21,24 @@ func checkTouchpointSpec(spec *cxv1.TouchpointSpec) error {
 	return firstError(errs...)
 }
 
-// setTouchpointStatus writes the conditions and observedGeneration that obs
-// implies, where to send events, and the numbers of summary. With no
-// summary the numbers are kept when keep says so (the collector cannot
-// answer; the Stale condition marks them) and cleared otherwise.
-func setTouchpointStatus(tp *cxv1.Touchpoint, obs readiness, url string, summary *collector.TouchpointSummary, keep bool) {
-	setReadinessConditions(&tp.Status.Conditions, tp.Generation, obs)
+// setTouchpointStatus writes the whole status obs implies: conditions,
+// observedGeneration, where to send events, and the collector's numbers.
+// With no summary the numbers are kept when obs.stale says so (the
+// collector cannot answer; the Stale condition marks them) and cleared
+// otherwise: status never presents an old number as live.
+func setTouchpointStatus(tp *cxv1.Touchpoint, obs touchpointObservation) {
+	setReadinessConditions(&tp.Status.Conditions, tp.Generation, obs.readiness)
+	setStaleCondition(&tp.Status.Conditions, obs.stale)
 	tp.Status.ObservedGeneration = tp.Generation
-	if url != "" && obs.invalid == nil {
+	if url := obs.ingestURL; url != "" && obs.invalid == nil {
 		tp.Status.Ingest = &cxv1.IngestStatus{
 			URL:            url,
 			TokenSecretRef: &cxv1.SecretKeyReference{Name: TouchpointTokenSecretName(tp.Name), Key: TokenKey},
 		}
 	}
 	st := &tp.Status
-	if summary == nil && keep {
+	summary := obs.summary
+	if summary == nil && obs.stale.keep {
 		return
 	}
 	st.Interactions, st.WaitCompliance, st.WaitP50, st.WaitP95, st.FirstContactResolution, st.LastEventTime = 0, "", "", "", "", nil

@@ -92,6 +92,33 @@ const (
 
 	// DeliveringReason: invitations are being delivered.
 	DeliveringReason = "Delivering"
+
+	// AudienceNotFoundReason: the ConfigMap or key a Survey's
+	// spec.schedule.audience names does not exist, so no wave can run.
+	AudienceNotFoundReason = "AudienceNotFound"
+
+	// InvalidAudienceReason: the audience a Survey's schedule names cannot
+	// be read as a list of customers; the message gives the line.
+	InvalidAudienceReason = "InvalidAudience"
+
+	// ApplyFailedReason: an object the manager writes for this one (a wave
+	// CronJob, an alert rule) could not be created, updated or deleted;
+	// the message names it and gives the API server's answer.
+	ApplyFailedReason = "ApplyFailed"
+
+	// ReadFailedReason: an object the reconcile needs could not be read
+	// (for another reason than not existing); the message names it.
+	ReadFailedReason = "ReadFailed"
+
+	// WaveFailedReason: a due survey wave that the manager sends itself
+	// (under `cxop dev`) could not be sent.
+	WaveFailedReason = "WaveFailed"
+
+	// CollectorFailedReason: the manager could not write the namespace's
+	// collector (its token Secrets, config, secrets file or workload), so
+	// the collector may run without this object's latest spec; the message
+	// names what failed.
+	CollectorFailedReason = "CollectorFailed"
 )
 
 // The AlertRules condition of a CXTarget.

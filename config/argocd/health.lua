@@ -5,7 +5,9 @@
 --   Degraded     a CXTarget whose state is Breached, whatever else is true;
 --   Progressing  no status yet, or status.observedGeneration behind
 --                metadata.generation (the manager has not seen this spec);
---   Degraded     Stalled=True (the spec cannot be used until it is changed);
+--   Degraded     Stalled=True (nothing changes until someone acts: an
+--                unusable spec, a missing audience or signing key, an
+--                object the API server refuses);
 --   Progressing  Reconciling=True (the manager is still working towards
 --                Ready: a reference not there yet, a collector starting);
 --   Degraded     Ready=False without Reconciling; a Survey's
