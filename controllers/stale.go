@@ -25,24 +25,32 @@ import (
 type readings struct {
 	started time.Time
 	mu      sync.Mutex
-	at      map[readingKey]time.Time
+	at      map[readingKey]reading
+}
+
+// reading is when an object's numbers were last read, and for which
+// generation of its spec: a reading of an earlier spec says nothing about
+// the numbers status shows now.
+type reading struct {
+	at         time.Time
+	generation int64
 }
 
 type readingKey struct{ kind, namespace, name string }
 
 func newReadings(started time.Time) *readings {
-	return &readings{started: started, at: map[readingKey]time.Time{}}
+	return &readings{started: started, at: map[readingKey]reading{}}
 }
 
 func keyOf(kind string, obj client.Object) readingKey {
 	return readingKey{kind, obj.GetNamespace(), obj.GetName()}
 }
 
-// read records a good reading of the object's numbers.
-func (r *readings) read(k readingKey, at time.Time) {
+// read records a good reading of the numbers of a generation.
+func (r *readings) read(k readingKey, generation int64, at time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.at[k] = at
+	r.at[k] = reading{at: at, generation: generation}
 }
 
 // forget drops a deleted object.
@@ -58,11 +66,15 @@ func (r *readings) forgetting(kind string, req ctrl.Request) func() {
 	return func() { r.forget(readingKey{kind, req.Namespace, req.Name}) }
 }
 
-func (r *readings) last(k readingKey) (time.Time, bool) {
+// last is the time of the last good reading of the generation's numbers.
+func (r *readings) last(k readingKey, generation int64) (time.Time, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	t, ok := r.at[k]
-	return t, ok
+	if !ok || t.generation != generation {
+		return time.Time{}, false
+	}
+	return t.at, true
 }
 
 // staleness is what one loop concluded about an object's numbers.
@@ -82,7 +94,7 @@ type staleness struct {
 func (r *readings) staleness(kind string, obj client.Object, observedGeneration int64, conditions []metav1.Condition, obs readiness, read bool, now time.Time) staleness {
 	k := keyOf(kind, obj)
 	if read {
-		r.read(k, now)
+		r.read(k, obj.GetGeneration(), now)
 		return staleness{}
 	}
 	if obs.collectorReason == "" || observedGeneration != obj.GetGeneration() {
@@ -90,7 +102,7 @@ func (r *readings) staleness(kind string, obj client.Object, observedGeneration 
 	}
 	was := meta.FindStatusCondition(conditions, cxv1.StaleCondition)
 	ready := meta.FindStatusCondition(conditions, cxv1.ReadyCondition)
-	at, known := r.last(k)
+	at, known := r.last(k, obj.GetGeneration())
 	hadReading := known || was != nil || (ready != nil && ready.Status == metav1.ConditionTrue)
 	if !hadReading {
 		return staleness{}

@@ -27,12 +27,15 @@ func TestStaleness(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
 		remembered bool
-		observed   int64
-		conditions []metav1.Condition
-		obs        readiness
-		read       bool
-		keep       bool
-		message    string
+		// rememberedGen is the generation the remembered reading was of;
+		// 0 is the object's.
+		rememberedGen int64
+		observed      int64
+		conditions    []metav1.Condition
+		obs           readiness
+		read          bool
+		keep          bool
+		message       string
 	}{
 		{name: "a good reading is live", read: true, observed: 2, conditions: ready},
 		{name: "down after a reading of this process", remembered: true, observed: 2, conditions: ready, obs: down, keep: true,
@@ -45,6 +48,10 @@ func TestStaleness(t *testing.T) {
 			message: "The numbers are those of the last good reading, before the manager started at 2026-11-28T11:00:00Z: the collector did not answer: connection refused"},
 		// The numbers described generation 1: nothing to keep.
 		{name: "down after a spec change", remembered: true, observed: 1, conditions: ready, obs: down},
+		// The loop after that: status already shows generation 2 with
+		// no numbers, and the only reading is of generation 1.
+		{name: "still down the loop after a spec change", remembered: true, rememberedGen: 1, observed: 2,
+			conditions: []metav1.Condition{{Type: cxv1.ReadyCondition, Status: metav1.ConditionFalse, Reason: cxv1.CollectorUnavailableReason}}, obs: down},
 		// Never read (a new object whose collector never answered).
 		{name: "down with no reading ever", observed: 2, obs: down},
 		{name: "spec invalid", remembered: true, observed: 2, conditions: ready, obs: readiness{invalid: errors.New("bad")}},
@@ -52,7 +59,11 @@ func TestStaleness(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newReadings(started)
 			if tc.remembered {
-				r.read(keyOf("Touchpoint", tp), readAt)
+				gen := tp.Generation
+				if tc.rememberedGen != 0 {
+					gen = tc.rememberedGen
+				}
+				r.read(keyOf("Touchpoint", tp), gen, readAt)
 			}
 			s := r.staleness("Touchpoint", tp, tc.observed, tc.conditions, tc.obs, tc.read, readAt.Add(time.Minute))
 			if s.keep != tc.keep {
@@ -65,7 +76,7 @@ func TestStaleness(t *testing.T) {
 				t.Errorf("Stale %+v, want message %q", s.stale, tc.message)
 			}
 			if tc.read {
-				if at, ok := r.last(keyOf("Touchpoint", tp)); !ok || !at.Equal(readAt.Add(time.Minute)) {
+				if at, ok := r.last(keyOf("Touchpoint", tp), tp.Generation); !ok || !at.Equal(readAt.Add(time.Minute)) {
 					t.Errorf("a good reading was not remembered: %v, %v", at, ok)
 				}
 			}

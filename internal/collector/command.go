@@ -346,8 +346,10 @@ func Run(ctx context.Context, o Options) error {
 				if err := startSurveys(st); err != nil {
 					log.Error("start the survey engine", "err", err)
 				}
-				// Records past retention are the space to win back first.
-				srv.prune()
+				if st.ReadOnly() == nil {
+					// Records past retention are the space to win back first.
+					srv.prune()
+				}
 			})
 		})
 	}

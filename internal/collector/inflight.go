@@ -22,8 +22,9 @@ import (
 // limit (GOMEMLIMIT) to derive it from.
 const DefaultMaxInflightBytes = 64 << 20
 
-// minInflightBytes lets at least two bodies of the largest size in.
-const minInflightBytes = 2 * MaxBodyBytes
+// minInflightBytes lets at least two bodies of the largest size in: their
+// growth may use bulkShare of the budget, so it is three of them.
+const minInflightBytes = 3 * MaxBodyBytes
 
 // smallBodyBytes is the part of every body that may use the whole
 // budget. Growth past it may use only bulkShare of the budget, so that

@@ -228,7 +228,7 @@ func TestMaxInflightBytesFlagIsChecked(t *testing.T) {
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "collector.yaml")
 	writeFile(t, cfgPath, "touchpoints: [{name: chat}]\n")
-	for _, value := range []string{"1Mi", "lots", "-64Mi"} {
+	for _, value := range []string{"1Mi", "11Mi", "lots", "-64Mi"} {
 		err := Run(context.Background(), Options{Listen: freeLoopbackAddr(t), DataDir: filepath.Join(dir, "data"), ConfigPath: cfgPath, LogLevel: "warn", MaxInflightBytes: value})
 		if err == nil || !strings.Contains(err.Error(), "--max-inflight-bytes") || !strings.Contains(err.Error(), value) {
 			t.Errorf("--max-inflight-bytes=%s: %v, want an error naming the flag and the value", value, err)

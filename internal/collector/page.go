@@ -250,6 +250,12 @@ func (s *Server) surveyAnswer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	st := s.store.Load()
+	if st == nil {
+		// The store is being reopened (a full volume got room again).
+		w.Header().Set("Retry-After", "5")
+		s.renderPage(w, http.StatusServiceUnavailable, pageData{Nonce: nonce, Title: "Your answer was not saved", Message: "Please go back and send it again in a moment."})
+		return
+	}
 	res, err := st.Submit(r.Context(), []store.Record{rec})
 	if errors.Is(err, store.ErrConflict) {
 		// Answered before with another score or comment: the first

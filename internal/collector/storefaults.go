@@ -114,9 +114,10 @@ const (
 )
 
 // resumeWhenRoom waits, with a backoff, until the volume of a store opened
-// read-only has room to write again, then reopens the store for writing
-// and calls started with it. It returns when ctx ends or the store is
-// writable.
+// read-only has room to write again, then reopens the store for writing.
+// It calls started with every store it opens, read-only ones included
+// (their survey engine must be rebuilt on the new database), and returns
+// when ctx ends or the store is writable.
 func (s *Server) resumeWhenRoom(ctx context.Context, opts store.Options, started func(*store.Store)) {
 	poll := minRoomPoll
 	if s.roomPoll > 0 {
@@ -143,12 +144,16 @@ func (s *Server) resumeWhenRoom(ctx context.Context, opts store.Options, started
 		st, err := s.reopenWritable(opts)
 		if err != nil {
 			s.log.Error("reopen the store for writing; retrying", "err", err, "retry_in", maxRoomPoll.String())
+			if back := s.store.Load(); back != nil {
+				started(back) // reads go on from the store reopened read-only
+			}
 			poll = max(poll, maxRoomPoll)
 			timer.Reset(poll)
 			continue
 		}
 		if st.ReadOnly() != nil {
 			// Space went again between the check and the open.
+			started(st)
 			poll = max(poll, maxRoomPoll)
 			timer.Reset(poll)
 			continue
@@ -166,6 +171,9 @@ func (s *Server) resumeWhenRoom(ctx context.Context, opts store.Options, started
 func (s *Server) reopenWritable(opts store.Options) (*store.Store, error) {
 	ro := s.store.Load()
 	s.store.Store(nil)
+	// The survey engine reads the store's database: it goes with the
+	// store, and the handlers answer 503 until started attaches a new one.
+	s.surveys.Store(nil)
 	if ro != nil {
 		if err := ro.Close(); err != nil {
 			s.log.Warn("close the read-only store", "err", err)

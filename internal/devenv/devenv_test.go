@@ -176,6 +176,11 @@ func waitReady(t *testing.T, c client.Client, tp *cxv1.Touchpoint) {
 
 // postEvent posts one interaction to the touchpoint's collector with the
 // token from its Secret, as the README's tour does with curl.
+// eventTime is the time of every event the test posts: a retry of an id
+// sends the same payload, as a client's retry does (another time under the
+// same id is a conflict).
+var eventTime = time.Now().UTC().Format(time.RFC3339)
+
 func postEvent(t *testing.T, c client.Client, tp *cxv1.Touchpoint, id string) {
 	t.Helper()
 	got := &cxv1.Touchpoint{}
@@ -191,7 +196,7 @@ func postEvent(t *testing.T, c client.Client, tp *cxv1.Touchpoint, id string) {
 		t.Fatalf("token secret: %v", err)
 	}
 	body := fmt.Sprintf(`{"id":%q,"touchpoint":%q,"customer":"c1","time":%q,"waitSeconds":45}`,
-		id, tp.Name, time.Now().UTC().Format(time.RFC3339))
+		id, tp.Name, eventTime)
 	// Right after a restart the manager may not have started the
 	// collector yet; a client retries, and so does this test.
 	var resp *http.Response

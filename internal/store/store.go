@@ -433,10 +433,7 @@ func (s *Store) Submit(ctx context.Context, records []Record) (Result, error) {
 	}
 	select {
 	case r := <-req.done:
-		if r.err == nil && r.res.conflict != nil {
-			return Result{}, r.res.conflict
-		}
-		return r.res, r.err
+		return r.result()
 	case <-ctx.Done():
 		// The commit goes ahead; the caller answers an error and a retry
 		// of the same ids is reported as duplicates.
@@ -446,11 +443,21 @@ func (s *Store) Submit(ctx context.Context, records []Record) (Result, error) {
 		// and a retry after the restart stores them or finds them stored.
 		select {
 		case r := <-req.done:
-			return r.res, r.err
+			return r.result()
 		default:
 			return Result{}, s.Failed()
 		}
 	}
+}
+
+// result is what Submit answers for a finished commit: a request refused
+// for a conflicting id stored nothing and is an error, whichever way its
+// reply arrived.
+func (r reply) result() (Result, error) {
+	if r.err == nil && r.res.conflict != nil {
+		return Result{}, r.res.conflict
+	}
+	return r.res, r.err
 }
 
 // Err is why the store refuses records, if it does: a commit failure
