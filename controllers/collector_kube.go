@@ -100,11 +100,17 @@ var ServiceMonitorGVK = schema.GroupVersionKind{Group: "monitoring.coreos.com", 
 // +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=delete
 
 func (k *KubeCollectorRuntime) serviceMonitor(namespace string) *unstructured.Unstructured {
-	sm := &unstructured.Unstructured{}
-	sm.SetGroupVersionKind(ServiceMonitorGVK)
-	sm.SetNamespace(namespace)
-	sm.SetName(CollectorName)
-	return sm
+	return collectorObject(ServiceMonitorGVK, namespace)
+}
+
+// collectorObject is the namespace's object of a kind the manager knows
+// only as unstructured (the Prometheus Operator's), named as the collector.
+func collectorObject(gvk schema.GroupVersionKind, namespace string) *unstructured.Unstructured {
+	obj := &unstructured.Unstructured{}
+	obj.SetGroupVersionKind(gvk)
+	obj.SetNamespace(namespace)
+	obj.SetName(CollectorName)
+	return obj
 }
 
 var _ CollectorRuntime = &KubeCollectorRuntime{}
@@ -189,11 +195,7 @@ func (k *KubeCollectorRuntime) Ensure(ctx context.Context, namespace string, _ c
 // collectorRules is the namespace's PrometheusRule with the collector's
 // alerts.
 func (k *KubeCollectorRuntime) collectorRules(namespace string) *unstructured.Unstructured {
-	rule := &unstructured.Unstructured{}
-	rule.SetGroupVersionKind(PrometheusRuleGVK)
-	rule.SetNamespace(namespace)
-	rule.SetName(CollectorName)
-	return rule
+	return collectorObject(PrometheusRuleGVK, namespace)
 }
 
 func (k *KubeCollectorRuntime) applyCollectorRules(ctx context.Context, namespace string) error {
@@ -258,9 +260,7 @@ func mergeLabels(have, want map[string]string) map[string]string {
 	return have
 }
 
-// mutateStatefulSet sets every field cxop owns. Fields a StatefulSet does
-// not allow to change (selector, volume claim templates) are set only at
-// creation.
+// collectorArgs is the collector container's command line.
 func (k *KubeCollectorRuntime) collectorArgs() []string {
 	args := []string{"collector",
 		fmt.Sprintf("--listen=:%d", CollectorPort),
@@ -316,6 +316,9 @@ func (k *KubeCollectorRuntime) collectorEnv() []corev1.EnvVar {
 	return []corev1.EnvVar{{Name: "GOMEMLIMIT", Value: strconv.FormatInt(limit.Value()/10*9, 10)}}
 }
 
+// mutateStatefulSet sets every field cxop owns. Fields a StatefulSet does
+// not allow to change (selector, volume claim templates) are set only at
+// creation.
 func (k *KubeCollectorRuntime) mutateStatefulSet(sts *appsv1.StatefulSet) {
 	labels := mergeLabels(collectorLabels(), collectorSelector())
 	sts.Labels = mergeLabels(sts.Labels, labels)
