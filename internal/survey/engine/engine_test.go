@@ -91,14 +91,13 @@ func (r *receiver) endpoint() *webhook.Endpoint {
 }
 
 type fixture struct {
-	t     testing.TB
-	dir   string
-	st    *store.Store
-	e     *Engine
-	now   time.Time
-	cfg   Config
-	seq   int
-	sends int
+	t   testing.TB
+	dir string
+	st  *store.Store
+	e   *Engine
+	now time.Time
+	cfg Config
+	seq int
 	// opts, when set, replace the fixture's engine options.
 	opts *Options
 }
