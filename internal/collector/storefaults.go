@@ -89,7 +89,7 @@ func (c *volumeCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *volumeCollector) Collect(ch chan<- prometheus.Metric) {
-	if u, err := c.fs.GetDiskUsage(c.dir); err == nil && u.TotalBytes > 0 {
+	if u, ok := store.DiskUsage(c.fs, c.dir); ok {
 		ch <- prometheus.MustNewConstMetric(c.size, prometheus.GaugeValue, float64(u.TotalBytes))
 		ch <- prometheus.MustNewConstMetric(c.free, prometheus.GaugeValue, float64(u.AvailBytes))
 		ch <- prometheus.MustNewConstMetric(c.used, prometheus.GaugeValue, float64(u.UsedBytes))
@@ -131,12 +131,7 @@ func (s *Server) resumeWhenRoom(ctx context.Context, opts store.Options, started
 			return
 		case <-timer.C:
 		}
-		avail, _, ok := store.FreeSpace(opts.FS, opts.Dir)
-		floor := opts.MinFreeBytes
-		if floor == 0 {
-			floor = store.DefaultMinFreeBytes
-		}
-		if !ok || avail < uint64(floor) {
+		if store.RoomToWrite(opts) != "" {
 			poll = min(2*poll, maxRoomPoll)
 			timer.Reset(poll)
 			continue
@@ -158,7 +153,8 @@ func (s *Server) resumeWhenRoom(ctx context.Context, opts store.Options, started
 			timer.Reset(poll)
 			continue
 		}
-		s.log.Info("the data volume has room again; the store accepts records", "free_bytes", avail)
+		u, _ := store.DiskUsage(opts.FS, opts.Dir)
+		s.log.Info("the data volume has room again; the store accepts records", "free_bytes", u.AvailBytes)
 		started(st)
 		return
 	}

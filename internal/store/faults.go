@@ -30,28 +30,35 @@ type readOnlyError struct{ reason string }
 func (e *readOnlyError) Error() string { return "the store is read-only: " + e.reason }
 func (e *readOnlyError) Unwrap() error { return ErrReadOnly }
 
-// FreeSpace reports the bytes available to the process and the total size
-// of the volume holding dir. ok is false when the filesystem does not say
-// (an in-memory one).
-func FreeSpace(fs vfs.FS, dir string) (avail, total uint64, ok bool) {
+// DiskUsage reports the usage of the volume holding dir; ok is false when
+// the filesystem does not say (an in-memory one).
+func DiskUsage(fs vfs.FS, dir string) (u vfs.DiskUsage, ok bool) {
 	if fs == nil {
 		fs = vfs.Default
 	}
 	u, err := fs.GetDiskUsage(dir)
 	if err != nil || u.TotalBytes == 0 {
-		return 0, 0, false
+		return vfs.DiskUsage{}, false
 	}
-	return u.AvailBytes, u.TotalBytes, true
+	return u, true
+}
+
+// RoomToWrite says why the volume of opts.Dir has too little room for a
+// store opened with opts to write, or "" when it has enough or the
+// filesystem does not say: the check Open makes before opening for writing.
+func RoomToWrite(opts Options) string {
+	opts.defaults()
+	return roomToWrite(opts.FS, opts.Dir, opts.MinFreeBytes)
 }
 
 // roomToWrite says why dir's volume has too little room for the store to
 // write, or "" when it has enough or the filesystem does not say.
 func roomToWrite(fs vfs.FS, dir string, minFree int64) string {
-	avail, total, ok := FreeSpace(fs, dir)
-	if !ok || minFree <= 0 || avail >= uint64(minFree) {
+	u, ok := DiskUsage(fs, dir)
+	if !ok || minFree <= 0 || u.AvailBytes >= uint64(minFree) {
 		return ""
 	}
-	return fmt.Sprintf("the data volume has %d bytes free of %d, less than the %d it needs to write", avail, total, minFree)
+	return fmt.Sprintf("the data volume has %d bytes free of %d, less than the %d it needs to write", u.AvailBytes, u.TotalBytes, minFree)
 }
 
 // IsDiskFault reports whether err is the disk refusing a write: full, out
