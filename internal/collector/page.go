@@ -34,6 +34,10 @@ const maxPageComment = 1000
 // maxPageBody caps a POSTed form.
 const maxPageBody = 16 << 10
 
+// errStoreReopening is why an answer is not saved while the store is
+// being reopened.
+var errStoreReopening = errors.New("the store is being reopened")
+
 // scaleEnds names the two ends of each survey type's scale.
 var scaleEnds = map[score.Kind][2]string{
 	score.NPS:  {"Not at all likely", "Extremely likely"},
@@ -249,14 +253,12 @@ func (s *Server) surveyAnswer(w http.ResponseWriter, r *http.Request) {
 		s.renderPage(w, http.StatusBadRequest, questionPage(nonce, sv, keys, token, v, comment, "Your answer could not be stored: "+ierr.Reason))
 		return
 	}
-	st := s.store.Load()
-	if st == nil {
-		// The store is being reopened (a full volume got room again).
-		w.Header().Set("Retry-After", "5")
-		s.renderPage(w, http.StatusServiceUnavailable, pageData{Nonce: nonce, Title: "Your answer was not saved", Message: "Please go back and send it again in a moment."})
-		return
+	// A nil store is one being reopened (a full volume got room again):
+	// the answer is not saved, as when the store refuses it.
+	res, err := store.Result{}, errStoreReopening
+	if st := s.store.Load(); st != nil {
+		res, err = st.Submit(r.Context(), []store.Record{rec})
 	}
-	res, err := st.Submit(r.Context(), []store.Record{rec})
 	if errors.Is(err, store.ErrConflict) {
 		// Answered before with another score or comment: the first
 		// answer stands.

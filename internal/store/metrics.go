@@ -11,10 +11,11 @@ type metrics struct {
 	commit       prometheus.Histogram
 	groupRecords prometheus.Histogram
 	checkpoint   prometheus.Histogram
-	reg          prometheus.Registerer
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+// newMetrics makes the store's metrics unregistered: registerOnce
+// registers them once the store can write.
+func newMetrics() *metrics {
 	m := &metrics{
 		fsync: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "cxop_collector_fsync_duration_seconds",
@@ -36,10 +37,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "Time to write changed rollups and the sequence they cover; ingest waits meanwhile.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
-		reg: reg,
-	}
-	if reg != nil {
-		reg.MustRegister(m.fsync, m.commit, m.groupRecords, m.checkpoint)
 	}
 	return m
 }

@@ -270,7 +270,7 @@ func openStore(opts Options, readOnly string) (*Store, error) {
 	s.db = db
 	// Registered once the store is open for writing: a read-only store
 	// is replaced by a writable one later, which registers them then.
-	s.metrics = newMetrics(nil)
+	s.metrics = newMetrics()
 	if err := s.recover(); err != nil {
 		_ = db.Close()
 		if cerr := s.Failed(); cerr != nil {
