@@ -185,8 +185,8 @@ func (e *Engine) FollowUp(survey, id string, at time.Time) (Detractor, error) {
 	}
 	d.FollowedUpAt = &at
 	w := e.newBatch()
+	defer w.close()
 	if err := w.setJSON(detKey(survey, id), d); err != nil {
-		_ = w.b.Close()
 		return d, err
 	}
 	_ = w.b.Set(followKey(&d), followValue(&d), nil)

@@ -63,18 +63,20 @@ func (f *failingWebhook) appliesTo(ep *webhook.Endpoint) bool {
 	return ep != nil && f.URL == ep.URL && f.KeyID == keyID(ep.Key)
 }
 
-func failingKey(survey string, detractor bool) []byte {
+// webhookKey is the key under prefix of a survey's delivery or detractor
+// webhook: the records about a webhook itself (gone, failing).
+func webhookKey(prefix, survey string, detractor bool) []byte {
 	if detractor {
-		return []byte(prefixFailing + survey + "\x00detractor")
+		return []byte(prefix + survey + "\x00detractor")
 	}
-	return []byte(prefixFailing + survey)
+	return []byte(prefix + survey)
 }
 
 // failing returns the failing record of a survey's webhook, if any, and
 // whether it applies to the webhook as configured now.
 func (e *Engine) failing(sv *Survey, detractor bool) (*failingWebhook, bool, error) {
 	var f failingWebhook
-	ok, err := e.getJSON(failingKey(sv.Name, detractor), &f)
+	ok, err := e.getJSON(webhookKey(prefixFailing, sv.Name, detractor), &f)
 	if err != nil || !ok {
 		return nil, false, err
 	}
@@ -112,7 +114,7 @@ func (e *Engine) deliver(ctx context.Context, cfg *settings) (bool, error) {
 		sv := cfg.byName[m.Survey]
 		canSend := sv != nil && m.endpoint(sv) != nil
 		if canSend {
-			gk := string(goneKey(m.Survey, m.Detractor))
+			gk := string(webhookKey(prefixGone, m.Survey, m.Detractor))
 			isGone, ok := goneCache[gk]
 			if !ok {
 				gone, err := e.gone(sv, m.Detractor)
@@ -164,7 +166,7 @@ func (e *Engine) deliver(ctx context.Context, cfg *settings) (bool, error) {
 	wg.Wait()
 
 	w := e.newBatch()
-	defer func() { _ = w.b.Close() }()
+	defer w.close()
 	after := e.now()
 	// Per webhook (failing key): delivered to at least once in this batch,
 	// or the last error of a message parked in it.
@@ -173,13 +175,19 @@ func (e *Engine) deliver(ctx context.Context, cfg *settings) (bool, error) {
 		detractor bool
 	}
 	recovered := map[string]webhookRef{}
-	failed := map[string]string{}
+	// failed holds, by failing key, each webhook whose message ran out of
+	// retries in this step and that message's last error.
+	type failure struct {
+		ref     webhookRef
+		lastErr string
+	}
+	failed := map[string]failure{}
 	var newlyParked []message
 	for i, d := range due {
 		res, m := results[i], d.msg
 		m.Attempt++
 		sv := cfg.byName[m.Survey]
-		fk := string(failingKey(m.Survey, m.Detractor))
+		fk := string(webhookKey(prefixFailing, m.Survey, m.Detractor))
 		_ = w.b.Delete(d.key, nil)
 		switch res.Outcome {
 		case webhook.Delivered:
@@ -204,7 +212,7 @@ func (e *Engine) deliver(ctx context.Context, cfg *settings) (bool, error) {
 		case webhook.Gone:
 			// A 410 parks the survey's messages; the webhook is reported
 			// gone until its URL changes.
-			if err := w.setJSON(goneKey(m.Survey, m.Detractor), goneWebhook{URL: m.endpoint(sv).URL, At: after}); err != nil {
+			if err := w.setJSON(webhookKey(prefixGone, m.Survey, m.Detractor), goneWebhook{URL: m.endpoint(sv).URL, At: after}); err != nil {
 				return false, err
 			}
 		}
@@ -223,7 +231,7 @@ func (e *Engine) deliver(ctx context.Context, cfg *settings) (bool, error) {
 					"survey", m.Survey, "message", m.ID, "attempts", m.Attempt, "since", m.FirstFailure, "err", m.LastError)
 			}
 			m.Parked = true
-			failed[fk] = m.LastError
+			failed[fk] = failure{webhookRef{sv, m.Detractor}, m.LastError}
 			if err := w.setJSON(parkKey(prefixFailed, m.Survey, m.Detractor, m.ID), m); err != nil {
 				return false, err
 			}
@@ -245,7 +253,7 @@ func (e *Engine) deliver(ctx context.Context, cfg *settings) (bool, error) {
 			e.opts.Logger.Info("webhook delivers again; returning its parked messages", "survey", ref.survey.Name, "detractor", ref.detractor)
 		}
 	}
-	for fk, lastErr := range failed {
+	for fk, fail := range failed {
 		if _, ok := recovered[fk]; ok {
 			continue
 		}
@@ -254,17 +262,11 @@ func (e *Engine) deliver(ctx context.Context, cfg *settings) (bool, error) {
 		if err != nil {
 			return false, err
 		}
-		var ep *webhook.Endpoint
-		for _, d := range due {
-			if string(failingKey(d.msg.Survey, d.msg.Detractor)) == fk {
-				ep = d.msg.endpoint(cfg.byName[d.msg.Survey])
-				break
-			}
-		}
+		ep := (&message{Detractor: fail.ref.detractor}).endpoint(fail.ref.survey)
 		if !ok || !f.appliesTo(ep) {
 			f = failingWebhook{URL: ep.URL, KeyID: keyID(ep.Key), Since: after, NextProbe: after.Add(e.opts.ProbeInterval)}
 		}
-		f.LastError = lastErr
+		f.LastError = fail.lastErr
 		if err := w.setJSON([]byte(fk), f); err != nil {
 			return false, err
 		}
@@ -322,7 +324,7 @@ func prefixEnd(prefix []byte) []byte {
 // at parkBatch.
 func (e *Engine) unpark(cfg *settings) (bool, error) {
 	w := e.newBatch()
-	defer func() { _ = w.b.Close() }()
+	defer w.close()
 	now, n := e.now(), 0
 	// The last key taken of each parked range, for the floors.
 	taken := map[string][]byte{}
@@ -383,7 +385,7 @@ func (e *Engine) unpark(cfg *settings) (bool, error) {
 			default:
 				if f != nil {
 					// The URL or key changed since: a new chance for all.
-					_ = w.b.Delete(failingKey(sv.Name, detractor), nil)
+					_ = w.b.Delete(webhookKey(prefixFailing, sv.Name, detractor), nil)
 				}
 				if err := move(parkPrefix(prefixFailed, sv.Name, detractor)); err != nil {
 					return false, err
@@ -421,7 +423,7 @@ func (e *Engine) probe(w *batchWriter, sv *Survey, detractor bool, f *failingWeb
 		if err := it.Error(); err != nil {
 			return err
 		}
-		_ = w.b.Delete(failingKey(sv.Name, detractor), nil)
+		_ = w.b.Delete(webhookKey(prefixFailing, sv.Name, detractor), nil)
 		return nil
 	}
 	id := string(it.Key()[len(prefix):])
@@ -429,7 +431,7 @@ func (e *Engine) probe(w *batchWriter, sv *Survey, detractor bool, f *failingWeb
 	_ = w.set(timeKey(prefixOut, now, []byte(id)), it.Value())
 	f.ProbeAfter, f.NextProbe = id, now.Add(e.opts.ProbeInterval)
 	e.opts.Logger.Info("probing a failing webhook with one parked message", "survey", sv.Name, "detractor", detractor, "message", id)
-	return w.setJSON(failingKey(sv.Name, detractor), f)
+	return w.setJSON(webhookKey(prefixFailing, sv.Name, detractor), f)
 }
 
 func errString(err error) string {
@@ -442,23 +444,13 @@ func errString(err error) string {
 // gone returns the 410 recorded for the survey's current webhook URL, or
 // nil.
 func (e *Engine) gone(sv *Survey, detractor bool) (*goneWebhook, error) {
-	ep := sv.Webhook
-	if detractor {
-		ep = sv.DetractorWebhook
-	}
+	ep := (&message{Detractor: detractor}).endpoint(sv)
 	var g goneWebhook
-	ok, err := e.getJSON(goneKey(sv.Name, detractor), &g)
+	ok, err := e.getJSON(webhookKey(prefixGone, sv.Name, detractor), &g)
 	if err != nil || !ok || ep == nil || g.URL != ep.URL {
 		return nil, err
 	}
 	return &g, nil
-}
-
-func goneKey(survey string, detractor bool) []byte {
-	if detractor {
-		return []byte(prefixGone + survey + "\x00detractor")
-	}
-	return []byte(prefixGone + survey)
 }
 
 // endpoint is where m goes for survey sv, or nil.

@@ -233,12 +233,8 @@ func (e *Engine) Run(ctx context.Context) error {
 	t := time.NewTicker(e.opts.Interval)
 	defer t.Stop()
 	for {
-		more, err := e.step(ctx)
-		if err != nil && ctx.Err() == nil {
+		if err := e.Step(ctx); err != nil && ctx.Err() == nil {
 			e.opts.Logger.Error("survey engine step", "err", err)
-		}
-		if more && err == nil && ctx.Err() == nil {
-			continue // a full batch was delivered: more may be due now
 		}
 		select {
 		case <-ctx.Done():
@@ -415,6 +411,9 @@ func (e *Engine) newBatch() *batchWriter {
 	return &batchWriter{e: e, b: e.db.NewBatch(), counts: map[string]uint64{}}
 }
 
+// close releases the batch, committed or not.
+func (w *batchWriter) close() { _ = w.b.Close() }
+
 func (w *batchWriter) setJSON(key []byte, v any) error {
 	data, err := json.Marshal(v)
 	if err != nil {
@@ -435,8 +434,9 @@ func (w *batchWriter) count(survey, counter string, at time.Time) {
 }
 
 // commit adds the counters to their stored values and syncs the batch.
+// It leaves the batch to close (defer w.close() where it is made), so
+// that it is closed once on every path.
 func (w *batchWriter) commit() error {
-	defer func() { _ = w.b.Close() }()
 	for k, n := range w.counts {
 		cur, err := w.e.getUint(k)
 		if err != nil {
@@ -498,7 +498,7 @@ func (e *Engine) consume(cfg *settings) (bool, error) {
 		return false, nil
 	}
 	w := e.newBatch()
-	defer func() { _ = w.b.Close() }()
+	defer w.close()
 	last, n := cursor, 0
 	now := e.now()
 	errFull := errors.New("batch full")
@@ -566,7 +566,7 @@ func (e *Engine) invite(cfg *settings) (bool, error) {
 	}
 	defer func() { _ = it.Close() }()
 	w := e.newBatch()
-	defer func() { _ = w.b.Close() }()
+	defer w.close()
 	// Contacts written in this batch, which a Get would not see yet.
 	contacts := map[string]contactHistory{}
 	limits := e.newRateLimits(w, now)

@@ -62,6 +62,7 @@ func TestUndeliverableMessagesAreParkedOutOfTheTimeline(t *testing.T) {
 func TestStatsSumOnlyTheWindowsDays(t *testing.T) {
 	f := newFixture(t, Config{})
 	w := f.e.newBatch()
+	defer w.close()
 	for day := range 400 {
 		at := t0.Add(-time.Duration(day) * 24 * time.Hour)
 		w.count("nps", CounterInvited, at)
