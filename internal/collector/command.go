@@ -101,7 +101,7 @@ type flagSet interface {
 
 // DefaultDelivery is what the flags default to, and what Run takes when
 // Options.Delivery is left zero.
-var DefaultDelivery = DeliveryOptions{RetryFor: 24 * time.Hour, ProbeInterval: 10 * time.Minute, PerTouchpoint: 10_000, PerNamespace: 50_000}
+var DefaultDelivery = DeliveryOptions{RetryFor: engine.DefaultRetryFor, ProbeInterval: engine.DefaultProbeInterval, PerTouchpoint: 10_000, PerNamespace: 50_000}
 
 // addDeliveryFlags declares the survey engine's flags.
 func addDeliveryFlags(f flagSet, o *DeliveryOptions) {

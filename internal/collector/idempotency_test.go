@@ -2,33 +2,16 @@ package collector
 
 import (
 	"fmt"
-	"log/slog"
-	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/cxop-dev/cxop/internal/store"
 )
 
 // startCollectorWithClock is startCollector with a clock the test moves.
 func startCollectorWithClock(t *testing.T, clock *atomic.Int64) *testCollector {
 	t.Helper()
-	now := func() time.Time { return time.Unix(0, clock.Load()).UTC() }
-	srv := NewServer(slog.New(slog.DiscardHandler), testConfig(t, ""), prometheus.NewRegistry(), now)
-	dir := t.TempDir()
-	st, err := store.Open(store.Options{Dir: dir, Now: now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.store.Store(st)
-	ts := httptest.NewServer(srv.Handler())
-	c := &testCollector{t: t, srv: srv, url: ts.URL, dir: dir, st: st, ts: ts}
-	t.Cleanup(c.stop)
-	return c
+	return startCollectorAt(t, t.TempDir(), testConfig(t, ""), func() time.Time { return time.Unix(0, clock.Load()).UTC() })
 }
 
 // The same id with another payload is 422 naming the record and the id;

@@ -132,6 +132,11 @@ func (s *Server) reject(w http.ResponseWriter, endpoint, reason string, code int
 	writeJSON(w, code, body)
 }
 
+// rejectField answers 400 naming the field and the reason.
+func (s *Server) rejectField(w http.ResponseWriter, endpoint, field, reason string) {
+	s.reject(w, endpoint, "invalid", 400, errorBody{Error: field + ": " + reason, Field: field, Reason: reason})
+}
+
 func (s *Server) rejectInput(w http.ResponseWriter, endpoint string, e *inputError) {
 	reason := map[int]string{400: "invalid", 403: "forbidden", 413: "too_large", 422: "conflict"}[e.status]
 	b := errorBody{Error: e.Error(), Field: e.Field, Reason: e.Reason}
@@ -336,7 +341,7 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 400, errorBody{Error: "touchpoint or survey: name exactly one subject to export", Field: "touchpoint"})
 		return
 	}
-	if !s.exportable(w, q, kind, name) {
+	if !s.exportable(w, st, q, kind, name) {
 		return
 	}
 	// An export may take longer than the server's write timeout.

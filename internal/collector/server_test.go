@@ -74,8 +74,14 @@ type testCollector struct {
 
 func startCollector(t testing.TB, dir string, cfg *settings) *testCollector {
 	t.Helper()
-	srv := NewServer(slog.New(slog.DiscardHandler), cfg, prometheus.NewRegistry(), func() time.Time { return testNow })
-	st, err := store.Open(store.Options{Dir: dir, Now: func() time.Time { return testNow }})
+	return startCollectorAt(t, dir, cfg, func() time.Time { return testNow })
+}
+
+// startCollectorAt is startCollector with the clock now.
+func startCollectorAt(t testing.TB, dir string, cfg *settings, now func() time.Time) *testCollector {
+	t.Helper()
+	srv := NewServer(slog.New(slog.DiscardHandler), cfg, prometheus.NewRegistry(), now)
+	st, err := store.Open(store.Options{Dir: dir, Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}

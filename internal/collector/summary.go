@@ -13,6 +13,7 @@ import (
 
 	"github.com/cxop-dev/cxop/internal/rollup"
 	"github.com/cxop-dev/cxop/internal/score"
+	"github.com/cxop-dev/cxop/internal/store"
 	"github.com/cxop-dev/cxop/internal/survey/engine"
 )
 
@@ -108,8 +109,7 @@ func (s *Server) summary(w http.ResponseWriter, r *http.Request) {
 	cfg := s.cfg.Load()
 	q := r.URL.Query()
 	bad := func(field, format string, args ...any) {
-		reason := fmt.Sprintf(format, args...)
-		s.reject(w, "summary", "invalid", 400, errorBody{Error: field + ": " + reason, Field: field, Reason: reason})
+		s.rejectField(w, "summary", field, fmt.Sprintf(format, args...))
 	}
 	// Every parameter is checked before any work: an unknown or repeated
 	// one is a client bug that would otherwise answer another question.
@@ -357,10 +357,9 @@ func checkParams(q url.Values, known ...string) (field, reason string) {
 // record log: one subject, named once, that the config or the rollups
 // know (a subject deleted from the config keeps its records until they
 // pass the retention, and may still be exported).
-func (s *Server) exportable(w http.ResponseWriter, q url.Values, kind rollup.Kind, name string) bool {
+func (s *Server) exportable(w http.ResponseWriter, st *store.Store, q url.Values, kind rollup.Kind, name string) bool {
 	bad := func(field, format string, args ...any) bool {
-		reason := fmt.Sprintf(format, args...)
-		s.reject(w, "export", "invalid", 400, errorBody{Error: field + ": " + reason, Field: field, Reason: reason})
+		s.rejectField(w, "export", field, fmt.Sprintf(format, args...))
 		return false
 	}
 	if field, reason := checkParams(q, "touchpoint", "survey"); field != "" {
@@ -380,11 +379,9 @@ func (s *Server) exportable(w http.ResponseWriter, q url.Values, kind rollup.Kin
 	if _, ok := cfg.surveys[name]; ok && kind == rollup.KindSurvey {
 		return true
 	}
-	if st := s.store.Load(); st != nil {
-		tps, svs := st.Rollups().Names()
-		if kind == rollup.KindTouchpoint && slices.Contains(tps, name) || kind == rollup.KindSurvey && slices.Contains(svs, name) {
-			return true
-		}
+	tps, svs := st.Rollups().Names()
+	if kind == rollup.KindTouchpoint && slices.Contains(tps, name) || kind == rollup.KindSurvey && slices.Contains(svs, name) {
+		return true
 	}
 	return bad(field, "unknown %s %q: no such %s in the config and no records of it", field, name, field)
 }

@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"os"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/prometheus/common/model"
@@ -177,12 +176,16 @@ func engineConfig(s *settings, sec *secrets, allowHTTP bool) (engine.Config, []s
 	if sec != nil {
 		c.LinkKeys = sec.linkKeys
 	}
+	schemes := &webhook.Guard{AllowHTTP: allowHTTP}
 	withKey := func(survey, what string, ep *webhook.Endpoint, name string) *webhook.Endpoint {
 		if ep == nil {
 			return nil
 		}
-		if u, err := url.Parse(ep.URL); err == nil && strings.EqualFold(u.Scheme, "http") && !allowHTTP {
-			problems = append(problems, fmt.Sprintf("survey %s: %s URL %s is plain http; webhooks are sent over https only (--allow-insecure-webhooks permits http); its messages wait", survey, what, u.Redacted()))
+		// The config admits only http and https, so a refused scheme is
+		// plain http while it is not allowed.
+		var refused *webhook.SchemeError
+		if errors.As(schemes.CheckURL(ep.URL), &refused) {
+			problems = append(problems, fmt.Sprintf("survey %s: %s URL %s is plain http; webhooks are sent over https only (--allow-insecure-webhooks permits http); its messages wait", survey, what, refused.URL))
 			return nil
 		}
 		var key []byte

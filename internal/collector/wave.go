@@ -63,12 +63,11 @@ func (s *Server) wave(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if path, repeated := repeatedKey(held.data); repeated {
-		s.reject(w, endpoint, "invalid", 400, errorBody{Error: path + ": " + repeatedKeyReason, Field: path, Reason: repeatedKeyReason})
+		s.rejectField(w, endpoint, path, repeatedKeyReason)
 		return
 	}
 	bad := func(field, format string, args ...any) {
-		reason := fmt.Sprintf(format, args...)
-		s.reject(w, endpoint, "invalid", 400, errorBody{Error: field + ": " + reason, Field: field, Reason: reason})
+		s.rejectField(w, endpoint, field, fmt.Sprintf(format, args...))
 	}
 	switch {
 	case req.Survey == "":

@@ -130,6 +130,13 @@ type Options struct {
 	Now func() time.Time
 }
 
+// Defaults of Options.RetryFor and Options.ProbeInterval, which the
+// collector's flags default to as well.
+const (
+	DefaultRetryFor      = 24 * time.Hour
+	DefaultProbeInterval = 10 * time.Minute
+)
+
 func (o *Options) defaults() {
 	if o.Interval <= 0 {
 		o.Interval = time.Second
@@ -141,10 +148,10 @@ func (o *Options) defaults() {
 		o.RetryMax = time.Hour
 	}
 	if o.RetryFor <= 0 {
-		o.RetryFor = 24 * time.Hour
+		o.RetryFor = DefaultRetryFor
 	}
 	if o.ProbeInterval <= 0 {
-		o.ProbeInterval = 10 * time.Minute
+		o.ProbeInterval = DefaultProbeInterval
 	}
 	if o.Concurrency <= 0 {
 		o.Concurrency = 8

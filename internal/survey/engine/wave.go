@@ -49,7 +49,7 @@ func (e *Engine) Wave(survey, id string, members []Member) (bool, error) {
 		p := pending{Survey: survey, Customer: m.Customer, Contact: m.Contact, EventID: "wave:" + id}
 		// The member's index keeps due keys of one wave apart.
 		if err := w.setJSON(timeKey(prefixDue, now, binary.BigEndian.AppendUint64(nil, uint64(i)), []byte(survey+"\x00wave\x00"+id)), p); err != nil {
-				return false, err
+			return false, err
 		}
 	}
 	_ = w.b.Set(marker, binary.BigEndian.AppendUint64(nil, uint64(now.Unix())), nil)
