@@ -212,7 +212,7 @@ func (r *CollectorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 // meanwhile) are retried at once and are no failure: they leave the last
 // outcome as it was.
 func (r *CollectorReconciler) report(namespace string, err error) {
-	if r.Written == nil || apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
+	if r.Written == nil || lostRace(err) {
 		return
 	}
 	r.Written(namespace, err)

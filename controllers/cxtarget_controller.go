@@ -70,10 +70,9 @@ func (r *CXTargetReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	}
 	now := time.Now()
 	stale := r.Live.readings.staleness("CXTarget", cxt, orig.Status.ObservedGeneration, orig.Status.Conditions, obs, result != nil, now)
-	if !keepsLastVerdict(cxt, obs, result) {
+	if kept := setCXTargetStatus(cxt, o, obs, result, rules, now); !kept {
 		stale = staleness{}
 	}
-	setCXTargetStatus(cxt, o, obs, result, rules, now)
 	setStaleCondition(&cxt.Status.Conditions, stale)
 	recordReadyTransition(r.Recorder, cxt, orig.Status.Conditions, cxt.Status.Conditions)
 	recordTargetTransition(r.Recorder, cxt, o, orig.Status.State, cxt.Status.State)

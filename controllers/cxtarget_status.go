@@ -22,8 +22,9 @@ import (
 // Without a result otherwise (the subject is missing, the spec changed) the
 // numbers and state are cleared, and TargetMet is Unknown. rules is the
 // AlertRules condition of this loop, nil when alerts are off; it is kept
-// as it was when the loop did not get as far as the rules.
-func setCXTargetStatus(cxt *cxv1.CXTarget, o slo.Objective, obs readiness, res *targetResult, rules *metav1.Condition, now time.Time) {
+// as it was when the loop did not get as far as the rules. It reports
+// whether it kept the last verdict.
+func setCXTargetStatus(cxt *cxv1.CXTarget, o slo.Objective, obs readiness, res *targetResult, rules *metav1.Condition, now time.Time) bool {
 	keep := keepsLastVerdict(cxt, obs, res)
 	setReadinessConditions(&cxt.Status.Conditions, cxt.Generation, obs)
 	st := &cxt.Status
@@ -44,7 +45,7 @@ func setCXTargetStatus(cxt *cxv1.CXTarget, o slo.Objective, obs readiness, res *
 			Reason:  cxv1.CollectorUnavailableReason,
 			Message: fmt.Sprintf("The collector cannot answer (%s): state %s and the numbers are the last evaluated", obs.collector, st.State),
 		})
-		return
+		return true
 	}
 	prev := st.State
 	st.State, st.Current, st.CurrentLower, st.CurrentUpper, st.Samples = "", "", "", "", 0
@@ -79,6 +80,7 @@ func setCXTargetStatus(cxt *cxv1.CXTarget, o slo.Objective, obs readiness, res *
 	if st.State != prev && st.State != "" {
 		st.LastTransitionTime = &metav1.Time{Time: now.Truncate(time.Second)}
 	}
+	return false
 }
 
 // keepsLastVerdict reports whether status keeps the verdict it shows

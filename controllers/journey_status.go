@@ -9,7 +9,6 @@ import (
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
 	"github.com/cxop-dev/cxop/internal/collector"
-	"github.com/cxop-dev/cxop/internal/collectorclient"
 	"github.com/cxop-dev/cxop/internal/score"
 	"github.com/cxop-dev/cxop/internal/slo"
 )
@@ -37,11 +36,7 @@ type journeyNumbers struct {
 // and yields nil.
 func (r *JourneyReconciler) measureJourney(ctx context.Context, jny *cxv1.Journey, obs *readiness) *journeyNumbers {
 	m, err := r.measure(ctx, jny)
-	if collectorclient.IsUnavailable(err) {
-		obs.collectorStep(err)
-		return nil
-	}
-	if !obs.apiStep(cxv1.ReadFailedReason, "measure the journey", err) {
+	if !obs.collectorStep("measure the journey", err) {
 		return nil
 	}
 	return m
@@ -185,5 +180,5 @@ func npsText(counts []uint64) string {
 	if err != nil || r.N == 0 {
 		return ""
 	}
-	return decimalString(r.Value, 1)
+	return slo.Decimal(r.Value, 1)
 }

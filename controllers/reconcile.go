@@ -71,12 +71,19 @@ func (r *readiness) apiStep(reason, what string, err error) bool {
 		return true
 	}
 	err = fmt.Errorf("%s: %w", what, err)
-	if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
+	if lostRace(err) {
 		r.retry = append(r.retry, err)
 		return false
 	}
 	r.fail(failure{reason: reason, message: err.Error(), stalled: refused(err), err: err})
 	return false
+}
+
+// lostRace reports whether err is an optimistic-concurrency race (a
+// conflict, an object created meanwhile): how concurrent writers take
+// turns, retried at once and no failure.
+func lostRace(err error) bool {
+	return apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err)
 }
 
 // actionNeeded is an error that retrying cannot fix: its message says what

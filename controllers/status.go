@@ -197,7 +197,7 @@ const firstStatusGrace = 10 * time.Second
 // of two; an object still waiting after the grace gets the condition that
 // says why.
 func holdFirstStatus(obj client.Object, before []metav1.Condition, obs readiness, now time.Time) bool {
-	onlyCollector := obs.invalid == nil && len(obs.missing) == 0 && obs.mismatch == "" && len(obs.failures) == 0 && obs.collector != ""
+	onlyCollector := obs.collector != "" && len(obs.problems()) == 1
 	return onlyCollector && meta.FindStatusCondition(before, cxv1.ReadyCondition) == nil &&
 		now.Sub(obj.GetCreationTimestamp().Time) < firstStatusGrace
 }

@@ -177,7 +177,7 @@ func summaryOf[S any](ctx context.Context, s *StatusSource, obs *readiness, name
 	}
 	has := func(a *collector.AllSummary) bool { return pick(a) != nil }
 	all, err := s.all(ctx, namespace, window, has)
-	if !obs.collectorStep(err) {
+	if !obs.collectorStep("read the collector's numbers", err) {
 		return nil
 	}
 	summary := pick(all)
@@ -198,28 +198,36 @@ func (s *StatusSource) touchpoints(ctx context.Context, namespace string, window
 	return sum, err
 }
 
-// collectorStep records a failed read of the collector's numbers: an
-// unreachable collector as the collector's problem (Reconciling: it is
-// expected to come back), any other error (its read token could not be
-// read) as a failed step. It reports whether the read succeeded.
-func (r *readiness) collectorStep(err error) bool {
+// collectorStep records a failed read of the collector's numbers (what
+// names it): an unreachable collector as the collector's problem
+// (Reconciling: it is expected to come back), any other error (its read
+// token could not be read) as a failed step. It reports whether the read
+// succeeded.
+func (r *readiness) collectorStep(what string, err error) bool {
 	if err == nil {
 		return true
 	}
-	if collectorclient.IsUnavailable(err) {
-		r.collectorReason, r.collector = cxv1.CollectorUnavailableReason, err.Error()
+	if !r.collectorUnavailable(err) {
+		r.apiStep(cxv1.ReadFailedReason, what, err)
+	}
+	return false
+}
+
+// collectorUnavailable records err, if it says the collector cannot
+// answer, as the collector's reason on Ready.
+func (r *readiness) collectorUnavailable(err error) bool {
+	if !collectorclient.IsUnavailable(err) {
 		return false
 	}
-	r.apiStep(cxv1.ReadFailedReason, "read the collector's numbers", err)
-	return false
+	r.collectorReason, r.collector = cxv1.CollectorUnavailableReason, err.Error()
+	return true
 }
 
 // collectorProblem turns a failed summary into readiness: an unreachable
 // collector is a reason on Ready; any other error is returned for a retry
 // with backoff.
 func collectorProblem(obs *readiness, err error) error {
-	if collectorclient.IsUnavailable(err) {
-		obs.collectorReason, obs.collector = cxv1.CollectorUnavailableReason, err.Error()
+	if obs.collectorUnavailable(err) {
 		return nil
 	}
 	return err
@@ -227,10 +235,7 @@ func collectorProblem(obs *readiness, err error) error {
 
 // percent renders a percentage for status: one decimal, no trailing ".0"
 // ("97.2", "100").
-func percent(v float64) string { return decimalString(v, 1) }
-
-// decimalString renders v with at most digits decimals and no trailing zeros.
-func decimalString(v float64, digits int) string { return slo.Decimal(v, digits) }
+func percent(v float64) string { return slo.Decimal(v, 1) }
 
 // seconds renders a wait as a duration such as "42s" or "1m50s", to a
 // tenth of a second under a minute and to the second above.

@@ -6,6 +6,7 @@ import (
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
 	"github.com/cxop-dev/cxop/internal/collector"
+	"github.com/cxop-dev/cxop/internal/slo"
 )
 
 // checkSurveySpec reports what the schema cannot: durations that overflow,
@@ -72,11 +73,11 @@ func setSurveyStatus(svy *cxv1.Survey, obs surveyObservation) {
 	st.Responses = int64(summary.Responses)
 	digits := scoreDigits(svy.Spec.Type)
 	if summary.Score != nil {
-		st.Score = decimalString(*summary.Score, digits)
+		st.Score = slo.Decimal(*summary.Score, digits)
 	}
 	if summary.ScoreLower != nil && summary.ScoreUpper != nil {
-		st.ScoreLower = decimalString(*summary.ScoreLower, digits)
-		st.ScoreUpper = decimalString(*summary.ScoreUpper, digits)
+		st.ScoreLower = slo.Decimal(*summary.ScoreLower, digits)
+		st.ScoreUpper = slo.Decimal(*summary.ScoreUpper, digits)
 	}
 	deref := func(p *uint64) int64 {
 		if p == nil {
