@@ -207,14 +207,14 @@ func (k *KubeCollectorRuntime) applyCollectorRules(ctx context.Context, namespac
 	if err != nil {
 		return err
 	}
-	var spec map[string]any
-	if err := json.Unmarshal(data, &spec); err != nil {
+	value, err := ruleGroups(data)
+	if err != nil {
 		return err
 	}
 	rule := k.collectorRules(namespace)
 	if _, err := controllerutil.CreateOrUpdate(ctx, k.Client, rule, func() error {
 		rule.SetLabels(mergeLabels(rule.GetLabels(), collectorLabels()))
-		return unstructured.SetNestedField(rule.Object, spec["groups"], "spec", "groups")
+		return unstructured.SetNestedField(rule.Object, value, "spec", "groups")
 	}); err != nil {
 		return fmt.Errorf("apply collector PrometheusRule: %w", err)
 	}

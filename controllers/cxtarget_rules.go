@@ -108,11 +108,11 @@ func (r *CXTargetReconciler) applyRules(ctx context.Context, cxt *cxv1.CXTarget,
 		r.appliedRules.Store(key, applied)
 		return cond, nil
 	}
-	var spec map[string]any
-	if err := json.Unmarshal(data, &spec); err != nil {
+	groups, err := ruleGroups(data)
+	if err != nil {
 		return nil, err
 	}
-	_, err := controllerutil.CreateOrUpdate(ctx, r.Client, rule, func() error {
+	_, err = controllerutil.CreateOrUpdate(ctx, r.Client, rule, func() error {
 		labels := rule.GetLabels()
 		if labels == nil {
 			labels = map[string]string{}
@@ -120,7 +120,7 @@ func (r *CXTargetReconciler) applyRules(ctx context.Context, cxt *cxv1.CXTarget,
 		labels[ManagedByLabel] = ManagedByValue
 		labels["cx.cxop.dev/cxtarget"] = cxt.Name
 		rule.SetLabels(labels)
-		if err := unstructured.SetNestedField(rule.Object, spec["groups"], "spec", "groups"); err != nil {
+		if err := unstructured.SetNestedField(rule.Object, groups, "spec", "groups"); err != nil {
 			return err
 		}
 		return controllerutil.SetControllerReference(cxt, rule, r.Scheme())
@@ -145,4 +145,14 @@ func (r *CXTargetReconciler) applyRules(ctx context.Context, cxt *cxv1.CXTarget,
 type appliedRule struct {
 	uid types.UID
 	sum [sha256.Size]byte
+}
+
+// ruleGroups is the value of a PrometheusRule's spec.groups for the JSON
+// of promrules.Groups, as unstructured objects hold it.
+func ruleGroups(data []byte) (any, error) {
+	var spec map[string]any
+	if err := json.Unmarshal(data, &spec); err != nil {
+		return nil, err
+	}
+	return spec["groups"], nil
 }
