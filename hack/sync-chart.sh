@@ -3,6 +3,8 @@
 # generated manifests, so the chart never drifts from the code:
 #   charts/cxop/crds/                 <- config/crd/bases/ (controller-gen)
 #   charts/cxop/files/manager-rules.yaml <- the rules of config/rbac/role.yaml
+#   charts/cxop/files/leader-election-rules.yaml <- the rules of
+#                                        config/rbac/leader_election_role.yaml
 # `make manifests` runs it; `make verify` fails if the result is not committed.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -14,8 +16,11 @@ for f in "${root}"/config/crd/bases/*.yaml; do
   { echo "${header}"; cat "${f}"; } >"${chart}/crds/$(basename "${f}")"
 done
 
-# Everything under "rules:" in the generated ClusterRole.
-{
+# Everything under "rules:" in the generated ClusterRole, and in the
+# leader election Role.
+rules_of() {
   echo "${header}"
-  awk 'found { print } /^rules:/ { found = 1 }' "${root}/config/rbac/role.yaml"
-} >"${chart}/files/manager-rules.yaml"
+  awk 'found { print } /^rules:/ { found = 1 }' "$1"
+}
+rules_of "${root}/config/rbac/role.yaml" >"${chart}/files/manager-rules.yaml"
+rules_of "${root}/config/rbac/leader_election_role.yaml" >"${chart}/files/leader-election-rules.yaml"
