@@ -12,7 +12,6 @@ import (
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
 	"github.com/cxop-dev/cxop/internal/slo"
@@ -52,17 +51,15 @@ func (r *CXTargetReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	}
 	orig := cxt.DeepCopy()
 
-	o, obs, subject, err := r.observe(ctx, cxt)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
+	// A step that fails (reading the subject, its scope or the
+	// collector's numbers) is recorded in obs, not returned: the status
+	// below says so, and no earlier Ready=True stays showing.
+	o, obs, subject := r.observe(ctx, cxt)
 	var result *targetResult
 	var rules *metav1.Condition
 	var rulesErr error
 	if subject != nil && obs.mismatch == "" {
-		if result, rules, rulesErr, err = r.judge(ctx, cxt, o, subject, &obs); err != nil {
-			return ctrl.Result{}, err
-		}
+		result, rules, rulesErr = r.judge(ctx, cxt, o, subject, &obs)
 	}
 
 	if holdFirstStatus(cxt, orig.Status.Conditions, obs, time.Now()) {
@@ -80,18 +77,16 @@ func (r *CXTargetReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	if err := patchStatus(ctx, r.Client, orig, cxt); err != nil {
 		return ctrl.Result{}, err
 	}
-	if obs.invalid != nil {
-		return ctrl.Result{}, reconcile.TerminalError(obs.invalid)
-	}
 	if rulesErr != nil {
 		// The verdict is written; the rules are retried with backoff.
-		return ctrl.Result{}, rulesErr
+		obs.retry = append(obs.retry, rulesErr)
 	}
+	next := r.Live.next(obs)
 	if subject == nil || obs.mismatch != "" {
 		// Watches on the subject bring the target back when it changes.
-		return ctrl.Result{}, nil
+		next = 0
 	}
-	return ctrl.Result{RequeueAfter: r.Live.next(obs)}, nil
+	return obs.outcome(next)
 }
 
 // targetResult is what the collector's numbers say about a target.
@@ -104,53 +99,55 @@ type targetResult struct {
 // evaluates it. The rules are written whether or not the collector
 // answers, so a target has its alerts while its collector starts, and
 // they never keep it from being judged: rules says how they went,
-// rulesErr is a write the API server refused. An unreachable collector is
-// recorded in obs and yields no result.
+// rulesErr is a write the API server refused. An unreachable collector,
+// and any step that fails, is recorded in obs and yields no result.
 func (r *CXTargetReconciler) judge(ctx context.Context, cxt *cxv1.CXTarget, o slo.Objective, subject client.Object, obs *readiness) (
-	result *targetResult, rules *metav1.Condition, rulesErr, err error) {
+	result *targetResult, rules *metav1.Condition, rulesErr error) {
 	scope, mismatch, err := r.scopeOf(ctx, o, subject)
-	if err != nil || mismatch != "" {
+	if !obs.apiStep(cxv1.ReadFailedReason, "read the target's scope", err) || mismatch != "" {
 		obs.mismatch = mismatch
-		return nil, nil, nil, err
+		return nil, nil, nil
 	}
 	window, lookbacks, measureErr := r.measureTarget(ctx, cxt, o, scope)
-	if err := collectorProblem(obs, measureErr); err != nil {
-		return nil, nil, nil, err
+	if measureErr != nil && !obs.collectorUnavailable(measureErr) {
+		obs.apiStep(cxv1.ReadFailedReason, "measure the target", measureErr)
+		return nil, nil, nil
 	}
 	rules, rulesErr = r.applyRules(ctx, cxt, o, scope)
 	if measureErr != nil {
-		return nil, rules, rulesErr, nil
+		return nil, rules, rulesErr
 	}
 	atRisk := cxt.Spec.Alerting.GetAtRiskBelow()
 	res := &targetResult{verdict: o.Evaluate(cxt.Spec.GetMinSamples(), atRisk.AsApproximateFloat64(), window, lookbacks)}
 	if _, isJourney := subject.(*cxv1.Journey); isJourney {
 		res.attribution = slo.BudgetShares(window.BadByTouchpoint)
 	}
-	return res, rules, rulesErr, nil
+	return res, rules, rulesErr
 }
 
 // observe reads the objective, checks the spec, fetches the subject and
-// checks that the objective fits it. The subject is nil unless it exists.
-func (r *CXTargetReconciler) observe(ctx context.Context, cxt *cxv1.CXTarget) (slo.Objective, readiness, client.Object, error) {
+// checks that the objective fits it. The subject is nil unless it was read.
+func (r *CXTargetReconciler) observe(ctx context.Context, cxt *cxv1.CXTarget) (slo.Objective, readiness, client.Object) {
 	o, err := checkCXTargetSpec(&cxt.Spec)
 	if err != nil {
-		return o, readiness{invalid: err}, nil, nil
+		return o, readiness{invalid: err}, nil
 	}
 	kind, name := cxt.Spec.Subject()
 	subject, err := newSubject(kind)
 	if err != nil {
 		// The schema requires exactly one subject; reaching here means the
 		// CRD in the cluster is older than this manager.
-		return o, readiness{invalid: err}, nil, nil
+		return o, readiness{invalid: err}, nil
 	}
+	var obs readiness
 	err = r.Get(ctx, types.NamespacedName{Namespace: cxt.Namespace, Name: name}, subject)
 	switch {
 	case apierrors.IsNotFound(err):
-		return o, readiness{missing: []missingRef{{Kind: kind, Name: name}}}, nil, nil
-	case err != nil:
-		return o, readiness{}, nil, fmt.Errorf("get %s %s/%s: %w", kind, cxt.Namespace, name, err)
+		return o, readiness{missing: []missingRef{{Kind: kind, Name: name}}}, nil
+	case !obs.apiStep(cxv1.ReadFailedReason, fmt.Sprintf("get %s %s/%s", kind, cxt.Namespace, name), err):
+		return o, obs, nil
 	}
-	return o, readiness{mismatch: objectiveMismatch(o, subject)}, subject, nil
+	return o, readiness{mismatch: objectiveMismatch(o, subject)}, subject
 }
 
 func newSubject(kind string) (client.Object, error) {

@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -166,6 +167,24 @@ var _ = Describe("Injected failures", func() {
 		Expect(jny.Status.Stages).To(HaveLen(1))
 		Expect(jny.Status.Stages[0].Name).To(Equal("chat"))
 		Expect(jny.Status.Targets).NotTo(BeNil())
+	})
+
+	It("a CXTarget whose subject cannot be read says so instead of keeping Ready=True", func(ctx SpecContext) {
+		ns := newNamespace(ctx)
+		Expect(k8sClient.Create(ctx, touchpoint(ns, "chat"))).To(Succeed())
+		cxt := &cxv1.CXTarget{ObjectMeta: metaOf(ns, "chat-wait"), Spec: cxv1.CXTargetSpec{
+			TouchpointRef: &cxv1.LocalObjectReference{Name: "chat"},
+			Objective:     cxv1.Objective{WaitTime: &cxv1.WaitTimeObjective{Percent: resource.MustParse("95")}},
+		}}
+		Expect(k8sClient.Create(ctx, cxt)).To(Succeed())
+		expectReady(ctx, cxt, metav1.ConditionTrue, cxv1.ReconciledReason)
+
+		lift := faults.inject("get", ns, "chat", isA[*cxv1.Touchpoint], apierrors.NewServiceUnavailable("etcd is restarting"))
+		DeferCleanup(lift)
+		expectFailure(ctx, cxt, cxv1.ReadFailedReason, false, "get Touchpoint "+ns+"/chat: ", "etcd is restarting")
+
+		lift()
+		expectReady(ctx, cxt, metav1.ConditionTrue, cxv1.ReconciledReason)
 	})
 
 	It("a Journey whose targets cannot be listed waits, naming what failed", func(ctx SpecContext) {

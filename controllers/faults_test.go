@@ -23,7 +23,7 @@ type apiFaults struct {
 }
 
 type faultRule struct {
-	verb      string // "create", "list"
+	verb      string // "create", "get", "list"
 	namespace string
 	match     func(any) bool
 	name      string // "": any
@@ -66,6 +66,12 @@ func (f *apiFaults) funcs() interceptor.Funcs {
 				return err
 			}
 			return c.Create(ctx, obj, opts...)
+		},
+		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			if err := f.check("get", key.Namespace, key.Name, obj); err != nil {
+				return err
+			}
+			return c.Get(ctx, key, obj, opts...)
 		},
 		List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
 			lo := (&client.ListOptions{}).ApplyOptions(opts)

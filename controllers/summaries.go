@@ -223,16 +223,6 @@ func (r *readiness) collectorUnavailable(err error) bool {
 	return true
 }
 
-// collectorProblem turns a failed summary into readiness: an unreachable
-// collector is a reason on Ready; any other error is returned for a retry
-// with backoff.
-func collectorProblem(obs *readiness, err error) error {
-	if obs.collectorUnavailable(err) {
-		return nil
-	}
-	return err
-}
-
 // percent renders a percentage for status: one decimal, no trailing ".0"
 // ("97.2", "100").
 func percent(v float64) string { return slo.Decimal(v, 1) }
