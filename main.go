@@ -37,6 +37,7 @@ import (
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
 	"github.com/cxop-dev/cxop/controllers"
 	"github.com/cxop-dev/cxop/internal/collector"
+	"github.com/cxop-dev/cxop/internal/collectorapi"
 	"github.com/cxop-dev/cxop/internal/localcollector"
 	"github.com/cxop-dev/cxop/internal/version"
 	"github.com/cxop-dev/cxop/internal/webhook"
@@ -132,7 +133,7 @@ func newManagerCommand() *cobra.Command {
 		"Let survey webhooks use plain http URLs; by default collectors send webhooks over https only, and an http webhook's messages wait.")
 	f.StringSliceVar(&opts.collector.WebhookDenyCIDRs, "webhook-deny-cidrs", nil,
 		"CIDR ranges survey webhooks may not reach besides the built-in internal ones, such as the cluster's pod and Service CIDRs when they are public addresses (hosts in --webhook-allow-hosts still may).")
-	collector.AddManagerDeliveryFlags(f, &opts.collector.Delivery)
+	collectorapi.AddManagerDeliveryFlags(f, &opts.collector.Delivery)
 	f.StringVar(&opts.localCollectors, "local-collectors-dir", "",
 		"Run collectors as local processes on loopback ports with their data under this directory, instead of as pods (used by `cxop dev`).")
 	f.StringSliceVar(&opts.watchNamespaces, "watch-namespaces", nil,
@@ -197,12 +198,12 @@ func runManager(ctx context.Context, opts *managerOptions) error {
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}
-	var waves *controllers.WaveJobs
+	var waves controllers.WaveScheduler = controllers.ManagerWaves{}
 	if kube, ok := runtime.(*controllers.KubeCollectorRuntime); ok {
 		kube.Client = mgr.GetClient()
 		kube.ServiceMonitors = controllers.HasKind(mgr.GetRESTMapper(), controllers.ServiceMonitorGVK)
 		kube.PrometheusRules = controllers.HasKind(mgr.GetRESTMapper(), controllers.PrometheusRuleGVK)
-		waves = &controllers.WaveJobs{Image: kube.Image, ImagePullSecrets: kube.ImagePullSecrets}
+		waves = &controllers.CronJobWaves{Image: kube.Image, ImagePullSecrets: kube.ImagePullSecrets}
 	}
 	if err := controllers.SetupWithManager(ctx, mgr, controllers.Options{
 		Runtime: runtime, RefreshInterval: opts.refreshInterval, Concurrency: opts.concurrency, Waves: waves,

@@ -7,7 +7,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/cxop-dev/cxop/controllers"
-	"github.com/cxop-dev/cxop/internal/collector"
+	"github.com/cxop-dev/cxop/internal/collectorapi"
 )
 
 func TestCollectorBlockCacheMustFitTheMemoryLimit(t *testing.T) {
@@ -61,7 +61,7 @@ func TestWatchNamespacesBecomeTheCacheNamespaces(t *testing.T) {
 func TestWebhookDenyCIDRsReachTheCollectors(t *testing.T) {
 	opts := func(cidrs ...string) *managerOptions {
 		o := &managerOptions{collectorCPU: "100m", collectorMemory: "128Mi", collectorMemMax: "512Mi", collectorDisk: "1Gi", collectorCache: "128Mi"}
-		o.collector.Delivery = collector.DefaultDelivery
+		o.collector.Delivery = collectorapi.DefaultDelivery
 		o.collector.Image = "example.com/cxop:test"
 		o.collector.WebhookDenyCIDRs = cidrs
 		return o

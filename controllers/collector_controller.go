@@ -20,7 +20,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
-	"github.com/cxop-dev/cxop/internal/collector"
+	"github.com/cxop-dev/cxop/internal/collectorapi"
 )
 
 // Names and labels of what the operator creates for a namespace's collector.
@@ -69,7 +69,7 @@ type CollectorRuntime interface {
 	// Ensure makes the namespace's collector run with its config and
 	// secrets file and returns its base URL. It is called after the config
 	// ConfigMap and the secrets Secret are written.
-	Ensure(ctx context.Context, namespace string, files collector.Files) (string, error)
+	Ensure(ctx context.Context, namespace string, files collectorapi.Files) (string, error)
 	// PageURL is the base URL customers reach the namespace's survey page
 	// at, or "" when it has none (surveys then send no invitations).
 	PageURL(namespace string) (string, error)
@@ -158,7 +158,7 @@ func (r *CollectorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	cfg := collector.Config{}
+	cfg := collectorapi.Config{}
 	for i := range tpItems {
 		cfg.Touchpoints = append(cfg.Touchpoints, touchpointConfig(&tpItems[i], tokens[i]))
 	}
@@ -179,9 +179,9 @@ func (r *CollectorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	cfg.ReadTokenSHA256 = []string{collector.HashToken(readToken)}
-	slices.SortFunc(cfg.Touchpoints, func(a, b collector.TouchpointConfig) int { return strings.Compare(a.Name, b.Name) })
-	slices.SortFunc(cfg.Surveys, func(a, b collector.SurveyConfig) int { return strings.Compare(a.Name, b.Name) })
+	cfg.ReadTokenSHA256 = []string{collectorapi.HashToken(readToken)}
+	slices.SortFunc(cfg.Touchpoints, func(a, b collectorapi.TouchpointConfig) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(cfg.Surveys, func(a, b collectorapi.SurveyConfig) int { return strings.Compare(a.Name, b.Name) })
 
 	data, err := yaml.Marshal(cfg)
 	if err != nil {
@@ -191,7 +191,7 @@ func (r *CollectorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	url, err := r.Runtime.Ensure(ctx, ns, collector.Files{Config: data, Secrets: secrets})
+	url, err := r.Runtime.Ensure(ctx, ns, collectorapi.Files{Config: data, Secrets: secrets})
 	if err != nil {
 		return ctrl.Result{}, fmt.Errorf("run collector: %w", err)
 	}
@@ -222,15 +222,15 @@ func (r *CollectorReconciler) report(namespace string, err error) {
 const webhookKeyResync = 10 * time.Minute
 
 // touchpointConfig renders one Touchpoint for the collector.
-func touchpointConfig(tp *cxv1.Touchpoint, token string) collector.TouchpointConfig {
-	c := collector.TouchpointConfig{Name: tp.Name, TokenSHA256: []string{collector.HashToken(token)}}
+func touchpointConfig(tp *cxv1.Touchpoint, token string) collectorapi.TouchpointConfig {
+	c := collectorapi.TouchpointConfig{Name: tp.Name, TokenSHA256: []string{collectorapi.HashToken(token)}}
 	if tp.Spec.WaitTime != nil {
 		c.WaitThreshold = string(tp.Spec.WaitTime.Threshold)
 	}
 	if bh := tp.Spec.BusinessHours; bh != nil {
-		c.BusinessHours = &collector.BusinessHours{TimeZone: bh.GetTimeZone()}
+		c.BusinessHours = &collectorapi.BusinessHours{TimeZone: bh.GetTimeZone()}
 		for _, h := range bh.Hours {
-			p := collector.BusinessPeriod{Start: h.Start, End: h.End}
+			p := collectorapi.BusinessPeriod{Start: h.Start, End: h.End}
 			for _, d := range h.Days {
 				p.Days = append(p.Days, string(d))
 			}

@@ -19,7 +19,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
-	"github.com/cxop-dev/cxop/internal/collector"
+	"github.com/cxop-dev/cxop/internal/collectorapi"
 )
 
 // tokenOf waits for the token Secret named and returns its token.
@@ -64,18 +64,18 @@ var _ = Describe("Collector provisioning and live status", func() {
 		// The config holds hashes, never tokens.
 		var cm corev1.ConfigMap
 		Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: CollectorConfigMapName}, &cm)).To(Succeed())
-		var cfg collector.Config
+		var cfg collectorapi.Config
 		Expect(yaml.UnmarshalStrict([]byte(cm.Data[CollectorConfigKey]), &cfg)).To(Succeed())
 		Expect(cfg.Touchpoints).To(HaveLen(1))
 		Expect(cfg.Touchpoints[0].Name).To(Equal("chat"))
 		Expect(cfg.Touchpoints[0].WaitThreshold).To(Equal("2m"))
-		Expect(cfg.Touchpoints[0].TokenSHA256).To(Equal([]string{collector.HashToken(tpToken)}))
+		Expect(cfg.Touchpoints[0].TokenSHA256).To(Equal([]string{collectorapi.HashToken(tpToken)}))
 		Expect(cfg.Surveys).To(HaveLen(1))
 		Expect(cm.Data[CollectorConfigKey]).NotTo(ContainSubstring(tpToken))
 		// Every config carries the read token the manager reads with: the
 		// collector serves no summary or export without one.
 		readToken := tokenOf(ctx, ns, ReadTokenSecretName)
-		Expect(cfg.ReadTokenSHA256).To(Equal([]string{collector.HashToken(readToken)}))
+		Expect(cfg.ReadTokenSHA256).To(Equal([]string{collectorapi.HashToken(readToken)}))
 
 		expectReady(ctx, tp, "True", cxv1.ReconciledReason)
 		Expect(tp.Status.Ingest).NotTo(BeNil())

@@ -18,7 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
-	"github.com/cxop-dev/cxop/internal/collector"
+	"github.com/cxop-dev/cxop/internal/collectorapi"
 	"github.com/cxop-dev/cxop/internal/promrules"
 )
 
@@ -90,7 +90,7 @@ type KubeCollectorRuntime struct {
 	WebhookDenyCIDRs []string
 	// Delivery sets the collectors' webhook retry window and invitation
 	// rate limits; zero leaves the collector's defaults.
-	Delivery collector.DeliveryOptions
+	Delivery collectorapi.DeliveryOptions
 }
 
 // ServiceMonitorGVK is the Prometheus Operator's scrape configuration kind.
@@ -136,7 +136,7 @@ func (k *KubeCollectorRuntime) PageURL(namespace string) (string, error) {
 // The config reaches the pod through the ConfigMap volume, which the kubelet
 // refreshes in place; the collector reloads it without a restart, so the pod
 // template carries no config hash.
-func (k *KubeCollectorRuntime) Ensure(ctx context.Context, namespace string, _ collector.Files) (string, error) {
+func (k *KubeCollectorRuntime) Ensure(ctx context.Context, namespace string, _ collectorapi.Files) (string, error) {
 	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: CollectorName}}
 	if _, err := controllerutil.CreateOrPatch(ctx, k.Client, sa, func() error {
 		sa.Labels = mergeLabels(sa.Labels, collectorLabels())

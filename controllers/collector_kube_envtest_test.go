@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/cxop-dev/cxop/internal/collectorapi"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	appsv1 "k8s.io/api/apps/v1"
@@ -14,8 +15,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-
-	"github.com/cxop-dev/cxop/internal/collector"
 )
 
 var _ = Describe("Collector workloads in a cluster", func() {
@@ -45,9 +44,9 @@ var _ = Describe("Collector workloads in a cluster", func() {
 			PageURLTemplate:   "https://cx.example.com/{namespace}/",
 			WebhookAllowHosts: []string{"mailer.internal", "sms.internal"},
 			WebhookDenyCIDRs:  []string{"34.118.224.0/20", "34.118.0.0/16"},
-			Delivery:          collector.DeliveryOptions{RetryFor: 72 * time.Hour, PerTouchpoint: 500, PerNamespace: 2000},
+			Delivery:          collectorapi.DeliveryOptions{RetryFor: 72 * time.Hour, PerTouchpoint: 500, PerNamespace: 2000},
 		}
-		url, err := rt.Ensure(ctx, ns, collector.Files{})
+		url, err := rt.Ensure(ctx, ns, collectorapi.Files{})
 		Expect(err).NotTo(HaveOccurred())
 		Expect(url).To(Equal("http://cxop-collector." + ns + ".svc:8080"))
 
@@ -137,7 +136,7 @@ var _ = Describe("Collector workloads in a cluster", func() {
 		// Applying again changes nothing it does not own; allowing plain
 		// http reaches the pod's arguments.
 		rt.AllowInsecureWebhooks = true
-		_, err = rt.Ensure(ctx, ns, collector.Files{})
+		_, err = rt.Ensure(ctx, ns, collectorapi.Files{})
 		Expect(err).NotTo(HaveOccurred())
 		Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: CollectorName}, &sts)).To(Succeed())
 		Expect(sts.Spec.Template.Spec.Containers[0].Args).To(ContainElement("--allow-insecure-webhooks"))

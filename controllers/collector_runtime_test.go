@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cxop-dev/cxop/internal/collector"
+	"github.com/cxop-dev/cxop/internal/collectorapi"
 	"github.com/cxop-dev/cxop/internal/localcollector"
 )
 
@@ -60,7 +61,7 @@ func (c *inProcessCollectors) PageURL(namespace string) (string, error) {
 	return "http://" + a, err
 }
 
-func (c *inProcessCollectors) Ensure(ctx context.Context, namespace string, files collector.Files) (string, error) {
+func (c *inProcessCollectors) Ensure(ctx context.Context, namespace string, files collectorapi.Files) (string, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	nsDir := filepath.Join(c.dir, namespace)
@@ -160,6 +161,6 @@ func (c *inProcessCollectors) resume(ctx context.Context, namespace string) erro
 	if err != nil {
 		return err
 	}
-	_, err = c.Ensure(ctx, namespace, collector.Files{Config: cfg, Secrets: secrets})
+	_, err = c.Ensure(ctx, namespace, collectorapi.Files{Config: cfg, Secrets: secrets})
 	return err
 }

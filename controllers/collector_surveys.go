@@ -15,7 +15,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
-	"github.com/cxop-dev/cxop/internal/collector"
+	"github.com/cxop-dev/cxop/internal/collectorapi"
 	"github.com/cxop-dev/cxop/internal/score"
 )
 
@@ -24,25 +24,25 @@ func deliveryKeyName(survey string) string  { return survey + "-delivery" }
 func detractorKeyName(survey string) string { return survey + "-detractor" }
 
 // surveyConfig renders one Survey for the collector.
-func surveyConfig(s *cxv1.Survey, token string) collector.SurveyConfig {
-	c := collector.SurveyConfig{
-		Name: s.Name, Type: score.Kind(s.Spec.Type), TokenSHA256: []string{collector.HashToken(token)},
+func surveyConfig(s *cxv1.Survey, token string) collectorapi.SurveyConfig {
+	c := collectorapi.SurveyConfig{
+		Name: s.Name, Type: score.Kind(s.Spec.Type), TokenSHA256: []string{collectorapi.HashToken(token)},
 		Question: s.Spec.Question, FollowUpQuestion: s.Spec.FollowUpQuestion,
 		LinkTTL: string(s.Spec.GetLinkTTL()), Suspend: s.Spec.Suspend,
 	}
 	if t := s.Spec.Trigger; t != nil {
 		p := t.GetSamplePercent()
 		percent := p.AsApproximateFloat64()
-		c.Trigger = &collector.TriggerConfig{Touchpoints: t.Touchpoints, Delay: string(t.Delay), SamplePercent: &percent}
+		c.Trigger = &collectorapi.TriggerConfig{Touchpoints: t.Touchpoints, Delay: string(t.Delay), SamplePercent: &percent}
 	}
 	if th := s.Spec.Throttle; th != nil {
 		c.Throttle = string(th.PerCustomer)
 	}
 	if d := s.Spec.Delivery; d != nil && d.Webhook != nil {
-		c.Webhook = &collector.WebhookConfig{URL: d.Webhook.URL, Key: deliveryKeyName(s.Name)}
+		c.Webhook = &collectorapi.WebhookConfig{URL: d.Webhook.URL, Key: deliveryKeyName(s.Name)}
 	}
 	if cl := s.Spec.ClosedLoop; cl != nil && cl.DetractorWebhook != nil {
-		c.DetractorWebhook = &collector.WebhookConfig{URL: cl.DetractorWebhook.URL, Key: detractorKeyName(s.Name)}
+		c.DetractorWebhook = &collectorapi.WebhookConfig{URL: cl.DetractorWebhook.URL, Key: detractorKeyName(s.Name)}
 	}
 	return c
 }
@@ -61,7 +61,7 @@ func (r *CollectorReconciler) collectorSecrets(ctx context.Context, ns string, s
 		return nil, false, err
 	}
 	missing := false
-	var f collector.Secrets
+	var f collectorapi.Secrets
 	f.LinkKeys.Current = base64.StdEncoding.EncodeToString(current)
 	if previous != nil {
 		f.LinkKeys.Previous = base64.StdEncoding.EncodeToString(previous)

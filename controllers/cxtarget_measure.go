@@ -8,7 +8,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
-	"github.com/cxop-dev/cxop/internal/collectorclient"
+	"github.com/cxop-dev/cxop/internal/collectorapi"
 	"github.com/cxop-dev/cxop/internal/slo"
 )
 
@@ -62,7 +62,7 @@ func (r *CXTargetReconciler) scopeOf(ctx context.Context, o slo.Objective, subje
 }
 
 // talliesOf reads a namespace's counts for the domain package.
-func talliesOf(all *collectorclient.Counts) slo.Tallies {
+func talliesOf(all *collectorapi.Counts) slo.Tallies {
 	return slo.Tallies{
 		Touchpoint: func(name string) (slo.TouchpointCounts, bool) {
 			c := all.Touchpoints[name]
@@ -93,7 +93,7 @@ func (r *CXTargetReconciler) measureTarget(ctx context.Context, cxt *cxv1.CXTarg
 	if err != nil {
 		return slo.Counts{}, nil, err
 	}
-	known := func(all *collectorclient.Counts) bool { return scope.KnownTo(talliesOf(all)) }
+	known := func(all *collectorapi.Counts) bool { return scope.KnownTo(talliesOf(all)) }
 	now := time.Now()
 	measure := func(w cxv1.Duration) (slo.Counts, error) {
 		qw, err := o.QueryWindow(w, now)

@@ -8,7 +8,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
-	"github.com/cxop-dev/cxop/internal/collector"
+	"github.com/cxop-dev/cxop/internal/collectorapi"
 	"github.com/cxop-dev/cxop/internal/score"
 	"github.com/cxop-dev/cxop/internal/slo"
 )
@@ -17,12 +17,12 @@ import (
 type journeyNumbers struct {
 	// stages[i] combines the touchpoints of stage i: a customer seen at
 	// two of them counts once.
-	stages []*collector.TouchpointSummary
+	stages []*collectorapi.TouchpointSummary
 	// stageNPS[i] is the answer distribution of the Journey's NPS surveys
 	// triggered at stage i's touchpoints.
 	stageNPS [][]uint64
 	// whole combines every touchpoint of the Journey.
-	whole *collector.TouchpointSummary
+	whole *collectorapi.TouchpointSummary
 	// nps is the answer distribution of every NPS survey of the Journey.
 	nps []uint64
 	// badWaits counts, by touchpoint, the waits over the threshold.

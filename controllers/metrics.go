@@ -8,7 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
-	"github.com/cxop-dev/cxop/internal/collectorclient"
+	"github.com/cxop-dev/cxop/internal/collectorapi"
 )
 
 // Target metrics, on the manager's /metrics. They mirror CXTarget status
@@ -137,7 +137,7 @@ type collectorMetrics struct {
 // collector: err nil is an answer, an Unavailable error none; other errors
 // (a bad request of the manager's own) say nothing about the collector.
 func (m *collectorMetrics) answered(namespace string, err error) {
-	if err != nil && !collectorclient.IsUnavailable(err) {
+	if err != nil && !collectorapi.IsUnavailable(err) {
 		return
 	}
 	m.mu.Lock()

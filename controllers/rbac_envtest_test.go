@@ -33,7 +33,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
-	"github.com/cxop-dev/cxop/internal/collector"
+	"github.com/cxop-dev/cxop/internal/collectorapi"
 )
 
 // kubeAndInProcessCollectors makes every collector object a cluster has
@@ -47,7 +47,7 @@ type kubeAndInProcessCollectors struct {
 	local *inProcessCollectors
 }
 
-func (r kubeAndInProcessCollectors) Ensure(ctx context.Context, ns string, files collector.Files) (string, error) {
+func (r kubeAndInProcessCollectors) Ensure(ctx context.Context, ns string, files collectorapi.Files) (string, error) {
 	if _, err := r.kube.Ensure(ctx, ns, files); err != nil {
 		return "", err
 	}
@@ -190,7 +190,7 @@ func TestNamespacedManagerUnderRBAC(t *testing.T) {
 		Runtime:         kubeAndInProcessCollectors{kube: kube, local: local},
 		RefreshInterval: 2 * time.Second,
 		RetryInterval:   200 * time.Millisecond,
-		Waves:           &WaveJobs{Image: kube.Image},
+		Waves:           &CronJobWaves{Image: kube.Image},
 	})).To(Succeed())
 	mgrDone := make(chan error, 1)
 	go func() { mgrDone <- mgr.Start(ctx) }()

@@ -23,9 +23,9 @@ type Options struct {
 	// RetryInterval is how soon an object whose collector could not
 	// answer tries again (default 5s).
 	RetryInterval time.Duration
-	// Waves runs Surveys' scheduled waves as CronJobs; nil creates none
-	// (under `cxop dev`, where no CronJob controller runs).
-	Waves *WaveJobs
+	// Waves runs Surveys' scheduled waves: CronJobWaves in a cluster,
+	// ManagerWaves where no CronJob controller runs (`cxop dev`).
+	Waves WaveScheduler
 	// Concurrency is how many objects of each kind are reconciled at once
 	// (default 10). Each reconcile waits on the API server for its status
 	// write, so one worker caps a kind at a few hundred objects a second.
@@ -37,6 +37,9 @@ type Options struct {
 func SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 	if opts.Runtime == nil {
 		return errors.New("no collector runtime")
+	}
+	if opts.Waves == nil {
+		return errors.New("no wave scheduler")
 	}
 	if opts.RefreshInterval <= 0 {
 		opts.RefreshInterval = 30 * time.Second

@@ -11,8 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
-	"github.com/cxop-dev/cxop/internal/collector"
-	"github.com/cxop-dev/cxop/internal/collectorclient"
+	"github.com/cxop-dev/cxop/internal/collectorapi"
 )
 
 func TestStaleness(t *testing.T) {
@@ -106,7 +105,7 @@ func TestKeptNumbers(t *testing.T) {
 	if svy.Status.Responses != 10 || svy.Status.Score != "40" || svy.Status.InvitationsSent != 30 {
 		t.Errorf("kept survey numbers: %+v", svy.Status)
 	}
-	setSurveyStatus(svy, surveyObservation{readiness: down, summary: &collector.SurveySummary{Responses: 3}, stale: staleness{keep: true}})
+	setSurveyStatus(svy, surveyObservation{readiness: down, summary: &collectorapi.SurveySummary{Responses: 3}, stale: staleness{keep: true}})
 	if svy.Status.Responses != 3 || svy.Status.Score != "" {
 		t.Errorf("a fresh summary replaces kept numbers: %+v", svy.Status)
 	}
@@ -128,7 +127,7 @@ func TestCollectorMetrics(t *testing.T) {
 	m := &collectorMetrics{byNamespace: map[string]collectorSample{}, now: func() time.Time { return now }}
 	m.answered("shop", nil)
 	now = now.Add(time.Minute)
-	m.answered("shop", &collectorclient.Unavailable{Reason: "connection refused"})
+	m.answered("shop", &collectorapi.Unavailable{Reason: "connection refused"})
 	m.answered("care", errors.New("a bad request of the manager's own"))
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(m)

@@ -15,7 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
-	"github.com/cxop-dev/cxop/internal/collector"
+	"github.com/cxop-dev/cxop/internal/collectorapi"
 )
 
 func TestMissingMessage(t *testing.T) {
@@ -236,18 +236,18 @@ func TestDeliveryCondition(t *testing.T) {
 		Delivery: &cxv1.SurveyDelivery{Webhook: &cxv1.WebhookSpec{URL: "https://mailer.example.com"}},
 	}}
 	gone := "2026-11-23T10:00:00Z"
-	goneSummary := &collector.SurveySummary{Invitations: &collector.InvitationSummary{WebhookGoneSince: &gone}}
-	failingSummary := &collector.SurveySummary{Invitations: &collector.InvitationSummary{WebhookFailingSince: &gone, WebhookError: "the receiver answered 401"}}
+	goneSummary := &collectorapi.SurveySummary{Invitations: &collectorapi.InvitationSummary{WebhookGoneSince: &gone}}
+	failingSummary := &collectorapi.SurveySummary{Invitations: &collectorapi.InvitationSummary{WebhookFailingSince: &gone, WebhookError: "the receiver answered 401"}}
 	for _, tc := range []struct {
 		name       string
 		svy        *cxv1.Survey
-		summary    *collector.SurveySummary
+		summary    *collectorapi.SurveySummary
 		keyMissing string
 		hasPage    bool
 		want       *metav1.Condition
 	}{
 		{"no webhook", &cxv1.Survey{}, nil, "", true, nil},
-		{"delivering", withHook, &collector.SurveySummary{}, "", true,
+		{"delivering", withHook, &collectorapi.SurveySummary{}, "", true,
 			&metav1.Condition{Status: metav1.ConditionTrue, Reason: cxv1.DeliveringReason}},
 		{"no page URL", withHook, nil, "", false,
 			&metav1.Condition{Status: metav1.ConditionFalse, Reason: cxv1.NoSurveyPageReason}},

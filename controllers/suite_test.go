@@ -83,7 +83,7 @@ var _ = BeforeSuite(func() {
 		Runtime:         collectors,
 		RefreshInterval: 2 * time.Second,
 		RetryInterval:   200 * time.Millisecond,
-		Waves:           &WaveJobs{Image: "example.com/cxop:test", ImagePullSecrets: []string{"registry-cred"}},
+		Waves:           &CronJobWaves{Image: "example.com/cxop:test", ImagePullSecrets: []string{"registry-cred"}},
 	})).To(Succeed())
 	mgrDone = make(chan struct{})
 	go func() {

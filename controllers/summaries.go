@@ -22,8 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
-	"github.com/cxop-dev/cxop/internal/collector"
-	"github.com/cxop-dev/cxop/internal/collectorclient"
+	"github.com/cxop-dev/cxop/internal/collectorapi"
 	"github.com/cxop-dev/cxop/internal/slo"
 )
 
@@ -32,7 +31,7 @@ import (
 type StatusSource struct {
 	Reader  client.Reader
 	Runtime CollectorRuntime
-	API     *collectorclient.Client
+	API     *collectorapi.Client
 	// Interval is how often an object's numbers are refreshed; each
 	// object waits a jittered interval so that thousands of objects
 	// created together do not refresh together.
@@ -113,7 +112,7 @@ func NewStatusSource(reader client.Reader, rt CollectorRuntime, interval time.Du
 	// Answers are reused for a fraction of the interval: every object of a
 	// namespace refreshed in one pass shares one request per window.
 	return &StatusSource{
-		Reader: reader, Runtime: rt, API: collectorclient.New(interval / 3),
+		Reader: reader, Runtime: rt, API: collectorapi.New(interval / 3),
 		Interval: interval, RetryInterval: 5 * time.Second, readings: newReadings(time.Now()),
 	}
 }
@@ -121,7 +120,7 @@ func NewStatusSource(reader client.Reader, rt CollectorRuntime, interval time.Du
 // pendingRetry is how soon an object whose collector has not loaded it yet
 // looks again. Loading takes milliseconds once the config file changes,
 // and a summary lacking the object is refetched at most once a second
-// (collectorclient), so a short retry costs little and saves new objects
+// (collectorapi.Client), so a short retry costs little and saves new objects
 // seconds.
 const pendingRetry = time.Second
 
@@ -140,23 +139,23 @@ func (s *StatusSource) next(obs readiness) time.Duration {
 
 // target returns the namespace's collector and its read token. A
 // collector not yet provisioned is reported as unavailable.
-func (s *StatusSource) target(ctx context.Context, namespace string) (collectorclient.Target, error) {
+func (s *StatusSource) target(ctx context.Context, namespace string) (collectorapi.Target, error) {
 	url := s.Runtime.URL(namespace)
 	var sec corev1.Secret
 	err := s.Reader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: ReadTokenSecretName}, &sec)
 	if apierrors.IsNotFound(err) || url == "" {
-		return collectorclient.Target{}, &collectorclient.Unavailable{Reason: "the namespace's collector is not provisioned yet (one runs in each namespace that has Touchpoints)"}
+		return collectorapi.Target{}, &collectorapi.Unavailable{Reason: "the namespace's collector is not provisioned yet (one runs in each namespace that has Touchpoints)"}
 	}
 	if err != nil {
-		return collectorclient.Target{}, fmt.Errorf("get secret %s/%s: %w", namespace, ReadTokenSecretName, err)
+		return collectorapi.Target{}, fmt.Errorf("get secret %s/%s: %w", namespace, ReadTokenSecretName, err)
 	}
-	return collectorclient.Target{BaseURL: url, Token: string(sec.Data[TokenKey])}, nil
+	return collectorapi.Target{BaseURL: url, Token: string(sec.Data[TokenKey])}, nil
 }
 
 // all returns the summary of every touchpoint and survey of namespace over
 // window. has, when set, says whether an answer knows the caller's subject;
-// see collectorclient.Client.All.
-func (s *StatusSource) all(ctx context.Context, namespace string, window cxv1.Duration, has func(*collector.AllSummary) bool) (*collector.AllSummary, error) {
+// see collectorapi.Client.All.
+func (s *StatusSource) all(ctx context.Context, namespace string, window cxv1.Duration, has func(*collectorapi.AllSummary) bool) (*collectorapi.AllSummary, error) {
 	t, err := s.target(ctx, namespace)
 	if err != nil {
 		return nil, err
@@ -171,11 +170,11 @@ func (s *StatusSource) all(ctx context.Context, namespace string, window cxv1.Du
 // loaded the object's config yet, or could not be written by the collector
 // reconciler is recorded in obs; what names the object for the condition
 // message ("touchpoint", "survey").
-func summaryOf[S any](ctx context.Context, s *StatusSource, obs *readiness, namespace string, window cxv1.Duration, what string, pick func(*collector.AllSummary) *S) *S {
+func summaryOf[S any](ctx context.Context, s *StatusSource, obs *readiness, namespace string, window cxv1.Duration, what string, pick func(*collectorapi.AllSummary) *S) *S {
 	if f, failed := s.collectorFailure(namespace); failed {
 		obs.fail(f)
 	}
-	has := func(a *collector.AllSummary) bool { return pick(a) != nil }
+	has := func(a *collectorapi.AllSummary) bool { return pick(a) != nil }
 	all, err := s.all(ctx, namespace, window, has)
 	if !obs.collectorStep("read the collector's numbers", err) {
 		return nil
@@ -188,7 +187,7 @@ func summaryOf[S any](ctx context.Context, s *StatusSource, obs *readiness, name
 }
 
 // touchpoints returns the combined summary of a set of touchpoints.
-func (s *StatusSource) touchpoints(ctx context.Context, namespace string, window cxv1.Duration, names []string) (*collector.TouchpointSummary, error) {
+func (s *StatusSource) touchpoints(ctx context.Context, namespace string, window cxv1.Duration, names []string) (*collectorapi.TouchpointSummary, error) {
 	t, err := s.target(ctx, namespace)
 	if err != nil {
 		return nil, err
@@ -216,7 +215,7 @@ func (r *readiness) collectorStep(what string, err error) bool {
 // collectorUnavailable records err, if it says the collector cannot
 // answer, as the collector's reason on Ready.
 func (r *readiness) collectorUnavailable(err error) bool {
-	if !collectorclient.IsUnavailable(err) {
+	if !collectorapi.IsUnavailable(err) {
 		return false
 	}
 	r.collectorReason, r.collector = cxv1.CollectorUnavailableReason, err.Error()

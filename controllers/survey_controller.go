@@ -16,7 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
-	"github.com/cxop-dev/cxop/internal/collector"
+	"github.com/cxop-dev/cxop/internal/collectorapi"
 )
 
 // SurveyReconciler resolves a Survey's trigger Touchpoints, checks its
@@ -28,8 +28,8 @@ type SurveyReconciler struct {
 	APIReader client.Reader
 	Recorder  events.EventRecorder
 	Live      *StatusSource
-	// Waves runs scheduled waves as CronJobs; nil creates none.
-	Waves *WaveJobs
+	// Waves runs the scheduled waves.
+	Waves WaveScheduler
 }
 
 // +kubebuilder:rbac:groups=cx.cxop.dev,resources=surveys,verbs=get;list;watch
@@ -50,9 +50,8 @@ func (r *SurveyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ c
 	st.hold = holdFirstStatus(svy, st.before, obs.readiness, obs.now)
 	setSurveyStatus(svy, obs)
 	next := r.Live.next(obs.readiness)
-	if r.Waves == nil && svy.Status.NextScheduleTime != nil {
-		// The manager sends the waves itself: come back when one is due.
-		next = min(next, max(svy.Status.NextScheduleTime.Sub(obs.now), 0)+time.Second)
+	if due, ok := r.Waves.recheck(svy, obs.now); ok {
+		next = min(next, due)
 	}
 	return obs.outcome(next)
 }
@@ -68,7 +67,7 @@ type surveyObservation struct {
 	// allowsHTTPWebhooks: collectors send webhooks over plain http too.
 	allowsHTTPWebhooks bool
 	// summary is the collector's numbers, nil when it could not answer.
-	summary *collector.SurveySummary
+	summary *collectorapi.SurveySummary
 	// keyMissing names the webhook secretRefs that do not resolve.
 	keyMissing string
 	// lastSchedule is when the last wave ran: as its CronJob records it in
@@ -95,11 +94,14 @@ func (r *SurveyReconciler) observe(ctx context.Context, svy *cxv1.Survey, now ti
 		obs.resolve(ctx, r.Client, svy.Namespace, "Touchpoint", func() client.Object { return &cxv1.Touchpoint{} }, t.Touchpoints)
 	}
 	obs.summary = summaryOf(ctx, r.Live, &obs.readiness, svy.Namespace, svy.Spec.GetWindow(), "survey",
-		func(a *collector.AllSummary) *collector.SurveySummary { return a.Surveys[svy.Name] })
+		func(a *collectorapi.AllSummary) *collectorapi.SurveySummary { return a.Surveys[svy.Name] })
 	obs.keyMissing = r.checkWebhookKeys(ctx, svy, &obs.readiness)
-	audienceOK := r.checkAudience(ctx, svy, &obs.readiness)
-	r.syncWaves(ctx, svy, &obs.readiness)
-	obs.lastSchedule = r.lastSchedule(ctx, svy, audienceOK && len(obs.missing) == 0, &obs)
+	audience := r.checkAudience(ctx, svy, &obs.readiness)
+	if len(obs.missing) > 0 {
+		audience = nil // a wave waits for the trigger's Touchpoints
+	}
+	r.Waves.apply(ctx, r, svy, &obs.readiness)
+	obs.lastSchedule = r.Waves.lastRun(ctx, r, svy, audience, &obs)
 	return obs
 }
 

@@ -265,12 +265,14 @@ var _ = Describe("Waves without a CronJob controller", func() {
 		Eventually(func() string { return collectors.URL(ns) }).ShouldNot(BeEmpty())
 
 		// A reconciler as `cxop dev` runs it: no CronJobs.
-		local := &SurveyReconciler{Client: k8sClient, APIReader: k8sClient, Live: &StatusSource{Runtime: collectors}}
+		local := &SurveyReconciler{Client: k8sClient, APIReader: k8sClient, Live: &StatusSource{Runtime: collectors}, Waves: ManagerWaves{}}
+		audience, err := local.readAudience(ctx, svy)
+		Expect(err).NotTo(HaveOccurred())
 		now := time.Now()
 		svy.CreationTimestamp = metav1.NewTime(now.Add(-3 * time.Minute))
 		svy.Status.LastScheduleTime = nil
 		Eventually(func() (err error) {
-			svy.Status.LastScheduleTime, err = local.runLocalWave(ctx, svy, now)
+			svy.Status.LastScheduleTime, err = ManagerWaves{}.send(ctx, local, svy, audience, now)
 			return err
 		}).Should(Succeed())
 		Expect(svy.Status.LastScheduleTime).NotTo(BeNil())
@@ -278,11 +280,11 @@ var _ = Describe("Waves without a CronJob controller", func() {
 		Eventually(func() int { return len(rcv.ofType("survey.invitation")) }).Should(Equal(3))
 
 		By("not sending it again, not even when the status write was lost")
-		sent, err := local.runLocalWave(ctx, svy, now)
+		sent, err := ManagerWaves{}.send(ctx, local, svy, audience, now)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(sent).To(BeNil(), "the wave of %s was sent already", now.Truncate(time.Minute))
 		svy.Status.LastScheduleTime = nil
-		_, err = local.runLocalWave(ctx, svy, now)
+		_, err = ManagerWaves{}.send(ctx, local, svy, audience, now)
 		Expect(err).NotTo(HaveOccurred())
 		Consistently(func() int { return len(rcv.ofType("survey.invitation")) }, 2*time.Second).Should(Equal(3))
 	})

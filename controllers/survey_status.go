@@ -5,7 +5,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
-	"github.com/cxop-dev/cxop/internal/collector"
+	"github.com/cxop-dev/cxop/internal/collectorapi"
 	"github.com/cxop-dev/cxop/internal/slo"
 )
 
@@ -90,7 +90,7 @@ func setSurveyStatus(svy *cxv1.Survey, obs surveyObservation) {
 }
 
 // setInvitationStatus shows what the collector's survey engine did.
-func setInvitationStatus(svy *cxv1.Survey, inv *collector.InvitationSummary) {
+func setInvitationStatus(svy *cxv1.Survey, inv *collectorapi.InvitationSummary) {
 	st := &svy.Status
 	st.InvitationsSent, st.ResponseRate, st.Suppressed, st.OpenDetractors, st.FollowUpP50 = 0, "", nil, 0, ""
 	if inv == nil {
@@ -116,7 +116,7 @@ func setInvitationStatus(svy *cxv1.Survey, inv *collector.InvitationSummary) {
 // deliveryCondition says whether a survey's invitations can be delivered;
 // keyMissing names a webhook secretRef that does not resolve. A survey
 // without a delivery webhook has no such condition.
-func deliveryCondition(svy *cxv1.Survey, summary *collector.SurveySummary, keyMissing string, hasPage bool) *metav1.Condition {
+func deliveryCondition(svy *cxv1.Survey, summary *collectorapi.SurveySummary, keyMissing string, hasPage bool) *metav1.Condition {
 	if deliveryWebhook(svy) == nil {
 		return nil
 	}

@@ -21,21 +21,41 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
-	"github.com/cxop-dev/cxop/internal/collector"
-	"github.com/cxop-dev/cxop/internal/survey/engine"
+	"github.com/cxop-dev/cxop/internal/collectorapi"
 )
 
 // +kubebuilder:rbac:groups=batch,resources=cronjobs,verbs=get;list;watch;create;update;delete
 
-// WaveJobs runs a Survey's scheduled waves as CronJobs, in a cluster. Nil
-// (as under `cxop dev`, which runs no CronJob controller) creates none;
-// status still shows when the next wave is due.
-type WaveJobs struct {
+// WaveScheduler is how Surveys' scheduled waves run. The manager is built
+// with one: CronJobWaves in a cluster, ManagerWaves where no CronJob
+// controller runs (`cxop dev`). Its methods are unexported: the Survey
+// reconciler is its only caller.
+type WaveScheduler interface {
+	// apply makes the Survey's waves run on its schedule, or stop when it
+	// has none; a failure is recorded in obs.
+	apply(ctx context.Context, r *SurveyReconciler, svy *cxv1.Survey, obs *readiness)
+	// lastRun returns when the Survey's last wave ran. audience is the
+	// Survey's usable audience, nil when it has none or its references do
+	// not resolve: no wave can go out then.
+	lastRun(ctx context.Context, r *SurveyReconciler, svy *cxv1.Survey, audience []collectorapi.Member, obs *surveyObservation) *metav1.Time
+	// recheck is how soon the Survey must be reconciled again for its
+	// waves, or false when something else brings it back.
+	recheck(svy *cxv1.Survey, now time.Time) (time.Duration, bool)
+}
+
+// CronJobWaves runs each scheduled Survey's waves as a CronJob, whose Jobs
+// run `cxop survey-wave` against the namespace's collector.
+type CronJobWaves struct {
 	// Image runs `cxop survey-wave`; it is the collector image.
 	Image string
 	// ImagePullSecrets are the collectors' image pull Secrets, by name.
 	ImagePullSecrets []string
 }
+
+// ManagerWaves sends each due wave from the manager itself, where no
+// CronJob controller runs (`cxop dev`). Status keeps when the last one went
+// out, and the Survey is reconciled again when the next is due.
+type ManagerWaves struct{}
 
 // waveJobName names a Survey's CronJob. CronJob names are at most 52
 // characters (the Jobs they make add 11); a longer one is shortened with a
@@ -49,12 +69,8 @@ func waveJobName(survey string) string {
 	return name[:52-9] + "-" + hex.EncodeToString(sum[:4])
 }
 
-// syncWaves creates, updates or deletes the Survey's CronJob; a failure is
-// recorded in obs.
-func (r *SurveyReconciler) syncWaves(ctx context.Context, svy *cxv1.Survey, obs *readiness) {
-	if r.Waves == nil {
-		return
-	}
+// apply creates, updates or deletes the Survey's CronJob.
+func (w *CronJobWaves) apply(ctx context.Context, r *SurveyReconciler, svy *cxv1.Survey, obs *readiness) {
 	cj := &batchv1.CronJob{ObjectMeta: metav1.ObjectMeta{Namespace: svy.Namespace, Name: waveJobName(svy.Name)}}
 	what := fmt.Sprintf("CronJob %s/%s", cj.Namespace, cj.Name)
 	if svy.Spec.Schedule == nil {
@@ -62,7 +78,7 @@ func (r *SurveyReconciler) syncWaves(ctx context.Context, svy *cxv1.Survey, obs 
 		return
 	}
 	_, err := controllerutil.CreateOrUpdate(ctx, r.Client, cj, func() error {
-		r.mutateWaveJob(cj, svy)
+		w.mutateJob(cj, svy)
 		return controllerutil.SetControllerReference(svy, cj, r.Scheme())
 	})
 	obs.apiStep(cxv1.ApplyFailedReason, "apply wave "+what, err)
@@ -79,7 +95,7 @@ func (e *audienceError) Error() string { return e.message }
 // readAudience reads and parses the audience a Survey's schedule names. It
 // returns an *audienceError for an audience that cannot be used, and any
 // other error as the API server's.
-func (r *SurveyReconciler) readAudience(ctx context.Context, svy *cxv1.Survey) ([]engine.Member, error) {
+func (r *SurveyReconciler) readAudience(ctx context.Context, svy *cxv1.Survey) ([]collectorapi.Member, error) {
 	ref := svy.Spec.Schedule.Audience
 	var cm corev1.ConfigMap
 	err := r.uncached().Get(ctx, types.NamespacedName{Namespace: svy.Namespace, Name: ref.Name}, &cm)
@@ -93,7 +109,7 @@ func (r *SurveyReconciler) readAudience(ctx context.Context, svy *cxv1.Survey) (
 	if !ok {
 		return nil, &audienceError{cxv1.AudienceNotFoundReason, fmt.Sprintf("spec.schedule.audience: ConfigMap %q has no key %q", ref.Name, ref.Key)}
 	}
-	members, err := collector.ParseAudience([]byte(data))
+	members, err := collectorapi.ParseAudience([]byte(data))
 	if err != nil {
 		return nil, &audienceError{cxv1.InvalidAudienceReason, fmt.Sprintf("spec.schedule.audience: ConfigMap %q key %q: %v", ref.Name, ref.Key, err)}
 	}
@@ -101,42 +117,33 @@ func (r *SurveyReconciler) readAudience(ctx context.Context, svy *cxv1.Survey) (
 }
 
 // checkAudience records whether the waves of a scheduled, unsuspended
-// Survey have an audience to go to, and reports whether they do. Without
-// one every wave fails (in a cluster, its pod never starts) until someone
-// fixes the ConfigMap, so the Survey is stalled.
-func (r *SurveyReconciler) checkAudience(ctx context.Context, svy *cxv1.Survey, obs *readiness) bool {
+// Survey have an audience to go to, and returns it (nil when there is
+// none). Without one every wave fails (in a cluster, its pod never starts)
+// until someone fixes the ConfigMap, so the Survey is stalled.
+func (r *SurveyReconciler) checkAudience(ctx context.Context, svy *cxv1.Survey, obs *readiness) []collectorapi.Member {
 	if svy.Spec.Schedule == nil || svy.Spec.Suspend {
-		return false
+		return nil
 	}
-	_, err := r.readAudience(ctx, svy)
+	members, err := r.readAudience(ctx, svy)
 	var bad *audienceError
 	if errors.As(err, &bad) {
 		obs.fail(failure{reason: bad.reason, message: bad.message, stalled: true})
-		return false
-	}
-	return obs.apiStep(cxv1.ReadFailedReason, "read the audience", err)
-}
-
-// lastSchedule returns when the Survey's last wave ran. In a cluster its
-// CronJob records it; where the manager runs the waves itself
-// (runLocalWave, when due is set: the audience is usable and the
-// references resolve) status keeps it.
-func (r *SurveyReconciler) lastSchedule(ctx context.Context, svy *cxv1.Survey, due bool, obs *surveyObservation) *metav1.Time {
-	if svy.Spec.Schedule == nil {
 		return nil
 	}
-	if r.Waves == nil {
-		if !due {
-			return svy.Status.LastScheduleTime
-		}
-		sent, err := r.runLocalWave(ctx, svy, obs.now)
-		if err != nil {
-			obs.fail(failure{reason: cxv1.WaveFailedReason, message: err.Error(), err: err})
-		}
-		if sent != nil {
-			return sent
-		}
-		return svy.Status.LastScheduleTime
+	if !obs.apiStep(cxv1.ReadFailedReason, "read the audience", err) {
+		return nil
+	}
+	if members == nil {
+		members = []collectorapi.Member{} // usable: its waves go to no one
+	}
+	return members
+}
+
+// lastRun returns when the Survey's last wave ran, as its CronJob records
+// it.
+func (w *CronJobWaves) lastRun(ctx context.Context, r *SurveyReconciler, svy *cxv1.Survey, _ []collectorapi.Member, obs *surveyObservation) *metav1.Time {
+	if svy.Spec.Schedule == nil {
+		return nil
 	}
 	var cj batchv1.CronJob
 	err := r.Get(ctx, types.NamespacedName{Namespace: svy.Namespace, Name: waveJobName(svy.Name)}, &cj)
@@ -149,7 +156,10 @@ func (r *SurveyReconciler) lastSchedule(ctx context.Context, svy *cxv1.Survey, d
 	return cj.Status.LastScheduleTime
 }
 
-func (r *SurveyReconciler) mutateWaveJob(cj *batchv1.CronJob, svy *cxv1.Survey) {
+// recheck: the CronJob's runs bring the Survey back (it owns the CronJob).
+func (w *CronJobWaves) recheck(*cxv1.Survey, time.Time) (time.Duration, bool) { return 0, false }
+
+func (w *CronJobWaves) mutateJob(cj *batchv1.CronJob, svy *cxv1.Survey) {
 	sch := svy.Spec.Schedule
 	cj.Labels = mergeLabels(cj.Labels, map[string]string{ManagedByLabel: ManagedByValue, surveyLabel: svy.Name})
 	cj.Spec.Schedule = sch.Cron
@@ -175,7 +185,7 @@ func (r *SurveyReconciler) mutateWaveJob(cj *batchv1.CronJob, svy *cxv1.Survey) 
 			Spec: corev1.PodSpec{
 				RestartPolicy:                corev1.RestartPolicyNever,
 				AutomountServiceAccountToken: ptr.To(false),
-				ImagePullSecrets:             pullSecrets(r.Waves.ImagePullSecrets),
+				ImagePullSecrets:             pullSecrets(w.ImagePullSecrets),
 				SecurityContext: &corev1.PodSecurityContext{
 					RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](collectorRunAsUser), RunAsGroup: ptr.To[int64](collectorRunAsUser),
 					// The kubelet writes the token file root-owned, mode 0440:
@@ -185,7 +195,7 @@ func (r *SurveyReconciler) mutateWaveJob(cj *batchv1.CronJob, svy *cxv1.Survey) 
 				},
 				Containers: []corev1.Container{{
 					Name:  "wave",
-					Image: r.Waves.Image,
+					Image: w.Image,
 					Args: []string{"survey-wave",
 						fmt.Sprintf("--collector=http://%s.%s.svc:%d", CollectorName, svy.Namespace, CollectorPort),
 						"--survey=" + svy.Name,
@@ -225,15 +235,45 @@ func (r *SurveyReconciler) mutateWaveJob(cj *batchv1.CronJob, svy *cxv1.Survey) 
 	}
 }
 
-// runLocalWave sends a Survey's wave from the manager itself when it is
-// due, where no CronJob controller runs (`cxop dev`), and returns the time
-// of the wave it sent, or nil. Only the latest due run is sent, as a
-// CronJob sends one late run, so a laptop that slept through several sends
-// one wave. The wave's id is the Survey and the scheduled time: sending it
-// again after a crash invites no one twice.
-func (r *SurveyReconciler) runLocalWave(ctx context.Context, svy *cxv1.Survey, now time.Time) (*metav1.Time, error) {
+// apply: there is nothing to create; lastRun sends the waves.
+func (ManagerWaves) apply(context.Context, *SurveyReconciler, *cxv1.Survey, *readiness) {}
+
+// lastRun sends the Survey's wave when one is due and the Survey has an
+// audience, and returns when the last wave went out. A failure to send is
+// recorded in obs.
+func (m ManagerWaves) lastRun(ctx context.Context, r *SurveyReconciler, svy *cxv1.Survey, audience []collectorapi.Member, obs *surveyObservation) *metav1.Time {
+	if svy.Spec.Schedule == nil {
+		return nil
+	}
+	if audience == nil {
+		return svy.Status.LastScheduleTime
+	}
+	sent, err := m.send(ctx, r, svy, audience, obs.now)
+	if err != nil {
+		obs.fail(failure{reason: cxv1.WaveFailedReason, message: err.Error(), err: err})
+	}
+	if sent != nil {
+		return sent
+	}
+	return svy.Status.LastScheduleTime
+}
+
+// recheck comes back when the next wave is due.
+func (ManagerWaves) recheck(svy *cxv1.Survey, now time.Time) (time.Duration, bool) {
+	if svy.Status.NextScheduleTime == nil {
+		return 0, false
+	}
+	return max(svy.Status.NextScheduleTime.Sub(now), 0) + time.Second, true
+}
+
+// send sends a Survey's wave when it is due and returns the time of the
+// wave it sent, or nil. Only the latest due run is sent, as a CronJob sends
+// one late run, so a laptop that slept through several sends one wave. The
+// wave's id is the Survey and the scheduled time: sending it again after a
+// crash invites no one twice.
+func (ManagerWaves) send(ctx context.Context, r *SurveyReconciler, svy *cxv1.Survey, audience []collectorapi.Member, now time.Time) (*metav1.Time, error) {
 	sch := svy.Spec.Schedule
-	if r.Waves != nil || sch == nil || svy.Spec.Suspend {
+	if sch == nil || svy.Spec.Suspend {
 		return nil, nil
 	}
 	s, err := cronParser.Parse("CRON_TZ=" + sch.GetTimeZone() + " " + sch.Cron)
@@ -255,16 +295,12 @@ func (r *SurveyReconciler) runLocalWave(ctx context.Context, svy *cxv1.Survey, n
 	if url == "" {
 		return nil, nil // no collector yet; the next reconcile tries again
 	}
-	audience, err := r.readAudience(ctx, svy)
-	if err != nil {
-		return nil, fmt.Errorf("wave audience: %w", err)
-	}
 	var sec corev1.Secret
 	if err := r.Get(ctx, types.NamespacedName{Namespace: svy.Namespace, Name: SurveyTokenSecretName(svy.Name)}, &sec); err != nil {
 		return nil, fmt.Errorf("wave token: %w", err)
 	}
 	wave := fmt.Sprintf("%s-%d", svy.Name, due.Unix())
-	sent, dup, err := collector.SendWave(ctx, &http.Client{Timeout: 30 * time.Second}, url, string(sec.Data[TokenKey]), svy.Name, wave, audience)
+	sent, dup, err := collectorapi.SendWave(ctx, &http.Client{Timeout: 30 * time.Second}, url, string(sec.Data[TokenKey]), svy.Name, wave, audience)
 	if err != nil {
 		return nil, fmt.Errorf("send wave %s: %w", wave, err)
 	}

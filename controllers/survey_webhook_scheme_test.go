@@ -7,7 +7,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
-	"github.com/cxop-dev/cxop/internal/collector"
+	"github.com/cxop-dev/cxop/internal/collectorapi"
 )
 
 // TestInsecureWebhookIsNotShownAsDelivering: a plain-http webhook under
@@ -44,7 +44,7 @@ func TestInsecureWebhookIsNotShownAsDelivering(t *testing.T) {
 			cxv1.WebhookKeyMissingReason, `Secret "m" not found`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := deliveryCondition(tc.svy, &collector.SurveySummary{}, tc.keyMissing, true)
+			c := deliveryCondition(tc.svy, &collectorapi.SurveySummary{}, tc.keyMissing, true)
 			refuseInsecureWebhooks(c, tc.svy, tc.allowHTTP)
 			wantStatus := metav1.ConditionFalse
 			if tc.reason == cxv1.DeliveringReason {

@@ -9,7 +9,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
-	"github.com/cxop-dev/cxop/internal/collector"
+	"github.com/cxop-dev/cxop/internal/collectorapi"
 )
 
 // TouchpointReconciler checks a Touchpoint's spec and keeps its status
@@ -48,7 +48,7 @@ type touchpointObservation struct {
 	// ingestURL is the namespace's collector, "" before it runs.
 	ingestURL string
 	// summary is the collector's numbers, nil when it could not answer.
-	summary *collector.TouchpointSummary
+	summary *collectorapi.TouchpointSummary
 	// stale says whether status keeps the numbers it shows when there is
 	// no summary, and the Stale condition that marks them.
 	stale staleness
@@ -61,6 +61,6 @@ func (r *TouchpointReconciler) observe(ctx context.Context, tp *cxv1.Touchpoint)
 		return obs
 	}
 	obs.summary = summaryOf(ctx, r.Live, &obs.readiness, tp.Namespace, tp.Spec.GetWindow(), "touchpoint",
-		func(a *collector.AllSummary) *collector.TouchpointSummary { return a.Touchpoints[tp.Name] })
+		func(a *collectorapi.AllSummary) *collectorapi.TouchpointSummary { return a.Touchpoints[tp.Name] })
 	return obs
 }

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/cxop-dev/cxop/internal/collectorapi"
 	"github.com/cxop-dev/cxop/internal/loadgen"
 )
 
@@ -38,7 +39,7 @@ func BenchmarkIngest(b *testing.B) {
 }
 
 func testConfigB(b *testing.B) *settings {
-	cfg, err := parseConfig([]byte("touchpoints: [{name: chat, waitThreshold: 2m, tokenSHA256: [" + HashToken(chatToken) + "]}]"))
+	cfg, err := parseConfig([]byte("touchpoints: [{name: chat, waitThreshold: 2m, tokenSHA256: [" + collectorapi.HashToken(chatToken) + "]}]"))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"k8s.io/apimachinery/pkg/api/resource"
 	"log/slog"
 	"net"
 	"net/http"
@@ -13,15 +12,17 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
-	"strconv"
 	"sync"
 	"time"
+
+	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/fsnotify/fsnotify"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
+	"github.com/cxop-dev/cxop/internal/collectorapi"
 	"github.com/cxop-dev/cxop/internal/rollup"
 	"github.com/cxop-dev/cxop/internal/store"
 	"github.com/cxop-dev/cxop/internal/survey/engine"
@@ -68,7 +69,7 @@ type Options struct {
 	// on every filesystem. Default 10s.
 	ConfigPoll time.Duration
 	// Delivery and invitation limits of the survey engine.
-	Delivery DeliveryOptions
+	Delivery collectorapi.DeliveryOptions
 	// MaxInflightBytes caps the request bodies held in memory at once, as
 	// a quantity ("64Mi"); empty derives it from GOMEMLIMIT (an eighth),
 	// or 64Mi without one.
@@ -79,81 +80,13 @@ type Options struct {
 	minFreeBytes int64
 }
 
-// DeliveryOptions tune how the survey engine delivers and how many
-// invitations interactions may trigger.
-type DeliveryOptions struct {
-	// RetryFor is how long a failing message is retried before it is
-	// parked (kept) and its webhook reported failing.
-	RetryFor time.Duration
-	// ProbeInterval is how often a failing webhook is tried with one
-	// parked message.
-	ProbeInterval time.Duration
-	// PerTouchpoint and PerNamespace cap the invitations interactions
-	// trigger per hour; 0 means no cap.
-	PerTouchpoint, PerNamespace int
-}
-
-// flagSet is the part of a pflag.FlagSet the delivery flags use.
-type flagSet interface {
-	DurationVar(p *time.Duration, name string, value time.Duration, usage string)
-	IntVar(p *int, name string, value int, usage string)
-}
-
-// DefaultDelivery is what the flags default to, and what Run takes when
-// Options.Delivery is left zero.
-var DefaultDelivery = DeliveryOptions{RetryFor: engine.DefaultRetryFor, ProbeInterval: engine.DefaultProbeInterval, PerTouchpoint: 10_000, PerNamespace: 50_000}
-
 // addDeliveryFlags declares the survey engine's flags.
-func addDeliveryFlags(f flagSet, o *DeliveryOptions) {
-	d := DefaultDelivery
+func addDeliveryFlags(f collectorapi.FlagSet, o *collectorapi.DeliveryOptions) {
+	d := collectorapi.DefaultDelivery
 	f.DurationVar(&o.RetryFor, "webhook-retry-for", d.RetryFor, "retry a failing webhook message (any answer but 2xx and 410) this long, with exponential backoff, before parking it; parked messages are kept and delivered once the webhook works again")
 	f.DurationVar(&o.ProbeInterval, "webhook-probe-interval", d.ProbeInterval, "how often a failing webhook is tried with one parked message")
 	f.IntVar(&o.PerTouchpoint, "invitation-rate-per-touchpoint", d.PerTouchpoint, "invitations one touchpoint's interactions (one touchpoint token) may trigger per hour; more are suppressed and counted; 0: no cap")
 	f.IntVar(&o.PerNamespace, "invitation-rate-per-namespace", d.PerNamespace, "invitations all touchpoints of the collector may trigger per hour; more are suppressed and counted; 0: no cap")
-}
-
-// AddManagerDeliveryFlags declares the manager's flags that set the
-// collectors' delivery options: the collector flags, prefixed with
-// "collector-".
-func AddManagerDeliveryFlags(f flagSet, o *DeliveryOptions) {
-	d := DefaultDelivery
-	o.ProbeInterval = d.ProbeInterval
-	f.DurationVar(&o.RetryFor, "collector-webhook-retry-for", d.RetryFor, "each collector's --webhook-retry-for: how long a failing webhook message is retried before it is parked (kept) and the Survey's Delivering condition turns False")
-	f.IntVar(&o.PerTouchpoint, "collector-invitation-rate-per-touchpoint", d.PerTouchpoint, "each collector's --invitation-rate-per-touchpoint: invitations one touchpoint may trigger per hour; 0: no cap")
-	f.IntVar(&o.PerNamespace, "collector-invitation-rate-per-namespace", d.PerNamespace, "each collector's --invitation-rate-per-namespace: invitations one namespace's touchpoints may trigger per hour; 0: no cap")
-}
-
-// Args are the collector flags that set o; none for the zero value, which
-// leaves the collector's defaults.
-func (o DeliveryOptions) Args() []string {
-	if o == (DeliveryOptions{}) {
-		return nil
-	}
-	args := []string{
-		"--webhook-retry-for=" + o.RetryFor.String(),
-		"--invitation-rate-per-touchpoint=" + strconv.Itoa(o.PerTouchpoint),
-		"--invitation-rate-per-namespace=" + strconv.Itoa(o.PerNamespace),
-	}
-	if o.ProbeInterval > 0 {
-		args = append(args, "--webhook-probe-interval="+o.ProbeInterval.String())
-	}
-	return args
-}
-
-// Check refuses options the collector would refuse, naming the flag with
-// its prefix ("" for the collector's, "collector-" for the manager's).
-func (o DeliveryOptions) Check(prefix string) error {
-	switch {
-	case o.RetryFor < time.Hour:
-		return fmt.Errorf("--%swebhook-retry-for: %s is under 1h", prefix, o.RetryFor)
-	case o.ProbeInterval < time.Second:
-		return fmt.Errorf("--%swebhook-probe-interval: %s is under 1s", prefix, o.ProbeInterval)
-	case o.PerTouchpoint < 0:
-		return fmt.Errorf("--%sinvitation-rate-per-touchpoint: %d is negative", prefix, o.PerTouchpoint)
-	case o.PerNamespace < 0:
-		return fmt.Errorf("--%sinvitation-rate-per-namespace: %d is negative", prefix, o.PerNamespace)
-	}
-	return nil
 }
 
 // defaultGCPercent is the collector process's GOGC unless the environment
@@ -227,8 +160,8 @@ func Run(ctx context.Context, o Options) error {
 		}
 		cacheBytes = q.Value()
 	}
-	if o.Delivery == (DeliveryOptions{}) {
-		o.Delivery = DefaultDelivery
+	if o.Delivery == (collectorapi.DeliveryOptions{}) {
+		o.Delivery = collectorapi.DefaultDelivery
 	}
 	if err := o.Delivery.Check(""); err != nil {
 		return err

@@ -15,86 +15,15 @@ import (
 	"github.com/prometheus/common/model"
 	"sigs.k8s.io/yaml"
 
+	"github.com/cxop-dev/cxop/internal/collectorapi"
 	"github.com/cxop-dev/cxop/internal/score"
 	"github.com/cxop-dev/cxop/internal/survey/engine"
 )
 
-// Config is the collector's configuration file, rendered by the operator
-// from the namespace's Touchpoints and Surveys. docs/collector.md
-// documents it.
-type Config struct {
-	Touchpoints []TouchpointConfig `json:"touchpoints,omitempty"`
-	Surveys     []SurveyConfig     `json:"surveys,omitempty"`
-	// ReadTokenSHA256, when set, protects /v1/summary and /v1/export.
-	ReadTokenSHA256 []string `json:"readTokenSHA256,omitempty"`
-	// Retention is how long records are kept (Prometheus duration).
-	Retention string `json:"retention,omitempty"`
-	// PageURL is the base URL of this collector's hosted survey page as
-	// customers reach it; survey links are PageURL/s/TOKEN.
-	PageURL string `json:"pageURL,omitempty"`
-}
-
-// TouchpointConfig is one touchpoint.
-type TouchpointConfig struct {
-	Name          string         `json:"name"`
-	WaitThreshold string         `json:"waitThreshold,omitempty"`
-	BusinessHours *BusinessHours `json:"businessHours,omitempty"`
-	TokenSHA256   []string       `json:"tokenSHA256,omitempty"`
-}
-
-// SurveyConfig is one survey.
-type SurveyConfig struct {
-	Name        string     `json:"name"`
-	Type        score.Kind `json:"type"`
-	TokenSHA256 []string   `json:"tokenSHA256,omitempty"`
-
-	Question         string         `json:"question,omitempty"`
-	FollowUpQuestion string         `json:"followUpQuestion,omitempty"`
-	Trigger          *TriggerConfig `json:"trigger,omitempty"`
-	// Throttle: never invite a customer invited by any survey within it.
-	Throttle string `json:"throttle,omitempty"`
-	// LinkTTL is how long a link stays valid (default 7d).
-	LinkTTL string `json:"linkTTL,omitempty"`
-	// Suspend stops new invitations; links already sent still work.
-	Suspend bool           `json:"suspend,omitempty"`
-	Webhook *WebhookConfig `json:"webhook,omitempty"`
-	// DetractorWebhook receives detractors' answers (closed loop).
-	DetractorWebhook *WebhookConfig `json:"detractorWebhook,omitempty"`
-}
-
-// TriggerConfig makes a survey transactional.
-type TriggerConfig struct {
-	Touchpoints []string `json:"touchpoints"`
-	// Delay after the interaction (default 0).
-	Delay string `json:"delay,omitempty"`
-	// SamplePercent of eligible customers invited (default 100).
-	SamplePercent *float64 `json:"samplePercent,omitempty"`
-}
-
-// WebhookConfig is a receiver of signed webhooks. Key names the signing
-// key in the secrets file, which keeps key material out of the config.
-type WebhookConfig struct {
-	URL string `json:"url"`
-	Key string `json:"key"`
-}
-
-// BusinessHours is a weekly calendar, as on the Touchpoint API.
-type BusinessHours struct {
-	TimeZone string           `json:"timeZone,omitempty"`
-	Hours    []BusinessPeriod `json:"hours"`
-}
-
-// BusinessPeriod is an opening interval on some weekdays.
-type BusinessPeriod struct {
-	Days  []string `json:"days"`
-	Start string   `json:"start"`
-	End   string   `json:"end"`
-}
-
 // DefaultRetention is how long records are kept when the config is silent.
 const DefaultRetention = 400 * 24 * time.Hour
 
-// settings is a parsed, validated Config, ready for lookups.
+// settings is a parsed, validated collectorapi.Config, ready for lookups.
 type settings struct {
 	touchpoints map[string]*touchpointSettings
 	surveys     map[string]*surveySettings
@@ -125,7 +54,7 @@ var nameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
 
 // parseConfig reads and validates a config file; errors name the field.
 func parseConfig(data []byte) (*settings, error) {
-	var c Config
+	var c collectorapi.Config
 	if err := yaml.UnmarshalStrict(data, &c); err != nil {
 		return nil, fmt.Errorf("parse: %w", err)
 	}
@@ -209,12 +138,6 @@ func parseHashes(field string, hexes []string) ([][]byte, error) {
 	return out, nil
 }
 
-// HashToken is the form a token takes in the config: hex SHA-256.
-func HashToken(token string) string {
-	sum := sha256.Sum256([]byte(token))
-	return hex.EncodeToString(sum[:])
-}
-
 // matches reports whether sum is one of hashes, comparing every hash in
 // constant time so the answer's timing says nothing about near misses.
 func matches(sum []byte, hashes [][]byte) bool {
@@ -246,7 +169,7 @@ type calendar struct {
 var weekdays = map[string]time.Weekday{"Sunday": time.Sunday, "Monday": time.Monday, "Tuesday": time.Tuesday,
 	"Wednesday": time.Wednesday, "Thursday": time.Thursday, "Friday": time.Friday, "Saturday": time.Saturday}
 
-func parseCalendar(field string, bh *BusinessHours) (*calendar, error) {
+func parseCalendar(field string, bh *collectorapi.BusinessHours) (*calendar, error) {
 	c := &calendar{loc: time.UTC}
 	if bh.TimeZone != "" {
 		loc, err := time.LoadLocation(bh.TimeZone)

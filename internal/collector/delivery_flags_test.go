@@ -4,6 +4,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cxop-dev/cxop/internal/collectorapi"
+	"github.com/cxop-dev/cxop/internal/survey/engine"
 )
 
 // The survey engine's flags default to a day of retries and finite
@@ -20,23 +23,23 @@ func TestDeliveryFlags(t *testing.T) {
 			t.Errorf("--%s: %+v, want default %s", name, fl, want)
 		}
 	}
-	if DefaultDelivery.RetryFor < 24*time.Hour {
-		t.Errorf("default retry window %s is under a day", DefaultDelivery.RetryFor)
+	if collectorapi.DefaultDelivery.RetryFor < 24*time.Hour {
+		t.Errorf("default retry window %s is under a day", collectorapi.DefaultDelivery.RetryFor)
 	}
 	for _, tc := range []struct {
-		o    DeliveryOptions
+		o    collectorapi.DeliveryOptions
 		want string
 	}{
-		{DeliveryOptions{RetryFor: 30 * time.Minute, ProbeInterval: time.Minute}, "--webhook-retry-for: 30m0s is under 1h"},
-		{DeliveryOptions{RetryFor: time.Hour}, "--webhook-probe-interval: 0s is under 1s"},
-		{DeliveryOptions{RetryFor: time.Hour, ProbeInterval: time.Minute, PerTouchpoint: -1}, "--invitation-rate-per-touchpoint: -1 is negative"},
-		{DeliveryOptions{RetryFor: time.Hour, ProbeInterval: time.Minute, PerNamespace: -5}, "--invitation-rate-per-namespace: -5 is negative"},
+		{collectorapi.DeliveryOptions{RetryFor: 30 * time.Minute, ProbeInterval: time.Minute}, "--webhook-retry-for: 30m0s is under 1h"},
+		{collectorapi.DeliveryOptions{RetryFor: time.Hour}, "--webhook-probe-interval: 0s is under 1s"},
+		{collectorapi.DeliveryOptions{RetryFor: time.Hour, ProbeInterval: time.Minute, PerTouchpoint: -1}, "--invitation-rate-per-touchpoint: -1 is negative"},
+		{collectorapi.DeliveryOptions{RetryFor: time.Hour, ProbeInterval: time.Minute, PerNamespace: -5}, "--invitation-rate-per-namespace: -5 is negative"},
 	} {
 		if err := tc.o.Check(""); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: %v, want %q", tc.o, err, tc.want)
 		}
 	}
-	if err := DefaultDelivery.Check(""); err != nil {
+	if err := collectorapi.DefaultDelivery.Check(""); err != nil {
 		t.Errorf("the defaults: %v", err)
 	}
 	cmd.SetArgs([]string{"--data-dir", t.TempDir(), "--config", "/nonexistent", "--webhook-retry-for", "10m"})
@@ -49,8 +52,8 @@ func TestDeliveryFlags(t *testing.T) {
 // The manager passes its collector- flags on as the collector's.
 func TestManagerDeliveryFlagsBecomeCollectorArgs(t *testing.T) {
 	cmd := NewCommand()
-	var o DeliveryOptions
-	AddManagerDeliveryFlags(cmd.Flags(), &o)
+	var o collectorapi.DeliveryOptions
+	collectorapi.AddManagerDeliveryFlags(cmd.Flags(), &o)
 	if err := cmd.Flags().Parse([]string{"--collector-webhook-retry-for=48h", "--collector-invitation-rate-per-touchpoint=0"}); err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +68,7 @@ func TestManagerDeliveryFlagsBecomeCollectorArgs(t *testing.T) {
 	if err := o.Check("collector-"); err == nil || !strings.Contains(err.Error(), "--collector-webhook-retry-for: 1m0s is under 1h") {
 		t.Errorf("Check = %v", err)
 	}
-	if args := (DeliveryOptions{}).Args(); args != nil {
+	if args := (collectorapi.DeliveryOptions{}).Args(); args != nil {
 		t.Errorf("zero options pass %v", args)
 	}
 	// Every flag Args writes is one the collector declares.
@@ -74,5 +77,15 @@ func TestManagerDeliveryFlagsBecomeCollectorArgs(t *testing.T) {
 		if NewCommand().Flags().Lookup(name) == nil {
 			t.Errorf("the collector has no --%s", name)
 		}
+	}
+}
+
+// The contract repeats the survey engine's delivery defaults rather than
+// importing the engine; they must not drift apart.
+func TestContractDeliveryDefaultsAreTheEngines(t *testing.T) {
+	d := collectorapi.DefaultDelivery
+	if d.RetryFor != engine.DefaultRetryFor || d.ProbeInterval != engine.DefaultProbeInterval {
+		t.Fatalf("collectorapi.DefaultDelivery = %s retry, %s probe; the engine defaults to %s, %s",
+			d.RetryFor, d.ProbeInterval, engine.DefaultRetryFor, engine.DefaultProbeInterval)
 	}
 }

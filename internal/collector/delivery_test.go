@@ -14,6 +14,7 @@ import (
 
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
+	"github.com/cxop-dev/cxop/internal/collectorapi"
 	"github.com/cxop-dev/cxop/internal/rollup"
 	"github.com/cxop-dev/cxop/internal/store"
 	"github.com/cxop-dev/cxop/internal/survey/engine"
@@ -35,7 +36,7 @@ func TestSummaryReportsAFailingWebhookAndRateLimits(t *testing.T) {
     trigger: {touchpoints: [chat]}
     webhook: {url: %q, key: mailer}
 pageURL: https://cx.example.com
-`, HashToken(npsToken), refusing.URL))
+`, collectorapi.HashToken(npsToken), refusing.URL))
 	sec, err := parseSecrets([]byte(fmt.Sprintf("linkKeys: {current: %s}\nwebhookKeys: {mailer: %s}\n",
 		base64.StdEncoding.EncodeToString([]byte(strings.Repeat("k", 32))),
 		base64.StdEncoding.EncodeToString([]byte(strings.Repeat("w", 32))))))
@@ -70,7 +71,7 @@ pageURL: https://cx.example.com
 		}
 		now = now.Add(10 * time.Minute)
 	}
-	out := &SurveySummary{Survey: "mailed"}
+	out := &collectorapi.SurveySummary{Survey: "mailed"}
 	if err := c.srv.addInvitations(out, testNow.Add(-24*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +117,7 @@ func TestRotatingTheWebhookKeyInTheSecretsDeliversParkedInvitations(t *testing.T
     trigger: {touchpoints: [chat]}
     webhook: {url: %q, key: mailer}
 pageURL: https://cx.example.com
-`, HashToken(npsToken), rcv.URL))
+`, collectorapi.HashToken(npsToken), rcv.URL))
 	secretsWith := func(key []byte) *secrets {
 		sec, err := parseSecrets([]byte(fmt.Sprintf("linkKeys: {current: %s}\nwebhookKeys: {mailer: %s}\n",
 			base64.StdEncoding.EncodeToString([]byte(strings.Repeat("k", 32))), base64.StdEncoding.EncodeToString(key))))
@@ -171,7 +172,7 @@ pageURL: https://cx.example.com
 			t.Errorf("%s accepted %d times", id, n)
 		}
 	}
-	out := &SurveySummary{Survey: "mailed"}
+	out := &collectorapi.SurveySummary{Survey: "mailed"}
 	if err := c.srv.addInvitations(out, testNow.Add(-24*time.Hour)); err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/cxop-dev/cxop/internal/collectorapi"
 )
 
 // startCollectorWithClock is startCollector with a clock the test moves.
@@ -61,7 +63,7 @@ func TestReusedIDWithAnotherPayloadIs422(t *testing.T) {
 	}
 	// b came only in refused requests: it is new.
 	expect("b after the refusals", "/v1/events", chatToken, `{"id":"b","touchpoint":"chat","customer":"c2"}`, 200, 1, 0)
-	var sum TouchpointSummary
+	var sum collectorapi.TouchpointSummary
 	c.get("/v1/summary?touchpoint=chat&window=1d", &sum)
 	if sum.Interactions != 2 || sum.Waits != 1 || sum.CompliantWaits != 1 {
 		t.Errorf("summary %+v, want 2 interactions and the first record's one compliant wait", sum)
@@ -75,7 +77,7 @@ func TestReusedIDWithAnotherPayloadIs422(t *testing.T) {
 	if answer["field"] != "id" || !strings.Contains(fmt.Sprint(answer["error"]), `"r"`) {
 		t.Errorf("changed answer: %v", answer)
 	}
-	var nps SurveySummary
+	var nps collectorapi.SurveySummary
 	c.get("/v1/summary?survey=nps&window=1d", &nps)
 	if nps.Responses != 1 || nps.Distribution[9] != 1 {
 		t.Errorf("nps summary %+v, want the one answer of 9", nps)

@@ -8,6 +8,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/cxop-dev/cxop/internal/collectorapi"
 	"github.com/cxop-dev/cxop/internal/store"
 )
 
@@ -32,8 +33,8 @@ func FuzzIngestBody(f *testing.F) {
 		f.Add([]byte(seed), true)
 	}
 	cfg, err := parseConfig([]byte(`
-touchpoints: [{name: chat, waitThreshold: 2m, tokenSHA256: ["` + HashToken(chatToken) + `"]}]
-surveys: [{name: nps, type: NPS, tokenSHA256: ["` + HashToken(npsToken) + `"]}]`))
+touchpoints: [{name: chat, waitThreshold: 2m, tokenSHA256: ["` + collectorapi.HashToken(chatToken) + `"]}]
+surveys: [{name: nps, type: NPS, tokenSHA256: ["` + collectorapi.HashToken(npsToken) + `"]}]`))
 	if err != nil {
 		f.Fatal(err)
 	}

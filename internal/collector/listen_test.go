@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cxop-dev/cxop/internal/collectorapi"
 	"github.com/cxop-dev/cxop/internal/webhook"
 )
 
@@ -38,7 +39,7 @@ func TestListenersServeOnlyTheirRoutes(t *testing.T) {
 	dir := t.TempDir()
 	api, page, metrics := freeLoopbackAddr(t), freeLoopbackAddr(t), freeLoopbackAddr(t)
 	cfgPath, secPath := filepath.Join(dir, "collector.yaml"), filepath.Join(dir, "secrets.yaml")
-	writeFile(t, cfgPath, fmt.Sprintf("readTokenSHA256: [%s]\ntouchpoints: [{name: chat, tokenSHA256: [%s]}]\n", HashToken(readToken), HashToken(chatToken)))
+	writeFile(t, cfgPath, fmt.Sprintf("readTokenSHA256: [%s]\ntouchpoints: [{name: chat, tokenSHA256: [%s]}]\n", collectorapi.HashToken(readToken), collectorapi.HashToken(chatToken)))
 	writeFile(t, secPath, "linkKeys: {current: "+base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))+"}\n")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -132,9 +133,9 @@ func TestCollectorFlagDefaults(t *testing.T) {
 func TestRunRefuses(t *testing.T) {
 	dir := t.TempDir()
 	noRead := filepath.Join(dir, "no-read.yaml")
-	writeFile(t, noRead, "touchpoints: [{name: chat, tokenSHA256: ["+HashToken(chatToken)+"]}]\n")
+	writeFile(t, noRead, "touchpoints: [{name: chat, tokenSHA256: ["+collectorapi.HashToken(chatToken)+"]}]\n")
 	good := filepath.Join(dir, "good.yaml")
-	writeFile(t, good, "readTokenSHA256: ["+HashToken(readToken)+"]\n")
+	writeFile(t, good, "readTokenSHA256: ["+collectorapi.HashToken(readToken)+"]\n")
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -204,7 +205,7 @@ func TestWebhookFlagsReachTheGuard(t *testing.T) {
 // flag, unless --allow-insecure-webhooks is set.
 func TestPlainHTTPWebhooksWaitUnlessAllowed(t *testing.T) {
 	cfg := mustParse(t, `
-readTokenSHA256: [`+HashToken(readToken)+`]
+readTokenSHA256: [`+collectorapi.HashToken(readToken)+`]
 touchpoints: [{name: chat}]
 surveys:
   - name: plain

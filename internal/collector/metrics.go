@@ -62,7 +62,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Requests refused, by endpoint and reason (invalid, unauthorized, forbidden, too_large, conflict, overloaded, in_flight_bytes, unavailable).",
 		}, []string{"endpoint", "reason"}),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "cxop_collector_config_reloads_total", Help: "Config reloads, by result (success, failure).",
+			Name: "cxop_collector_config_reloads_total", Help: "collectorapi.Config reloads, by result (success, failure).",
 		}, []string{"result"}),
 		configSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "cxop_collector_config_last_reload_successful", Help: "1 if the last config load succeeded.",

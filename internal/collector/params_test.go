@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cxop-dev/cxop/internal/collectorapi"
 )
 
 func (c *testCollector) getAnswer(path string) (int, errorBody, []byte) {
@@ -70,7 +72,7 @@ func TestSummaryAndExportParametersAreCheckedFirst(t *testing.T) {
 		}
 	}
 	// A touchpoint named many times is read (and counted) once.
-	var sum TouchpointSummary
+	var sum collectorapi.TouchpointSummary
 	if code := c.get("/v1/summary?window=1d"+strings.Repeat("&touchpoint=chat", 1000), &sum); code != 200 || sum.Interactions != 1 || len(sum.Touchpoints) != 1 {
 		t.Errorf("chat named 1,000 times: %d, %d interactions over %v, want 1 over [chat]", code, sum.Interactions, sum.Touchpoints)
 	}

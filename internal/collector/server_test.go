@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/cxop-dev/cxop/internal/collectorapi"
 	"github.com/cxop-dev/cxop/internal/store"
 )
 
@@ -56,7 +57,7 @@ surveys:
   - name: csat
     type: CSAT
     tokenSHA256: [%s]
-%s`, HashToken(chatToken), HashToken(phoneToken), HashToken(readToken), HashToken(npsToken), HashToken(csatToken), extra)))
+%s`, collectorapi.HashToken(chatToken), collectorapi.HashToken(phoneToken), collectorapi.HashToken(readToken), collectorapi.HashToken(npsToken), collectorapi.HashToken(csatToken), extra)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +228,7 @@ func TestMalformedInputIsRejectedWhole(t *testing.T) {
 			t.Errorf("%d %v (Retry-After %q), want 503 with Retry-After naming the in-flight limit", code, body, h.Get("Retry-After"))
 		}
 	})
-	var sum TouchpointSummary
+	var sum collectorapi.TouchpointSummary
 	c.get("/v1/summary?touchpoint=chat&window=1d", &sum)
 	if sum.Interactions != 0 {
 		t.Errorf("after only rejected requests the summary counts %d interactions, want 0 (nothing half-written)", sum.Interactions)
@@ -324,7 +325,7 @@ func TestSummaryAndExportAlwaysNeedTheReadToken(t *testing.T) {
 	}
 
 	// A server whose config names no read token admits nobody.
-	open := startCollector(t, t.TempDir(), mustParse(t, "touchpoints: [{name: chat, tokenSHA256: ["+HashToken(chatToken)+"]}]"))
+	open := startCollector(t, t.TempDir(), mustParse(t, "touchpoints: [{name: chat, tokenSHA256: ["+collectorapi.HashToken(chatToken)+"]}]"))
 	for _, token := range []string{"", readToken, chatToken} {
 		code, body := getBody(t, open.url+"/v1/summary", token)
 		if code != 401 || !strings.Contains(body, "names none (readTokenSHA256)") {
@@ -381,7 +382,7 @@ func TestSummaryNumbers(t *testing.T) {
 	if code, body, _ := c.post("/v1/events", chatToken, "", "["+events[0]+","+events[1]+"]"); code != 200 || body["accepted"] != 0.0 || body["duplicates"] != 2.0 {
 		t.Fatalf("retry: %d %v, want 0 accepted, 2 duplicates", code, body)
 	}
-	var s TouchpointSummary
+	var s collectorapi.TouchpointSummary
 	if code := c.get("/v1/summary?touchpoint=chat&window=1h", &s); code != 200 {
 		t.Fatalf("summary: %d", code)
 	}
@@ -414,7 +415,7 @@ func TestSummaryNumbers(t *testing.T) {
 	if code, body, _ := c.post("/v1/responses", npsToken, "", "["+strings.Join(answers, ",")+"]"); code != 200 || body["accepted"] != 10.0 {
 		t.Fatalf("post answers: %d %v", code, body)
 	}
-	var n SurveySummary
+	var n collectorapi.SurveySummary
 	c.get("/v1/summary?survey=nps&window=1d", &n)
 	if n.Responses != 10 || *n.Promoters != 6 || *n.Passives != 2 || *n.Detractors != 2 || n.Unhappy != 2 || *n.Score != 40 {
 		t.Errorf("nps summary: %+v", n)
@@ -428,13 +429,13 @@ func TestSummaryNumbers(t *testing.T) {
 	before, _ := json.Marshal(s)
 	c.stop()
 	c2 := startCollector(t, dir, testConfig(t, ""))
-	var s2 TouchpointSummary
+	var s2 collectorapi.TouchpointSummary
 	c2.get("/v1/summary?touchpoint=chat&window=1h", &s2)
 	after, _ := json.Marshal(s2)
 	if !bytes.Equal(before, after) {
 		t.Errorf("after restart\n%s\nwant\n%s", after, before)
 	}
-	var n2 SurveySummary
+	var n2 collectorapi.SurveySummary
 	c2.get("/v1/summary?survey=nps&window=1d", &n2)
 	if b1, b2 := mustJSON(n), mustJSON(n2); b1 != b2 {
 		t.Errorf("survey after restart\n%s\nwant\n%s", b2, b1)
@@ -455,7 +456,7 @@ func TestBusinessHours(t *testing.T) {
 	if code, resp, _ := c.post("/v1/events", phoneToken, "", body); code != 200 {
 		t.Fatalf("%d %v", code, resp)
 	}
-	var s TouchpointSummary
+	var s collectorapi.TouchpointSummary
 	c.get("/v1/summary?touchpoint=phone&window=2d", &s)
 	if s.Interactions != 3 || s.Waits != 3 || s.AssessedWaits != 1 || s.CompliantWaits != 0 || *s.WaitCompliance != 0 {
 		t.Errorf("business hours: %+v; want 3 interactions, 1 assessed wait, 0 compliant", s)
@@ -497,7 +498,7 @@ func TestSummaryRequestErrors(t *testing.T) {
 	if resp.StatusCode != 400 || refused.Field != "end" || !strings.Contains(refused.Reason, "in the future") {
 		t.Errorf("a far future end: %d %+v", resp.StatusCode, refused)
 	}
-	var empty SurveySummary
+	var empty collectorapi.SurveySummary
 	c.get("/v1/summary?survey=csat", &empty)
 	if empty.Score != nil || empty.Responses != 0 || empty.Window != "28d" {
 		t.Errorf("empty survey summary shows a score: %+v", empty)
@@ -562,13 +563,13 @@ func TestConfigReload(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	read := "readTokenSHA256: [" + HashToken(readToken) + "]\n"
-	write(read + "touchpoints: [{name: chat, tokenSHA256: [" + HashToken(chatToken) + "]}]")
+	read := "readTokenSHA256: [" + collectorapi.HashToken(readToken) + "]\n"
+	write(read + "touchpoints: [{name: chat, tokenSHA256: [" + collectorapi.HashToken(chatToken) + "]}]")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go c.srv.watchConfig(ctx, configFiles{config: path}, nil, nil, 50*time.Millisecond)
 	waitFor(t, func() bool { return c.srv.cfg.Load().touchpoints["phone"] == nil })
-	write(read + "touchpoints: [{name: web, tokenSHA256: [" + HashToken("web-token") + "]}]")
+	write(read + "touchpoints: [{name: web, tokenSHA256: [" + collectorapi.HashToken("web-token") + "]}]")
 	waitFor(t, func() bool { return c.srv.cfg.Load().touchpoints["web"] != nil })
 	if code, body, _ := c.post("/v1/events", "web-token", "", `{"id":"w","touchpoint":"web","customer":"c"}`); code != 200 {
 		t.Errorf("new touchpoint after reload: %d %v", code, body)
@@ -586,7 +587,7 @@ func TestConfigReload(t *testing.T) {
 		return m.GetCounter().GetValue()
 	}
 	before := failures()
-	write("touchpoints: [{name: app, tokenSHA256: [" + HashToken("app-token") + "]}]")
+	write("touchpoints: [{name: app, tokenSHA256: [" + collectorapi.HashToken("app-token") + "]}]")
 	waitFor(t, func() bool { return failures() > before })
 	if c.srv.cfg.Load().touchpoints["app"] != nil || len(c.srv.cfg.Load().readTokens) == 0 {
 		t.Error("a config without a read token replaced the good one")
@@ -627,7 +628,7 @@ func TestProfilerListensApartFromTheAPI(t *testing.T) {
 	dir := t.TempDir()
 	api, prof := freeLoopbackAddr(t), freeLoopbackAddr(t)
 	cfgPath := filepath.Join(dir, "collector.yaml")
-	writeFile(t, cfgPath, "touchpoints: [{name: chat}]\nreadTokenSHA256: ["+HashToken(readToken)+"]\n")
+	writeFile(t, cfgPath, "touchpoints: [{name: chat}]\nreadTokenSHA256: ["+collectorapi.HashToken(readToken)+"]\n")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {

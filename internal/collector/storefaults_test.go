@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/cxop-dev/cxop/internal/collectorapi"
 	"github.com/cxop-dev/cxop/internal/store"
 )
 
@@ -150,7 +151,7 @@ func TestStoreFailureFailsLivenessAndReadiness(t *testing.T) {
 	if code, body := fc.probe("/readyz"); code != 503 || !strings.Contains(body, "store failed") {
 		t.Errorf("/readyz after the failure: %d %q, want 503", code, body)
 	}
-	var sum TouchpointSummary
+	var sum collectorapi.TouchpointSummary
 	if code := fc.get("/v1/summary?touchpoint=chat&window=1d", &sum); code != 200 || sum.Interactions != 1 {
 		t.Errorf("summary after the failure: %d, %d interactions; want 200 and the 1 acknowledged", code, sum.Interactions)
 	}
@@ -189,7 +190,7 @@ func TestFullVolumeServesReadOnlyAndResumes(t *testing.T) {
 	if code != 503 || h.Get("Retry-After") != "30" || body["error"] != "records not stored: the data volume is full; retry with the same ids" {
 		t.Errorf("event on a full volume: %d, Retry-After %q, %v", code, h.Get("Retry-After"), body)
 	}
-	var sum TouchpointSummary
+	var sum collectorapi.TouchpointSummary
 	if code := fc.get("/v1/summary?touchpoint=chat&window=1d", &sum); code != 200 || sum.Interactions != 1 {
 		t.Errorf("read-only summary: %d, %d interactions; want 200 and 1", code, sum.Interactions)
 	}
@@ -277,7 +278,7 @@ surveys:
     trigger: {touchpoints: [chat]}
     tokenSHA256: [%s]
     webhook: {url: %q, key: nps-delivery}
-`, addr, HashToken(readToken), HashToken(chatToken), HashToken(npsToken), rcv.URL))
+`, addr, collectorapi.HashToken(readToken), collectorapi.HashToken(chatToken), collectorapi.HashToken(npsToken), rcv.URL))
 	writeFile(t, secPath, fmt.Sprintf("linkKeys: {current: %s}\nwebhookKeys: {nps-delivery: %s}\n",
 		base64.StdEncoding.EncodeToString([]byte(strings.Repeat("L", 32))), base64.StdEncoding.EncodeToString([]byte(strings.Repeat("w", 32)))))
 	run := func(minFree int64) (stop func()) {

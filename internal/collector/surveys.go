@@ -14,38 +14,20 @@ import (
 	"github.com/prometheus/common/model"
 	"sigs.k8s.io/yaml"
 
+	"github.com/cxop-dev/cxop/internal/collectorapi"
 	"github.com/cxop-dev/cxop/internal/survey/engine"
 	"github.com/cxop-dev/cxop/internal/survey/link"
 	"github.com/cxop-dev/cxop/internal/webhook"
 )
 
-// Files are what a collector is started with: its config and its secrets
-// file (nil when there is none).
-type Files struct {
-	Config  []byte
-	Secrets []byte
-}
-
-// Secrets is the collector's secrets file: the keys that sign survey links
-// and webhooks, base64-encoded. It is a file of its own (a Secret volume
-// in a cluster) so that the config, a ConfigMap, holds no key material.
-type Secrets struct {
-	LinkKeys struct {
-		Current  string `json:"current"`
-		Previous string `json:"previous,omitempty"`
-	} `json:"linkKeys"`
-	// WebhookKeys by the name a survey's webhook.key gives.
-	WebhookKeys map[string]string `json:"webhookKeys,omitempty"`
-}
-
-// secrets is a parsed Secrets file.
+// secrets is a parsed collectorapi.Secrets file.
 type secrets struct {
 	linkKeys    link.Keys
 	webhookKeys map[string][]byte
 }
 
 func parseSecrets(data []byte) (*secrets, error) {
-	var f Secrets
+	var f collectorapi.Secrets
 	if err := yaml.UnmarshalStrict(data, &f); err != nil {
 		// The parser's message may quote the file, which holds keys.
 		return nil, errors.New("parse: not YAML with linkKeys.current, linkKeys.previous and webhookKeys (docs/collector.md)")
@@ -101,7 +83,7 @@ func readSecretsFile(path string) (*secrets, []byte, error) {
 
 // parseInvite reads how a survey invites: trigger, throttle, link TTL,
 // suspension and webhook.
-func parseInvite(field string, sv *SurveyConfig, ss *surveySettings, touchpoints map[string]*touchpointSettings) error {
+func parseInvite(field string, sv *collectorapi.SurveyConfig, ss *surveySettings, touchpoints map[string]*touchpointSettings) error {
 	inv := engine.Survey{Name: sv.Name, Kind: sv.Type, Question: sv.Question, FollowUpQuestion: sv.FollowUpQuestion, Suspended: sv.Suspend, SamplePercent: 100}
 	duration := func(f, v string) (time.Duration, error) {
 		if v == "" {
@@ -152,7 +134,7 @@ func parseInvite(field string, sv *SurveyConfig, ss *surveySettings, touchpoints
 
 // parseWebhook checks a webhook's URL and key name; the key itself comes
 // from the secrets file.
-func parseWebhook(field string, w *WebhookConfig) (*webhook.Endpoint, string, error) {
+func parseWebhook(field string, w *collectorapi.WebhookConfig) (*webhook.Endpoint, string, error) {
 	if w == nil {
 		return nil, "", nil
 	}

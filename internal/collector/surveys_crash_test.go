@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cxop-dev/cxop/internal/collectorapi"
 )
 
 // childEnv, when set, makes TestCollectorChildProcess run a collector with
@@ -76,7 +78,7 @@ surveys:
     type: NPS
     trigger: {touchpoints: [chat]}
     webhook: {url: %q, key: hook}
-`, base, HashToken(readToken), HashToken(chatToken), rcv.URL))
+`, base, collectorapi.HashToken(readToken), collectorapi.HashToken(chatToken), rcv.URL))
 	writeFile(t, filepath.Join(dir, "secrets.yaml"), fmt.Sprintf("linkKeys: {current: %s}\nwebhookKeys: {hook: %s}\n",
 		base64.StdEncoding.EncodeToString([]byte(strings.Repeat("k", 32))), base64.StdEncoding.EncodeToString([]byte(strings.Repeat("h", 32)))))
 	spec, _ := json.Marshal(Options{Listen: addr, DataDir: filepath.Join(dir, "data"), ConfigPath: filepath.Join(dir, "config.yaml"),
@@ -141,7 +143,7 @@ surveys:
 		}
 	}
 	mu.Unlock()
-	var sum SurveySummary
+	var sum collectorapi.SurveySummary
 	waitFor(t, func() bool {
 		r, _ := http.NewRequest(http.MethodGet, base+"/v1/summary?survey=nps&window=1d", nil)
 		r.Header.Set("Authorization", "Bearer "+readToken)

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cxop-dev/cxop/internal/collectorapi"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 )
 
@@ -124,7 +125,7 @@ surveys:
   - name: csat
     type: CSAT
     tokenSHA256: [%s]
-`, addr, HashToken(readToken), HashToken(chatToken), HashToken(npsToken), rcv.URL, rcv.URL+"/detractors", HashToken(csatToken)))
+`, addr, collectorapi.HashToken(readToken), collectorapi.HashToken(chatToken), collectorapi.HashToken(npsToken), rcv.URL, rcv.URL+"/detractors", collectorapi.HashToken(csatToken)))
 	writeFile(t, secPath, fmt.Sprintf("linkKeys: {current: %s}\nwebhookKeys: {nps-delivery: %s}\n",
 		base64.StdEncoding.EncodeToString(c.linkKey), base64.StdEncoding.EncodeToString(hookKey)))
 
@@ -158,7 +159,7 @@ func (c *surveyCollector) interact(t *testing.T, records string) {
 	resp.Body.Close()
 }
 
-func (c *surveyCollector) summary(t *testing.T, survey string) SurveySummary {
+func (c *surveyCollector) summary(t *testing.T, survey string) collectorapi.SurveySummary {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, c.base+"/v1/summary?window=1d&survey="+survey, nil)
 	req.Header.Set("Authorization", "Bearer "+readToken)
@@ -167,7 +168,7 @@ func (c *surveyCollector) summary(t *testing.T, survey string) SurveySummary {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var sum SurveySummary
+	var sum collectorapi.SurveySummary
 	if err := json.NewDecoder(resp.Body).Decode(&sum); err != nil {
 		t.Fatal(err)
 	}
@@ -208,11 +209,11 @@ func writeFile(t *testing.T, path, data string) {
 }
 
 func TestParseAudience(t *testing.T) {
-	members, err := ParseAudience([]byte("# quarterly panel\nc-1\nc-2, ana@example.com\n\nc-3,bo@example.com,+33123456789\n"))
+	members, err := collectorapi.ParseAudience([]byte("# quarterly panel\nc-1\nc-2, ana@example.com\n\nc-3,bo@example.com,+33123456789\n"))
 	if err != nil || len(members) != 3 || members[0].Contact != nil || members[1].Contact.Email != "ana@example.com" || members[2].Contact.Phone != "+33123456789" {
 		t.Errorf("lines: %+v, %v", members, err)
 	}
-	members, err = ParseAudience([]byte(`[{"customer":"c-9","contact":{"email":"x@example.com"}}]`))
+	members, err = collectorapi.ParseAudience([]byte(`[{"customer":"c-9","contact":{"email":"x@example.com"}}]`))
 	if err != nil || len(members) != 1 || members[0].Contact.Email != "x@example.com" {
 		t.Errorf("JSON: %+v, %v", members, err)
 	}
@@ -221,7 +222,7 @@ func TestParseAudience(t *testing.T) {
 		`[{"customer":""}]`:        "audience[0].customer: is required",
 		`[{"customer":"c","x":1}]`: "audience JSON",
 	} {
-		if _, err := ParseAudience([]byte(data)); err == nil || !strings.Contains(err.Error(), want) {
+		if _, err := collectorapi.ParseAudience([]byte(data)); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: %v, want %q", data, err, want)
 		}
 	}

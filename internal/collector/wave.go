@@ -1,9 +1,7 @@
 package collector
 
 import (
-	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,15 +14,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cxop-dev/cxop/internal/collectorapi"
 	"github.com/cxop-dev/cxop/internal/survey/engine"
 )
-
-// waveRequest is the body of POST /v1/waves.
-type waveRequest struct {
-	Survey   string          `json:"survey"`
-	Wave     string          `json:"wave"`
-	Audience []engine.Member `json:"audience"`
-}
 
 // wave answers POST /v1/waves: a scheduled wave (or one part of it) asks
 // its audience, with the survey's token, under the same sampling and
@@ -47,7 +39,7 @@ func (s *Server) wave(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, endpoint, "invalid", 400, errorBody{Error: "malformed JSON: not valid UTF-8"})
 		return
 	}
-	var req waveRequest
+	var req collectorapi.WaveRequest
 	dec := json.NewDecoder(bytes.NewReader(held.data))
 	dec.DisallowUnknownFields()
 	err = dec.Decode(&req)
@@ -84,13 +76,18 @@ func (s *Server) wave(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var v validator
+	audience := make([]engine.Member, len(req.Audience))
 	for i, m := range req.Audience {
 		if err := v.member(i, m); err != nil {
 			bad(fmt.Sprintf("audience[%d].%s", i, err.Field), "%s", err.Reason)
 			return
 		}
+		audience[i] = engine.Member{Customer: m.Customer}
+		if m.Contact != nil {
+			audience[i].Contact = &engine.Contact{Email: m.Contact.Email, Phone: m.Contact.Phone}
+		}
 	}
-	isNew, err := e.Wave(req.Survey, req.Wave, req.Audience)
+	isNew, err := e.Wave(req.Survey, req.Wave, audience)
 	if err != nil {
 		s.log.Error("wave", "survey", req.Survey, "err", err)
 		w.Header().Set("Retry-After", "5")
@@ -102,7 +99,7 @@ func (s *Server) wave(w http.ResponseWriter, r *http.Request) {
 
 // member checks one customer of a wave's audience by the rules the ingest
 // endpoints apply to an interaction's customer and contact.
-func (v *validator) member(i int, m engine.Member) *inputError {
+func (v *validator) member(i int, m collectorapi.Member) *inputError {
 	if _, err := v.text(i, "customer", &m.Customer, true, maxCustomerLen); err != nil {
 		return err
 	}
@@ -119,110 +116,6 @@ func optional(s string) *string {
 		return nil
 	}
 	return &s
-}
-
-// ParseAudience reads a wave's audience: a JSON array of
-// {"customer","contact"} objects, or one customer per line as
-// "id[,email[,phone]]" (blank lines and lines starting with # skipped).
-func ParseAudience(data []byte) ([]engine.Member, error) {
-	trimmed := bytes.TrimSpace(data)
-	if len(trimmed) > 0 && trimmed[0] == '[' {
-		var out []engine.Member
-		dec := json.NewDecoder(bytes.NewReader(trimmed))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&out); err != nil {
-			return nil, fmt.Errorf("audience JSON: %s", jsonReason(err))
-		}
-		for i, m := range out {
-			if m.Customer == "" {
-				return nil, fmt.Errorf("audience[%d].customer: is required", i)
-			}
-		}
-		return out, nil
-	}
-	var out []engine.Member
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		fields := strings.Split(line, ",")
-		if len(fields) > 3 || strings.TrimSpace(fields[0]) == "" {
-			return nil, fmt.Errorf("audience line %d: want customer-id[,email[,phone]]", n)
-		}
-		m := engine.Member{Customer: strings.TrimSpace(fields[0])}
-		if len(fields) > 1 {
-			m.Contact = &engine.Contact{Email: strings.TrimSpace(fields[1])}
-			if len(fields) > 2 {
-				m.Contact.Phone = strings.TrimSpace(fields[2])
-			}
-		}
-		out = append(out, m)
-	}
-	return out, sc.Err()
-}
-
-// waveChunk is how many customers one request carries.
-const waveChunk = 5_000
-
-// SendWave posts an audience to a collector in parts, each with its own
-// wave id (wave, wave/2, …), so that a retried run re-sends parts the
-// collector then reports as duplicates.
-func SendWave(ctx context.Context, client *http.Client, baseURL, token, survey, wave string, audience []engine.Member) (sent, duplicates int, err error) {
-	for part := 1; ; part++ {
-		start := (part - 1) * waveChunk
-		end := min(start+waveChunk, len(audience))
-		id := wave
-		if part > 1 {
-			id = fmt.Sprintf("%s/%d", wave, part)
-		}
-		body, _ := json.Marshal(waveRequest{Survey: survey, Wave: id, Audience: audience[start:end]})
-		var dup bool
-		for attempt := 1; ; attempt++ {
-			dup, err = postWave(ctx, client, baseURL, token, body)
-			if err == nil || attempt == 5 || ctx.Err() != nil {
-				break
-			}
-			time.Sleep(time.Duration(attempt) * time.Second)
-		}
-		if err != nil {
-			return sent, duplicates, fmt.Errorf("wave part %d: %w", part, err)
-		}
-		if dup {
-			duplicates += end - start
-		} else {
-			sent += end - start
-		}
-		if end >= len(audience) {
-			return sent, duplicates, nil
-		}
-	}
-}
-
-func postWave(ctx context.Context, client *http.Client, baseURL, token string, body []byte) (bool, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(baseURL, "/")+"/v1/waves", bytes.NewReader(body))
-	if err != nil {
-		return false, err
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := client.Do(req)
-	if err != nil {
-		return false, err
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if resp.StatusCode != 200 {
-		return false, fmt.Errorf("collector answered %d: %s", resp.StatusCode, strings.TrimSpace(string(data)))
-	}
-	var res struct {
-		Duplicate bool `json:"duplicate"`
-	}
-	if err := json.Unmarshal(data, &res); err != nil {
-		return false, fmt.Errorf("collector answer: %w", err)
-	}
-	return res.Duplicate, nil
 }
 
 // NewWaveCommand returns `cxop survey-wave`, which a Survey's CronJob runs.
@@ -245,11 +138,11 @@ wave: running it again with the same name invites no one twice.`,
 			if err != nil {
 				return fmt.Errorf("--audience: %w", err)
 			}
-			audience, err := ParseAudience(data)
+			audience, err := collectorapi.ParseAudience(data)
 			if err != nil {
 				return fmt.Errorf("--audience %s: %w", audienceFile, err)
 			}
-			sent, dup, err := SendWave(cmd.Context(), &http.Client{Timeout: 30 * time.Second}, collectorURL, strings.TrimSpace(string(token)), survey, wave, audience)
+			sent, dup, err := collectorapi.SendWave(cmd.Context(), &http.Client{Timeout: 30 * time.Second}, collectorURL, strings.TrimSpace(string(token)), survey, wave, audience)
 			if err != nil {
 				return err
 			}

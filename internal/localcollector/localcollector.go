@@ -23,7 +23,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cxop-dev/cxop/internal/collector"
+	"github.com/cxop-dev/cxop/internal/collectorapi"
 )
 
 // Runtime supervises the local collectors. Its methods are safe for
@@ -61,7 +61,7 @@ func New(dir, bin string) (*Runtime, error) {
 // its process runs, starting it if it is not running. A running collector
 // picks up the new config by itself, without a restart. It returns the
 // collector's base URL.
-func (r *Runtime) Ensure(ctx context.Context, namespace string, files collector.Files) (string, error) {
+func (r *Runtime) Ensure(ctx context.Context, namespace string, files collectorapi.Files) (string, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	nsDir := filepath.Join(r.dir, namespace)

@@ -24,6 +24,7 @@ import (
 	"github.com/chromedp/chromedp/kb"
 
 	"github.com/cxop-dev/cxop/internal/collector"
+	"github.com/cxop-dev/cxop/internal/collectorapi"
 )
 
 const (
@@ -70,7 +71,7 @@ surveys:
     followUpQuestion: What is the main reason for your score?
     trigger: {touchpoints: [chat]}
     webhook: {url: %q, key: hook}
-`, addr, collector.HashToken(readToken), collector.HashToken(chatToken), question, rcv.URL)
+`, addr, collectorapi.HashToken(readToken), collectorapi.HashToken(chatToken), question, rcv.URL)
 	secrets := fmt.Sprintf("linkKeys: {current: %s}\nwebhookKeys: {hook: %s}\n",
 		base64.StdEncoding.EncodeToString([]byte(strings.Repeat("k", 32))), base64.StdEncoding.EncodeToString([]byte(strings.Repeat("h", 32))))
 	for name, data := range map[string]string{"config.yaml": cfg, "secrets.yaml": secrets} {
@@ -232,7 +233,7 @@ func TestAnswerOnAPhoneWithTheKeyboard(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sresp.Body.Close()
-	var sum collector.SurveySummary
+	var sum collectorapi.SurveySummary
 	if err := json.NewDecoder(sresp.Body).Decode(&sum); err != nil {
 		t.Fatal(err)
 	}

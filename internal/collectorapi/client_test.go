@@ -1,4 +1,4 @@
-package collectorclient
+package collectorapi
 
 import (
 	"context"
@@ -9,8 +9,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/cxop-dev/cxop/internal/collector"
 )
 
 func TestSharesOneRequestAcrossCallersAndExpires(t *testing.T) {
@@ -76,7 +74,7 @@ func TestSharesOneRequestAcrossCallersAndExpires(t *testing.T) {
 
 	// An answer that lacks what the caller needs is fetched again once it
 	// is a second old, not served for the whole TTL.
-	hasPhone := func(a *collector.AllSummary) bool { return a.Touchpoints["phone"] != nil }
+	hasPhone := func(a *AllSummary) bool { return a.Touchpoints["phone"] != nil }
 	if _, err := c.All(context.Background(), target, "28d", hasPhone); err != nil {
 		t.Fatal(err)
 	}

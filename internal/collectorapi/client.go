@@ -1,9 +1,4 @@
-// Package collectorclient is the manager's client of the collector's
-// GET /v1/summary. Many objects of one namespace share one collector, so
-// answers are cached for a short time and concurrent identical requests are
-// merged: a refresh of 1,000 Touchpoints costs one request per window, not
-// 1,000.
-package collectorclient
+package collectorapi
 
 import (
 	"context"
@@ -19,11 +14,13 @@ import (
 	"time"
 
 	"golang.org/x/sync/singleflight"
-
-	"github.com/cxop-dev/cxop/internal/collector"
 )
 
-// Client fetches summaries. The zero value is not usable; use New.
+// Client is the manager's client of the collector's GET /v1/summary. Many
+// objects of one namespace share one collector, so answers are cached for a
+// short time and concurrent identical requests are merged: a refresh of
+// 1,000 Touchpoints costs one request per window, not 1,000. The zero value
+// is not usable; use New.
 type Client struct {
 	http  *http.Client
 	ttl   time.Duration
@@ -70,16 +67,16 @@ type Target struct {
 // (say, a Touchpoint just added to the config); an answer that does not is
 // fetched again once it is a second old, rather than served for the whole
 // TTL.
-func (c *Client) All(ctx context.Context, t Target, window string, has func(*collector.AllSummary) bool) (*collector.AllSummary, error) {
+func (c *Client) All(ctx context.Context, t Target, window string, has func(*AllSummary) bool) (*AllSummary, error) {
 	var fresh func(any) bool
 	if has != nil {
-		fresh = func(v any) bool { return has(v.(*collector.AllSummary)) }
+		fresh = func(v any) bool { return has(v.(*AllSummary)) }
 	}
-	v, err := c.get(ctx, t, url.Values{"window": {window}}, func() any { return &collector.AllSummary{} }, fresh)
+	v, err := c.get(ctx, t, url.Values{"window": {window}}, func() any { return &AllSummary{} }, fresh)
 	if err != nil {
 		return nil, err
 	}
-	return v.(*collector.AllSummary), nil
+	return v.(*AllSummary), nil
 }
 
 // Counts is the part of a namespace's summary that CXTargets evaluate: the
@@ -92,7 +89,7 @@ type Counts struct {
 	Surveys     map[string]*SurveyCounts     `json:"surveys"`
 }
 
-// TouchpointCounts are the counts of collector.TouchpointSummary that
+// TouchpointCounts are the counts of TouchpointSummary that
 // ratio objectives use.
 type TouchpointCounts struct {
 	AssessedWaits  uint64 `json:"assessedWaits"`
@@ -102,7 +99,7 @@ type TouchpointCounts struct {
 }
 
 // SurveyCounts are the answer distribution (index = score), the answers
-// and the invitations sent of collector.SurveySummary.
+// and the invitations sent of SurveySummary.
 type SurveyCounts struct {
 	Distribution []uint64 `json:"distribution"`
 	Responses    uint64   `json:"responses"`
@@ -128,13 +125,13 @@ func (c *Client) Counts(ctx context.Context, t Target, window string, has func(*
 // Touchpoints returns the combined summary of a set of touchpoints over
 // window: distinct customers are counted once across the set. The answer
 // is shared: read it, do not modify it.
-func (c *Client) Touchpoints(ctx context.Context, t Target, window string, names []string) (*collector.TouchpointSummary, error) {
+func (c *Client) Touchpoints(ctx context.Context, t Target, window string, names []string) (*TouchpointSummary, error) {
 	names = slices.Sorted(slices.Values(names))
-	v, err := c.get(ctx, t, url.Values{"window": {window}, "touchpoint": names}, func() any { return &collector.TouchpointSummary{} }, nil)
+	v, err := c.get(ctx, t, url.Values{"window": {window}, "touchpoint": names}, func() any { return &TouchpointSummary{} }, nil)
 	if err != nil {
 		return nil, err
 	}
-	return v.(*collector.TouchpointSummary), nil
+	return v.(*TouchpointSummary), nil
 }
 
 // Unavailable is returned when the collector cannot be reached or does not
