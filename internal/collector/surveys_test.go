@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -315,10 +316,15 @@ func TestWaveEndpointAndCommand(t *testing.T) {
 }
 
 // freeLoopbackAddr returns a loopback address with a free port, for a
-// collector started by the test.
+// collector started by the test. The port is free when it returns, but
+// Run binds it a moment later: on 127.0.0.1 an outgoing connection of a
+// parallel test could take it as its source port in between. A random
+// address of 127.0.0.0/8 (all loopback on Linux), which nothing else binds
+// or connects from, closes that window.
 func freeLoopbackAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	ip := net.IPv4(127, byte(1+rand.IntN(254)), byte(rand.IntN(256)), byte(1+rand.IntN(254)))
+	l, err := net.Listen("tcp", net.JoinHostPort(ip.String(), "0"))
 	if err != nil {
 		t.Fatal(err)
 	}
