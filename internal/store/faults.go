@@ -283,12 +283,19 @@ func (s *Store) eventListener() *pebble.EventListener {
 				s.opts.FaultMetrics.backgroundErrors.Inc()
 			}
 			bg.error("store background work failed; retrying with a backoff", err)
-			if IsDiskFault(err) && s.readOnly == nil {
-				// A flush or compaction the disk refused: the memtables
-				// cannot drain, and writes would stall behind them with no
-				// answer. Refuse records now (503) and let liveness ask
-				// for the restart, which opens read-only on a full volume.
-				s.setFailed(fmt.Errorf("background write: %w", err))
+		},
+		// A compaction the disk refused only leaves data where it is and
+		// is tried again (BackgroundError above counts and logs it); the
+		// store keeps writing. Failing it would restart a collector whose
+		// volume is close to full in a loop: each restart has room to open
+		// for writing, and the first large compaction fails it again. A
+		// flush the disk refused is different: the memtables cannot drain,
+		// and writes would stall behind them with no answer. Refuse records
+		// now (503) and let liveness ask for the restart, which opens
+		// read-only on a full volume.
+		FlushEnd: func(info pebble.FlushInfo) {
+			if info.Err != nil && IsDiskFault(info.Err) && s.readOnly == nil {
+				s.setFailed(fmt.Errorf("background write: flush: %w", info.Err))
 			}
 		},
 		// Pebble's default ends the process from whatever goroutine read

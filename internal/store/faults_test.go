@@ -450,3 +450,77 @@ func TestFlushFailureStopsIngest(t *testing.T) {
 		t.Errorf("%d table creations in 300ms after the failure: the retries spin", n)
 	}
 }
+
+// A compaction the disk refuses does not stop ingest: the data it would
+// rewrite stays where it is, Pebble tries again later, and records still
+// reach the log and the memtables. Failing the store for it made a volume
+// close to full restart the collector in a loop: every restart had room to
+// open for writing, and the first large compaction failed it again.
+func TestCompactionFailureKeepsIngesting(t *testing.T) {
+	mem := vfs.NewMem()
+	full := &refuse{suffix: ".sst", errno: syscall.ENOSPC, kinds: map[errorfs.OpKind]bool{errorfs.OpCreate: true}}
+	s := open(t, "", memOptions(errorfs.Wrap(mem, full)))
+	defer s.Close()
+	ctx := context.Background()
+	accepted := 0
+	// The first batch compacted to the bottom, the second flushed above
+	// it: their id keys interleave, so merging them must write a new table
+	// (no trivial move), whichever compaction does it.
+	for i := range 2 {
+		res, err := s.Submit(ctx, batchOf(fmt.Sprint("c", i), 200))
+		if err != nil {
+			t.Fatal(err)
+		}
+		accepted += res.Accepted
+		if err := s.DB().Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			if err := s.DB().Compact(ctx, []byte{0}, []byte{0xff}, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	full.set(true)
+	compacted := make(chan error, 1)
+	go func() { compacted <- s.DB().Compact(ctx, []byte{0}, []byte{0xff}, false) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for full.count() == 0 {
+		select {
+		case err := <-compacted:
+			t.Fatalf("the compaction ended (%v) without creating a table: the test refused nothing", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the compaction created no table in 20s: the test refused nothing")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := s.Failed(); err != nil {
+		t.Fatalf("Failed() = %v after a refused compaction; want the store still writing", err)
+	}
+	res, err := s.Submit(ctx, batchOf("after", 50))
+	if err != nil || res.Accepted != 50 {
+		t.Fatalf("submit after the refused compaction: %+v, %v; want 50 accepted", res, err)
+	}
+	accepted += res.Accepted
+	full.set(false)
+	// The refused manual compaction either reports the error or, retried
+	// by Pebble, succeeds once there is room; either way the next one does.
+	if err := <-compacted; err != nil && !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("compaction on a full disk: %v, want ENOSPC or success once there is room", err)
+	}
+	if err := s.DB().Compact(ctx, []byte{0}, []byte{0xff}, false); err != nil {
+		t.Fatalf("compaction once there is room: %v", err)
+	}
+	if err := s.Failed(); err != nil {
+		t.Fatalf("Failed() = %v", err)
+	}
+	readable := 0
+	for _, n := range stored(t, s) {
+		readable += n
+	}
+	if readable != accepted {
+		t.Errorf("%d records readable, %d acknowledged", readable, accepted)
+	}
+}
