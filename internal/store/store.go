@@ -73,6 +73,9 @@ type Options struct {
 	// set it small so that flushes and compactions happen between their
 	// crash points.
 	MemTableBytes int64
+	// Uncompressed writes tables without compression, so that a test can
+	// look for a string in every byte of the data directory.
+	Uncompressed bool
 }
 
 func (o *Options) defaults() {
@@ -259,6 +262,9 @@ func openStore(opts Options, readOnly string) (*Store, error) {
 	if opts.MemTableBytes > 0 {
 		po.MemTableSize = uint64(opts.MemTableBytes)
 	}
+	if opts.Uncompressed {
+		po.ApplyCompressionSettings(func() pebble.DBCompressionSettings { return pebble.DBCompressionNone })
+	}
 	po.ReadOnly = readOnly != ""
 	po.Logger = pebbleLogger{opts.Logger}
 	po.EventListener = s.eventListener()
@@ -309,6 +315,8 @@ func PebbleOptions(cacheBytes int64) *pebble.Options {
 		MemTableStopWritesThreshold: 2,
 		BytesPerSync:                1 << 20,
 		WALBytesPerSync:             1 << 20,
+		// Obsolete logs are deleted, not recycled with old data in them.
+		Cleaner: deleteWithoutRecycling{},
 	}
 	po.Cache = pebble.NewCache(cacheBytes + int64(po.MemTableStopWritesThreshold)*memTableBytes)
 	// Every record costs an idempotency lookup; with the bloom filters and
