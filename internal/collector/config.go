@@ -29,6 +29,8 @@ type Config struct {
 	ReadTokenSHA256 []string `json:"readTokenSHA256,omitempty"`
 	// Retention is how long records are kept (Prometheus duration).
 	Retention string `json:"retention,omitempty"`
+	// ContactRetention is how long contact fields are kept after delivery succeeded or was given up (Prometheus duration, default 7d).
+	ContactRetention string `json:"contactRetention,omitempty"`
 	// PageURL is the base URL of this collector's hosted survey page as
 	// customers reach it; survey links are PageURL/s/TOKEN.
 	PageURL string `json:"pageURL,omitempty"`
@@ -101,6 +103,9 @@ type settings struct {
 	readTokens  [][]byte
 	retention   time.Duration
 	pageURL     string
+	// contactRetention: contact fields are dropped this long after
+	// delivery succeeded or was given up.
+	contactRetention time.Duration
 }
 
 type touchpointSettings struct {
@@ -136,6 +141,9 @@ func parseConfig(data []byte) (*settings, error) {
 			return nil, fmt.Errorf("retention: %q is not a positive duration such as 400d", c.Retention)
 		}
 		s.retention = time.Duration(d)
+	}
+	if err := parseContactRetention(s, c.ContactRetention); err != nil {
+		return nil, err
 	}
 	var err error
 	if s.readTokens, err = parseHashes("readTokenSHA256", c.ReadTokenSHA256); err != nil {
@@ -190,6 +198,9 @@ func parseConfig(data []byte) (*settings, error) {
 			return nil, err
 		}
 		if err := parseInvite(field, &sv, ss, s.touchpoints); err != nil {
+			return nil, err
+		}
+		if err := checkRetention(field, &ss.invite, s.retention); err != nil {
 			return nil, err
 		}
 		s.surveys[sv.Name] = ss
