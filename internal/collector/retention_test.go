@@ -3,6 +3,7 @@ package collector
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/cxop-dev/cxop/internal/rollup"
 	"github.com/cxop-dev/cxop/internal/store"
+	"github.com/cxop-dev/cxop/internal/survey/engine"
 )
 
 func TestRetentionConfigErrorsNameTheField(t *testing.T) {
@@ -155,5 +157,54 @@ func TestPruneNeverWritesToAReadOnlyStore(t *testing.T) {
 	}
 	if srv.retention.last.known {
 		t.Errorf("a read-only store was estimated: %+v", srv.retention.last)
+	}
+}
+
+// TestPruneExpiresSurveyData: the collector's hourly prune reaches the
+// survey engine with the config's retention: an invitation parked for want
+// of a webhook is kept at 29 days and gone, with its record, at 31.
+func TestPruneExpiresSurveyData(t *testing.T) {
+	now := testNow
+	cfg := testConfig(t, "  - name: mail\n    type: NPS\n    trigger: {touchpoints: [chat]}\nretention: 30d\npageURL: https://cx.example.com\n")
+	c := startCollectorAt(t, t.TempDir(), cfg, func() time.Time { return now })
+	e, err := engine.New(c.st.DB(), c.st, nil, engine.Options{Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec, err := parseSecrets([]byte("linkKeys: {current: " + base64.StdEncoding.EncodeToString([]byte(strings.Repeat("L", 32))) + "}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.srv.surveys.Store(e)
+	c.srv.applySurveys(cfg, sec)
+	if code, body, _ := c.post("/v1/events", chatToken, "", `{"id":"e1","touchpoint":"chat","customer":"c1","contact":{"email":"c1@example.com"}}`); code != http.StatusOK && code != http.StatusAccepted {
+		t.Fatalf("event: %d %v", code, body)
+	}
+	ctx := context.Background()
+	if err := e.Step(ctx); err != nil {
+		t.Fatal(err)
+	}
+	outbox := func() int {
+		n, err := e.Outbox()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := outbox(); n != 1 {
+		t.Fatalf("outbox: %d messages, want the parked invitation", n)
+	}
+	now = testNow.Add(29 * 24 * time.Hour)
+	c.srv.prune(ctx)
+	if n := outbox(); n != 1 {
+		t.Errorf("outbox after a prune inside the retention: %d, want 1", n)
+	}
+	now = testNow.Add(31 * 24 * time.Hour)
+	c.srv.prune(ctx)
+	if n := outbox(); n != 0 {
+		t.Errorf("outbox after a prune past the retention: %d, want 0", n)
+	}
+	if ok, err := c.st.Has(rollup.KindTouchpoint, "chat", "e1"); err != nil || ok {
+		t.Errorf("record past the retention: %v, %v; want it pruned", ok, err)
 	}
 }
