@@ -167,7 +167,10 @@ func TestPruneExpiresSurveyData(t *testing.T) {
 	now := testNow
 	cfg := testConfig(t, "  - name: mail\n    type: NPS\n    trigger: {touchpoints: [chat]}\nretention: 30d\npageURL: https://cx.example.com\n")
 	c := startCollectorAt(t, t.TempDir(), cfg, func() time.Time { return now })
-	e, err := engine.New(c.st.DB(), c.st, nil, engine.Options{Now: func() time.Time { return now }})
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	c.srv.log = log
+	e, err := engine.New(c.st.DB(), c.st, nil, engine.Options{Now: func() time.Time { return now }, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +180,7 @@ func TestPruneExpiresSurveyData(t *testing.T) {
 	}
 	c.srv.surveys.Store(e)
 	c.srv.applySurveys(cfg, sec)
-	if code, body, _ := c.post("/v1/events", chatToken, "", `{"id":"e1","touchpoint":"chat","customer":"c1","contact":{"email":"c1@example.com"}}`); code != http.StatusOK && code != http.StatusAccepted {
+	if code, body, _ := c.post("/v1/events", chatToken, "", `{"id":"e1","touchpoint":"chat","customer":"secret-customer","contact":{"email":"secret@example.com","phone":"+49301234567"}}`); code != http.StatusOK && code != http.StatusAccepted {
 		t.Fatalf("event: %d %v", code, body)
 	}
 	ctx := context.Background()
@@ -206,5 +209,19 @@ func TestPruneExpiresSurveyData(t *testing.T) {
 	}
 	if ok, err := c.st.Has(rollup.KindTouchpoint, "chat", "e1"); err != nil || ok {
 		t.Errorf("record past the retention: %v, %v; want it pruned", ok, err)
+	}
+	if !strings.Contains(logs.String(), "pruned survey data past retention") {
+		t.Errorf("the prune was not logged:\n%s", logs.String())
+	}
+	resp, err := http.Get(c.metricsURL() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, secret := range []string{"secret", "+49301234567"} {
+		if strings.Contains(logs.String(), secret) || strings.Contains(string(metrics), secret) {
+			t.Errorf("a log line or metric carries %q:\n%s", secret, logs.String())
+		}
 	}
 }
