@@ -233,6 +233,17 @@ func Run(ctx context.Context, o Options) error {
 		MinFreeBytes: o.minFreeBytes,
 	}
 	reg.MustRegister(newVolumeCollector(o.DataDir, vfs.Default, srv.store.Load))
+	srv.dataVolume = func() (uint64, bool) {
+		u, ok := store.DiskUsage(vfs.Default, o.DataDir)
+		reserve := uint64(max(o.minFreeBytes, 0))
+		if o.minFreeBytes == 0 {
+			reserve = store.DefaultMinFreeBytes
+		}
+		if !ok || u.TotalBytes <= reserve {
+			return 0, ok
+		}
+		return u.TotalBytes - reserve, true
+	}
 	st, err := store.Open(storeOpts)
 	if err != nil {
 		return errors.Join(err, stopServing())
@@ -281,7 +292,7 @@ func Run(ctx context.Context, o Options) error {
 				}
 				if st.ReadOnly() == nil {
 					// Records past retention are the space to win back first.
-					srv.prune()
+					srv.prune(ctx)
 				}
 			})
 		})
@@ -502,9 +513,9 @@ func parseSecretsOrNil(data []byte) (*secrets, error) {
 	return parseSecrets(data)
 }
 
-// pruneLoop deletes raw records past retention a minute after start (not
-// at once, so that it does not compete with a restart's first requests)
-// and then once an hour, on whichever store is open then.
+// pruneLoop deletes what is past retention (retention.go) a minute after
+// start (not at once, so that it does not compete with a restart's first
+// requests) and then once an hour, on whichever store is open then.
 func (s *Server) pruneLoop(ctx context.Context) {
 	timer := time.NewTimer(time.Minute)
 	defer timer.Stop()
@@ -514,24 +525,7 @@ func (s *Server) pruneLoop(ctx context.Context) {
 			return
 		case <-timer.C:
 		}
-		s.prune()
+		s.prune(ctx)
 		timer.Reset(time.Hour)
-	}
-}
-
-// prune deletes raw records past retention, unless the store cannot write
-// (it said why when it stopped).
-func (s *Server) prune() {
-	st := s.store.Load()
-	if st == nil || st.Err() != nil {
-		return
-	}
-	n, err := st.PruneRecords(s.now().Add(-s.cfg.Load().retention))
-	if err != nil {
-		s.log.Error("prune records", "err", err)
-		return
-	}
-	if n > 0 {
-		s.log.Info("pruned records past retention", "records", n)
 	}
 }

@@ -30,6 +30,9 @@ type settings struct {
 	readTokens  [][]byte
 	retention   time.Duration
 	pageURL     string
+	// contactRetention: contact fields are dropped this long after
+	// delivery succeeded or was given up.
+	contactRetention time.Duration
 }
 
 type touchpointSettings struct {
@@ -65,6 +68,9 @@ func parseConfig(data []byte) (*settings, error) {
 			return nil, fmt.Errorf("retention: %q is not a positive duration such as 400d", c.Retention)
 		}
 		s.retention = time.Duration(d)
+	}
+	if err := parseContactRetention(s, c.ContactRetention); err != nil {
+		return nil, err
 	}
 	var err error
 	if s.readTokens, err = parseHashes("readTokenSHA256", c.ReadTokenSHA256); err != nil {
@@ -119,6 +125,9 @@ func parseConfig(data []byte) (*settings, error) {
 			return nil, err
 		}
 		if err := parseInvite(field, &sv, ss, s.touchpoints); err != nil {
+			return nil, err
+		}
+		if err := checkRetention(field, &ss.invite, s.retention); err != nil {
 			return nil, err
 		}
 		s.surveys[sv.Name] = ss

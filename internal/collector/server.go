@@ -54,12 +54,18 @@ type Server struct {
 	// roomPoll is the first wait of a read-only store for room to write;
 	// 0 is 5s. Tests shorten it.
 	roomPoll time.Duration
+	// retention is the last estimate of whether the retention fits the
+	// data volume (retention.go); dataVolume, when set, is how many bytes
+	// of the volume the store may fill.
+	retention  *retentionFit
+	dataVolume func() (uint64, bool)
 }
 
 // NewServer returns a server with a validated config and no store yet.
 func NewServer(log *slog.Logger, cfg *settings, reg *prometheus.Registry, now func() time.Time) *Server {
 	s := &Server{log: log, metrics: newMetrics(reg), reg: reg, now: now}
 	s.inflight = newInflightBudget(reg, defaultMaxInflightBytes())
+	s.retention = newRetentionFit(reg)
 	s.cfg.Store(cfg)
 	s.metrics.declare(cfg)
 	return s

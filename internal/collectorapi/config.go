@@ -15,8 +15,12 @@ type Config struct {
 	Surveys     []SurveyConfig     `json:"surveys,omitempty"`
 	// ReadTokenSHA256, when set, protects /v1/summary and /v1/export.
 	ReadTokenSHA256 []string `json:"readTokenSHA256,omitempty"`
-	// Retention is how long records are kept (Prometheus duration).
+	// Retention is how long records, and every other class of stored
+	// customer data, are kept (Prometheus duration, default 400d).
 	Retention string `json:"retention,omitempty"`
+	// ContactRetention is how long contact fields are kept after delivery
+	// succeeded or was given up (Prometheus duration, default 7d).
+	ContactRetention string `json:"contactRetention,omitempty"`
 	// PageURL is the base URL of this collector's hosted survey page as
 	// customers reach it; survey links are PageURL/s/TOKEN.
 	PageURL string `json:"pageURL,omitempty"`

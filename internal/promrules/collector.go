@@ -12,10 +12,14 @@ const (
 	// StoreNotWritableAlert fires while the store refuses records (a full
 	// volume, or a failed write awaiting the restart).
 	StoreNotWritableAlert = "CXOPCollectorStoreNotWritable"
+	// RetentionDoesNotFitAlert fires while the records of one retention,
+	// at the recent rate, need more than the data volume holds.
+	RetentionDoesNotFitAlert = "CXOPCollectorRetentionDoesNotFit"
 )
 
 // Collector returns the rules on one namespace's collector: its data
-// volume filling up and its store refusing records. The collector opens
+// volume filling up, its store refusing records, and its retention not
+// fitting the volume. The collector opens
 // its store read-only below 128 MiB free, so the page fires before that.
 func Collector(namespace string) (Groups, error) {
 	if !nameRE.MatchString(namespace) {
@@ -63,6 +67,18 @@ func Collector(namespace string) (Groups, error) {
 				Annotations: map[string]string{
 					"summary":     fmt.Sprintf("The cxop collector in %s refuses records", namespace),
 					"description": fmt.Sprintf("The collector's store has not accepted records for 5 minutes; its data volume is full, or a write failed and the pod restarts. Clients get 503 with Retry-After and resend. kubectl -n %s logs cxop-collector-0 and its /readyz say why.", namespace),
+				},
+			},
+			{
+				// The collector estimates hourly, when it prunes; two
+				// estimates in a row say so before anyone is asked to act.
+				Alert:  RetentionDoesNotFitAlert,
+				Expr:   fmt.Sprintf(`cxop_collector_retention_fits{%s} == 0`, sel),
+				For:    "1h",
+				Labels: labels("ticket"),
+				Annotations: map[string]string{
+					"summary":     fmt.Sprintf("The cxop collector's retention in %s does not fit its data volume", namespace),
+					"description": fmt.Sprintf("At the rate of records of the last 7 days and the bytes per record the store measures, one retention of records needs more than the data volume holds (cxop_collector_retention_projected_bytes against cxop_collector_retention_capacity_bytes); the volume would fill before the oldest records are pruned. Grow the volume, or shorten the retention (namespace annotation cx.cxop.dev/retention). kubectl -n %s logs cxop-collector-0 gives the figures.", namespace),
 				},
 			},
 		},

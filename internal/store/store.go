@@ -73,6 +73,9 @@ type Options struct {
 	// set it small so that flushes and compactions happen between their
 	// crash points.
 	MemTableBytes int64
+	// Uncompressed writes tables without compression, so that a test can
+	// look for a string in every byte of the data directory.
+	Uncompressed bool
 }
 
 func (o *Options) defaults() {
@@ -259,6 +262,9 @@ func openStore(opts Options, readOnly string) (*Store, error) {
 	if opts.MemTableBytes > 0 {
 		po.MemTableSize = uint64(opts.MemTableBytes)
 	}
+	if opts.Uncompressed {
+		po.ApplyCompressionSettings(func() pebble.DBCompressionSettings { return pebble.DBCompressionNone })
+	}
 	po.ReadOnly = readOnly != ""
 	po.Logger = pebbleLogger{opts.Logger}
 	po.EventListener = s.eventListener()
@@ -309,6 +315,8 @@ func PebbleOptions(cacheBytes int64) *pebble.Options {
 		MemTableStopWritesThreshold: 2,
 		BytesPerSync:                1 << 20,
 		WALBytesPerSync:             1 << 20,
+		// Obsolete logs are deleted, not recycled with old data in them.
+		Cleaner: deleteWithoutRecycling{},
 	}
 	po.Cache = pebble.NewCache(cacheBytes + int64(po.MemTableStopWritesThreshold)*memTableBytes)
 	// Every record costs an idempotency lookup; with the bloom filters and
@@ -856,39 +864,11 @@ func (s *Store) scanRecords(from uint64, fn func(seq uint64, key []byte, r *Reco
 }
 
 // PruneRecords deletes raw records (and their idempotency keys) whose
-// event time is before cutoff. Ingest refuses records that old, so a
-// deleted id cannot come back. It returns how many it deleted.
+// event time is before cutoff, as PruneExpired does, and returns how many
+// it deleted.
 func (s *Store) PruneRecords(cutoff time.Time) (int, error) {
-	if err := s.Err(); err != nil {
-		return 0, fmt.Errorf("prune: %w", err)
-	}
-	b := s.db.NewBatch()
-	defer func() { _ = b.Close() }()
-	deleted := 0
-	var key []byte
-	err := s.scanRecords(0, func(_ uint64, rkey []byte, r *Record) error {
-		if r.Time() >= cutoff.UnixNano() {
-			return nil
-		}
-		_ = b.Delete(idKey(key, r.Kind, r.Subject, r.ID), nil)
-		_ = b.Delete(rkey, nil)
-		deleted++
-		if b.Count() < 10000 {
-			return nil
-		}
-		if err := b.Commit(pebble.NoSync); err != nil {
-			return err
-		}
-		b.Reset()
-		return nil
-	})
-	if err != nil {
-		return deleted, fmt.Errorf("prune: %w", err)
-	}
-	if err := b.Commit(pebble.Sync); err != nil {
-		return deleted, fmt.Errorf("prune: %w", err)
-	}
-	return deleted, nil
+	r, err := s.PruneExpired(cutoff, cutoff)
+	return r.Deleted, err
 }
 
 // Copy writes a consistent copy of the database to dir (a backup).

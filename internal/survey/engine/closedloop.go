@@ -82,6 +82,7 @@ func (e *Engine) detractor(w *batchWriter, cfg *settings, survey string, raw []b
 	if err := w.setJSON(detKey(survey, d.ID), d); err != nil {
 		return err
 	}
+	_ = w.b.Set(detIndexKey(&d), nil, nil)
 	msg := message{ID: "msg_det_" + d.ID, Survey: survey, Detractor: true, Body: body, Created: now}
 	if err := w.setJSON(timeKey(prefixOut, now, []byte(msg.ID)), msg); err != nil {
 		return err

@@ -133,7 +133,15 @@ func (e *Engine) deliver(ctx context.Context, cfg *settings) (bool, error) {
 			_ = park.Delete(it.Key(), nil)
 			pk := parkKey(prefixPark, m.Survey, m.Detractor, m.ID)
 			e.floors.wrote(pk)
-			_ = park.Set(pk, it.Value(), nil)
+			if m.ParkedAt.IsZero() {
+				m.ParkedAt = now
+			}
+			data, err := json.Marshal(m)
+			if err != nil {
+				_ = it.Close()
+				return false, err
+			}
+			_ = park.Set(pk, data, nil)
 			parked++
 			continue
 		}
@@ -206,6 +214,10 @@ func (e *Engine) deliver(ctx context.Context, cfg *settings) (bool, error) {
 					if err := w.setJSON(invKey(inv.ID), inv); err != nil {
 						return false, err
 					}
+					if inv.Contact != nil {
+						// Its contact goes Retention.Contact after now.
+						_ = w.b.Set(invContactIndexKey(after, inv.ID), nil, nil)
+					}
 				}
 			}
 			continue
@@ -231,6 +243,9 @@ func (e *Engine) deliver(ctx context.Context, cfg *settings) (bool, error) {
 					"survey", m.Survey, "message", m.ID, "attempts", m.Attempt, "since", m.FirstFailure, "err", m.LastError)
 			}
 			m.Parked = true
+			if m.ParkedAt.IsZero() {
+				m.ParkedAt = after
+			}
 			failed[fk] = failure{webhookRef{sv, m.Detractor}, m.LastError}
 			if err := w.setJSON(parkKey(prefixFailed, m.Survey, m.Detractor, m.ID), m); err != nil {
 				return false, err
@@ -345,7 +360,7 @@ func (e *Engine) unpark(cfg *settings) (bool, error) {
 				_ = it.Close()
 				return fmt.Errorf("parked message %x: %w", it.Key(), err)
 			}
-			m.FirstFailure, m.Parked, m.Attempt = time.Time{}, false, 0
+			m.FirstFailure, m.Parked, m.Attempt, m.ParkedAt = time.Time{}, false, 0, time.Time{}
 			if err := w.setJSON(timeKey(prefixOut, now, id), m); err != nil {
 				_ = it.Close()
 				return err

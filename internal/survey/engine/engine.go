@@ -130,6 +130,10 @@ type Options struct {
 	Now func() time.Time
 }
 
+// DefaultLinkTTL is how long a link stays valid when its survey does not
+// say (Survey.LinkTTL).
+const DefaultLinkTTL = 7 * 24 * time.Hour
+
 // Defaults of Options.RetryFor and Options.ProbeInterval, which the
 // collector's flags default to as well.
 const (
@@ -184,6 +188,9 @@ type Engine struct {
 	floors floors
 	// mu serialises steps: Run's loop and callers of Step in tests.
 	mu sync.Mutex
+	// contactsMigrated is set once no contact history is stored under
+	// its customer id any more (retention.go).
+	contactsMigrated atomic.Bool
 }
 
 type settings struct {
@@ -206,6 +213,9 @@ func New(db *pebble.DB, src Source, sender Sender, opts Options) (*Engine, error
 	e.metrics = newMetrics(e, opts.Registerer)
 	if err := e.indexClosedLoop(); err != nil {
 		return nil, fmt.Errorf("index the closed loop: %w", err)
+	}
+	if err := e.loadContactsMigrated(); err != nil {
+		return nil, err
 	}
 	e.SetConfig(Config{})
 	return e, nil
@@ -294,20 +304,21 @@ var (
 )
 
 const (
-	prefixDue     = "s/due/"     // due(8) seq(8) survey -> pending
-	prefixContact = "s/contact/" // customer -> contact
-	prefixInv     = "s/inv/"     // invitation id(16) -> Invitation
-	prefixOut     = "s/out/"     // next attempt(8) message id -> message
-	prefixPark    = "s/park/"    // survey 0x00 'i'|'d' message id -> message with nowhere to go
-	prefixFailed  = "s/failed/"  // survey 0x00 'i'|'d' message id -> message whose retries ran out
-	prefixFailing = "s/failing/" // survey [0x00 "detractor"] -> failingWebhook
-	prefixRate    = "s/rate/"    // hour(8) scope -> invitations triggered in that hour (rate limits)
-	prefixCount   = "s/count/"   // survey 0x00 counter 0x00 day(8) -> uint64
-	prefixGone    = "s/gone/"    // survey [0x00 "detractor"] -> goneWebhook
-	prefixDet     = "s/det/"     // detractor id -> Detractor
-	prefixLoop    = "s/loop/"    // survey 0x00 loopDetractors|loopFollowed -> uint64, all time
-	prefixFollow  = "s/fu/"      // survey 0x00 answered(8) detractor id -> follow-up time (int64 ns)
-	prefixWave    = "s/wave/"    // survey 0x00 wave id -> time taken
+	prefixDue         = "s/due/"      // due(8) seq(8) survey -> pending
+	prefixContact     = "s/contact/"  // customer -> contact, as stored before contactKey (migrated by the first prune)
+	prefixContactHash = "s/contacth/" // sha256(customer)[:16] -> contact (contactKey)
+	prefixInv         = "s/inv/"      // invitation id(16) -> Invitation
+	prefixOut         = "s/out/"      // next attempt(8) message id -> message
+	prefixPark        = "s/park/"     // survey 0x00 'i'|'d' message id -> message with nowhere to go
+	prefixFailed      = "s/failed/"   // survey 0x00 'i'|'d' message id -> message whose retries ran out
+	prefixFailing     = "s/failing/"  // survey [0x00 "detractor"] -> failingWebhook
+	prefixRate        = "s/rate/"     // hour(8) scope -> invitations triggered in that hour (rate limits)
+	prefixCount       = "s/count/"    // survey 0x00 counter 0x00 day(8) -> uint64
+	prefixGone        = "s/gone/"     // survey [0x00 "detractor"] -> goneWebhook
+	prefixDet         = "s/det/"      // detractor id -> Detractor
+	prefixLoop        = "s/loop/"     // survey 0x00 loopDetractors|loopFollowed -> uint64, all time
+	prefixFollow      = "s/fu/"       // survey 0x00 answered(8) detractor id -> follow-up time (int64 ns)
+	prefixWave        = "s/wave/"     // survey 0x00 wave id -> time taken
 )
 
 // goneWebhook records a receiver that answered 410 Gone. Delivery to the
@@ -372,6 +383,9 @@ type message struct {
 	// Parked is set once the retries ran out, so that a probe that fails
 	// again does not count the message as failed twice.
 	Parked bool `json:"parked,omitempty"`
+	// ParkedAt is when the message was parked (its delivery given up),
+	// the clock of its contact's retention; zero while it is retried.
+	ParkedAt time.Time `json:"parkedAt,omitzero"`
 }
 
 // Counters kept per survey and day.
@@ -601,8 +615,20 @@ func (e *Engine) invite(cfg *settings) (bool, error) {
 		}
 		last, ok := contacts[p.Customer]
 		if !ok {
-			if _, err := e.getJSON([]byte(prefixContact+p.Customer), &last); err != nil {
+			if found, err := e.getJSON(contactKey(p.Customer), &last); err != nil {
 				return false, err
+			} else if !found && !e.contactsMigrated.Load() {
+				// Stored under the customer id before contactKey: moved.
+				if legacy, err := e.getJSON([]byte(prefixContact+p.Customer), &last); err != nil {
+					return false, err
+				} else if legacy {
+					_ = w.b.Delete([]byte(prefixContact+p.Customer), nil)
+					if err := w.setJSON(contactKey(p.Customer), last); err != nil {
+						return false, err
+					}
+					_ = w.b.Set(contactIndexKey(last.At, contactKey(p.Customer)), nil, nil)
+					contacts[p.Customer] = last
+				}
 			}
 		}
 		if sample.Throttled(last.At, last.Throttle, sv.Throttle, now) {
@@ -621,12 +647,19 @@ func (e *Engine) invite(cfg *settings) (bool, error) {
 			return false, err
 		}
 		contacts[p.Customer] = contactHistory{Survey: sv.Name, At: now, Throttle: sv.Throttle}
-		if err := w.setJSON([]byte(prefixContact+p.Customer), contacts[p.Customer]); err != nil {
+		if err := w.setJSON(contactKey(p.Customer), contacts[p.Customer]); err != nil {
 			return false, err
 		}
+		// The contact history's time index (retention.go) holds one key
+		// per history: the one of the invitation it replaces goes.
+		if !last.At.IsZero() {
+			_ = w.b.Delete(contactIndexKey(last.At, contactKey(p.Customer)), nil)
+		}
+		_ = w.b.Set(contactIndexKey(now, contactKey(p.Customer)), nil, nil)
 		if err := w.setJSON(invKey(inv.ID), inv); err != nil {
 			return false, err
 		}
+		_ = w.b.Set(invIndexKey(inv.Created, inv.ID), nil, nil)
 		if err := w.setJSON(timeKey(prefixOut, now, []byte(msg.ID)), msg); err != nil {
 			return false, err
 		}
@@ -669,7 +702,7 @@ func (e *Engine) newInvitation(cfg *settings, sv *Survey, p pending, now time.Ti
 	}
 	ttl := sv.LinkTTL
 	if ttl <= 0 {
-		ttl = 7 * 24 * time.Hour
+		ttl = DefaultLinkTTL
 	}
 	expires := now.Add(ttl).Truncate(time.Second)
 	token, err := link.Sign(cfg.LinkKeys, link.Claims{Invitation: id, Survey: sv.Name, Customer: p.Customer, Expires: expires})

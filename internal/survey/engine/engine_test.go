@@ -100,6 +100,8 @@ type fixture struct {
 	seq int
 	// opts, when set, replace the fixture's engine options.
 	opts *Options
+	// storeOpts, when set, adjusts the store's options.
+	storeOpts func(*store.Options)
 }
 
 func newFixture(t testing.TB, cfg Config) *fixture {
@@ -109,7 +111,11 @@ func newFixture(t testing.TB, cfg Config) *fixture {
 }
 
 func (f *fixture) open() {
-	st, err := store.Open(store.Options{Dir: f.dir, Now: func() time.Time { return f.now }})
+	so := store.Options{Dir: f.dir, Now: func() time.Time { return f.now }}
+	if f.storeOpts != nil {
+		f.storeOpts(&so)
+	}
+	st, err := store.Open(so)
 	if err != nil {
 		f.t.Fatal(err)
 	}
