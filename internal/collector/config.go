@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/common/model"
 	"sigs.k8s.io/yaml"
 
+	"github.com/cxop-dev/cxop/internal/pseudonym"
 	"github.com/cxop-dev/cxop/internal/score"
 	"github.com/cxop-dev/cxop/internal/survey/engine"
 )
@@ -32,6 +33,8 @@ type Config struct {
 	// PageURL is the base URL of this collector's hosted survey page as
 	// customers reach it; survey links are PageURL/s/TOKEN.
 	PageURL string `json:"pageURL,omitempty"`
+	// PseudonymizeCustomers stores HMAC-SHA256(customerIDKey, customer id) instead of the customer id.
+	PseudonymizeCustomers bool `json:"pseudonymizeCustomers,omitempty"`
 }
 
 // TouchpointConfig is one touchpoint.
@@ -101,6 +104,11 @@ type settings struct {
 	readTokens  [][]byte
 	retention   time.Duration
 	pageURL     string
+	// pseudonymizeCustomers is the config's; customerKey is
+	// the secrets file's customerIDKey, set by withCustomerKey when it is
+	// on (nil otherwise).
+	pseudonymizeCustomers bool
+	customerKey           *pseudonym.Key
 }
 
 type touchpointSettings struct {
@@ -129,7 +137,8 @@ func parseConfig(data []byte) (*settings, error) {
 	if err := yaml.UnmarshalStrict(data, &c); err != nil {
 		return nil, fmt.Errorf("parse: %w", err)
 	}
-	s := &settings{touchpoints: map[string]*touchpointSettings{}, surveys: map[string]*surveySettings{}, retention: DefaultRetention}
+	s := &settings{touchpoints: map[string]*touchpointSettings{}, surveys: map[string]*surveySettings{}, retention: DefaultRetention,
+		pseudonymizeCustomers: c.PseudonymizeCustomers}
 	if c.Retention != "" {
 		d, err := model.ParseDuration(c.Retention)
 		if err != nil || d <= 0 {

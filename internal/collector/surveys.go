@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/common/model"
 	"sigs.k8s.io/yaml"
 
+	"github.com/cxop-dev/cxop/internal/pseudonym"
 	"github.com/cxop-dev/cxop/internal/survey/engine"
 	"github.com/cxop-dev/cxop/internal/survey/link"
 	"github.com/cxop-dev/cxop/internal/webhook"
@@ -36,12 +37,15 @@ type Secrets struct {
 	} `json:"linkKeys"`
 	// WebhookKeys by the name a survey's webhook.key gives.
 	WebhookKeys map[string]string `json:"webhookKeys,omitempty"`
+	// CustomerIDKey keys customer pseudonyms (base64, at least 32 bytes); required when pseudonymizeCustomers is true.
+	CustomerIDKey string `json:"customerIDKey,omitempty"`
 }
 
 // secrets is a parsed Secrets file.
 type secrets struct {
 	linkKeys    link.Keys
 	webhookKeys map[string][]byte
+	customerKey *pseudonym.Key // nil without customerIDKey
 }
 
 func parseSecrets(data []byte) (*secrets, error) {
@@ -80,6 +84,9 @@ func parseSecrets(data []byte) (*secrets, error) {
 			return nil, fmt.Errorf("webhookKeys.%s: %w", name, err)
 		}
 		out.webhookKeys[name] = key
+	}
+	if out.customerKey, err = parseCustomerKey(f.CustomerIDKey); err != nil {
+		return nil, err
 	}
 	return out, nil
 }

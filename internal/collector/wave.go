@@ -90,6 +90,10 @@ func (s *Server) wave(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	cfg := s.cfg.Load()
+	for i := range req.Audience {
+		req.Audience[i].Customer = cfg.pseudonymize(req.Audience[i].Customer)
+	}
 	isNew, err := e.Wave(req.Survey, req.Wave, req.Audience)
 	if err != nil {
 		s.log.Error("wave", "survey", req.Survey, "err", err)
