@@ -178,6 +178,8 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request) {
 		plain, stored := c[0], s.cfg.Load().pseudonymize(c[0])
 		match = func(customer string) bool { return customer == stored || customer == plain }
 	}
+	// The answer's format may follow the Accept header.
+	w.Header().Add("Vary", "Accept")
 	// An export may take longer than the server's write timeout.
 	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
 	var err error

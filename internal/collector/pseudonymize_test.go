@@ -284,7 +284,10 @@ func TestPseudonymizeCustomersNeedsTheKey(t *testing.T) {
 		if secrets != "" {
 			writeFile(t, secPath, noKey)
 		}
-		err := Run(context.Background(), Options{Listen: "127.0.0.1:0", DataDir: filepath.Join(dir, "data"), ConfigPath: cfgPath, SecretsPath: secrets, LogLevel: "error"})
+		// A cancelled context: were the config accepted, Run would stop at once.
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		err := Run(ctx, Options{Listen: "127.0.0.1:0", DataDir: filepath.Join(dir, "data"), ConfigPath: cfgPath, SecretsPath: secrets, LogLevel: "error"})
 		if err == nil || !strings.Contains(err.Error(), "pseudonymizeCustomers: true needs customerIDKey") || !strings.Contains(err.Error(), cfgPath) {
 			t.Errorf("secrets %q: Run = %v, want the config error naming pseudonymizeCustomers and customerIDKey", secrets, err)
 		}
