@@ -382,3 +382,50 @@ func TestPseudonymizeIsOffByDefault(t *testing.T) {
 		t.Errorf("on: %v", err)
 	}
 }
+
+// pairReload puts in force what agrees: both files, else either alone,
+// else nothing, and says why.
+func TestPairReload(t *testing.T) {
+	withKey, err := parseSecrets([]byte(pseudonymSecrets("")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	noKey, err := parseSecrets([]byte("linkKeys: {current: " + base64.StdEncoding.EncodeToString(make([]byte, 32)) + "}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	off, on := testConfig(t, ""), testConfig(t, "pseudonymizeCustomers: true")
+	for _, tc := range []struct {
+		name             string
+		cfg              *settings
+		sec              *secrets
+		nextCfg          *settings
+		nextSec          *secrets
+		wantCfg, wantSec bool // which pending file goes in
+		wantKey          bool
+		wantErr          bool
+	}{
+		{"config turns it on with the key in force", off, withKey, on, nil, true, false, true, false},
+		{"config turns it on without a key", off, noKey, on, nil, false, false, false, true},
+		{"config and key arrive together", off, noKey, on, withKey, true, true, true, false},
+		{"secrets drop the key while it is on", on, withKey, nil, noKey, false, false, true, true},
+		{"secrets without a key go in while the config waits", off, noKey, on, noKey, false, true, false, true},
+		{"config turns it off, secrets drop the key", on, withKey, off, noKey, true, true, false, false},
+		{"secrets with a key while it is off", off, noKey, nil, withKey, false, true, false, false},
+	} {
+		cur, err := withCustomerKey(tc.cfg, tc.sec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keyed, sec, cfgIn, secIn, err := pairReload(cur, tc.sec, tc.nextCfg, tc.nextSec)
+		if cfgIn != tc.wantCfg || secIn != tc.wantSec || (err != nil) != tc.wantErr || (keyed.pseudonymize("c-1") == pseudonymOfC1) != tc.wantKey {
+			t.Errorf("%s: config in %v, secrets in %v, key %v, err %v", tc.name, cfgIn, secIn, keyed.customerKey != nil, err)
+		}
+		if err != nil && !strings.Contains(err.Error(), "pseudonymizeCustomers: true needs customerIDKey") {
+			t.Errorf("%s: %v, want the error naming both fields", tc.name, err)
+		}
+		if secIn && sec != tc.nextSec || !secIn && sec != tc.sec {
+			t.Errorf("%s: the wrong secrets in force", tc.name)
+		}
+	}
+}
