@@ -2,7 +2,9 @@ package collector
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -25,6 +27,12 @@ const (
 	testCustomerKey = "0123456789abcdef0123456789abcdef"
 	pseudonymOfC1   = "d7ccb1ef4822e9a15dd5f66434ba19ee661429da03335062c5f0b861e504e518"
 )
+
+// tokenSHA256 is a token as the config holds it (hex SHA-256).
+func tokenSHA256(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
+}
 
 func testPseudonym(t testing.TB, customer string) string {
 	t.Helper()
@@ -80,7 +88,7 @@ surveys:
   - name: csat
     type: CSAT
     tokenSHA256: [%s]
-`, addr, HashToken(readToken), HashToken(chatToken), samplePercent, HashToken(npsToken), rcv.URL, rcv.URL+"/detractors", HashToken(csatToken)))
+`, addr, tokenSHA256(readToken), tokenSHA256(chatToken), samplePercent, tokenSHA256(npsToken), rcv.URL, rcv.URL+"/detractors", tokenSHA256(csatToken)))
 	writeFile(t, secPath, pseudonymSecrets("webhookKeys: {hook: "+base64.StdEncoding.EncodeToString([]byte("0123456789abcdef"))+"}\n"))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -169,7 +177,7 @@ func TestPseudonymizedCustomersOnEveryPath(t *testing.T) {
 	}
 
 	// Distinct customers count pseudonyms: c-1 twice and c-2 are two.
-	var tp TouchpointSummary
+	var tp struct{ Interactions, Customers uint64 }
 	if code, body := call(t, "GET", c.base+"/v1/summary?window=1d&touchpoint=chat", readToken, ""); code != 200 || json.Unmarshal([]byte(body), &tp) != nil || tp.Interactions != 3 || tp.Customers != 2 {
 		t.Errorf("chat summary: %d %s, want 3 interactions of 2 customers", code, body)
 	}
@@ -277,7 +285,7 @@ func TestPseudonymizedCustomersAreSampledConsistently(t *testing.T) {
 func TestPseudonymizeCustomersNeedsTheKey(t *testing.T) {
 	dir := t.TempDir()
 	cfgPath, secPath := filepath.Join(dir, "config.yaml"), filepath.Join(dir, "secrets.yaml")
-	read := "readTokenSHA256: [" + HashToken(readToken) + "]\ntouchpoints: [{name: chat, tokenSHA256: [" + HashToken(chatToken) + "]}]\n"
+	read := "readTokenSHA256: [" + tokenSHA256(readToken) + "]\ntouchpoints: [{name: chat, tokenSHA256: [" + tokenSHA256(chatToken) + "]}]\n"
 	noKey := fmt.Sprintf("linkKeys: {current: %s}\n", base64.StdEncoding.EncodeToString([]byte(strings.Repeat("L", 32))))
 	writeFile(t, cfgPath, read+"pseudonymizeCustomers: true\n")
 	for _, secrets := range []string{"", secPath} {
