@@ -182,6 +182,9 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	if cfg, err = withCustomerKey(cfg, sec); err != nil {
+		return fmt.Errorf("config %s: %w", o.ConfigPath, err)
+	}
 	reg := prometheus.NewRegistry()
 	srv := NewServer(log, cfg, reg, time.Now)
 	if maxInflight > 0 {
@@ -448,6 +451,10 @@ func (s *Server) watchConfig(ctx context.Context, files configFiles, last, lastS
 	defer tick.Stop()
 	cfg := s.cfg.Load()
 	sec, _ := parseSecretsOrNil(lastSecrets)
+	// Files read and valid alone, waiting for the other file to agree
+	// with them (pairReload).
+	var nextCfg *settings
+	var nextSec *secrets
 	for {
 		select {
 		case <-ctx.Done():
@@ -455,23 +462,48 @@ func (s *Server) watchConfig(ctx context.Context, files configFiles, last, lastS
 		case <-events:
 		case <-tick.C:
 		}
-		changed := false
+		read := false
 		if next, ok := reloadFile(s, "config", files.config, &last, parseServedConfig); ok {
-			cfg, changed = next, true
-			s.cfg.Store(cfg)
-			s.metrics.declare(cfg)
-			s.log.Info("config reloaded", "touchpoints", len(cfg.touchpoints), "surveys", len(cfg.surveys))
+			nextCfg, read = next, true
 		}
 		if files.secrets != "" {
 			if next, ok := reloadFile(s, "secrets", files.secrets, &lastSecrets, parseSecrets); ok {
-				sec, changed = next, true
-				s.log.Info("secrets reloaded")
+				nextSec, read = next, true
 			}
 		}
-		if changed {
+		if nextCfg == nil && nextSec == nil {
+			continue
+		}
+		keyed, nextSecrets, cfgIn, secIn, err := pairReload(cfg, sec, nextCfg, nextSec)
+		if err != nil && read {
+			what, path := "config", files.config
+			if nextCfg == nil {
+				what, path = "secrets", files.secrets
+			}
+			s.reloadFailed(what, path, err)
+		}
+		if keyed != cfg {
+			cfg = keyed
+			s.cfg.Store(cfg)
+			s.metrics.declare(cfg)
+		}
+		if cfgIn {
+			nextCfg = nil
+			s.log.Info("config reloaded", "touchpoints", len(cfg.touchpoints), "surveys", len(cfg.surveys))
+		}
+		if secIn {
+			if customerKeyChanged(sec, nextSecrets) {
+				s.log.Warn("secrets: customerIDKey changed; every customer's pseudonym changes from now on, so each customer counts twice until the records stored under the old key pass the retention")
+			}
+			sec, nextSec = nextSecrets, nil
+			s.log.Info("secrets reloaded")
+		}
+		if cfgIn || secIn {
 			s.applySurveys(cfg, sec)
 			s.metrics.reloads.WithLabelValues("success").Inc()
-			s.metrics.configSuccess.Set(1)
+			if nextCfg == nil && nextSec == nil {
+				s.metrics.configSuccess.Set(1)
+			}
 		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/cxop-dev/cxop/internal/collectorapi"
+	"github.com/cxop-dev/cxop/internal/pseudonym"
 	"github.com/cxop-dev/cxop/internal/score"
 	"github.com/cxop-dev/cxop/internal/survey/engine"
 )
@@ -33,6 +34,11 @@ type settings struct {
 	// contactRetention: contact fields are dropped this long after
 	// delivery succeeded or was given up.
 	contactRetention time.Duration
+	// pseudonymizeCustomers is the config's; customerKey is
+	// the secrets file's customerIDKey, set by withCustomerKey when it is
+	// on (nil otherwise).
+	pseudonymizeCustomers bool
+	customerKey           *pseudonym.Key
 }
 
 type touchpointSettings struct {
@@ -61,7 +67,8 @@ func parseConfig(data []byte) (*settings, error) {
 	if err := yaml.UnmarshalStrict(data, &c); err != nil {
 		return nil, fmt.Errorf("parse: %w", err)
 	}
-	s := &settings{touchpoints: map[string]*touchpointSettings{}, surveys: map[string]*surveySettings{}, retention: DefaultRetention}
+	s := &settings{touchpoints: map[string]*touchpointSettings{}, surveys: map[string]*surveySettings{}, retention: DefaultRetention,
+		pseudonymizeCustomers: c.PseudonymizeCustomers}
 	if c.Retention != "" {
 		d, err := model.ParseDuration(c.Retention)
 		if err != nil || d <= 0 {

@@ -269,6 +269,10 @@ type validator struct {
 	now        time.Time
 	authorized func(subject string) bool
 	seen       map[string]int
+	// customerAsStored: the records' customers are already as stored
+	// (the survey page's, from an invitation), not to be pseudonymised
+	// again.
+	customerAsStored bool
 }
 
 func (v *validator) text(i int, field string, p *string, required bool, maxLen int) (string, *inputError) {
@@ -376,6 +380,7 @@ func (v *validator) event(i int, in *eventIn) (store.Record, *inputError) {
 	if err != nil {
 		return store.Record{}, err
 	}
+	customer = v.storedCustomer(customer)
 	at, err := v.time(i, in.Time)
 	if err != nil {
 		return store.Record{}, err
@@ -450,6 +455,7 @@ func (v *validator) response(i int, in *responseIn) (store.Record, *inputError) 
 	if err != nil {
 		return store.Record{}, err
 	}
+	customer = v.storedCustomer(customer)
 	if in.Score == nil {
 		return store.Record{}, badRecord(i, "score", "is required")
 	}

@@ -247,7 +247,8 @@ func (s *Server) surveyAnswer(w http.ResponseWriter, r *http.Request) {
 	}
 	id, score := answerID(inv.ID), float64(v)
 	in := responseIn{ID: &id, Survey: &inv.Survey, Customer: &inv.Customer, Score: &score, Comment: &comment}
-	val := &validator{cfg: s.cfg.Load(), now: s.now(), authorized: func(name string) bool { return name == inv.Survey }, seen: map[string]int{}}
+	val := &validator{cfg: s.cfg.Load(), now: s.now(), authorized: func(name string) bool { return name == inv.Survey }, seen: map[string]int{},
+		customerAsStored: true}
 	rec, ierr := val.response(0, &in)
 	if ierr != nil {
 		s.renderPage(w, http.StatusBadRequest, questionPage(nonce, sv, keys, token, v, comment, "Your answer could not be stored: "+ierr.Reason))

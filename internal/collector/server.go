@@ -329,45 +329,6 @@ func (s *Server) authorizeRead(w http.ResponseWriter, r *http.Request, endpoint 
 	return false
 }
 
-func (s *Server) export(w http.ResponseWriter, r *http.Request) {
-	if !s.authorizeRead(w, r, "export") {
-		return
-	}
-	st := s.store.Load()
-	if st == nil {
-		writeJSON(w, 503, errorBody{Error: "the collector is not ready"})
-		return
-	}
-	q := r.URL.Query()
-	kind, name := rollup.KindTouchpoint, q.Get("touchpoint")
-	if sv := q.Get("survey"); sv != "" {
-		kind, name = rollup.KindSurvey, sv
-	}
-	if name == "" || (q.Get("touchpoint") != "" && q.Get("survey") != "") {
-		writeJSON(w, 400, errorBody{Error: "touchpoint or survey: name exactly one subject to export", Field: "touchpoint"})
-		return
-	}
-	if !s.exportable(w, st, q, kind, name) {
-		return
-	}
-	// An export may take longer than the server's write timeout.
-	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	err := st.Export(kind, name, func(js []byte) error {
-		if _, err := w.Write(js); err != nil {
-			return err
-		}
-		_, err := w.Write([]byte{'\n'})
-		return err
-	})
-	if err != nil {
-		// The 200 is already sent: abort the connection so the client sees
-		// a broken stream, not a clean end of a partial export.
-		s.log.Error("export cut short", "err", err)
-		panic(http.ErrAbortHandler)
-	}
-}
-
 // Serve runs the HTTP server on l until ctx ends, then drains it.
 func Serve(ctx context.Context, srv *http.Server, l net.Listener, log *slog.Logger) error {
 	errc := make(chan error, 1)

@@ -283,7 +283,7 @@ func (s *Server) exportable(w http.ResponseWriter, st *store.Store, q url.Values
 		s.rejectField(w, "export", field, fmt.Sprintf(format, args...))
 		return false
 	}
-	if field, reason := checkParams(q, "touchpoint", "survey"); field != "" {
+	if field, reason := checkParams(q, "touchpoint", "survey", "format", "customer"); field != "" {
 		return bad(field, "%s", reason)
 	}
 	field := "touchpoint"

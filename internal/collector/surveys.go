@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/cxop-dev/cxop/internal/collectorapi"
+	"github.com/cxop-dev/cxop/internal/pseudonym"
 	"github.com/cxop-dev/cxop/internal/survey/engine"
 	"github.com/cxop-dev/cxop/internal/survey/link"
 	"github.com/cxop-dev/cxop/internal/webhook"
@@ -24,6 +25,7 @@ import (
 type secrets struct {
 	linkKeys    link.Keys
 	webhookKeys map[string][]byte
+	customerKey *pseudonym.Key // nil without customerIDKey
 }
 
 func parseSecrets(data []byte) (*secrets, error) {
@@ -62,6 +64,9 @@ func parseSecrets(data []byte) (*secrets, error) {
 			return nil, fmt.Errorf("webhookKeys.%s: %w", name, err)
 		}
 		out.webhookKeys[name] = key
+	}
+	if out.customerKey, err = parseCustomerKey(f.CustomerIDKey); err != nil {
+		return nil, err
 	}
 	return out, nil
 }

@@ -76,13 +76,14 @@ func (s *Server) wave(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var v validator
+	cfg := s.cfg.Load()
 	audience := make([]engine.Member, len(req.Audience))
 	for i, m := range req.Audience {
 		if err := v.member(i, m); err != nil {
 			bad(fmt.Sprintf("audience[%d].%s", i, err.Field), "%s", err.Reason)
 			return
 		}
-		audience[i] = engine.Member{Customer: m.Customer}
+		audience[i] = engine.Member{Customer: cfg.pseudonymize(m.Customer)}
 		if m.Contact != nil {
 			audience[i].Contact = &engine.Contact{Email: m.Contact.Email, Phone: m.Contact.Phone}
 		}

@@ -24,6 +24,9 @@ type Config struct {
 	// PageURL is the base URL of this collector's hosted survey page as
 	// customers reach it; survey links are PageURL/s/TOKEN.
 	PageURL string `json:"pageURL,omitempty"`
+	// PseudonymizeCustomers stores HMAC-SHA256(customerIDKey, customer id)
+	// instead of the customer id, on every ingest path.
+	PseudonymizeCustomers bool `json:"pseudonymizeCustomers,omitempty"`
 }
 
 // TouchpointConfig is one touchpoint.
@@ -106,4 +109,7 @@ type Secrets struct {
 	} `json:"linkKeys"`
 	// WebhookKeys by the name a survey's webhook.key gives.
 	WebhookKeys map[string]string `json:"webhookKeys,omitempty"`
+	// CustomerIDKey keys customer pseudonyms (base64, at least 32 bytes);
+	// required when pseudonymizeCustomers is true.
+	CustomerIDKey string `json:"customerIDKey,omitempty"`
 }
