@@ -106,12 +106,21 @@ type CollectorReconciler struct {
 	// it carries show a failure in their Ready condition
 	// (StatusSource.CollectorWritten).
 	Written func(namespace string, err error)
+	// DataPolicy is the data policy of a namespace whose annotations set
+	// none (collector_datapolicy.go); zero fields take DefaultDataPolicy's.
+	DataPolicy DataPolicy
+	// WatchNamespaces, when set, are the only namespaces the manager works
+	// in (--watch-namespaces): their Namespace objects are read one by one.
+	WatchNamespaces []string
+	// namespaces reads Namespace objects (see watchNamespaces).
+	namespaces client.Reader
 }
 
 // +kubebuilder:rbac:groups=cx.cxop.dev,resources=touchpoints;surveys,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=secrets;configmaps,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups="",resources=services;serviceaccounts,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 
 // The token Secrets, wave CronJobs and PrometheusRules carry a controller
 // reference to their Touchpoint, Survey or CXTarget with blockOwnerDeletion,
@@ -142,6 +151,10 @@ func (r *CollectorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if len(tpItems) == 0 {
 		return ctrl.Result{}, r.removeCollector(ctx, ns)
 	}
+	policy, err := r.dataPolicy(ctx, ns)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
 
 	// One unusable spec (its own status says why) must not keep the config
 	// of every other Touchpoint from loading, so it is left out.
@@ -158,7 +171,7 @@ func (r *CollectorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	cfg := collector.Config{}
+	cfg := collector.Config{Retention: policy.Retention, ContactRetention: policy.ContactRetention, PseudonymizeCustomers: policy.PseudonymizeCustomers}
 	for i := range tpItems {
 		cfg.Touchpoints = append(cfg.Touchpoints, touchpointConfig(&tpItems[i], tokens[i]))
 	}
@@ -168,7 +181,11 @@ func (r *CollectorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if cfg.PageURL, err = r.Runtime.PageURL(ns); err != nil {
 		return ctrl.Result{}, err
 	}
-	secrets, keyMissing, err := r.collectorSecrets(ctx, ns, svyItems)
+	customerIDKey, err := r.customerIDKeyOf(ctx, ns, policy)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	secrets, keyMissing, err := r.collectorSecrets(ctx, ns, svyItems, customerIDKey)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -180,6 +197,11 @@ func (r *CollectorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		return ctrl.Result{}, err
 	}
 	cfg.ReadTokenSHA256 = []string{collector.HashToken(readToken)}
+	customerDataToken, err := r.ensureToken(ctx, ns, nil, CustomerDataTokenSecretName, "")
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	cfg.CustomerDataTokenSHA256 = []string{collector.HashToken(customerDataToken)}
 	slices.SortFunc(cfg.Touchpoints, func(a, b collector.TouchpointConfig) int { return strings.Compare(a.Name, b.Name) })
 	slices.SortFunc(cfg.Surveys, func(a, b collector.SurveyConfig) int { return strings.Compare(a.Name, b.Name) })
 

@@ -32,6 +32,12 @@ type Config struct {
 	// PageURL is the base URL of this collector's hosted survey page as
 	// customers reach it; survey links are PageURL/s/TOKEN.
 	PageURL string `json:"pageURL,omitempty"`
+	// ContactRetention is how long an invitation's contact fields are kept after its delivery ended (Prometheus duration, default 7d).
+	ContactRetention string `json:"contactRetention,omitempty"`
+	// PseudonymizeCustomers stores HMAC-SHA256(customerIDKey, customer id) instead of the customer id.
+	PseudonymizeCustomers bool `json:"pseudonymizeCustomers,omitempty"`
+	// CustomerDataTokenSHA256 are the hashes of the tokens that may read and erase one customer's data.
+	CustomerDataTokenSHA256 []string `json:"customerDataTokenSHA256,omitempty"`
 }
 
 // TouchpointConfig is one touchpoint.

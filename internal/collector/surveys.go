@@ -36,6 +36,8 @@ type Secrets struct {
 	} `json:"linkKeys"`
 	// WebhookKeys by the name a survey's webhook.key gives.
 	WebhookKeys map[string]string `json:"webhookKeys,omitempty"`
+	// CustomerIDKey is the HMAC key of pseudonymous customer ids (base64, at least 32 bytes).
+	CustomerIDKey string `json:"customerIDKey,omitempty"`
 }
 
 // secrets is a parsed Secrets file.
