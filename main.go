@@ -93,6 +93,9 @@ type managerOptions struct {
 	// watchNamespaces, when set, limits the manager to these namespaces
 	// (the chart's namespaced mode, with Roles instead of ClusterRoles).
 	watchNamespaces []string
+	// dataPolicy is the collectors' data policy where a namespace's
+	// annotations set none.
+	dataPolicy controllers.DataPolicy
 }
 
 func newManagerCommand() *cobra.Command {
@@ -134,6 +137,12 @@ func newManagerCommand() *cobra.Command {
 	f.StringSliceVar(&opts.collector.WebhookDenyCIDRs, "webhook-deny-cidrs", nil,
 		"CIDR ranges survey webhooks may not reach besides the built-in internal ones, such as the cluster's pod and Service CIDRs when they are public addresses (hosts in --webhook-allow-hosts still may).")
 	collectorapi.AddManagerDeliveryFlags(f, &opts.collector.Delivery)
+	f.StringVar(&opts.dataPolicy.Retention, "collector-retention", controllers.DefaultDataPolicy.Retention,
+		"How long collectors keep records and every other class of stored customer data (Prometheus duration); a namespace's "+controllers.RetentionAnnotation+" annotation overrides it.")
+	f.StringVar(&opts.dataPolicy.ContactRetention, "collector-contact-retention", controllers.DefaultDataPolicy.ContactRetention,
+		"How long collectors keep an invitation's contact fields (e-mail, phone) after its delivery succeeded or was given up (Prometheus duration); a namespace's "+controllers.ContactRetentionAnnotation+" annotation overrides it.")
+	f.BoolVar(&opts.dataPolicy.PseudonymizeCustomers, "collector-pseudonymize-customers", controllers.DefaultDataPolicy.PseudonymizeCustomers,
+		"Have collectors store a keyed hash of each customer id (HMAC-SHA256 with the namespace's Secret "+controllers.CustomerIDKeySecretName+") instead of the id; a namespace's "+controllers.PseudonymizeCustomersAnnotation+" annotation overrides it.")
 	f.StringVar(&opts.localCollectors, "local-collectors-dir", "",
 		"Run collectors as local processes on loopback ports with their data under this directory, instead of as pods (used by `cxop dev`).")
 	f.StringSliceVar(&opts.watchNamespaces, "watch-namespaces", nil,
@@ -160,6 +169,9 @@ func runManager(ctx context.Context, opts *managerOptions) error {
 	scheme, err := newScheme()
 	utilruntime.Must(err)
 
+	if err := opts.dataPolicy.Check(); err != nil {
+		return err
+	}
 	runtime, cleanup, err := opts.collectorRuntime()
 	if err != nil {
 		return err
@@ -207,6 +219,7 @@ func runManager(ctx context.Context, opts *managerOptions) error {
 	}
 	if err := controllers.SetupWithManager(ctx, mgr, controllers.Options{
 		Runtime: runtime, RefreshInterval: opts.refreshInterval, Concurrency: opts.concurrency, Waves: waves,
+		DataPolicy: opts.dataPolicy, WatchNamespaces: opts.watchNamespaces,
 	}); err != nil {
 		return err
 	}

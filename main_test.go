@@ -79,3 +79,24 @@ func TestWebhookDenyCIDRsReachTheCollectors(t *testing.T) {
 		t.Errorf("bad range: %v, want %q", err, want)
 	}
 }
+
+// TestDataPolicyFlags: the data policy flags default to 400d, 7d and
+// pseudonymization off, and the manager refuses to start on an unusable
+// duration, naming the flag, before it contacts any cluster.
+func TestDataPolicyFlags(t *testing.T) {
+	f := newManagerCommand().Flags()
+	for flag, want := range map[string]string{
+		"collector-retention": "400d", "collector-contact-retention": "7d", "collector-pseudonymize-customers": "false",
+	} {
+		if got := f.Lookup(flag); got == nil || got.DefValue != want {
+			t.Errorf("--%s default: %+v; want %s", flag, got, want)
+		}
+	}
+	cmd := newManagerCommand()
+	cmd.SetArgs([]string{"--collector-contact-retention=soon", "--metrics-bind-address=0", "--health-probe-bind-address=0"})
+	err := cmd.ExecuteContext(t.Context())
+	want := `--collector-contact-retention: "soon" is not a positive duration such as 400d, 72h or 30m`
+	if err == nil || err.Error() != want {
+		t.Errorf("unusable contact retention: %v; want %s", err, want)
+	}
+}

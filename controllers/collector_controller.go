@@ -17,6 +17,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/yaml"
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
@@ -106,12 +107,21 @@ type CollectorReconciler struct {
 	// it carries show a failure in their Ready condition
 	// (StatusSource.CollectorWritten).
 	Written func(namespace string, err error)
+	// DataPolicy is the data policy of a namespace whose annotations set
+	// none (collector_datapolicy.go); zero fields take DefaultDataPolicy's.
+	DataPolicy DataPolicy
+	// WatchNamespaces, when set, are the only namespaces the manager works
+	// in (--watch-namespaces): their Namespace objects are read one by one.
+	WatchNamespaces []string
+	// namespaces reads Namespace objects (see watchNamespaces).
+	namespaces client.Reader
 }
 
 // +kubebuilder:rbac:groups=cx.cxop.dev,resources=touchpoints;surveys,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=secrets;configmaps,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups="",resources=services;serviceaccounts,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 
 // The token Secrets, wave CronJobs and PrometheusRules carry a controller
 // reference to their Touchpoint, Survey or CXTarget with blockOwnerDeletion,
@@ -142,11 +152,18 @@ func (r *CollectorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if len(tpItems) == 0 {
 		return ctrl.Result{}, r.removeCollector(ctx, ns)
 	}
+	policy, err := r.dataPolicy(ctx, ns)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
 
 	// One unusable spec (its own status says why) must not keep the config
 	// of every other Touchpoint from loading, so it is left out.
 	tpItems = slices.DeleteFunc(tpItems, func(t cxv1.Touchpoint) bool { return checkTouchpointSpec(&t.Spec) != nil })
 	svyItems = slices.DeleteFunc(svyItems, func(s cxv1.Survey) bool { return checkSurveySpec(&s.Spec) != nil })
+	if err := policy.fits(ns, svyItems); err != nil {
+		return ctrl.Result{}, reconcile.TerminalError(err)
+	}
 	reqs := make([]tokenRequest, 0, len(tpItems)+len(svyItems))
 	for i := range tpItems {
 		reqs = append(reqs, tokenRequest{owner: &tpItems[i], name: TouchpointTokenSecretName(tpItems[i].Name), label: touchpointLabel})
@@ -158,7 +175,7 @@ func (r *CollectorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	cfg := collectorapi.Config{}
+	cfg := collectorapi.Config{Retention: policy.Retention, ContactRetention: policy.ContactRetention, PseudonymizeCustomers: policy.PseudonymizeCustomers}
 	for i := range tpItems {
 		cfg.Touchpoints = append(cfg.Touchpoints, touchpointConfig(&tpItems[i], tokens[i]))
 	}
@@ -168,7 +185,11 @@ func (r *CollectorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if cfg.PageURL, err = r.Runtime.PageURL(ns); err != nil {
 		return ctrl.Result{}, err
 	}
-	secrets, keyMissing, err := r.collectorSecrets(ctx, ns, svyItems)
+	customerIDKey, err := r.customerIDKeyOf(ctx, ns, policy)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	secrets, keyMissing, err := r.collectorSecrets(ctx, ns, svyItems, customerIDKey)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -180,6 +201,11 @@ func (r *CollectorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		return ctrl.Result{}, err
 	}
 	cfg.ReadTokenSHA256 = []string{collectorapi.HashToken(readToken)}
+	customerDataToken, err := r.ensureToken(ctx, ns, nil, CustomerDataTokenSecretName, "")
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	cfg.CustomerDataTokenSHA256 = []string{collectorapi.HashToken(customerDataToken)}
 	slices.SortFunc(cfg.Touchpoints, func(a, b collectorapi.TouchpointConfig) int { return strings.Compare(a.Name, b.Name) })
 	slices.SortFunc(cfg.Surveys, func(a, b collectorapi.SurveyConfig) int { return strings.Compare(a.Name, b.Name) })
 

@@ -34,6 +34,9 @@ func (r *CollectorReconciler) SetupWithManager(mgr ctrl.Manager, opts controller
 		Watches(&cxv1.Survey{}, toNamespace, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&corev1.Secret{}, toNamespace, managed).
 		Watches(&corev1.ConfigMap{}, toNamespace, managed)
+	if err := r.watchNamespaces(mgr, b); err != nil {
+		return err
+	}
 	if _, ok := r.Runtime.(*KubeCollectorRuntime); ok {
 		b = b.Watches(&appsv1.StatefulSet{}, toNamespace, managed).
 			Watches(&corev1.Service{}, toNamespace, managed)

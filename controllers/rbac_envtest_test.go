@@ -88,12 +88,14 @@ func rulesOf(t *testing.T, file string) []rbacv1.PolicyRule {
 }
 
 // TestNamespacedManagerUnderRBAC runs the manager as the chart's namespaced
-// mode does: as a ServiceAccount holding the generated manager rules only
-// as Roles in two namespaces (and the leader election Role in its own),
-// against an API server that authorizes with RBAC and enforces owner
-// reference permissions. It must reconcile the samples in its namespaces
-// to Ready, make and remove every collector object there, and be refused
-// Secrets anywhere else and the verbs it does not use everywhere.
+// mode does: as a ServiceAccount holding the generated manager rules as
+// Roles in two namespaces (and the leader election Role in its own), and
+// get, list and watch of those two Namespace objects by name, against an
+// API server that authorizes with RBAC and enforces owner reference
+// permissions. It must reconcile the samples in its namespaces to Ready,
+// follow a namespace's data policy annotations, make and remove every
+// collector object there, and be refused Secrets and Namespaces anywhere
+// else and the verbs it does not use everywhere.
 func TestNamespacedManagerUnderRBAC(t *testing.T) {
 	g := NewWithT(t)
 	// The suite's helpers (decodeObjects, conditionsOf) assert through the
@@ -127,6 +129,7 @@ func TestNamespacedManagerUnderRBAC(t *testing.T) {
 	defer cancel()
 
 	const system, shop, support, other = "cxop-system", "shop", "support", "other"
+	var shopNS corev1.Namespace
 	for _, ns := range []string{system, shop, support, other} {
 		g.Expect(admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())
 	}
@@ -139,10 +142,25 @@ func TestNamespacedManagerUnderRBAC(t *testing.T) {
 			Subjects:   []rbacv1.Subject{sa},
 		})).To(Succeed())
 	}
+	// As the chart's namespaced mode installs them: the rule for Namespace
+	// objects, which a Role cannot grant list or watch of, as a ClusterRole
+	// limited to the watched ones by name; every other rule as Roles.
+	nsRule, rules := splitNamespacesRule(t, rulesOf(t, "role.yaml"))
 	for _, ns := range []string{shop, support} {
-		bind(ns, "cxop-manager", rulesOf(t, "role.yaml"))
+		bind(ns, "cxop-manager", rules)
 	}
 	bind(system, "cxop-leader-election", rulesOf(t, "leader_election_role.yaml"))
+	nsRule.ResourceNames = []string{shop, support}
+	g.Expect(admin.Create(ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "cxop-manager-namespaces"}, Rules: []rbacv1.PolicyRule{nsRule}})).To(Succeed())
+	g.Expect(admin.Create(ctx, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "cxop-manager-namespaces"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "cxop-manager-namespaces"},
+		Subjects:   []rbacv1.Subject{sa},
+	})).To(Succeed())
+	// shop sets its own retention; support takes the manager's.
+	g.Expect(admin.Get(ctx, client.ObjectKey{Name: shop}, &shopNS)).To(Succeed())
+	shopNS.Annotations = map[string]string{RetentionAnnotation: "45d", PseudonymizeCustomersAnnotation: "true"}
+	g.Expect(admin.Update(ctx, &shopNS)).To(Succeed())
 
 	// The API server knows a ServiceAccount by this user name and groups.
 	user, err := env.AddUser(envtest.User{
@@ -191,6 +209,8 @@ func TestNamespacedManagerUnderRBAC(t *testing.T) {
 		RefreshInterval: 2 * time.Second,
 		RetryInterval:   200 * time.Millisecond,
 		Waves:           &CronJobWaves{Image: kube.Image},
+		DataPolicy:      DataPolicy{Retention: "200d", ContactRetention: "3d"},
+		WatchNamespaces: []string{shop, support},
 	})).To(Succeed())
 	mgrDone := make(chan error, 1)
 	go func() { mgrDone <- mgr.Start(ctx) }()
@@ -270,6 +290,36 @@ func TestNamespacedManagerUnderRBAC(t *testing.T) {
 	} {
 		g.Expect(admin.Get(ctx, client.ObjectKeyFromObject(obj), obj)).To(Succeed(), "%T %s", obj, obj.GetName())
 	}
+	t.Log("the collector's config carries the namespace's data policy, and the Secrets of customer data are made")
+	configOf := func(g Gomega) renderedConfig {
+		var cm corev1.ConfigMap
+		g.Expect(admin.Get(ctx, client.ObjectKey{Namespace: shop, Name: CollectorConfigMapName}, &cm)).To(Succeed())
+		var cfg renderedConfig
+		g.Expect(yaml.Unmarshal([]byte(cm.Data[CollectorConfigKey]), &cfg)).To(Succeed())
+		return cfg
+	}
+	g.Eventually(func(g Gomega) {
+		cfg := configOf(g)
+		g.Expect(cfg.Retention).To(Equal("45d"))
+		g.Expect(cfg.ContactRetention).To(Equal("3d"))
+		g.Expect(cfg.PseudonymizeCustomers).To(BeTrue())
+		g.Expect(cfg.CustomerDataTokenSHA256).To(HaveLen(1))
+	}, 30*time.Second, 100*time.Millisecond).Should(Succeed())
+	var idKey corev1.Secret
+	g.Expect(admin.Get(ctx, client.ObjectKey{Namespace: shop, Name: CustomerIDKeySecretName}, &idKey)).To(Succeed())
+	g.Expect(idKey.Data[CustomerIDKeyKey]).To(HaveLen(32))
+	g.Expect(admin.Get(ctx, client.ObjectKey{Namespace: shop, Name: CustomerDataTokenSecretName}, &corev1.Secret{})).To(Succeed())
+	t.Log("a changed annotation reaches the config through the manager's watch of its own Namespace")
+	g.Expect(admin.Get(ctx, client.ObjectKey{Name: shop}, &shopNS)).To(Succeed())
+	shopNS.Annotations[RetentionAnnotation] = "50d"
+	shopNS.Annotations[ContactRetentionAnnotation] = "1d"
+	g.Expect(admin.Update(ctx, &shopNS)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		cfg := configOf(g)
+		g.Expect(cfg.Retention).To(Equal("50d"))
+		g.Expect(cfg.ContactRetention).To(Equal("1d"))
+	}, 30*time.Second, 100*time.Millisecond).Should(Succeed())
+
 	var lease coordinationv1.Lease
 	g.Expect(admin.Get(ctx, client.ObjectKey{Namespace: system, Name: "manager.cxop.dev"}, &lease)).To(Succeed())
 	g.Expect(*lease.Spec.HolderIdentity).NotTo(BeEmpty())
@@ -297,6 +347,15 @@ func TestNamespacedManagerUnderRBAC(t *testing.T) {
 	}
 	err = as.List(ctx, &corev1.SecretList{})
 	g.Expect(apierrors.IsForbidden(err)).To(BeTrue(), "list Secrets of every namespace: %v", err)
+	t.Log("as the manager: its Namespaces are readable by name, no other, and they cannot be listed at large")
+	g.Expect(as.Get(ctx, client.ObjectKey{Name: support}, &corev1.Namespace{})).To(Succeed())
+	g.Expect(as.List(ctx, &corev1.NamespaceList{}, client.MatchingFields{"metadata.name": shop})).To(Succeed())
+	err = as.Get(ctx, client.ObjectKey{Name: other}, &corev1.Namespace{})
+	g.Expect(apierrors.IsForbidden(err)).To(BeTrue(), "get Namespace %s: %v", other, err)
+	err = as.List(ctx, &corev1.NamespaceList{})
+	g.Expect(apierrors.IsForbidden(err)).To(BeTrue(), "list every Namespace: %v", err)
+	err = as.Update(ctx, &shopNS)
+	g.Expect(apierrors.IsForbidden(err)).To(BeTrue(), "update a Namespace: %v", err)
 	err = as.Get(ctx, client.ObjectKey{Namespace: shop, Name: CollectorName}, &corev1.PersistentVolumeClaim{})
 	g.Expect(apierrors.IsForbidden(err)).To(BeTrue(), "get a PVC (the manager only deletes them): %v", err)
 
@@ -341,6 +400,25 @@ func TestNamespacedManagerUnderRBAC(t *testing.T) {
 		err := admin.Get(ctx, client.ObjectKeyFromObject(pvc), &got)
 		return apierrors.IsNotFound(err) || (err == nil && got.DeletionTimestamp != nil)
 	}, 30*time.Second, 100*time.Millisecond).Should(BeTrue(), "the collector's PVC is not deleted")
+}
+
+// splitNamespacesRule separates the rule for Namespace objects from the
+// manager's other rules, as the chart's namespaced mode does.
+func splitNamespacesRule(t *testing.T, rules []rbacv1.PolicyRule) (rbacv1.PolicyRule, []rbacv1.PolicyRule) {
+	t.Helper()
+	var ns rbacv1.PolicyRule
+	var rest []rbacv1.PolicyRule
+	for _, r := range rules {
+		if len(r.APIGroups) == 1 && r.APIGroups[0] == "" && len(r.Resources) == 1 && r.Resources[0] == "namespaces" {
+			ns = r
+			continue
+		}
+		rest = append(rest, r)
+	}
+	if len(ns.Verbs) == 0 {
+		t.Fatal("role.yaml has no rule of its own for namespaces")
+	}
+	return ns, rest
 }
 
 func unstructuredOf(gvk schema.GroupVersionKind, ns, name string) *unstructured.Unstructured {

@@ -30,6 +30,12 @@ type Options struct {
 	// (default 10). Each reconcile waits on the API server for its status
 	// write, so one worker caps a kind at a few hundred objects a second.
 	Concurrency int
+	// DataPolicy is the collectors' data policy where a namespace's
+	// annotations set none (zero fields: DefaultDataPolicy's).
+	DataPolicy DataPolicy
+	// WatchNamespaces, when set, are the only namespaces the manager works
+	// in; it then reads and watches only their Namespace objects.
+	WatchNamespaces []string
 }
 
 // SetupWithManager registers the field indexes and every reconciler with
@@ -59,7 +65,8 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts Options) error
 		SetupWithManager(ctrl.Manager, controller.Options) error
 	}{
 		"collector": &CollectorReconciler{Client: c, APIReader: mgr.GetAPIReader(), Runtime: opts.Runtime,
-			Forget: status.API.Forget, Written: status.CollectorWritten},
+			Forget: status.API.Forget, Written: status.CollectorWritten,
+			DataPolicy: opts.DataPolicy, WatchNamespaces: opts.WatchNamespaces},
 		"touchpoint": &TouchpointReconciler{Client: c, Recorder: rec, Live: status},
 		"survey":     &SurveyReconciler{Client: c, APIReader: mgr.GetAPIReader(), Recorder: rec, Live: status, Waves: opts.Waves},
 		"journey":    &JourneyReconciler{Client: c, Recorder: rec, Live: status},

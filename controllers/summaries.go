@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -100,6 +101,9 @@ func (s *StatusSource) collectorFailure(namespace string) (failure, bool) {
 		return failure{}, false
 	}
 	err := v.(error)
+	if bad := (*invalidDataPolicy)(nil); errors.As(err, &bad) {
+		return failure{reason: cxv1.InvalidDataPolicyReason, message: bad.Error(), stalled: true}, true
+	}
 	return failure{
 		reason:  cxv1.CollectorFailedReason,
 		message: "the namespace's collector could not be written: " + err.Error(),

@@ -119,6 +119,13 @@ const (
 	// the collector may run without this object's latest spec; the message
 	// names what failed.
 	CollectorFailedReason = "CollectorFailed"
+
+	// InvalidDataPolicyReason: an annotation of the namespace that sets
+	// its collector's data policy (cx.cxop.dev/retention,
+	// cx.cxop.dev/contact-retention, cx.cxop.dev/pseudonymize-customers)
+	// holds a value the manager cannot use, so the collector keeps its last
+	// config; the message names the annotation and why.
+	InvalidDataPolicyReason = "InvalidDataPolicy"
 )
 
 // The AlertRules condition of a CXTarget.

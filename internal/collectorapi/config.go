@@ -27,6 +27,9 @@ type Config struct {
 	// PseudonymizeCustomers stores HMAC-SHA256(customerIDKey, customer id)
 	// instead of the customer id, on every ingest path.
 	PseudonymizeCustomers bool `json:"pseudonymizeCustomers,omitempty"`
+	// CustomerDataTokenSHA256 are the hashes of the tokens that may read
+	// and erase one customer's data (/v1/customers, /v1/erasures).
+	CustomerDataTokenSHA256 []string `json:"customerDataTokenSHA256,omitempty"`
 }
 
 // TouchpointConfig is one touchpoint.

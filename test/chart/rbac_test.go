@@ -112,12 +112,32 @@ func managerRules(t *testing.T) []rbacv1.PolicyRule {
 	return rules
 }
 
+// namespacedRules splits the manager's rules as the namespaced mode does:
+// the rule for Namespace objects (cluster-scoped, which a Role cannot grant
+// list or watch of), and the rest.
+func namespacedRules(t *testing.T, rules []rbacv1.PolicyRule) (namespaces rbacv1.PolicyRule, rest []rbacv1.PolicyRule) {
+	t.Helper()
+	found := false
+	for _, r := range rules {
+		if reflect.DeepEqual(r.APIGroups, []string{""}) && reflect.DeepEqual(r.Resources, []string{"namespaces"}) {
+			namespaces, found = r, true
+			continue
+		}
+		rest = append(rest, r)
+	}
+	if !found {
+		t.Fatal("files/manager-rules.yaml has no rule of its own for namespaces")
+	}
+	return namespaces, rest
+}
+
 // TestNamespacedModeGrantsRolesOnly renders the namespaced mode: the
 // manager's rules become a Role bound to its ServiceAccount in each watched
-// namespace, and nothing binds the ServiceAccount cluster-wide.
+// namespace, and nothing binds the ServiceAccount cluster-wide but the
+// watched Namespace objects themselves, by name.
 func TestNamespacedModeGrantsRolesOnly(t *testing.T) {
 	o := decodeRBAC(t, renderRBAC(t, "--set", "watchNamespaces={shop,support}"))
-	rules := managerRules(t)
+	nsRule, rules := namespacedRules(t, managerRules(t))
 	for _, ns := range []string{"shop", "support"} {
 		role, ok := o.roles[ns+"/cxop-manager"]
 		if !ok {
@@ -132,8 +152,23 @@ func TestNamespacedModeGrantsRolesOnly(t *testing.T) {
 			t.Errorf("RoleBinding %s/cxop-manager: %+v; want Role cxop-manager bound to ServiceAccount cxop-system/cxop", ns, b)
 		}
 	}
-	if len(o.clusterBinds) != 0 {
-		t.Errorf("namespaced mode binds cluster-wide: %v", keys(o.clusterBinds))
+	// The one cluster-wide grant: get, list and watch of the watched
+	// Namespace objects, by name (a list or watch must select one by
+	// metadata.name), for their data policy annotations.
+	wantNS := rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"namespaces"},
+		ResourceNames: []string{"shop", "support"}, Verbs: nsRule.Verbs}
+	if !reflect.DeepEqual(nsRule.Verbs, []string{"get", "list", "watch"}) {
+		t.Errorf("namespaces rule verbs %v; want get, list, watch", nsRule.Verbs)
+	}
+	if cr, ok := o.clusterRoles["cxop-manager-namespaces"]; !ok || !reflect.DeepEqual(cr.Rules, []rbacv1.PolicyRule{wantNS}) {
+		t.Errorf("ClusterRole cxop-manager-namespaces %+v; want only %+v", cr, wantNS)
+	}
+	if len(o.clusterBinds) != 1 {
+		t.Errorf("namespaced mode binds cluster-wide: %v; want cxop-manager-namespaces only", keys(o.clusterBinds))
+	}
+	if b, ok := o.clusterBinds["cxop-manager-namespaces"]; !ok || b.RoleRef.Kind != "ClusterRole" || b.RoleRef.Name != "cxop-manager-namespaces" ||
+		len(b.Subjects) != 1 || b.Subjects[0].Name != "cxop" || b.Subjects[0].Namespace != "cxop-system" {
+		t.Errorf("ClusterRoleBinding cxop-manager-namespaces: %+v", b)
 	}
 	if _, ok := o.clusterRoles["cxop-manager"]; ok {
 		t.Error("namespaced mode renders the manager's ClusterRole")
@@ -145,7 +180,7 @@ func TestNamespacedModeGrantsRolesOnly(t *testing.T) {
 	}
 
 	cw := decodeRBAC(t, renderRBAC(t))
-	if cr, ok := cw.clusterRoles["cxop-manager"]; !ok || !reflect.DeepEqual(cr.Rules, rules) {
+	if cr, ok := cw.clusterRoles["cxop-manager"]; !ok || !reflect.DeepEqual(cr.Rules, managerRules(t)) {
 		t.Errorf("cluster-wide mode: ClusterRole cxop-manager %+v; want the rules of files/manager-rules.yaml", cr)
 	}
 	if b, ok := cw.clusterBinds["cxop-manager"]; !ok || b.RoleRef.Name != "cxop-manager" {

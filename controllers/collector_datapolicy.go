@@ -1,0 +1,358 @@
+package controllers
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strings"
+
+	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
+	"github.com/prometheus/common/model"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+)
+
+// Namespace annotations that set a namespace's data policy, overriding the
+// manager's defaults (--collector-retention and friends). Platform teams
+// own namespaces, and GitOps tools set their annotations, so a policy set
+// there applies to every Touchpoint and Survey the namespace will hold.
+const (
+	// RetentionAnnotation: how long the collector keeps records and every
+	// other class of stored customer data (Prometheus duration).
+	RetentionAnnotation = "cx.cxop.dev/retention"
+	// ContactRetentionAnnotation: how long an invitation's contact fields
+	// are kept after its delivery ended (Prometheus duration).
+	ContactRetentionAnnotation = "cx.cxop.dev/contact-retention"
+	// PseudonymizeCustomersAnnotation: "true" stores a keyed hash of each
+	// customer id instead of the id; "false" the id.
+	PseudonymizeCustomersAnnotation = "cx.cxop.dev/pseudonymize-customers"
+)
+
+// Names of the namespace-level Secrets of the customer data API and of
+// pseudonymous ids.
+const (
+	// CustomerDataTokenSecretName holds (under TokenKey) the token that may
+	// read and erase one customer's data through the collector.
+	CustomerDataTokenSecretName = "cxop-customer-data-token"
+	// CustomerIDKeySecretName holds the key pseudonymous customer ids are
+	// made with. It is made once and never replaced by the manager: ids
+	// stored under one key do not match ids made under another.
+	CustomerIDKeySecretName = "cxop-customer-id-key"
+	// CustomerIDKeyKey is the key of the HMAC key in that Secret.
+	CustomerIDKeyKey = "key"
+	// customerIDKeySize is the size of a new key and the least a kept one
+	// may hold: HMAC-SHA256 is as strong as its key up to 32 bytes.
+	customerIDKeySize = 32
+)
+
+// DataPolicy is how a namespace's collector keeps customer data.
+type DataPolicy struct {
+	// Retention is how long records and every other class of stored
+	// customer data are kept (Prometheus duration).
+	Retention string
+	// ContactRetention is how long an invitation's contact fields are
+	// kept after its delivery succeeded or was given up.
+	ContactRetention string
+	// PseudonymizeCustomers stores HMAC-SHA256(customer id key, customer
+	// id) instead of the customer id.
+	PseudonymizeCustomers bool
+}
+
+// DefaultDataPolicy is the policy of a namespace without annotations when
+// the manager is given none (the flags' defaults).
+var DefaultDataPolicy = DataPolicy{Retention: "400d", ContactRetention: "7d"}
+
+// Check reports the first setting that is not usable, naming it by the
+// manager flag that sets it.
+func (p DataPolicy) Check() error {
+	if err := checkPositiveDuration(p.Retention); err != nil {
+		return fmt.Errorf("--collector-retention: %w", err)
+	}
+	if err := checkPositiveDuration(p.ContactRetention); err != nil {
+		return fmt.Errorf("--collector-contact-retention: %w", err)
+	}
+	retention, _ := model.ParseDuration(p.Retention)
+	contact, _ := model.ParseDuration(p.ContactRetention)
+	if contact > retention {
+		return fmt.Errorf("--collector-contact-retention: %s is longer than --collector-retention %s", p.ContactRetention, p.Retention)
+	}
+	return nil
+}
+
+// withDefaults fills in what a zero DataPolicy leaves empty.
+func (p DataPolicy) withDefaults() DataPolicy {
+	if p.Retention == "" {
+		p.Retention = DefaultDataPolicy.Retention
+	}
+	if p.ContactRetention == "" {
+		p.ContactRetention = DefaultDataPolicy.ContactRetention
+	}
+	return p
+}
+
+func checkPositiveDuration(v string) error {
+	d, err := model.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return fmt.Errorf("%q is not a positive duration such as 400d, 72h or 30m", v)
+	}
+	return nil
+}
+
+// invalidDataPolicy is a namespace whose data policy annotations cannot be
+// used. The collector keeps its last config until they are fixed: falling
+// back to the defaults would keep customer data longer, or store it in the
+// clear, against what the namespace asks for.
+type invalidDataPolicy struct {
+	namespace string
+	// problems name each unusable annotation and why.
+	problems []string
+}
+
+func (e *invalidDataPolicy) Error() string {
+	return fmt.Sprintf("namespace %s: %s; the collector keeps its last config until this is fixed", e.namespace, strings.Join(e.problems, "; "))
+}
+
+// dataPolicyFor is ns's data policy: defaults, overridden by the
+// namespace's annotations. An unusable annotation is an *invalidDataPolicy
+// naming every one.
+func dataPolicyFor(ns *corev1.Namespace, defaults DataPolicy) (DataPolicy, error) {
+	p := defaults
+	var problems []string
+	a := ns.GetAnnotations()
+	if v, ok := a[RetentionAnnotation]; ok {
+		if err := checkPositiveDuration(v); err != nil {
+			problems = append(problems, fmt.Sprintf("annotation %s: %v", RetentionAnnotation, err))
+		}
+		p.Retention = v
+	}
+	if v, ok := a[ContactRetentionAnnotation]; ok {
+		if err := checkPositiveDuration(v); err != nil {
+			problems = append(problems, fmt.Sprintf("annotation %s: %v", ContactRetentionAnnotation, err))
+		}
+		p.ContactRetention = v
+	}
+	if v, ok := a[PseudonymizeCustomersAnnotation]; ok {
+		switch v {
+		case "true":
+			p.PseudonymizeCustomers = true
+		case "false":
+			p.PseudonymizeCustomers = false
+		default:
+			problems = append(problems, fmt.Sprintf("annotation %s: %q is neither \"true\" nor \"false\"", PseudonymizeCustomersAnnotation, v))
+		}
+	}
+	if len(problems) == 0 {
+		// Contacts are part of what the retention keeps: the collector
+		// refuses a contact retention beyond it.
+		retention, _ := model.ParseDuration(p.Retention)
+		contact, _ := model.ParseDuration(p.ContactRetention)
+		if contact > retention {
+			from := func(annotation, flag string) string {
+				if _, ok := a[annotation]; ok {
+					return "annotation " + annotation
+				}
+				return flag
+			}
+			problems = append(problems, fmt.Sprintf("contact retention %s (%s) is longer than the retention %s (%s): set annotation %s to %s or less",
+				p.ContactRetention, from(ContactRetentionAnnotation, "--collector-contact-retention"),
+				p.Retention, from(RetentionAnnotation, "--collector-retention"), ContactRetentionAnnotation, p.Retention))
+		}
+	}
+	if len(problems) > 0 {
+		return DataPolicy{}, &invalidDataPolicy{namespace: ns.Name, problems: problems}
+	}
+	return p, nil
+}
+
+// fits names every Survey that needs to remember longer than the policy
+// keeps data: a throttle needs each customer's contact history, a link the
+// invitation it answers. The collector refuses such a config as a whole, so
+// the manager reports the conflicts (on every object of the namespace, as
+// for an unusable annotation) instead of rendering it.
+func (p DataPolicy) fits(namespace string, surveys []cxv1.Survey) error {
+	retention, err := model.ParseDuration(p.Retention)
+	if err != nil {
+		return nil // dataPolicyFor and Check refuse it
+	}
+	var problems []string
+	for i := range surveys {
+		spec := &surveys[i].Spec
+		if th := spec.Throttle; th != nil {
+			if d, err := model.ParseDuration(string(th.PerCustomer)); err == nil && d > retention {
+				problems = append(problems, fmt.Sprintf("Survey %s: spec.throttle.perCustomer %s is longer than the namespace's retention %s, which keeps the contact history it needs",
+					surveys[i].Name, th.PerCustomer, p.Retention))
+			}
+		}
+		if ttl := spec.GetLinkTTL(); ttl != "" {
+			if d, err := model.ParseDuration(string(ttl)); err == nil && d > retention {
+				problems = append(problems, fmt.Sprintf("Survey %s: spec.linkTTL %s is longer than the namespace's retention %s, which keeps the invitations its links answer",
+					surveys[i].Name, ttl, p.Retention))
+			}
+		}
+	}
+	if len(problems) > 0 {
+		return &invalidDataPolicy{namespace: namespace, problems: problems}
+	}
+	return nil
+}
+
+// dataPolicy reads the namespace and returns its data policy. An unusable
+// annotation is a terminal error: retrying cannot help, and the change of
+// the annotation that fixes it wakes the namespace (watchNamespaces).
+func (r *CollectorReconciler) dataPolicy(ctx context.Context, namespace string) (DataPolicy, error) {
+	reader := r.namespaces
+	if reader == nil {
+		reader = r.Client
+	}
+	var ns corev1.Namespace
+	if err := reader.Get(ctx, types.NamespacedName{Name: namespace}, &ns); err != nil {
+		return DataPolicy{}, fmt.Errorf("get namespace %s: %w", namespace, err)
+	}
+	p, err := dataPolicyFor(&ns, r.DataPolicy.withDefaults())
+	if err != nil {
+		return DataPolicy{}, reconcile.TerminalError(err)
+	}
+	return p, nil
+}
+
+// ensureCustomerIDKey returns the namespace's customer id key, creating
+// the Secret with 32 random bytes the first time. A key is never replaced:
+// pseudonymous ids already stored were made with it, and erasure and
+// access find a customer only under the key their ids were made with. A
+// key someone shortened is therefore an error that names the way out, not
+// a reason to make a new one.
+func (r *CollectorReconciler) ensureCustomerIDKey(ctx context.Context, ns string) ([]byte, error) {
+	var sec corev1.Secret
+	key := types.NamespacedName{Namespace: ns, Name: CustomerIDKeySecretName}
+	err := r.Get(ctx, key, &sec)
+	if err == nil {
+		if k := sec.Data[CustomerIDKeyKey]; len(k) < customerIDKeySize {
+			return nil, needsAction(fmt.Errorf("secret %s: %q holds %d bytes, must hold at least %d; put back the key it held (the pseudonymous ids stored were made with it), or delete the Secret to have a new key made (ids stored before then no longer match their customers)",
+				key, CustomerIDKeyKey, len(k), customerIDKeySize))
+		}
+		return sec.Data[CustomerIDKeyKey], nil
+	}
+	if !apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("get secret %s: %w", key, err)
+	}
+	k := make([]byte, customerIDKeySize)
+	if _, err := rand.Read(k); err != nil {
+		return nil, fmt.Errorf("make customer id key: %w", err)
+	}
+	sec = corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: CustomerIDKeySecretName, Labels: collectorLabels()},
+		Type:       corev1.SecretTypeOpaque,
+		Data:       map[string][]byte{CustomerIDKeyKey: k},
+	}
+	if err := r.Create(ctx, &sec); err != nil {
+		// AlreadyExists: made meanwhile; the next reconcile reads it.
+		return nil, fmt.Errorf("create secret %s: %w", key, err)
+	}
+	return k, nil
+}
+
+// customerIDKeyOf returns the secrets file's customerIDKey for policy: the
+// namespace's key in base64 when pseudonymization is on, else "".
+func (r *CollectorReconciler) customerIDKeyOf(ctx context.Context, ns string, policy DataPolicy) (string, error) {
+	if !policy.PseudonymizeCustomers {
+		return "", nil
+	}
+	k, err := r.ensureCustomerIDKey(ctx, ns)
+	if err != nil {
+		return "", err
+	}
+	return base64.StdEncoding.EncodeToString(k), nil
+}
+
+// dataPolicyChanged passes only updates of a Namespace that change one of
+// its data policy annotations. A Namespace's creation (including the
+// initial list of every Namespace when the manager starts) is no reason to
+// render its collector: its Touchpoints' own events are.
+var dataPolicyChanged = predicate.Funcs{
+	CreateFunc:  func(event.CreateEvent) bool { return false },
+	DeleteFunc:  func(event.DeleteEvent) bool { return false },
+	GenericFunc: func(event.GenericEvent) bool { return false },
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		was, now := e.ObjectOld.GetAnnotations(), e.ObjectNew.GetAnnotations()
+		for _, a := range []string{RetentionAnnotation, ContactRetentionAnnotation, PseudonymizeCustomersAnnotation} {
+			v1, ok1 := was[a]
+			v2, ok2 := now[a]
+			if v1 != v2 || ok1 != ok2 {
+				return true
+			}
+		}
+		return false
+	},
+}
+
+// namespaceToCollector maps a Namespace to the collector reconcile of the
+// namespace it is.
+var namespaceToCollector = handler.EnqueueRequestsFromMapFunc(func(_ context.Context, obj client.Object) []reconcile.Request {
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: obj.GetName(), Name: CollectorName}}}
+})
+
+// watchNamespaces makes a change of a Namespace's data policy annotations
+// reach its collector at once, and sets where the reconciler reads
+// Namespaces from.
+//
+// Cluster-wide, the manager's cache holds every Namespace (its ClusterRole
+// may list and watch them). In namespaced mode (WatchNamespaces) the
+// manager may not list Namespaces: the chart grants get, list and watch of
+// the watched Namespaces only, by resourceNames, which the API server
+// applies to a list or watch that selects one object by metadata.name. So
+// each watched Namespace has a cache of its own, whose informer lists and
+// watches with that field selector.
+func (r *CollectorReconciler) watchNamespaces(mgr ctrl.Manager, b *builder.Builder) error {
+	if len(r.WatchNamespaces) == 0 {
+		r.namespaces = mgr.GetClient()
+		b.Watches(&corev1.Namespace{}, namespaceToCollector, builder.WithPredicates(dataPolicyChanged))
+		return nil
+	}
+	caches := make(namespaceCaches, len(r.WatchNamespaces))
+	for _, name := range r.WatchNamespaces {
+		c, err := cache.New(mgr.GetConfig(), cache.Options{
+			Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper(),
+			DefaultFieldSelector: fields.OneTermEqualSelector("metadata.name", name),
+			DefaultTransform:     cache.TransformStripManagedFields(),
+		})
+		if err != nil {
+			return fmt.Errorf("cache of namespace %s: %w", name, err)
+		}
+		if err := mgr.Add(c); err != nil {
+			return fmt.Errorf("run cache of namespace %s: %w", name, err)
+		}
+		caches[name] = c
+		b.WatchesRawSource(source.Kind(c, client.Object(&corev1.Namespace{}), namespaceToCollector, dataPolicyChanged))
+	}
+	r.namespaces = caches
+	return nil
+}
+
+// namespaceCaches reads each watched Namespace from its own cache.
+type namespaceCaches map[string]cache.Cache
+
+func (c namespaceCaches) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	nc, ok := c[key.Name]
+	if !ok {
+		return fmt.Errorf("namespace %s is not watched (--watch-namespaces)", key.Name)
+	}
+	return nc.Get(ctx, key, obj, opts...)
+}
+
+func (c namespaceCaches) List(context.Context, client.ObjectList, ...client.ListOption) error {
+	return errors.New("namespaces are read one by one in namespaced mode")
+}
