@@ -130,14 +130,20 @@ func setStaleCondition(conditions *[]metav1.Condition, s staleness) {
 	meta.RemoveStatusCondition(conditions, cxv1.StaleCondition)
 }
 
-// keptDelivery is the Delivering condition to show while numbers are kept:
-// whether the webhook answered 410 Gone comes with the collector's answer,
-// so without one the last Delivering stands rather than turning True.
-// What the manager checks itself (the survey page, the signing key) still
-// turns it False.
+// keptDelivery is the Delivering condition to show while numbers are kept.
+// Whether the webhook answered 410 Gone or its messages are parked comes
+// with the collector's answer; without one, deliveryCondition says Unknown.
+// A failure the last answer reported stands instead, marked by Stale like
+// the numbers: a collector restart is no news that the webhook recovered,
+// and Delivering=False going Unknown would read as one (Argo CD shows the
+// Survey Healthy again). What the manager checks itself (the survey page,
+// the signing key, an http webhook) is decided anew and never replaced.
 func (s staleness) keptDelivery(now *metav1.Condition, before []metav1.Condition) *metav1.Condition {
+	if !s.keep || now == nil || now.Reason != cxv1.CollectorUnavailableReason {
+		return now
+	}
 	was := meta.FindStatusCondition(before, cxv1.DeliveringCondition)
-	if !s.keep || now == nil || now.Status != metav1.ConditionTrue || was == nil {
+	if was == nil || was.Status != metav1.ConditionFalse || (was.Reason != cxv1.WebhookGoneReason && was.Reason != cxv1.WebhookFailingReason) {
 		return now
 	}
 	return was

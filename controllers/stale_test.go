@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
@@ -149,21 +150,72 @@ cxop_collector_last_answer_timestamp_seconds{namespace="shop"} 1.8e+09
 	}
 }
 
+// TestKeptDelivery: while the collector cannot answer and the numbers are
+// kept, a failure its last answer reported (Gone, parked messages) stands
+// rather than going Unknown, and what the manager checks itself is never
+// replaced by the condition as read.
 func TestKeptDelivery(t *testing.T) {
 	gone := metav1.Condition{Type: cxv1.DeliveringCondition, Status: metav1.ConditionFalse, Reason: cxv1.WebhookGoneReason, Message: "410"}
+	failing := metav1.Condition{Type: cxv1.DeliveringCondition, Status: metav1.ConditionFalse, Reason: cxv1.WebhookFailingReason, Message: "parked"}
+	wasDelivering := metav1.Condition{Type: cxv1.DeliveringCondition, Status: metav1.ConditionTrue, Reason: cxv1.DeliveringReason}
+	wasInsecure := metav1.Condition{Type: cxv1.DeliveringCondition, Status: metav1.ConditionFalse, Reason: cxv1.InsecureWebhookReason}
+	unknown := &metav1.Condition{Type: cxv1.DeliveringCondition, Status: metav1.ConditionUnknown, Reason: cxv1.CollectorUnavailableReason}
 	delivering := &metav1.Condition{Type: cxv1.DeliveringCondition, Status: metav1.ConditionTrue, Reason: cxv1.DeliveringReason}
 	keyMissing := &metav1.Condition{Type: cxv1.DeliveringCondition, Status: metav1.ConditionFalse, Reason: cxv1.WebhookKeyMissingReason}
+	insecure := &metav1.Condition{Type: cxv1.DeliveringCondition, Status: metav1.ConditionFalse, Reason: cxv1.InsecureWebhookReason}
 	kept, live := staleness{keep: true}, staleness{}
-	if c := kept.keptDelivery(delivering, []metav1.Condition{gone}); c.Reason != cxv1.WebhookGoneReason {
-		t.Errorf("while stale, a Gone webhook reads %s", c.Reason)
-	}
-	if c := kept.keptDelivery(keyMissing, []metav1.Condition{gone}); c.Reason != cxv1.WebhookKeyMissingReason {
-		t.Errorf("while stale, a missing key reads %s", c.Reason)
-	}
-	if c := live.keptDelivery(delivering, []metav1.Condition{gone}); c.Reason != cxv1.DeliveringReason {
-		t.Errorf("with a live answer, the webhook reads %s", c.Reason)
+	for _, tc := range []struct {
+		name   string
+		s      staleness
+		now    *metav1.Condition
+		before []metav1.Condition
+		want   string
+	}{
+		{"a Gone webhook stays Gone while stale", kept, unknown, []metav1.Condition{gone}, cxv1.WebhookGoneReason},
+		{"parked messages stay parked while stale", kept, unknown, []metav1.Condition{failing}, cxv1.WebhookFailingReason},
+		{"a delivering webhook is not claimed delivering while stale", kept, unknown, []metav1.Condition{wasDelivering}, cxv1.CollectorUnavailableReason},
+		{"a failure the manager decides is not kept", kept, unknown, []metav1.Condition{wasInsecure}, cxv1.CollectorUnavailableReason},
+		{"no Delivering before", kept, unknown, nil, cxv1.CollectorUnavailableReason},
+		{"a missing key is decided anew", kept, keyMissing, []metav1.Condition{gone}, cxv1.WebhookKeyMissingReason},
+		{"an http webhook is decided anew", kept, insecure, []metav1.Condition{gone}, cxv1.InsecureWebhookReason},
+		{"numbers not kept: Unknown", live, unknown, []metav1.Condition{gone}, cxv1.CollectorUnavailableReason},
+		{"a live answer wins", live, delivering, []metav1.Condition{gone}, cxv1.DeliveringReason},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if c := tc.s.keptDelivery(tc.now, tc.before); c == nil || c.Reason != tc.want {
+				t.Errorf("Delivering %+v, want reason %s", c, tc.want)
+			}
+		})
 	}
 	if c := kept.keptDelivery(nil, []metav1.Condition{gone}); c != nil {
 		t.Errorf("no delivery webhook, yet %+v", c)
+	}
+}
+
+// TestKeptDeliveryThroughSurveyStatus: the Survey's status while its
+// collector is down keeps the Gone reason it last reported, and an http
+// webhook under https-only collectors still reads InsecureWebhook: a kept
+// condition never skips the manager's own check.
+func TestKeptDeliveryThroughSurveyStatus(t *testing.T) {
+	down := readiness{collectorReason: cxv1.CollectorUnavailableReason, collector: "down"}
+	gone := metav1.Condition{Type: cxv1.DeliveringCondition, Status: metav1.ConditionFalse, Reason: cxv1.WebhookGoneReason, Message: "410",
+		ObservedGeneration: 1, LastTransitionTime: metav1.Now()}
+	survey := func(url string) *cxv1.Survey {
+		svy := &cxv1.Survey{ObjectMeta: metav1.ObjectMeta{Generation: 1}}
+		svy.Spec.Type = cxv1.SurveyTypeNPS
+		svy.Spec.Delivery = &cxv1.SurveyDelivery{Webhook: &cxv1.WebhookSpec{URL: url}}
+		svy.Status.Conditions = []metav1.Condition{gone}
+		return svy
+	}
+	obs := surveyObservation{readiness: down, servesPages: true, stale: staleness{keep: true}}
+	svy := survey("https://mailer.example.com/cx")
+	setSurveyStatus(svy, obs)
+	if c := meta.FindStatusCondition(svy.Status.Conditions, cxv1.DeliveringCondition); c == nil || c.Status != metav1.ConditionFalse || c.Reason != cxv1.WebhookGoneReason {
+		t.Errorf("stale Delivering %+v, want the last WebhookGone", c)
+	}
+	svy = survey("http://mailer.example.com/cx")
+	setSurveyStatus(svy, obs)
+	if c := meta.FindStatusCondition(svy.Status.Conditions, cxv1.DeliveringCondition); c == nil || c.Status != metav1.ConditionFalse || c.Reason != cxv1.InsecureWebhookReason {
+		t.Errorf("stale Delivering of an http webhook %+v, want InsecureWebhook", c)
 	}
 }
