@@ -101,7 +101,6 @@ func (r *CXTargetReconciler) measureTarget(ctx context.Context, cxt *cxv1.CXTarg
 			return slo.Counts{}, err
 		}
 		all, err := r.Live.API.Counts(ctx, t, string(qw), known)
-		collectorAnswered(cxt.Namespace, err)
 		if err != nil {
 			return slo.Counts{}, err
 		}

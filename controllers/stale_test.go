@@ -1,15 +1,21 @@
 package controllers
 
 import (
+	"context"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
 	"github.com/cxop-dev/cxop/internal/collector"
@@ -217,5 +223,92 @@ func TestKeptDeliveryThroughSurveyStatus(t *testing.T) {
 	setSurveyStatus(svy, obs)
 	if c := meta.FindStatusCondition(svy.Status.Conditions, cxv1.DeliveringCondition); c == nil || c.Status != metav1.ConditionFalse || c.Reason != cxv1.InsecureWebhookReason {
 		t.Errorf("stale Delivering of an http webhook %+v, want InsecureWebhook", c)
+	}
+}
+
+// urlRuntime is a collector runtime that only knows its collector's URL.
+type urlRuntime struct {
+	CollectorRuntime
+	url string
+}
+
+func (r urlRuntime) URL(string) string { return r.url }
+
+// TestLastAnswerMovesOnlyWhenTheCollectorAnswers: an answer served from
+// the status source's cache is no news from the collector, so
+// cxop_collector_last_answer_timestamp_seconds stays at the time the
+// collector last really answered, and a failed request leaves it too.
+func TestLastAnswerMovesOnlyWhenTheCollectorAnswers(t *testing.T) {
+	const ns = "last-answer"
+	var requests atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		if r.URL.Query().Has("touchpoint") {
+			_, _ = w.Write([]byte(`{"interactions":1}`))
+			return
+		}
+		_, _ = w.Write([]byte(`{"touchpoints":{"chat":{"interactions":1}},"surveys":{}}`))
+	}))
+	defer srv.Close()
+	token := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: ReadTokenSecretName}, Data: map[string][]byte{TokenKey: []byte("read")}}
+	s := NewStatusSource(fake.NewClientBuilder().WithObjects(token).Build(), urlRuntime{url: srv.URL}, time.Hour)
+
+	clock := time.Unix(1_800_000_000, 0)
+	collectorStates.mu.Lock()
+	collectorStates.now = func() time.Time { return clock }
+	collectorStates.mu.Unlock()
+	t.Cleanup(func() {
+		collectorStates.mu.Lock()
+		collectorStates.now = time.Now
+		collectorStates.mu.Unlock()
+		forgetCollectorMetrics(ns)
+	})
+	gauges := func() (up, last float64) {
+		t.Helper()
+		collectorStates.mu.RLock()
+		defer collectorStates.mu.RUnlock()
+		st, ok := collectorStates.byNamespace[ns]
+		if !ok {
+			t.Fatal("no collector series")
+		}
+		if st.up {
+			up = 1
+		}
+		return up, float64(st.lastAnswer.Unix())
+	}
+	ctx := context.Background()
+
+	if _, err := s.all(ctx, ns, "1h", nil); err != nil {
+		t.Fatal(err)
+	}
+	if up, last := gauges(); up != 1 || last != 1_800_000_000 {
+		t.Fatalf("after an answer: up %v, last answer %v", up, last)
+	}
+	clock = clock.Add(time.Minute)
+	if _, err := s.all(ctx, ns, "1h", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.touchpoints(ctx, ns, "1h", []string{"chat"}); err != nil {
+		t.Fatal(err)
+	}
+	if n := requests.Load(); n != 2 {
+		t.Fatalf("%d requests, want the summary once and the touchpoints once", n)
+	}
+	clock = clock.Add(time.Minute)
+	if _, err := s.all(ctx, ns, "1h", nil); err != nil {
+		t.Fatal(err)
+	}
+	if up, last := gauges(); up != 1 || last != 1_800_000_060 {
+		t.Errorf("after cache hits: up %v, last answer %v, want the time of the last request (1800000060)", up, last)
+	}
+
+	srv.Close()
+	s.API.Forget(srv.URL)
+	clock = clock.Add(time.Minute)
+	if _, err := s.all(ctx, ns, "1h", nil); !collectorclient.IsUnavailable(err) {
+		t.Fatalf("closed collector: %v", err)
+	}
+	if up, last := gauges(); up != 0 || last != 1_800_000_060 {
+		t.Errorf("after a failed request: up %v, last answer %v", up, last)
 	}
 }
