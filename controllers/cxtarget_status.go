@@ -40,10 +40,14 @@ func setCXTargetStatus(cxt *cxv1.CXTarget, o slo.Objective, obs readiness, res *
 		meta.RemoveStatusCondition(&st.Conditions, cxv1.AlertRulesCondition)
 	}
 	if keep {
+		reason, why := obs.unread()
+		msg := fmt.Sprintf("The collector cannot answer (%s): state %s and the numbers are the last evaluated", why, st.State)
+		if reason == cxv1.ReadFailedReason {
+			msg = fmt.Sprintf("A read failed (%s): state %s and the numbers are the last evaluated", why, st.State)
+		}
 		meta.SetStatusCondition(&st.Conditions, metav1.Condition{
 			Type: cxv1.TargetMetCondition, Status: metav1.ConditionUnknown, ObservedGeneration: cxt.Generation,
-			Reason:  cxv1.CollectorUnavailableReason,
-			Message: fmt.Sprintf("The collector cannot answer (%s): state %s and the numbers are the last evaluated", obs.collector, st.State),
+			Reason: reason, Message: msg,
 		})
 		return true
 	}
@@ -84,12 +88,14 @@ func setCXTargetStatus(cxt *cxv1.CXTarget, o slo.Objective, obs readiness, res *
 }
 
 // keepsLastVerdict reports whether status keeps the verdict it shows
-// rather than clearing it: the collector cannot answer (a restart, a
-// rollout), which says nothing new about the target, and the verdict shown
-// judged this generation of the spec. Cleared, a Breached target would read
-// as recovered on every dashboard and alert for the length of a restart.
+// rather than clearing it: the numbers could not be read (the collector
+// cannot answer in a restart or a rollout, an API read failed in passing;
+// see readiness.unread), which says nothing new about the target, and the
+// verdict shown judged this generation of the spec. Cleared, a Breached
+// target would read as recovered on every dashboard and alert for the
+// length of a restart.
 func keepsLastVerdict(cxt *cxv1.CXTarget, obs readiness, res *targetResult) bool {
-	if res != nil || obs.collectorReason == "" || cxt.Status.State == "" {
+	if reason, _ := obs.unread(); res != nil || reason == "" || cxt.Status.State == "" {
 		return false
 	}
 	met := meta.FindStatusCondition(cxt.Status.Conditions, cxv1.TargetMetCondition)
@@ -143,13 +149,13 @@ func exportTargetMetrics(cxt *cxv1.CXTarget, o slo.Objective, valid bool, res *t
 	targets.set(cxt.Namespace, cxt.Name, sample)
 }
 
-// keptVerdict reads back the verdict status keeps while the collector
-// cannot answer (see keepsLastVerdict), so the metrics go on showing it;
+// keptVerdict reads back the verdict status keeps while the numbers cannot
+// be read (see keepsLastVerdict), so the metrics go on showing it;
 // the zero verdict when status keeps none.
 func keptVerdict(cxt *cxv1.CXTarget) slo.Verdict {
 	st := &cxt.Status
 	met := meta.FindStatusCondition(st.Conditions, cxv1.TargetMetCondition)
-	if met == nil || met.Reason != cxv1.CollectorUnavailableReason || st.State == "" {
+	if met == nil || met.Status != metav1.ConditionUnknown || (met.Reason != cxv1.CollectorUnavailableReason && met.Reason != cxv1.ReadFailedReason) || st.State == "" {
 		return slo.Verdict{}
 	}
 	v := slo.Verdict{State: st.State}

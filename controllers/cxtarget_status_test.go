@@ -139,6 +139,18 @@ func TestCollectorOutageKeepsTheLastVerdict(t *testing.T) {
 		t.Errorf("second loop of the outage: state %q", cxt.Status.State)
 	}
 
+	// An API read failing in passing says nothing new either.
+	readFailed := readiness{failures: []failure{{reason: cxv1.ReadFailedReason, message: "get Journey shop/help: etcd is restarting"}}}
+	setCXTargetStatus(cxt, o, readFailed, nil, nil, now.Add(2*time.Minute))
+	exportTargetMetrics(cxt, o, true, nil)
+	met = meta.FindStatusCondition(cxt.Status.Conditions, cxv1.TargetMetCondition)
+	if cxt.Status.State != cxv1.TargetStateBreached || met.Reason != cxv1.ReadFailedReason || !strings.Contains(met.Message, "etcd is restarting") {
+		t.Errorf("a failed read: state %q, TargetMet %+v; want the last verdict, saying why", cxt.Status.State, met)
+	}
+	if s := targets.byTarget[targetKey{"shop", "csat-85"}]; s.breached != 1 {
+		t.Errorf("metrics after a failed read: breached %v", s.breached)
+	}
+
 	// The objective changes while the collector is down: nothing to keep.
 	cxt.Generation = 2
 	setCXTargetStatus(cxt, o, down, nil, nil, now.Add(3*time.Minute))

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"net/http"
@@ -30,6 +31,7 @@ func TestStaleness(t *testing.T) {
 	staleBefore := []metav1.Condition{{Type: cxv1.StaleCondition, Status: metav1.ConditionTrue, Reason: cxv1.CollectorUnavailableReason,
 		Message: "The numbers are those of the last good reading, at 2026-11-28T10:00:00Z: earlier"}}
 	tp := &cxv1.Touchpoint{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "chat", Generation: 2}}
+	readFailed := readiness{failures: []failure{{reason: cxv1.ReadFailedReason, message: "list targets: etcd is restarting"}}}
 
 	for _, tc := range []struct {
 		name       string
@@ -43,6 +45,8 @@ func TestStaleness(t *testing.T) {
 		read          bool
 		keep          bool
 		message       string
+		// reason is the Stale condition's; "" is CollectorUnavailable.
+		reason string
 	}{
 		{name: "a good reading is live", read: true, observed: 2, conditions: ready},
 		{name: "down after a reading of this process", remembered: true, observed: 2, conditions: ready, obs: down, keep: true,
@@ -62,6 +66,17 @@ func TestStaleness(t *testing.T) {
 		// Never read (a new object whose collector never answered).
 		{name: "down with no reading ever", observed: 2, obs: down},
 		{name: "spec invalid", remembered: true, observed: 2, conditions: ready, obs: readiness{invalid: errors.New("bad")}},
+		// An API read that failed in passing says nothing new either.
+		{name: "a read failed", remembered: true, observed: 2, conditions: ready, obs: readFailed, keep: true, reason: cxv1.ReadFailedReason,
+			message: "The numbers are those of the last good reading, at 2026-11-28T12:00:00Z: list targets: etcd is restarting"},
+		// A reference gone makes the numbers meaningless, not old.
+		{name: "a reference missing beside a failed read", remembered: true, observed: 2, conditions: ready,
+			obs: readiness{missing: []missingRef{{Kind: "Touchpoint", Name: "chat"}}, failures: readFailed.failures}},
+		// Restarted during an outage of another cause: the earlier
+		// message named another failure.
+		{name: "a read failing after a restart during a collector outage", observed: 2, conditions: staleBefore, obs: readFailed, keep: true,
+			reason:  cxv1.ReadFailedReason,
+			message: "The numbers are those of the last good reading, before the manager started at 2026-11-28T11:00:00Z: list targets: etcd is restarting"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newReadings(started)
@@ -79,7 +94,7 @@ func TestStaleness(t *testing.T) {
 			switch {
 			case tc.message == "" && s.stale != nil:
 				t.Errorf("Stale %+v, want none", s.stale)
-			case tc.message != "" && (s.stale == nil || s.stale.Message != tc.message || s.stale.Reason != cxv1.CollectorUnavailableReason || s.stale.ObservedGeneration != 2):
+			case tc.message != "" && (s.stale == nil || s.stale.Message != tc.message || s.stale.Reason != cmp.Or(tc.reason, cxv1.CollectorUnavailableReason) || s.stale.ObservedGeneration != 2):
 				t.Errorf("Stale %+v, want message %q", s.stale, tc.message)
 			}
 			if tc.read {
