@@ -109,11 +109,11 @@ func TestCollectorOutageKeepsTheLastVerdict(t *testing.T) {
 	breached := &targetResult{verdict: slo.Verdict{State: cxv1.TargetStateBreached, Samples: 40, HasValue: true, Current: 50, Lower: 35, Upper: 65,
 		HasBudget: true, BudgetRemaining: -41.2, BurnRates: []slo.BurnRate{{Window: "1h", Rate: 3.33}}, Reason: "below"}}
 	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
-	setCXTargetStatus(cxt, o, readiness{}, breached, nil, now)
+	setCXTargetStatus(cxt, targetObservation{objective: o, result: breached}, now)
 	exportTargetMetrics(cxt, o, true, breached)
 
 	down := readiness{collectorReason: cxv1.CollectorUnavailableReason, collector: "connection refused"}
-	setCXTargetStatus(cxt, o, down, nil, nil, now.Add(time.Minute))
+	setCXTargetStatus(cxt, targetObservation{readiness: down, objective: o}, now.Add(time.Minute))
 	exportTargetMetrics(cxt, o, true, nil)
 	st := cxt.Status
 	if st.State != cxv1.TargetStateBreached || st.Current != "50" || st.ErrorBudgetRemaining != "-41.2" || st.Samples != 40 {
@@ -134,14 +134,14 @@ func TestCollectorOutageKeepsTheLastVerdict(t *testing.T) {
 	}
 
 	// Still down on the next loop: still the last verdict.
-	setCXTargetStatus(cxt, o, down, nil, nil, now.Add(2*time.Minute))
+	setCXTargetStatus(cxt, targetObservation{readiness: down, objective: o}, now.Add(2*time.Minute))
 	if cxt.Status.State != cxv1.TargetStateBreached {
 		t.Errorf("second loop of the outage: state %q", cxt.Status.State)
 	}
 
 	// An API read failing in passing says nothing new either.
 	readFailed := readiness{failures: []failure{{reason: cxv1.ReadFailedReason, message: "get Journey shop/help: etcd is restarting"}}}
-	setCXTargetStatus(cxt, o, readFailed, nil, nil, now.Add(2*time.Minute))
+	setCXTargetStatus(cxt, targetObservation{readiness: readFailed, objective: o}, now.Add(2*time.Minute))
 	exportTargetMetrics(cxt, o, true, nil)
 	met = meta.FindStatusCondition(cxt.Status.Conditions, cxv1.TargetMetCondition)
 	if cxt.Status.State != cxv1.TargetStateBreached || met.Reason != cxv1.ReadFailedReason || !strings.Contains(met.Message, "etcd is restarting") {
@@ -153,7 +153,7 @@ func TestCollectorOutageKeepsTheLastVerdict(t *testing.T) {
 
 	// The objective changes while the collector is down: nothing to keep.
 	cxt.Generation = 2
-	setCXTargetStatus(cxt, o, down, nil, nil, now.Add(3*time.Minute))
+	setCXTargetStatus(cxt, targetObservation{readiness: down, objective: o}, now.Add(3*time.Minute))
 	exportTargetMetrics(cxt, o, true, nil)
 	if cxt.Status.State != "" || cxt.Status.Current != "" {
 		t.Errorf("after a spec change during the outage: state %q, current %q; want cleared", cxt.Status.State, cxt.Status.Current)

@@ -237,7 +237,7 @@ var _ = Describe("Injected failures", func() {
 })
 
 var _ = Describe("Idle reconciles", func() {
-	It("write nothing once status says what is true", func(ctx SpecContext) {
+	It("write nothing once status says what is true, for every kind", func(ctx SpecContext) {
 		ns := newNamespace(ctx)
 		Expect(k8sClient.Create(ctx, touchpoint(ns, "chat"))).To(Succeed())
 		Expect(k8sClient.Create(ctx, &corev1.ConfigMap{ObjectMeta: metaOf(ns, "panel"), Data: map[string]string{"customers": "c-1\n"}})).To(Succeed())
@@ -248,11 +248,17 @@ var _ = Describe("Idle reconciles", func() {
 		jny := &cxv1.Journey{ObjectMeta: metaOf(ns, "get-help"), Spec: cxv1.JourneySpec{
 			Stages: []cxv1.JourneyStage{{Name: "chat", Touchpoints: []string{"chat"}}}, Surveys: []string{"support-nps"},
 		}}
+		cxt := &cxv1.CXTarget{ObjectMeta: metaOf(ns, "chat-wait"), Spec: cxv1.CXTargetSpec{
+			TouchpointRef: &cxv1.LocalObjectReference{Name: "chat"},
+			Objective:     cxv1.Objective{WaitTime: &cxv1.WaitTimeObjective{Percent: resource.MustParse("95")}},
+		}}
 		Expect(k8sClient.Create(ctx, svy)).To(Succeed())
 		Expect(k8sClient.Create(ctx, jny)).To(Succeed())
-		objs := []client.Object{&cxv1.Touchpoint{ObjectMeta: metaOf(ns, "chat")}, svy, jny}
+		Expect(k8sClient.Create(ctx, cxt)).To(Succeed())
+		objs := []client.Object{&cxv1.Touchpoint{ObjectMeta: metaOf(ns, "chat")}, svy, jny, cxt}
 		expectReady(ctx, objs[0], metav1.ConditionTrue, cxv1.ReconciledReason)
 		expectReady(ctx, jny, metav1.ConditionTrue, cxv1.ReconciledReason)
+		expectReady(ctx, cxt, metav1.ConditionTrue, cxv1.ReconciledReason)
 		// A failing object is idle too: its failure is written once. It is
 		// not held back for its collector (new objects are, see
 		// holdFirstStatus), so wait until status shows the collector too.
