@@ -116,6 +116,8 @@ func (r *CXTargetReconciler) observe(ctx context.Context, cxt *cxv1.CXTarget, no
 	if obs.invalid = err; err != nil {
 		return obs
 	}
+	// Without the kind, AlertRules says so however far the loop gets.
+	obs.rules = r.noRuleKind(cxt)
 	kind, name := cxt.Spec.Subject()
 	subject, err := newSubject(kind)
 	if err != nil {

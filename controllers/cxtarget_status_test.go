@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"context"
 	"math"
 	"strings"
 	"testing"
@@ -12,7 +13,10 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
 	"github.com/cxop-dev/cxop/internal/slo"
@@ -162,4 +166,37 @@ func TestCollectorOutageKeepsTheLastVerdict(t *testing.T) {
 		t.Errorf("after a spec change during the outage: breached %v", s.breached)
 	}
 	forgetTargetMetrics("shop", "csat-85")
+}
+
+// TestNoPrometheusRuleKindShowsHoweverFarTheLoopGets: in a cluster that
+// served no PrometheusRule kind at start, a target that wants alerts says
+// so, naming the restart, even while its subject is missing; one that
+// wants none has no AlertRules condition.
+func TestNoPrometheusRuleKindShowsHoweverFarTheLoopGets(t *testing.T) {
+	sch := runtime.NewScheme()
+	if err := cxv1.AddToScheme(sch); err != nil {
+		t.Fatal(err)
+	}
+	r := &CXTargetReconciler{Client: fake.NewClientBuilder().WithScheme(sch).Build()}
+	cxt := &cxv1.CXTarget{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "chat-wait", Generation: 1}, Spec: cxv1.CXTargetSpec{
+		TouchpointRef: &cxv1.LocalObjectReference{Name: "chat"},
+		Objective:     cxv1.Objective{WaitTime: &cxv1.WaitTimeObjective{Percent: resource.MustParse("95")}},
+	}}
+	now := time.Now()
+	obs := r.observe(context.Background(), cxt, now)
+	if len(obs.missing) != 1 {
+		t.Fatalf("missing %v, want the Touchpoint", obs.missing)
+	}
+	setCXTargetStatus(cxt, obs, now)
+	c := meta.FindStatusCondition(cxt.Status.Conditions, cxv1.AlertRulesCondition)
+	if c == nil || c.Status != metav1.ConditionFalse || c.Reason != cxv1.NoPrometheusRuleKindReason || !strings.Contains(c.Message, "restart the manager") {
+		t.Errorf("AlertRules %+v, want False/NoPrometheusRuleKind naming the restart", c)
+	}
+
+	cxt.Spec.Alerting = &cxv1.Alerting{BurnRateAlerts: ptr.To(false)}
+	cxt.Generation = 2
+	setCXTargetStatus(cxt, r.observe(context.Background(), cxt, now), now)
+	if c := meta.FindStatusCondition(cxt.Status.Conditions, cxv1.AlertRulesCondition); c != nil {
+		t.Errorf("AlertRules %+v with burn-rate alerts off", c)
+	}
 }
