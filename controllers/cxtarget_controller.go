@@ -35,58 +35,63 @@ type CXTargetReconciler struct {
 // +kubebuilder:rbac:groups=cx.cxop.dev,resources=journeys;touchpoints;surveys,verbs=get;list;watch
 
 // Reconcile brings one CXTarget's status up to date.
-func (r *CXTargetReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+func (r *CXTargetReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
 	cxt := &cxv1.CXTarget{}
-	if err := r.Get(ctx, req.NamespacedName, cxt); err != nil {
-		if apierrors.IsNotFound(err) {
-			// The PrometheusRule goes with its owner.
-			forgetTargetMetrics(req.Namespace, req.Name)
-			r.Live.readings.forget(readingKey{"CXTarget", req.Namespace, req.Name})
-			r.appliedRules.Delete(req.NamespacedName)
-		}
-		return ctrl.Result{}, client.IgnoreNotFound(err)
-	}
-	if !cxt.DeletionTimestamp.IsZero() {
-		return ctrl.Result{}, nil
-	}
-	orig := cxt.DeepCopy()
-
-	// A step that fails (reading the subject, its scope or the
-	// collector's numbers) is recorded in obs, not returned: the status
-	// below says so, and no earlier Ready=True stays showing.
-	o, obs, subject := r.observe(ctx, cxt)
-	var result *targetResult
-	var rules *metav1.Condition
-	var rulesErr error
-	if subject != nil && obs.mismatch == "" {
-		result, rules, rulesErr = r.judge(ctx, cxt, o, subject, &obs)
-	}
-
-	if holdFirstStatus(cxt, orig.Status.Conditions, obs, time.Now()) {
-		return ctrl.Result{RequeueAfter: r.Live.next(obs)}, nil
-	}
-	now := time.Now()
-	stale := r.Live.readings.staleness("CXTarget", cxt, orig.Status.ObservedGeneration, orig.Status.Conditions, obs, result != nil, now)
-	if kept := setCXTargetStatus(cxt, o, obs, result, rules, now); !kept {
-		stale = staleness{}
-	}
-	setStaleCondition(&cxt.Status.Conditions, stale)
-	recordReadyTransition(r.Recorder, cxt, orig.Status.Conditions, cxt.Status.Conditions)
-	recordTargetTransition(r.Recorder, cxt, o, orig.Status.State, cxt.Status.State)
-	exportTargetMetrics(cxt, o, obs.invalid == nil, result)
-	if err := patchStatus(ctx, r.Client, orig, cxt); err != nil {
+	if live, err := fetchLive(ctx, r.Client, req, cxt, r.forgetting(req)); !live {
 		return ctrl.Result{}, err
 	}
-	if rulesErr != nil {
-		// The verdict is written; the rules are retried with backoff.
-		obs.retry = append(obs.retry, rulesErr)
+	st := newStatusPatch(r.Client, r.Recorder, cxt, &cxt.Status.Conditions)
+	defer st.patch(ctx, &retErr)
+
+	now := time.Now()
+	obs := r.observe(ctx, cxt, now)
+	obs.stale = r.Live.readings.staleness("CXTarget", cxt, cxt.Status.ObservedGeneration, st.before, obs.readiness, obs.result != nil, now)
+	st.hold = holdFirstStatus(cxt, st.before, obs.readiness, now)
+	setCXTargetStatus(cxt, obs, now)
+	reportTarget(r.Recorder, cxt, obs)
+	return obs.outcome(r.next(obs))
+}
+
+// forgetting returns what drops everything the manager remembers of the
+// target req names, for fetchLive to call when it is gone; its
+// PrometheusRule goes with it (garbage-collected with its owner).
+func (r *CXTargetReconciler) forgetting(req ctrl.Request) func() {
+	forgetReading := r.Live.readings.forgetting("CXTarget", req)
+	return func() {
+		forgetTargetMetrics(req.Namespace, req.Name)
+		forgetReading()
+		r.appliedRules.Delete(req.NamespacedName)
 	}
-	next := r.Live.next(obs)
-	if subject == nil || obs.mismatch != "" {
-		// Watches on the subject bring the target back when it changes.
-		next = 0
+}
+
+// next is when the target is refreshed again: never by the clock while its
+// subject is missing or does not fit (watches on the subject bring it
+// back when it changes), else as the status source says.
+func (r *CXTargetReconciler) next(obs targetObservation) time.Duration {
+	if !obs.subjectRead || obs.mismatch != "" {
+		return 0
 	}
-	return obs.outcome(next)
+	return r.Live.next(obs.readiness)
+}
+
+// targetObservation is what one reconcile of a CXTarget found.
+type targetObservation struct {
+	readiness
+	objective slo.Objective
+	// subjectRead: the subject was read (it exists and the read worked).
+	subjectRead bool
+	// result is what the collector's numbers say, nil when the target
+	// was not judged.
+	result *targetResult
+	// rules is the AlertRules condition of this loop; nil when alerts are
+	// off, or when the loop did not get as far as the rules.
+	rules *metav1.Condition
+	// wasState is the state status showed as read, for the transition
+	// events.
+	wasState cxv1.TargetState
+	// stale says whether status keeps the verdict it shows when there is
+	// no result, and the Stale condition that marks it.
+	stale staleness
 }
 
 // targetResult is what the collector's numbers say about a target.
@@ -95,59 +100,70 @@ type targetResult struct {
 	attribution []cxv1.BudgetShare
 }
 
-// judge measures the target's objective, writes its alert rules and
-// evaluates it. The rules are written whether or not the collector
-// answers, so a target has its alerts while its collector starts, and
-// they never keep it from being judged: rules says how they went,
-// rulesErr is a write the API server refused. An unreachable collector,
-// and any step that fails, is recorded in obs and yields no result.
-func (r *CXTargetReconciler) judge(ctx context.Context, cxt *cxv1.CXTarget, o slo.Objective, subject client.Object, obs *readiness) (
-	result *targetResult, rules *metav1.Condition, rulesErr error) {
-	scope, mismatch, err := r.scopeOf(ctx, o, subject)
-	if !obs.apiStep(cxv1.ReadFailedReason, "read the target's scope", err) || mismatch != "" {
-		obs.mismatch = mismatch
-		return nil, nil, nil
-	}
-	window, lookbacks, measureErr := r.measureTarget(ctx, cxt, o, scope)
-	if measureErr != nil && !obs.collectorUnavailable(measureErr) {
-		obs.apiStep(cxv1.ReadFailedReason, "measure the target", measureErr)
-		return nil, nil, nil
-	}
-	rules, rulesErr = r.applyRules(ctx, cxt, o, scope)
-	if measureErr != nil {
-		return nil, rules, rulesErr
-	}
-	atRisk := cxt.Spec.Alerting.GetAtRiskBelow()
-	res := &targetResult{verdict: o.Evaluate(cxt.Spec.GetMinSamples(), atRisk.AsApproximateFloat64(), window, lookbacks)}
-	if _, isJourney := subject.(*cxv1.Journey); isJourney {
-		res.attribution = slo.BudgetShares(window.BadByTouchpoint)
-	}
-	return res, rules, rulesErr
-}
-
-// observe reads the objective, checks the spec, fetches the subject and
-// checks that the objective fits it. The subject is nil unless it was read.
-func (r *CXTargetReconciler) observe(ctx context.Context, cxt *cxv1.CXTarget) (slo.Objective, readiness, client.Object) {
+// observe reads the objective and checks the spec, fetches the subject and
+// checks that the objective fits it, resolves the scope the objective is
+// counted over, measures it (cxtarget_measure.go), writes the alert rules
+// (cxtarget_rules.go) and judges the counts (internal/slo). The rules are
+// written whether or not the collector answers, so a target has its
+// alerts while its collector starts, and they never keep it from being
+// judged. A step that fails (a read, an unreachable collector, a rule
+// write the API server refuses) is recorded in obs, not returned, and
+// leaves the target unjudged.
+func (r *CXTargetReconciler) observe(ctx context.Context, cxt *cxv1.CXTarget, now time.Time) targetObservation {
+	obs := targetObservation{wasState: cxt.Status.State}
 	o, err := checkCXTargetSpec(&cxt.Spec)
-	if err != nil {
-		return o, readiness{invalid: err}, nil
+	obs.objective = o
+	if obs.invalid = err; err != nil {
+		return obs
 	}
+	// Without the kind, AlertRules says so however far the loop gets.
+	obs.rules = r.noRuleKind(cxt)
 	kind, name := cxt.Spec.Subject()
 	subject, err := newSubject(kind)
 	if err != nil {
 		// The schema requires exactly one subject; reaching here means the
 		// CRD in the cluster is older than this manager.
-		return o, readiness{invalid: err}, nil
+		obs.invalid = err
+		return obs
 	}
-	var obs readiness
 	err = r.Get(ctx, types.NamespacedName{Namespace: cxt.Namespace, Name: name}, subject)
 	switch {
 	case apierrors.IsNotFound(err):
-		return o, readiness{missing: []missingRef{{Kind: kind, Name: name}}}, nil
+		obs.missing = []missingRef{{Kind: kind, Name: name}}
+		return obs
 	case !obs.apiStep(cxv1.ReadFailedReason, fmt.Sprintf("get %s %s/%s", kind, cxt.Namespace, name), err):
-		return o, obs, nil
+		return obs
 	}
-	return o, readiness{mismatch: objectiveMismatch(o, subject)}, subject
+	obs.subjectRead = true
+	if obs.mismatch = objectiveMismatch(o, subject); obs.mismatch != "" {
+		return obs
+	}
+
+	scope, mismatch, err := r.scopeOf(ctx, o, subject)
+	if !obs.apiStep(cxv1.ReadFailedReason, "read the target's scope", err) || mismatch != "" {
+		obs.mismatch = mismatch
+		return obs
+	}
+	window, lookbacks, measureErr := r.measureTarget(ctx, cxt, o, scope, now)
+	if measureErr != nil && !obs.collectorUnavailable(measureErr) {
+		obs.apiStep(cxv1.ReadFailedReason, "measure the target", measureErr)
+		return obs
+	}
+	var rulesErr error
+	if obs.rules, rulesErr = r.applyRules(ctx, cxt, o, scope); rulesErr != nil {
+		// The verdict is still written; the rules are retried with
+		// backoff, and AlertRules says what was refused.
+		obs.retry = append(obs.retry, rulesErr)
+	}
+	if measureErr != nil {
+		return obs
+	}
+	atRisk := cxt.Spec.Alerting.GetAtRiskBelow()
+	obs.result = &targetResult{verdict: o.Evaluate(cxt.Spec.GetMinSamples(), atRisk.AsApproximateFloat64(), window, lookbacks)}
+	if _, isJourney := subject.(*cxv1.Journey); isJourney {
+		obs.result.attribution = slo.BudgetShares(window.BadByTouchpoint)
+	}
+	return obs
 }
 
 func newSubject(kind string) (client.Object, error) {

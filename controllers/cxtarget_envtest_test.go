@@ -165,4 +165,42 @@ var _ = Describe("CXTarget evaluation", func() {
 			return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "cxop-chat-wait"}, rule))
 		}).Should(BeTrue())
 	})
+
+	It("writes its PrometheusRule again when someone deletes or edits it, and AlertRules says what holds", func(ctx SpecContext) {
+		ns := newNamespace(ctx)
+		Expect(k8sClient.Create(ctx, touchpoint(ns, "chat"))).To(Succeed())
+		cxt := &cxv1.CXTarget{ObjectMeta: metaOf(ns, "chat-wait"), Spec: cxv1.CXTargetSpec{
+			TouchpointRef: &cxv1.LocalObjectReference{Name: "chat"},
+			Objective:     cxv1.Objective{WaitTime: &cxv1.WaitTimeObjective{Percent: resource.MustParse("95")}},
+		}}
+		Expect(k8sClient.Create(ctx, cxt)).To(Succeed())
+		key := client.ObjectKey{Namespace: ns, Name: "cxop-chat-wait"}
+		rule := &unstructured.Unstructured{}
+		rule.SetGroupVersionKind(PrometheusRuleGVK)
+		applied := func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, key, rule)).To(Succeed())
+			groups, _, _ := unstructured.NestedSlice(rule.Object, "spec", "groups")
+			g.Expect(groups).To(HaveLen(2), "the rule's groups")
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(cxt), cxt)).To(Succeed())
+			c := meta.FindStatusCondition(cxt.Status.Conditions, cxv1.AlertRulesCondition)
+			g.Expect(c).NotTo(BeNil())
+			g.Expect(c.Status).To(Equal(metav1.ConditionTrue))
+			g.Expect(c.Reason).To(Equal(cxv1.AlertRulesAppliedReason))
+		}
+		Eventually(applied).Should(Succeed())
+		first := rule.GetUID()
+
+		By("deleting the PrometheusRule by hand")
+		Expect(k8sClient.Delete(ctx, rule)).To(Succeed())
+		Eventually(func(g Gomega) {
+			applied(g)
+			g.Expect(rule.GetUID()).NotTo(Equal(first), "the rule was not written again")
+		}).Should(Succeed())
+
+		By("emptying its groups by hand")
+		Expect(unstructured.SetNestedSlice(rule.Object, []any{}, "spec", "groups")).To(Succeed())
+		Expect(k8sClient.Update(ctx, rule)).To(Succeed())
+		Eventually(applied).Should(Succeed())
+		Consistently(applied, "2s").Should(Succeed())
+	})
 })

@@ -88,20 +88,18 @@ func talliesOf(all *collectorapi.Counts) slo.Tallies {
 // measureTarget returns the counts over the target's window and over each
 // burn-rate lookback of its objective. Every window is one cached
 // namespace answer shared by all targets of the namespace.
-func (r *CXTargetReconciler) measureTarget(ctx context.Context, cxt *cxv1.CXTarget, o slo.Objective, scope slo.Scope) (slo.Counts, map[cxv1.Duration]slo.Counts, error) {
+func (r *CXTargetReconciler) measureTarget(ctx context.Context, cxt *cxv1.CXTarget, o slo.Objective, scope slo.Scope, now time.Time) (slo.Counts, map[cxv1.Duration]slo.Counts, error) {
 	t, err := r.Live.target(ctx, cxt.Namespace)
 	if err != nil {
 		return slo.Counts{}, nil, err
 	}
 	known := func(all *collectorapi.Counts) bool { return scope.KnownTo(talliesOf(all)) }
-	now := time.Now()
 	measure := func(w cxv1.Duration) (slo.Counts, error) {
 		qw, err := o.QueryWindow(w, now)
 		if err != nil {
 			return slo.Counts{}, err
 		}
 		all, err := r.Live.API.Counts(ctx, t, string(qw), known)
-		collectorAnswered(cxt.Namespace, err)
 		if err != nil {
 			return slo.Counts{}, err
 		}

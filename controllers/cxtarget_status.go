@@ -15,18 +15,24 @@ import (
 	"github.com/cxop-dev/cxop/internal/slo"
 )
 
-// setCXTargetStatus writes the conditions, objective text and
-// observedGeneration that obs implies, and the verdict of res. While the
-// collector cannot answer, the last verdict of this generation stays, with
-// TargetMet Unknown saying it is the last evaluated (keepsLastVerdict).
-// Without a result otherwise (the subject is missing, the spec changed) the
-// numbers and state are cleared, and TargetMet is Unknown. rules is the
-// AlertRules condition of this loop, nil when alerts are off; it is kept
-// as it was when the loop did not get as far as the rules. It reports
-// whether it kept the last verdict.
-func setCXTargetStatus(cxt *cxv1.CXTarget, o slo.Objective, obs readiness, res *targetResult, rules *metav1.Condition, now time.Time) bool {
-	keep := keepsLastVerdict(cxt, obs, res)
-	setReadinessConditions(&cxt.Status.Conditions, cxt.Generation, obs)
+// setCXTargetStatus writes the whole status obs implies: conditions,
+// objective text, observedGeneration and the verdict of obs.result. While
+// the numbers cannot be read, the last verdict of this generation stays,
+// with TargetMet Unknown saying it is the last evaluated and Stale marking
+// it (keepsLastVerdict). Without a result otherwise (the subject is
+// missing, the spec changed) the numbers and state are cleared, and
+// TargetMet is Unknown. obs.rules is the AlertRules condition of this
+// loop; it is kept as it was when the loop did not get as far as the
+// rules.
+func setCXTargetStatus(cxt *cxv1.CXTarget, obs targetObservation, now time.Time) {
+	o, res := obs.objective, obs.result
+	keep := keepsLastVerdict(cxt, obs.readiness, res)
+	setReadinessConditions(&cxt.Status.Conditions, cxt.Generation, obs.readiness)
+	stale := obs.stale
+	if !keep {
+		stale = staleness{}
+	}
+	setStaleCondition(&cxt.Status.Conditions, stale)
 	st := &cxt.Status
 	st.Objective = ""
 	if obs.invalid == nil {
@@ -34,18 +40,22 @@ func setCXTargetStatus(cxt *cxv1.CXTarget, o slo.Objective, obs readiness, res *
 	}
 	st.ObservedGeneration = cxt.Generation
 	switch {
-	case rules != nil:
-		meta.SetStatusCondition(&st.Conditions, *rules)
+	case obs.rules != nil:
+		meta.SetStatusCondition(&st.Conditions, *obs.rules)
 	case res != nil || !cxt.Spec.Alerting.GetBurnRateAlerts():
 		meta.RemoveStatusCondition(&st.Conditions, cxv1.AlertRulesCondition)
 	}
 	if keep {
+		reason, why := obs.unread()
+		msg := fmt.Sprintf("The collector cannot answer (%s): state %s and the numbers are the last evaluated", why, st.State)
+		if reason == cxv1.ReadFailedReason {
+			msg = fmt.Sprintf("A read failed (%s): state %s and the numbers are the last evaluated", why, st.State)
+		}
 		meta.SetStatusCondition(&st.Conditions, metav1.Condition{
 			Type: cxv1.TargetMetCondition, Status: metav1.ConditionUnknown, ObservedGeneration: cxt.Generation,
-			Reason:  cxv1.CollectorUnavailableReason,
-			Message: fmt.Sprintf("The collector cannot answer (%s): state %s and the numbers are the last evaluated", obs.collector, st.State),
+			Reason: reason, Message: msg,
 		})
-		return true
+		return
 	}
 	prev := st.State
 	st.State, st.Current, st.CurrentLower, st.CurrentUpper, st.Samples = "", "", "", "", 0
@@ -80,16 +90,17 @@ func setCXTargetStatus(cxt *cxv1.CXTarget, o slo.Objective, obs readiness, res *
 	if st.State != prev && st.State != "" {
 		st.LastTransitionTime = &metav1.Time{Time: now.Truncate(time.Second)}
 	}
-	return false
 }
 
 // keepsLastVerdict reports whether status keeps the verdict it shows
-// rather than clearing it: the collector cannot answer (a restart, a
-// rollout), which says nothing new about the target, and the verdict shown
-// judged this generation of the spec. Cleared, a Breached target would read
-// as recovered on every dashboard and alert for the length of a restart.
+// rather than clearing it: the numbers could not be read (the collector
+// cannot answer in a restart or a rollout, an API read failed in passing;
+// see readiness.unread), which says nothing new about the target, and the
+// verdict shown judged this generation of the spec. Cleared, a Breached
+// target would read as recovered on every dashboard and alert for the
+// length of a restart.
 func keepsLastVerdict(cxt *cxv1.CXTarget, obs readiness, res *targetResult) bool {
-	if res != nil || obs.collectorReason == "" || cxt.Status.State == "" {
+	if reason, _ := obs.unread(); res != nil || reason == "" || cxt.Status.State == "" {
 		return false
 	}
 	met := meta.FindStatusCondition(cxt.Status.Conditions, cxv1.TargetMetCondition)
@@ -98,6 +109,14 @@ func keepsLastVerdict(cxt *cxv1.CXTarget, obs readiness, res *targetResult) bool
 
 // notEvaluatedReason marks a TargetMet with no verdict behind it.
 const notEvaluatedReason = "NotEvaluated"
+
+// reportTarget shows the status just computed outside it: an event when
+// the target's state crossed Breached (recordTargetTransition), and the
+// manager's cxop_target_* metrics (exportTargetMetrics).
+func reportTarget(rec events.EventRecorder, cxt *cxv1.CXTarget, obs targetObservation) {
+	recordTargetTransition(rec, cxt, obs.objective, obs.wasState, cxt.Status.State)
+	exportTargetMetrics(cxt, obs.objective, obs.invalid == nil, obs.result)
+}
 
 // recordTargetTransition emits TargetBreached when a target becomes
 // Breached and TargetRecovered when it leaves Breached for Met or AtRisk;
@@ -143,13 +162,13 @@ func exportTargetMetrics(cxt *cxv1.CXTarget, o slo.Objective, valid bool, res *t
 	targets.set(cxt.Namespace, cxt.Name, sample)
 }
 
-// keptVerdict reads back the verdict status keeps while the collector
-// cannot answer (see keepsLastVerdict), so the metrics go on showing it;
+// keptVerdict reads back the verdict status keeps while the numbers cannot
+// be read (see keepsLastVerdict), so the metrics go on showing it;
 // the zero verdict when status keeps none.
 func keptVerdict(cxt *cxv1.CXTarget) slo.Verdict {
 	st := &cxt.Status
 	met := meta.FindStatusCondition(st.Conditions, cxv1.TargetMetCondition)
-	if met == nil || met.Reason != cxv1.CollectorUnavailableReason || st.State == "" {
+	if met == nil || met.Status != metav1.ConditionUnknown || (met.Reason != cxv1.CollectorUnavailableReason && met.Reason != cxv1.ReadFailedReason) || st.State == "" {
 		return slo.Verdict{}
 	}
 	v := slo.Verdict{State: st.State}

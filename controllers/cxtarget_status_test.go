@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"context"
 	"math"
 	"strings"
 	"testing"
@@ -12,7 +13,10 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
 	"github.com/cxop-dev/cxop/internal/slo"
@@ -109,11 +113,11 @@ func TestCollectorOutageKeepsTheLastVerdict(t *testing.T) {
 	breached := &targetResult{verdict: slo.Verdict{State: cxv1.TargetStateBreached, Samples: 40, HasValue: true, Current: 50, Lower: 35, Upper: 65,
 		HasBudget: true, BudgetRemaining: -41.2, BurnRates: []slo.BurnRate{{Window: "1h", Rate: 3.33}}, Reason: "below"}}
 	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
-	setCXTargetStatus(cxt, o, readiness{}, breached, nil, now)
+	setCXTargetStatus(cxt, targetObservation{objective: o, result: breached}, now)
 	exportTargetMetrics(cxt, o, true, breached)
 
 	down := readiness{collectorReason: cxv1.CollectorUnavailableReason, collector: "connection refused"}
-	setCXTargetStatus(cxt, o, down, nil, nil, now.Add(time.Minute))
+	setCXTargetStatus(cxt, targetObservation{readiness: down, objective: o}, now.Add(time.Minute))
 	exportTargetMetrics(cxt, o, true, nil)
 	st := cxt.Status
 	if st.State != cxv1.TargetStateBreached || st.Current != "50" || st.ErrorBudgetRemaining != "-41.2" || st.Samples != 40 {
@@ -134,14 +138,26 @@ func TestCollectorOutageKeepsTheLastVerdict(t *testing.T) {
 	}
 
 	// Still down on the next loop: still the last verdict.
-	setCXTargetStatus(cxt, o, down, nil, nil, now.Add(2*time.Minute))
+	setCXTargetStatus(cxt, targetObservation{readiness: down, objective: o}, now.Add(2*time.Minute))
 	if cxt.Status.State != cxv1.TargetStateBreached {
 		t.Errorf("second loop of the outage: state %q", cxt.Status.State)
 	}
 
+	// An API read failing in passing says nothing new either.
+	readFailed := readiness{failures: []failure{{reason: cxv1.ReadFailedReason, message: "get Journey shop/help: etcd is restarting"}}}
+	setCXTargetStatus(cxt, targetObservation{readiness: readFailed, objective: o}, now.Add(2*time.Minute))
+	exportTargetMetrics(cxt, o, true, nil)
+	met = meta.FindStatusCondition(cxt.Status.Conditions, cxv1.TargetMetCondition)
+	if cxt.Status.State != cxv1.TargetStateBreached || met.Reason != cxv1.ReadFailedReason || !strings.Contains(met.Message, "etcd is restarting") {
+		t.Errorf("a failed read: state %q, TargetMet %+v; want the last verdict, saying why", cxt.Status.State, met)
+	}
+	if s := targets.byTarget[targetKey{"shop", "csat-85"}]; s.breached != 1 {
+		t.Errorf("metrics after a failed read: breached %v", s.breached)
+	}
+
 	// The objective changes while the collector is down: nothing to keep.
 	cxt.Generation = 2
-	setCXTargetStatus(cxt, o, down, nil, nil, now.Add(3*time.Minute))
+	setCXTargetStatus(cxt, targetObservation{readiness: down, objective: o}, now.Add(3*time.Minute))
 	exportTargetMetrics(cxt, o, true, nil)
 	if cxt.Status.State != "" || cxt.Status.Current != "" {
 		t.Errorf("after a spec change during the outage: state %q, current %q; want cleared", cxt.Status.State, cxt.Status.Current)
@@ -150,4 +166,37 @@ func TestCollectorOutageKeepsTheLastVerdict(t *testing.T) {
 		t.Errorf("after a spec change during the outage: breached %v", s.breached)
 	}
 	forgetTargetMetrics("shop", "csat-85")
+}
+
+// TestNoPrometheusRuleKindShowsHoweverFarTheLoopGets: in a cluster that
+// served no PrometheusRule kind at start, a target that wants alerts says
+// so, naming the restart, even while its subject is missing; one that
+// wants none has no AlertRules condition.
+func TestNoPrometheusRuleKindShowsHoweverFarTheLoopGets(t *testing.T) {
+	sch := runtime.NewScheme()
+	if err := cxv1.AddToScheme(sch); err != nil {
+		t.Fatal(err)
+	}
+	r := &CXTargetReconciler{Client: fake.NewClientBuilder().WithScheme(sch).Build()}
+	cxt := &cxv1.CXTarget{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "chat-wait", Generation: 1}, Spec: cxv1.CXTargetSpec{
+		TouchpointRef: &cxv1.LocalObjectReference{Name: "chat"},
+		Objective:     cxv1.Objective{WaitTime: &cxv1.WaitTimeObjective{Percent: resource.MustParse("95")}},
+	}}
+	now := time.Now()
+	obs := r.observe(context.Background(), cxt, now)
+	if len(obs.missing) != 1 {
+		t.Fatalf("missing %v, want the Touchpoint", obs.missing)
+	}
+	setCXTargetStatus(cxt, obs, now)
+	c := meta.FindStatusCondition(cxt.Status.Conditions, cxv1.AlertRulesCondition)
+	if c == nil || c.Status != metav1.ConditionFalse || c.Reason != cxv1.NoPrometheusRuleKindReason || !strings.Contains(c.Message, "restart the manager") {
+		t.Errorf("AlertRules %+v, want False/NoPrometheusRuleKind naming the restart", c)
+	}
+
+	cxt.Spec.Alerting = &cxv1.Alerting{BurnRateAlerts: ptr.To(false)}
+	cxt.Generation = 2
+	setCXTargetStatus(cxt, r.observe(context.Background(), cxt, now), now)
+	if c := meta.FindStatusCondition(cxt.Status.Conditions, cxv1.AlertRulesCondition); c != nil {
+		t.Errorf("AlertRules %+v with burn-rate alerts off", c)
+	}
 }

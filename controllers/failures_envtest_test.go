@@ -187,7 +187,7 @@ var _ = Describe("Injected failures", func() {
 		expectReady(ctx, cxt, metav1.ConditionTrue, cxv1.ReconciledReason)
 	})
 
-	It("a Journey whose targets cannot be listed waits, naming what failed", func(ctx SpecContext) {
+	It("a Journey whose references or targets cannot be read keeps its last numbers marked Stale, naming what failed", func(ctx SpecContext) {
 		ns := newNamespace(ctx)
 		Expect(k8sClient.Create(ctx, touchpoint(ns, "chat"))).To(Succeed())
 		jny := &cxv1.Journey{ObjectMeta: metaOf(ns, "get-help"), Spec: cxv1.JourneySpec{
@@ -195,19 +195,49 @@ var _ = Describe("Injected failures", func() {
 		}}
 		Expect(k8sClient.Create(ctx, jny)).To(Succeed())
 		expectReady(ctx, jny, metav1.ConditionTrue, cxv1.ReconciledReason)
+		Expect(jny.Status.Stages).To(HaveLen(1))
+		Expect(jny.Status.Targets).NotTo(BeNil())
 
+		kept := func(what string) {
+			GinkgoHelper()
+			Expect(jny.Status.Stages).To(HaveLen(1), "%s cleared the stages", what)
+			Expect(jny.Status.Stages[0].Name).To(Equal("chat"))
+			Expect(jny.Status.Targets).NotTo(BeNil(), "%s cleared the target counts", what)
+			c := meta.FindStatusCondition(jny.Status.Conditions, cxv1.StaleCondition)
+			Expect(c).NotTo(BeNil(), "%s: no Stale condition", what)
+			Expect(c.Status).To(Equal(metav1.ConditionTrue))
+			Expect(c.Reason).To(Equal(cxv1.ReadFailedReason))
+			Expect(c.Message).To(And(HavePrefix("The numbers are those of the last good reading, at "), ContainSubstring("etcd is restarting")))
+		}
+		recovered := func() {
+			GinkgoHelper()
+			expectReady(ctx, jny, metav1.ConditionTrue, cxv1.ReconciledReason)
+			Eventually(func(g Gomega) {
+				g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(jny), jny)).To(Succeed())
+				g.Expect(meta.FindStatusCondition(jny.Status.Conditions, cxv1.StaleCondition)).To(BeNil())
+			}).Should(Succeed())
+		}
+
+		By("the targets cannot be listed")
 		lift := faults.inject("list", ns, "", isA[*cxv1.CXTargetList], apierrors.NewServiceUnavailable("etcd is restarting"))
 		DeferCleanup(lift)
 		expectFailure(ctx, jny, cxv1.ReadFailedReason, false, "measure the journey: list targets of Journey/get-help: ", "etcd is restarting")
-		Expect(jny.Status.Stages).To(BeEmpty())
-
+		kept("a failed list")
 		lift()
-		expectReady(ctx, jny, metav1.ConditionTrue, cxv1.ReconciledReason)
+		recovered()
+
+		By("a stage's Touchpoint cannot be read")
+		lift = faults.inject("get", ns, "chat", isA[*cxv1.Touchpoint], apierrors.NewServiceUnavailable("etcd is restarting"))
+		DeferCleanup(lift)
+		expectFailure(ctx, jny, cxv1.ReadFailedReason, false, "resolve references: get Touchpoint "+ns+"/chat: ", "etcd is restarting")
+		kept("a failed get")
+		lift()
+		recovered()
 	})
 })
 
 var _ = Describe("Idle reconciles", func() {
-	It("write nothing once status says what is true", func(ctx SpecContext) {
+	It("write nothing once status says what is true, for every kind", func(ctx SpecContext) {
 		ns := newNamespace(ctx)
 		Expect(k8sClient.Create(ctx, touchpoint(ns, "chat"))).To(Succeed())
 		Expect(k8sClient.Create(ctx, &corev1.ConfigMap{ObjectMeta: metaOf(ns, "panel"), Data: map[string]string{"customers": "c-1\n"}})).To(Succeed())
@@ -218,11 +248,17 @@ var _ = Describe("Idle reconciles", func() {
 		jny := &cxv1.Journey{ObjectMeta: metaOf(ns, "get-help"), Spec: cxv1.JourneySpec{
 			Stages: []cxv1.JourneyStage{{Name: "chat", Touchpoints: []string{"chat"}}}, Surveys: []string{"support-nps"},
 		}}
+		cxt := &cxv1.CXTarget{ObjectMeta: metaOf(ns, "chat-wait"), Spec: cxv1.CXTargetSpec{
+			TouchpointRef: &cxv1.LocalObjectReference{Name: "chat"},
+			Objective:     cxv1.Objective{WaitTime: &cxv1.WaitTimeObjective{Percent: resource.MustParse("95")}},
+		}}
 		Expect(k8sClient.Create(ctx, svy)).To(Succeed())
 		Expect(k8sClient.Create(ctx, jny)).To(Succeed())
-		objs := []client.Object{&cxv1.Touchpoint{ObjectMeta: metaOf(ns, "chat")}, svy, jny}
+		Expect(k8sClient.Create(ctx, cxt)).To(Succeed())
+		objs := []client.Object{&cxv1.Touchpoint{ObjectMeta: metaOf(ns, "chat")}, svy, jny, cxt}
 		expectReady(ctx, objs[0], metav1.ConditionTrue, cxv1.ReconciledReason)
 		expectReady(ctx, jny, metav1.ConditionTrue, cxv1.ReconciledReason)
+		expectReady(ctx, cxt, metav1.ConditionTrue, cxv1.ReconciledReason)
 		// A failing object is idle too: its failure is written once. It is
 		// not held back for its collector (new objects are, see
 		// holdFirstStatus), so wait until status shows the collector too.

@@ -176,7 +176,8 @@ func (m *collectorMetrics) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// collectorAnswered records a summary request's outcome in the metrics.
+// collectorAnswered records the outcome of a summary request sent to the
+// collector (collectorapi.Client's OnFetch) in the metrics.
 func collectorAnswered(namespace string, err error) { collectorStates.answered(namespace, err) }
 
 // forgetCollectorMetrics removes the series of a namespace whose collector

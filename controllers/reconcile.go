@@ -177,3 +177,20 @@ func (p *statusPatch) patch(ctx context.Context, retErr *error) {
 		*retErr = err
 	}
 }
+
+// patchStatus writes obj's status with one merge patch against orig, and
+// only when it changed, so an idle object costs no write.
+func patchStatus(ctx context.Context, c client.Client, orig, obj client.Object) error {
+	patch := client.MergeFrom(orig)
+	data, err := patch.Data(obj)
+	if err != nil {
+		return fmt.Errorf("compute status patch: %w", err)
+	}
+	if string(data) == "{}" {
+		return nil
+	}
+	if err := c.Status().Patch(ctx, obj, patch); err != nil {
+		return fmt.Errorf("patch status: %w", err)
+	}
+	return nil
+}

@@ -14,10 +14,12 @@ import (
 )
 
 // A collector restart or rollout says nothing new about a Touchpoint, a
-// Survey, a Journey or a CXTarget. Clearing their numbers while it cannot
-// answer would read as a recovery on every dashboard that reads status, so
-// status keeps the numbers of the last good reading of the object's
-// current generation and says so with Stale=True and the reading's time.
+// Survey, a Journey or a CXTarget, and neither does an API read that fails
+// in passing (the objects they refer to, a read token). Clearing their
+// numbers meanwhile would read as a recovery on every dashboard that reads
+// status, so status keeps the numbers of the last good reading of the
+// object's current generation and says so with Stale=True and the
+// reading's time; Ready says what failed.
 
 // readings remembers when each object's numbers were last read, for the
 // Stale condition's message. It lives in memory: a manager started during
@@ -87,17 +89,18 @@ type staleness struct {
 }
 
 // staleness decides whether obj keeps the numbers its status shows: read
-// says this loop read them; otherwise they are kept while the collector
-// cannot answer, if they were read for the object's current generation
-// (observedGeneration, with conditions, is the status this loop started
-// from) and a good reading is known to have happened.
+// says this loop read them; otherwise they are kept while they could not
+// be read (obs.unread), if they were read for the object's current
+// generation (observedGeneration, with conditions, is the status this loop
+// started from) and a good reading is known to have happened.
 func (r *readings) staleness(kind string, obj client.Object, observedGeneration int64, conditions []metav1.Condition, obs readiness, read bool, now time.Time) staleness {
 	k := keyOf(kind, obj)
 	if read {
 		r.read(k, obj.GetGeneration(), now)
 		return staleness{}
 	}
-	if obs.collectorReason == "" || observedGeneration != obj.GetGeneration() {
+	reason, why := obs.unread()
+	if reason == "" || observedGeneration != obj.GetGeneration() {
 		return staleness{}
 	}
 	was := meta.FindStatusCondition(conditions, cxv1.StaleCondition)
@@ -107,17 +110,38 @@ func (r *readings) staleness(kind string, obj client.Object, observedGeneration 
 	if !hadReading {
 		return staleness{}
 	}
-	c := &metav1.Condition{Type: cxv1.StaleCondition, Status: metav1.ConditionTrue, ObservedGeneration: obj.GetGeneration(), Reason: obs.collectorReason}
+	c := &metav1.Condition{Type: cxv1.StaleCondition, Status: metav1.ConditionTrue, ObservedGeneration: obj.GetGeneration(), Reason: reason}
 	switch {
 	case known:
-		c.Message = fmt.Sprintf("The numbers are those of the last good reading, at %s: %s", at.UTC().Format(time.RFC3339), obs.collector)
-	case was != nil && was.Status == metav1.ConditionTrue:
+		c.Message = fmt.Sprintf("The numbers are those of the last good reading, at %s: %s", at.UTC().Format(time.RFC3339), why)
+	case was != nil && was.Status == metav1.ConditionTrue && was.Reason == reason:
 		// Started during the outage: the earlier loop knew the time.
 		c.Message = was.Message
 	default:
-		c.Message = fmt.Sprintf("The numbers are those of the last good reading, before the manager started at %s: %s", r.started.UTC().Format(time.RFC3339), obs.collector)
+		c.Message = fmt.Sprintf("The numbers are those of the last good reading, before the manager started at %s: %s", r.started.UTC().Format(time.RFC3339), why)
 	}
 	return staleness{keep: true, stale: c}
+}
+
+// unread says why this loop could not read the numbers an object's status
+// shows, when nothing says they changed: the collector cannot answer (its
+// reason), or an API read failed (ReadFailed, with the first such step's
+// message). It returns "" when the numbers were not read for another
+// reason (an unusable spec, a missing reference, an objective that does
+// not fit), which makes them meaningless rather than old.
+func (r readiness) unread() (reason, message string) {
+	if r.invalid != nil || len(r.missing) > 0 || r.mismatch != "" {
+		return "", ""
+	}
+	if r.collectorReason != "" {
+		return r.collectorReason, r.collector
+	}
+	for _, f := range r.failures {
+		if f.reason == cxv1.ReadFailedReason {
+			return f.reason, f.message
+		}
+	}
+	return "", ""
 }
 
 // setStaleCondition shows s on conditions: Stale=True while numbers are
@@ -130,14 +154,20 @@ func setStaleCondition(conditions *[]metav1.Condition, s staleness) {
 	meta.RemoveStatusCondition(conditions, cxv1.StaleCondition)
 }
 
-// keptDelivery is the Delivering condition to show while numbers are kept:
-// whether the webhook answered 410 Gone comes with the collector's answer,
-// so without one the last Delivering stands rather than turning True.
-// What the manager checks itself (the survey page, the signing key) still
-// turns it False.
+// keptDelivery is the Delivering condition to show while numbers are kept.
+// Whether the webhook answered 410 Gone or its messages are parked comes
+// with the collector's answer; without one, deliveryCondition says Unknown.
+// A failure the last answer reported stands instead, marked by Stale like
+// the numbers: a collector restart is no news that the webhook recovered,
+// and Delivering=False going Unknown would read as one (Argo CD shows the
+// Survey Healthy again). What the manager checks itself (the survey page,
+// the signing key, an http webhook) is decided anew and never replaced.
 func (s staleness) keptDelivery(now *metav1.Condition, before []metav1.Condition) *metav1.Condition {
+	if !s.keep || now == nil || now.Reason != cxv1.CollectorUnavailableReason {
+		return now
+	}
 	was := meta.FindStatusCondition(before, cxv1.DeliveringCondition)
-	if !s.keep || now == nil || now.Status != metav1.ConditionTrue || was == nil {
+	if was == nil || was.Status != metav1.ConditionFalse || (was.Reason != cxv1.WebhookGoneReason && was.Reason != cxv1.WebhookFailingReason) {
 		return now
 	}
 	return was

@@ -1,14 +1,22 @@
 package controllers
 
 import (
+	"cmp"
+	"context"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
 	"github.com/cxop-dev/cxop/internal/collectorapi"
@@ -22,6 +30,7 @@ func TestStaleness(t *testing.T) {
 	staleBefore := []metav1.Condition{{Type: cxv1.StaleCondition, Status: metav1.ConditionTrue, Reason: cxv1.CollectorUnavailableReason,
 		Message: "The numbers are those of the last good reading, at 2026-11-28T10:00:00Z: earlier"}}
 	tp := &cxv1.Touchpoint{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "chat", Generation: 2}}
+	readFailed := readiness{failures: []failure{{reason: cxv1.ReadFailedReason, message: "list targets: etcd is restarting"}}}
 
 	for _, tc := range []struct {
 		name       string
@@ -35,6 +44,8 @@ func TestStaleness(t *testing.T) {
 		read          bool
 		keep          bool
 		message       string
+		// reason is the Stale condition's; "" is CollectorUnavailable.
+		reason string
 	}{
 		{name: "a good reading is live", read: true, observed: 2, conditions: ready},
 		{name: "down after a reading of this process", remembered: true, observed: 2, conditions: ready, obs: down, keep: true,
@@ -54,6 +65,17 @@ func TestStaleness(t *testing.T) {
 		// Never read (a new object whose collector never answered).
 		{name: "down with no reading ever", observed: 2, obs: down},
 		{name: "spec invalid", remembered: true, observed: 2, conditions: ready, obs: readiness{invalid: errors.New("bad")}},
+		// An API read that failed in passing says nothing new either.
+		{name: "a read failed", remembered: true, observed: 2, conditions: ready, obs: readFailed, keep: true, reason: cxv1.ReadFailedReason,
+			message: "The numbers are those of the last good reading, at 2026-11-28T12:00:00Z: list targets: etcd is restarting"},
+		// A reference gone makes the numbers meaningless, not old.
+		{name: "a reference missing beside a failed read", remembered: true, observed: 2, conditions: ready,
+			obs: readiness{missing: []missingRef{{Kind: "Touchpoint", Name: "chat"}}, failures: readFailed.failures}},
+		// Restarted during an outage of another cause: the earlier
+		// message named another failure.
+		{name: "a read failing after a restart during a collector outage", observed: 2, conditions: staleBefore, obs: readFailed, keep: true,
+			reason:  cxv1.ReadFailedReason,
+			message: "The numbers are those of the last good reading, before the manager started at 2026-11-28T11:00:00Z: list targets: etcd is restarting"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newReadings(started)
@@ -71,7 +93,7 @@ func TestStaleness(t *testing.T) {
 			switch {
 			case tc.message == "" && s.stale != nil:
 				t.Errorf("Stale %+v, want none", s.stale)
-			case tc.message != "" && (s.stale == nil || s.stale.Message != tc.message || s.stale.Reason != cxv1.CollectorUnavailableReason || s.stale.ObservedGeneration != 2):
+			case tc.message != "" && (s.stale == nil || s.stale.Message != tc.message || s.stale.Reason != cmp.Or(tc.reason, cxv1.CollectorUnavailableReason) || s.stale.ObservedGeneration != 2):
 				t.Errorf("Stale %+v, want message %q", s.stale, tc.message)
 			}
 			if tc.read {
@@ -148,21 +170,159 @@ cxop_collector_last_answer_timestamp_seconds{namespace="shop"} 1.8e+09
 	}
 }
 
+// TestKeptDelivery: while the collector cannot answer and the numbers are
+// kept, a failure its last answer reported (Gone, parked messages) stands
+// rather than going Unknown, and what the manager checks itself is never
+// replaced by the condition as read.
 func TestKeptDelivery(t *testing.T) {
 	gone := metav1.Condition{Type: cxv1.DeliveringCondition, Status: metav1.ConditionFalse, Reason: cxv1.WebhookGoneReason, Message: "410"}
+	failing := metav1.Condition{Type: cxv1.DeliveringCondition, Status: metav1.ConditionFalse, Reason: cxv1.WebhookFailingReason, Message: "parked"}
+	wasDelivering := metav1.Condition{Type: cxv1.DeliveringCondition, Status: metav1.ConditionTrue, Reason: cxv1.DeliveringReason}
+	wasInsecure := metav1.Condition{Type: cxv1.DeliveringCondition, Status: metav1.ConditionFalse, Reason: cxv1.InsecureWebhookReason}
+	unknown := &metav1.Condition{Type: cxv1.DeliveringCondition, Status: metav1.ConditionUnknown, Reason: cxv1.CollectorUnavailableReason}
 	delivering := &metav1.Condition{Type: cxv1.DeliveringCondition, Status: metav1.ConditionTrue, Reason: cxv1.DeliveringReason}
 	keyMissing := &metav1.Condition{Type: cxv1.DeliveringCondition, Status: metav1.ConditionFalse, Reason: cxv1.WebhookKeyMissingReason}
+	insecure := &metav1.Condition{Type: cxv1.DeliveringCondition, Status: metav1.ConditionFalse, Reason: cxv1.InsecureWebhookReason}
 	kept, live := staleness{keep: true}, staleness{}
-	if c := kept.keptDelivery(delivering, []metav1.Condition{gone}); c.Reason != cxv1.WebhookGoneReason {
-		t.Errorf("while stale, a Gone webhook reads %s", c.Reason)
-	}
-	if c := kept.keptDelivery(keyMissing, []metav1.Condition{gone}); c.Reason != cxv1.WebhookKeyMissingReason {
-		t.Errorf("while stale, a missing key reads %s", c.Reason)
-	}
-	if c := live.keptDelivery(delivering, []metav1.Condition{gone}); c.Reason != cxv1.DeliveringReason {
-		t.Errorf("with a live answer, the webhook reads %s", c.Reason)
+	for _, tc := range []struct {
+		name   string
+		s      staleness
+		now    *metav1.Condition
+		before []metav1.Condition
+		want   string
+	}{
+		{"a Gone webhook stays Gone while stale", kept, unknown, []metav1.Condition{gone}, cxv1.WebhookGoneReason},
+		{"parked messages stay parked while stale", kept, unknown, []metav1.Condition{failing}, cxv1.WebhookFailingReason},
+		{"a delivering webhook is not claimed delivering while stale", kept, unknown, []metav1.Condition{wasDelivering}, cxv1.CollectorUnavailableReason},
+		{"a failure the manager decides is not kept", kept, unknown, []metav1.Condition{wasInsecure}, cxv1.CollectorUnavailableReason},
+		{"no Delivering before", kept, unknown, nil, cxv1.CollectorUnavailableReason},
+		{"a missing key is decided anew", kept, keyMissing, []metav1.Condition{gone}, cxv1.WebhookKeyMissingReason},
+		{"an http webhook is decided anew", kept, insecure, []metav1.Condition{gone}, cxv1.InsecureWebhookReason},
+		{"numbers not kept: Unknown", live, unknown, []metav1.Condition{gone}, cxv1.CollectorUnavailableReason},
+		{"a live answer wins", live, delivering, []metav1.Condition{gone}, cxv1.DeliveringReason},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if c := tc.s.keptDelivery(tc.now, tc.before); c == nil || c.Reason != tc.want {
+				t.Errorf("Delivering %+v, want reason %s", c, tc.want)
+			}
+		})
 	}
 	if c := kept.keptDelivery(nil, []metav1.Condition{gone}); c != nil {
 		t.Errorf("no delivery webhook, yet %+v", c)
+	}
+}
+
+// TestKeptDeliveryThroughSurveyStatus: the Survey's status while its
+// collector is down keeps the Gone reason it last reported, and an http
+// webhook under https-only collectors still reads InsecureWebhook: a kept
+// condition never skips the manager's own check.
+func TestKeptDeliveryThroughSurveyStatus(t *testing.T) {
+	down := readiness{collectorReason: cxv1.CollectorUnavailableReason, collector: "down"}
+	gone := metav1.Condition{Type: cxv1.DeliveringCondition, Status: metav1.ConditionFalse, Reason: cxv1.WebhookGoneReason, Message: "410",
+		ObservedGeneration: 1, LastTransitionTime: metav1.Now()}
+	survey := func(url string) *cxv1.Survey {
+		svy := &cxv1.Survey{ObjectMeta: metav1.ObjectMeta{Generation: 1}}
+		svy.Spec.Type = cxv1.SurveyTypeNPS
+		svy.Spec.Delivery = &cxv1.SurveyDelivery{Webhook: &cxv1.WebhookSpec{URL: url}}
+		svy.Status.Conditions = []metav1.Condition{gone}
+		return svy
+	}
+	obs := surveyObservation{readiness: down, servesPages: true, stale: staleness{keep: true}}
+	svy := survey("https://mailer.example.com/cx")
+	setSurveyStatus(svy, obs)
+	if c := meta.FindStatusCondition(svy.Status.Conditions, cxv1.DeliveringCondition); c == nil || c.Status != metav1.ConditionFalse || c.Reason != cxv1.WebhookGoneReason {
+		t.Errorf("stale Delivering %+v, want the last WebhookGone", c)
+	}
+	svy = survey("http://mailer.example.com/cx")
+	setSurveyStatus(svy, obs)
+	if c := meta.FindStatusCondition(svy.Status.Conditions, cxv1.DeliveringCondition); c == nil || c.Status != metav1.ConditionFalse || c.Reason != cxv1.InsecureWebhookReason {
+		t.Errorf("stale Delivering of an http webhook %+v, want InsecureWebhook", c)
+	}
+}
+
+// urlRuntime is a collector runtime that only knows its collector's URL.
+type urlRuntime struct {
+	CollectorRuntime
+	url string
+}
+
+func (r urlRuntime) URL(string) string { return r.url }
+
+// TestLastAnswerMovesOnlyWhenTheCollectorAnswers: an answer served from
+// the status source's cache is no news from the collector, so
+// cxop_collector_last_answer_timestamp_seconds stays at the time the
+// collector last really answered, and a failed request leaves it too.
+func TestLastAnswerMovesOnlyWhenTheCollectorAnswers(t *testing.T) {
+	const ns = "last-answer"
+	var requests atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		if r.URL.Query().Has("touchpoint") {
+			_, _ = w.Write([]byte(`{"interactions":1}`))
+			return
+		}
+		_, _ = w.Write([]byte(`{"touchpoints":{"chat":{"interactions":1}},"surveys":{}}`))
+	}))
+	defer srv.Close()
+	token := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: ReadTokenSecretName}, Data: map[string][]byte{TokenKey: []byte("read")}}
+	s := NewStatusSource(fake.NewClientBuilder().WithObjects(token).Build(), urlRuntime{url: srv.URL}, time.Hour)
+
+	clock := time.Unix(1_800_000_000, 0)
+	collectorStates.mu.Lock()
+	collectorStates.now = func() time.Time { return clock }
+	collectorStates.mu.Unlock()
+	t.Cleanup(func() {
+		collectorStates.mu.Lock()
+		collectorStates.now = time.Now
+		collectorStates.mu.Unlock()
+		forgetCollectorMetrics(ns)
+	})
+	gauges := func() (up, last float64) {
+		t.Helper()
+		collectorStates.mu.RLock()
+		defer collectorStates.mu.RUnlock()
+		st, ok := collectorStates.byNamespace[ns]
+		if !ok {
+			t.Fatal("no collector series")
+		}
+		if st.up {
+			up = 1
+		}
+		return up, float64(st.lastAnswer.Unix())
+	}
+	ctx := context.Background()
+
+	if _, err := s.all(ctx, ns, "1h", nil); err != nil {
+		t.Fatal(err)
+	}
+	if up, last := gauges(); up != 1 || last != 1_800_000_000 {
+		t.Fatalf("after an answer: up %v, last answer %v", up, last)
+	}
+	clock = clock.Add(time.Minute)
+	if _, err := s.all(ctx, ns, "1h", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.touchpoints(ctx, ns, "1h", []string{"chat"}); err != nil {
+		t.Fatal(err)
+	}
+	if n := requests.Load(); n != 2 {
+		t.Fatalf("%d requests, want the summary once and the touchpoints once", n)
+	}
+	clock = clock.Add(time.Minute)
+	if _, err := s.all(ctx, ns, "1h", nil); err != nil {
+		t.Fatal(err)
+	}
+	if up, last := gauges(); up != 1 || last != 1_800_000_060 {
+		t.Errorf("after cache hits: up %v, last answer %v, want the time of the last request (1800000060)", up, last)
+	}
+
+	srv.Close()
+	s.API.Forget(srv.URL)
+	clock = clock.Add(time.Minute)
+	if _, err := s.all(ctx, ns, "1h", nil); !collectorapi.IsUnavailable(err) {
+		t.Fatalf("closed collector: %v", err)
+	}
+	if up, last := gauges(); up != 0 || last != 1_800_000_060 {
+		t.Errorf("after a failed request: up %v, last answer %v", up, last)
 	}
 }

@@ -1,7 +1,6 @@
 package controllers
 
 import (
-	"context"
 	"fmt"
 	"sort"
 	"strings"
@@ -237,21 +236,4 @@ func recordReadyTransition(rec events.EventRecorder, obj client.Object, before, 
 		eventType = corev1.EventTypeNormal
 	}
 	rec.Eventf(obj, nil, eventType, c.Reason, reconcileAction, "%s", c.Message)
-}
-
-// patchStatus writes obj's status with one merge patch against orig, and
-// only when it changed, so an idle object costs no write.
-func patchStatus(ctx context.Context, c client.Client, orig, obj client.Object) error {
-	patch := client.MergeFrom(orig)
-	data, err := patch.Data(obj)
-	if err != nil {
-		return fmt.Errorf("compute status patch: %w", err)
-	}
-	if string(data) == "{}" {
-		return nil
-	}
-	if err := c.Status().Patch(ctx, obj, patch); err != nil {
-		return fmt.Errorf("patch status: %w", err)
-	}
-	return nil
 }

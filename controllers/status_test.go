@@ -261,7 +261,7 @@ func TestDeliveryCondition(t *testing.T) {
 			&metav1.Condition{Status: metav1.ConditionFalse, Reason: cxv1.WebhookFailingReason}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := deliveryCondition(tc.svy, tc.summary, tc.keyMissing, tc.hasPage)
+			got := deliveryCondition(tc.svy, surveyObservation{summary: tc.summary, keyMissing: tc.keyMissing, servesPages: tc.hasPage})
 			if (got == nil) != (tc.want == nil) {
 				t.Fatalf("deliveryCondition = %+v, want %+v", got, tc.want)
 			}

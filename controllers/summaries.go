@@ -115,8 +115,12 @@ func (s *StatusSource) collectorFailure(namespace string) (failure, bool) {
 func NewStatusSource(reader client.Reader, rt CollectorRuntime, interval time.Duration) *StatusSource {
 	// Answers are reused for a fraction of the interval: every object of a
 	// namespace refreshed in one pass shares one request per window.
+	api := collectorapi.New(interval / 3)
+	// Only a request the collector answered moves its metrics, never an
+	// answer served from the cache.
+	api.OnFetch = func(t collectorapi.Target, err error) { collectorAnswered(t.Namespace, err) }
 	return &StatusSource{
-		Reader: reader, Runtime: rt, API: collectorapi.New(interval / 3),
+		Reader: reader, Runtime: rt, API: api,
 		Interval: interval, RetryInterval: 5 * time.Second, readings: newReadings(time.Now()),
 	}
 }
@@ -153,7 +157,7 @@ func (s *StatusSource) target(ctx context.Context, namespace string) (collectora
 	if err != nil {
 		return collectorapi.Target{}, fmt.Errorf("get secret %s/%s: %w", namespace, ReadTokenSecretName, err)
 	}
-	return collectorapi.Target{BaseURL: url, Token: string(sec.Data[TokenKey])}, nil
+	return collectorapi.Target{BaseURL: url, Token: string(sec.Data[TokenKey]), Namespace: namespace}, nil
 }
 
 // all returns the summary of every touchpoint and survey of namespace over
@@ -164,9 +168,7 @@ func (s *StatusSource) all(ctx context.Context, namespace string, window cxv1.Du
 	if err != nil {
 		return nil, err
 	}
-	all, err := s.API.All(ctx, t, string(window), has)
-	collectorAnswered(namespace, err)
-	return all, err
+	return s.API.All(ctx, t, string(window), has)
 }
 
 // summaryOf returns one object's summary over window, picked from its
@@ -196,9 +198,7 @@ func (s *StatusSource) touchpoints(ctx context.Context, namespace string, window
 	if err != nil {
 		return nil, err
 	}
-	sum, err := s.API.Touchpoints(ctx, t, string(window), names)
-	collectorAnswered(namespace, err)
-	return sum, err
+	return s.API.Touchpoints(ctx, t, string(window), names)
 }
 
 // collectorStep records a failed read of the collector's numbers (what

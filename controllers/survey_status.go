@@ -39,7 +39,7 @@ func setSurveyStatus(svy *cxv1.Survey, obs surveyObservation) {
 	// keptDelivery reads Delivering as read, before anything below changes
 	// the conditions, and may return it: a copy is what is set.
 	var delivering *metav1.Condition
-	if c := obs.stale.keptDelivery(deliveryCondition(svy, obs.summary, obs.keyMissing, obs.servesPages), svy.Status.Conditions); c != nil {
+	if c := obs.stale.keptDelivery(deliveryCondition(svy, obs), svy.Status.Conditions); c != nil {
 		copied := *c
 		delivering = &copied
 	}
@@ -48,7 +48,6 @@ func setSurveyStatus(svy *cxv1.Survey, obs surveyObservation) {
 	svy.Status.ObservedGeneration = svy.Generation
 	svy.Status.LastScheduleTime, svy.Status.NextScheduleTime = obs.lastSchedule, scheduleStatus(svy, obs.now)
 	if c := delivering; c != nil {
-		refuseInsecureWebhooks(c, svy, obs.allowsHTTPWebhooks)
 		meta.SetStatusCondition(&svy.Status.Conditions, *c)
 	} else {
 		meta.RemoveStatusCondition(&svy.Status.Conditions, cxv1.DeliveringCondition)
@@ -113,21 +112,28 @@ func setInvitationStatus(svy *cxv1.Survey, inv *collectorapi.InvitationSummary) 
 	}
 }
 
-// deliveryCondition says whether a survey's invitations can be delivered;
-// keyMissing names a webhook secretRef that does not resolve. A survey
-// without a delivery webhook has no such condition.
-func deliveryCondition(svy *cxv1.Survey, summary *collectorapi.SurveySummary, keyMissing string, hasPage bool) *metav1.Condition {
+// deliveryCondition says whether a survey's invitations can be delivered,
+// from what obs found. A survey without a delivery webhook has no such
+// condition. What the manager knows by itself (no survey page, a signing
+// key missing, a webhook collectors will not send to over http) comes
+// before what only the collector's answer tells, so it shows whether or not
+// the collector answers.
+func deliveryCondition(svy *cxv1.Survey, obs surveyObservation) *metav1.Condition {
 	if deliveryWebhook(svy) == nil {
 		return nil
 	}
+	summary := obs.summary
 	c := &metav1.Condition{Type: cxv1.DeliveringCondition, Status: metav1.ConditionTrue, ObservedGeneration: svy.Generation,
 		Reason: cxv1.DeliveringReason, Message: "Invitations are delivered to spec.delivery.webhook.url"}
+	insecure := insecureWebhooks(svy, obs.allowsHTTPWebhooks)
 	switch {
-	case !hasPage:
+	case !obs.servesPages:
 		c.Status, c.Reason = metav1.ConditionFalse, cxv1.NoSurveyPageReason
 		c.Message = "The manager runs without --survey-page-url, so invitations have no link and none are made"
-	case keyMissing != "":
-		c.Status, c.Reason, c.Message = metav1.ConditionFalse, cxv1.WebhookKeyMissingReason, keyMissing+"; invitations wait in the collector's outbox"
+	case obs.keyMissing != "":
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, cxv1.WebhookKeyMissingReason, obs.keyMissing+"; invitations wait in the collector's outbox"
+	case insecure != "":
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, cxv1.InsecureWebhookReason, insecure
 	case summary == nil:
 		// Not asked, or no answer: True would claim more than is known.
 		c.Status, c.Reason = metav1.ConditionUnknown, cxv1.CollectorUnavailableReason

@@ -4,19 +4,16 @@ import (
 	"net/url"
 	"strings"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
 )
 
-// refuseInsecureWebhooks turns a Delivering=True condition False when a
-// webhook of the Survey is plain http and collectors send over https only:
-// the collector leaves such a webhook out and its messages wait, which
-// status must not show as delivering. A condition already False for
-// another reason keeps it.
-func refuseInsecureWebhooks(c *metav1.Condition, svy *cxv1.Survey, allowHTTP bool) {
-	if allowHTTP || c.Status != metav1.ConditionTrue {
-		return
+// insecureWebhooks explains why collectors will not send to the Survey's
+// webhooks, or returns "": a plain-http webhook under https-only collectors
+// is left out of their config and its messages wait, which status must not
+// show as delivering.
+func insecureWebhooks(svy *cxv1.Survey, allowHTTP bool) string {
+	if allowHTTP {
+		return ""
 	}
 	var fields []string
 	for _, h := range []struct {
@@ -31,10 +28,9 @@ func refuseInsecureWebhooks(c *metav1.Condition, svy *cxv1.Survey, allowHTTP boo
 		}
 	}
 	if len(fields) == 0 {
-		return
+		return ""
 	}
-	c.Status, c.Reason = metav1.ConditionFalse, cxv1.InsecureWebhookReason
-	c.Message = strings.Join(fields, " and ") + ": plain http, and collectors send webhooks over https only " +
+	return strings.Join(fields, " and ") + ": plain http, and collectors send webhooks over https only " +
 		"(the manager's --allow-insecure-webhooks, chart surveys.allowInsecureWebhooks, permits http); " +
 		"its messages wait in the collector's outbox"
 }

@@ -30,7 +30,8 @@ const (
 	// (reason WebhookGone), the signing key is missing (reason
 	// WebhookKeyMissing), or messages ran out of retries and are parked
 	// (reason WebhookFailing). It is Unknown (reason CollectorUnavailable)
-	// while the collector cannot be asked.
+	// while the collector cannot be asked, except that a WebhookGone or
+	// WebhookFailing its last answer reported stands, marked by Stale.
 	DeliveringCondition = "Delivering"
 )
 

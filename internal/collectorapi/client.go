@@ -26,6 +26,11 @@ type Client struct {
 	ttl   time.Duration
 	now   func() time.Time
 	group singleflight.Group
+	// OnFetch, when set, is told the outcome of every request the client
+	// sends (err nil: the collector answered), and of nothing served from
+	// the cache: what it records moves only when the collector really
+	// answered. Set it before the first request.
+	OnFetch func(t Target, err error)
 
 	mu    sync.Mutex
 	cache map[string]entry
@@ -58,6 +63,8 @@ func New(ttl time.Duration) *Client {
 type Target struct {
 	BaseURL string
 	Token   string
+	// Namespace is the collector's, for OnFetch; it is not sent.
+	Namespace string
 }
 
 // All returns the summary of every touchpoint and survey over window. The
@@ -169,6 +176,9 @@ func (c *Client) get(ctx context.Context, t Target, q url.Values, newValue func(
 				}
 			}
 			e.at = c.now()
+			if c.OnFetch != nil {
+				c.OnFetch(t, e.err)
+			}
 			c.mu.Lock()
 			c.cache[key] = e
 			c.pruneLocked(e.at)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -169,5 +170,36 @@ func TestDropsExpiredAnswers(t *testing.T) {
 	c.mu.Unlock()
 	if n > 2 {
 		t.Errorf("%d answers cached after 100 one-off windows a minute apart, want at most 2", n)
+	}
+}
+
+// TestOnFetchHearsRequestsNotCacheHits: OnFetch is told each request the
+// client sends, with its namespace and outcome, and nothing of the answers
+// served from the cache.
+func TestOnFetchHearsRequestsNotCacheHits(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte(`{"touchpoints":{},"surveys":{}}`))
+	}))
+	defer srv.Close()
+	var mu sync.Mutex
+	var heard []string
+	c := New(time.Minute)
+	c.OnFetch = func(t Target, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		heard = append(heard, fmt.Sprintf("%s %v", t.Namespace, err))
+	}
+	target := Target{BaseURL: srv.URL, Token: "read", Namespace: "shop"}
+	for range 5 {
+		if _, err := c.All(context.Background(), target, "1h", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv.Close()
+	if _, err := c.All(context.Background(), target, "2h", nil); !IsUnavailable(err) {
+		t.Fatalf("closed server: %v", err)
+	}
+	if len(heard) != 2 || heard[0] != "shop <nil>" || !strings.HasPrefix(heard[1], "shop the collector did not answer") {
+		t.Errorf("OnFetch heard %q, want one answer and one failure", heard)
 	}
 }
