@@ -601,4 +601,5 @@ func (s *Server) prune() {
 	if n > 0 {
 		s.log.Info("pruned records past retention", "records", n)
 	}
+	s.pruneErasures()
 }

@@ -27,6 +27,8 @@ type Config struct {
 	Surveys     []SurveyConfig     `json:"surveys,omitempty"`
 	// ReadTokenSHA256, when set, protects /v1/summary and /v1/export.
 	ReadTokenSHA256 []string `json:"readTokenSHA256,omitempty"`
+	// CustomerDataTokenSHA256 are the tokens that may list and erase one customer's data and read the erasure audit log.
+	CustomerDataTokenSHA256 []string `json:"customerDataTokenSHA256,omitempty"`
 	// Retention is how long records are kept (Prometheus duration).
 	Retention string `json:"retention,omitempty"`
 	// PageURL is the base URL of this collector's hosted survey page as
@@ -101,6 +103,9 @@ type settings struct {
 	readTokens  [][]byte
 	retention   time.Duration
 	pageURL     string
+
+	// customerDataTokens may list and erase customers (customers.go).
+	customerDataTokens [][]byte
 }
 
 type touchpointSettings struct {
@@ -139,6 +144,9 @@ func parseConfig(data []byte) (*settings, error) {
 	}
 	var err error
 	if s.readTokens, err = parseHashes("readTokenSHA256", c.ReadTokenSHA256); err != nil {
+		return nil, err
+	}
+	if s.customerDataTokens, err = parseHashes("customerDataTokenSHA256", c.CustomerDataTokenSHA256); err != nil {
 		return nil, err
 	}
 	for i, tp := range c.Touchpoints {

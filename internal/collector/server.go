@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -54,6 +55,8 @@ type Server struct {
 	// roomPoll is the first wait of a read-only store for room to write;
 	// 0 is 5s. Tests shorten it.
 	roomPoll time.Duration
+	// erasing serialises erasures (customers.go).
+	erasing sync.Mutex
 }
 
 // NewServer returns a server with a validated config and no store yet.
@@ -87,6 +90,7 @@ func (s *Server) apiHandler(withPage bool) http.Handler {
 	}
 	mux.HandleFunc("POST /v1/followups/{id}", s.followUp)
 	mux.HandleFunc("POST /v1/waves", s.wave)
+	s.customerRoutes(mux)
 	return mux
 }
 

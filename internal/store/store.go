@@ -194,6 +194,12 @@ type Store struct {
 	// commit that may never come (a write stalled behind memtables that
 	// cannot flush) are answered with it.
 	failedCh chan struct{}
+	// Compactions after erasures and the audit log's hash key (erase.go).
+	compactMu      sync.Mutex
+	compactSpans   []keySpan
+	compactRunning bool
+	compactIdle    []chan struct{}
+	hashKey        []byte
 }
 
 // Open opens or creates the store, loads the last checkpoint and replays
@@ -309,6 +315,9 @@ func PebbleOptions(cacheBytes int64) *pebble.Options {
 		MemTableStopWritesThreshold: 2,
 		BytesPerSync:                1 << 20,
 		WALBytesPerSync:             1 << 20,
+		// A recycled write-ahead log keeps old records past where it is
+		// overwritten; an erased customer's must not stay (erase.go).
+		Cleaner: noRecycleCleaner{},
 	}
 	po.Cache = pebble.NewCache(cacheBytes + int64(po.MemTableStopWritesThreshold)*memTableBytes)
 	// Every record costs an idempotency lookup; with the bloom filters and

@@ -1,0 +1,338 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/cxop-dev/cxop/internal/customerdata"
+	"github.com/cxop-dev/cxop/internal/rollup"
+)
+
+// The store is one customerdata.Holder (the raw records) and keeps the
+// audit log of erasures.
+var (
+	_ customerdata.Holder   = (*Store)(nil)
+	_ customerdata.AuditLog = (*Store)(nil)
+)
+
+// eraseBatch bounds the deletions one batch carries: an erasure of a
+// customer with a million records holds one batch of this size at a time.
+const eraseBatch = 1000
+
+// prefixErasure keys the audit log: 'e' time(8) random(8) -> Erasure.
+const prefixErasure = 'e'
+
+// keyErasureHashKey holds the random key the audit log hashes customer ids
+// with.
+var keyErasureHashKey = []byte("m/erasure-hash-key")
+
+// customerOf returns the customer a record's JSON names. Records carry a
+// 64-bit hash of the customer, which selects candidates; the id in the
+// JSON decides, so that a hash collision never erases another customer.
+func customerOf(js []byte) (string, error) {
+	var v struct {
+		Customer string `json:"customer"`
+	}
+	if err := json.Unmarshal(js, &v); err != nil {
+		return "", err
+	}
+	return v.Customer, nil
+}
+
+func (r *Record) customerHash() uint64 {
+	if r.Kind == rollup.KindSurvey {
+		return r.Response.CustomerHash
+	}
+	return r.Event.CustomerHash
+}
+
+// customerRecords calls fn with every record of customer stored when it
+// starts, in order. There is no index by customer: the walk reads every
+// record's header (docs/design-notes.md, "Erasure by customer").
+func (s *Store) customerRecords(ctx context.Context, customer string, fn func(key []byte, r *Record) error) error {
+	h := xxhash.Sum64String(customer)
+	n := 0
+	return s.scanRecords(0, func(_ uint64, key []byte, r *Record) error {
+		if n++; n%4096 == 0 && ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if r.customerHash() != h {
+			return nil
+		}
+		c, err := customerOf(r.JSON)
+		if err != nil {
+			return fmt.Errorf("stored record at key %x: %w", key, err)
+		}
+		if c != customer {
+			return nil
+		}
+		return fn(key, r)
+	})
+}
+
+func kindName(k rollup.Kind) string {
+	if k == rollup.KindSurvey {
+		return customerdata.Responses
+	}
+	return customerdata.Events
+}
+
+// ListCustomer calls fn with the JSON of every record of customer, as
+// exported, kind "events" or "responses".
+func (s *Store) ListCustomer(ctx context.Context, customer string, fn func(kind string, item json.RawMessage) error) error {
+	return s.customerRecords(ctx, customer, func(_ []byte, r *Record) error { return fn(kindName(r.Kind), r.JSON) })
+}
+
+// EraseCustomer deletes every record of customer stored when it starts,
+// with its idempotency key, in batches of eraseBatch; the last batch is
+// synced, which makes the earlier ones durable too, before it returns.
+// Records committed while it runs may remain. The rollups keep what the
+// records added to them: counts and sketches of hashed ids, no personal
+// data. It returns the deleted records by kind and schedules the
+// compaction that removes their bytes from disk (CompactErased).
+func (s *Store) EraseCustomer(ctx context.Context, customer string) (customerdata.Counts, error) {
+	counts := customerdata.Counts{}
+	if err := s.Err(); err != nil {
+		return counts, fmt.Errorf("erase: %w", err)
+	}
+	b := s.db.NewBatch()
+	defer func() { _ = b.Close() }()
+	var idk []byte
+	var span keySpan
+	err := s.customerRecords(ctx, customer, func(key []byte, r *Record) error {
+		idk = idKey(idk, r.Kind, r.Subject, r.ID)
+		_ = b.Delete(idk, nil)
+		_ = b.Delete(key, nil)
+		span.add(key)
+		span.add(idk)
+		counts[kindName(r.Kind)]++
+		if b.Count() < 2*eraseBatch {
+			return nil
+		}
+		if err := b.Commit(pebble.NoSync); err != nil {
+			return err
+		}
+		b.Reset()
+		return nil
+	})
+	if err != nil {
+		return counts, fmt.Errorf("erase records: %w", err)
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return counts, fmt.Errorf("erase records: %w", err)
+	}
+	if counts.Total() > 0 {
+		s.CompactErased(span.start, span.end)
+	}
+	return counts, nil
+}
+
+// keySpan is the smallest span holding the keys added.
+type keySpan struct{ start, end []byte }
+
+func (k *keySpan) add(key []byte) {
+	if k.start == nil || bytes.Compare(key, k.start) < 0 {
+		k.start = append(k.start[:0], key...)
+	}
+	if k.end == nil || bytes.Compare(key, k.end) >= 0 {
+		k.end = append(append(k.end[:0], key...), 0) // exclusive
+	}
+}
+
+// CompactErased schedules a compaction of the keys from start up to end,
+// where an erasure left tombstones: Pebble keeps a deleted value in its
+// table files until a compaction drops it. One compaction runs at a time
+// in the background; spans scheduled meanwhile are compacted together
+// after it. Before compacting, the memtable is flushed, so the write-ahead
+// log that held the deleted values becomes obsolete and is deleted (the
+// store never recycles one, PebbleOptions).
+func (s *Store) CompactErased(start, end []byte) {
+	s.compactMu.Lock()
+	s.compactSpans = append(s.compactSpans, keySpan{start: bytes.Clone(start), end: bytes.Clone(end)})
+	if s.compactRunning {
+		s.compactMu.Unlock()
+		return
+	}
+	s.compactRunning = true
+	s.compactMu.Unlock()
+	go s.compactLoop()
+}
+
+// compactLoop compacts the scheduled spans until none is left.
+func (s *Store) compactLoop() {
+	for {
+		s.compactMu.Lock()
+		spans := s.compactSpans
+		s.compactSpans = nil
+		if len(spans) == 0 {
+			s.compactRunning = false
+			done := s.compactIdle
+			s.compactIdle = nil
+			s.compactMu.Unlock()
+			for _, c := range done {
+				close(c)
+			}
+			return
+		}
+		s.compactMu.Unlock()
+		start := time.Now()
+		if err := s.compactSpansNow(spans); err != nil {
+			s.opts.Logger.Error("compact after an erasure: the erased values stay on disk until a later compaction", "err", err)
+			continue
+		}
+		s.opts.Logger.Info("compacted after an erasure", "spans", len(spans), "took", time.Since(start).Round(time.Millisecond))
+	}
+}
+
+func (s *Store) compactSpansNow(spans []keySpan) error {
+	s.readers.RLock()
+	defer s.readers.RUnlock()
+	if s.dbClosed {
+		return ErrClosed
+	}
+	if s.Err() != nil {
+		return s.Err()
+	}
+	if err := s.db.Flush(); err != nil {
+		return fmt.Errorf("flush: %w", err)
+	}
+	for _, sp := range spans {
+		if err := s.db.Compact(context.Background(), sp.start, sp.end, true); err != nil {
+			return fmt.Errorf("compact keys %x up to %x: %w", sp.start, sp.end, err)
+		}
+	}
+	return nil
+}
+
+// CompactionsIdle returns a channel closed once no compaction scheduled
+// by CompactErased is pending or running (at once when none is).
+func (s *Store) CompactionsIdle() <-chan struct{} {
+	c := make(chan struct{})
+	s.compactMu.Lock()
+	defer s.compactMu.Unlock()
+	if !s.compactRunning {
+		close(c)
+		return c
+	}
+	s.compactIdle = append(s.compactIdle, c)
+	return c
+}
+
+// CustomerHash is the hash an erasure of customer is logged under:
+// HMAC-SHA256 with a random key made on first use and kept in the store.
+func (s *Store) CustomerHash(customer string) (string, error) {
+	key, err := s.erasureHashKey()
+	if err != nil {
+		return "", err
+	}
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(customer))
+	return hex.EncodeToString(m.Sum(nil)), nil
+}
+
+func (s *Store) erasureHashKey() ([]byte, error) {
+	s.compactMu.Lock()
+	defer s.compactMu.Unlock()
+	if s.hashKey != nil {
+		return s.hashKey, nil
+	}
+	v, closer, err := s.db.Get(keyErasureHashKey)
+	switch {
+	case err == nil:
+		s.hashKey = bytes.Clone(v)
+		_ = closer.Close()
+		return s.hashKey, nil
+	case !errors.Is(err, pebble.ErrNotFound):
+		return nil, fmt.Errorf("read the audit log's hash key: %w", err)
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, err
+	}
+	if err := s.db.Set(keyErasureHashKey, key, pebble.Sync); err != nil {
+		return nil, fmt.Errorf("store the audit log's hash key: %w", err)
+	}
+	s.hashKey = key
+	return key, nil
+}
+
+func erasureKey(t time.Time) []byte {
+	k := binary.BigEndian.AppendUint64([]byte{prefixErasure}, uint64(max(t.UnixNano(), 0)))
+	var r [8]byte
+	_, _ = rand.Read(r[:])
+	return append(k, r[:]...)
+}
+
+// AppendErasure records an erasure in the audit log, synced.
+func (s *Store) AppendErasure(e customerdata.Erasure) error {
+	v, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	if err := s.db.Set(erasureKey(e.Time), v, pebble.Sync); err != nil {
+		return fmt.Errorf("audit log: %w", err)
+	}
+	return nil
+}
+
+// Erasures calls fn with the audit log's entries from since on, oldest
+// first.
+func (s *Store) Erasures(since time.Time, fn func(customerdata.Erasure) error) error {
+	s.readers.RLock()
+	defer s.readers.RUnlock()
+	if s.dbClosed {
+		return ErrClosed
+	}
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: binary.BigEndian.AppendUint64([]byte{prefixErasure}, uint64(max(since.UnixNano(), 0))), UpperBound: []byte{prefixErasure + 1}})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = it.Close() }()
+	for it.First(); it.Valid(); it.Next() {
+		var e customerdata.Erasure
+		if err := json.Unmarshal(it.Value(), &e); err != nil {
+			return fmt.Errorf("audit log entry %x: %w", it.Key(), err)
+		}
+		if err := fn(e); err != nil {
+			return err
+		}
+	}
+	return it.Error()
+}
+
+// PruneErasures deletes the audit log's entries from before cutoff.
+func (s *Store) PruneErasures(cutoff time.Time) error {
+	if err := s.Err(); err != nil {
+		return err
+	}
+	return s.db.DeleteRange([]byte{prefixErasure}, binary.BigEndian.AppendUint64([]byte{prefixErasure}, uint64(max(cutoff.UnixNano(), 0))), pebble.Sync)
+}
+
+// noRecycleCleaner deletes obsolete files, as Pebble's default cleaner
+// does, and stops Pebble from recycling write-ahead logs. A recycled log
+// is renamed and overwritten from its start, so the records of its earlier
+// life stay in it past where the new ones end, for as long as it lives;
+// Pebble recycles no log when the cleaner needs the files' contents, which
+// the nested ArchiveCleaner declares (its Clean is shadowed by
+// DeleteCleaner's). The cost is a new log file per memtable (64 MiB of
+// writes), docs/design-notes.md.
+type noRecycleCleaner struct {
+	pebble.DeleteCleaner
+	needsContents
+}
+
+type needsContents struct{ pebble.ArchiveCleaner }
+
+var _ pebble.Cleaner = noRecycleCleaner{}

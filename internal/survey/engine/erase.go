@@ -1,0 +1,214 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/cxop-dev/cxop/internal/customerdata"
+)
+
+// The engine is one customerdata.Holder: everything it keeps about a
+// customer is found by walking its queues and decoding each entry, since
+// its keys are by time, survey or invitation, not by customer. What it
+// keeps besides holds no personal data and stays on erasure: counters per
+// survey and day (prefixCount), the closed loop's counters (prefixLoop),
+// rate-limit counts (prefixRate), wave markers (prefixWave: survey and
+// wave id, when taken), webhook records (prefixGone, prefixFailing) and
+// the cursor.
+var _ customerdata.Holder = (*Engine)(nil)
+
+// eraseBatch bounds the deletions of one batch of an erasure.
+const eraseBatch = 1000
+
+// KeySpan is where the engine's keys lie in the database it shares with
+// the store, for a compaction after an erasure.
+func KeySpan() (start, end []byte) { return []byte("s/"), []byte("s0") }
+
+// customerQueue is one kind of entry that may name a customer.
+type customerQueue struct {
+	kind   string
+	prefix string
+	// customer decodes an entry's customer and its JSON for an access
+	// request.
+	decode func(value []byte) (customer string, item any, err error)
+}
+
+func decodeJSON[T any](customerOf func(*T) string) func([]byte) (string, any, error) {
+	return func(v []byte) (string, any, error) {
+		var x T
+		if err := json.Unmarshal(v, &x); err != nil {
+			return "", nil, err
+		}
+		return customerOf(&x), &x, nil
+	}
+}
+
+// messageView is a message as an access request shows it: its body as
+// the JSON the webhook receives, not base64.
+type messageView struct {
+	message
+	Body json.RawMessage `json:"body"`
+}
+
+func decodeMessage(v []byte) (string, any, error) {
+	var m message
+	if err := json.Unmarshal(v, &m); err != nil {
+		return "", nil, err
+	}
+	var body struct {
+		Customer string `json:"customer"`
+	}
+	if err := json.Unmarshal(m.Body, &body); err != nil {
+		return "", nil, fmt.Errorf("message %s: body: %w", m.ID, err)
+	}
+	return body.Customer, messageView{message: m, Body: m.Body}, nil
+}
+
+var customerQueues = []customerQueue{
+	{customerdata.DueEntries, prefixDue, decodeJSON(func(p *pending) string { return p.Customer })},
+	{customerdata.Invitations, prefixInv, decodeJSON(func(i *Invitation) string { return i.Customer })},
+	{customerdata.Outbox, prefixOut, decodeMessage},
+	{customerdata.Parked, prefixPark, decodeMessage},
+	{customerdata.Failed, prefixFailed, decodeMessage},
+	{customerdata.Detractors, prefixDet, decodeJSON(func(d *Detractor) string { return d.Customer })},
+}
+
+// walkCustomer calls fn with every entry of q that names customer.
+func (e *Engine) walkCustomer(ctx context.Context, q customerQueue, customer string, fn func(key []byte, item any) error) error {
+	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: []byte(q.prefix), UpperBound: prefixEnd([]byte(q.prefix))})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = it.Close() }()
+	n := 0
+	for it.First(); it.Valid(); it.Next() {
+		if n++; n%4096 == 0 && ctx.Err() != nil {
+			return ctx.Err()
+		}
+		c, item, err := q.decode(it.Value())
+		if err != nil {
+			return fmt.Errorf("%s entry %x: %w", q.kind, it.Key(), err)
+		}
+		if c != customer {
+			continue
+		}
+		if err := fn(it.Key(), item); err != nil {
+			return err
+		}
+	}
+	return it.Error()
+}
+
+// followUpView is a follow-up as an access request shows it.
+type followUpView struct {
+	Survey       string    `json:"survey"`
+	Detractor    string    `json:"detractor"`
+	AnsweredAt   time.Time `json:"answeredAt"`
+	FollowedUpAt time.Time `json:"followedUpAt"`
+}
+
+// contactView is the contact history as an access request shows it.
+type contactView struct {
+	Customer string `json:"customer"`
+	contactHistory
+}
+
+// ListCustomer calls fn with every entry of the engine that names
+// customer: due entries (waves' audience copies among them), invitations
+// with their contact fields, the contact history, outbox, parked and
+// failed messages, detractors and their follow-ups.
+func (e *Engine) ListCustomer(ctx context.Context, customer string, fn func(kind string, item json.RawMessage) error) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	emit := func(kind string, item any) error {
+		js, err := json.Marshal(item)
+		if err != nil {
+			return err
+		}
+		return fn(kind, js)
+	}
+	var ch contactHistory
+	if ok, err := e.getJSON([]byte(prefixContact+customer), &ch); err != nil {
+		return fmt.Errorf("contact history: %w", err)
+	} else if ok {
+		if err := emit(customerdata.ContactHistory, contactView{Customer: customer, contactHistory: ch}); err != nil {
+			return err
+		}
+	}
+	for _, q := range customerQueues {
+		err := e.walkCustomer(ctx, q, customer, func(_ []byte, item any) error {
+			if err := emit(q.kind, item); err != nil {
+				return err
+			}
+			if d, ok := item.(*Detractor); ok && d.FollowedUpAt != nil {
+				return emit(customerdata.FollowUps, followUpView{Survey: d.Survey, Detractor: d.ID, AnsweredAt: d.AnsweredAt, FollowedUpAt: *d.FollowedUpAt})
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// EraseCustomer deletes every entry of the engine that names customer, in
+// batches of eraseBatch, the last one synced. It holds the engine's lock
+// throughout, so no step reads a record of the customer and writes an
+// entry from it meanwhile: erase the records first, then the engine, and
+// nothing made from the records erased comes back. The counters stay:
+// they hold no personal data (a detractor erased stays counted among the
+// survey's detractors and, if followed up, among the followed up).
+func (e *Engine) EraseCustomer(ctx context.Context, customer string) (customerdata.Counts, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	counts := customerdata.Counts{}
+	b := e.db.NewBatch()
+	defer func() { _ = b.Close() }()
+	del := func(key []byte) error {
+		_ = b.Delete(key, nil)
+		if b.Count() < eraseBatch {
+			return nil
+		}
+		if err := b.Commit(pebble.NoSync); err != nil {
+			return err
+		}
+		b.Reset()
+		return nil
+	}
+	contact := []byte(prefixContact + customer)
+	if _, closer, err := e.db.Get(contact); err == nil {
+		_ = closer.Close()
+		counts[customerdata.ContactHistory]++
+		if err := del(contact); err != nil {
+			return counts, err
+		}
+	} else if !errors.Is(err, pebble.ErrNotFound) {
+		return counts, fmt.Errorf("contact history: %w", err)
+	}
+	for _, q := range customerQueues {
+		err := e.walkCustomer(ctx, q, customer, func(key []byte, item any) error {
+			counts[q.kind]++
+			if err := del(key); err != nil {
+				return err
+			}
+			if d, ok := item.(*Detractor); ok && d.FollowedUpAt != nil {
+				counts[customerdata.FollowUps]++
+				return del(followKey(d))
+			}
+			return nil
+		})
+		if err != nil {
+			return counts, fmt.Errorf("erase %s: %w", q.kind, err)
+		}
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return counts, fmt.Errorf("erase: %w", err)
+	}
+	return counts, nil
+}
