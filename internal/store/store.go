@@ -21,6 +21,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/sstable"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -73,6 +74,10 @@ type Options struct {
 	// set it small so that flushes and compactions happen between their
 	// crash points.
 	MemTableBytes int64
+	// Uncompressed writes table blocks without compression, so that a
+	// byte scan of the directory sees every stored value: the erasure
+	// proof (docs/collector.md, "Erasure") scans with it.
+	Uncompressed bool
 }
 
 func (o *Options) defaults() {
@@ -266,6 +271,11 @@ func openStore(opts Options, readOnly string) (*Store, error) {
 		po.MemTableSize = uint64(opts.MemTableBytes)
 	}
 	po.ReadOnly = readOnly != ""
+	if opts.Uncompressed {
+		for i := range po.Levels {
+			po.Levels[i].Compression = func() *sstable.CompressionProfile { return sstable.NoCompression }
+		}
+	}
 	po.Logger = pebbleLogger{opts.Logger}
 	po.EventListener = s.eventListener()
 	defer po.Cache.Unref()
