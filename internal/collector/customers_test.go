@@ -352,3 +352,99 @@ func TestErasedCanaryLeavesNoByteOnDisk(t *testing.T) {
 		t.Errorf("after a restart: %v", after)
 	}
 }
+
+// TestCustomerDataEndpointsTakeTheCustomerDataTokenOnly: no token is 401,
+// an ingest or read token 403 saying which token is needed, a bad id 400
+// naming the field, a customer with nothing stored 404.
+func TestCustomerDataEndpointsTakeTheCustomerDataTokenOnly(t *testing.T) {
+	c := startEngineCollector(t, t.TempDir())
+	if code, body, _ := c.post("/v1/events", chatToken, "", `{"id":"e1","touchpoint":"chat","customer":"alice"}`); code != 200 {
+		t.Fatalf("%d %v", code, body)
+	}
+	for _, path := range []string{"/v1/customers/alice", "/v1/erasures"} {
+		for _, method := range []string{"GET", "DELETE"} {
+			if path == "/v1/erasures" && method == "DELETE" {
+				continue
+			}
+			for _, tc := range []struct {
+				token, want string
+				code        int
+			}{
+				{"", "missing bearer token", 401},
+				{"not-a-token", "unknown bearer token", 401},
+				{readToken, "not an ingest or read token", 403},
+				{chatToken, "customer-data token (customerDataTokenSHA256)", 403},
+				{npsToken, "customer-data token (customerDataTokenSHA256)", 403},
+			} {
+				code, body := c.call(method, path, tc.token)
+				if code != tc.code || !strings.Contains(body, tc.want) {
+					t.Errorf("%s %s with %q: %d %s, want %d and %q", method, path, tc.token, code, body, tc.code, tc.want)
+				}
+			}
+		}
+	}
+	for _, tc := range []struct{ path, want string }{
+		{"/v1/customers/" + strings.Repeat("x", maxCustomerLen+1), `"field":"id","reason":"longer than 256 bytes"`},
+		{"/v1/customers/%FF%FE", `"field":"id","reason":"is not valid UTF-8"`},
+		{"/v1/customers/a%0Ab", `"field":"id","reason":"contains a control character"`},
+	} {
+		for _, method := range []string{"GET", "DELETE"} {
+			if code, body := c.call(method, tc.path, customerToken); code != 400 || !strings.Contains(body, tc.want) {
+				t.Errorf("%s %s: %d %s, want 400 and %s", method, tc.path, code, body, tc.want)
+			}
+		}
+	}
+	if code, body := c.call("GET", "/v1/erasures?since=yesterday", customerToken); code != 400 || !strings.Contains(body, `"field":"since"`) {
+		t.Errorf("since=yesterday: %d %s", code, body)
+	}
+	if code, body := c.call("GET", "/v1/erasures?limit=3", customerToken); code != 400 || !strings.Contains(body, `limit`) {
+		t.Errorf("an unknown parameter: %d %s", code, body)
+	}
+	if code, body := c.call("GET", "/v1/customers/nobody", customerToken); code != 404 || !strings.Contains(body, "nothing is stored about this customer") {
+		t.Errorf("GET a customer with nothing stored: %d %s", code, body)
+	}
+	// An id with a slash, percent-encoded, is one customer.
+	if code, body, _ := c.post("/v1/events", chatToken, "", `{"id":"e2","touchpoint":"chat","customer":"crm/42"}`); code != 200 {
+		t.Fatalf("%d %v", code, body)
+	}
+	if code, body := c.call("GET", "/v1/customers/crm%2F42", customerToken); code != 200 || !strings.Contains(body, `"customer":"crm/42"`) {
+		t.Errorf("GET crm/42: %d %s", code, body)
+	}
+	if code, body := c.call("GET", "/v1/erasures", customerToken); code != 200 || body != "" {
+		t.Errorf("an empty audit log: %d %q", code, body)
+	}
+}
+
+// TestCustomerCommand runs `cxop customer show` and `erase` against a
+// collector.
+func TestCustomerCommand(t *testing.T) {
+	c := startEngineCollector(t, t.TempDir())
+	if code, body, _ := c.post("/v1/events", chatToken, "", `{"id":"e1","touchpoint":"chat","customer":"crm/42","contact":{"email":"x@example.org"}}`); code != 200 {
+		t.Fatalf("%d %v", code, body)
+	}
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	writeFile(t, tokenFile, customerToken+"\n")
+	run := func(args ...string) (string, error) {
+		cmd := NewCustomerCommand()
+		var out bytes.Buffer
+		cmd.SetOut(&out)
+		cmd.SetErr(io.Discard)
+		cmd.SetArgs(append(args, "--collector", c.url, "--token-file", tokenFile))
+		err := cmd.Execute()
+		return out.String(), err
+	}
+	if out, err := run("show", "crm/42"); err != nil || !strings.Contains(out, `"email":"x@example.org"`) {
+		t.Errorf("show: %v\n%s", err, out)
+	}
+	out, err := run("erase", "crm/42")
+	if err != nil || !strings.Contains(out, `"events":1`) || !strings.Contains(out, `"total":1`) {
+		t.Errorf("erase: %v\n%s", err, out)
+	}
+	if _, err := run("show", "crm/42"); err == nil || !strings.Contains(err.Error(), "stores nothing about this customer") {
+		t.Errorf("show after the erasure: %v", err)
+	}
+	writeFile(t, tokenFile, readToken)
+	if _, err := run("erase", "crm/42"); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Errorf("erase with a read token: %v", err)
+	}
+}

@@ -213,8 +213,27 @@ func (s *Store) compactSpansNow(spans []keySpan) error {
 			return fmt.Errorf("compact keys %x up to %x: %w", sp.start, sp.end, err)
 		}
 	}
-	return nil
+	// Pebble deletes the files a compaction made obsolete in the
+	// background, and a table still read by an iterator (an export, an
+	// access request) only once it is closed: wait for both, a while.
+	deadline := time.Now().Add(obsoleteWait)
+	for wait := time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
+		m := s.db.Metrics()
+		if m.Table.ObsoleteCount == 0 && m.Table.ZombieCount == 0 && m.WAL.ObsoleteFiles == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			s.opts.Logger.Warn("after an erasure, table files are still read and stay until those reads end",
+				"zombie_tables", m.Table.ZombieCount, "obsolete_tables", m.Table.ObsoleteCount)
+			return nil
+		}
+		time.Sleep(wait)
+	}
 }
+
+// obsoleteWait bounds how long a compaction after an erasure waits for the
+// files it made obsolete to be deleted.
+const obsoleteWait = time.Minute
 
 // CompactionsIdle returns a channel closed once no compaction scheduled
 // by CompactErased is pending or running (at once when none is).

@@ -149,3 +149,60 @@ func TestWriteAheadLogsAreNotRecycled(t *testing.T) {
 		t.Errorf("%d obsolete write-ahead logs kept for recycling and %d live, want 0 and 1", m.WAL.ObsoleteFiles, m.WAL.Files)
 	}
 }
+
+// TestEraseDuringIngestOfTheSameCustomer: records of the customer keep
+// arriving while it is erased. Every record acknowledged before the
+// erasure started is gone, the erasure's count is exactly what it deleted,
+// and what remains is what was acknowledged after it started.
+func TestEraseDuringIngestOfTheSameCustomer(t *testing.T) {
+	s := open(t, t.TempDir())
+	defer s.Close()
+	ctx := context.Background()
+	const before = 5000
+	batch := make([]Record, 0, 500)
+	for i := range before {
+		batch = append(batch, customerEvent(fmt.Sprintf("b%d", i), "alice", 0))
+		if len(batch) == cap(batch) {
+			if _, err := s.Submit(ctx, batch); err != nil {
+				t.Fatal(err)
+			}
+			batch = batch[:0]
+		}
+	}
+	started := make(chan struct{})
+	done := make(chan int)
+	go func() {
+		// Ingest goes on during the erasure, one record per request.
+		<-started
+		n := 0
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				done <- n
+				return
+			default:
+			}
+			if _, err := s.Submit(ctx, []Record{customerEvent(fmt.Sprintf("d%d", i), "alice", 0)}); err != nil {
+				t.Error(err)
+			}
+			n++
+		}
+	}()
+	close(started)
+	erased, err := s.EraseCustomer(ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done <- 0
+	during := <-done
+	remaining := len(listCustomer(t, s, "alice"))
+	for i := range before {
+		if has, _ := s.Has(rollup.KindTouchpoint, "chat", fmt.Sprintf("b%d", i)); has {
+			t.Fatalf("record b%d, acknowledged before the erasure, is still stored", i)
+		}
+	}
+	if erased[customerdata.Events]+remaining != before+during || erased[customerdata.Events] < before {
+		t.Errorf("erased %d, %d remain, of %d stored before and %d during the erasure", erased[customerdata.Events], remaining, before, during)
+	}
+	t.Logf("%d records acknowledged during the erasure, %d of them erased", during, erased[customerdata.Events]-before)
+}
