@@ -300,6 +300,11 @@ func TestErasedCanaryLeavesNoByteOnDisk(t *testing.T) {
 		}
 	}
 
+	_, bystander := c.call("GET", "/v1/customers/bystander", customerToken)
+	if !strings.Contains(bystander, `"counts":{"contactHistory":1,"events":1,"invitations":2,"parked":1}`) {
+		t.Errorf("the bystander before the erasure:\n%s", bystander)
+	}
+
 	code, erased := c.call("DELETE", "/v1/customers/"+url.PathEscape(canary), customerToken)
 	var answer erasureAnswer
 	if err := json.Unmarshal([]byte(erased), &answer); code != 200 || err != nil {
@@ -320,8 +325,8 @@ func TestErasedCanaryLeavesNoByteOnDisk(t *testing.T) {
 	if code, body := c.call("GET", "/v1/customers/"+url.PathEscape(canary), customerToken); code != 404 {
 		t.Errorf("GET the erased canary: %d %s", code, body)
 	}
-	if code, _ := c.call("GET", "/v1/customers/bystander", customerToken); code != 200 {
-		t.Errorf("GET another customer after the erasure: %d", code)
+	if code, body := c.call("GET", "/v1/customers/bystander", customerToken); code != 200 || body != bystander {
+		t.Errorf("another customer after the erasure: %d\n%s\nwant\n%s", code, body, bystander)
 	}
 	// Idempotent: a second erasure answers 200 and zeros.
 	code, again := c.call("DELETE", "/v1/customers/"+url.PathEscape(canary), customerToken)
@@ -461,5 +466,39 @@ func TestCustomerCommand(t *testing.T) {
 	writeFile(t, tokenFile, readToken)
 	if _, err := run("erase", "crm/42"); err == nil || !strings.Contains(err.Error(), "403") {
 		t.Errorf("erase with a read token: %v", err)
+	}
+}
+
+// TestErasureOnAReadOnlyStoreIs503: a store that cannot write erases
+// nothing and says so; the access request still answers.
+func TestErasureOnAReadOnlyStoreIs503(t *testing.T) {
+	dir := t.TempDir()
+	c := startEngineCollector(t, dir)
+	if code, body, _ := c.post("/v1/events", chatToken, "", `{"id":"e1","touchpoint":"chat","customer":"alice"}`); code != 200 {
+		t.Fatalf("%d %v", code, body)
+	}
+	c.step()
+	cfg := c.srv.cfg.Load()
+	c.stop()
+
+	st, err := store.Open(store.Options{Dir: dir, ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewServer(slog.New(slog.DiscardHandler), cfg, prometheus.NewRegistry(), time.Now)
+	srv.store.Store(st)
+	e, err := engine.New(st.DB(), st, &recordingSender{}, engine.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.surveys.Store(e)
+	ts := httptest.NewServer(srv.Handler())
+	ro := &testCollector{t: t, srv: srv, url: ts.URL, dir: dir, st: st, ts: ts}
+	t.Cleanup(ro.stop)
+	if code, body := ro.call("DELETE", "/v1/customers/alice", customerToken); code != 503 || !strings.Contains(body, "nothing erased: the store cannot write now") {
+		t.Errorf("DELETE on a read-only store: %d %s", code, body)
+	}
+	if code, body := ro.call("GET", "/v1/customers/alice", customerToken); code != 200 || !strings.Contains(body, `"events":1`) {
+		t.Errorf("GET on a read-only store: %d %s", code, body)
 	}
 }

@@ -78,9 +78,9 @@ var customerQueues = []customerQueue{
 	{customerdata.Detractors, prefixDet, decodeJSON(func(d *Detractor) string { return d.Customer })},
 }
 
-// walkCustomer calls fn with every entry of q that names customer.
-func (e *Engine) walkCustomer(ctx context.Context, q customerQueue, customer string, fn func(key []byte, item any) error) error {
-	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: []byte(q.prefix), UpperBound: prefixEnd([]byte(q.prefix))})
+// walkCustomer calls fn with every entry of q in r that names customer.
+func walkCustomer(ctx context.Context, r pebble.Reader, q customerQueue, customer string, fn func(key []byte, item any) error) error {
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: []byte(q.prefix), UpperBound: prefixEnd([]byte(q.prefix))})
 	if err != nil {
 		return err
 	}
@@ -121,10 +121,13 @@ type contactView struct {
 // ListCustomer calls fn with every entry of the engine that names
 // customer: due entries (waves' audience copies among them), invitations
 // with their contact fields, the contact history, outbox, parked and
-// failed messages, detractors and their follow-ups.
+// failed messages, detractors and their follow-ups. It reads a snapshot,
+// not under the engine's lock, so that a slow reader of the answer holds
+// up no invitation, and a message moving from one queue to another
+// meanwhile is listed once.
 func (e *Engine) ListCustomer(ctx context.Context, customer string, fn func(kind string, item json.RawMessage) error) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+	snap := e.db.NewSnapshot()
+	defer func() { _ = snap.Close() }()
 	emit := func(kind string, item any) error {
 		js, err := json.Marshal(item)
 		if err != nil {
@@ -132,16 +135,21 @@ func (e *Engine) ListCustomer(ctx context.Context, customer string, fn func(kind
 		}
 		return fn(kind, js)
 	}
-	var ch contactHistory
-	if ok, err := e.getJSON([]byte(prefixContact+customer), &ch); err != nil {
-		return fmt.Errorf("contact history: %w", err)
-	} else if ok {
+	if v, closer, err := snap.Get([]byte(prefixContact + customer)); err == nil {
+		var ch contactHistory
+		err := json.Unmarshal(v, &ch)
+		_ = closer.Close()
+		if err != nil {
+			return fmt.Errorf("contact history: %w", err)
+		}
 		if err := emit(customerdata.ContactHistory, contactView{Customer: customer, contactHistory: ch}); err != nil {
 			return err
 		}
+	} else if !errors.Is(err, pebble.ErrNotFound) {
+		return fmt.Errorf("contact history: %w", err)
 	}
 	for _, q := range customerQueues {
-		err := e.walkCustomer(ctx, q, customer, func(_ []byte, item any) error {
+		err := walkCustomer(ctx, snap, q, customer, func(_ []byte, item any) error {
 			if err := emit(q.kind, item); err != nil {
 				return err
 			}
@@ -192,7 +200,7 @@ func (e *Engine) EraseCustomer(ctx context.Context, customer string) (customerda
 		return counts, fmt.Errorf("contact history: %w", err)
 	}
 	for _, q := range customerQueues {
-		err := e.walkCustomer(ctx, q, customer, func(key []byte, item any) error {
+		err := walkCustomer(ctx, e.db, q, customer, func(key []byte, item any) error {
 			counts[q.kind]++
 			if err := del(key); err != nil {
 				return err
