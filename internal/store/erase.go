@@ -160,7 +160,13 @@ func (k *keySpan) add(key []byte) {
 // store never recycles one, PebbleOptions).
 func (s *Store) CompactErased(start, end []byte) {
 	s.compactMu.Lock()
+	// Until the compaction is done, a marker says it is due, so that a
+	// restart meanwhile compacts the erased ranges (resumeCompaction).
+	s.setCompactionPending(true)
 	s.compactSpans = append(s.compactSpans, keySpan{start: bytes.Clone(start), end: bytes.Clone(end)})
+	if s.compactCtx == nil {
+		s.compactCtx, s.compactCancel = context.WithCancel(context.Background())
+	}
 	if s.compactRunning {
 		s.compactMu.Unlock()
 		return
@@ -172,11 +178,15 @@ func (s *Store) CompactErased(start, end []byte) {
 
 // compactLoop compacts the scheduled spans until none is left.
 func (s *Store) compactLoop() {
+	failed := false
 	for {
 		s.compactMu.Lock()
 		spans := s.compactSpans
 		s.compactSpans = nil
 		if len(spans) == 0 {
+			if !failed {
+				s.setCompactionPending(false)
+			}
 			s.compactRunning = false
 			done := s.compactIdle
 			s.compactIdle = nil
@@ -186,17 +196,19 @@ func (s *Store) compactLoop() {
 			}
 			return
 		}
+		ctx := s.compactCtx
 		s.compactMu.Unlock()
 		start := time.Now()
-		if err := s.compactSpansNow(spans); err != nil {
-			s.opts.Logger.Error("compact after an erasure: the erased values stay on disk until a later compaction", "err", err)
+		if err := s.compactSpansNow(ctx, spans); err != nil {
+			s.opts.Logger.Error("compact after an erasure: the erased values stay on disk until the next start or erasure compacts them", "err", err)
+			failed = true
 			continue
 		}
 		s.opts.Logger.Info("compacted after an erasure", "spans", len(spans), "took", time.Since(start).Round(time.Millisecond))
 	}
 }
 
-func (s *Store) compactSpansNow(spans []keySpan) error {
+func (s *Store) compactSpansNow(ctx context.Context, spans []keySpan) error {
 	s.readers.RLock()
 	defer s.readers.RUnlock()
 	if s.dbClosed {
@@ -209,7 +221,10 @@ func (s *Store) compactSpansNow(spans []keySpan) error {
 		return fmt.Errorf("flush: %w", err)
 	}
 	for _, sp := range spans {
-		if err := s.db.Compact(context.Background(), sp.start, sp.end, true); err != nil {
+		if err := ctx.Err(); err != nil {
+			return err // the store is closing
+		}
+		if err := s.db.Compact(ctx, sp.start, sp.end, true); err != nil {
 			return fmt.Errorf("compact keys %x up to %x: %w", sp.start, sp.end, err)
 		}
 	}
@@ -222,7 +237,7 @@ func (s *Store) compactSpansNow(spans []keySpan) error {
 		if m.Table.ObsoleteCount == 0 && m.Table.ZombieCount == 0 && m.WAL.ObsoleteFiles == 0 {
 			return nil
 		}
-		if time.Now().After(deadline) {
+		if time.Now().After(deadline) || ctx.Err() != nil {
 			s.opts.Logger.Warn("after an erasure, table files are still read and stay until those reads end",
 				"zombie_tables", m.Table.ZombieCount, "obsolete_tables", m.Table.ObsoleteCount)
 			return nil
@@ -234,6 +249,62 @@ func (s *Store) compactSpansNow(spans []keySpan) error {
 // obsoleteWait bounds how long a compaction after an erasure waits for the
 // files it made obsolete to be deleted.
 const obsoleteWait = time.Minute
+
+// keyCompactionPending marks a compaction after an erasure as due.
+var keyCompactionPending = []byte("m/erasure-compaction-pending")
+
+// erasedRanges are the ranges an erasure may leave tombstones in: ids,
+// records and the survey engine's keys. A compaction resumed on start
+// compacts them whole, since the exact spans were only in memory.
+var erasedRanges = []keySpan{
+	{start: []byte{prefixID}, end: []byte{prefixID + 1}},
+	{start: []byte{prefixRecord}, end: []byte{prefixRecord + 1}},
+	{start: []byte("s/"), end: []byte("s0")},
+}
+
+// setCompactionPending writes or deletes the marker, synced; under
+// compactMu, so that the marker's writes are in the order of the
+// decisions.
+func (s *Store) setCompactionPending(on bool) {
+	s.readers.RLock()
+	defer s.readers.RUnlock()
+	if s.dbClosed || s.Err() != nil {
+		return
+	}
+	var err error
+	if on {
+		err = s.db.Set(keyCompactionPending, nil, pebble.Sync)
+	} else {
+		err = s.db.Delete(keyCompactionPending, pebble.Sync)
+	}
+	if err != nil {
+		s.opts.Logger.Error("mark the compaction after an erasure", "err", err)
+	}
+}
+
+// resumeCompaction schedules the compaction of every erased range when an
+// erasure's compaction did not finish before the store last closed.
+func (s *Store) resumeCompaction() {
+	_, closer, err := s.db.Get(keyCompactionPending)
+	if err != nil {
+		return
+	}
+	_ = closer.Close()
+	s.opts.Logger.Info("an erasure's compaction did not finish before the store closed; compacting the erased ranges")
+	for _, r := range erasedRanges {
+		s.CompactErased(r.start, r.end)
+	}
+}
+
+// stopCompactions cancels a compaction after an erasure, for Close: the
+// marker stays, and the next start compacts the erased ranges.
+func (s *Store) stopCompactions() {
+	s.compactMu.Lock()
+	defer s.compactMu.Unlock()
+	if s.compactCancel != nil {
+		s.compactCancel()
+	}
+}
 
 // CompactionsIdle returns a channel closed once no compaction scheduled
 // by CompactErased is pending or running (at once when none is).

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -206,3 +208,61 @@ func TestEraseDuringIngestOfTheSameCustomer(t *testing.T) {
 	}
 	t.Logf("%d records acknowledged during the erasure, %d of them erased", during, erased[customerdata.Events]-before)
 }
+
+// TestACompactionCutShortIsResumedOnStart: the store closes before the
+// compaction after an erasure is done; the marker it left makes the next
+// start compact the erased ranges, and the marker goes once that is done.
+func TestACompactionCutShortIsResumedOnStart(t *testing.T) {
+	dir := t.TempDir()
+	logs := &strings.Builder{}
+	var mu sync.Mutex
+	logTo := func(o *Options) {
+		o.Logger = slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			return logs.Write(p)
+		}), nil))
+	}
+	pending := func(s *Store) bool {
+		_, closer, err := s.db.Get(keyCompactionPending)
+		if err == nil {
+			_ = closer.Close()
+		}
+		return err == nil
+	}
+	s := open(t, dir, logTo)
+	ctx := context.Background()
+	if _, err := s.Submit(ctx, []Record{customerEvent("e1", "alice", 0), customerEvent("e2", "bob", 0)}); err != nil {
+		t.Fatal(err)
+	}
+	// The compaction is cancelled before it starts, as Close does.
+	s.compactCtx, s.compactCancel = context.WithCancel(context.Background())
+	s.compactCancel()
+	if n, err := s.EraseCustomer(ctx, "alice"); err != nil || n.Total() != 1 {
+		t.Fatalf("erased %v %v", n, err)
+	}
+	<-s.CompactionsIdle()
+	if !pending(s) {
+		t.Fatal("a compaction cut short is not marked pending")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, dir, logTo)
+	defer s.Close()
+	<-s.CompactionsIdle()
+	if pending(s) {
+		t.Error("the compaction is still marked pending after the start compacted")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, want := range []string{"stay on disk until the next start", "compacting the erased ranges", "compacted after an erasure"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("the log lacks %q:\n%s", want, logs.String())
+		}
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

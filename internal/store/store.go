@@ -204,6 +204,8 @@ type Store struct {
 	compactSpans   []keySpan
 	compactRunning bool
 	compactIdle    []chan struct{}
+	compactCtx     context.Context
+	compactCancel  context.CancelFunc
 	hashKey        []byte
 }
 
@@ -302,6 +304,7 @@ func openStore(opts Options, readOnly string) (*Store, error) {
 	}
 	if readOnly == "" {
 		s.metrics.registerOnce(opts.Registerer, func() float64 { return float64(len(s.queue)) })
+		s.resumeCompaction()
 	}
 	go s.commitLoop()
 	return s, nil
@@ -800,6 +803,7 @@ func (s *Store) Close() error {
 			return fmt.Errorf("close: the store failed (%w) and its last write never finished; not closed cleanly", s.Failed())
 		}
 	}
+	s.stopCompactions()
 	s.readers.Lock()
 	defer s.readers.Unlock()
 	s.dbClosed = true
