@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,8 +17,7 @@ import (
 // customer is found by walking its queues and decoding each entry, since
 // its keys are by time, survey or invitation, not by customer. What it
 // keeps besides holds no personal data and stays on erasure: counters per
-// survey and day (prefixCount), the closed loop's counters (prefixLoop),
-// rate-limit counts (prefixRate), wave markers (prefixWave: survey and
+// survey and day (prefixCount), rate-limit counts (prefixRate), wave markers (prefixWave: survey and
 // wave id, when taken), webhook records (prefixGone, prefixFailing) and
 // the cursor.
 var _ customerdata.Holder = (*Engine)(nil)
@@ -169,17 +169,37 @@ func (e *Engine) ListCustomer(ctx context.Context, customer string, fn func(kind
 // batches of eraseBatch, the last one synced. It holds the engine's lock
 // throughout, so no step reads a record of the customer and writes an
 // entry from it meanwhile: erase the records first, then the engine, and
-// nothing made from the records erased comes back. The counters stay:
-// they hold no personal data (a detractor erased stays counted among the
-// survey's detractors and, if followed up, among the followed up).
+// nothing made from the records erased comes back. The per-day counters
+// stay: they hold no personal data. The closed loop's totals are lowered
+// by the detractors erased (and the followed-up ones among them), since
+// they say how many detractors are open now.
 func (e *Engine) EraseCustomer(ctx context.Context, customer string) (customerdata.Counts, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	counts := customerdata.Counts{}
 	b := e.db.NewBatch()
 	defer func() { _ = b.Close() }()
-	del := func(key []byte) error {
-		_ = b.Delete(key, nil)
+	// The closed loop's totals count the detractors kept, so that an
+	// erased one is not left open for good with nothing to follow up;
+	// each is lowered in the batch that deletes its detractor. loop holds
+	// the values written, which a Get would not see before the commit.
+	loop := map[string]uint64{}
+	lower := func(key string) error {
+		v, ok := loop[key]
+		if !ok {
+			var err error
+			if v, err = e.getUint(key); err != nil {
+				return err
+			}
+		}
+		v -= min(v, 1)
+		loop[key] = v
+		return b.Set([]byte(key), binary.BigEndian.AppendUint64(nil, v), nil)
+	}
+	// An item's writes (a detractor with its follow-up and totals) go in
+	// one batch; a batch commits once it holds eraseBatch writes.
+	del := func(key []byte) { _ = b.Delete(key, nil) }
+	commitFull := func() error {
 		if b.Count() < eraseBatch {
 			return nil
 		}
@@ -193,23 +213,27 @@ func (e *Engine) EraseCustomer(ctx context.Context, customer string) (customerda
 	if _, closer, err := e.db.Get(contact); err == nil {
 		_ = closer.Close()
 		counts[customerdata.ContactHistory]++
-		if err := del(contact); err != nil {
-			return counts, err
-		}
+		del(contact)
 	} else if !errors.Is(err, pebble.ErrNotFound) {
 		return counts, fmt.Errorf("contact history: %w", err)
 	}
 	for _, q := range customerQueues {
 		err := walkCustomer(ctx, e.db, q, customer, func(key []byte, item any) error {
 			counts[q.kind]++
-			if err := del(key); err != nil {
-				return err
+			del(key)
+			if d, ok := item.(*Detractor); ok {
+				if err := lower(loopKey(d.Survey, loopDetractors)); err != nil {
+					return err
+				}
+				if d.FollowedUpAt != nil {
+					counts[customerdata.FollowUps]++
+					del(followKey(d))
+					if err := lower(loopKey(d.Survey, loopFollowed)); err != nil {
+						return err
+					}
+				}
 			}
-			if d, ok := item.(*Detractor); ok && d.FollowedUpAt != nil {
-				counts[customerdata.FollowUps]++
-				return del(followKey(d))
-			}
-			return nil
+			return commitFull()
 		})
 		if err != nil {
 			return counts, fmt.Errorf("erase %s: %w", q.kind, err)

@@ -30,7 +30,8 @@ func (f *fixture) listCustomer(customer string) customerdata.Counts {
 
 // TestEraseCustomerFromTheEngine: a customer's due entries, invitations,
 // contact history, parked messages, detractor and follow-up go; another
-// customer's stay, and so do the counters.
+// customer's stay, and so do the per-day counters; the closed loop's
+// totals count the detractors kept.
 func TestEraseCustomerFromTheEngine(t *testing.T) {
 	rcv := newReceiver(t, 500, 500, 500, 500)
 	f := newFixture(t, Config{PageURL: "https://cx.example.com", LinkKeys: keys, Surveys: []Survey{
@@ -41,6 +42,7 @@ func TestEraseCustomerFromTheEngine(t *testing.T) {
 	f.interact("chat", "c1", "c2")
 	f.answer("nps", "d1", 2) // customer c-d1, a detractor
 	f.answer("nps", "d2", 3) // customer c-d2
+	f.answer("nps", "d3", 1) // customer c-d3, never followed up
 	f.step()
 	f.followUp("nps", "d1", f.now.Add(time.Minute))
 	if _, err := f.e.Wave("nps", "w1", []Member{{Customer: "c1", Contact: &Contact{Phone: "+4930123"}}}); err != nil {
@@ -55,13 +57,14 @@ func TestEraseCustomerFromTheEngine(t *testing.T) {
 	}
 	stats, loop := f.stats("nps"), f.closedLoop("nps", f.now.Add(-time.Hour))
 
-	for _, c := range []string{"c1", "c-d1"} {
+	for _, c := range []string{"c1", "c-d1", "c-d3"} {
 		n, err := f.e.EraseCustomer(context.Background(), c)
 		if err != nil {
 			t.Fatal(err)
 		}
 		listed := map[string]customerdata.Counts{"c1": {customerdata.DueEntries: 2, customerdata.Invitations: 1, customerdata.ContactHistory: 1, customerdata.Parked: 1},
-			"c-d1": {customerdata.Detractors: 1, customerdata.FollowUps: 1, customerdata.Outbox: 1}}[c]
+			"c-d1": {customerdata.Detractors: 1, customerdata.FollowUps: 1, customerdata.Outbox: 1},
+			"c-d3": {customerdata.Detractors: 1, customerdata.Outbox: 1}}[c]
 		if fmt.Sprint(n) != fmt.Sprint(listed) {
 			t.Errorf("erased %s: %v, want %v", c, n, listed)
 		}
@@ -81,8 +84,15 @@ func TestEraseCustomerFromTheEngine(t *testing.T) {
 	if got := f.stats("nps"); fmt.Sprint(got) != fmt.Sprint(stats) {
 		t.Errorf("counters after the erasure: %v, want them kept: %v", got, stats)
 	}
-	if got := f.closedLoop("nps", f.now.Add(-time.Hour)); got.Open != loop.Open {
+	// The closed loop counts what is kept: c-d3's open detractor is no
+	// longer open, c-d1's follow-up no longer counted.
+	if got := f.closedLoop("nps", f.now.Add(-time.Hour)); got.Open != loop.Open-1 || got.FollowedUp != loop.FollowedUp-1 {
 		t.Errorf("closed loop after the erasure: %+v, before %+v", got, loop)
+	}
+	for what, want := range map[string]uint64{loopDetractors: 1, loopFollowed: 0} {
+		if n, err := f.e.getUint(loopKey("nps", what)); err != nil || n != want {
+			t.Errorf("closed-loop total %s = %d (%v), want %d", what, n, err, want)
+		}
 	}
 	// The engine goes on: the remaining due entries are invited, none for c1.
 	f.now = f.now.Add(2 * time.Hour)
