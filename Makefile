@@ -174,6 +174,10 @@ crash-test: build ## SIGKILL the collector under load 20 times, then cut the sto
 bench-operator: manifests build ## Create 1,000 then 10,000 Touchpoints and CXTargets; print convergence, manager RSS and idle writes.
 	$(GO) run ./test/operator/bench -cxop $(LOCALBIN)/cxop -assets "$$(hack/setup-envtest.sh | tail -n 1)" $(BENCH_OPERATOR_FLAGS)
 
+.PHONY: bench-erasure
+bench-erasure: ## Erase a customer with 10,000 records among 500,000 others, five times per run, three runs; prints the median erasure.
+	$(GO) test ./internal/store -run '^$$' -bench EraseCustomer -benchtime 5x -count 3
+
 .PHONY: bench-surveys
 bench-surveys: ## Invite and deliver 5,000 survey invitations on loopback; print deliveries per second and retries.
 	$(GO) test ./internal/survey/engine -run '^$$' -bench InviteAndDeliver -benchtime 5000x -count 3

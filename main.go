@@ -65,6 +65,7 @@ func newRootCommand() *cobra.Command {
 	}
 	root.Flags().AddFlagSet(manager.Flags())
 	root.AddCommand(manager, collector.NewCommand(), collector.NewWaveCommand(), newDevCommand())
+	root.AddCommand(collector.NewCustomerCommand())
 	return root
 }
 

@@ -39,6 +39,9 @@ type settings struct {
 	// on (nil otherwise).
 	pseudonymizeCustomers bool
 	customerKey           *pseudonym.Key
+
+	// customerDataTokens may list and erase customers (customers.go).
+	customerDataTokens [][]byte
 }
 
 type touchpointSettings struct {
@@ -81,6 +84,9 @@ func parseConfig(data []byte) (*settings, error) {
 	}
 	var err error
 	if s.readTokens, err = parseHashes("readTokenSHA256", c.ReadTokenSHA256); err != nil {
+		return nil, err
+	}
+	if s.customerDataTokens, err = parseHashes("customerDataTokenSHA256", c.CustomerDataTokenSHA256); err != nil {
 		return nil, err
 	}
 	for i, tp := range c.Touchpoints {

@@ -73,6 +73,7 @@ func startPseudonymCollector(t *testing.T, samplePercent int) *surveyCollector {
 pseudonymizeCustomers: true
 pageURL: http://%s
 readTokenSHA256: [%s]
+customerDataTokenSHA256: [%s]
 touchpoints:
   - name: chat
     tokenSHA256: [%s]
@@ -88,7 +89,7 @@ surveys:
   - name: csat
     type: CSAT
     tokenSHA256: [%s]
-`, addr, tokenSHA256(readToken), tokenSHA256(chatToken), samplePercent, tokenSHA256(npsToken), rcv.URL, rcv.URL+"/detractors", tokenSHA256(csatToken)))
+`, addr, tokenSHA256(readToken), tokenSHA256(customerToken), tokenSHA256(chatToken), samplePercent, tokenSHA256(npsToken), rcv.URL, rcv.URL+"/detractors", tokenSHA256(csatToken)))
 	writeFile(t, secPath, pseudonymSecrets("webhookKeys: {hook: "+base64.StdEncoding.EncodeToString([]byte("0123456789abcdef"))+"}\n"))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -435,5 +436,54 @@ func TestPairReload(t *testing.T) {
 		if secIn && sec != tc.nextSec || !secIn && sec != tc.sec {
 			t.Errorf("%s: the wrong secrets in force", tc.name)
 		}
+	}
+}
+
+// An access or erasure request names the customer by the id the caller
+// knows; the collector finds the data under its pseudonym, and under the
+// id itself, where data stored before pseudonymization was turned on stays.
+func TestErasureFindsPseudonymizedCustomers(t *testing.T) {
+	c := startPseudonymCollector(t, 100)
+	for _, id := range []string{"e-1", "e-2"} {
+		if code, body := call(t, "POST", c.base+"/v1/events", chatToken, fmt.Sprintf(`{"id":%q,"touchpoint":"chat","customer":"c-1"}`, id)); code != 200 {
+			t.Fatalf("event %s: %d %s", id, code, body)
+		}
+	}
+	if code, body := call(t, "POST", c.base+"/v1/events", chatToken, `{"id":"e-3","touchpoint":"chat","customer":"c-2"}`); code != 200 {
+		t.Fatalf("event e-3: %d %s", code, body)
+	}
+	code, body := call(t, "GET", c.base+"/v1/customers/c-1", customerToken, "")
+	if code != 200 || !strings.Contains(body, testPseudonym(t, "c-1")) || strings.Count(body, `"kind":"events"`) != 2 {
+		t.Fatalf("GET /v1/customers/c-1: %d %s; want c-1's two events under its pseudonym", code, body)
+	}
+	code, body = call(t, "DELETE", c.base+"/v1/customers/c-1", customerToken, "")
+	var answer struct {
+		Erased map[string]int `json:"erased"`
+	}
+	if code != 200 || json.Unmarshal([]byte(body), &answer) != nil || answer.Erased["events"] != 2 {
+		t.Fatalf("DELETE /v1/customers/c-1: %d %s; want 2 events erased", code, body)
+	}
+	if code, body := call(t, "GET", c.base+"/v1/customers/c-1", customerToken, ""); code != 404 {
+		t.Fatalf("GET after the erasure: %d %s; want 404", code, body)
+	}
+	if code, body := call(t, "GET", c.base+"/v1/customers/c-2", customerToken, ""); code != 200 || !strings.Contains(body, testPseudonym(t, "c-2")) {
+		t.Fatalf("GET c-2 after c-1's erasure: %d %s; want c-2 untouched", code, body)
+	}
+}
+
+func TestStoredCustomerIDs(t *testing.T) {
+	off := &Server{}
+	off.cfg.Store(&settings{})
+	if got := off.storedCustomerIDs("c-1"); len(got) != 1 || got[0] != "c-1" {
+		t.Errorf("pseudonymization off: %q, want [c-1]", got)
+	}
+	k, err := pseudonym.NewKey([]byte(testCustomerKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	on := &Server{}
+	on.cfg.Store(&settings{pseudonymizeCustomers: true, customerKey: k})
+	if got := on.storedCustomerIDs("c-1"); len(got) != 2 || got[0] != testPseudonym(t, "c-1") || got[1] != "c-1" {
+		t.Errorf("pseudonymization on: %q, want [pseudonym, c-1]", got)
 	}
 }

@@ -96,6 +96,7 @@ func (s *Server) prune(ctx context.Context) {
 			s.log.Info("pruned survey data past retention", args...)
 		}
 	}
+	s.pruneErasures()
 	disk, ok := st.DiskBytes()
 	if !ok || s.dataVolume == nil {
 		return

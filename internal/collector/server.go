@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -59,6 +60,8 @@ type Server struct {
 	// of the volume the store may fill.
 	retention  *retentionFit
 	dataVolume func() (uint64, bool)
+	// erasing serialises erasures (customers.go).
+	erasing sync.Mutex
 }
 
 // NewServer returns a server with a validated config and no store yet.
@@ -93,6 +96,7 @@ func (s *Server) apiHandler(withPage bool) http.Handler {
 	}
 	mux.HandleFunc("POST /v1/followups/{id}", s.followUp)
 	mux.HandleFunc("POST /v1/waves", s.wave)
+	s.customerRoutes(mux)
 	return mux
 }
 

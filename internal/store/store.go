@@ -197,6 +197,14 @@ type Store struct {
 	// commit that may never come (a write stalled behind memtables that
 	// cannot flush) are answered with it.
 	failedCh chan struct{}
+	// Compactions after erasures and the audit log's hash key (erase.go).
+	compactMu      sync.Mutex
+	compactSpans   []keySpan
+	compactRunning bool
+	compactIdle    []chan struct{}
+	compactCtx     context.Context
+	compactCancel  context.CancelFunc
+	hashKey        []byte
 }
 
 // Open opens or creates the store, loads the last checkpoint and replays
@@ -292,6 +300,7 @@ func openStore(opts Options, readOnly string) (*Store, error) {
 	}
 	if readOnly == "" {
 		s.metrics.registerOnce(opts.Registerer, func() float64 { return float64(len(s.queue)) })
+		s.resumeCompaction()
 	}
 	go s.commitLoop()
 	return s, nil
@@ -789,6 +798,7 @@ func (s *Store) Close() error {
 			return fmt.Errorf("close: the store failed (%w) and its last write never finished; not closed cleanly", s.Failed())
 		}
 	}
+	s.stopCompactions()
 	s.readers.Lock()
 	defer s.readers.Unlock()
 	s.dbClosed = true
