@@ -189,7 +189,9 @@ func TestConflictInOneGroupGivesBackKeys(t *testing.T) {
 	}
 	blocker := make(chan error, 1)
 	go func() { _, err := s.Submit(ctx, []store.Record{event("chat", "first", t0, 9, 1)}); blocker <- err }()
-	waitFor(t, func() bool { return len(s.queue) == 0 && count(t, s, `SELECT count(*) FROM pg_locks WHERE NOT granted`) > 0 })
+	waitFor(t, func() bool {
+		return len(s.queue) == 0 && count(t, s, `SELECT count(*) FROM pg_locks WHERE NOT granted`) > 0
+	})
 	type answer struct {
 		res store.Result
 		err error

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -92,3 +93,5 @@ func count(t testing.TB, s *Store, sql string, args ...any) int {
 	}
 	return n
 }
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }
