@@ -88,10 +88,13 @@ func (s *Store) PruneRecords(ctx context.Context, cutoff time.Time) (int, error)
 			s.partMu.Unlock()
 		}
 	}
-	if held {
+	// The day the cutoff falls in, addressed by its partition's name: a
+	// delete through the parent with the cutoff as a parameter may be
+	// planned generically and scan every partition.
+	if name, ok := parts[dayStart(c)]; ok && held && c > dayStart(c) {
 		var n int
 		err := step(func(tx pgx.Tx) error {
-			tag, err := tx.Exec(ctx, `DELETE FROM cxop_records WHERE event_time < $1`, c)
+			tag, err := tx.Exec(ctx, `DELETE FROM `+pgx.Identifier{name}.Sanitize()+` WHERE event_time < $1`, c)
 			n = int(tag.RowsAffected())
 			return err
 		})
