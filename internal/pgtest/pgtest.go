@@ -74,7 +74,11 @@ func New() (*Server, error) {
 	// Not t.TempDir: its parent is private to root, and the server's user
 	// must reach its data directory. A short path keeps the socket's path
 	// under the 107 bytes a unix socket address allows.
-	if s.dir, err = os.MkdirTemp("", "pgtest-"); err != nil {
+	parent := os.TempDir()
+	if s.cred != nil && !traversable(parent) {
+		parent = "/tmp"
+	}
+	if s.dir, err = os.MkdirTemp(parent, "pgtest-"); err != nil {
 		return nil, err
 	}
 	if err := os.Chmod(s.dir, 0o700); err != nil {
@@ -158,6 +162,20 @@ func unprivileged() (*syscall.Credential, error) {
 		return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), NoSetGroups: true}, nil
 	}
 	return nil, errors.New("running as root, and neither a postgres nor a nobody user exists to run PostgreSQL as (it refuses to run as root)")
+}
+
+// traversable reports whether every directory from dir up to the root lets
+// other users through, as the server's user must be to reach its data.
+func traversable(dir string) bool {
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil || fi.Mode().Perm()&0o001 == 0 {
+			return false
+		}
+		if d == filepath.Dir(d) {
+			return true
+		}
+	}
 }
 
 func freePort() (int, error) {
