@@ -246,3 +246,58 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestConcurrentConflictAcrossReplicas: eight clients on two replicas send
+// the same id at once, each with its own payload. Exactly one is stored;
+// every other is a conflict (422), and a client retrying the winner's
+// payload is told it is a duplicate.
+func TestConcurrentConflictAcrossReplicas(t *testing.T) {
+	dsn := server.NewDatabase(t)
+	replicas := []*Store{open(t, dsn), open(t, dsn, func(o *Options) { o.NoStatementCache = true })}
+	ctx := context.Background()
+	for round := range 10 {
+		id := fmt.Sprintf("same-%d", round)
+		start := make(chan struct{})
+		type answer struct {
+			rec store.Record
+			res store.Result
+			err error
+		}
+		answers := make(chan answer, 8)
+		for c := range 8 {
+			rec := event("chat", id, t0, uint64(c), float64(c)) // the payload differs per client
+			go func() {
+				<-start
+				res, err := replicas[c%2].Submit(ctx, []store.Record{rec})
+				answers <- answer{rec, res, err}
+			}()
+		}
+		close(start)
+		var winner *store.Record
+		conflicts := 0
+		for range 8 {
+			a := <-answers
+			switch {
+			case a.err == nil && a.res.Accepted == 1:
+				if winner != nil {
+					t.Fatalf("round %d: two payloads stored under one id", round)
+				}
+				winner = &a.rec
+			case errors.Is(a.err, store.ErrConflict):
+				conflicts++
+			default:
+				t.Fatalf("round %d: %+v, %v; want stored or a conflict", round, a.res, a.err)
+			}
+		}
+		if winner == nil || conflicts != 7 {
+			t.Fatalf("round %d: winner %v, %d conflicts; want one and 7", round, winner != nil, conflicts)
+		}
+		res, err := replicas[round%2].Submit(ctx, []store.Record{*winner})
+		if err != nil || res.Duplicates != 1 {
+			t.Fatalf("round %d: retry of the stored payload: %+v, %v; want a duplicate", round, res, err)
+		}
+	}
+	if n := count(t, replicas[0], `SELECT count(*) FROM cxop_records`); n != 10 {
+		t.Errorf("%d records, want 10", n)
+	}
+}
