@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 
@@ -34,6 +35,13 @@ type reply struct {
 // error when the database cannot be reached or the commit's outcome is
 // unknown (nothing acknowledged; a retry is exact).
 func (s *Store) Submit(ctx context.Context, records []store.Record) (store.Result, error) {
+	// Checked before queueing: a record the database would refuse must not
+	// fail the other requests of its group.
+	for i := range records {
+		if err := storable(&records[i]); err != nil {
+			return store.Result{}, fmt.Errorf("record %d: %w", i, err)
+		}
+	}
 	req := &request{records: records, done: make(chan reply, 1)}
 	s.closeMu.RLock()
 	if s.closed {
@@ -54,6 +62,31 @@ func (s *Store) Submit(ctx context.Context, records []store.Record) (store.Resul
 		// The commit goes ahead; a retry of the same ids finds them stored.
 		return store.Result{}, ctx.Err()
 	}
+}
+
+// ErrUnstorable is what an error is (errors.Is) for a record this store
+// cannot hold as given; the collector's validation refuses such records
+// first, so it means a caller's bug.
+var ErrUnstorable = errors.New("record cannot be stored")
+
+// storable checks what PostgreSQL would refuse for the whole group: text
+// that is not UTF-8 or holds NUL, and a kind or score out of range.
+func storable(r *store.Record) error {
+	for _, f := range [...]struct{ name, v string }{{"subject", r.Subject}, {"id", r.ID}} {
+		if !utf8.ValidString(f.v) || strings.IndexByte(f.v, 0) >= 0 {
+			return fmt.Errorf("%w: its %s is not UTF-8 text without NUL", ErrUnstorable, f.name)
+		}
+	}
+	switch r.Kind {
+	case rollup.KindTouchpoint:
+	case rollup.KindSurvey:
+		if r.Response.Score < 0 || r.Response.Score > 10 {
+			return fmt.Errorf("%w: score %d is outside 0..10", ErrUnstorable, r.Response.Score)
+		}
+	default:
+		return fmt.Errorf("%w: kind %q", ErrUnstorable, r.Kind)
+	}
+	return nil
 }
 
 // commitLoop takes whatever requests are queued, up to MaxGroupRecords, and

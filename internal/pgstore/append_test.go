@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -299,5 +300,70 @@ func TestConcurrentConflictAcrossReplicas(t *testing.T) {
 	}
 	if n := count(t, replicas[0], `SELECT count(*) FROM cxop_records`); n != 10 {
 		t.Errorf("%d records, want 10", n)
+	}
+}
+
+// TestUnstorableRecordFailsOnlyItsRequest: a record PostgreSQL would refuse
+// (NUL in an id) is refused before it can join a group, naming the record,
+// and the same call's other records are not stored.
+func TestUnstorableRecordFailsOnlyItsRequest(t *testing.T) {
+	s := open(t, server.NewDatabase(t))
+	ctx := context.Background()
+	bad := event("chat", "nul\x00id", t0, 1, 1)
+	_, err := s.Submit(ctx, []store.Record{event("chat", "ok", t0, 2, 1), bad})
+	if !errors.Is(err, ErrUnstorable) || !strings.Contains(err.Error(), "record 1: ") || !strings.Contains(err.Error(), "its id") {
+		t.Fatalf("NUL in an id: %v", err)
+	}
+	if res, err := s.Submit(ctx, []store.Record{event("chat", "ok", t0, 2, 1)}); err != nil || res.Accepted != 1 {
+		t.Fatalf("a good record afterwards: %+v, %v", res, err)
+	}
+}
+
+// TestOverloadedAndClosed: with the committer stuck and the queue full a
+// request is refused at once with store.ErrOverloaded (the collector's
+// 429/503); Close commits what was queued; afterwards store.ErrClosed.
+func TestOverloadedAndClosed(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, Options{DSN: server.NewDatabase(t), FoldInterval: -1, Committers: 1, QueueLength: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `LOCK TABLE cxop_ids IN EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	answers := make(chan error, 2)
+	go func() { _, err := s.Submit(ctx, []store.Record{event("chat", "1", t0, 1, 1)}); answers <- err }()
+	waitFor(t, func() bool {
+		return len(s.queue) == 0 && count(t, s, `SELECT count(*) FROM pg_locks WHERE NOT granted`) > 0
+	})
+	go func() { _, err := s.Submit(ctx, []store.Record{event("chat", "2", t0, 2, 1)}); answers <- err }()
+	waitFor(t, func() bool { return len(s.queue) == 1 })
+	if _, err := s.Submit(ctx, []store.Record{event("chat", "3", t0, 3, 1)}); !errors.Is(err, store.ErrOverloaded) {
+		t.Fatalf("full queue: %v, want store.ErrOverloaded", err)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	conn.Release()
+	for range 2 {
+		if err := <-answers; err != nil {
+			t.Errorf("a request queued before Close: %v", err)
+		}
+	}
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Submit(ctx, []store.Record{event("chat", "4", t0, 4, 1)}); !errors.Is(err, store.ErrClosed) {
+		t.Fatalf("after Close: %v, want store.ErrClosed", err)
 	}
 }
