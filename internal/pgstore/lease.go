@@ -17,9 +17,12 @@ import (
 // paused past its lease cannot write over its successor. Expiry uses the
 // database's clock, shared by every replica.
 
+// A lease row locked by its holder's running transaction is skipped, not
+// waited for: the others learn at once that they do not hold it, instead
+// of each keeping a connection blocked until the holder commits.
 const claimLeaseSQL = `UPDATE cxop_leases
 SET holder = $1, expires_at = now() + $2 * interval '1 millisecond'
-WHERE name = $3 AND (holder = $1 OR expires_at < now())`
+WHERE name = (SELECT name FROM cxop_leases WHERE name = $3 AND (holder = $1 OR expires_at < now()) FOR UPDATE SKIP LOCKED)`
 
 // claimLease takes or renews the lease in tx; false means another replica
 // holds it.
