@@ -71,6 +71,8 @@ func TestSummaryExactWhileFolding(t *testing.T) {
 	var sent, acked atomic.Int64
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
+	// The clients stop before the store closes, however the test ends.
+	defer func() { close(stop); wg.Wait() }()
 	for c := range 2 {
 		wg.Add(1)
 		go func() {
@@ -109,8 +111,6 @@ func TestSummaryExactWhileFolding(t *testing.T) {
 			folds++
 		}
 	}
-	close(stop)
-	wg.Wait()
 	if folds == 0 {
 		t.Fatal("never saw records both folded and in the tail: the test did not exercise the fold")
 	}
