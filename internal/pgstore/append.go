@@ -7,7 +7,6 @@ import (
 	"math"
 	"slices"
 	"strings"
-	"time"
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
@@ -447,5 +446,3 @@ func (t *tailRecord) time() int64 {
 	}
 	return t.resp.Time
 }
-
-var _ = time.Second

@@ -27,7 +27,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/cxop-dev/cxop/internal/rollup"
-	"github.com/cxop-dev/cxop/internal/store"
 )
 
 // Options configure a Store.
@@ -138,6 +137,11 @@ type Store struct {
 // the fold.
 func Open(ctx context.Context, opts Options) (*Store, error) {
 	opts.defaults()
+	if opts.DSN == "" {
+		// pgx would fall back to PGHOST and friends, or a local socket:
+		// never what a collector given an empty Secret key means.
+		return nil, errors.New("the database connection string is empty")
+	}
 	cfg, err := pgxpool.ParseConfig(opts.DSN)
 	if err != nil {
 		// pgx's message may quote the DSN, password and all.
@@ -272,7 +276,3 @@ func backoff(ctx context.Context, attempt int) error {
 		return nil
 	}
 }
-
-// Compile-time check that the records this store keeps are the embedded
-// store's.
-var _ = store.Record{}

@@ -168,4 +168,7 @@ func TestOpenRefusesBadDSNWithoutEchoingIt(t *testing.T) {
 	if err == nil || contains(err.Error(), "s3cret") {
 		t.Fatalf("bad DSN: %v", err)
 	}
+	if _, err := Open(context.Background(), Options{}); err == nil || !contains(err.Error(), "empty") {
+		t.Fatalf("empty DSN: %v, want a refusal saying it is empty", err)
+	}
 }
