@@ -265,6 +265,12 @@ func (s *Server) DSN(db string) string {
 // NewDatabase creates an empty database and returns its connection string.
 func (s *Server) NewDatabase(tb testing.TB) string {
 	tb.Helper()
+	return s.DSN(s.CreateDatabase(tb))
+}
+
+// CreateDatabase creates an empty database and returns its name.
+func (s *Server) CreateDatabase(tb testing.TB) string {
+	tb.Helper()
 	name := fmt.Sprintf("test_%d", s.dbs.Add(1))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -276,7 +282,7 @@ func (s *Server) NewDatabase(tb testing.TB) string {
 	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
 		tb.Fatalf("create database %s: %v", name, err)
 	}
-	return s.DSN(name)
+	return name
 }
 
 func tail(b []byte) string {

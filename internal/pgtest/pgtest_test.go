@@ -67,3 +67,49 @@ func TestMissingBinariesSayHowToInstall(t *testing.T) {
 		t.Errorf("error %q does not say how to install PostgreSQL", got)
 	}
 }
+
+// TestPgBouncerTransactionMode connects two clients to a PgBouncer with
+// one server connection: a query in pgx's exec mode works, and a session
+// setting one client makes is what the other client's next transaction
+// sees, since they share the server connection; which is why nothing that
+// runs through PgBouncer may keep state in a session.
+func TestPgBouncerTransactionMode(t *testing.T) {
+	s := Start(t)
+	db := s.CreateDatabase(t)
+	b := StartPgBouncer(t, s, 1)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, b.DSN(db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.Close(ctx) }()
+	var mode string
+	if err := conn.QueryRow(ctx, "SELECT 'through pgbouncer'", pgx.QueryExecModeExec).Scan(&mode); err != nil || mode != "through pgbouncer" {
+		t.Fatalf("query through PgBouncer: %q, %v", mode, err)
+	}
+	other, err := pgx.Connect(ctx, b.DSN(db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = other.Close(ctx) }()
+	// With one server connection, the other client's next transaction runs
+	// on the connection this one set a session variable on.
+	if _, err := conn.Exec(ctx, "SET application_name = 'leaked'"); err != nil {
+		t.Fatal(err)
+	}
+	var name string
+	if err := other.QueryRow(ctx, "SHOW application_name", pgx.QueryExecModeExec).Scan(&name); err != nil {
+		t.Fatal(err)
+	}
+	if name != "leaked" {
+		t.Fatalf("application_name on the shared server connection is %q: PgBouncer is not pooling transactions", name)
+	}
+}
+
+// TestMissingPgBouncerSaysHowToInstall points PGBOUNCER at nothing.
+func TestMissingPgBouncerSaysHowToInstall(t *testing.T) {
+	t.Setenv("PGBOUNCER", filepath.Join(t.TempDir(), "none"))
+	if _, err := FindPgBouncer(); err == nil || !strings.Contains(err.Error(), "apt-get install -y pgbouncer") {
+		t.Fatalf("FindPgBouncer: %v, want how to install it", err)
+	}
+}
