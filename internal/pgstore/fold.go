@@ -1,6 +1,7 @@
 package pgstore
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -92,7 +93,7 @@ RETURNING seq, kind, subject, event_time, customer_hash, wait_seconds, flags, sc
 		}
 		if len(recs) > 0 {
 			// In sequence order, as the embedded store counts them.
-			slices.SortFunc(recs, func(a, b seqRecord) int { return int(a.seq - b.seq) })
+			slices.SortFunc(recs, func(a, b seqRecord) int { return cmp.Compare(a.seq, b.seq) })
 			buckets := map[bucketID]agg{}
 			for i := range recs {
 				for _, k := range rollup.BucketsOf(recs[i].time()) {
