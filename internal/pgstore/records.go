@@ -123,3 +123,38 @@ func (s *Store) PruneRecords(ctx context.Context, cutoff time.Time) (int, error)
 	}
 	return deleted, nil
 }
+
+// Pruned is what PruneExpired did and saw, as the embedded store reports
+// it for the collector's retention estimate.
+type Pruned struct {
+	// Deleted records were past retention (0 on a replica that does not
+	// hold the retention lease).
+	Deleted int
+	// Kept records remain; Recent of them have an event time at or after
+	// the recentSince given, and Oldest is the earliest event time kept
+	// (zero when none is).
+	Kept, Recent int
+	Oldest       time.Time
+}
+
+// PruneExpired prunes as PruneRecords does, then counts the records kept:
+// all of them and those at or after recentSince. It counts idempotency
+// keys, one per stored record and pruned with it, by their event-time
+// index rather than reading every partition of the records.
+func (s *Store) PruneExpired(ctx context.Context, cutoff, recentSince time.Time) (Pruned, error) {
+	n, err := s.PruneRecords(ctx, cutoff)
+	out := Pruned{Deleted: n}
+	if err != nil {
+		return out, err
+	}
+	var oldest *int64
+	err = s.pool.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE event_time >= $1), min(event_time) FROM cxop_ids`,
+		recentSince.UnixNano()).Scan(&out.Kept, &out.Recent, &oldest)
+	if err != nil {
+		return out, unavailable(fmt.Errorf("prune: count the records kept: %w", err))
+	}
+	if oldest != nil {
+		out.Oldest = time.Unix(0, *oldest).UTC()
+	}
+	return out, nil
+}

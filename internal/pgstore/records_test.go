@@ -172,3 +172,31 @@ func TestOpenRefusesBadDSNWithoutEchoingIt(t *testing.T) {
 		t.Fatalf("empty DSN: %v, want a refusal saying it is empty", err)
 	}
 }
+
+// TestPruneExpiredCountsWhatIsKept: records at 1, 10, 20 and 30 days old,
+// pruned at 25 days with "recent" meaning the last 15: one deleted, three
+// kept, two recent, the oldest kept 20 days old.
+func TestPruneExpiredCountsWhatIsKept(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, server.NewDatabase(t))
+	var recs []store.Record
+	for _, days := range []int{1, 10, 20, 30} {
+		recs = append(recs, event("chat", fmt.Sprintf("age-%d", days), t0.Add(-time.Duration(days)*24*time.Hour), uint64(days), 1))
+	}
+	if _, err := s.Submit(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.PruneExpired(ctx, t0.Add(-25*24*time.Hour), t0.Add(-15*24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Pruned{Deleted: 1, Kept: 3, Recent: 2, Oldest: t0.Add(-20 * 24 * time.Hour)}
+	if got != want {
+		t.Errorf("PruneExpired = %+v, want %+v", got, want)
+	}
+	// Nothing left to prune: the same counts, none deleted.
+	want.Deleted = 0
+	if got, err := s.PruneExpired(ctx, t0.Add(-25*24*time.Hour), t0.Add(-15*24*time.Hour)); err != nil || got != want {
+		t.Errorf("second PruneExpired = %+v (%v), want %+v", got, err, want)
+	}
+}
