@@ -1,0 +1,448 @@
+package pgstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/cxop-dev/cxop/internal/rollup"
+	"github.com/cxop-dev/cxop/internal/store"
+)
+
+type request struct {
+	records []store.Record
+	done    chan reply
+}
+
+type reply struct {
+	res store.Result
+	err error
+}
+
+// Submit stores records durably and returns once their transaction has
+// committed (or they are known duplicates), with the embedded store's
+// answers: per record new or duplicate in the Result; a
+// *store.ConflictError, storing nothing of the request, when a record
+// reuses a stored id for another payload; store.ErrOverloaded at once when
+// the queue is full; store.ErrClosed after Close; and an ErrUnavailable
+// error when the database cannot be reached or the commit's outcome is
+// unknown (nothing acknowledged; a retry is exact).
+func (s *Store) Submit(ctx context.Context, records []store.Record) (store.Result, error) {
+	// Checked before queueing: a record the database would refuse must not
+	// fail the other requests of its group.
+	for i := range records {
+		if err := storable(&records[i]); err != nil {
+			return store.Result{}, fmt.Errorf("record %d: %w", i, err)
+		}
+	}
+	req := &request{records: records, done: make(chan reply, 1)}
+	s.closeMu.RLock()
+	if s.closed {
+		s.closeMu.RUnlock()
+		return store.Result{}, store.ErrClosed
+	}
+	select {
+	case s.queue <- req:
+		s.closeMu.RUnlock()
+	default:
+		s.closeMu.RUnlock()
+		return store.Result{}, store.ErrOverloaded
+	}
+	select {
+	case r := <-req.done:
+		return r.res, r.err
+	case <-ctx.Done():
+		// The commit goes ahead; a retry of the same ids finds them stored.
+		return store.Result{}, ctx.Err()
+	}
+}
+
+// ErrUnstorable is what an error is (errors.Is) for a record this store
+// cannot hold as given; the collector's validation refuses such records
+// first, so it means a caller's bug.
+var ErrUnstorable = errors.New("record cannot be stored")
+
+// storable checks what PostgreSQL would refuse for the whole group: text
+// that is not UTF-8 or holds NUL, and a kind or score out of range.
+func storable(r *store.Record) error {
+	for _, f := range [...]struct{ name, v string }{{"subject", r.Subject}, {"id", r.ID}} {
+		if !utf8.ValidString(f.v) || strings.IndexByte(f.v, 0) >= 0 {
+			return fmt.Errorf("%w: its %s is not UTF-8 text without NUL", ErrUnstorable, f.name)
+		}
+	}
+	switch r.Kind {
+	case rollup.KindTouchpoint:
+	case rollup.KindSurvey:
+		if r.Response.Score < 0 || r.Response.Score > 10 {
+			return fmt.Errorf("%w: score %d is outside 0..10", ErrUnstorable, r.Response.Score)
+		}
+	default:
+		return fmt.Errorf("%w: kind %q", ErrUnstorable, r.Kind)
+	}
+	return nil
+}
+
+// commitLoop takes whatever requests are queued, up to MaxGroupRecords, and
+// commits them in one transaction.
+func (s *Store) commitLoop() {
+	defer s.workers.Done()
+	for req := range s.queue {
+		group := []*request{req}
+		n := len(req.records)
+	drain:
+		for n < s.opts.MaxGroupRecords {
+			select {
+			case more, ok := <-s.queue:
+				if !ok {
+					break drain
+				}
+				group = append(group, more)
+				n += len(more.records)
+			default:
+				break drain
+			}
+		}
+		results, err := s.commitGroup(group)
+		for i, req := range group {
+			if err != nil {
+				req.done <- reply{err: err}
+				continue
+			}
+			req.done <- results[i]
+		}
+	}
+}
+
+// key is a record's idempotency key.
+type key struct {
+	kind    rollup.Kind
+	subject string
+	id      string
+}
+
+func keyOf(r *store.Record) key { return key{r.Kind, r.Subject, r.ID} }
+
+func compareKeys(a, b key) int {
+	if c := int(a.kind) - int(b.kind); c != 0 {
+		return c
+	}
+	if c := strings.Compare(a.subject, b.subject); c != 0 {
+		return c
+	}
+	return strings.Compare(a.id, b.id)
+}
+
+// commitGroup commits a group, running it again on a serialization failure,
+// a deadlock or a missing partition.
+func (s *Store) commitGroup(group []*request) ([]reply, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.CommitTimeout)
+	defer cancel()
+	var times []int64
+	for _, req := range group {
+		for i := range req.records {
+			times = append(times, req.records[i].Time())
+		}
+	}
+	var err error
+	for attempt := range maxAttempts {
+		if attempt > 0 {
+			if werr := backoff(ctx, attempt); werr != nil {
+				return nil, unavailable(errors.Join(err, werr))
+			}
+		}
+		if err = s.ensurePartitions(ctx, times); err != nil {
+			return nil, unavailable(err)
+		}
+		var results []reply
+		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			var err error
+			results, err = s.claimAndInsert(ctx, tx, group)
+			return err
+		})
+		switch {
+		case err == nil:
+			return results, nil
+		case noPartition(err):
+			s.forgetPartitions()
+		case retryable(err), errors.Is(err, errClaimVanished):
+		default:
+			return nil, unavailable(fmt.Errorf("commit: %w", err))
+		}
+	}
+	return nil, unavailable(fmt.Errorf("commit: %w", err))
+}
+
+// errClaimVanished: a key the claim found taken was gone when read (taken
+// back by the transaction that held it); the group runs again.
+var errClaimVanished = errors.New("a claimed idempotency key vanished; retrying")
+
+// claimAndInsert is one group's transaction: claim every key in bulk, decide
+// each request's records in order exactly as the embedded store does, give
+// back the keys of refused requests, insert the new records and their tail
+// rows.
+func (s *Store) claimAndInsert(ctx context.Context, tx pgx.Tx, group []*request) ([]reply, error) {
+	// The first record of each key in the group, in key order: claims in one
+	// order everywhere, so two replicas claiming overlapping batches wait on
+	// each other instead of deadlocking.
+	first := map[key]*store.Record{}
+	for _, req := range group {
+		for i := range req.records {
+			r := &req.records[i]
+			if _, ok := first[keyOf(r)]; !ok {
+				first[keyOf(r)] = r
+			}
+		}
+	}
+	keys := make([]key, 0, len(first))
+	for k := range first {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, compareKeys)
+	var c columns
+	for _, k := range keys {
+		c.addKey(k, first[k].Fingerprint, first[k].Time())
+	}
+	rows, err := tx.Query(ctx, `INSERT INTO cxop_ids (kind, subject, id, fingerprint, event_time)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[])
+ON CONFLICT DO NOTHING
+RETURNING kind, subject, id`, c.kinds, c.subjects, c.ids, c.fingerprints, c.times)
+	if err != nil {
+		return nil, err
+	}
+	claimed := map[key]bool{}
+	var kind, subject, id string
+	_, err = pgx.ForEachRow(rows, []any{&kind, &subject, &id}, func() error {
+		claimed[key{rollup.Kind(kind[0]), subject, id}] = true
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	// Keys stored before: their fingerprints decide duplicate or conflict.
+	stored := map[key]uint64{}
+	if len(claimed) < len(keys) {
+		var o columns
+		for _, k := range keys {
+			if !claimed[k] {
+				o.addKey(k, 0, 0)
+			}
+		}
+		rows, err := tx.Query(ctx, `SELECT kind, subject, id, fingerprint FROM cxop_ids
+WHERE (kind, subject, id) IN (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))`, o.kinds, o.subjects, o.ids)
+		if err != nil {
+			return nil, err
+		}
+		var fp int64
+		_, err = pgx.ForEachRow(rows, []any{&kind, &subject, &id, &fp}, func() error {
+			stored[key{rollup.Kind(kind[0]), subject, id}] = uint64(fp)
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		if len(stored) != len(o.ids) {
+			return nil, errClaimVanished
+		}
+	}
+
+	// Requests in order, as the embedded store's committer takes them.
+	results := make([]reply, len(group))
+	accepted := map[key]*store.Record{} // new keys and the record that stands for each
+	var fresh []*store.Record
+	for gi, req := range group {
+		var added []key
+		res := &results[gi].res
+		for i := range req.records {
+			r := &req.records[i]
+			k := keyOf(r)
+			var have uint64
+			dup := false
+			if a, ok := accepted[k]; ok {
+				have, dup = a.Fingerprint, true
+			} else if fp, ok := stored[k]; ok {
+				have, dup = fp, true
+			}
+			if !dup {
+				accepted[k] = r
+				added = append(added, k)
+				continue
+			}
+			if have != 0 && r.Fingerprint != 0 && have != r.Fingerprint {
+				for _, k := range added {
+					delete(accepted, k)
+				}
+				results[gi] = reply{err: &store.ConflictError{Index: i, ID: r.ID}}
+				break
+			}
+			if res.Duplicate == nil {
+				res.Duplicate = make([]bool, len(req.records))
+			}
+			res.Duplicate[i] = true
+			res.Duplicates++
+		}
+		if results[gi].err != nil {
+			continue
+		}
+		for i := range req.records {
+			if res.Duplicate == nil || !res.Duplicate[i] {
+				fresh = append(fresh, &req.records[i])
+				res.Accepted++
+			}
+		}
+	}
+
+	// Keys claimed for refused requests go back; keys whose standing record
+	// is not the one claimed with get its fingerprint and time.
+	var drop, fix columns
+	for _, k := range keys {
+		if !claimed[k] {
+			continue
+		}
+		a, ok := accepted[k]
+		switch {
+		case !ok:
+			drop.addKey(k, 0, 0)
+		case a != first[k] && (a.Fingerprint != first[k].Fingerprint || a.Time() != first[k].Time()):
+			fix.addKey(k, a.Fingerprint, a.Time())
+		}
+	}
+	if len(drop.ids) > 0 {
+		if _, err := tx.Exec(ctx, `DELETE FROM cxop_ids WHERE (kind, subject, id) IN (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))`,
+			drop.kinds, drop.subjects, drop.ids); err != nil {
+			return nil, err
+		}
+	}
+	if len(fix.ids) > 0 {
+		if _, err := tx.Exec(ctx, `UPDATE cxop_ids SET fingerprint = f.fingerprint, event_time = f.event_time
+FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[]) AS f(kind, subject, id, fingerprint, event_time)
+WHERE cxop_ids.kind = f.kind AND cxop_ids.subject = f.subject AND cxop_ids.id = f.id`,
+			fix.kinds, fix.subjects, fix.ids, fix.fingerprints, fix.times); err != nil {
+			return nil, err
+		}
+	}
+	if len(fresh) == 0 {
+		return results, nil
+	}
+	var rc recordColumns
+	for _, r := range fresh {
+		rc.add(r)
+	}
+	// One statement writes the records and their tail rows, the tail taking
+	// the sequence numbers the records were given.
+	_, err = tx.Exec(ctx, `WITH r AS (
+  INSERT INTO cxop_records (event_time, kind, subject, id, customer_hash, wait_seconds, flags, score, body)
+  SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::float8[], $7::smallint[], $8::smallint[], $9::bytea[])
+  RETURNING seq, kind, subject, event_time, customer_hash, wait_seconds, flags, score
+)
+INSERT INTO cxop_tail (seq, kind, subject, event_time, customer_hash, wait_seconds, flags, score)
+SELECT seq, kind, subject, event_time, customer_hash, wait_seconds, flags, score FROM r`,
+		rc.times, rc.kinds, rc.subjects, rc.ids, rc.hashes, rc.waits, rc.flags, rc.scores, rc.bodies)
+	if err != nil {
+		return nil, err
+	}
+	return results, nil
+}
+
+// columns are keys as parallel arrays, for unnest.
+type columns struct {
+	kinds, subjects, ids []string
+	fingerprints, times  []int64
+}
+
+func (c *columns) addKey(k key, fingerprint uint64, t int64) {
+	c.kinds = append(c.kinds, string(rune(k.kind)))
+	c.subjects = append(c.subjects, k.subject)
+	c.ids = append(c.ids, k.id)
+	c.fingerprints = append(c.fingerprints, int64(fingerprint))
+	c.times = append(c.times, t)
+}
+
+// Flags of a record: what its Event says besides its time, hash and wait.
+const (
+	flagHasWait = 1 << iota
+	flagAssessed
+	flagCompliant
+	flagHasResolved
+	flagResolved
+)
+
+type recordColumns struct {
+	times, hashes        []int64
+	kinds, subjects, ids []string
+	waits                []float64
+	flags, scores        []int16
+	bodies               [][]byte
+}
+
+func (c *recordColumns) add(r *store.Record) {
+	var flags int16
+	var h uint64
+	var wait float64
+	var score int16
+	switch r.Kind {
+	case rollup.KindTouchpoint:
+		e := &r.Event
+		for _, f := range [...]struct {
+			bit int16
+			on  bool
+		}{{flagHasWait, e.HasWait}, {flagAssessed, e.Assessed}, {flagCompliant, e.Compliant},
+			{flagHasResolved, e.HasResolved}, {flagResolved, e.Resolved}} {
+			if f.on {
+				flags |= f.bit
+			}
+		}
+		h, wait = e.CustomerHash, e.WaitSeconds
+	case rollup.KindSurvey:
+		h, score = r.Response.CustomerHash, int16(r.Response.Score)
+	}
+	c.times = append(c.times, r.Time())
+	c.kinds = append(c.kinds, string(rune(r.Kind)))
+	c.subjects = append(c.subjects, r.Subject)
+	c.ids = append(c.ids, r.ID)
+	c.hashes = append(c.hashes, int64(h))
+	if math.IsNaN(wait) || math.IsInf(wait, 0) {
+		wait = 0 // ingest never lets these through; the column refuses none
+	}
+	c.waits = append(c.waits, wait)
+	c.flags = append(c.flags, flags)
+	c.scores = append(c.scores, score)
+	body := r.JSON
+	if body == nil {
+		body = []byte{}
+	}
+	c.bodies = append(c.bodies, body)
+}
+
+// tailRecord is what a tail row adds to the rollups.
+type tailRecord struct {
+	kind    rollup.Kind
+	subject string
+	event   rollup.Event
+	resp    rollup.Response
+}
+
+func decodeTail(kind, subject string, t, hash int64, wait float64, flags, score int16) tailRecord {
+	tr := tailRecord{kind: rollup.Kind(kind[0]), subject: subject}
+	switch tr.kind {
+	case rollup.KindTouchpoint:
+		tr.event = rollup.Event{Time: t, CustomerHash: uint64(hash), WaitSeconds: wait,
+			HasWait: flags&flagHasWait != 0, Assessed: flags&flagAssessed != 0, Compliant: flags&flagCompliant != 0,
+			HasResolved: flags&flagHasResolved != 0, Resolved: flags&flagResolved != 0}
+	default:
+		tr.resp = rollup.Response{Time: t, CustomerHash: uint64(hash), Score: int(score)}
+	}
+	return tr
+}
+
+func (t *tailRecord) time() int64 {
+	if t.kind == rollup.KindTouchpoint {
+		return t.event.Time
+	}
+	return t.resp.Time
+}

@@ -1,0 +1,213 @@
+package pgstore
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/cxop-dev/cxop/internal/rollup"
+)
+
+// bucketID names one rollup bucket row.
+type bucketID struct {
+	kind    rollup.Kind
+	subject string
+	key     rollup.BucketKey
+}
+
+// agg is a bucket's aggregate, of one kind or the other.
+type agg struct {
+	tp *rollup.Touchpoint
+	sv *rollup.Survey
+}
+
+func newAgg(kind rollup.Kind) agg {
+	if kind == rollup.KindTouchpoint {
+		return agg{tp: rollup.NewTouchpoint()}
+	}
+	return agg{sv: rollup.NewSurvey()}
+}
+
+func decodeAgg(kind rollup.Kind, b []byte) (agg, error) {
+	if kind == rollup.KindTouchpoint {
+		a := &rollup.Touchpoint{}
+		return agg{tp: a}, a.UnmarshalBinary(b)
+	}
+	a := &rollup.Survey{}
+	return agg{sv: a}, a.UnmarshalBinary(b)
+}
+
+func (a agg) add(t *tailRecord) {
+	if a.tp != nil {
+		a.tp.Add(&t.event)
+	} else {
+		a.sv.Add(&t.resp)
+	}
+}
+
+func (a agg) marshal() ([]byte, error) {
+	if a.tp != nil {
+		return a.tp.MarshalBinary()
+	}
+	return a.sv.MarshalBinary()
+}
+
+// Fold folds up to FoldBatch records of the tail into the rollups, if this
+// replica holds (or takes) the fold lease, and returns how many it folded.
+// One transaction renews the lease, deletes the tail rows it folds, rewrites
+// the buckets they fall in, drops buckets past retention and moves the
+// watermark: a record leaves the tail exactly when it enters the rollups.
+func (s *Store) Fold(ctx context.Context) (int, error) {
+	folded := 0
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		folded = 0
+		if held, err := s.claimLease(ctx, tx, "fold"); err != nil || !held {
+			return err
+		}
+		rows, err := tx.Query(ctx, `DELETE FROM cxop_tail WHERE seq IN (SELECT seq FROM cxop_tail ORDER BY seq LIMIT $1)
+RETURNING seq, kind, subject, event_time, customer_hash, wait_seconds, flags, score`, s.opts.FoldBatch)
+		if err != nil {
+			return err
+		}
+		type seqRecord struct {
+			seq int64
+			tailRecord
+		}
+		var recs []seqRecord
+		var seq, t, h int64
+		var kind, subject string
+		var wait float64
+		var flags, score int16
+		_, err = pgx.ForEachRow(rows, []any{&seq, &kind, &subject, &t, &h, &wait, &flags, &score}, func() error {
+			if len(kind) != 1 || (kind[0] != byte(rollup.KindTouchpoint) && kind[0] != byte(rollup.KindSurvey)) || score < 0 || score > 10 {
+				return fmt.Errorf("tail row %d is corrupt (kind %q, score %d)", seq, kind, score)
+			}
+			recs = append(recs, seqRecord{seq, decodeTail(kind, subject, t, h, wait, flags, score)})
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if len(recs) > 0 {
+			// In sequence order, as the embedded store counts them.
+			slices.SortFunc(recs, func(a, b seqRecord) int { return cmp.Compare(a.seq, b.seq) })
+			buckets := map[bucketID]agg{}
+			for i := range recs {
+				for _, k := range rollup.BucketsOf(recs[i].time()) {
+					buckets[bucketID{recs[i].kind, recs[i].subject, k}] = agg{}
+				}
+			}
+			if err := loadBuckets(ctx, tx, buckets); err != nil {
+				return err
+			}
+			for i := range recs {
+				r := &recs[i].tailRecord
+				for _, k := range rollup.BucketsOf(r.time()) {
+					id := bucketID{r.kind, r.subject, k}
+					a := buckets[id]
+					if a.tp == nil && a.sv == nil {
+						a = newAgg(r.kind)
+						buckets[id] = a
+					}
+					a.add(r)
+				}
+			}
+			if err := storeBuckets(ctx, tx, buckets); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, `UPDATE cxop_fold SET watermark = greatest(watermark, $1), folded = folded + $2, folded_at = now()
+WHERE name = 'rollups'`, recs[len(recs)-1].seq, len(recs)); err != nil {
+				return err
+			}
+		}
+		// Buckets past retention go, as a Set's Flush drops them.
+		now := s.opts.Now()
+		for _, res := range rollup.Resolutions {
+			if _, err := tx.Exec(ctx, `DELETE FROM cxop_rollups WHERE resolution = $1 AND bucket_start < $2`,
+				int16(res), s.opts.Retention.Horizon(res, now)); err != nil {
+				return err
+			}
+		}
+		folded = len(recs)
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("fold: %w", err)
+	}
+	return folded, nil
+}
+
+// loadBuckets reads the stored buckets among those named.
+func loadBuckets(ctx context.Context, tx pgx.Tx, buckets map[bucketID]agg) error {
+	var kinds, subjects []string
+	var res []int16
+	var starts []int64
+	for id := range buckets {
+		kinds = append(kinds, string(rune(id.kind)))
+		subjects = append(subjects, id.subject)
+		res = append(res, int16(id.key.Res))
+		starts = append(starts, id.key.Start)
+	}
+	rows, err := tx.Query(ctx, `SELECT kind, subject, resolution, bucket_start, value FROM cxop_rollups
+WHERE (kind, subject, resolution, bucket_start) IN (SELECT * FROM unnest($1::text[], $2::text[], $3::smallint[], $4::bigint[]))`,
+		kinds, subjects, res, starts)
+	if err != nil {
+		return err
+	}
+	var kind, subject string
+	var r int16
+	var start int64
+	var value []byte
+	_, err = pgx.ForEachRow(rows, []any{&kind, &subject, &r, &start, &value}, func() error {
+		id := bucketID{rollup.Kind(kind[0]), subject, rollup.BucketKey{Res: rollup.Resolution(r), Start: start}}
+		a, err := decodeAgg(id.kind, value)
+		if err != nil {
+			return fmt.Errorf("rollup %c %s %s bucket at %d: %w", id.kind, subject, id.key.Res, start, err)
+		}
+		buckets[id] = a
+		return nil
+	})
+	return err
+}
+
+// storeBuckets writes buckets back.
+func storeBuckets(ctx context.Context, tx pgx.Tx, buckets map[bucketID]agg) error {
+	var kinds, subjects []string
+	var res []int16
+	var starts []int64
+	var values [][]byte
+	for id, a := range buckets {
+		v, err := a.marshal()
+		if err != nil {
+			return err
+		}
+		kinds = append(kinds, string(rune(id.kind)))
+		subjects = append(subjects, id.subject)
+		res = append(res, int16(id.key.Res))
+		starts = append(starts, id.key.Start)
+		values = append(values, v)
+	}
+	_, err := tx.Exec(ctx, `INSERT INTO cxop_rollups (kind, subject, resolution, bucket_start, value)
+SELECT * FROM unnest($1::text[], $2::text[], $3::smallint[], $4::bigint[], $5::bytea[])
+ON CONFLICT (kind, subject, resolution, bucket_start) DO UPDATE SET value = excluded.value`,
+		kinds, subjects, res, starts, values)
+	return err
+}
+
+// FoldState is where the fold stands.
+type FoldState struct {
+	Watermark int64 // highest record sequence folded
+	Folded    int64 // records folded in all
+	Tail      int64 // records stored and not yet folded
+}
+
+// FoldState reads where the fold stands, in one snapshot.
+func (s *Store) FoldState(ctx context.Context) (FoldState, error) {
+	var f FoldState
+	err := s.pool.QueryRow(ctx, `SELECT watermark, folded, (SELECT count(*) FROM cxop_tail) FROM cxop_fold WHERE name = 'rollups'`).
+		Scan(&f.Watermark, &f.Folded, &f.Tail)
+	return f, unavailable(err)
+}
