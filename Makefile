@@ -85,7 +85,7 @@ envtest: ## Build kube-apiserver, etcd and kubectl from their Go modules (cached
 .PHONY: test
 test: manifests generate vet helm ## Run the unit, envtest, end-to-end and cluster suites against Kubernetes built from source.
 	KUBEBUILDER_ASSETS="$$(hack/setup-envtest.sh | tail -n 1)" HELM=$(HELM) PROMTOOL="$$(hack/setup-promtool.sh | tail -n 1)" \
-		CHROMIUM="$$(hack/setup-chromium.sh | tail -n 1)" $(GO) test $(GO_TEST_FLAGS) ./...
+		CHROMIUM="$$(hack/setup-chromium.sh | tail -n 1)" PG_BIN="$$(hack/setup-postgres.sh | tail -n 1)" $(GO) test $(GO_TEST_FLAGS) ./...
 	$(MAKE) --no-print-directory fuzz
 	$(MAKE) --no-print-directory test-e2e
 	$(MAKE) --no-print-directory test-cluster
