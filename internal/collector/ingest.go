@@ -347,17 +347,19 @@ func seconds(i int, field string, p *float64) (float64, *inputError) {
 	return s, nil
 }
 
-// eventOut is how an event is stored and exported.
+// eventOut is how an event is stored and exported. Its contact is not:
+// it is stored apart (store.Record.Contact) and pruned contactRetention
+// after it came. Records stored before that keep theirs in this JSON,
+// after the other fields, until they expire.
 type eventOut struct {
-	ID            string     `json:"id"`
-	Touchpoint    string     `json:"touchpoint"`
-	Customer      string     `json:"customer"`
-	Time          string     `json:"time"`
-	WaitSeconds   *float64   `json:"waitSeconds,omitempty"`
-	Resolved      *bool      `json:"resolved,omitempty"`
-	HandleSeconds *float64   `json:"handleSeconds,omitempty"`
-	Segment       string     `json:"segment,omitempty"`
-	Contact       *contactIn `json:"contact,omitempty"`
+	ID            string   `json:"id"`
+	Touchpoint    string   `json:"touchpoint"`
+	Customer      string   `json:"customer"`
+	Time          string   `json:"time"`
+	WaitSeconds   *float64 `json:"waitSeconds,omitempty"`
+	Resolved      *bool    `json:"resolved,omitempty"`
+	HandleSeconds *float64 `json:"handleSeconds,omitempty"`
+	Segment       string   `json:"segment,omitempty"`
 }
 
 func (v *validator) event(i int, in *eventIn) (store.Record, *inputError) {
@@ -385,7 +387,7 @@ func (v *validator) event(i int, in *eventIn) (store.Record, *inputError) {
 	if err != nil {
 		return store.Record{}, err
 	}
-	out := eventOut{ID: id, Touchpoint: name, Customer: customer, Time: at.Format(time.RFC3339Nano), Resolved: in.Resolved, Contact: in.Contact}
+	out := eventOut{ID: id, Touchpoint: name, Customer: customer, Time: at.Format(time.RFC3339Nano), Resolved: in.Resolved}
 	e := rollup.Event{Time: at.UnixNano(), CustomerHash: xxhash.Sum64String(customer)}
 	if in.WaitSeconds != nil {
 		w, err := seconds(i, "waitSeconds", in.WaitSeconds)
@@ -412,17 +414,37 @@ func (v *validator) event(i int, in *eventIn) (store.Record, *inputError) {
 	if out.Segment, err = v.text(i, "segment", in.Segment, false, maxSegmentLen); err != nil {
 		return store.Record{}, err
 	}
+	var contact []byte
 	if in.Contact != nil {
 		if err := v.contact(i, in.Contact.Email, in.Contact.Phone); err != nil {
 			return store.Record{}, err
+		}
+		var cerr error
+		if contact, cerr = json.Marshal(in.Contact); cerr != nil {
+			return store.Record{}, badRecord(i, "contact", "cannot encode: %v", cerr)
 		}
 	}
 	js, jerr := json.Marshal(out)
 	if jerr != nil {
 		return store.Record{}, badRecord(i, "", "cannot encode: %v", jerr)
 	}
-	return store.Record{Kind: rollup.KindTouchpoint, Subject: name, ID: id, JSON: js, Event: e,
-		Fingerprint: fingerprint(js, in.Time == nil)}, nil
+	return store.Record{Kind: rollup.KindTouchpoint, Subject: name, ID: id, JSON: js, Contact: contact, Event: e,
+		Fingerprint: fingerprint(withContact(js, contact), in.Time == nil)}, nil
+}
+
+// withContact is an event's JSON as it was stored when the contact was
+// part of it (the contact last), which the fingerprint covers: a retry
+// with another contact is still another payload, and the fingerprints of
+// ids stored before the contact moved out stay the same.
+func withContact(js, contact []byte) []byte {
+	if contact == nil {
+		return js
+	}
+	full := make([]byte, 0, len(js)+len(contact)+len(`,"contact":`))
+	full = append(full, js[:len(js)-1]...)
+	full = append(full, `,"contact":`...)
+	full = append(full, contact...)
+	return append(full, '}')
 }
 
 // responseOut is how an answer is stored and exported.
