@@ -429,22 +429,7 @@ func (v *validator) event(i int, in *eventIn) (store.Record, *inputError) {
 		return store.Record{}, badRecord(i, "", "cannot encode: %v", jerr)
 	}
 	return store.Record{Kind: rollup.KindTouchpoint, Subject: name, ID: id, JSON: js, Contact: contact, Event: e,
-		Fingerprint: fingerprint(withContact(js, contact), in.Time == nil)}, nil
-}
-
-// withContact is an event's JSON as it was stored when the contact was
-// part of it (the contact last), which the fingerprint covers: a retry
-// with another contact is still another payload, and the fingerprints of
-// ids stored before the contact moved out stay the same.
-func withContact(js, contact []byte) []byte {
-	if contact == nil {
-		return js
-	}
-	full := make([]byte, 0, len(js)+len(contact)+len(`,"contact":`))
-	full = append(full, js[:len(js)-1]...)
-	full = append(full, `,"contact":`...)
-	full = append(full, contact...)
-	return append(full, '}')
+		Fingerprint: fingerprintWithContact(js, contact, in.Time == nil)}, nil
 }
 
 // responseOut is how an answer is stored and exported.
@@ -522,15 +507,33 @@ var timeKey = []byte(`"time":"`)
 // the same id with anything else different is a conflict. It is never 0,
 // which the store reads as unknown.
 func fingerprint(js []byte, timeFilled bool) uint64 {
+	return fingerprintWithContact(js, nil, timeFilled)
+}
+
+// fingerprintWithContact is the fingerprint of an event's JSON with its
+// contact (nil for none) put back as it was stored when the contact was
+// part of the record (its last field): a retry with another contact is
+// still another payload, and the fingerprints of ids stored before the
+// contact moved out stay the same.
+func fingerprintWithContact(js, contact []byte, timeFilled bool) uint64 {
 	var d xxhash.Digest
 	d.Reset()
-	if i := bytes.Index(js, timeKey); timeFilled && i >= 0 {
+	body := js
+	if contact != nil {
+		body = js[:len(js)-1] // without its closing brace
+	}
+	if i := bytes.Index(body, timeKey); timeFilled && i >= 0 {
 		start := i + len(timeKey)
-		end := start + bytes.IndexByte(js[start:], '"')
-		_, _ = d.Write(js[:start])
-		_, _ = d.Write(js[end:])
+		end := start + bytes.IndexByte(body[start:], '"')
+		_, _ = d.Write(body[:start])
+		_, _ = d.Write(body[end:])
 	} else {
-		_, _ = d.Write(js)
+		_, _ = d.Write(body)
+	}
+	if contact != nil {
+		_, _ = d.WriteString(`,"contact":`)
+		_, _ = d.Write(contact)
+		_, _ = d.WriteString("}")
 	}
 	return max(d.Sum64(), 1)
 }
