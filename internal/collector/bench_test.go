@@ -65,6 +65,29 @@ func BenchmarkValidateEvents(b *testing.B) {
 	b.ReportMetric(float64(b.N*100)/b.Elapsed().Seconds(), "events/s")
 }
 
+// BenchmarkValidateEventsWithContacts is BenchmarkValidateEvents with a
+// contact on every event: what storing the contact apart (its own JSON,
+// and the fingerprint over the record with it) adds.
+func BenchmarkValidateEventsWithContacts(b *testing.B) {
+	cfg := testConfigB(b)
+	rng := rand.New(rand.NewPCG(1, 1))
+	body := loadgen.Events("v", 100, testNow, 0, rng)
+	body = bytes.ReplaceAll(body, []byte(`"load"`), []byte(`"chat"`))
+	body = bytes.ReplaceAll(body, []byte(`"touchpoint":"chat"`), []byte(`"touchpoint":"chat","contact":{"email":"ada.lovelace@example.com","phone":"+49 30 1234567"}`))
+	if !bytes.Contains(body, []byte(`"contact"`)) {
+		b.Fatal("no contact in the events")
+	}
+	b.SetBytes(int64(len(body)))
+	b.ResetTimer()
+	for range b.N {
+		v := &validator{cfg: cfg, now: testNow, authorized: func(string) bool { return true }, seen: map[string]int{}}
+		if _, err := validateAll(body, v.event); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*100)/b.Elapsed().Seconds(), "events/s")
+}
+
 // BenchmarkRepeatedKey scans a batch of 100 events for a repeated key, the
 // part of BenchmarkValidateEvents that refuses {"a":1,"a":2}.
 func BenchmarkRepeatedKey(b *testing.B) {

@@ -251,7 +251,6 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return errors.Join(err, stopServing())
 	}
-	srv.store.Store(st)
 	srv.secrets.Store(sec)
 	hooks := webhook.NewClient(guard, 10*time.Second)
 	var engines sync.WaitGroup
@@ -286,6 +285,9 @@ func Run(ctx context.Context, o Options) error {
 		}
 		log.Warn("the survey page waits until the store can write", "err", err)
 	}
+	// Ready (/readyz answers from the store) only once the survey engine
+	// runs, so that no request routed here finds the survey page missing.
+	srv.store.Store(st)
 	var resumed sync.WaitGroup
 	if st.ReadOnly() != nil {
 		resumed.Go(func() {

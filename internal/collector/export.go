@@ -26,27 +26,27 @@ const (
 )
 
 // csvColumns are the CSV header of each kind of record: the fields of the
-// stored record (eventOut, responseOut), contact flattened.
+// stored record (eventOut, responseOut). An interaction's contact is not
+// part of the record, nor of its export.
 var csvColumns = map[rollup.Kind][]string{
-	rollup.KindTouchpoint: {"id", "time", "customer", "touchpoint", "waitSeconds", "handleSeconds", "resolved", "segment", "contact.email", "contact.phone"},
+	rollup.KindTouchpoint: {"id", "time", "customer", "touchpoint", "waitSeconds", "handleSeconds", "resolved", "segment"},
 	rollup.KindSurvey:     {"id", "time", "customer", "survey", "score", "comment"},
 }
 
 // exportedRecord reads either kind of stored record. Fields a record of
 // an older version lacks are left empty.
 type exportedRecord struct {
-	ID            string     `json:"id"`
-	Time          string     `json:"time"`
-	Customer      string     `json:"customer"`
-	Touchpoint    string     `json:"touchpoint"`
-	WaitSeconds   *float64   `json:"waitSeconds"`
-	HandleSeconds *float64   `json:"handleSeconds"`
-	Resolved      *bool      `json:"resolved"`
-	Segment       string     `json:"segment"`
-	Contact       *contactIn `json:"contact"`
-	Survey        string     `json:"survey"`
-	Score         *int       `json:"score"`
-	Comment       string     `json:"comment"`
+	ID            string   `json:"id"`
+	Time          string   `json:"time"`
+	Customer      string   `json:"customer"`
+	Touchpoint    string   `json:"touchpoint"`
+	WaitSeconds   *float64 `json:"waitSeconds"`
+	HandleSeconds *float64 `json:"handleSeconds"`
+	Resolved      *bool    `json:"resolved"`
+	Segment       string   `json:"segment"`
+	Survey        string   `json:"survey"`
+	Score         *int     `json:"score"`
+	Comment       string   `json:"comment"`
 }
 
 // row fills row (len(csvColumns[kind])) with the record's cells.
@@ -62,15 +62,6 @@ func (r *exportedRecord) row(kind rollup.Kind, row []string) {
 	row[3], row[4], row[5], row[6], row[7] = textCell(r.Touchpoint), numberCell(r.WaitSeconds), numberCell(r.HandleSeconds), "", textCell(r.Segment)
 	if r.Resolved != nil {
 		row[6] = strconv.FormatBool(*r.Resolved)
-	}
-	row[8], row[9] = "", ""
-	if c := r.Contact; c != nil {
-		if c.Email != nil {
-			row[8] = textCell(*c.Email)
-		}
-		if c.Phone != nil {
-			row[9] = textCell(*c.Phone)
-		}
 	}
 }
 
@@ -196,7 +187,9 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// exportNDJSON writes each record as stored, one per line.
+// exportNDJSON writes each record as stored, one per line, without the
+// contact that interactions stored before contacts moved out of records
+// still carry.
 func exportNDJSON(w http.ResponseWriter, st *store.Store, kind rollup.Kind, name string, match func(string) bool) error {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	return st.Export(kind, name, func(js []byte) error {
@@ -210,6 +203,9 @@ func exportNDJSON(w http.ResponseWriter, st *store.Store, kind rollup.Kind, name
 			if !match(rec.Customer) {
 				return nil
 			}
+		}
+		if kind == rollup.KindTouchpoint {
+			js = withoutContact(js)
 		}
 		if _, err := w.Write(js); err != nil {
 			return err

@@ -79,10 +79,11 @@ func TestCSVExportNeutralisesFormulas(t *testing.T) {
 	if code, body, _ := c.post("/v1/responses", npsToken, "", responses); code != 200 {
 		t.Fatalf("responses: %d %v", code, body)
 	}
-	wantEvents := "id,time,customer,touchpoint,waitSeconds,handleSeconds,resolved,segment,contact.email,contact.phone\n" +
-		`"'=HYPERLINK(""http://x.example/?a"",""click"")",2026-11-23T11:00:00Z,'+1,chat,30.5,120,false,'-2,'@SUM(1+1)@example.com,'+49 30 1234` + "\n" +
-		`plain,2026-11-23T11:30:00Z,"Zoë, ""the"" customer",chat,0.000001,,true,,,` + "\n" +
-		`e3,2026-11-23T11:45:00Z," =1",chat,,,,a;b,x@example.com,` + "\n"
+	// Contacts are not part of the records, nor of their export.
+	wantEvents := "id,time,customer,touchpoint,waitSeconds,handleSeconds,resolved,segment\n" +
+		`"'=HYPERLINK(""http://x.example/?a"",""click"")",2026-11-23T11:00:00Z,'+1,chat,30.5,120,false,'-2` + "\n" +
+		`plain,2026-11-23T11:30:00Z,"Zoë, ""the"" customer",chat,0.000001,,true,` + "\n" +
+		`e3,2026-11-23T11:45:00Z," =1",chat,,,,a;b` + "\n"
 	wantAnswers := "id,time,customer,survey,score,comment\n" +
 		"r1,2026-11-23T11:00:00Z,'@admin,nps,3,'\t=1+1\n" +
 		"r2,2026-11-23T11:01:00Z,'-5,nps,0,\"'\r=cmd|' /C calc'!A0\"\n" +
@@ -111,7 +112,7 @@ func TestCSVExportNeutralisesFormulas(t *testing.T) {
 		t.Errorf("one customer's answers: %d %q", code, body)
 	}
 	if code, body := c.exportBody("/v1/export?touchpoint=chat&format=csv&customer=nobody"); code != 200 ||
-		body != "id,time,customer,touchpoint,waitSeconds,handleSeconds,resolved,segment,contact.email,contact.phone\n" {
+		body != "id,time,customer,touchpoint,waitSeconds,handleSeconds,resolved,segment\n" {
 		t.Errorf("no such customer: %d %q", code, body)
 	}
 }
@@ -216,7 +217,7 @@ func TestCSVExportStreamsInBoundedMemory(t *testing.T) {
 	srv.Handler().ServeHTTP(w, req)
 	growth := int64(w.peak) - int64(w.base)
 	t.Logf("CSV export of %d records: %d bytes; live heap grew by at most %d KiB over %d samples", n, w.total, growth>>10, w.samples)
-	if w.code != 200 || w.rows != n+1 || !bytes.HasPrefix(w.first, []byte("id,time,customer,touchpoint,waitSeconds,handleSeconds,resolved,segment,contact.email,contact.phone\ne-0000000,2026-11-23T12:00:30Z,'=c-0,chat,0,,,,c0@example.com,\n")) {
+	if w.code != 200 || w.rows != n+1 || !bytes.HasPrefix(w.first, []byte("id,time,customer,touchpoint,waitSeconds,handleSeconds,resolved,segment\ne-0000000,2026-11-23T12:00:30Z,'=c-0,chat,0,,,\n")) {
 		t.Fatalf("export: %d, %d lines, starting %q", w.code, w.rows, w.first)
 	}
 	const bound = 1 << 20

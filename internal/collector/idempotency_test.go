@@ -48,6 +48,8 @@ func TestReusedIDWithAnotherPayloadIs422(t *testing.T) {
 	for _, tc := range []struct{ name, body string }{
 		{"another wait", `{"id":"a","touchpoint":"chat","customer":"c1","waitSeconds":31,"contact":{"email":"x@example.com"}}`},
 		{"another contact", `{"id":"a","touchpoint":"chat","customer":"c1","waitSeconds":30}`},
+		// The contact is stored apart from the record, yet is part of the payload.
+		{"another e-mail", `{"id":"a","touchpoint":"chat","customer":"c1","waitSeconds":30,"contact":{"email":"y@example.com"}}`},
 		{"a time where there was none", `{"id":"a","touchpoint":"chat","customer":"c1","waitSeconds":30,"contact":{"email":"x@example.com"},"time":"` + testNow.Format(time.RFC3339) + `"}`},
 		{"second record of an array", `[{"id":"b","touchpoint":"chat","customer":"c2"},{"id":"a","touchpoint":"chat","customer":"c9"}]`},
 		{"second line of NDJSON", "{\"id\":\"b\",\"touchpoint\":\"chat\",\"customer\":\"c2\"}\n{\"id\":\"a\",\"touchpoint\":\"chat\",\"customer\":\"c9\"}"},

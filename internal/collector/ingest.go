@@ -347,17 +347,19 @@ func seconds(i int, field string, p *float64) (float64, *inputError) {
 	return s, nil
 }
 
-// eventOut is how an event is stored and exported.
+// eventOut is how an event is stored and exported. Its contact is not:
+// it is stored apart (store.Record.Contact) and pruned contactRetention
+// after it came. Records stored before that keep theirs in this JSON,
+// after the other fields, until they expire.
 type eventOut struct {
-	ID            string     `json:"id"`
-	Touchpoint    string     `json:"touchpoint"`
-	Customer      string     `json:"customer"`
-	Time          string     `json:"time"`
-	WaitSeconds   *float64   `json:"waitSeconds,omitempty"`
-	Resolved      *bool      `json:"resolved,omitempty"`
-	HandleSeconds *float64   `json:"handleSeconds,omitempty"`
-	Segment       string     `json:"segment,omitempty"`
-	Contact       *contactIn `json:"contact,omitempty"`
+	ID            string   `json:"id"`
+	Touchpoint    string   `json:"touchpoint"`
+	Customer      string   `json:"customer"`
+	Time          string   `json:"time"`
+	WaitSeconds   *float64 `json:"waitSeconds,omitempty"`
+	Resolved      *bool    `json:"resolved,omitempty"`
+	HandleSeconds *float64 `json:"handleSeconds,omitempty"`
+	Segment       string   `json:"segment,omitempty"`
 }
 
 func (v *validator) event(i int, in *eventIn) (store.Record, *inputError) {
@@ -385,7 +387,7 @@ func (v *validator) event(i int, in *eventIn) (store.Record, *inputError) {
 	if err != nil {
 		return store.Record{}, err
 	}
-	out := eventOut{ID: id, Touchpoint: name, Customer: customer, Time: at.Format(time.RFC3339Nano), Resolved: in.Resolved, Contact: in.Contact}
+	out := eventOut{ID: id, Touchpoint: name, Customer: customer, Time: at.Format(time.RFC3339Nano), Resolved: in.Resolved}
 	e := rollup.Event{Time: at.UnixNano(), CustomerHash: xxhash.Sum64String(customer)}
 	if in.WaitSeconds != nil {
 		w, err := seconds(i, "waitSeconds", in.WaitSeconds)
@@ -412,17 +414,22 @@ func (v *validator) event(i int, in *eventIn) (store.Record, *inputError) {
 	if out.Segment, err = v.text(i, "segment", in.Segment, false, maxSegmentLen); err != nil {
 		return store.Record{}, err
 	}
+	var contact []byte
 	if in.Contact != nil {
 		if err := v.contact(i, in.Contact.Email, in.Contact.Phone); err != nil {
 			return store.Record{}, err
+		}
+		var cerr error
+		if contact, cerr = json.Marshal(in.Contact); cerr != nil {
+			return store.Record{}, badRecord(i, "contact", "cannot encode: %v", cerr)
 		}
 	}
 	js, jerr := json.Marshal(out)
 	if jerr != nil {
 		return store.Record{}, badRecord(i, "", "cannot encode: %v", jerr)
 	}
-	return store.Record{Kind: rollup.KindTouchpoint, Subject: name, ID: id, JSON: js, Event: e,
-		Fingerprint: fingerprint(js, in.Time == nil)}, nil
+	return store.Record{Kind: rollup.KindTouchpoint, Subject: name, ID: id, JSON: js, Contact: contact, Event: e,
+		Fingerprint: fingerprintWithContact(js, contact, in.Time == nil)}, nil
 }
 
 // responseOut is how an answer is stored and exported.
@@ -500,15 +507,33 @@ var timeKey = []byte(`"time":"`)
 // the same id with anything else different is a conflict. It is never 0,
 // which the store reads as unknown.
 func fingerprint(js []byte, timeFilled bool) uint64 {
+	return fingerprintWithContact(js, nil, timeFilled)
+}
+
+// fingerprintWithContact is the fingerprint of an event's JSON with its
+// contact (nil for none) put back as it was stored when the contact was
+// part of the record (its last field): a retry with another contact is
+// still another payload, and the fingerprints of ids stored before the
+// contact moved out stay the same.
+func fingerprintWithContact(js, contact []byte, timeFilled bool) uint64 {
 	var d xxhash.Digest
 	d.Reset()
-	if i := bytes.Index(js, timeKey); timeFilled && i >= 0 {
+	body := js
+	if contact != nil {
+		body = js[:len(js)-1] // without its closing brace
+	}
+	if i := bytes.Index(body, timeKey); timeFilled && i >= 0 {
 		start := i + len(timeKey)
-		end := start + bytes.IndexByte(js[start:], '"')
-		_, _ = d.Write(js[:start])
-		_, _ = d.Write(js[end:])
+		end := start + bytes.IndexByte(body[start:], '"')
+		_, _ = d.Write(body[:start])
+		_, _ = d.Write(body[end:])
 	} else {
-		_, _ = d.Write(js)
+		_, _ = d.Write(body)
+	}
+	if contact != nil {
+		_, _ = d.WriteString(`,"contact":`)
+		_, _ = d.Write(contact)
+		_, _ = d.WriteString("}")
 	}
 	return max(d.Sum64(), 1)
 }

@@ -64,8 +64,9 @@ const recentWindow = 7 * 24 * time.Hour
 // estimate; an hour of records says little about a day.
 const minRecentWindow = time.Hour
 
-// prune deletes what is past retention: raw records, then every class of
-// the survey engine's data (contacts past contactRetention), unless the
+// prune deletes what is past retention: raw records, the contacts stored
+// with interactions (past contactRetention), then every class of the
+// survey engine's data (contacts past contactRetention), unless the
 // store cannot write (it said why when it stopped). Then it estimates
 // whether the retention fits the data volume.
 func (s *Server) prune(ctx context.Context) {
@@ -82,6 +83,16 @@ func (s *Server) prune(ctx context.Context) {
 	}
 	if recs.Deleted > 0 {
 		s.log.Info("pruned records past retention", "records", recs.Deleted)
+	}
+	// Interactions' contacts, stored apart from their records, go
+	// contactRetention after they came: the survey engine copied them
+	// long before.
+	contacts, err := st.PruneContacts(now.Add(-cfg.contactRetention))
+	if err != nil {
+		s.log.Error("prune interaction contacts", "err", err)
+	}
+	if contacts > 0 {
+		s.log.Info("pruned interaction contacts past contactRetention", "contacts", contacts)
 	}
 	if e := s.surveys.Load(); e != nil {
 		pruned, err := e.Prune(ctx, engine.Retention{Keep: cfg.retention, Contact: cfg.contactRetention})

@@ -181,14 +181,29 @@ func (c *surveyCollector) summary(t *testing.T, survey string) collectorapi.Surv
 func TestCollectorInvitesAfterAnInteraction(t *testing.T) {
 	c := startSurveyCollector(t)
 	now := time.Now().UTC().Format(time.RFC3339)
-	c.interact(t, fmt.Sprintf(`[{"id":"e1","touchpoint":"chat","customer":"c-1","time":%q,"contact":{"email":"c1@example.com"}},
+	c.interact(t, fmt.Sprintf(`[{"id":"e1","touchpoint":"chat","customer":"c-1","time":%q,"contact":{"email":"c1@example.com","phone":"+49 30 1234"}},
 		{"id":"e2","touchpoint":"chat","customer":"c-1","time":%q}]`, now, now))
 
 	waitFor(t, func() bool { return len(c.invitations()) >= 1 })
 	got := c.invitations()[0]
+	// The contact, stored apart from the interaction's record, reaches
+	// the invitation.
+	contact, _ := got["contact"].(map[string]any)
 	if got["survey"] != "nps" || got["customer"] != "c-1" || !strings.HasPrefix(got["link"].(string), c.base+"/s/") ||
-		got["contact"].(map[string]any)["email"] != "c1@example.com" || got["question"] != "How likely are you to recommend us?" {
+		contact["email"] != "c1@example.com" || contact["phone"] != "+49 30 1234" || got["question"] != "How likely are you to recommend us?" {
 		t.Errorf("invitation = %v", got)
+	}
+	// The interaction's record, as exported, has no contact.
+	req, _ := http.NewRequest(http.MethodGet, c.base+"/v1/export?touchpoint=chat", nil)
+	req.Header.Set("Authorization", "Bearer "+readToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exported, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(exported), `"id":"e1"`) || strings.Contains(string(exported), "contact") || strings.Contains(string(exported), "c1@example.com") {
+		t.Errorf("export: %d %s; want the records without their contact", resp.StatusCode, exported)
 	}
 	waitFor(t, func() bool { s := c.summary(t, "nps"); return s.Invitations != nil && s.Invitations.Sent == 1 })
 	inv := c.summary(t, "nps").Invitations

@@ -64,7 +64,7 @@ func (r *Record) customerHash() uint64 {
 func (s *Store) customerRecords(ctx context.Context, customer string, fn func(key []byte, r *Record) error) error {
 	h := xxhash.Sum64String(customer)
 	n := 0
-	return s.scanRecords(0, func(_ uint64, key []byte, r *Record) error {
+	return s.scan(0, true, func(_ uint64, key []byte, r *Record) error {
 		if n++; n%4096 == 0 && ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -92,7 +92,14 @@ func kindName(k rollup.Kind) string {
 // ListCustomer calls fn with the JSON of every record of customer, as
 // exported, kind "events" or "responses".
 func (s *Store) ListCustomer(ctx context.Context, customer string, fn func(kind string, item json.RawMessage) error) error {
-	return s.customerRecords(ctx, customer, func(_ []byte, r *Record) error { return fn(kindName(r.Kind), r.JSON) })
+	return s.customerRecords(ctx, customer, func(_ []byte, r *Record) error {
+		item := r.JSON
+		if len(r.Contact) > 0 {
+			// The contact stored apart (contacts.go), back in its record.
+			item = append(append(append(r.JSON[:len(r.JSON)-1:len(r.JSON)-1], `,"contact":`...), r.Contact...), '}')
+		}
+		return fn(kindName(r.Kind), item)
+	})
 }
 
 // EraseCustomer deletes every record of customer stored when it starts,
@@ -117,6 +124,11 @@ func (s *Store) EraseCustomer(ctx context.Context, customer string) (customerdat
 		_ = b.Delete(key, nil)
 		span.add(key)
 		span.add(idk)
+		if r.Contact != nil {
+			ck := contactKey(nil, binary.BigEndian.Uint64(key[1:]))
+			_ = b.Delete(ck, nil)
+			span.add(ck)
+		}
 		counts[kindName(r.Kind)]++
 		if b.Count() < 2*eraseBatch {
 			return nil
@@ -259,6 +271,7 @@ var keyCompactionPending = []byte("m/erasure-compaction-pending")
 var erasedRanges = []keySpan{
 	{start: []byte{prefixID}, end: []byte{prefixID + 1}},
 	{start: []byte{prefixRecord}, end: []byte{prefixRecord + 1}},
+	{start: []byte{prefixContact}, end: []byte{prefixContact + 1}},
 	{start: []byte("s/"), end: []byte("s0")},
 }
 

@@ -23,6 +23,12 @@ type Record struct {
 	// another payload is a conflict. 0 means unknown: never a conflict.
 	// It is kept with the id, not in the record's value.
 	Fingerprint uint64
+	// Contact is how the customer may be reached (an interaction's
+	// contact, as JSON), nil for none. It is stored apart from the record,
+	// in the same batch, under its own key with the commit time, so that
+	// it expires long before the record (PruneContacts) and no export
+	// carries it. Only ScanRecords reads it back.
+	Contact []byte
 
 	Event    rollup.Event    // when Kind is KindTouchpoint
 	Response rollup.Response // when Kind is KindSurvey
@@ -132,6 +138,9 @@ const (
 	prefixRecord = 'r' // 'r' seq(8)
 	prefixID     = 'i' // 'i' kind subject 0x00 id -> seq(8)
 	prefixMeta   = 'm'
+	// 'c' seq(8) -> committed(8) contact: a record's contact, under the
+	// record's sequence (contacts.go).
+	prefixContact = 'c'
 )
 
 var keyCheckpoint = []byte("m/checkpoint")

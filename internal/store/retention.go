@@ -41,11 +41,12 @@ var pruneRecordsHook func() error
 // commits on its own and holds no iterator or lock between batches.
 const pruneRecordsBatch = 5000
 
-// PruneExpired deletes raw records (and their idempotency keys) whose
-// event time is before cutoff, in batches that each commit on their own,
-// and counts the records it keeps: all of them, and those at or after
-// recentSince (what the retention estimate needs). Ingest refuses records
-// older than the retention, so a deleted id cannot come back.
+// PruneExpired deletes raw records (and their idempotency keys and
+// contacts) whose event time is before cutoff, in batches that each
+// commit on their own, and counts the records it keeps: all of them, and
+// those at or after recentSince (what the retention estimate needs).
+// Ingest refuses records older than the retention, so a deleted id cannot
+// come back.
 func (s *Store) PruneExpired(cutoff, recentSince time.Time) (RecordsPruned, error) {
 	var out RecordsPruned
 	from := uint64(0)
@@ -78,7 +79,9 @@ func (s *Store) pruneRecordsBatch(from uint64, cutoff, recent int64, out *Record
 	var next uint64
 	errFull := fmt.Errorf("batch full")
 	var key []byte
-	err := s.scanRecords(from, func(seq uint64, rkey []byte, r *Record) error {
+	// With the contacts: a record stored with an event time long past
+	// goes before its contact would, and takes it along.
+	err := s.scan(from, true, func(seq uint64, rkey []byte, r *Record) error {
 		if n == pruneRecordsBatch {
 			next = seq
 			return errFull
@@ -97,6 +100,9 @@ func (s *Store) pruneRecordsBatch(from uint64, cutoff, recent int64, out *Record
 		}
 		_ = b.Delete(idKey(key, r.Kind, r.Subject, r.ID), nil)
 		_ = b.Delete(rkey, nil)
+		if r.Contact != nil {
+			_ = b.Delete(contactKey(key, seq), nil)
+		}
 		out.Deleted++
 		return nil
 	})

@@ -588,6 +588,9 @@ func (s *Store) apply(group []*request) *pending {
 				responses++
 			}
 			size += 2*len(r.Subject) + 2*len(r.ID) + len(r.JSON) + 64
+			if len(r.Contact) > 0 {
+				size += len(r.Contact) + 32
+			}
 		}
 	}
 	// Sized once: growing a batch record by record copies it each time.
@@ -606,6 +609,8 @@ func (s *Store) apply(group []*request) *pending {
 	}
 	seq := s.seq
 	var added []string // this request's ids, taken back if it is refused
+	// The commit time is the clock of the contacts' retention.
+	committed := s.opts.Now().UnixNano()
 	for gi, req := range group {
 		// Every id is looked up before any record is written: a request
 		// that reuses a stored id for a different payload is refused whole.
@@ -658,6 +663,13 @@ func (s *Store) apply(group []*request) *pending {
 			_ = batch.Set(idKey(key, r.Kind, r.Subject, r.ID), idValue, nil)
 			value = appendRecord(value[:0], r) // Set copies it
 			_ = batch.Set(recordKey(seq), value, nil)
+			if len(r.Contact) > 0 {
+				// In the record's batch: a record is never stored
+				// without its contact, nor a contact without its record.
+				key = contactKey(key, seq)
+				value = appendContact(value[:0], committed, r.Contact)
+				_ = batch.Set(key, value, nil)
+			}
 			appendToBatch(&p.counted, r)
 			p.results[gi].Accepted++
 			p.records++
@@ -816,13 +828,6 @@ func (s *Store) Export(kind rollup.Kind, subject string, fn func(json []byte) er
 	})
 }
 
-// ScanRecords calls fn with every stored record from sequence from on, in
-// order, for readers of the log such as the survey engine. json is valid
-// only during the call.
-func (s *Store) ScanRecords(from uint64, fn func(seq uint64, kind rollup.Kind, subject string, json []byte) error) error {
-	return s.scanRecords(from, func(seq uint64, _ []byte, r *Record) error { return fn(seq, r.Kind, r.Subject, r.JSON) })
-}
-
 // Has reports whether a record of subject with this idempotency key is
 // stored.
 func (s *Store) Has(kind rollup.Kind, subject, id string) (bool, error) {
@@ -849,8 +854,15 @@ func (s *Store) LastSeq() uint64 { return s.committed.Load() }
 func (s *Store) DB() *pebble.DB { return s.db }
 
 // scanRecords calls fn with every stored record from sequence from on, in
-// order. The record's JSON is only valid during the call.
+// order, without their contacts. The record's JSON is only valid during
+// the call.
 func (s *Store) scanRecords(from uint64, fn func(seq uint64, key []byte, r *Record) error) error {
+	return s.scan(from, false, fn)
+}
+
+// scan is scanRecords, with each record's Contact read too when contacts
+// is set.
+func (s *Store) scan(from uint64, contacts bool, fn func(seq uint64, key []byte, r *Record) error) error {
 	s.readers.RLock()
 	defer s.readers.RUnlock()
 	if s.dbClosed {
@@ -861,12 +873,27 @@ func (s *Store) scanRecords(from uint64, fn func(seq uint64, key []byte, r *Reco
 		return fmt.Errorf("read records: %w", err)
 	}
 	defer func() { _ = it.Close() }()
+	var cr *contactReader
+	if contacts {
+		ci, err := s.db.NewIter(&pebble.IterOptions{LowerBound: contactKey(nil, from), UpperBound: []byte{prefixContact + 1}})
+		if err != nil {
+			return fmt.Errorf("read contacts: %w", err)
+		}
+		defer func() { _ = ci.Close() }()
+		cr = &contactReader{it: ci}
+	}
 	for it.First(); it.Valid(); it.Next() {
 		r, err := decodeRecord(it.Value())
+		seq := binary.BigEndian.Uint64(it.Key()[1:])
 		if err != nil {
-			return fmt.Errorf("stored record at key %x (sequence %d): %w", it.Key(), binary.BigEndian.Uint64(it.Key()[1:]), err)
+			return fmt.Errorf("stored record at key %x (sequence %d): %w", it.Key(), seq, err)
 		}
-		if err := fn(binary.BigEndian.Uint64(it.Key()[1:]), it.Key(), &r); err != nil {
+		if cr != nil && r.Kind == rollup.KindTouchpoint {
+			if r.Contact, err = cr.contact(seq); err != nil {
+				return fmt.Errorf("read contacts: %w", err)
+			}
+		}
+		if err := fn(seq, it.Key(), &r); err != nil {
 			return err
 		}
 	}

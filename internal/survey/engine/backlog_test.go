@@ -144,9 +144,10 @@ func TestBacklogIsWorkedOffInBoundedMemory(t *testing.T) {
 		records = records[:0]
 		for j := i; j < min(i+chunk, n); j++ {
 			id := fmt.Sprintf("ev-%d", j)
-			js := fmt.Sprintf(`{"id":%q,"touchpoint":"chat","customer":"b%08d","time":%q,"contact":{"email":"b%08d@example.com"}}`, id, j, now.Format(time.RFC3339Nano), j)
+			js := fmt.Sprintf(`{"id":%q,"touchpoint":"chat","customer":"b%08d","time":%q}`, id, j, now.Format(time.RFC3339Nano))
 			records = append(records, store.Record{Kind: rollup.KindTouchpoint, Subject: "chat", ID: id, JSON: []byte(js),
-				Event: rollup.Event{Time: now.UnixNano(), CustomerHash: uint64(j)}})
+				Contact: []byte(fmt.Sprintf(`{"email":"b%08d@example.com"}`, j)),
+				Event:   rollup.Event{Time: now.UnixNano(), CustomerHash: uint64(j)}})
 		}
 		if _, err := st.Submit(context.Background(), records); err != nil {
 			t.Fatal(err)

@@ -79,8 +79,10 @@ type Config struct {
 // Source is the collector's record log.
 type Source interface {
 	// ScanRecords calls fn with every record from sequence from on, in
-	// order; json is valid only during the call.
-	ScanRecords(from uint64, fn func(seq uint64, kind rollup.Kind, subject string, json []byte) error) error
+	// order, with the contact stored with an interaction (JSON as
+	// Contact, nil for none or once it expired); json and contact are
+	// valid only during the call.
+	ScanRecords(from uint64, fn func(seq uint64, kind rollup.Kind, subject string, json, contact []byte) error) error
 	// LastSeq is the sequence of the last committed record.
 	LastSeq() uint64
 }
@@ -523,7 +525,7 @@ func (e *Engine) consume(cfg *settings) (bool, error) {
 	last, n := cursor, 0
 	now := e.now()
 	errFull := errors.New("batch full")
-	err := e.src.ScanRecords(cursor+1, func(seq uint64, kind rollup.Kind, subject string, raw []byte) error {
+	err := e.src.ScanRecords(cursor+1, func(seq uint64, kind rollup.Kind, subject string, raw, contact []byte) error {
 		if n >= consumeBatch {
 			return errFull
 		}
@@ -547,6 +549,14 @@ func (e *Engine) consume(cfg *settings) (bool, error) {
 		}
 		if err := json.Unmarshal(raw, &ev); err != nil {
 			return fmt.Errorf("record %d: %w", seq, err)
+		}
+		// The contact is stored apart from the record; a record stored
+		// before that has it in its JSON (read above).
+		if len(contact) > 0 {
+			ev.Contact = new(Contact)
+			if err := json.Unmarshal(contact, ev.Contact); err != nil {
+				return fmt.Errorf("contact of record %d: %w", seq, err)
+			}
 		}
 		if now.Sub(ev.Time) > e.opts.StaleAfter {
 			return nil

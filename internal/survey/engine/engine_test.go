@@ -140,17 +140,19 @@ func (f *fixture) restart() {
 	f.open()
 }
 
-// interact stores one interaction at touchpoint, now, for each customer.
+// interact stores one interaction at touchpoint, now, for each customer,
+// with a contact, as the collector stores it (apart from the record).
 func (f *fixture) interact(touchpoint string, customers ...string) {
 	f.t.Helper()
 	records := make([]store.Record, 0, len(customers))
 	for _, customer := range customers {
 		f.seq++
 		id := fmt.Sprintf("ev-%d", f.seq)
-		js := fmt.Sprintf(`{"id":%q,"touchpoint":%q,"customer":%q,"time":%q,"contact":{"email":"%s@example.com"}}`, id, touchpoint, customer, f.now.Format(time.RFC3339Nano), customer)
+		js := fmt.Sprintf(`{"id":%q,"touchpoint":%q,"customer":%q,"time":%q}`, id, touchpoint, customer, f.now.Format(time.RFC3339Nano))
 		records = append(records, store.Record{
 			Kind: rollup.KindTouchpoint, Subject: touchpoint, ID: id, JSON: []byte(js),
-			Event: rollup.Event{Time: f.now.UnixNano(), CustomerHash: uint64(f.seq)},
+			Contact: []byte(fmt.Sprintf(`{"email":"%s@example.com"}`, customer)),
+			Event:   rollup.Event{Time: f.now.UnixNano(), CustomerHash: uint64(f.seq)},
 		})
 	}
 	if _, err := f.st.Submit(context.Background(), records); err != nil {

@@ -35,15 +35,17 @@ func (p person) strings() []string { return []string{p.id, p.email, p.phone, p.c
 
 func (p person) contact() *Contact { return &Contact{Email: p.email, Phone: p.phone} }
 
-// visit stores an interaction of p at touchpoint, now, with p's contact.
+// visit stores an interaction of p at touchpoint, now, with p's contact
+// (apart from the record, as the collector stores it).
 func (f *fixture) visit(touchpoint string, p person) {
 	f.t.Helper()
 	f.seq++
 	id := fmt.Sprintf("ev-%d", f.seq)
-	js := fmt.Sprintf(`{"id":%q,"touchpoint":%q,"customer":%q,"time":%q,"contact":{"email":%q,"phone":%q}}`,
-		id, touchpoint, p.id, f.now.Format(time.RFC3339Nano), p.email, p.phone)
+	js := fmt.Sprintf(`{"id":%q,"touchpoint":%q,"customer":%q,"time":%q}`,
+		id, touchpoint, p.id, f.now.Format(time.RFC3339Nano))
 	rec := store.Record{Kind: rollup.KindTouchpoint, Subject: touchpoint, ID: id, JSON: []byte(js),
-		Event: rollup.Event{Time: f.now.UnixNano(), CustomerHash: uint64(f.seq)}}
+		Contact: []byte(fmt.Sprintf(`{"email":%q,"phone":%q}`, p.email, p.phone)),
+		Event:   rollup.Event{Time: f.now.UnixNano(), CustomerHash: uint64(f.seq)}}
 	if _, err := f.st.Submit(context.Background(), []store.Record{rec}); err != nil {
 		f.t.Fatal(err)
 	}
@@ -80,6 +82,9 @@ func (f *fixture) stepFor(d time.Duration) {
 func (f *fixture) pruneCompactClose(r Retention) Pruned {
 	f.t.Helper()
 	if _, err := f.st.PruneExpired(f.now.Add(-r.Keep), f.now.Add(-24*time.Hour)); err != nil {
+		f.t.Fatal(err)
+	}
+	if _, err := f.st.PruneContacts(f.now.Add(-r.Contact)); err != nil {
 		f.t.Fatal(err)
 	}
 	pruned, err := f.e.Prune(context.Background(), r)
