@@ -1,0 +1,107 @@
+// Package kv is the storage the survey engine runs on: an ordered key-value
+// view with atomic batches, which the embedded store (Pebble) and the
+// PostgreSQL store both provide. It is its own package so that a store can
+// implement it without importing the engine.
+package kv
+
+import (
+	"context"
+	"errors"
+)
+
+// ErrNotFound is returned by Get for a key that is not there.
+var ErrNotFound = errors.New("not found")
+
+// ErrNotHeld is returned by a batch's Commit when this engine no longer
+// holds the right to write (another replica took the engine's lease): the
+// batch wrote nothing, and its work is left to the holder.
+var ErrNotHeld = errors.New("the survey engine's lease is held by another replica")
+
+// Reader reads keys in byte order.
+type Reader interface {
+	// Get returns a copy of key's value, or ErrNotFound.
+	Get(key []byte) ([]byte, error)
+	// NewIter iterates the keys in [lower, upper); a nil bound is open.
+	NewIter(lower, upper []byte) (Iterator, error)
+}
+
+// Iterator walks keys in order. Key and Value are valid until the next
+// move.
+type Iterator interface {
+	First() bool
+	Next() bool
+	// SeekGE moves to the first key at or after key.
+	SeekGE(key []byte) bool
+	Valid() bool
+	Key() []byte
+	Value() []byte
+	Error() error
+	Close() error
+}
+
+// Batch collects writes that Commit applies atomically and durably, in
+// the order they were made.
+type Batch interface {
+	Set(key, value []byte) error
+	Delete(key []byte) error
+	// DeleteRange deletes the keys in [start, end).
+	DeleteRange(start, end []byte) error
+	Empty() bool
+	// Count is the number of writes in the batch.
+	Count() int
+	// Commit applies the batch, or returns ErrNotHeld and applies nothing.
+	Commit() error
+	// Close releases the batch, committed or not.
+	Close() error
+}
+
+// Snapshot is a consistent view for reads that span many keys.
+type Snapshot interface {
+	Reader
+	Close() error
+}
+
+// KV is the engine's storage.
+type KV interface {
+	Reader
+	NewBatch() Batch
+	NewSnapshot() (Snapshot, error)
+	// Lock makes this engine the only writer among the engines sharing
+	// the storage until Unlock, and fences its batches: one committed
+	// after another engine took the lock fails with ErrNotHeld. With wait
+	// false it returns false at once when another engine holds it; with
+	// wait true it waits for it until ctx ends. An embedded store has one
+	// engine, so there it always succeeds.
+	Lock(ctx context.Context, wait bool) (bool, error)
+	Unlock()
+}
+
+// FeedPrefix starts the keys of the record feed: stores whose record
+// sequence is not in commit order (PostgreSQL) write each new record under
+// FeedPrefix + big-endian sequence, in the transaction that stores it, and
+// the engine deletes the entries it consumed in the batch that records what
+// they caused. The value is EncodeFeed's.
+const FeedPrefix = "s/feed/"
+
+// EncodeFeed is a feed entry's value: the kind byte, the subject, a zero
+// byte, the record's JSON.
+func EncodeFeed(kind byte, subject string, body []byte) []byte {
+	v := make([]byte, 0, 2+len(subject)+len(body))
+	v = append(v, kind)
+	v = append(v, subject...)
+	v = append(v, 0)
+	return append(v, body...)
+}
+
+// DecodeFeed reverses EncodeFeed.
+func DecodeFeed(v []byte) (kind byte, subject string, body []byte, err error) {
+	if len(v) < 2 {
+		return 0, "", nil, errors.New("feed entry too short")
+	}
+	for i := 1; i < len(v); i++ {
+		if v[i] == 0 {
+			return v[0], string(v[1:i]), v[i+1:], nil
+		}
+	}
+	return 0, "", nil, errors.New("feed entry without subject end")
+}
