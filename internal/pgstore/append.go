@@ -334,14 +334,13 @@ WHERE cxop_ids.kind = f.kind AND cxop_ids.subject = f.subject AND cxop_ids.id = 
 		rc.add(r)
 	}
 	// One statement writes the records and their tail rows, the tail taking
-	// the sequence numbers the records were given.
-	_, err = tx.Exec(ctx, `WITH r AS (
-  INSERT INTO cxop_records (event_time, kind, subject, id, customer_hash, wait_seconds, flags, score, body)
-  SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::float8[], $7::smallint[], $8::smallint[], $9::bytea[])
-  RETURNING seq, kind, subject, event_time, customer_hash, wait_seconds, flags, score
-)
-INSERT INTO cxop_tail (seq, kind, subject, event_time, customer_hash, wait_seconds, flags, score)
-SELECT seq, kind, subject, event_time, customer_hash, wait_seconds, flags, score FROM r`,
+	// the sequence numbers the records were given, and the survey engine's
+	// feed entries (engine.go).
+	insert := insertRecordsFeedSQL
+	if s.opts.NoEngineFeed {
+		insert = insertRecordsSQL
+	}
+	_, err = tx.Exec(ctx, insert,
 		rc.times, rc.kinds, rc.subjects, rc.ids, rc.hashes, rc.waits, rc.flags, rc.scores, rc.bodies)
 	if err != nil {
 		return nil, err
@@ -446,3 +445,27 @@ func (t *tailRecord) time() int64 {
 	}
 	return t.resp.Time
 }
+
+// insertRecordsSQL writes the records and their tail rows.
+const insertRecordsSQL = recordsCTE + "\n" + tailInsert
+
+// insertRecordsFeedSQL also writes the survey engine's feed entry of each
+// record: key 's/feed/' || the big-endian sequence, value kv.EncodeFeed's
+// (kind byte, subject, a zero byte, the JSON). The entries commit with the
+// records, and the engine deletes them in the transaction that writes what
+// they caused, so it reads every record once however the commits of
+// replicas interleave (sequences are handed out before commit, so a cursor
+// over them could pass a record that commits late).
+const insertRecordsFeedSQL = recordsCTE + ",\nt AS (\n" + tailInsert + "\n)\n" + `INSERT INTO cxop_engine_kv (key, value)
+SELECT '\x732f666565642f'::bytea || int8send(seq),
+       set_byte('\x00'::bytea, 0, ascii(kind)) || convert_to(subject, 'UTF8') || '\x00'::bytea || body
+FROM r`
+
+const recordsCTE = `WITH r AS (
+  INSERT INTO cxop_records (event_time, kind, subject, id, customer_hash, wait_seconds, flags, score, body)
+  SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::float8[], $7::smallint[], $8::smallint[], $9::bytea[])
+  RETURNING seq, kind, subject, event_time, customer_hash, wait_seconds, flags, score, body
+)`
+
+const tailInsert = `INSERT INTO cxop_tail (seq, kind, subject, event_time, customer_hash, wait_seconds, flags, score)
+SELECT seq, kind, subject, event_time, customer_hash, wait_seconds, flags, score FROM r`
