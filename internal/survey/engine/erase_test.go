@@ -32,9 +32,11 @@ func (f *fixture) listCustomer(customer string) customerdata.Counts {
 // contact history, parked messages, detractor and follow-up go; another
 // customer's stay, and so do the per-day counters; the closed loop's
 // totals count the detractors kept.
-func TestEraseCustomerFromTheEngine(t *testing.T) {
+func TestEraseCustomerFromTheEngine(t *testing.T) { onBothStores(t, testEraseCustomerFromTheEngine) }
+
+func testEraseCustomerFromTheEngine(t *testing.T, kind storeKind) {
 	rcv := newReceiver(t, 500, 500, 500, 500)
-	f := newFixture(t, Config{PageURL: "https://cx.example.com", LinkKeys: keys, Surveys: []Survey{
+	f := newFixtureOn(t, kind, Config{PageURL: "https://cx.example.com", LinkKeys: keys, Surveys: []Survey{
 		// No webhook: invitations are parked.
 		{Name: "nps", Kind: score.NPS, Touchpoints: []string{"chat"}, SamplePercent: 100, DetractorWebhook: rcv.endpoint()},
 		{Name: "later", Kind: score.NPS, Touchpoints: []string{"chat"}, Delay: time.Hour, SamplePercent: 100},

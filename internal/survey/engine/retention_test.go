@@ -44,9 +44,7 @@ func (f *fixture) visit(touchpoint string, p person) {
 		id, touchpoint, p.id, f.now.Format(time.RFC3339Nano), p.email, p.phone)
 	rec := store.Record{Kind: rollup.KindTouchpoint, Subject: touchpoint, ID: id, JSON: []byte(js),
 		Event: rollup.Event{Time: f.now.UnixNano(), CustomerHash: uint64(f.seq)}}
-	if _, err := f.st.Submit(context.Background(), []store.Record{rec}); err != nil {
-		f.t.Fatal(err)
-	}
+	f.submit([]store.Record{rec})
 }
 
 // answerWithComment stores p's NPS answer with p's comment, now.
@@ -58,9 +56,7 @@ func (f *fixture) answerWithComment(survey string, p person, value int) string {
 		id, survey, p.id, value, p.comment, f.now.Format(time.RFC3339Nano))
 	rec := store.Record{Kind: rollup.KindSurvey, Subject: survey, ID: id, JSON: []byte(js),
 		Response: rollup.Response{Time: f.now.UnixNano(), CustomerHash: uint64(f.seq), Score: value}}
-	if _, err := f.st.Submit(context.Background(), []store.Record{rec}); err != nil {
-		f.t.Fatal(err)
-	}
+	f.submit([]store.Record{rec})
 	return id
 }
 
@@ -392,7 +388,11 @@ func TestContactRetentionDropsContactsFromDisk(t *testing.T) {
 // reopened engine still has every entry inside the retention and that
 // the next prune finishes the job.
 func TestPruneCrashBetweenBatchesLosesNothing(t *testing.T) {
-	f := newFixture(t, Config{LinkKeys: keys, PageURL: "https://cx.example.com", Surveys: []Survey{{SamplePercent: 100, Name: "mail", Touchpoints: []string{"chat"}}}})
+	onBothStores(t, testPruneCrashBetweenBatchesLosesNothing)
+}
+
+func testPruneCrashBetweenBatchesLosesNothing(t *testing.T, kind storeKind) {
+	f := newFixtureOn(t, kind, Config{LinkKeys: keys, PageURL: "https://cx.example.com", Surveys: []Survey{{SamplePercent: 100, Name: "mail", Touchpoints: []string{"chat"}}}})
 	customers := func(prefix string, n int) []string {
 		out := make([]string, n)
 		for i := range out {
