@@ -32,9 +32,10 @@ const enginePage = 512
 // is the Store's.
 type engineKV struct {
 	s *Store
-	// mu guards token, the fencing token of the lock held, 0 when none.
-	mu    sync.Mutex
-	token int64
+	// mu guards token, the fencing token of the lock held, 0 when none,
+	// and last, the token of this engine's previous hold.
+	mu          sync.Mutex
+	token, last int64
 }
 
 var _ kv.KV = (*engineKV)(nil)
@@ -130,6 +131,9 @@ RETURNING token`, k.s.opts.Holder, k.nowArg(), k.s.opts.EngineLeaseTTL.Nanosecon
 		}
 		if token != 0 {
 			k.mu.Lock()
+			if k.token != 0 {
+				k.last = k.token // taken again without an Unlock
+			}
 			k.token = token
 			k.mu.Unlock()
 			return true, nil
@@ -147,12 +151,21 @@ RETURNING token`, k.s.opts.Holder, k.nowArg(), k.s.opts.EngineLeaseTTL.Nanosecon
 	}
 }
 
+// OthersWrote reports whether another replica held the lease between this
+// one's previous hold and the current one: tokens are consecutive only if
+// none did.
+func (k *engineKV) OthersWrote() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.last == 0 || k.token != k.last+1
+}
+
 // Unlock gives the lease up at once, so that another replica's engine need
 // not wait for it to expire. A failure leaves it to expire.
 func (k *engineKV) Unlock() {
 	k.mu.Lock()
 	token := k.token
-	k.token = 0
+	k.token, k.last = 0, token
 	k.mu.Unlock()
 	if token == 0 {
 		return

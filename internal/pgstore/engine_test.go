@@ -100,6 +100,22 @@ func TestEngineLeaseFencesAReplicaThatLostIt(t *testing.T) {
 	if ok, err := b.Lock(ctx, false); err != nil || ok {
 		t.Fatalf("b took a held lease: %v %v", ok, err)
 	}
+	// Tokens tell whether another replica wrote in between.
+	if !a.OthersWrote() {
+		t.Fatal("a's first hold: what it remembers cannot be trusted yet")
+	}
+	a.Unlock()
+	if ok, _ := a.Lock(ctx, false); !ok || a.OthersWrote() {
+		t.Fatalf("a again, nobody in between: held %v, others wrote %v", ok, a.OthersWrote())
+	}
+	a.Unlock()
+	if ok, _ := b.Lock(ctx, false); !ok {
+		t.Fatal("b: free lease not taken")
+	}
+	b.Unlock()
+	if ok, _ := a.Lock(ctx, false); !ok || !a.OthersWrote() {
+		t.Fatalf("a after b: held %v, others wrote %v", ok, a.OthersWrote())
+	}
 	batch := a.NewBatch()
 	_ = batch.Set([]byte("s/k"), []byte("a1"))
 	if err := batch.Commit(); err != nil { // renews to now+10s

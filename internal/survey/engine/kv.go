@@ -63,6 +63,10 @@ func (e *Engine) lock(ctx context.Context, wait bool) (bool, error) {
 		e.mu.Unlock()
 		return false, err
 	}
+	if e.kv.OthersWrote() {
+		// The floors hold only for this engine's own writes.
+		e.floors = floors{}
+	}
 	return true, nil
 }
 

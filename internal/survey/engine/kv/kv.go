@@ -73,6 +73,10 @@ type KV interface {
 	// wait true it waits for it until ctx ends. An embedded store has one
 	// engine, so there it always succeeds.
 	Lock(ctx context.Context, wait bool) (bool, error)
+	// OthersWrote, asked while the lock is held, reports whether another
+	// engine may have written since this one last held it, so that what
+	// this engine remembers of its queues must be read again.
+	OthersWrote() bool
 	Unlock()
 }
 

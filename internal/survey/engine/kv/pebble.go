@@ -26,6 +26,8 @@ func (p pebbleKV) NewSnapshot() (Snapshot, error) { return pebbleSnapshot{p.db.N
 
 func (pebbleKV) Lock(context.Context, bool) (bool, error) { return true, nil }
 
+func (pebbleKV) OthersWrote() bool { return false }
+
 func (pebbleKV) Unlock() {}
 
 func pebbleGet(r pebble.Reader, key []byte) ([]byte, error) {
