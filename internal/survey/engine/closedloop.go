@@ -120,6 +120,22 @@ func followValue(d *Detractor) []byte {
 // a store from before the index is indexed.
 const indexBatch = 10_000
 
+// indexClosedLoopLocked is indexClosedLoop under the engine's lock, taken
+// only when the index is missing, so that a replica starting while another
+// works does not wait for it.
+func (e *Engine) indexClosedLoopLocked() error {
+	if _, err := e.kv.Get([]byte(keyLoopIndexed)); err == nil {
+		return nil
+	} else if !errors.Is(err, kv.ErrNotFound) {
+		return err
+	}
+	if err := e.lockWait(context.Background()); err != nil {
+		return err
+	}
+	defer e.unlock()
+	return e.indexClosedLoop()
+}
+
 // indexClosedLoop builds the closed loop's counters and follow-up index
 // from the stored detractors, once. The index is written in bounded
 // batches (rewriting an entry is harmless, so a crash midway redoes it);

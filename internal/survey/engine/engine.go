@@ -221,12 +221,7 @@ func NewOn(store KV, src Source, sender Sender, opts Options) (*Engine, error) {
 		e.now = opts.Now
 	}
 	e.metrics = newMetrics(e, opts.Registerer)
-	if err := e.lockWait(context.Background()); err != nil {
-		return nil, err
-	}
-	err := e.indexClosedLoop()
-	e.unlock()
-	if err != nil {
+	if err := e.indexClosedLoopLocked(); err != nil {
 		return nil, fmt.Errorf("index the closed loop: %w", err)
 	}
 	if err := e.loadContactsMigrated(); err != nil {
