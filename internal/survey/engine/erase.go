@@ -69,6 +69,21 @@ func decodeMessage(v []byte) (string, any, error) {
 	return body.Customer, messageView{message: m, Body: m.Body}, nil
 }
 
+// feedQueue is the record feed (kv.FeedPrefix), walked by erasure only.
+var feedQueue = customerQueue{kind: "feed", prefix: kv.FeedPrefix, decode: func(v []byte) (string, any, error) {
+	_, _, body, err := kv.DecodeFeed(v)
+	if err != nil {
+		return "", nil, err
+	}
+	var rec struct {
+		Customer string `json:"customer"`
+	}
+	if err := json.Unmarshal(body, &rec); err != nil {
+		return "", nil, err
+	}
+	return rec.Customer, nil, nil
+}}
+
 var customerQueues = []customerQueue{
 	{customerdata.DueEntries, prefixDue, decodeJSON(func(p *pending) string { return p.Customer })},
 	{customerdata.Invitations, prefixInv, decodeJSON(func(i *Invitation) string { return i.Customer })},
@@ -256,6 +271,16 @@ func (e *Engine) EraseCustomer(ctx context.Context, customer string) (customerda
 		if err != nil {
 			return counts, fmt.Errorf("erase %s: %w", q.kind, err)
 		}
+	}
+	// Records not yet read from the feed (a store that hands records over
+	// in it, PostgreSQL) are copies of records the store erases and counts:
+	// they go too, uncounted, or the next step would make them due again.
+	err := walkCustomer(ctx, e.kv, feedQueue, customer, func(key []byte, _ any) error {
+		del(key)
+		return commitFull()
+	})
+	if err != nil {
+		return counts, fmt.Errorf("erase unread records: %w", err)
 	}
 	if err := b.Commit(); err != nil {
 		return counts, fmt.Errorf("erase: %w", err)

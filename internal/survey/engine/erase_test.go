@@ -103,3 +103,22 @@ func testEraseCustomerFromTheEngine(t *testing.T, kind storeKind) {
 		t.Errorf("c1 after more steps: %v", got)
 	}
 }
+
+// TestEraseReachesRecordsNotYetRead: on PostgreSQL the records reach the
+// engine through its feed; an erasure between the append and the next step
+// removes the customer's entries there, so the step invites only the
+// others.
+func TestEraseReachesRecordsNotYetRead(t *testing.T) {
+	rcv := newReceiver(t)
+	f := newFixtureOn(t, onPostgres, Config{PageURL: "https://cx.example.com", LinkKeys: keys, Surveys: []Survey{
+		{Name: "nps", Touchpoints: []string{"chat"}, SamplePercent: 100, Webhook: rcv.endpoint()}}})
+	f.interact("chat", "gone", "kept")
+	if _, err := f.e.EraseCustomer(context.Background(), "gone"); err != nil {
+		t.Fatal(err)
+	}
+	f.step()
+	got := rcv.got()
+	if len(got) != 1 || got[0].body.Customer != "kept" {
+		t.Fatalf("deliveries %+v; want the kept customer's only", got)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cxop-dev/cxop/internal/pgstore"
+	"github.com/cxop-dev/cxop/internal/pgtest"
 	"github.com/cxop-dev/cxop/internal/rollup"
 	"github.com/cxop-dev/cxop/internal/store"
 	"github.com/cxop-dev/cxop/internal/survey/engine/kv"
@@ -68,15 +69,26 @@ func (s *crashAfter) Send(ctx context.Context, ep webhook.Endpoint, m webhook.Me
 // recorded; the other does nothing until the lease expires, then delivers
 // everything left: every message arrives at least once, always under the
 // same webhook-id, and none is lost.
+//
+// It runs straight on the server, and through a PgBouncer in transaction
+// pooling mode with pgx's statement cache off (four server connections).
 func TestTwoEnginesOverOneDatabase(t *testing.T) {
-	dsn := testPostgres(t).NewDatabase(t)
+	t.Run("direct", func(t *testing.T) { testTwoEngines(t, testPostgres(t).NewDatabase(t), false) })
+	t.Run("pgbouncer", func(t *testing.T) {
+		srv := testPostgres(t)
+		bouncer := pgtest.StartPgBouncer(t, srv, 4)
+		testTwoEngines(t, bouncer.DSN(srv.CreateDatabase(t)), true)
+	})
+}
+
+func testTwoEngines(t *testing.T, dsn string, noStatementCache bool) {
 	var clock atomic.Int64
 	clock.Store(t0.UnixNano())
 	now := func() time.Time { return time.Unix(0, clock.Load()).UTC() }
 	const ttl = 30 * time.Second
 	openStore := func(holder string) *pgstore.Store {
 		s, err := pgstore.Open(context.Background(), pgstore.Options{DSN: dsn, FoldInterval: -1, Now: now,
-			EngineClock: now, EngineLeaseTTL: ttl, Holder: holder})
+			EngineClock: now, EngineLeaseTTL: ttl, Holder: holder, NoStatementCache: noStatementCache})
 		if err != nil {
 			t.Fatal(err)
 		}
