@@ -260,7 +260,13 @@ func (e *Engine) Run(ctx context.Context) error {
 	t := time.NewTicker(e.opts.Interval)
 	defer t.Stop()
 	for {
-		if err := e.Step(ctx); err != nil && ctx.Err() == nil {
+		switch err := e.Step(ctx); {
+		case err == nil, ctx.Err() != nil:
+		case errors.Is(err, kv.ErrNotHeld):
+			// Another replica took the lease (this one paused past it):
+			// nothing was written, and the holder does the work.
+			e.opts.Logger.Warn("survey engine step left to another replica", "err", err)
+		default:
 			e.opts.Logger.Error("survey engine step", "err", err)
 		}
 		select {

@@ -152,14 +152,34 @@ func testTwoEngines(t *testing.T, dsn string, noStatementCache bool) {
 			}
 		})
 	}
+	// The same wave reaches both replicas (a retried job): taken once.
+	members := make([]Member, 50)
+	for i := range members {
+		members[i] = Member{Customer: fmt.Sprintf("w-%d", i)}
+	}
+	var waves atomic.Int64
+	for _, e := range []*Engine{ea, eb} {
+		wg.Go(func() {
+			taken, err := e.Wave("nps", "spring", members)
+			if err != nil {
+				t.Error(err)
+			}
+			if taken {
+				waves.Add(1)
+			}
+		})
+	}
 	ingest(0, 200)
 	close(stop)
 	wg.Wait()
+	if waves.Load() != 1 {
+		t.Fatalf("the wave was taken %d times, want once", waves.Load())
+	}
 	if err := step(eb); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(rcv.got()); n != 200 {
-		t.Fatalf("after the first 200 interactions: %d deliveries, want 200", n)
+	if n := len(rcv.got()); n != 250 {
+		t.Fatalf("after the first 200 interactions and the wave of 50: %d deliveries, want 250", n)
 	}
 
 	// Engine a dies after its fifth attempt of the next batch.
@@ -168,7 +188,7 @@ func testTwoEngines(t *testing.T, dsn string, noStatementCache bool) {
 	if err := step(ea); err == nil || !akv.crashed.Load() {
 		t.Fatalf("engine a did not crash: %v", err)
 	}
-	sentByA := len(rcv.got()) - 200
+	sentByA := len(rcv.got()) - 250
 	if sentByA < 5 {
 		t.Fatalf("engine a sent %d before it crashed", sentByA)
 	}
@@ -176,8 +196,8 @@ func testTwoEngines(t *testing.T, dsn string, noStatementCache bool) {
 	if err := step(eb); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(rcv.got()); n != 200+sentByA {
-		t.Fatalf("engine b worked while a's lease held: %d deliveries, want %d", n, 200+sentByA)
+	if n := len(rcv.got()); n != 250+sentByA {
+		t.Fatalf("engine b worked while a's lease held: %d deliveries, want %d", n, 250+sentByA)
 	}
 	clock.Add(int64(ttl + time.Second))
 	if err := step(eb); err != nil {
@@ -193,14 +213,20 @@ func testTwoEngines(t *testing.T, dsn string, noStatementCache bool) {
 		ids[r.body.Customer][r.id] = true
 		invs[r.body.Customer][r.body.Invitation] = true
 	}
+	var customers []string
 	for i := range 400 {
-		c := fmt.Sprintf("c-%d", i)
+		customers = append(customers, fmt.Sprintf("c-%d", i))
+	}
+	for _, m := range members {
+		customers = append(customers, m.Customer)
+	}
+	for _, c := range customers {
 		if len(ids[c]) != 1 || len(invs[c]) != 1 {
 			t.Errorf("%s: webhook-ids %v, invitations %v; want one of each", c, ids[c], invs[c])
 		}
 	}
-	if len(ids) != 400 {
-		t.Errorf("%d customers reached, want 400", len(ids))
+	if len(ids) != 450 {
+		t.Errorf("%d customers reached, want 450", len(ids))
 	}
 	if n, err := eb.Outbox(); err != nil || n != 0 {
 		t.Errorf("outbox: %d, %v; want empty", n, err)
@@ -209,8 +235,8 @@ func testTwoEngines(t *testing.T, dsn string, noStatementCache bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if stats[CounterInvited] != 400 || stats[CounterDelivered] != 400 {
-		t.Errorf("counters %v; want 400 invited and delivered", stats)
+	if stats[CounterInvited] != 450 || stats[CounterDelivered] != 450 || stats[CounterWaveMembers] != 1 {
+		t.Errorf("counters %v; want 450 invited and delivered, one wave part", stats)
 	}
 	it, err := sb.EngineKV().NewIter([]byte(kv.FeedPrefix), prefixEnd([]byte(kv.FeedPrefix)))
 	if err != nil {
@@ -220,5 +246,5 @@ func testTwoEngines(t *testing.T, dsn string, noStatementCache bool) {
 		t.Errorf("feed entries left: %q", it.Key())
 	}
 	_ = it.Close()
-	t.Logf("deliveries %d for 400 messages; %d sent by the crashed engine and sent again", len(rcv.got()), sentByA)
+	t.Logf("deliveries %d for 450 messages; %d sent by the crashed engine and sent again", len(rcv.got()), sentByA)
 }
