@@ -165,14 +165,14 @@ func TestAppendWritesTheEngineFeed(t *testing.T) {
 	it, _ := s.EngineKV().NewIter([]byte(kv.FeedPrefix), []byte("s/feed0"))
 	var got []string
 	for it.First(); it.Valid(); it.Next() {
-		kind, subject, body, err := kv.DecodeFeed(it.Value())
+		kind, subject, contact, body, err := kv.DecodeFeed(it.Value())
 		if err != nil {
 			t.Fatal(err)
 		}
 		seq := binary.BigEndian.Uint64(it.Key()[len(kv.FeedPrefix):])
-		got = append(got, fmt.Sprintf("%d %c %s %s", seq, kind, subject, body))
+		got = append(got, fmt.Sprintf("%d %c %s %q %s", seq, kind, subject, contact, body))
 	}
-	want := []string{"1 e chat " + string(recs[0].JSON), "2 r nps " + string(recs[1].JSON)}
+	want := []string{`1 e chat "" ` + string(recs[0].JSON), `2 r nps "" ` + string(recs[1].JSON)}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("feed\n got %q\nwant %q", got, want)
 	}

@@ -551,7 +551,7 @@ func (e *Engine) consume(cfg *settings) (bool, error) {
 		}
 		n++
 		last = seq
-		return e.record(w, cfg, now, seq, kind, subject, raw)
+		return e.record(w, cfg, now, seq, kind, subject, raw, nil)
 	})
 	full := errors.Is(err, errFull)
 	if err != nil && !full {
@@ -602,11 +602,11 @@ func (e *Engine) consumeFeed(cfg *settings) (bool, error) {
 			return false, fmt.Errorf("feed key %x", key)
 		}
 		seq := binary.BigEndian.Uint64(key[len(prefix):])
-		kind, subject, raw, err := kv.DecodeFeed(it.Value())
+		kind, subject, contact, raw, err := kv.DecodeFeed(it.Value())
 		if err != nil {
 			return false, fmt.Errorf("record %d: %w", seq, err)
 		}
-		if err := e.record(w, cfg, now, seq, rollup.Kind(kind), subject, raw); err != nil {
+		if err := e.record(w, cfg, now, seq, rollup.Kind(kind), subject, raw, contact); err != nil {
 			return false, err
 		}
 		_ = w.b.Delete(append([]byte(nil), key...))
@@ -621,8 +621,9 @@ func (e *Engine) consumeFeed(cfg *settings) (bool, error) {
 }
 
 // record makes the customers of one interaction eligible, or notes a
-// detractor's answer.
-func (e *Engine) record(w *batchWriter, cfg *settings, now time.Time, seq uint64, kind rollup.Kind, subject string, raw []byte) error {
+// detractor's answer. contact, when given, is the contact stored apart
+// from the record (JSON as Contact); it wins over one in the record's JSON.
+func (e *Engine) record(w *batchWriter, cfg *settings, now time.Time, seq uint64, kind rollup.Kind, subject string, raw, contact []byte) error {
 	if kind == rollup.KindSurvey {
 		return e.detractor(w, cfg, subject, raw, now)
 	}
@@ -641,6 +642,12 @@ func (e *Engine) record(w *batchWriter, cfg *settings, now time.Time, seq uint64
 	}
 	if err := json.Unmarshal(raw, &ev); err != nil {
 		return fmt.Errorf("record %d: %w", seq, err)
+	}
+	if len(contact) > 0 {
+		ev.Contact = new(Contact)
+		if err := json.Unmarshal(contact, ev.Contact); err != nil {
+			return fmt.Errorf("contact of record %d: %w", seq, err)
+		}
 	}
 	if now.Sub(ev.Time) > e.opts.StaleAfter {
 		return nil

@@ -71,7 +71,7 @@ func decodeMessage(v []byte) (string, any, error) {
 
 // feedQueue is the record feed (kv.FeedPrefix), walked by erasure only.
 var feedQueue = customerQueue{kind: "feed", prefix: kv.FeedPrefix, decode: func(v []byte) (string, any, error) {
-	_, _, body, err := kv.DecodeFeed(v)
+	_, _, _, body, err := kv.DecodeFeed(v)
 	if err != nil {
 		return "", nil, err
 	}

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
@@ -247,4 +248,37 @@ func testTwoEngines(t *testing.T, dsn string, noStatementCache bool) {
 	}
 	_ = it.Close()
 	t.Logf("deliveries %d for 450 messages; %d sent by the crashed engine and sent again", len(rcv.got()), sentByA)
+}
+
+// TestFeedCarriesTheContactStoredApart: a feed entry's contact (the one a
+// store keeps apart from the record) reaches the invitation, over one in
+// the record's JSON.
+func TestFeedCarriesTheContactStoredApart(t *testing.T) {
+	rcv := newReceiver(t)
+	f := newFixtureOn(t, onPostgres, Config{PageURL: "https://cx.example.com", LinkKeys: keys, Surveys: []Survey{
+		{Name: "nps", Touchpoints: []string{"chat"}, SamplePercent: 100, Webhook: rcv.endpoint()}}})
+	entry := func(seq uint64, customer, contact, inJSON string) {
+		js := fmt.Sprintf(`{"id":"e%d","touchpoint":"chat","customer":%q,"time":%q%s}`, seq, customer, f.now.Format(time.RFC3339Nano), inJSON)
+		var c []byte
+		if contact != "" {
+			c = []byte(contact)
+		}
+		f.write(func(b kv.Batch) {
+			_ = b.Set(binary.BigEndian.AppendUint64([]byte(kv.FeedPrefix), seq), kv.EncodeFeed(byte(rollup.KindTouchpoint), "chat", c, []byte(js)))
+		})
+	}
+	entry(1, "apart", `{"email":"apart@example.org"}`, `,"contact":{"email":"old@example.org"}`)
+	entry(2, "legacy", "", `,"contact":{"email":"legacy@example.org"}`)
+	entry(3, "none", "", "")
+	f.step()
+	got := map[string]string{}
+	for _, r := range rcv.got() {
+		got[r.body.Customer] = "-"
+		if r.body.Contact != nil {
+			got[r.body.Customer] = r.body.Contact.Email
+		}
+	}
+	if want := "map[apart:apart@example.org legacy:legacy@example.org none:-]"; fmt.Sprint(got) != want {
+		t.Errorf("contacts %v, want %s", got, want)
+	}
 }

@@ -5,7 +5,9 @@
 package kv
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 )
 
@@ -88,24 +90,38 @@ type KV interface {
 const FeedPrefix = "s/feed/"
 
 // EncodeFeed is a feed entry's value: the kind byte, the subject, a zero
-// byte, the record's JSON.
-func EncodeFeed(kind byte, subject string, body []byte) []byte {
-	v := make([]byte, 0, 2+len(subject)+len(body))
+// byte, the length of the contact stored with the record (4 bytes, big
+// endian) and the contact (JSON as the engine's Contact; empty for none),
+// the record's JSON.
+func EncodeFeed(kind byte, subject string, contact, body []byte) []byte {
+	v := make([]byte, 0, 6+len(subject)+len(contact)+len(body))
 	v = append(v, kind)
 	v = append(v, subject...)
 	v = append(v, 0)
+	v = binary.BigEndian.AppendUint32(v, uint32(len(contact)))
+	v = append(v, contact...)
 	return append(v, body...)
 }
 
-// DecodeFeed reverses EncodeFeed.
-func DecodeFeed(v []byte) (kind byte, subject string, body []byte, err error) {
+// DecodeFeed reverses EncodeFeed; contact is nil for none.
+func DecodeFeed(v []byte) (kind byte, subject string, contact, body []byte, err error) {
 	if len(v) < 2 {
-		return 0, "", nil, errors.New("feed entry too short")
+		return 0, "", nil, nil, errors.New("feed entry too short")
 	}
-	for i := 1; i < len(v); i++ {
-		if v[i] == 0 {
-			return v[0], string(v[1:i]), v[i+1:], nil
-		}
+	end := bytes.IndexByte(v[1:], 0)
+	if end < 0 {
+		return 0, "", nil, nil, errors.New("feed entry without subject end")
 	}
-	return 0, "", nil, errors.New("feed entry without subject end")
+	rest := v[2+end:]
+	if len(rest) < 4 {
+		return 0, "", nil, nil, errors.New("feed entry without contact length")
+	}
+	n := binary.BigEndian.Uint32(rest)
+	if uint64(n) > uint64(len(rest)-4) {
+		return 0, "", nil, nil, errors.New("feed entry's contact runs past its end")
+	}
+	if n > 0 {
+		contact = rest[4 : 4+n]
+	}
+	return v[0], string(v[1 : 1+end]), contact, rest[4+n:], nil
 }
