@@ -334,15 +334,13 @@ WHERE cxop_ids.kind = f.kind AND cxop_ids.subject = f.subject AND cxop_ids.id = 
 		rc.add(r)
 	}
 	// One statement writes the records and their tail rows, the tail taking
-	// the sequence numbers the records were given.
-	_, err = tx.Exec(ctx, `WITH r AS (
-  INSERT INTO cxop_records (event_time, kind, subject, id, customer_hash, wait_seconds, flags, score, body)
-  SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::float8[], $7::smallint[], $8::smallint[], $9::bytea[])
-  RETURNING seq, kind, subject, event_time, customer_hash, wait_seconds, flags, score
-)
-INSERT INTO cxop_tail (seq, kind, subject, event_time, customer_hash, wait_seconds, flags, score)
-SELECT seq, kind, subject, event_time, customer_hash, wait_seconds, flags, score FROM r`,
-		rc.times, rc.kinds, rc.subjects, rc.ids, rc.hashes, rc.waits, rc.flags, rc.scores, rc.bodies)
+	// the sequence numbers the records were given, and the survey engine's
+	// feed entries (engine.go).
+	insert, args := insertRecordsFeedSQL, []any{rc.times, rc.kinds, rc.subjects, rc.ids, rc.hashes, rc.waits, rc.flags, rc.scores, rc.bodies, rc.contacts}
+	if s.opts.NoEngineFeed {
+		insert, args = insertRecordsSQL, args[:9]
+	}
+	_, err = tx.Exec(ctx, insert, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -378,6 +376,9 @@ type recordColumns struct {
 	waits                []float64
 	flags, scores        []int16
 	bodies               [][]byte
+	// contacts are the survey engine's feed's only (engine.go): nil for
+	// none.
+	contacts [][]byte
 }
 
 func (c *recordColumns) add(r *store.Record) {
@@ -417,6 +418,7 @@ func (c *recordColumns) add(r *store.Record) {
 		body = []byte{}
 	}
 	c.bodies = append(c.bodies, body)
+	c.contacts = append(c.contacts, r.Contact)
 }
 
 // tailRecord is what a tail row adds to the rollups.
@@ -446,3 +448,30 @@ func (t *tailRecord) time() int64 {
 	}
 	return t.resp.Time
 }
+
+// insertRecordsSQL writes the records and their tail rows.
+const insertRecordsSQL = recordsCTE + "\n" + tailInsert
+
+// insertRecordsFeedSQL also writes the survey engine's feed entry of each
+// record: key 's/feed/' || the big-endian sequence, value kv.EncodeFeed's
+// (kind byte, subject, a zero byte, the contact's length and the contact
+// ($10, matched by key), the JSON). The entries commit with the
+// records, and the engine deletes them in the transaction that writes what
+// they caused, so it reads every record once however the commits of
+// replicas interleave (sequences are handed out before commit, so a cursor
+// over them could pass a record that commits late).
+const insertRecordsFeedSQL = recordsCTE + ",\nt AS (\n" + tailInsert + "\n)\n" + `INSERT INTO cxop_engine_kv (key, value)
+SELECT '\x732f666565642f'::bytea || int8send(r.seq),
+       set_byte('\x00'::bytea, 0, ascii(r.kind)) || convert_to(r.subject, 'UTF8') || '\x00'::bytea
+       || int4send(coalesce(length(c.contact), 0)) || coalesce(c.contact, '\x'::bytea) || r.body
+FROM r LEFT JOIN unnest($2::text[], $3::text[], $4::text[], $10::bytea[]) AS c(kind, subject, id, contact)
+  ON c.kind = r.kind AND c.subject = r.subject AND c.id = r.id`
+
+const recordsCTE = `WITH r AS (
+  INSERT INTO cxop_records (event_time, kind, subject, id, customer_hash, wait_seconds, flags, score, body)
+  SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::float8[], $7::smallint[], $8::smallint[], $9::bytea[])
+  RETURNING seq, kind, subject, id, event_time, customer_hash, wait_seconds, flags, score, body
+)`
+
+const tailInsert = `INSERT INTO cxop_tail (seq, kind, subject, event_time, customer_hash, wait_seconds, flags, score)
+SELECT seq, kind, subject, event_time, customer_hash, wait_seconds, flags, score FROM r`

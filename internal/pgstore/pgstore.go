@@ -73,6 +73,18 @@ type Options struct {
 	// Now is the clock for rollup horizons; tests inject one. Leases use
 	// the database's clock, which every replica shares.
 	Now func() time.Time
+	// NoEngineFeed leaves the survey engine's record feed out of appends
+	// (kv.FeedPrefix in cxop_engine_kv). Only for a database no survey
+	// engine reads (benchmarks): every replica of a collector must write
+	// it, or the engine misses the records of those that do not.
+	NoEngineFeed bool
+	// EngineLeaseTTL is how long the survey engine's lease lasts without a
+	// write: a replica that dies holding it is replaced after it. Default
+	// 30s.
+	EngineLeaseTTL time.Duration
+	// EngineClock, when set, is the clock of the engine's lease instead of
+	// the database's; tests inject one.
+	EngineClock func() time.Time
 }
 
 func (o *Options) defaults() {
@@ -115,6 +127,9 @@ func (o *Options) defaults() {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.EngineLeaseTTL <= 0 {
+		o.EngineLeaseTTL = 30 * time.Second
+	}
 }
 
 // Store is one replica's handle on the database.
@@ -130,6 +145,9 @@ type Store struct {
 
 	partMu     sync.Mutex
 	partitions map[int64]bool // day starts whose partition exists
+
+	engineOnce sync.Once
+	engine     *engineKV // the survey engine's storage (engine.go)
 }
 
 // Open connects, migrates the schema (under the migration lease, so

@@ -238,11 +238,15 @@ func TestBacklogIsWorkedOffInBoundedMemory(t *testing.T) {
 // from parking, all written below a raised floor, are still invited and
 // delivered.
 func TestWritesBelowAQueuesFloorAreSeen(t *testing.T) {
+	onBothStores(t, testWritesBelowAQueuesFloorAreSeen)
+}
+
+func testWritesBelowAQueuesFloorAreSeen(t *testing.T, kind storeKind) {
 	rcv := newReceiver(t)
 	cfg := Config{PageURL: "http://x", LinkKeys: keys, Surveys: []Survey{
 		{Name: "nps", Touchpoints: []string{"chat"}, SamplePercent: 100, Webhook: rcv.endpoint()},
 	}}
-	f := newFixture(t, cfg)
+	f := newFixtureOn(t, kind, cfg)
 	f.interact("chat", "c1", "c2")
 	f.step()
 	if _, raised := f.e.floors[prefixDue]; !raised {

@@ -17,14 +17,23 @@ import (
 // to a receiver that answers 204, with every step's batch synced. It
 // reports deliveries per second; with -benchtime=Nx, N is the number of
 // invitations. A share of the receiver's answers can be 503s (retries).
+// It runs on each store (pebble/…, postgres/…).
 //
 //	go test ./internal/survey/engine -run '^$' -bench InviteAndDeliver -benchtime 5000x
 func BenchmarkInviteAndDeliver(b *testing.B) {
-	for _, failEvery := range []int{0, 10} {
-		name := "all-2xx"
-		if failEvery > 0 {
-			name = fmt.Sprintf("1-in-%d-503", failEvery)
+	for _, kind := range []storeKind{onPebble, onPostgres} {
+		for _, failEvery := range []int{0, 10} {
+			name := string(kind) + "/all-2xx"
+			if failEvery > 0 {
+				name = fmt.Sprintf("%s/1-in-%d-503", kind, failEvery)
+			}
+			benchInviteAndDeliver(b, kind, name, failEvery)
 		}
+	}
+}
+
+func benchInviteAndDeliver(b *testing.B, kind storeKind, name string, failEvery int) {
+	{
 		b.Run(name, func(b *testing.B) {
 			var calls, retries atomic.Int64
 			rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -37,7 +46,7 @@ func BenchmarkInviteAndDeliver(b *testing.B) {
 				w.WriteHeader(http.StatusNoContent)
 			}))
 			defer rcv.Close()
-			f := newFixture(b, Config{PageURL: "http://x", LinkKeys: keys, Surveys: []Survey{
+			f := newFixtureOn(b, kind, Config{PageURL: "http://x", LinkKeys: keys, Surveys: []Survey{
 				{Name: "nps", Touchpoints: []string{"chat"}, SamplePercent: 100, Webhook: &webhook.Endpoint{URL: rcv.URL, Key: hookKey}},
 			}})
 			f.e.opts.RetryBase, f.e.opts.RetryMax = time.Millisecond, time.Millisecond

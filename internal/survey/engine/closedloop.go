@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -10,7 +11,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2"
+	"github.com/cxop-dev/cxop/internal/survey/engine/kv"
 
 	"github.com/cxop-dev/cxop/internal/score"
 )
@@ -82,7 +83,7 @@ func (e *Engine) detractor(w *batchWriter, cfg *settings, survey string, raw []b
 	if err := w.setJSON(detKey(survey, d.ID), d); err != nil {
 		return err
 	}
-	_ = w.b.Set(detIndexKey(&d), nil, nil)
+	_ = w.b.Set(detIndexKey(&d), nil)
 	msg := message{ID: "msg_det_" + d.ID, Survey: survey, Detractor: true, Body: body, Created: now}
 	if err := w.setJSON(timeKey(prefixOut, now, []byte(msg.ID)), msg); err != nil {
 		return err
@@ -119,19 +120,35 @@ func followValue(d *Detractor) []byte {
 // a store from before the index is indexed.
 const indexBatch = 10_000
 
+// indexClosedLoopLocked is indexClosedLoop under the engine's lock, taken
+// only when the index is missing, so that a replica starting while another
+// works does not wait for it.
+func (e *Engine) indexClosedLoopLocked() error {
+	if _, err := e.kv.Get([]byte(keyLoopIndexed)); err == nil {
+		return nil
+	} else if !errors.Is(err, kv.ErrNotFound) {
+		return err
+	}
+	if err := e.lockWait(context.Background()); err != nil {
+		return err
+	}
+	defer e.unlock()
+	return e.indexClosedLoop()
+}
+
 // indexClosedLoop builds the closed loop's counters and follow-up index
 // from the stored detractors, once. The index is written in bounded
 // batches (rewriting an entry is harmless, so a crash midway redoes it);
 // the counters and the marker come last, together.
 func (e *Engine) indexClosedLoop() error {
-	if _, closer, err := e.db.Get([]byte(keyLoopIndexed)); err == nil {
-		return closer.Close()
-	} else if !errors.Is(err, pebble.ErrNotFound) {
+	if _, err := e.kv.Get([]byte(keyLoopIndexed)); err == nil {
+		return nil
+	} else if !errors.Is(err, kv.ErrNotFound) {
 		return err
 	}
-	b := e.db.NewBatch()
+	b := e.kv.NewBatch()
 	defer func() { _ = b.Close() }()
-	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: []byte(prefixDet), UpperBound: []byte("s/det0")})
+	it, err := e.kv.NewIter([]byte(prefixDet), []byte("s/det0"))
 	if err != nil {
 		return err
 	}
@@ -145,24 +162,24 @@ func (e *Engine) indexClosedLoop() error {
 		counts[loopKey(d.Survey, loopDetractors)]++
 		if d.FollowedUpAt != nil {
 			counts[loopKey(d.Survey, loopFollowed)]++
-			_ = b.Set(followKey(&d), followValue(&d), nil)
+			_ = b.Set(followKey(&d), followValue(&d))
 		}
 		if b.Count() >= indexBatch {
-			if err := b.Commit(pebble.NoSync); err != nil {
+			if err := b.Commit(); err != nil {
 				return err
 			}
 			_ = b.Close()
-			b = e.db.NewBatch()
+			b = e.kv.NewBatch()
 		}
 	}
 	if err := it.Error(); err != nil {
 		return err
 	}
 	for k, n := range counts {
-		_ = b.Set([]byte(k), binary.BigEndian.AppendUint64(nil, n), nil)
+		_ = b.Set([]byte(k), binary.BigEndian.AppendUint64(nil, n))
 	}
-	_ = b.Set([]byte(keyLoopIndexed), nil, nil)
-	return b.Commit(pebble.Sync)
+	_ = b.Set([]byte(keyLoopIndexed), nil)
+	return b.Commit()
 }
 
 // ErrNoDetractor is returned by FollowUp for an id the survey never sent.
@@ -171,8 +188,10 @@ var ErrNoDetractor = errors.New("no such detractor")
 // FollowUp marks a survey's detractor followed up at at. Marking it again
 // keeps the first time.
 func (e *Engine) FollowUp(survey, id string, at time.Time) (Detractor, error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+	if err := e.lockWait(context.Background()); err != nil {
+		return Detractor{}, err
+	}
+	defer e.unlock()
 	var d Detractor
 	ok, err := e.getJSON(detKey(survey, id), &d)
 	if err != nil {
@@ -190,7 +209,7 @@ func (e *Engine) FollowUp(survey, id string, at time.Time) (Detractor, error) {
 	if err := w.setJSON(detKey(survey, id), d); err != nil {
 		return d, err
 	}
-	_ = w.b.Set(followKey(&d), followValue(&d), nil)
+	_ = w.b.Set(followKey(&d), followValue(&d))
 	w.counts[loopKey(survey, loopFollowed)]++
 	return d, w.commit()
 }
@@ -220,7 +239,7 @@ func (e *Engine) ClosedLoopStats(survey string, since time.Time) (ClosedLoop, er
 		out.Open = detractors - followed
 	}
 	prefix := prefixFollow + survey + "\x00"
-	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: timeKey(prefix, since), UpperBound: append([]byte(prefixFollow+survey), 1)})
+	it, err := e.kv.NewIter(timeKey(prefix, since), append([]byte(prefixFollow+survey), 1))
 	if err != nil {
 		return out, err
 	}

@@ -1,18 +1,16 @@
 package engine
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2"
-
 	"github.com/cxop-dev/cxop/internal/rollup"
 	"github.com/cxop-dev/cxop/internal/score"
 	"github.com/cxop-dev/cxop/internal/store"
+	"github.com/cxop-dev/cxop/internal/survey/engine/kv"
 	"github.com/cxop-dev/cxop/internal/webhook"
 )
 
@@ -30,9 +28,7 @@ func (f *fixture) answer(survey, prefix string, scores ...int) {
 		records = append(records, store.Record{Kind: rollup.KindSurvey, Subject: survey, ID: id, JSON: []byte(js),
 			Response: rollup.Response{Time: f.now.UnixNano(), CustomerHash: 1, Score: value}})
 	}
-	if _, err := f.st.Submit(context.Background(), records); err != nil {
-		f.t.Fatal(err)
-	}
+	f.submit(records)
 }
 
 func (f *fixture) followUp(survey, responseID string, at time.Time) {
@@ -52,8 +48,12 @@ func (f *fixture) closedLoop(survey string, since time.Time) ClosedLoop {
 }
 
 func TestClosedLoopStatsCountOpenDetractorsAndFollowUpTimes(t *testing.T) {
+	onBothStores(t, testClosedLoopStatsCountOpenDetractorsAndFollowUpTimes)
+}
+
+func testClosedLoopStatsCountOpenDetractorsAndFollowUpTimes(t *testing.T, kind storeKind) {
 	rcv := newReceiver(t)
-	f := newFixture(t, Config{Surveys: []Survey{{Name: "nps", Kind: score.NPS, DetractorWebhook: rcv.endpoint()}}})
+	f := newFixtureOn(t, kind, Config{Surveys: []Survey{{Name: "nps", Kind: score.NPS, DetractorWebhook: rcv.endpoint()}}})
 	f.answer("nps", "d1", 3)
 	f.answer("nps", "p1", 9) // a promoter is not a detractor
 	f.answer("nps", "d2", 5)
@@ -83,15 +83,12 @@ func TestClosedLoopStatsCountOpenDetractorsAndFollowUpTimes(t *testing.T) {
 
 	// A store written before the counters and the index existed is
 	// indexed once, on start, to the same figures.
-	db := f.st.DB()
-	for _, r := range [][2]string{{prefixLoop, "s/loop0"}, {prefixFollow, "s/fu0"}} {
-		if err := db.DeleteRange([]byte(r[0]), []byte(r[1]), pebble.Sync); err != nil {
-			t.Fatal(err)
+	f.write(func(b kv.Batch) {
+		for _, r := range [][2]string{{prefixLoop, "s/loop0"}, {prefixFollow, "s/fu0"}} {
+			_ = b.DeleteRange([]byte(r[0]), []byte(r[1]))
 		}
-	}
-	if err := db.Delete([]byte(keyLoopIndexed), pebble.Sync); err != nil {
-		t.Fatal(err)
-	}
+		_ = b.Delete([]byte(keyLoopIndexed))
+	})
 	if got := f.closedLoop("nps", t0.Add(-time.Hour)); got.Open != 0 || got.FollowedUp != 0 {
 		t.Fatalf("without its index the closed loop reads %+v; the test removed nothing", got)
 	}

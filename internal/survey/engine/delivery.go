@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2"
+	"github.com/cxop-dev/cxop/internal/survey/engine/kv"
 
 	"github.com/cxop-dev/cxop/internal/webhook"
 )
@@ -92,12 +92,12 @@ type dueMessage struct {
 // reports whether it stopped at a batch bound, so that more may be due.
 func (e *Engine) deliver(ctx context.Context, cfg *settings) (bool, error) {
 	now := e.now()
-	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: e.floors.from([]byte(prefixOut)), UpperBound: timeKey(prefixOut, now.Add(time.Nanosecond))})
+	it, err := e.kv.NewIter(e.floors.from([]byte(prefixOut)), timeKey(prefixOut, now.Add(time.Nanosecond)))
 	if err != nil {
 		return false, err
 	}
 	var due []dueMessage
-	park := e.db.NewBatch()
+	park := e.kv.NewBatch()
 	defer func() { _ = park.Close() }()
 	parked := 0
 	// Every key visited is taken: parked, or attempted and then moved.
@@ -130,7 +130,7 @@ func (e *Engine) deliver(ctx context.Context, cfg *settings) (bool, error) {
 		if !canSend {
 			// Parked, out of the timeline, until the survey has a webhook
 			// again or its URL changes: later steps do not walk it.
-			_ = park.Delete(it.Key(), nil)
+			_ = park.Delete(it.Key())
 			pk := parkKey(prefixPark, m.Survey, m.Detractor, m.ID)
 			e.floors.wrote(pk)
 			if m.ParkedAt.IsZero() {
@@ -141,7 +141,7 @@ func (e *Engine) deliver(ctx context.Context, cfg *settings) (bool, error) {
 				_ = it.Close()
 				return false, err
 			}
-			_ = park.Set(pk, data, nil)
+			_ = park.Set(pk, data)
 			parked++
 			continue
 		}
@@ -151,7 +151,7 @@ func (e *Engine) deliver(ctx context.Context, cfg *settings) (bool, error) {
 		return false, err
 	}
 	if parked > 0 {
-		if err := park.Commit(pebble.Sync); err != nil {
+		if err := park.Commit(); err != nil {
 			return false, err
 		}
 	}
@@ -196,7 +196,7 @@ func (e *Engine) deliver(ctx context.Context, cfg *settings) (bool, error) {
 		m.Attempt++
 		sv := cfg.byName[m.Survey]
 		fk := string(webhookKey(prefixFailing, m.Survey, m.Detractor))
-		_ = w.b.Delete(d.key, nil)
+		_ = w.b.Delete(d.key)
 		switch res.Outcome {
 		case webhook.Delivered:
 			recovered[fk] = webhookRef{sv, m.Detractor}
@@ -216,7 +216,7 @@ func (e *Engine) deliver(ctx context.Context, cfg *settings) (bool, error) {
 					}
 					if inv.Contact != nil {
 						// Its contact goes Retention.Contact after now.
-						_ = w.b.Set(invContactIndexKey(after, inv.ID), nil, nil)
+						_ = w.b.Set(invContactIndexKey(after, inv.ID), nil)
 					}
 				}
 			}
@@ -264,7 +264,7 @@ func (e *Engine) deliver(ctx context.Context, cfg *settings) (bool, error) {
 		if ok, err := e.has([]byte(fk)); err != nil {
 			return false, err
 		} else if ok {
-			_ = w.b.Delete([]byte(fk), nil)
+			_ = w.b.Delete([]byte(fk))
 			e.opts.Logger.Info("webhook delivers again; returning its parked messages", "survey", ref.survey.Name, "detractor", ref.detractor)
 		}
 	}
@@ -297,11 +297,11 @@ func (e *Engine) deliver(ctx context.Context, cfg *settings) (bool, error) {
 }
 
 func (e *Engine) has(key []byte) (bool, error) {
-	_, closer, err := e.db.Get(key)
+	_, err := e.kv.Get(key)
 	if err == nil {
-		return true, closer.Close()
+		return true, nil
 	}
-	if err == pebble.ErrNotFound {
+	if err == kv.ErrNotFound {
 		return false, nil
 	}
 	return false, err
@@ -347,14 +347,14 @@ func (e *Engine) unpark(cfg *settings) (bool, error) {
 	// with a fresh retry window whose backoff starts from RetryBase again:
 	// whatever parked them (no webhook, a 410, retries run out) is over.
 	move := func(prefix []byte) error {
-		it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: e.floors.from(prefix), UpperBound: prefixEnd(prefix)})
+		it, err := e.kv.NewIter(e.floors.from(prefix), prefixEnd(prefix))
 		if err != nil {
 			return err
 		}
 		for it.First(); it.Valid() && n < parkBatch; it.Next() {
 			taken[string(prefix)] = append(taken[string(prefix)][:0], it.Key()...)
 			id := it.Key()[len(prefix):]
-			_ = w.b.Delete(it.Key(), nil)
+			_ = w.b.Delete(it.Key())
 			var m message
 			if err := json.Unmarshal(it.Value(), &m); err != nil {
 				_ = it.Close()
@@ -400,7 +400,7 @@ func (e *Engine) unpark(cfg *settings) (bool, error) {
 			default:
 				if f != nil {
 					// The URL or key changed since: a new chance for all.
-					_ = w.b.Delete(webhookKey(prefixFailing, sv.Name, detractor), nil)
+					_ = w.b.Delete(webhookKey(prefixFailing, sv.Name, detractor))
 				}
 				if err := move(parkPrefix(prefixFailed, sv.Name, detractor)); err != nil {
 					return false, err
@@ -425,7 +425,7 @@ func (e *Engine) unpark(cfg *settings) (bool, error) {
 // once; a failing webhook with nothing parked is forgotten.
 func (e *Engine) probe(w *batchWriter, sv *Survey, detractor bool, f *failingWebhook, now time.Time) error {
 	prefix := parkPrefix(prefixFailed, sv.Name, detractor)
-	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	it, err := e.kv.NewIter(prefix, prefixEnd(prefix))
 	if err != nil {
 		return err
 	}
@@ -438,11 +438,11 @@ func (e *Engine) probe(w *batchWriter, sv *Survey, detractor bool, f *failingWeb
 		if err := it.Error(); err != nil {
 			return err
 		}
-		_ = w.b.Delete(webhookKey(prefixFailing, sv.Name, detractor), nil)
+		_ = w.b.Delete(webhookKey(prefixFailing, sv.Name, detractor))
 		return nil
 	}
 	id := string(it.Key()[len(prefix):])
-	_ = w.b.Delete(it.Key(), nil)
+	_ = w.b.Delete(it.Key())
 	_ = w.set(timeKey(prefixOut, now, []byte(id)), it.Value())
 	f.ProbeAfter, f.NextProbe = id, now.Add(e.opts.ProbeInterval)
 	e.opts.Logger.Info("probing a failing webhook with one parked message", "survey", sv.Name, "detractor", detractor, "message", id)

@@ -155,13 +155,17 @@ func customerNames(n int) []string {
 // with the webhook reported failing, and delivered once the key matches,
 // every invitation exactly once.
 func TestKeyRotationMidDeliveryLosesNothing(t *testing.T) {
+	onBothStores(t, testKeyRotationMidDeliveryLosesNothing)
+}
+
+func testKeyRotationMidDeliveryLosesNothing(t *testing.T, kind storeKind) {
 	oldKey, newKey := hookKey, []byte("fedcba9876543210fedcba9876543210")
 	rcv := newStrictReceiver(t, oldKey)
 	cfg := Config{PageURL: "https://cx.example.com", LinkKeys: keys, Surveys: []Survey{
 		{Name: "nps", Touchpoints: []string{"chat"}, SamplePercent: 100, Webhook: &webhook.Endpoint{URL: rcv.srv.URL, Key: oldKey}},
 	}}
 	reg := prometheus.NewRegistry()
-	f := &fixture{t: t, dir: t.TempDir(), now: t0, cfg: cfg, opts: &Options{Registerer: reg}}
+	f := &fixture{t: t, kind: kind, dir: t.TempDir(), now: t0, cfg: cfg, opts: &Options{Registerer: reg}}
 	f.open()
 	customers := customerNames(100)
 	f.interact("chat", customers...)
@@ -250,13 +254,15 @@ cxop_collector_webhook_failing{survey="nps",webhook="delivery"} 1
 // message it still cannot take does not hide the recovery: the probe
 // takes a different parked message each time. That message is kept,
 // retried again, never dropped.
-func TestAProbeNoticesAFixedReceiver(t *testing.T) {
+func TestAProbeNoticesAFixedReceiver(t *testing.T) { onBothStores(t, testAProbeNoticesAFixedReceiver) }
+
+func testAProbeNoticesAFixedReceiver(t *testing.T, kind storeKind) {
 	rcv := newStrictReceiver(t, hookKey)
 	rcv.setRefuse(func(InvitationBody) int { return http.StatusBadRequest })
 	cfg := Config{PageURL: "https://cx.example.com", LinkKeys: keys, Surveys: []Survey{
 		{Name: "nps", Touchpoints: []string{"chat"}, SamplePercent: 100, Webhook: &webhook.Endpoint{URL: rcv.srv.URL, Key: hookKey}},
 	}}
-	f := &fixture{t: t, dir: t.TempDir(), now: t0, cfg: cfg, opts: &Options{RetryFor: 2 * time.Hour, ProbeInterval: 15 * time.Minute}}
+	f := &fixture{t: t, kind: kind, dir: t.TempDir(), now: t0, cfg: cfg, opts: &Options{RetryFor: 2 * time.Hour, ProbeInterval: 15 * time.Minute}}
 	f.open()
 	customers := customerNames(20)
 	f.interact("chat", customers...)
@@ -299,12 +305,16 @@ func TestAProbeNoticesAFixedReceiver(t *testing.T) {
 // A restart keeps everything: a parked message stays parked and the
 // webhook failing, then delivered once it works.
 func TestParkedMessagesSurviveARestart(t *testing.T) {
+	onBothStores(t, testParkedMessagesSurviveARestart)
+}
+
+func testParkedMessagesSurviveARestart(t *testing.T, kind storeKind) {
 	rcv := newStrictReceiver(t, hookKey)
 	rcv.setRefuse(func(InvitationBody) int { return http.StatusForbidden })
 	cfg := Config{PageURL: "https://cx.example.com", LinkKeys: keys, Surveys: []Survey{
 		{Name: "nps", Touchpoints: []string{"chat"}, SamplePercent: 100, Webhook: &webhook.Endpoint{URL: rcv.srv.URL, Key: hookKey}},
 	}}
-	f := &fixture{t: t, dir: t.TempDir(), now: t0, cfg: cfg, opts: &Options{RetryFor: time.Hour, ProbeInterval: time.Hour}}
+	f := &fixture{t: t, kind: kind, dir: t.TempDir(), now: t0, cfg: cfg, opts: &Options{RetryFor: time.Hour, ProbeInterval: time.Hour}}
 	f.open()
 	customers := customerNames(5)
 	f.interact("chat", customers...)
@@ -325,11 +335,15 @@ func TestParkedMessagesSurviveARestart(t *testing.T) {
 // and a new URL that fails too, it is retried for RetryFor again, not
 // parked at once for the failures it had before.
 func TestAParkedMessageComesBackWithAFreshRetryWindow(t *testing.T) {
+	onBothStores(t, testAParkedMessageComesBackWithAFreshRetryWindow)
+}
+
+func testAParkedMessageComesBackWithAFreshRetryWindow(t *testing.T, kind storeKind) {
 	old := newReceiver(t, 500, 500, 500, 410)
 	cfg := Config{PageURL: "http://x", LinkKeys: keys, Surveys: []Survey{
 		{Name: "nps", Touchpoints: []string{"chat"}, SamplePercent: 100, Webhook: old.endpoint()},
 	}}
-	f := &fixture{t: t, dir: t.TempDir(), now: t0, cfg: cfg, opts: &Options{RetryBase: time.Minute, RetryMax: 5 * time.Minute, RetryFor: time.Hour}}
+	f := &fixture{t: t, kind: kind, dir: t.TempDir(), now: t0, cfg: cfg, opts: &Options{RetryBase: time.Minute, RetryMax: 5 * time.Minute, RetryFor: time.Hour}}
 	f.open()
 	f.interact("chat", "c1")
 	f.runFor(50*time.Minute, 5*time.Minute)

@@ -39,6 +39,7 @@ import (
 
 	"github.com/cxop-dev/cxop/internal/rollup"
 	"github.com/cxop-dev/cxop/internal/score"
+	"github.com/cxop-dev/cxop/internal/survey/engine/kv"
 	"github.com/cxop-dev/cxop/internal/survey/link"
 	"github.com/cxop-dev/cxop/internal/survey/sample"
 	"github.com/cxop-dev/cxop/internal/webhook"
@@ -178,7 +179,7 @@ func (o *Options) defaults() {
 
 // Engine runs the survey pipeline of one collector.
 type Engine struct {
-	db      *pebble.DB
+	kv      KV
 	src     Source
 	sender  Sender
 	opts    Options
@@ -204,16 +205,25 @@ type settings struct {
 	closedLoop bool
 }
 
-// New returns an engine over db (shared with the store; the engine's keys
-// start with 's') reading records from src.
+// New returns an engine over db, the embedded store's database (the
+// engine's keys start with 's'), reading records from src: NewOn with
+// PebbleKV(db).
 func New(db *pebble.DB, src Source, sender Sender, opts Options) (*Engine, error) {
+	return NewOn(PebbleKV(db), src, sender, opts)
+}
+
+// NewOn returns an engine over store: PebbleKV (store.Store.EngineKV) on
+// the embedded store, whose record log src is; pgstore.Store.EngineKV on
+// PostgreSQL, with src nil, the records then arriving in the store's feed
+// (kv.FeedPrefix).
+func NewOn(store KV, src Source, sender Sender, opts Options) (*Engine, error) {
 	opts.defaults()
-	e := &Engine{db: db, src: src, sender: sender, opts: opts, now: time.Now, wake: make(chan struct{}, 1), floors: floors{}}
+	e := &Engine{kv: store, src: src, sender: sender, opts: opts, now: time.Now, wake: make(chan struct{}, 1), floors: floors{}}
 	if opts.Now != nil {
 		e.now = opts.Now
 	}
 	e.metrics = newMetrics(e, opts.Registerer)
-	if err := e.indexClosedLoop(); err != nil {
+	if err := e.indexClosedLoopLocked(); err != nil {
 		return nil, fmt.Errorf("index the closed loop: %w", err)
 	}
 	if err := e.loadContactsMigrated(); err != nil {
@@ -252,7 +262,13 @@ func (e *Engine) Run(ctx context.Context) error {
 	t := time.NewTicker(e.opts.Interval)
 	defer t.Stop()
 	for {
-		if err := e.Step(ctx); err != nil && ctx.Err() == nil {
+		switch err := e.Step(ctx); {
+		case err == nil, ctx.Err() != nil:
+		case errors.Is(err, kv.ErrNotHeld):
+			// Another replica took the lease (this one paused past it):
+			// nothing was written, and the holder does the work.
+			e.opts.Logger.Warn("survey engine step left to another replica", "err", err)
+		default:
 			e.opts.Logger.Error("survey engine step", "err", err)
 		}
 		select {
@@ -281,8 +297,11 @@ func (e *Engine) Step(ctx context.Context) error {
 // lock is held for one batch of each, so a wave or a follow-up waits at
 // most that long.
 func (e *Engine) step(ctx context.Context) (bool, error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+	// Another replica holding the lock is doing this work.
+	if held, err := e.lock(ctx, false); err != nil || !held {
+		return false, err
+	}
+	defer e.unlock()
 	cfg := e.cfg.Load()
 	moreRecords, err := e.consume(cfg)
 	if err != nil {
@@ -426,12 +445,12 @@ func counterKey(survey, counter string, day time.Time) []byte {
 // batchWriter accumulates writes and counter increments for one batch.
 type batchWriter struct {
 	e      *Engine
-	b      *pebble.Batch
+	b      kv.Batch
 	counts map[string]uint64
 }
 
 func (e *Engine) newBatch() *batchWriter {
-	return &batchWriter{e: e, b: e.db.NewBatch(), counts: map[string]uint64{}}
+	return &batchWriter{e: e, b: e.kv.NewBatch(), counts: map[string]uint64{}}
 }
 
 // close releases the batch, committed or not.
@@ -448,7 +467,7 @@ func (w *batchWriter) setJSON(key []byte, v any) error {
 // set writes key, lowering its queue's floor.
 func (w *batchWriter) set(key, value []byte) error {
 	w.e.floors.wrote(key)
-	return w.b.Set(key, value, nil)
+	return w.b.Set(key, value)
 }
 
 func (w *batchWriter) count(survey, counter string, at time.Time) {
@@ -465,20 +484,19 @@ func (w *batchWriter) commit() error {
 		if err != nil {
 			return err
 		}
-		_ = w.b.Set([]byte(k), binary.BigEndian.AppendUint64(nil, cur+n), nil)
+		_ = w.b.Set([]byte(k), binary.BigEndian.AppendUint64(nil, cur+n))
 	}
-	return w.b.Commit(pebble.Sync)
+	return w.b.Commit()
 }
 
 func (e *Engine) getUint(key string) (uint64, error) {
-	v, closer, err := e.db.Get([]byte(key))
-	if errors.Is(err, pebble.ErrNotFound) {
+	v, err := e.kv.Get([]byte(key))
+	if errors.Is(err, kv.ErrNotFound) {
 		return 0, nil
 	}
 	if err != nil {
 		return 0, err
 	}
-	defer closer.Close()
 	if len(v) != 8 {
 		return 0, fmt.Errorf("counter %q: %d bytes", key, len(v))
 	}
@@ -486,14 +504,13 @@ func (e *Engine) getUint(key string) (uint64, error) {
 }
 
 func (e *Engine) getJSON(key []byte, v any) (bool, error) {
-	data, closer, err := e.db.Get(key)
-	if errors.Is(err, pebble.ErrNotFound) {
+	data, err := e.kv.Get(key)
+	if errors.Is(err, kv.ErrNotFound) {
 		return false, nil
 	}
 	if err != nil {
 		return false, err
 	}
-	defer closer.Close()
 	return true, json.Unmarshal(data, v)
 }
 
@@ -504,11 +521,13 @@ const consumeBatch = 10_000
 // consume reads a batch of records after the cursor and makes customers
 // eligible. It reports whether it stopped at consumeBatch.
 func (e *Engine) consume(cfg *settings) (bool, error) {
+	if e.src == nil {
+		return e.consumeFeed(cfg)
+	}
 	var cursor uint64
-	if v, closer, err := e.db.Get(keyCursor); err == nil {
+	if v, err := e.kv.Get(keyCursor); err == nil {
 		cursor = binary.BigEndian.Uint64(v)
-		closer.Close()
-	} else if !errors.Is(err, pebble.ErrNotFound) {
+	} else if !errors.Is(err, kv.ErrNotFound) {
 		return false, err
 	}
 	if len(cfg.byTouchpoint) == 0 && !cfg.closedLoop {
@@ -516,7 +535,10 @@ func (e *Engine) consume(cfg *settings) (bool, error) {
 		// collector without triggers pays nothing, and interactions from
 		// before a trigger existed never invite anyone.
 		if last := e.src.LastSeq(); last > cursor {
-			return false, e.db.Set(keyCursor, binary.BigEndian.AppendUint64(nil, last), pebble.Sync)
+			b := e.kv.NewBatch()
+			defer func() { _ = b.Close() }()
+			_ = b.Set(keyCursor, binary.BigEndian.AppendUint64(nil, last))
+			return false, b.Commit()
 		}
 		return false, nil
 	}
@@ -531,44 +553,7 @@ func (e *Engine) consume(cfg *settings) (bool, error) {
 		}
 		n++
 		last = seq
-		if kind == rollup.KindSurvey {
-			return e.detractor(w, cfg, subject, raw, now)
-		}
-		if kind != rollup.KindTouchpoint {
-			return nil
-		}
-		surveys := cfg.byTouchpoint[subject]
-		if len(surveys) == 0 {
-			return nil
-		}
-		var ev struct {
-			ID       string    `json:"id"`
-			Customer string    `json:"customer"`
-			Time     time.Time `json:"time"`
-			Contact  *Contact  `json:"contact"`
-		}
-		if err := json.Unmarshal(raw, &ev); err != nil {
-			return fmt.Errorf("record %d: %w", seq, err)
-		}
-		// The contact is stored apart from the record; a record stored
-		// before that has it in its JSON (read above).
-		if len(contact) > 0 {
-			ev.Contact = new(Contact)
-			if err := json.Unmarshal(contact, ev.Contact); err != nil {
-				return fmt.Errorf("contact of record %d: %w", seq, err)
-			}
-		}
-		if now.Sub(ev.Time) > e.opts.StaleAfter {
-			return nil
-		}
-		for _, sv := range surveys {
-			due := ev.Time.Add(sv.Delay)
-			p := pending{Survey: sv.Name, Customer: ev.Customer, Contact: ev.Contact, Touchpoint: subject, EventID: ev.ID}
-			if err := w.setJSON(timeKey(prefixDue, due, binary.BigEndian.AppendUint64(nil, seq), []byte(sv.Name)), p); err != nil {
-				return err
-			}
-		}
-		return nil
+		return e.record(w, cfg, now, seq, kind, subject, raw, contact)
 	})
 	full := errors.Is(err, errFull)
 	if err != nil && !full {
@@ -577,8 +562,106 @@ func (e *Engine) consume(cfg *settings) (bool, error) {
 	if last == cursor {
 		return false, nil
 	}
-	_ = w.b.Set(keyCursor, binary.BigEndian.AppendUint64(nil, last), nil)
+	_ = w.b.Set(keyCursor, binary.BigEndian.AppendUint64(nil, last))
 	return full, w.commit()
+}
+
+// consumeFeed is consume for a store that hands records over in the feed
+// (kv.FeedPrefix) instead of a log in commit order: the entries read are
+// deleted in the batch that writes what they caused, so a record committed
+// late, behind higher sequences already consumed, is read when it appears
+// rather than skipped, and none is read twice.
+func (e *Engine) consumeFeed(cfg *settings) (bool, error) {
+	prefix := []byte(kv.FeedPrefix)
+	if len(cfg.byTouchpoint) == 0 && !cfg.closedLoop {
+		// No survey listens: the records trigger nothing, now or later.
+		it, err := e.kv.NewIter(prefix, prefixEnd(prefix))
+		if err != nil {
+			return false, err
+		}
+		found := it.First()
+		if err := errors.Join(it.Error(), it.Close()); err != nil || !found {
+			return false, err
+		}
+		b := e.kv.NewBatch()
+		defer func() { _ = b.Close() }()
+		_ = b.DeleteRange(prefix, prefixEnd(prefix))
+		return false, b.Commit()
+	}
+	it, err := e.kv.NewIter(prefix, prefixEnd(prefix))
+	if err != nil {
+		return false, err
+	}
+	defer func() { _ = it.Close() }()
+	w := e.newBatch()
+	defer w.close()
+	now := e.now()
+	n := 0
+	for it.First(); it.Valid() && n < consumeBatch; it.Next() {
+		n++
+		key := it.Key()
+		if len(key) != len(prefix)+8 {
+			return false, fmt.Errorf("feed key %x", key)
+		}
+		seq := binary.BigEndian.Uint64(key[len(prefix):])
+		kind, subject, contact, raw, err := kv.DecodeFeed(it.Value())
+		if err != nil {
+			return false, fmt.Errorf("record %d: %w", seq, err)
+		}
+		if err := e.record(w, cfg, now, seq, rollup.Kind(kind), subject, raw, contact); err != nil {
+			return false, err
+		}
+		_ = w.b.Delete(append([]byte(nil), key...))
+	}
+	if err := it.Error(); err != nil {
+		return false, err
+	}
+	if n == 0 {
+		return false, nil
+	}
+	return n >= consumeBatch, w.commit()
+}
+
+// record makes the customers of one interaction eligible, or notes a
+// detractor's answer. contact, when given, is the contact stored apart
+// from the record (JSON as Contact); it wins over one in the record's JSON.
+func (e *Engine) record(w *batchWriter, cfg *settings, now time.Time, seq uint64, kind rollup.Kind, subject string, raw, contact []byte) error {
+	if kind == rollup.KindSurvey {
+		return e.detractor(w, cfg, subject, raw, now)
+	}
+	if kind != rollup.KindTouchpoint {
+		return nil
+	}
+	surveys := cfg.byTouchpoint[subject]
+	if len(surveys) == 0 {
+		return nil
+	}
+	var ev struct {
+		ID       string    `json:"id"`
+		Customer string    `json:"customer"`
+		Time     time.Time `json:"time"`
+		Contact  *Contact  `json:"contact"`
+	}
+	if err := json.Unmarshal(raw, &ev); err != nil {
+		return fmt.Errorf("record %d: %w", seq, err)
+	}
+	if len(contact) > 0 {
+		ev.Contact = new(Contact)
+		if err := json.Unmarshal(contact, ev.Contact); err != nil {
+			return fmt.Errorf("contact of record %d: %w", seq, err)
+		}
+	}
+	if now.Sub(ev.Time) > e.opts.StaleAfter {
+		return nil
+	}
+	for _, sv := range surveys {
+		due := ev.Time.Add(sv.Delay)
+		p := pending{Survey: sv.Name, Customer: ev.Customer, Contact: ev.Contact, Touchpoint: subject, EventID: ev.ID}
+		if err := w.setJSON(timeKey(prefixDue, due, binary.BigEndian.AppendUint64(nil, seq), []byte(sv.Name)), p); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // defaultInviteBatch bounds the due entries handled per step
@@ -591,7 +674,7 @@ const defaultInviteBatch = 1000
 // suppressions. It reports whether it stopped at Options.InviteBatch.
 func (e *Engine) invite(cfg *settings) (bool, error) {
 	now := e.now()
-	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: e.floors.from([]byte(prefixDue)), UpperBound: timeKey(prefixDue, now.Add(time.Nanosecond))})
+	it, err := e.kv.NewIter(e.floors.from([]byte(prefixDue)), timeKey(prefixDue, now.Add(time.Nanosecond)))
 	if err != nil {
 		return false, err
 	}
@@ -610,7 +693,7 @@ func (e *Engine) invite(cfg *settings) (bool, error) {
 		if err := json.Unmarshal(it.Value(), &p); err != nil {
 			return false, fmt.Errorf("due entry %x: %w", it.Key(), err)
 		}
-		_ = w.b.Delete(append([]byte(nil), it.Key()...), nil)
+		_ = w.b.Delete(append([]byte(nil), it.Key()...))
 		sv := cfg.byName[p.Survey]
 		if sv == nil {
 			continue // the survey is gone from the config
@@ -632,11 +715,11 @@ func (e *Engine) invite(cfg *settings) (bool, error) {
 				if legacy, err := e.getJSON([]byte(prefixContact+p.Customer), &last); err != nil {
 					return false, err
 				} else if legacy {
-					_ = w.b.Delete([]byte(prefixContact+p.Customer), nil)
+					_ = w.b.Delete([]byte(prefixContact + p.Customer))
 					if err := w.setJSON(contactKey(p.Customer), last); err != nil {
 						return false, err
 					}
-					_ = w.b.Set(contactIndexKey(last.At, contactKey(p.Customer)), nil, nil)
+					_ = w.b.Set(contactIndexKey(last.At, contactKey(p.Customer)), nil)
 					contacts[p.Customer] = last
 				}
 			}
@@ -663,13 +746,13 @@ func (e *Engine) invite(cfg *settings) (bool, error) {
 		// The contact history's time index (retention.go) holds one key
 		// per history: the one of the invitation it replaces goes.
 		if !last.At.IsZero() {
-			_ = w.b.Delete(contactIndexKey(last.At, contactKey(p.Customer)), nil)
+			_ = w.b.Delete(contactIndexKey(last.At, contactKey(p.Customer)))
 		}
-		_ = w.b.Set(contactIndexKey(now, contactKey(p.Customer)), nil, nil)
+		_ = w.b.Set(contactIndexKey(now, contactKey(p.Customer)), nil)
 		if err := w.setJSON(invKey(inv.ID), inv); err != nil {
 			return false, err
 		}
-		_ = w.b.Set(invIndexKey(inv.Created, inv.ID), nil, nil)
+		_ = w.b.Set(invIndexKey(inv.Created, inv.ID), nil)
 		if err := w.setJSON(timeKey(prefixOut, now, []byte(msg.ID)), msg); err != nil {
 			return false, err
 		}
@@ -741,7 +824,7 @@ type Stats map[string]uint64
 func (e *Engine) Stats(survey string, since time.Time) (Stats, error) {
 	out := Stats{}
 	prefix := []byte(prefixCount + survey + "\x00")
-	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: append(append([]byte(nil), prefix[:len(prefix)-1]...), 1)})
+	it, err := e.kv.NewIter(prefix, append(append([]byte(nil), prefix[:len(prefix)-1]...), 1))
 	if err != nil {
 		return nil, err
 	}
@@ -793,7 +876,7 @@ func (e *Engine) Outbox() (int, error) {
 
 // countKeys counts the keys that start with prefix, a string ending in '/'.
 func (e *Engine) countKeys(prefix string) (int, error) {
-	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: []byte(prefix), UpperBound: []byte(prefix[:len(prefix)-1] + "0")})
+	it, err := e.kv.NewIter([]byte(prefix), []byte(prefix[:len(prefix)-1]+"0"))
 	if err != nil {
 		return 0, err
 	}

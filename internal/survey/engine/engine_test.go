@@ -17,8 +17,10 @@ import (
 
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
+	"github.com/cxop-dev/cxop/internal/pgstore"
 	"github.com/cxop-dev/cxop/internal/rollup"
 	"github.com/cxop-dev/cxop/internal/store"
+	"github.com/cxop-dev/cxop/internal/survey/engine/kv"
 	"github.com/cxop-dev/cxop/internal/survey/link"
 	"github.com/cxop-dev/cxop/internal/webhook"
 )
@@ -93,7 +95,12 @@ func (r *receiver) endpoint() *webhook.Endpoint {
 type fixture struct {
 	t   testing.TB
 	dir string
+	// kind is the store the engine runs on; the zero value is Pebble.
+	kind storeKind
+	// st is the embedded store (Pebble), pg the PostgreSQL one.
 	st  *store.Store
+	pg  *pgstore.Store
+	dsn string
 	e   *Engine
 	now time.Time
 	cfg Config
@@ -105,39 +112,99 @@ type fixture struct {
 }
 
 func newFixture(t testing.TB, cfg Config) *fixture {
-	f := &fixture{t: t, dir: t.TempDir(), now: t0, cfg: cfg}
+	return newFixtureOn(t, onPebble, cfg)
+}
+
+// newFixtureOn returns a fixture whose engine runs on the store kind says:
+// Pebble, or a fresh database of the test PostgreSQL.
+func newFixtureOn(t testing.TB, kind storeKind, cfg Config) *fixture {
+	f := &fixture{t: t, kind: kind, dir: t.TempDir(), now: t0, cfg: cfg}
 	f.open()
 	return f
 }
 
 func (f *fixture) open() {
-	so := store.Options{Dir: f.dir, Now: func() time.Time { return f.now }}
-	if f.storeOpts != nil {
-		f.storeOpts(&so)
-	}
-	st, err := store.Open(so)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	f.st = st
 	opts := Options{RetryBase: time.Second, RetryMax: 10 * time.Second}
 	if f.opts != nil {
 		opts = *f.opts
 	}
-	f.e, err = New(st.DB(), st, webhook.NewClient(&webhook.Guard{AllowLoopback: true, AllowHTTP: true}, 5*time.Second), opts)
-	if err != nil {
-		f.t.Fatal(err)
+	client := webhook.NewClient(&webhook.Guard{AllowLoopback: true, AllowHTTP: true}, 5*time.Second)
+	clock := func() time.Time { return f.now }
+	var err error
+	if f.kind == onPostgres {
+		if f.dsn == "" {
+			f.dsn = testPostgres(f.t).NewDatabase(f.t)
+		}
+		pg, err := pgstore.Open(context.Background(), pgstore.Options{DSN: f.dsn, FoldInterval: -1, Now: clock, EngineClock: clock, Holder: "engine-test"})
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		f.pg = pg
+		f.t.Cleanup(func() { _ = pg.Close() })
+		if f.e, err = NewOn(pg.EngineKV(), nil, client, opts); err != nil {
+			f.t.Fatal(err)
+		}
+	} else {
+		so := store.Options{Dir: f.dir, Now: clock}
+		if f.storeOpts != nil {
+			f.storeOpts(&so)
+		}
+		st, err := store.Open(so)
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		f.st = st
+		f.t.Cleanup(func() { _ = st.Close() })
+		if f.e, err = NewOn(st.EngineKV(), st, client, opts); err != nil {
+			f.t.Fatal(err)
+		}
 	}
-	f.e.now = func() time.Time { return f.now }
+	_ = err
+	f.e.now = clock
 	f.e.SetConfig(f.cfg)
-	f.t.Cleanup(func() { _ = f.st.Close() })
 }
 
 func (f *fixture) restart() {
-	if err := f.st.Close(); err != nil {
+	var err error
+	if f.kind == onPostgres {
+		err = f.pg.Close()
+	} else {
+		err = f.st.Close()
+	}
+	if err != nil {
 		f.t.Fatal(err)
 	}
 	f.open()
+}
+
+// submit stores records in the fixture's store.
+func (f *fixture) submit(records []store.Record) {
+	f.t.Helper()
+	var err error
+	if f.kind == onPostgres {
+		_, err = f.pg.Submit(context.Background(), records)
+	} else {
+		_, err = f.st.Submit(context.Background(), records)
+	}
+	if err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// write commits writes made straight into the engine's storage, under
+// the engine's lock, as a store written by an older build would hold.
+func (f *fixture) write(fn func(b kv.Batch)) {
+	f.t.Helper()
+	if err := f.e.lockWait(context.Background()); err != nil {
+		f.t.Fatal(err)
+	}
+	defer f.e.unlock()
+	b := f.e.kv.NewBatch()
+	defer func() { _ = b.Close() }()
+	fn(b)
+	if err := b.Commit(); err != nil {
+		f.t.Fatal(err)
+	}
 }
 
 // interact stores one interaction at touchpoint, now, for each customer,
@@ -155,9 +222,7 @@ func (f *fixture) interact(touchpoint string, customers ...string) {
 			Event:   rollup.Event{Time: f.now.UnixNano(), CustomerHash: uint64(f.seq)},
 		})
 	}
-	if _, err := f.st.Submit(context.Background(), records); err != nil {
-		f.t.Fatal(err)
-	}
+	f.submit(records)
 }
 
 func (f *fixture) step() {
@@ -177,6 +242,10 @@ func (f *fixture) stats(survey string) Stats {
 }
 
 func TestTriggerAfterDelayThenThrottleAcrossSurveys(t *testing.T) {
+	onBothStores(t, testTriggerAfterDelayThenThrottleAcrossSurveys)
+}
+
+func testTriggerAfterDelayThenThrottleAcrossSurveys(t *testing.T, kind storeKind) {
 	rcv := newReceiver(t)
 	cfg := Config{
 		PageURL: "https://cx.example.com", LinkKeys: keys,
@@ -185,7 +254,7 @@ func TestTriggerAfterDelayThenThrottleAcrossSurveys(t *testing.T) {
 			{Name: "delivery-csat", Question: "Satisfied?", Touchpoints: []string{"store"}, SamplePercent: 100, Throttle: 7 * 24 * time.Hour, Webhook: rcv.endpoint()},
 		},
 	}
-	f := newFixture(t, cfg)
+	f := newFixtureOn(t, kind, cfg)
 	f.interact("chat", "c1")
 	f.interact("phone", "c2") // no survey listens to phone
 	f.step()
@@ -238,8 +307,12 @@ func TestTriggerAfterDelayThenThrottleAcrossSurveys(t *testing.T) {
 }
 
 func TestRetriesKeepTheWebhookIDAndHonourRetryAfter(t *testing.T) {
+	onBothStores(t, testRetriesKeepTheWebhookIDAndHonourRetryAfter)
+}
+
+func testRetriesKeepTheWebhookIDAndHonourRetryAfter(t *testing.T, kind storeKind) {
 	rcv := newReceiver(t, 500, 429)
-	f := newFixture(t, Config{PageURL: "http://127.0.0.1:1", LinkKeys: keys, Surveys: []Survey{
+	f := newFixtureOn(t, kind, Config{PageURL: "http://127.0.0.1:1", LinkKeys: keys, Surveys: []Survey{
 		{Name: "nps", Touchpoints: []string{"chat"}, SamplePercent: 100, Webhook: rcv.endpoint()},
 	}})
 	f.interact("chat", "c1")
@@ -271,11 +344,15 @@ func TestRetriesKeepTheWebhookIDAndHonourRetryAfter(t *testing.T) {
 }
 
 func TestGoneDisablesTheWebhookUntilItsURLChanges(t *testing.T) {
+	onBothStores(t, testGoneDisablesTheWebhookUntilItsURLChanges)
+}
+
+func testGoneDisablesTheWebhookUntilItsURLChanges(t *testing.T, kind storeKind) {
 	gone := newReceiver(t, 410)
 	cfg := Config{PageURL: "http://x", LinkKeys: keys, Surveys: []Survey{
 		{Name: "nps", Touchpoints: []string{"chat"}, SamplePercent: 100, Webhook: gone.endpoint()},
 	}}
-	f := newFixture(t, cfg)
+	f := newFixtureOn(t, kind, cfg)
 	f.interact("chat", "c1")
 	f.step()
 	if _, isGone, _ := f.e.WebhookGone("nps"); !isGone {
@@ -298,12 +375,14 @@ func TestGoneDisablesTheWebhookUntilItsURLChanges(t *testing.T) {
 	}
 }
 
-func TestARestartLosesNoInvitation(t *testing.T) {
+func TestARestartLosesNoInvitation(t *testing.T) { onBothStores(t, testARestartLosesNoInvitation) }
+
+func testARestartLosesNoInvitation(t *testing.T, kind storeKind) {
 	rcv := newReceiver(t)
 	cfg := Config{PageURL: "http://x", LinkKeys: keys, Surveys: []Survey{
 		{Name: "nps", Touchpoints: []string{"chat"}, SamplePercent: 100, Webhook: nil},
 	}}
-	f := newFixture(t, cfg)
+	f := newFixtureOn(t, kind, cfg)
 	f.interact("chat", "c0", "c1", "c2", "c3", "c4")
 	f.step() // invited, parked: no webhook yet
 	if n, _ := f.e.Outbox(); n != 5 {
@@ -323,11 +402,13 @@ func TestARestartLosesNoInvitation(t *testing.T) {
 	}
 }
 
-func TestSamplingAndSuspension(t *testing.T) {
+func TestSamplingAndSuspension(t *testing.T) { onBothStores(t, testSamplingAndSuspension) }
+
+func testSamplingAndSuspension(t *testing.T, kind storeKind) {
 	cfg := Config{PageURL: "http://x", LinkKeys: keys, Surveys: []Survey{
 		{Name: "nps", Touchpoints: []string{"chat"}, SamplePercent: 30},
 	}}
-	f := newFixture(t, cfg)
+	f := newFixtureOn(t, kind, cfg)
 	customers := make([]string, 10_000)
 	for i := range customers {
 		customers[i] = fmt.Sprintf("customer-%d", i)
@@ -349,8 +430,12 @@ func TestSamplingAndSuspension(t *testing.T) {
 }
 
 func TestWaveInvitesTheAudienceOnceUnderTheSameRules(t *testing.T) {
+	onBothStores(t, testWaveInvitesTheAudienceOnceUnderTheSameRules)
+}
+
+func testWaveInvitesTheAudienceOnceUnderTheSameRules(t *testing.T, kind storeKind) {
 	rcv := newReceiver(t)
-	f := newFixture(t, Config{PageURL: "http://x", LinkKeys: keys, Surveys: []Survey{
+	f := newFixtureOn(t, kind, Config{PageURL: "http://x", LinkKeys: keys, Surveys: []Survey{
 		{Name: "chat-nps", Touchpoints: []string{"chat"}, SamplePercent: 100, Throttle: 30 * 24 * time.Hour, Webhook: rcv.endpoint()},
 		{Name: "quarterly", SamplePercent: 100, Throttle: 90 * 24 * time.Hour, Webhook: rcv.endpoint()},
 	}})

@@ -8,7 +8,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2"
+	"github.com/cxop-dev/cxop/internal/survey/engine/kv"
 
 	"github.com/cxop-dev/cxop/internal/customerdata"
 )
@@ -69,6 +69,21 @@ func decodeMessage(v []byte) (string, any, error) {
 	return body.Customer, messageView{message: m, Body: m.Body}, nil
 }
 
+// feedQueue is the record feed (kv.FeedPrefix), walked by erasure only.
+var feedQueue = customerQueue{kind: "feed", prefix: kv.FeedPrefix, decode: func(v []byte) (string, any, error) {
+	_, _, _, body, err := kv.DecodeFeed(v)
+	if err != nil {
+		return "", nil, err
+	}
+	var rec struct {
+		Customer string `json:"customer"`
+	}
+	if err := json.Unmarshal(body, &rec); err != nil {
+		return "", nil, err
+	}
+	return rec.Customer, nil, nil
+}}
+
 var customerQueues = []customerQueue{
 	{customerdata.DueEntries, prefixDue, decodeJSON(func(p *pending) string { return p.Customer })},
 	{customerdata.Invitations, prefixInv, decodeJSON(func(i *Invitation) string { return i.Customer })},
@@ -79,8 +94,8 @@ var customerQueues = []customerQueue{
 }
 
 // walkCustomer calls fn with every entry of q in r that names customer.
-func walkCustomer(ctx context.Context, r pebble.Reader, q customerQueue, customer string, fn func(key []byte, item any) error) error {
-	it, err := r.NewIter(&pebble.IterOptions{LowerBound: []byte(q.prefix), UpperBound: prefixEnd([]byte(q.prefix))})
+func walkCustomer(ctx context.Context, r kv.Reader, q customerQueue, customer string, fn func(key []byte, item any) error) error {
+	it, err := r.NewIter([]byte(q.prefix), prefixEnd([]byte(q.prefix)))
 	if err != nil {
 		return err
 	}
@@ -126,7 +141,10 @@ type contactView struct {
 // up no invitation, and a message moving from one queue to another
 // meanwhile is listed once.
 func (e *Engine) ListCustomer(ctx context.Context, customer string, fn func(kind string, item json.RawMessage) error) error {
-	snap := e.db.NewSnapshot()
+	snap, err := e.kv.NewSnapshot()
+	if err != nil {
+		return err
+	}
 	defer func() { _ = snap.Close() }()
 	emit := func(kind string, item any) error {
 		js, err := json.Marshal(item)
@@ -172,10 +190,12 @@ func (e *Engine) ListCustomer(ctx context.Context, customer string, fn func(kind
 // by the detractors erased (and the followed-up ones among them), since
 // they say how many detractors are open now.
 func (e *Engine) EraseCustomer(ctx context.Context, customer string) (customerdata.Counts, error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+	if err := e.lockWait(ctx); err != nil {
+		return nil, err
+	}
+	defer e.unlock()
 	counts := customerdata.Counts{}
-	b := e.db.NewBatch()
+	b := e.kv.NewBatch()
 	defer func() { _ = b.Close() }()
 	// The closed loop's totals count the detractors kept, so that an
 	// erased one is not left open for good with nothing to follow up;
@@ -192,23 +212,24 @@ func (e *Engine) EraseCustomer(ctx context.Context, customer string) (customerda
 		}
 		v -= min(v, 1)
 		loop[key] = v
-		return b.Set([]byte(key), binary.BigEndian.AppendUint64(nil, v), nil)
+		return b.Set([]byte(key), binary.BigEndian.AppendUint64(nil, v))
 	}
 	// An item's writes (a detractor with its follow-up and totals) go in
 	// one batch; a batch commits once it holds eraseBatch writes.
-	del := func(key []byte) { _ = b.Delete(key, nil) }
+	del := func(key []byte) { _ = b.Delete(key) }
 	commitFull := func() error {
 		if b.Count() < eraseBatch {
 			return nil
 		}
-		if err := b.Commit(pebble.NoSync); err != nil {
+		if err := b.Commit(); err != nil {
 			return err
 		}
-		b.Reset()
+		_ = b.Close()
+		b = e.kv.NewBatch()
 		return nil
 	}
 	for i, key := range contactKeys(customer) {
-		ch, ok, err := readContactHistory(e.db, key)
+		ch, ok, err := readContactHistory(e.kv, key)
 		if err != nil {
 			return counts, err
 		}
@@ -221,7 +242,7 @@ func (e *Engine) EraseCustomer(ctx context.Context, customer string) (customerda
 		}
 	}
 	for _, q := range customerQueues {
-		err := walkCustomer(ctx, e.db, q, customer, func(key []byte, item any) error {
+		err := walkCustomer(ctx, e.kv, q, customer, func(key []byte, item any) error {
 			counts[q.kind]++
 			del(key)
 			// The time indexes the prune walks (retention.go) hold ids
@@ -251,7 +272,17 @@ func (e *Engine) EraseCustomer(ctx context.Context, customer string) (customerda
 			return counts, fmt.Errorf("erase %s: %w", q.kind, err)
 		}
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	// Records not yet read from the feed (a store that hands records over
+	// in it, PostgreSQL) are copies of records the store erases and counts:
+	// they go too, uncounted, or the next step would make them due again.
+	err := walkCustomer(ctx, e.kv, feedQueue, customer, func(key []byte, _ any) error {
+		del(key)
+		return commitFull()
+	})
+	if err != nil {
+		return counts, fmt.Errorf("erase unread records: %w", err)
+	}
+	if err := b.Commit(); err != nil {
 		return counts, fmt.Errorf("erase: %w", err)
 	}
 	return counts, nil
@@ -265,18 +296,16 @@ func contactKeys(customer string) [][]byte {
 }
 
 // readContactHistory reads the contact history at key, if there is one.
-func readContactHistory(r pebble.Reader, key []byte) (contactHistory, bool, error) {
+func readContactHistory(r kv.Reader, key []byte) (contactHistory, bool, error) {
 	var ch contactHistory
-	v, closer, err := r.Get(key)
-	if errors.Is(err, pebble.ErrNotFound) {
+	v, err := r.Get(key)
+	if errors.Is(err, kv.ErrNotFound) {
 		return ch, false, nil
 	}
 	if err != nil {
 		return ch, false, fmt.Errorf("contact history: %w", err)
 	}
-	err = json.Unmarshal(v, &ch)
-	_ = closer.Close()
-	if err != nil {
+	if err := json.Unmarshal(v, &ch); err != nil {
 		return ch, false, fmt.Errorf("contact history: %w", err)
 	}
 	return ch, true, nil

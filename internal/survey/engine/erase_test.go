@@ -32,9 +32,11 @@ func (f *fixture) listCustomer(customer string) customerdata.Counts {
 // contact history, parked messages, detractor and follow-up go; another
 // customer's stay, and so do the per-day counters; the closed loop's
 // totals count the detractors kept.
-func TestEraseCustomerFromTheEngine(t *testing.T) {
+func TestEraseCustomerFromTheEngine(t *testing.T) { onBothStores(t, testEraseCustomerFromTheEngine) }
+
+func testEraseCustomerFromTheEngine(t *testing.T, kind storeKind) {
 	rcv := newReceiver(t, 500, 500, 500, 500)
-	f := newFixture(t, Config{PageURL: "https://cx.example.com", LinkKeys: keys, Surveys: []Survey{
+	f := newFixtureOn(t, kind, Config{PageURL: "https://cx.example.com", LinkKeys: keys, Surveys: []Survey{
 		// No webhook: invitations are parked.
 		{Name: "nps", Kind: score.NPS, Touchpoints: []string{"chat"}, SamplePercent: 100, DetractorWebhook: rcv.endpoint()},
 		{Name: "later", Kind: score.NPS, Touchpoints: []string{"chat"}, Delay: time.Hour, SamplePercent: 100},
@@ -99,5 +101,24 @@ func TestEraseCustomerFromTheEngine(t *testing.T) {
 	f.step()
 	if got := f.listCustomer("c1"); len(got) != 0 {
 		t.Errorf("c1 after more steps: %v", got)
+	}
+}
+
+// TestEraseReachesRecordsNotYetRead: on PostgreSQL the records reach the
+// engine through its feed; an erasure between the append and the next step
+// removes the customer's entries there, so the step invites only the
+// others.
+func TestEraseReachesRecordsNotYetRead(t *testing.T) {
+	rcv := newReceiver(t)
+	f := newFixtureOn(t, onPostgres, Config{PageURL: "https://cx.example.com", LinkKeys: keys, Surveys: []Survey{
+		{Name: "nps", Touchpoints: []string{"chat"}, SamplePercent: 100, Webhook: rcv.endpoint()}}})
+	f.interact("chat", "gone", "kept")
+	if _, err := f.e.EraseCustomer(context.Background(), "gone"); err != nil {
+		t.Fatal(err)
+	}
+	f.step()
+	got := rcv.got()
+	if len(got) != 1 || got[0].body.Customer != "kept" {
+		t.Fatalf("deliveries %+v; want the kept customer's only", got)
 	}
 }

@@ -11,10 +11,14 @@ import (
 // per step, so that later steps do not walk them; they come back, all of
 // them, once the survey has a webhook.
 func TestUndeliverableMessagesAreParkedOutOfTheTimeline(t *testing.T) {
+	onBothStores(t, testUndeliverableMessagesAreParkedOutOfTheTimeline)
+}
+
+func testUndeliverableMessagesAreParkedOutOfTheTimeline(t *testing.T, kind storeKind) {
 	cfg := Config{PageURL: "http://x", LinkKeys: keys, Surveys: []Survey{
 		{Name: "nps", Touchpoints: []string{"chat"}, SamplePercent: 100},
 	}}
-	f := newFixture(t, cfg)
+	f := newFixtureOn(t, kind, cfg)
 	customers := make([]string, parkBatch+parkBatch/2)
 	for i := range customers {
 		customers[i] = fmt.Sprintf("c%d", i)
@@ -59,8 +63,14 @@ func TestUndeliverableMessagesAreParkedOutOfTheTimeline(t *testing.T) {
 
 // Stats sums each counter over the window's days only, however far back
 // the survey's counters go.
-func TestStatsSumOnlyTheWindowsDays(t *testing.T) {
-	f := newFixture(t, Config{})
+func TestStatsSumOnlyTheWindowsDays(t *testing.T) { onBothStores(t, testStatsSumOnlyTheWindowsDays) }
+
+func testStatsSumOnlyTheWindowsDays(t *testing.T, kind storeKind) {
+	f := newFixtureOn(t, kind, Config{})
+	if err := f.e.lockWait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer f.e.unlock()
 	w := f.e.newBatch()
 	defer w.close()
 	for day := range 400 {

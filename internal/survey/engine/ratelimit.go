@@ -63,7 +63,7 @@ func (r *rateLimits) used(scope string) (float64, error) {
 			r.stored[k] = v
 			if k == cur {
 				// Counters older than the previous hour are of no use.
-				_ = r.w.b.Delete([]byte(rateKey(r.hour-2, scope)), nil)
+				_ = r.w.b.Delete([]byte(rateKey(r.hour-2, scope)))
 			}
 		}
 	}

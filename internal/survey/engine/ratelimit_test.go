@@ -22,11 +22,15 @@ func namesFrom(prefix string, n int) []string {
 // invitations they make; the rest are suppressed and counted, not queued,
 // the caps survive a restart, and they slide with the hour.
 func TestRateLimitsBoundInvitationsPerTouchpointAndNamespace(t *testing.T) {
+	onBothStores(t, testRateLimitsBoundInvitationsPerTouchpointAndNamespace)
+}
+
+func testRateLimitsBoundInvitationsPerTouchpointAndNamespace(t *testing.T, kind storeKind) {
 	cfg := Config{PageURL: "https://cx.example.com", LinkKeys: keys, Surveys: []Survey{
 		{Name: "nps", Touchpoints: []string{"web", "chat"}, SamplePercent: 100},
 	}}
 	reg := prometheus.NewRegistry()
-	f := &fixture{t: t, dir: t.TempDir(), now: t0, cfg: cfg, opts: &Options{TouchpointRate: 10, NamespaceRate: 15, Registerer: reg}}
+	f := &fixture{t: t, kind: kind, dir: t.TempDir(), now: t0, cfg: cfg, opts: &Options{TouchpointRate: 10, NamespaceRate: 15, Registerer: reg}}
 	f.open()
 	f.interact("web", namesFrom("web", 30)...)
 	f.step()
@@ -92,8 +96,10 @@ func TestRateLimitsBoundInvitationsPerTouchpointAndNamespace(t *testing.T) {
 }
 
 // Without caps nothing is counted or written for them.
-func TestNoRateLimitWritesNothing(t *testing.T) {
-	f := newFixture(t, Config{PageURL: "https://cx.example.com", LinkKeys: keys, Surveys: []Survey{
+func TestNoRateLimitWritesNothing(t *testing.T) { onBothStores(t, testNoRateLimitWritesNothing) }
+
+func testNoRateLimitWritesNothing(t *testing.T, kind storeKind) {
+	f := newFixtureOn(t, kind, Config{PageURL: "https://cx.example.com", LinkKeys: keys, Surveys: []Survey{
 		{Name: "nps", Touchpoints: []string{"web"}, SamplePercent: 100},
 	}})
 	f.interact("web", namesFrom("web", 50)...)

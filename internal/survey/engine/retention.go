@@ -10,7 +10,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2"
+	"github.com/cxop-dev/cxop/internal/survey/engine/kv"
 )
 
 // Retention. Every class of data the engine stores expires, each from its
@@ -105,15 +105,15 @@ func contactIndexKey(at time.Time, key []byte) []byte {
 // loadContactsMigrated reads whether the contact histories stored under
 // customer ids have all moved to contactKey.
 func (e *Engine) loadContactsMigrated() error {
-	v, closer, err := e.db.Get([]byte(prefixIndexed + prefixContact))
-	if errors.Is(err, pebble.ErrNotFound) {
+	v, err := e.kv.Get([]byte(prefixIndexed + prefixContact))
+	if errors.Is(err, kv.ErrNotFound) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
 	e.contactsMigrated.Store(bytes.Equal(v, indexDone))
-	return closer.Close()
+	return nil
 }
 
 func invIndexKey(created time.Time, id string) []byte {
@@ -202,15 +202,17 @@ func (e *Engine) Prune(ctx context.Context, r Retention) (Pruned, error) {
 // from an iterator over [lower, upper) and adds to b; the batch commits
 // with Sync. It returns the key to go on from, or nil when the range is
 // done.
-func (e *Engine) pruneBatchRun(lower, upper []byte, fn func(it *pebble.Iterator, b *pebble.Batch) error) ([]byte, error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+func (e *Engine) pruneBatchRun(lower, upper []byte, fn func(it kv.Iterator, b *indexedBatch) error) ([]byte, error) {
+	if err := e.lockWait(context.Background()); err != nil {
+		return nil, err
+	}
+	defer e.unlock()
+	it, err := e.kv.NewIter(lower, upper)
 	if err != nil {
 		return nil, err
 	}
 	// Indexed, so that lowerCounter reads what the batch wrote.
-	b := e.db.NewIndexedBatch()
+	b := &indexedBatch{Batch: e.kv.NewBatch(), r: e.kv, writes: map[string][]byte{}}
 	defer func() { _ = b.Close() }()
 	n := 0
 	var next []byte
@@ -229,7 +231,7 @@ func (e *Engine) pruneBatchRun(lower, upper []byte, fn func(it *pebble.Iterator,
 		return nil, err
 	}
 	if !b.Empty() {
-		if err := b.Commit(pebble.Sync); err != nil {
+		if err := b.Commit(); err != nil {
 			return nil, err
 		}
 	}
@@ -245,16 +247,16 @@ func orPrefix(from []byte, prefix string) []byte {
 
 // pruneTimeKeyed deletes the entries of a time-keyed prefix before cutoff.
 func (e *Engine) pruneTimeKeyed(from []byte, prefix string, cutoff time.Time, out Pruned, class string) ([]byte, error) {
-	return e.pruneBatchRun(orPrefix(from, prefix), timeKey(prefix, cutoff), func(it *pebble.Iterator, b *pebble.Batch) error {
+	return e.pruneBatchRun(orPrefix(from, prefix), timeKey(prefix, cutoff), func(it kv.Iterator, b *indexedBatch) error {
 		out[class]++
-		return b.Delete(it.Key(), nil)
+		return b.Delete(it.Key())
 	})
 }
 
 // pruneContactHistories deletes the contact histories whose last
 // invitation was before cutoff.
 func (e *Engine) pruneContactHistories(from []byte, cutoff time.Time, out Pruned) ([]byte, error) {
-	return e.pruneBatchRun(orPrefix(from, prefixIxContact), timeKey(prefixIxContact, cutoff), func(it *pebble.Iterator, b *pebble.Batch) error {
+	return e.pruneBatchRun(orPrefix(from, prefixIxContact), timeKey(prefixIxContact, cutoff), func(it kv.Iterator, b *indexedBatch) error {
 		key := append([]byte(prefixContactHash), it.Key()[len(prefixIxContact)+8:]...)
 		var h contactHistory
 		ok, err := e.getJSON(key, &h)
@@ -262,41 +264,41 @@ func (e *Engine) pruneContactHistories(from []byte, cutoff time.Time, out Pruned
 			return err
 		}
 		if ok && h.At.Before(cutoff) {
-			_ = b.Delete(key, nil)
+			_ = b.Delete(key)
 			out[ClassContactHistory]++
 		}
-		return b.Delete(it.Key(), nil)
+		return b.Delete(it.Key())
 	})
 }
 
 // pruneInvitations deletes the invitations made before cutoff.
 func (e *Engine) pruneInvitations(from []byte, cutoff time.Time, out Pruned) ([]byte, error) {
-	return e.pruneBatchRun(orPrefix(from, prefixIxInv), timeKey(prefixIxInv, cutoff), func(it *pebble.Iterator, b *pebble.Batch) error {
+	return e.pruneBatchRun(orPrefix(from, prefixIxInv), timeKey(prefixIxInv, cutoff), func(it kv.Iterator, b *indexedBatch) error {
 		id := string(it.Key()[len(prefixIxInv)+8:])
 		if ok, err := e.has(invKey(id)); err != nil {
 			return err
 		} else if ok {
-			_ = b.Delete(invKey(id), nil)
+			_ = b.Delete(invKey(id))
 			out[ClassInvitations]++
 		}
-		return b.Delete(it.Key(), nil)
+		return b.Delete(it.Key())
 	})
 }
 
 // pruneInvitationContacts drops the contact of invitations delivered
 // before cutoff.
 func (e *Engine) pruneInvitationContacts(from []byte, cutoff time.Time, out Pruned) ([]byte, error) {
-	return e.pruneBatchRun(orPrefix(from, prefixIxInvContact), timeKey(prefixIxInvContact, cutoff), func(it *pebble.Iterator, b *pebble.Batch) error {
+	return e.pruneBatchRun(orPrefix(from, prefixIxInvContact), timeKey(prefixIxInvContact, cutoff), func(it kv.Iterator, b *indexedBatch) error {
 		id := string(it.Key()[len(prefixIxInvContact)+8:])
 		if err := e.dropInvitationContact(b, id, out); err != nil {
 			return err
 		}
-		return b.Delete(it.Key(), nil)
+		return b.Delete(it.Key())
 	})
 }
 
 // dropInvitationContact rewrites invitation id without its contact.
-func (e *Engine) dropInvitationContact(b *pebble.Batch, id string, out Pruned) error {
+func (e *Engine) dropInvitationContact(b *indexedBatch, id string, out Pruned) error {
 	var inv Invitation
 	ok, err := e.getJSON(invKey(id), &inv)
 	if err != nil || !ok || inv.Contact == nil {
@@ -308,7 +310,7 @@ func (e *Engine) dropInvitationContact(b *pebble.Batch, id string, out Pruned) e
 		return err
 	}
 	out[ClassInvitationContacts]++
-	return b.Set(invKey(id), data, nil)
+	return b.Set(invKey(id), data)
 }
 
 // pruneMessages walks the outbox, the parked and the failed messages:
@@ -333,14 +335,14 @@ func (e *Engine) pruneMessages(from []byte, cutoff, contactCutoff time.Time, out
 		if from != nil && bytes.HasPrefix(from, lower) {
 			lower = from
 		}
-		next, err := e.pruneBatchRun(lower, prefixEnd([]byte(q)), func(it *pebble.Iterator, b *pebble.Batch) error {
+		next, err := e.pruneBatchRun(lower, prefixEnd([]byte(q)), func(it kv.Iterator, b *indexedBatch) error {
 			var m message
 			if err := json.Unmarshal(it.Value(), &m); err != nil {
 				return fmt.Errorf("message %x: %w", it.Key(), err)
 			}
 			if m.Created.Before(cutoff) {
 				out[ClassMessages]++
-				return b.Delete(it.Key(), nil)
+				return b.Delete(it.Key())
 			}
 			givenUp := m.ParkedAt
 			if givenUp.IsZero() {
@@ -367,7 +369,7 @@ func (e *Engine) pruneMessages(from []byte, cutoff, contactCutoff time.Time, out
 				return err
 			}
 			out[ClassMessageContacts]++
-			return b.Set(it.Key(), data, nil)
+			return b.Set(it.Key(), data)
 		})
 		if err != nil || next != nil {
 			return next, err
@@ -395,7 +397,7 @@ func stripContact(body []byte) ([]byte, bool, error) {
 // pruneDetractors deletes the detractors answered before cutoff, their
 // follow-up entries, and their share of the closed loop's counters.
 func (e *Engine) pruneDetractors(from []byte, cutoff time.Time, out Pruned) ([]byte, error) {
-	return e.pruneBatchRun(orPrefix(from, prefixIxDet), timeKey(prefixIxDet, cutoff), func(it *pebble.Iterator, b *pebble.Batch) error {
+	return e.pruneBatchRun(orPrefix(from, prefixIxDet), timeKey(prefixIxDet, cutoff), func(it kv.Iterator, b *indexedBatch) error {
 		rest := string(it.Key()[len(prefixIxDet)+8:])
 		key := []byte(prefixDet + rest)
 		var d Detractor
@@ -404,27 +406,27 @@ func (e *Engine) pruneDetractors(from []byte, cutoff time.Time, out Pruned) ([]b
 			return err
 		}
 		if ok {
-			_ = b.Delete(key, nil)
+			_ = b.Delete(key)
 			if err := e.lowerCounter(b, loopKey(d.Survey, loopDetractors)); err != nil {
 				return err
 			}
 			if d.FollowedUpAt != nil {
-				_ = b.Delete(followKey(&d), nil)
+				_ = b.Delete(followKey(&d))
 				if err := e.lowerCounter(b, loopKey(d.Survey, loopFollowed)); err != nil {
 					return err
 				}
 			}
 			out[ClassDetractors]++
 		}
-		return b.Delete(it.Key(), nil)
+		return b.Delete(it.Key())
 	})
 }
 
 // lowerCounter takes one off a counter, reading what the batch already
 // wrote to it.
-func (e *Engine) lowerCounter(b *pebble.Batch, key string) error {
-	v, closer, err := b.Get([]byte(key))
-	if errors.Is(err, pebble.ErrNotFound) {
+func (e *Engine) lowerCounter(b *indexedBatch, key string) error {
+	v, err := b.Get([]byte(key))
+	if errors.Is(err, kv.ErrNotFound) {
 		return nil
 	}
 	if err != nil {
@@ -434,22 +436,21 @@ func (e *Engine) lowerCounter(b *pebble.Batch, key string) error {
 	if len(v) == 8 {
 		cur = binary.BigEndian.Uint64(v)
 	}
-	_ = closer.Close()
 	if cur > 0 {
 		cur--
 	}
-	return b.Set([]byte(key), binary.BigEndian.AppendUint64(nil, cur), nil)
+	return b.Set([]byte(key), binary.BigEndian.AppendUint64(nil, cur))
 }
 
 // pruneWalk walks a whole prefix and deletes the entries expired says
 // are past retention.
 func (e *Engine) pruneWalk(from []byte, prefix string, out Pruned, class string, expired func(key, value []byte) bool) ([]byte, error) {
-	return e.pruneBatchRun(orPrefix(from, prefix), prefixEnd([]byte(prefix)), func(it *pebble.Iterator, b *pebble.Batch) error {
+	return e.pruneBatchRun(orPrefix(from, prefix), prefixEnd([]byte(prefix)), func(it kv.Iterator, b *indexedBatch) error {
 		if !expired(it.Key(), it.Value()) {
 			return nil
 		}
 		out[class]++
-		return b.Delete(it.Key(), nil)
+		return b.Delete(it.Key())
 	})
 }
 
@@ -492,9 +493,9 @@ func counterExpired(cutoff time.Time) func(k, _ []byte) bool {
 func (e *Engine) indexForRetention(ctx context.Context) error {
 	classes := []struct {
 		prefix string
-		index  func(b *pebble.Batch, key, value []byte) error
+		index  func(b kv.Batch, key, value []byte) error
 	}{
-		{prefixContact, func(b *pebble.Batch, k, v []byte) error {
+		{prefixContact, func(b kv.Batch, k, v []byte) error {
 			// Moved under contactKey, unless an invitation since wrote
 			// a newer history there.
 			var h contactHistory
@@ -505,12 +506,12 @@ func (e *Engine) indexForRetention(ctx context.Context) error {
 			if ok, err := e.has(key); err != nil {
 				return err
 			} else if !ok {
-				_ = b.Set(key, v, nil)
-				_ = b.Set(contactIndexKey(h.At, key), nil, nil)
+				_ = b.Set(key, v)
+				_ = b.Set(contactIndexKey(h.At, key), nil)
 			}
-			return b.Delete(k, nil)
+			return b.Delete(k)
 		}},
-		{prefixInv, func(b *pebble.Batch, _, v []byte) error {
+		{prefixInv, func(b kv.Batch, _, v []byte) error {
 			var inv Invitation
 			if err := json.Unmarshal(v, &inv); err != nil {
 				return err
@@ -518,16 +519,16 @@ func (e *Engine) indexForRetention(ctx context.Context) error {
 			// A delivered invitation's delivery time was not kept: its
 			// contact goes Contact after it was made.
 			if inv.Delivered && inv.Contact != nil {
-				_ = b.Set(invContactIndexKey(inv.Created, inv.ID), nil, nil)
+				_ = b.Set(invContactIndexKey(inv.Created, inv.ID), nil)
 			}
-			return b.Set(invIndexKey(inv.Created, inv.ID), nil, nil)
+			return b.Set(invIndexKey(inv.Created, inv.ID), nil)
 		}},
-		{prefixDet, func(b *pebble.Batch, _, v []byte) error {
+		{prefixDet, func(b kv.Batch, _, v []byte) error {
 			var d Detractor
 			if err := json.Unmarshal(v, &d); err != nil {
 				return err
 			}
-			return b.Set(detIndexKey(&d), nil, nil)
+			return b.Set(detIndexKey(&d), nil)
 		}},
 	}
 	for _, c := range classes {
@@ -553,26 +554,27 @@ var indexDone = []byte("done")
 
 // indexBatch indexes one batch of a class after the marker's key and
 // moves the marker; it reports whether the class is done.
-func (e *Engine) indexBatch(marker []byte, prefix string, index func(b *pebble.Batch, key, value []byte) error) (bool, error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+func (e *Engine) indexBatch(marker []byte, prefix string, index func(b kv.Batch, key, value []byte) error) (bool, error) {
+	if err := e.lockWait(context.Background()); err != nil {
+		return false, err
+	}
+	defer e.unlock()
 	lower := []byte(prefix)
-	if v, closer, err := e.db.Get(marker); err == nil {
-		last := append([]byte(nil), v...)
-		_ = closer.Close()
+	if v, err := e.kv.Get(marker); err == nil {
+		last := v
 		if bytes.Equal(last, indexDone) {
 			return true, nil
 		}
 		lower = append(last, 0)
-	} else if !errors.Is(err, pebble.ErrNotFound) {
+	} else if !errors.Is(err, kv.ErrNotFound) {
 		return false, err
 	}
-	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd([]byte(prefix))})
+	it, err := e.kv.NewIter(lower, prefixEnd([]byte(prefix)))
 	if err != nil {
 		return false, err
 	}
 	defer func() { _ = it.Close() }()
-	b := e.db.NewBatch()
+	b := e.kv.NewBatch()
 	defer func() { _ = b.Close() }()
 	n := 0
 	var last []byte
@@ -588,11 +590,11 @@ func (e *Engine) indexBatch(marker []byte, prefix string, index func(b *pebble.B
 	}
 	done := n < pruneBatch
 	if done {
-		_ = b.Set(marker, indexDone, nil)
+		_ = b.Set(marker, indexDone)
 	} else {
-		_ = b.Set(marker, last, nil)
+		_ = b.Set(marker, last)
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := b.Commit(); err != nil {
 		return false, err
 	}
 	if done && prefix == prefixContact {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"os"
@@ -11,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/cxop-dev/cxop/internal/rollup"
 	"github.com/cxop-dev/cxop/internal/score"
@@ -45,10 +48,8 @@ func (f *fixture) visit(touchpoint string, p person) {
 		id, touchpoint, p.id, f.now.Format(time.RFC3339Nano))
 	rec := store.Record{Kind: rollup.KindTouchpoint, Subject: touchpoint, ID: id, JSON: []byte(js),
 		Contact: []byte(fmt.Sprintf(`{"email":%q,"phone":%q}`, p.email, p.phone)),
-		Event:   rollup.Event{Time: f.now.UnixNano(), CustomerHash: uint64(f.seq)}}
-	if _, err := f.st.Submit(context.Background(), []store.Record{rec}); err != nil {
-		f.t.Fatal(err)
-	}
+		Event: rollup.Event{Time: f.now.UnixNano(), CustomerHash: uint64(f.seq)}}
+	f.submit([]store.Record{rec})
 }
 
 // answerWithComment stores p's NPS answer with p's comment, now.
@@ -60,9 +61,7 @@ func (f *fixture) answerWithComment(survey string, p person, value int) string {
 		id, survey, p.id, value, p.comment, f.now.Format(time.RFC3339Nano))
 	rec := store.Record{Kind: rollup.KindSurvey, Subject: survey, ID: id, JSON: []byte(js),
 		Response: rollup.Response{Time: f.now.UnixNano(), CustomerHash: uint64(f.seq), Score: value}}
-	if _, err := f.st.Submit(context.Background(), []store.Record{rec}); err != nil {
-		f.t.Fatal(err)
-	}
+	f.submit([]store.Record{rec})
 	return id
 }
 
@@ -79,8 +78,24 @@ func (f *fixture) stepFor(d time.Duration) {
 // compacts the whole database so that what was deleted or rewritten
 // leaves the tables, and closes the store so that every obsolete file is
 // gone.
+//
+// On PostgreSQL it prunes the records and the engine, then closes the
+// store; traces then reads the rows.
 func (f *fixture) pruneCompactClose(r Retention) Pruned {
 	f.t.Helper()
+	if f.kind == onPostgres {
+		if _, err := f.pg.PruneExpired(context.Background(), f.now.Add(-r.Keep), f.now.Add(-24*time.Hour)); err != nil {
+			f.t.Fatal(err)
+		}
+		pruned, err := f.e.Prune(context.Background(), r)
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		if err := f.pg.Close(); err != nil {
+			f.t.Fatal(err)
+		}
+		return pruned
+	}
 	if _, err := f.st.PruneExpired(f.now.Add(-r.Keep), f.now.Add(-24*time.Hour)); err != nil {
 		f.t.Fatal(err)
 	}
@@ -119,6 +134,42 @@ func needles(s string) [][]byte {
 		}
 	}
 	return out
+}
+
+// traces returns, for each string still stored, where: on Pebble the file
+// it was found in (onDisk), on PostgreSQL the table whose live rows hold
+// it, in any of its forms (needles).
+func (f *fixture) traces(strs ...string) map[string]string {
+	f.t.Helper()
+	if f.kind != onPostgres {
+		return onDisk(f.t.(*testing.T), f.dir, strs...)
+	}
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, f.dsn)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer func() { _ = conn.Close(ctx) }()
+	found := map[string]string{}
+	for _, str := range strs {
+		for _, n := range needles(str) {
+			var table string
+			err := conn.QueryRow(ctx, `SELECT t FROM (
+  SELECT 'cxop_engine_kv' AS t FROM cxop_engine_kv WHERE position($1 IN key) > 0 OR position($1 IN value) > 0
+  UNION ALL SELECT 'cxop_records' FROM cxop_records WHERE position($1 IN body) > 0 OR position($1 IN convert_to(id, 'UTF8')) > 0
+  UNION ALL SELECT 'cxop_ids' FROM cxop_ids WHERE position($1 IN convert_to(id, 'UTF8')) > 0
+) x LIMIT 1`, n).Scan(&table)
+			if errors.Is(err, pgx.ErrNoRows) {
+				continue
+			}
+			if err != nil {
+				f.t.Fatal(err)
+			}
+			found[str] = table
+			break
+		}
+	}
+	return found
 }
 
 // onDisk returns, for each string found anywhere in the bytes of the
@@ -284,8 +335,10 @@ func TestRetentionLeavesNoTraceOnDisk(t *testing.T) {
 			// (its invite step failing, say): the entry waits.
 			visit: func(f *fixture, p person) {
 				f.visit("chat", p)
-				f.e.mu.Lock()
-				defer f.e.mu.Unlock()
+				if err := f.e.lockWait(context.Background()); err != nil {
+					f.t.Fatal(err)
+				}
+				defer f.e.unlock()
 				if _, err := f.e.consume(f.e.cfg.Load()); err != nil {
 					f.t.Fatal(err)
 				}
@@ -298,27 +351,29 @@ func TestRetentionLeavesNoTraceOnDisk(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ok, failing, det := newReceiver(t), newReceiver(t, repeat(500, 1000)...), newReceiver(t)
-			f := &fixture{t: t, dir: t.TempDir(), now: t0, cfg: tc.cfg(ok, failing, det),
-				opts:      &Options{RetryBase: time.Second, RetryMax: 10 * time.Second, RetryFor: time.Hour, TouchpointRate: 1000},
-				storeOpts: func(o *store.Options) { o.Uncompressed = true }}
-			f.open()
-			canary, keeper := newPerson("canary"), newPerson("keeper")
-			tc.visit(f, canary)
-			f.now = t0.Add(20 * 24 * time.Hour)
-			tc.visit(f, keeper)
-			f.now = t0.Add(31 * 24 * time.Hour)
-			pruned := f.pruneCompactClose(Retention{Keep: testKeep, Contact: testContact})
-			t.Logf("pruned: %v", pruned)
+			onBothStores(t, func(t *testing.T, kind storeKind) {
+				ok, failing, det := newReceiver(t), newReceiver(t, repeat(500, 1000)...), newReceiver(t)
+				f := &fixture{t: t, kind: kind, dir: t.TempDir(), now: t0, cfg: tc.cfg(ok, failing, det),
+					opts:      &Options{RetryBase: time.Second, RetryMax: 10 * time.Second, RetryFor: time.Hour, TouchpointRate: 1000},
+					storeOpts: func(o *store.Options) { o.Uncompressed = true }}
+				f.open()
+				canary, keeper := newPerson("canary"), newPerson("keeper")
+				tc.visit(f, canary)
+				f.now = t0.Add(20 * 24 * time.Hour)
+				tc.visit(f, keeper)
+				f.now = t0.Add(31 * 24 * time.Hour)
+				pruned := f.pruneCompactClose(Retention{Keep: testKeep, Contact: testContact})
+				t.Logf("pruned: %v", pruned)
 
-			if left := onDisk(t, f.dir, canary.strings()...); len(left) > 0 {
-				t.Errorf("the canary's data is still on disk after the prune and a compaction: %v", left)
-			}
-			if found := onDisk(t, f.dir, keeper.id); len(found) == 0 {
-				t.Errorf("the kept customer's id is not found on disk: the scan does not work")
-			}
-			f.open()
-			tc.kept(t, f, keeper, ok)
+				if left := f.traces(canary.strings()...); len(left) > 0 {
+					t.Errorf("the canary's data is still stored after the prune: %v", left)
+				}
+				if found := f.traces(keeper.id); len(found) == 0 {
+					t.Errorf("the kept customer's id is not found: the scan does not work")
+				}
+				f.open()
+				tc.kept(t, f, keeper, ok)
+			})
 		})
 	}
 }
@@ -397,7 +452,11 @@ func TestContactRetentionDropsContactsFromDisk(t *testing.T) {
 // reopened engine still has every entry inside the retention and that
 // the next prune finishes the job.
 func TestPruneCrashBetweenBatchesLosesNothing(t *testing.T) {
-	f := newFixture(t, Config{LinkKeys: keys, PageURL: "https://cx.example.com", Surveys: []Survey{{SamplePercent: 100, Name: "mail", Touchpoints: []string{"chat"}}}})
+	onBothStores(t, testPruneCrashBetweenBatchesLosesNothing)
+}
+
+func testPruneCrashBetweenBatchesLosesNothing(t *testing.T, kind storeKind) {
+	f := newFixtureOn(t, kind, Config{LinkKeys: keys, PageURL: "https://cx.example.com", Surveys: []Survey{{SamplePercent: 100, Name: "mail", Touchpoints: []string{"chat"}}}})
 	customers := func(prefix string, n int) []string {
 		out := make([]string, n)
 		for i := range out {
@@ -525,7 +584,7 @@ func repeat(v, n int) []int {
 // invitations returns every stored invitation.
 func (f *fixture) invitations() []Invitation {
 	f.t.Helper()
-	it, err := f.st.DB().NewIter(nil)
+	it, err := f.e.kv.NewIter(nil, nil)
 	if err != nil {
 		f.t.Fatal(err)
 	}

@@ -1,11 +1,12 @@
 package engine
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 
-	"github.com/cockroachdb/pebble/v2"
+	"github.com/cxop-dev/cxop/internal/survey/engine/kv"
 )
 
 // Member is one customer of a wave's audience.
@@ -30,16 +31,17 @@ func (e *Engine) Wave(survey, id string, members []Member) (bool, error) {
 	if len(members) > MaxWaveMembers {
 		return false, fmt.Errorf("%d members in one wave, at most %d", len(members), MaxWaveMembers)
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
+	if err := e.lockWait(context.Background()); err != nil {
+		return false, err
+	}
+	defer e.unlock()
 	if e.cfg.Load().byName[survey] == nil {
 		return false, ErrUnknownSurvey
 	}
 	marker := []byte(prefixWave + survey + "\x00" + id)
-	if _, closer, err := e.db.Get(marker); err == nil {
-		_ = closer.Close()
+	if _, err := e.kv.Get(marker); err == nil {
 		return false, nil
-	} else if !errors.Is(err, pebble.ErrNotFound) {
+	} else if !errors.Is(err, kv.ErrNotFound) {
 		return false, err
 	}
 	now := e.now()
@@ -52,7 +54,7 @@ func (e *Engine) Wave(survey, id string, members []Member) (bool, error) {
 			return false, err
 		}
 	}
-	_ = w.b.Set(marker, binary.BigEndian.AppendUint64(nil, uint64(now.Unix())), nil)
+	_ = w.b.Set(marker, binary.BigEndian.AppendUint64(nil, uint64(now.Unix())))
 	w.count(survey, CounterWaveMembers, now)
 	if err := w.commit(); err != nil {
 		return false, err

@@ -1,0 +1,186 @@
+package pgstore
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cxop-dev/cxop/internal/store"
+	"github.com/cxop-dev/cxop/internal/survey/engine/kv"
+)
+
+func TestEngineKVOrderPagesRangesAndSnapshots(t *testing.T) {
+	s := open(t, server.NewDatabase(t))
+	e := s.EngineKV()
+	ctx := context.Background()
+	if ok, err := e.Lock(ctx, false); err != nil || !ok {
+		t.Fatalf("lock: %v %v", ok, err)
+	}
+	b := e.NewBatch()
+	for i := range 1300 {
+		_ = b.Set(fmt.Appendf(nil, "s/x/%05d", i), fmt.Appendf(nil, "v%d", i))
+	}
+	_ = b.Set([]byte("s/y"), nil) // an empty value is a value
+	_ = b.Delete([]byte("s/x/00003"))
+	_ = b.Set([]byte("s/x/00004"), []byte("again")) // the last write wins
+	if b.Count() != 1303 {
+		t.Fatalf("count %d", b.Count())
+	}
+	if err := b.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := e.Get([]byte("s/y")); err != nil || len(v) != 0 || v == nil {
+		t.Fatalf("empty value: %q %v", v, err)
+	}
+	if _, err := e.Get([]byte("s/x/00003")); !errors.Is(err, kv.ErrNotFound) {
+		t.Fatalf("deleted key: %v", err)
+	}
+	// Across pages, in byte order, within bounds.
+	it, _ := e.NewIter([]byte("s/x/00002"), []byte("s/x/01200"))
+	var n int
+	var last []byte
+	for it.First(); it.Valid(); it.Next() {
+		if bytes.Compare(it.Key(), last) <= 0 {
+			t.Fatalf("out of order: %q after %q", it.Key(), last)
+		}
+		last = append(last[:0], it.Key()...)
+		n++
+	}
+	if err := it.Close(); err != nil || n != 1200-2-1 || string(last) != "s/x/01199" {
+		t.Fatalf("iterated %d to %q: %v", n, last, err)
+	}
+	if !it.SeekGE([]byte("s/x/00004")) || string(it.Value()) != "again" {
+		t.Fatalf("seek: %q", it.Value())
+	}
+	// A range deletion, then a write inside the range in the same batch.
+	snap, err := e.NewSnapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Close()
+	b = e.NewBatch()
+	_ = b.DeleteRange([]byte("s/x/"), []byte("s/x0"))
+	_ = b.Set([]byte("s/x/00007"), []byte("kept"))
+	if err := b.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if got := count(t, s, `SELECT count(*) FROM cxop_engine_kv WHERE key >= 's/x/'::bytea AND key < 's/x0'::bytea`); got != 1 {
+		t.Fatalf("%d keys left in the range", got)
+	}
+	// The snapshot still sees the keys as they were.
+	if v, err := snap.Get([]byte("s/x/00010")); err != nil || string(v) != "v10" {
+		t.Fatalf("snapshot: %q %v", v, err)
+	}
+	e.Unlock()
+	if err := e.NewBatch().Commit(); !errors.Is(err, kv.ErrNotHeld) {
+		t.Fatalf("commit without the lock: %v", err)
+	}
+}
+
+// A replica whose lease expired and was taken over commits nothing; the
+// lease comes back to another replica only after it expires.
+func TestEngineLeaseFencesAReplicaThatLostIt(t *testing.T) {
+	dsn := server.NewDatabase(t)
+	var clock atomic.Int64
+	clock.Store(t0.UnixNano())
+	now := func() time.Time { return time.Unix(0, clock.Load()) }
+	mod := func(name string) func(*Options) {
+		return func(o *Options) { o.Holder, o.EngineClock, o.EngineLeaseTTL = name, now, 10*time.Second }
+	}
+	a, b := open(t, dsn, mod("a")).EngineKV(), open(t, dsn, mod("b")).EngineKV()
+	ctx := context.Background()
+	if ok, err := a.Lock(ctx, false); err != nil || !ok {
+		t.Fatalf("a: %v %v", ok, err)
+	}
+	if ok, err := b.Lock(ctx, false); err != nil || ok {
+		t.Fatalf("b took a held lease: %v %v", ok, err)
+	}
+	// Tokens tell whether another replica wrote in between.
+	if !a.OthersWrote() {
+		t.Fatal("a's first hold: what it remembers cannot be trusted yet")
+	}
+	a.Unlock()
+	if ok, _ := a.Lock(ctx, false); !ok || a.OthersWrote() {
+		t.Fatalf("a again, nobody in between: held %v, others wrote %v", ok, a.OthersWrote())
+	}
+	a.Unlock()
+	if ok, _ := b.Lock(ctx, false); !ok {
+		t.Fatal("b: free lease not taken")
+	}
+	b.Unlock()
+	if ok, _ := a.Lock(ctx, false); !ok || !a.OthersWrote() {
+		t.Fatalf("a after b: held %v, others wrote %v", ok, a.OthersWrote())
+	}
+	batch := a.NewBatch()
+	_ = batch.Set([]byte("s/k"), []byte("a1"))
+	if err := batch.Commit(); err != nil { // renews to now+10s
+		t.Fatal(err)
+	}
+	clock.Add(int64(9 * time.Second))
+	if ok, _ := b.Lock(ctx, false); ok {
+		t.Fatal("b took the lease before it expired")
+	}
+	clock.Add(int64(2 * time.Second))
+	if ok, err := b.Lock(ctx, false); err != nil || !ok {
+		t.Fatalf("b after expiry: %v %v", ok, err)
+	}
+	batch = a.NewBatch()
+	_ = batch.Set([]byte("s/k"), []byte("a2"))
+	if err := batch.Commit(); !errors.Is(err, kv.ErrNotHeld) {
+		t.Fatalf("a committed after losing the lease: %v", err)
+	}
+	if v, _ := b.Get([]byte("s/k")); string(v) != "a1" {
+		t.Fatalf("value %q", v)
+	}
+	// A waiting Lock gets it once the holder lets go.
+	done := make(chan error, 1)
+	go func() {
+		ok, err := a.Lock(ctx, true)
+		if err == nil && !ok {
+			err = errors.New("not held")
+		}
+		done <- err
+	}()
+	b.Unlock()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Every append writes each record's feed entry in its transaction.
+func TestAppendWritesTheEngineFeed(t *testing.T) {
+	s := open(t, server.NewDatabase(t))
+	recs := []store.Record{event("chat", "e1", t0, 1, 5), answer("nps", "r1", t0, 2, 9)}
+	if _, err := s.Submit(context.Background(), recs); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Submit(context.Background(), recs[:1]); err != nil { // a duplicate writes nothing
+		t.Fatal(err)
+	}
+	it, _ := s.EngineKV().NewIter([]byte(kv.FeedPrefix), []byte("s/feed0"))
+	var got []string
+	for it.First(); it.Valid(); it.Next() {
+		kind, subject, contact, body, err := kv.DecodeFeed(it.Value())
+		if err != nil {
+			t.Fatal(err)
+		}
+		seq := binary.BigEndian.Uint64(it.Key()[len(kv.FeedPrefix):])
+		got = append(got, fmt.Sprintf("%d %c %s %q %s", seq, kind, subject, contact, body))
+	}
+	want := []string{`1 e chat "" ` + string(recs[0].JSON), `2 r nps "" ` + string(recs[1].JSON)}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("feed\n got %q\nwant %q", got, want)
+	}
+	s2 := open(t, server.NewDatabase(t), func(o *Options) { o.NoEngineFeed = true })
+	if _, err := s2.Submit(context.Background(), recs); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(t, s2, `SELECT count(*) FROM cxop_engine_kv`); n != 0 {
+		t.Fatalf("%d feed entries with NoEngineFeed", n)
+	}
+}

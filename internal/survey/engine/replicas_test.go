@@ -1,0 +1,284 @@
+package engine
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cxop-dev/cxop/internal/pgstore"
+	"github.com/cxop-dev/cxop/internal/pgtest"
+	"github.com/cxop-dev/cxop/internal/rollup"
+	"github.com/cxop-dev/cxop/internal/store"
+	"github.com/cxop-dev/cxop/internal/survey/engine/kv"
+	"github.com/cxop-dev/cxop/internal/webhook"
+)
+
+// crashingKV stands for a replica that dies: once crashed, none of its
+// batches commit and it never gives its lease back.
+type crashingKV struct {
+	kv.KV
+	crashed atomic.Bool
+}
+
+func (c *crashingKV) Unlock() {
+	if !c.crashed.Load() {
+		c.KV.Unlock()
+	}
+}
+
+func (c *crashingKV) NewBatch() kv.Batch { return crashingBatch{c.KV.NewBatch(), c} }
+
+type crashingBatch struct {
+	kv.Batch
+	c *crashingKV
+}
+
+func (b crashingBatch) Commit() error {
+	if b.c.crashed.Load() {
+		return errors.New("the replica crashed")
+	}
+	return b.Batch.Commit()
+}
+
+// crashAfter is a sender that crashes its replica right after its nth
+// attempt went out: the receiver has the message, the engine never
+// records it.
+type crashAfter struct {
+	Sender
+	kv    *crashingKV
+	armed atomic.Bool
+	n     atomic.Int64
+}
+
+func (s *crashAfter) Send(ctx context.Context, ep webhook.Endpoint, m webhook.Message) webhook.Result {
+	r := s.Sender.Send(ctx, ep, m)
+	if s.armed.Load() && s.n.Add(1) == 5 {
+		s.kv.crashed.Store(true)
+	}
+	return r
+}
+
+// TestTwoEnginesOverOneDatabase: two collector replicas, each with its own
+// engine, over one PostgreSQL. Interactions arrive through both while both
+// engines step at once: every customer is invited once. Then one engine
+// dies mid-delivery holding the lease, some of its messages sent but not
+// recorded; the other does nothing until the lease expires, then delivers
+// everything left: every message arrives at least once, always under the
+// same webhook-id, and none is lost.
+//
+// It runs straight on the server, and through a PgBouncer in transaction
+// pooling mode with pgx's statement cache off (four server connections).
+func TestTwoEnginesOverOneDatabase(t *testing.T) {
+	t.Run("direct", func(t *testing.T) { testTwoEngines(t, testPostgres(t).NewDatabase(t), false) })
+	t.Run("pgbouncer", func(t *testing.T) {
+		srv := testPostgres(t)
+		bouncer := pgtest.StartPgBouncer(t, srv, 4)
+		testTwoEngines(t, bouncer.DSN(srv.CreateDatabase(t)), true)
+	})
+}
+
+func testTwoEngines(t *testing.T, dsn string, noStatementCache bool) {
+	var clock atomic.Int64
+	clock.Store(t0.UnixNano())
+	now := func() time.Time { return time.Unix(0, clock.Load()).UTC() }
+	const ttl = 30 * time.Second
+	openStore := func(holder string) *pgstore.Store {
+		s, err := pgstore.Open(context.Background(), pgstore.Options{DSN: dsn, FoldInterval: -1, Now: now,
+			EngineClock: now, EngineLeaseTTL: ttl, Holder: holder, NoStatementCache: noStatementCache})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}
+	sa, sb := openStore("replica-a"), openStore("replica-b")
+	rcv := newReceiver(t)
+	cfg := Config{PageURL: "https://cx.example.com", LinkKeys: keys, Surveys: []Survey{
+		{Name: "nps", Touchpoints: []string{"chat"}, SamplePercent: 100, Throttle: 30 * 24 * time.Hour, Webhook: rcv.endpoint()}}}
+	client := webhook.NewClient(&webhook.Guard{AllowLoopback: true, AllowHTTP: true}, 5*time.Second)
+	akv := &crashingKV{KV: sa.EngineKV()}
+	asend := &crashAfter{Sender: client, kv: akv}
+	newEngine := func(store KV, sender Sender) *Engine {
+		e, err := NewOn(store, nil, sender, Options{RetryBase: time.Second, RetryMax: 10 * time.Second, Now: now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.SetConfig(cfg)
+		return e
+	}
+	ea, eb := newEngine(akv, asend), newEngine(sb.EngineKV(), client)
+
+	// ingest submits n interactions from first on, alternately through
+	// each replica, both at once.
+	ingest := func(first, n int) {
+		var wg sync.WaitGroup
+		for r, s := range []*pgstore.Store{sa, sb} {
+			wg.Go(func() {
+				for i := first + r; i < first+n; i += 2 {
+					id := fmt.Sprintf("ev-%d", i)
+					js := fmt.Sprintf(`{"id":%q,"touchpoint":"chat","customer":"c-%d","time":%q}`, id, i, now().Format(time.RFC3339Nano))
+					rec := store.Record{Kind: rollup.KindTouchpoint, Subject: "chat", ID: id, JSON: []byte(js),
+						Event: rollup.Event{Time: now().UnixNano(), CustomerHash: uint64(i)}}
+					if _, err := s.Submit(context.Background(), []store.Record{rec}); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+	}
+	step := func(e *Engine) error { return e.Step(context.Background()) }
+
+	// Both engines step while interactions arrive through both replicas.
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for _, e := range []*Engine{ea, eb} {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if err := step(e); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	// The same wave reaches both replicas (a retried job): taken once.
+	members := make([]Member, 50)
+	for i := range members {
+		members[i] = Member{Customer: fmt.Sprintf("w-%d", i)}
+	}
+	var waves atomic.Int64
+	for _, e := range []*Engine{ea, eb} {
+		wg.Go(func() {
+			taken, err := e.Wave("nps", "spring", members)
+			if err != nil {
+				t.Error(err)
+			}
+			if taken {
+				waves.Add(1)
+			}
+		})
+	}
+	ingest(0, 200)
+	close(stop)
+	wg.Wait()
+	if waves.Load() != 1 {
+		t.Fatalf("the wave was taken %d times, want once", waves.Load())
+	}
+	if err := step(eb); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(rcv.got()); n != 250 {
+		t.Fatalf("after the first 200 interactions and the wave of 50: %d deliveries, want 250", n)
+	}
+
+	// Engine a dies after its fifth attempt of the next batch.
+	ingest(200, 200)
+	asend.armed.Store(true)
+	if err := step(ea); err == nil || !akv.crashed.Load() {
+		t.Fatalf("engine a did not crash: %v", err)
+	}
+	sentByA := len(rcv.got()) - 250
+	if sentByA < 5 {
+		t.Fatalf("engine a sent %d before it crashed", sentByA)
+	}
+	// Its lease holds the other off until it expires.
+	if err := step(eb); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(rcv.got()); n != 250+sentByA {
+		t.Fatalf("engine b worked while a's lease held: %d deliveries, want %d", n, 250+sentByA)
+	}
+	clock.Add(int64(ttl + time.Second))
+	if err := step(eb); err != nil {
+		t.Fatal(err)
+	}
+
+	ids := map[string]map[string]bool{} // customer -> webhook-ids
+	invs := map[string]map[string]bool{}
+	for _, r := range rcv.got() {
+		if ids[r.body.Customer] == nil {
+			ids[r.body.Customer], invs[r.body.Customer] = map[string]bool{}, map[string]bool{}
+		}
+		ids[r.body.Customer][r.id] = true
+		invs[r.body.Customer][r.body.Invitation] = true
+	}
+	var customers []string
+	for i := range 400 {
+		customers = append(customers, fmt.Sprintf("c-%d", i))
+	}
+	for _, m := range members {
+		customers = append(customers, m.Customer)
+	}
+	for _, c := range customers {
+		if len(ids[c]) != 1 || len(invs[c]) != 1 {
+			t.Errorf("%s: webhook-ids %v, invitations %v; want one of each", c, ids[c], invs[c])
+		}
+	}
+	if len(ids) != 450 {
+		t.Errorf("%d customers reached, want 450", len(ids))
+	}
+	if n, err := eb.Outbox(); err != nil || n != 0 {
+		t.Errorf("outbox: %d, %v; want empty", n, err)
+	}
+	stats, err := eb.Stats("nps", t0.Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats[CounterInvited] != 450 || stats[CounterDelivered] != 450 || stats[CounterWaveMembers] != 1 {
+		t.Errorf("counters %v; want 450 invited and delivered, one wave part", stats)
+	}
+	it, err := sb.EngineKV().NewIter([]byte(kv.FeedPrefix), prefixEnd([]byte(kv.FeedPrefix)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if it.First() {
+		t.Errorf("feed entries left: %q", it.Key())
+	}
+	_ = it.Close()
+	t.Logf("deliveries %d for 450 messages; %d sent by the crashed engine and sent again", len(rcv.got()), sentByA)
+}
+
+// TestFeedCarriesTheContactStoredApart: a feed entry's contact (the one a
+// store keeps apart from the record) reaches the invitation, over one in
+// the record's JSON.
+func TestFeedCarriesTheContactStoredApart(t *testing.T) {
+	rcv := newReceiver(t)
+	f := newFixtureOn(t, onPostgres, Config{PageURL: "https://cx.example.com", LinkKeys: keys, Surveys: []Survey{
+		{Name: "nps", Touchpoints: []string{"chat"}, SamplePercent: 100, Webhook: rcv.endpoint()}}})
+	entry := func(seq uint64, customer, contact, inJSON string) {
+		js := fmt.Sprintf(`{"id":"e%d","touchpoint":"chat","customer":%q,"time":%q%s}`, seq, customer, f.now.Format(time.RFC3339Nano), inJSON)
+		var c []byte
+		if contact != "" {
+			c = []byte(contact)
+		}
+		f.write(func(b kv.Batch) {
+			_ = b.Set(binary.BigEndian.AppendUint64([]byte(kv.FeedPrefix), seq), kv.EncodeFeed(byte(rollup.KindTouchpoint), "chat", c, []byte(js)))
+		})
+	}
+	entry(1, "apart", `{"email":"apart@example.org"}`, `,"contact":{"email":"old@example.org"}`)
+	entry(2, "legacy", "", `,"contact":{"email":"legacy@example.org"}`)
+	entry(3, "none", "", "")
+	f.step()
+	got := map[string]string{}
+	for _, r := range rcv.got() {
+		got[r.body.Customer] = "-"
+		if r.body.Contact != nil {
+			got[r.body.Customer] = r.body.Contact.Email
+		}
+	}
+	if want := "map[apart:apart@example.org legacy:legacy@example.org none:-]"; fmt.Sprint(got) != want {
+		t.Errorf("contacts %v, want %s", got, want)
+	}
+}
