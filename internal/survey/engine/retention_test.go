@@ -48,7 +48,7 @@ func (f *fixture) visit(touchpoint string, p person) {
 		id, touchpoint, p.id, f.now.Format(time.RFC3339Nano))
 	rec := store.Record{Kind: rollup.KindTouchpoint, Subject: touchpoint, ID: id, JSON: []byte(js),
 		Contact: []byte(fmt.Sprintf(`{"email":%q,"phone":%q}`, p.email, p.phone)),
-		Event: rollup.Event{Time: f.now.UnixNano(), CustomerHash: uint64(f.seq)}}
+		Event:   rollup.Event{Time: f.now.UnixNano(), CustomerHash: uint64(f.seq)}}
 	f.submit([]store.Record{rec})
 }
 
