@@ -1,6 +1,7 @@
 package collector
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"net/http"
@@ -14,7 +15,6 @@ import (
 	"github.com/cxop-dev/cxop/internal/collectorapi"
 	"github.com/cxop-dev/cxop/internal/rollup"
 	"github.com/cxop-dev/cxop/internal/score"
-	"github.com/cxop-dev/cxop/internal/store"
 	"github.com/cxop-dev/cxop/internal/survey/engine"
 )
 
@@ -22,7 +22,7 @@ func (s *Server) summary(w http.ResponseWriter, r *http.Request) {
 	if !s.authorizeRead(w, r, "summary") {
 		return
 	}
-	st := s.store.Load()
+	st := s.storage()
 	if st == nil {
 		writeJSON(w, 503, errorBody{Error: "the collector is not ready"})
 		return
@@ -89,7 +89,7 @@ func (s *Server) summary(w http.ResponseWriter, r *http.Request) {
 		bad("survey", "one survey at a time")
 		return
 	}
-	rs := st.Rollups()
+	rs := windows{ctx: r.Context(), st: st}
 	switch {
 	case len(tps) > 0:
 		for _, n := range tps {
@@ -144,6 +144,13 @@ func (s *Server) summary(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// windows is what a summary reads of the rollups: the storage, with the
+// request's context.
+type windows struct {
+	ctx context.Context
+	st  Storage
+}
+
 func ptr[T any](v T) *T { return &v }
 
 func timeText(ns int64) *string {
@@ -153,8 +160,8 @@ func timeText(ns int64) *string {
 	return ptr(time.Unix(0, ns).UTC().Format(time.RFC3339Nano))
 }
 
-func touchpointSummary(rs *rollup.Set, cfg *settings, names []string, windowText string, window time.Duration, end, now time.Time) (*collectorapi.TouchpointSummary, error) {
-	a, win, err := rs.TouchpointWindow(names, window, end, now)
+func touchpointSummary(rs windows, cfg *settings, names []string, windowText string, window time.Duration, end, now time.Time) (*collectorapi.TouchpointSummary, error) {
+	a, win, err := rs.st.TouchpointWindow(rs.ctx, names, window, end, now)
 	if err != nil {
 		return nil, err
 	}
@@ -185,8 +192,8 @@ func touchpointSummary(rs *rollup.Set, cfg *settings, names []string, windowText
 	return out, nil
 }
 
-func surveySummary(rs *rollup.Set, sv *surveySettings, windowText string, window time.Duration, end, now time.Time) (*collectorapi.SurveySummary, error) {
-	a, win, err := rs.SurveyWindow(sv.name, window, end, now)
+func surveySummary(rs windows, sv *surveySettings, windowText string, window time.Duration, end, now time.Time) (*collectorapi.SurveySummary, error) {
+	a, win, err := rs.st.SurveyWindow(rs.ctx, sv.name, window, end, now)
 	if err != nil {
 		return nil, err
 	}
@@ -278,7 +285,7 @@ func checkParams(q url.Values, known ...string) (field, reason string) {
 // record log: one subject, named once, that the config or the rollups
 // know (a subject deleted from the config keeps its records until they
 // pass the retention, and may still be exported).
-func (s *Server) exportable(w http.ResponseWriter, st *store.Store, q url.Values, kind rollup.Kind, name string) bool {
+func (s *Server) exportable(w http.ResponseWriter, r *http.Request, st Storage, q url.Values, kind rollup.Kind, name string) bool {
 	bad := func(field, format string, args ...any) bool {
 		s.rejectField(w, "export", field, fmt.Sprintf(format, args...))
 		return false
@@ -300,7 +307,12 @@ func (s *Server) exportable(w http.ResponseWriter, st *store.Store, q url.Values
 	if _, ok := cfg.surveys[name]; ok && kind == rollup.KindSurvey {
 		return true
 	}
-	tps, svs := st.Rollups().Names()
+	tps, svs, err := st.Names(r.Context())
+	if err != nil {
+		s.log.Error("export: list stored subjects", "err", err)
+		s.unavailable(w, "export", err)
+		return false
+	}
 	if kind == rollup.KindTouchpoint && slices.Contains(tps, name) || kind == rollup.KindSurvey && slices.Contains(svs, name) {
 		return true
 	}
