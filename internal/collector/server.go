@@ -32,8 +32,8 @@ import (
 // Server is the collector's HTTP side. It answers /healthz at once and
 // everything else with 503 until its store is open.
 type Server struct {
-	log   *slog.Logger
-	cfg   atomic.Pointer[settings]
+	log *slog.Logger
+	cfg atomic.Pointer[settings]
 	// store is the embedded store; external the storage when the
 	// collector runs on a database instead (storage.go). Handlers read
 	// either through storage().

@@ -130,6 +130,10 @@ type Store struct {
 
 	partMu     sync.Mutex
 	partitions map[int64]bool // day starts whose partition exists
+
+	// auditMu guards hashKey, the audit log's hash key once read.
+	auditMu sync.Mutex
+	hashKey []byte
 }
 
 // Open connects, migrates the schema (under the migration lease, so
