@@ -45,6 +45,8 @@ type Server struct {
 	// engineless: no survey engine runs on this storage (PostgreSQL until
 	// the engine runs there); surveys are refused (refuseSurveys).
 	engineless bool
+	// storeKind is Options.Store, for the checks of a reloaded config.
+	storeKind string
 	// surveys invites customers and delivers invitations; nil until the
 	// store is open.
 	surveys atomic.Pointer[engine.Engine]
