@@ -64,7 +64,9 @@ func (c *testCollector) exportAnswer(path string, header ...string) (int, string
 
 // Cells a spreadsheet would run as formulas are neutralised, and the rest
 // is RFC 4180 CSV, byte for byte.
-func TestCSVExportNeutralisesFormulas(t *testing.T) { forEachEngine(t, testCSVExportNeutralisesFormulas) }
+func TestCSVExportNeutralisesFormulas(t *testing.T) {
+	forEachEngine(t, testCSVExportNeutralisesFormulas)
+}
 
 func testCSVExportNeutralisesFormulas(t *testing.T, e testEngine) {
 	c := e.start(t, e.fresh(t), testConfig(t, ""), func() time.Time { return testNow })
