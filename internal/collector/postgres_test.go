@@ -223,6 +223,9 @@ func TestReadinessFollowsTheDatabase(t *testing.T) {
 	if code != 503 || h.Get("Retry-After") == "" || answer["error"] != "records not stored: the database is unavailable; retry with the same ids" {
 		t.Errorf("ingest with the database stopped: %d %v Retry-After %q", code, answer, h.Get("Retry-After"))
 	}
+	if code, body := getBody(t, c.url+"/v1/summary?touchpoint=chat&window=1h", readToken); code != 503 || !strings.Contains(body, "the database is unavailable; retry") {
+		t.Errorf("summary with the database stopped: %d %q, want 503", code, body)
+	}
 	if err := server.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package collector
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/cxop-dev/cxop/internal/collectorapi"
+	"github.com/cxop-dev/cxop/internal/pgstore"
 	"github.com/cxop-dev/cxop/internal/rollup"
 	"github.com/cxop-dev/cxop/internal/score"
 	"github.com/cxop-dev/cxop/internal/survey/engine"
@@ -100,7 +102,7 @@ func (s *Server) summary(w http.ResponseWriter, r *http.Request) {
 		}
 		out, err := touchpointSummary(rs, cfg, tps, windowText, window, end, now)
 		if err != nil {
-			writeJSON(w, 500, errorBody{Error: err.Error()})
+			s.summaryFailed(w, err)
 			return
 		}
 		writeJSON(w, 200, out)
@@ -115,7 +117,7 @@ func (s *Server) summary(w http.ResponseWriter, r *http.Request) {
 			err = s.addInvitations(out, end.Add(-window))
 		}
 		if err != nil {
-			writeJSON(w, 500, errorBody{Error: err.Error()})
+			s.summaryFailed(w, err)
 			return
 		}
 		writeJSON(w, 200, out)
@@ -124,7 +126,7 @@ func (s *Server) summary(w http.ResponseWriter, r *http.Request) {
 		for n := range cfg.touchpoints {
 			out, err := touchpointSummary(rs, cfg, []string{n}, windowText, window, end, now)
 			if err != nil {
-				writeJSON(w, 500, errorBody{Error: err.Error()})
+				s.summaryFailed(w, err)
 				return
 			}
 			all.Touchpoints[n] = out
@@ -135,13 +137,26 @@ func (s *Server) summary(w http.ResponseWriter, r *http.Request) {
 				err = s.addInvitations(out, end.Add(-window))
 			}
 			if err != nil {
-				writeJSON(w, 500, errorBody{Error: err.Error()})
+				s.summaryFailed(w, err)
 				return
 			}
 			all.Surveys[n] = out
 		}
 		writeJSON(w, 200, all)
 	}
+}
+
+// summaryFailed answers a summary the storage could not compute: 503 with
+// Retry-After while the database is unavailable (the next try may work),
+// else 500 with the error.
+func (s *Server) summaryFailed(w http.ResponseWriter, err error) {
+	if errors.Is(err, pgstore.ErrUnavailable) {
+		s.log.Error("summary", "err", err)
+		w.Header().Set("Retry-After", "5")
+		s.reject(w, "summary", "unavailable", 503, errorBody{Error: "the database is unavailable; retry"})
+		return
+	}
+	writeJSON(w, 500, errorBody{Error: err.Error()})
 }
 
 // windows is what a summary reads of the rollups: the storage, with the

@@ -131,16 +131,22 @@ func (s *Store) EraseCustomer(ctx context.Context, customer string) (customerdat
 				}
 				seqs, times = append(seqs, r.seq), append(times, r.eventTime)
 				kinds, subjects, ids = append(kinds, r.kind), append(subjects, r.subject), append(ids, r.id)
-				page[kindName(r.kind)]++
 				return nil
 			})
 			if err != nil || len(seqs) == 0 {
 				return err
 			}
 			// The event time names the partition, so each delete finds its
-			// row by the partition's index on the customer.
-			if _, err := tx.Exec(ctx, `DELETE FROM cxop_records r USING unnest($1::bigint[], $2::bigint[]) AS d(seq, event_time)
-WHERE r.seq = d.seq AND r.event_time = d.event_time`, seqs, times); err != nil {
+			// row in one partition. What is counted is what this delete
+			// removed: a replica erasing the same customer at once counts
+			// each record on one side only.
+			rows, err := tx.Query(ctx, `DELETE FROM cxop_records r USING unnest($1::bigint[], $2::bigint[]) AS d(seq, event_time)
+WHERE r.seq = d.seq AND r.event_time = d.event_time RETURNING r.kind`, seqs, times)
+			if err != nil {
+				return err
+			}
+			var kind string
+			if _, err := pgx.ForEachRow(rows, []any{&kind}, func() error { page[kindName(kind)]++; return nil }); err != nil {
 				return err
 			}
 			_, err = tx.Exec(ctx, `DELETE FROM cxop_ids i USING unnest($1::text[], $2::text[], $3::text[]) AS d(kind, subject, id)
