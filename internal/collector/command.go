@@ -253,7 +253,6 @@ func Run(ctx context.Context, o Options) error {
 		return errors.Join(errs...)
 	}
 
-	var engines, resumed sync.WaitGroup
 	if o.Store == StorePostgres {
 		pg, err := srv.openPostgres(ctx, o, dsn, cfg, log)
 		if err != nil {
@@ -264,83 +263,97 @@ func Run(ctx context.Context, o Options) error {
 		srv.secrets.Store(sec)
 		srv.applySurveys(cfg, sec)
 		log.Info("collector ready", "store", StorePostgres, "listen", o.Listen, "page_listen", o.PageListen, "metrics_listen", o.MetricsListen, "touchpoints", len(cfg.touchpoints))
-	} else {
-		storeOpts := store.Options{
-			Dir:          o.DataDir,
-			Retention:    rollup.Retention{Minute: rollup.DefaultRetention.Minute, Hour: rollup.DefaultRetention.Hour, Day: cfg.retention},
-			Rebuild:      o.Rebuild,
-			CacheBytes:   cacheBytes,
-			Logger:       log,
-			Registerer:   reg,
-			FaultMetrics: store.NewFaultMetrics(reg),
-			MinFreeBytes: o.minFreeBytes,
+		go srv.watchConfig(ctx, configFiles{config: o.ConfigPath, secrets: o.SecretsPath}, data, secData, o.ConfigPoll)
+		go srv.pruneLoop(ctx)
+		err = <-served
+		cancel()
+		for range servers[1:] {
+			err = errors.Join(err, <-served)
 		}
-		reg.MustRegister(newVolumeCollector(o.DataDir, vfs.Default, srv.store.Load))
-		srv.dataVolume = func() (uint64, bool) {
-			u, ok := store.DiskUsage(vfs.Default, o.DataDir)
-			reserve := uint64(max(o.minFreeBytes, 0))
-			if o.minFreeBytes == 0 {
-				reserve = store.DefaultMinFreeBytes
-			}
-			if !ok || u.TotalBytes <= reserve {
-				return 0, ok
-			}
-			return u.TotalBytes - reserve, true
+		if cerr := pg.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("close store: %w", cerr))
 		}
-		st, err := store.Open(storeOpts)
-		if err != nil {
-			return errors.Join(err, stopServing())
-		}
-		srv.store.Store(st)
-		srv.secrets.Store(sec)
-		hooks := webhook.NewClient(guard, 10*time.Second)
-		// startSurveys gives the survey engine the store. A read-only store
-		// gets an engine that only reads (the survey page answers from it),
-		// which the writable store's engine replaces.
-		startSurveys := func(st *store.Store) error {
-			opts := engine.Options{
-				Logger:   log.With("component", "surveys"),
-				RetryFor: o.Delivery.RetryFor, ProbeInterval: o.Delivery.ProbeInterval,
-				TouchpointRate: o.Delivery.PerTouchpoint, NamespaceRate: o.Delivery.PerNamespace,
-			}
-			if st.ReadOnly() == nil {
-				// Only the engine that writes parks and limits; the read-only
-				// one is replaced by it, and metrics register once.
-				opts.Registerer = reg
-			}
-			surveys, err := engine.New(st.DB(), st, hooks, opts)
-			if err != nil {
-				return err
-			}
-			srv.surveys.Store(surveys)
-			srv.applySurveys(srv.cfg.Load(), srv.secrets.Load())
-			if st.Err() == nil {
-				engines.Go(func() { _ = surveys.Run(ctx) })
-			}
-			return nil
-		}
-		if err := startSurveys(st); err != nil {
-			if st.ReadOnly() == nil {
-				return errors.Join(err, st.Close(), stopServing())
-			}
-			log.Warn("the survey page waits until the store can write", "err", err)
-		}
-		if st.ReadOnly() != nil {
-			resumed.Go(func() {
-				srv.resumeWhenRoom(ctx, storeOpts, func(st *store.Store) {
-					if err := startSurveys(st); err != nil {
-						log.Error("start the survey engine", "err", err)
-					}
-					if st.ReadOnly() == nil {
-						// Records past retention are the space to win back first.
-						srv.prune(ctx)
-					}
-				})
-			})
-		}
-		log.Info("collector ready", "listen", o.Listen, "page_listen", o.PageListen, "metrics_listen", o.MetricsListen, "touchpoints", len(cfg.touchpoints), "surveys", len(cfg.surveys),
-			"read_only", st.ReadOnly() != nil)
+		log.Info("collector stopped")
+		return err
 	}
+
+	storeOpts := store.Options{
+		Dir:          o.DataDir,
+		Retention:    rollup.Retention{Minute: rollup.DefaultRetention.Minute, Hour: rollup.DefaultRetention.Hour, Day: cfg.retention},
+		Rebuild:      o.Rebuild,
+		CacheBytes:   cacheBytes,
+		Logger:       log,
+		Registerer:   reg,
+		FaultMetrics: store.NewFaultMetrics(reg),
+		MinFreeBytes: o.minFreeBytes,
+	}
+	reg.MustRegister(newVolumeCollector(o.DataDir, vfs.Default, srv.store.Load))
+	srv.dataVolume = func() (uint64, bool) {
+		u, ok := store.DiskUsage(vfs.Default, o.DataDir)
+		reserve := uint64(max(o.minFreeBytes, 0))
+		if o.minFreeBytes == 0 {
+			reserve = store.DefaultMinFreeBytes
+		}
+		if !ok || u.TotalBytes <= reserve {
+			return 0, ok
+		}
+		return u.TotalBytes - reserve, true
+	}
+	st, err := store.Open(storeOpts)
+	if err != nil {
+		return errors.Join(err, stopServing())
+	}
+	srv.store.Store(st)
+	srv.secrets.Store(sec)
+	hooks := webhook.NewClient(guard, 10*time.Second)
+	var engines sync.WaitGroup
+	// startSurveys gives the survey engine the store. A read-only store
+	// gets an engine that only reads (the survey page answers from it),
+	// which the writable store's engine replaces.
+	startSurveys := func(st *store.Store) error {
+		opts := engine.Options{
+			Logger:   log.With("component", "surveys"),
+			RetryFor: o.Delivery.RetryFor, ProbeInterval: o.Delivery.ProbeInterval,
+			TouchpointRate: o.Delivery.PerTouchpoint, NamespaceRate: o.Delivery.PerNamespace,
+		}
+		if st.ReadOnly() == nil {
+			// Only the engine that writes parks and limits; the read-only
+			// one is replaced by it, and metrics register once.
+			opts.Registerer = reg
+		}
+		surveys, err := engine.New(st.DB(), st, hooks, opts)
+		if err != nil {
+			return err
+		}
+		srv.surveys.Store(surveys)
+		srv.applySurveys(srv.cfg.Load(), srv.secrets.Load())
+		if st.Err() == nil {
+			engines.Go(func() { _ = surveys.Run(ctx) })
+		}
+		return nil
+	}
+	if err := startSurveys(st); err != nil {
+		if st.ReadOnly() == nil {
+			return errors.Join(err, st.Close(), stopServing())
+		}
+		log.Warn("the survey page waits until the store can write", "err", err)
+	}
+	var resumed sync.WaitGroup
+	if st.ReadOnly() != nil {
+		resumed.Go(func() {
+			srv.resumeWhenRoom(ctx, storeOpts, func(st *store.Store) {
+				if err := startSurveys(st); err != nil {
+					log.Error("start the survey engine", "err", err)
+				}
+				if st.ReadOnly() == nil {
+					// Records past retention are the space to win back first.
+					srv.prune(ctx)
+				}
+			})
+		})
+	}
+	log.Info("collector ready", "listen", o.Listen, "page_listen", o.PageListen, "metrics_listen", o.MetricsListen, "touchpoints", len(cfg.touchpoints), "surveys", len(cfg.surveys),
+		"read_only", st.ReadOnly() != nil)
 
 	go srv.watchConfig(ctx, configFiles{config: o.ConfigPath, secrets: o.SecretsPath}, data, secData, o.ConfigPoll)
 	go srv.pruneLoop(ctx)
@@ -353,7 +366,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	resumed.Wait()
 	engines.Wait()
-	if st := srv.storage(); st != nil {
+	if st := srv.store.Load(); st != nil {
 		if cerr := st.Close(); cerr != nil {
 			err = errors.Join(err, fmt.Errorf("close store: %w", cerr))
 		}
