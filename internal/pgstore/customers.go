@@ -36,9 +36,10 @@ type customerRow struct {
 	body           []byte
 }
 
-// customerRecords calls fn with the records of customer stored when it
-// starts, in sequence order, a page of eraseBatch at a time (after is the
-// last sequence seen). As in the embedded store (internal/store/erase.go),
+// customerPage reads one page of customer's candidate records (eraseBatch
+// rows after sequence after, in sequence order) and calls fn with those
+// that are the customer's. It returns the last sequence read and the
+// page's length. As in the embedded store (internal/store/erase.go),
 // the 64-bit hash of the customer selects candidates and the customer in
 // the record's JSON decides, so that a hash collision never lists or erases
 // another customer.
