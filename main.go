@@ -91,6 +91,10 @@ type managerOptions struct {
 	collectorMemMax string
 	collectorDisk   string
 	collectorCache  string
+
+	// localCollectorsDSNFile puts the local collectors on PostgreSQL.
+	localCollectorsDSNFile string
+
 	// watchNamespaces, when set, limits the manager to these namespaces
 	// (the chart's namespaced mode, with Roles instead of ClusterRoles).
 	watchNamespaces []string
@@ -146,6 +150,8 @@ func newManagerCommand() *cobra.Command {
 		"Have collectors store a keyed hash of each customer id (HMAC-SHA256 with the namespace's Secret "+controllers.CustomerIDKeySecretName+") instead of the id; a namespace's "+controllers.PseudonymizeCustomersAnnotation+" annotation overrides it.")
 	f.StringVar(&opts.localCollectors, "local-collectors-dir", "",
 		"Run collectors as local processes on loopback ports with their data under this directory, instead of as pods (used by `cxop dev`).")
+	f.StringVar(&opts.localCollectorsDSNFile, "local-collectors-postgres-dsn-file", "",
+		"With --local-collectors-dir: keep each namespace's records in a PostgreSQL database of its own (cxop_NAMESPACE), created through the connection string in this file, instead of an embedded store (used by `cxop dev --store postgres`).")
 	f.StringSliceVar(&opts.watchNamespaces, "watch-namespaces", nil,
 		"Namespaces the manager watches and acts in, comma-separated; empty: every namespace. With a list, Roles in those namespaces are all the RBAC it needs.")
 	zapFlags := flag.NewFlagSet("zap", flag.ContinueOnError)
@@ -247,6 +253,11 @@ func (o *managerOptions) collectorRuntime() (controllers.CollectorRuntime, func(
 		rt, err := localcollector.New(o.localCollectors, self)
 		if err != nil {
 			return nil, nil, fmt.Errorf("--local-collectors-dir: %w", err)
+		}
+		if o.localCollectorsDSNFile != "" {
+			if err := rt.UsePostgres(o.localCollectorsDSNFile); err != nil {
+				return nil, nil, fmt.Errorf("--local-collectors-postgres-dsn-file: %w", err)
+			}
 		}
 		return rt, rt.Stop, nil
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -75,6 +76,18 @@ type Options struct {
 	// or 64Mi without one.
 	MaxInflightBytes string
 
+	// Store is "embedded" (the default: Pebble in DataDir) or "postgres"
+	// (replicas over one database; storage.go).
+	Store string
+	// PostgresDSNFile holds the database's connection string (a mounted
+	// Secret); the string is never a flag value and never logged.
+	PostgresDSNFile string
+	// PostgresStatementCache keeps pgx's prepared statements; off behind
+	// PgBouncer in transaction pooling mode before 1.21.
+	PostgresStatementCache bool
+
+	// logTo is where the log goes; nil is stderr. Tests read it.
+	logTo io.Writer
 	// minFreeBytes overrides the free space the store needs to write
 	// (store.Options.MinFreeBytes); tests set it to open read-only.
 	minFreeBytes int64
@@ -119,7 +132,10 @@ compliance over a window from time-bucketed rollups.`,
 	f.StringVar(&o.Listen, "listen", ":8080", "address to serve the API and the probes on (and the survey page, unless --page-listen is set)")
 	f.StringVar(&o.MetricsListen, "metrics-listen", ":9090", `address to serve /metrics on, apart from the API; "" disables it`)
 	f.StringVar(&o.PageListen, "page-listen", "", "address to serve the hosted survey page (/s/) on alone, the one port to expose to the internet; empty serves it on --listen")
-	f.StringVar(&o.DataDir, "data-dir", "", "directory of the embedded store (required)")
+	f.StringVar(&o.DataDir, "data-dir", "", "directory of the embedded store (required with --store=embedded)")
+	f.StringVar(&o.Store, "store", StoreEmbedded, "where records are kept: embedded (Pebble in --data-dir, one replica) or postgres (replicas over one PostgreSQL, --postgres-dsn-file)")
+	f.StringVar(&o.PostgresDSNFile, "postgres-dsn-file", "", "file holding the PostgreSQL connection string, such as a mounted Secret key (required with --store=postgres; the string itself is never a flag, an environment variable or logged)")
+	f.BoolVar(&o.PostgresStatementCache, "postgres-statement-cache", true, "cache prepared statements on each database connection; set false behind PgBouncer in transaction pooling mode before 1.21")
 	f.StringVar(&o.ConfigPath, "config", "", "collector config file; reloaded when it changes (required)")
 	f.StringVar(&o.SecretsPath, "secrets", "", "secrets file with the keys that sign survey links and webhooks; reloaded when it changes")
 	f.StringSliceVar(&o.WebhookAllowHosts, "webhook-allow-hosts", nil, "hosts webhooks may reach although they resolve to loopback, private or link-local addresses")
@@ -133,7 +149,6 @@ compliance over a window from time-bucketed rollups.`,
 	f.DurationVar(&o.ConfigPoll, "config-poll-interval", 10*time.Second, "re-read the config at least this often")
 	addDeliveryFlags(f, &o.Delivery)
 	f.StringVar(&o.MaxInflightBytes, "max-inflight-bytes", "", "request body bytes held in memory at once, such as 64Mi; beyond it requests get 503 with Retry-After; empty: an eighth of GOMEMLIMIT, or 64Mi without one")
-	_ = cmd.MarkFlagRequired("data-dir")
 	_ = cmd.MarkFlagRequired("config")
 	return cmd
 }
@@ -170,7 +185,15 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	dsn, err := o.storeFlags()
+	if err != nil {
+		return err
+	}
+	logTo := o.logTo
+	if logTo == nil {
+		logTo = os.Stderr
+	}
+	log := slog.New(slog.NewJSONHandler(logTo, &slog.HandlerOptions{Level: level}))
 	cfg, data, err := readConfigFile(o.ConfigPath)
 	if err != nil {
 		return err
@@ -192,6 +215,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	srv.metrics.configSuccess.Set(1)
 	srv.allowHTTPWebhooks = o.AllowInsecureWebhooks
+	srv.storeKind = o.Store
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -225,6 +249,56 @@ func Run(ctx context.Context, o Options) error {
 		return errors.Join(errs...)
 	}
 
+	hooks := webhook.NewClient(guard, 10*time.Second)
+	engineOptions := func() engine.Options {
+		return engine.Options{
+			Logger:   log.With("component", "surveys"),
+			RetryFor: o.Delivery.RetryFor, ProbeInterval: o.Delivery.ProbeInterval,
+			TouchpointRate: o.Delivery.PerTouchpoint, NamespaceRate: o.Delivery.PerNamespace,
+		}
+	}
+	if o.Store == StorePostgres {
+		pg, err := srv.openPostgres(ctx, o, dsn, cfg, log)
+		if err != nil {
+			return errors.Join(err, stopServing())
+		}
+		srv.secrets.Store(sec)
+		// One survey engine per replica over the database; a fenced lease
+		// lets one of them work at a time (docs/postgres.md), and the
+		// records reach it through the feed each append writes.
+		opts := engineOptions()
+		opts.Registerer = reg
+		surveys, err := engine.NewOn(pg.EngineKV(), nil, hooks, opts)
+		if err != nil {
+			return errors.Join(err, pg.Close(), stopServing())
+		}
+		srv.surveys.Store(surveys)
+		srv.applySurveys(cfg, sec)
+		engineCtx, stopEngine := context.WithCancel(context.Background())
+		engineDone := make(chan struct{})
+		go func() { defer close(engineDone); _ = surveys.Run(engineCtx) }()
+		// Ready only now: the survey page needs the engine.
+		var st Storage = pg
+		srv.external.Store(&st)
+		log.Info("collector ready", "store", StorePostgres, "listen", o.Listen, "page_listen", o.PageListen, "metrics_listen", o.MetricsListen, "touchpoints", len(cfg.touchpoints), "surveys", len(cfg.surveys))
+		go srv.watchConfig(ctx, configFiles{config: o.ConfigPath, secrets: o.SecretsPath}, data, secData, o.ConfigPoll)
+		go srv.pruneLoop(ctx)
+		err = <-served
+		cancel()
+		for range servers[1:] {
+			err = errors.Join(err, <-served)
+		}
+		// The engine stops before the store closes, so it hands its lease
+		// back instead of leaving the other replicas to wait it out.
+		stopEngine()
+		<-engineDone
+		if cerr := pg.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("close store: %w", cerr))
+		}
+		log.Info("collector stopped")
+		return err
+	}
+
 	storeOpts := store.Options{
 		Dir:          o.DataDir,
 		Retention:    rollup.Retention{Minute: rollup.DefaultRetention.Minute, Hour: rollup.DefaultRetention.Hour, Day: cfg.retention},
@@ -252,17 +326,12 @@ func Run(ctx context.Context, o Options) error {
 		return errors.Join(err, stopServing())
 	}
 	srv.secrets.Store(sec)
-	hooks := webhook.NewClient(guard, 10*time.Second)
 	var engines sync.WaitGroup
 	// startSurveys gives the survey engine the store. A read-only store
 	// gets an engine that only reads (the survey page answers from it),
 	// which the writable store's engine replaces.
 	startSurveys := func(st *store.Store) error {
-		opts := engine.Options{
-			Logger:   log.With("component", "surveys"),
-			RetryFor: o.Delivery.RetryFor, ProbeInterval: o.Delivery.ProbeInterval,
-			TouchpointRate: o.Delivery.PerTouchpoint, NamespaceRate: o.Delivery.PerNamespace,
-		}
+		opts := engineOptions()
 		if st.ReadOnly() == nil {
 			// Only the engine that writes parks and limits; the read-only
 			// one is replaced by it, and metrics register once.
@@ -341,7 +410,7 @@ var errNoReadToken = errors.New("readTokenSHA256 is empty; /v1/summary and /v1/e
 
 // parseServedConfig is parseConfig for a reload: a config that drops the
 // read token is refused like an invalid one, and the last good one stays.
-func parseServedConfig(data []byte) (*settings, error) {
+func (srv *Server) parseServedConfig(data []byte) (*settings, error) {
 	s, err := parseConfig(data)
 	if err != nil {
 		return nil, err
@@ -465,7 +534,7 @@ func (s *Server) watchConfig(ctx context.Context, files configFiles, last, lastS
 		case <-tick.C:
 		}
 		read := false
-		if next, ok := reloadFile(s, "config", files.config, &last, parseServedConfig); ok {
+		if next, ok := reloadFile(s, "config", files.config, &last, s.parseServedConfig); ok {
 			nextCfg, read = next, true
 		}
 		if files.secrets != "" {

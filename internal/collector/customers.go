@@ -114,7 +114,7 @@ func (s *Server) customerParam(w http.ResponseWriter, r *http.Request, endpoint 
 // engine, so that no engine step reads a record being erased and writes
 // what it derives after the engine was erased.
 func (s *Server) customerHolders(w http.ResponseWriter, endpoint string, write bool) ([]customerdata.Holder, customerdata.AuditLog, bool) {
-	st := s.store.Load()
+	st := s.storage()
 	e := s.surveys.Load()
 	if st == nil || e == nil || (write && st.Err() != nil) {
 		var err error
@@ -300,7 +300,7 @@ func (s *Server) erasures(w http.ResponseWriter, r *http.Request) {
 		}
 		since = t
 	}
-	st := s.store.Load()
+	st := s.storage()
 	if st == nil {
 		s.unavailable(w, endpoint, nil)
 		return
@@ -316,7 +316,7 @@ func (s *Server) erasures(w http.ResponseWriter, r *http.Request) {
 
 // pruneErasures drops the audit log's entries older than the retention.
 func (s *Server) pruneErasures() {
-	st := s.store.Load()
+	st := s.storage()
 	if st == nil || st.Err() != nil {
 		return
 	}

@@ -1,6 +1,7 @@
 package collector
 
 import (
+	"context"
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
@@ -11,7 +12,6 @@ import (
 	"time"
 
 	"github.com/cxop-dev/cxop/internal/rollup"
-	"github.com/cxop-dev/cxop/internal/store"
 )
 
 // GET /v1/export streams a subject's stored records, or one customer's
@@ -135,7 +135,7 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request) {
 	if !s.authorizeRead(w, r, "export") {
 		return
 	}
-	st := s.store.Load()
+	st := s.storage()
 	if st == nil {
 		writeJSON(w, 503, errorBody{Error: "the collector is not ready"})
 		return
@@ -149,7 +149,7 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 400, errorBody{Error: "touchpoint or survey: name exactly one subject to export", Field: "touchpoint"})
 		return
 	}
-	if !s.exportable(w, st, q, kind, name) {
+	if !s.exportable(w, r, st, q, kind, name) {
 		return
 	}
 	format, reason := exportFormat(r)
@@ -175,9 +175,9 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request) {
 	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
 	var err error
 	if format == formatCSV {
-		err = exportCSV(w, st, kind, name, match)
+		err = exportCSV(r.Context(), w, st, kind, name, match)
 	} else {
-		err = exportNDJSON(w, st, kind, name, match)
+		err = exportNDJSON(r.Context(), w, st, kind, name, match)
 	}
 	if err != nil {
 		// The 200 is already sent: abort the connection so the client sees
@@ -190,9 +190,9 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request) {
 // exportNDJSON writes each record as stored, one per line, without the
 // contact that interactions stored before contacts moved out of records
 // still carry.
-func exportNDJSON(w http.ResponseWriter, st *store.Store, kind rollup.Kind, name string, match func(string) bool) error {
+func exportNDJSON(ctx context.Context, w http.ResponseWriter, st Storage, kind rollup.Kind, name string, match func(string) bool) error {
 	w.Header().Set("Content-Type", "application/x-ndjson")
-	return st.Export(kind, name, func(js []byte) error {
+	return st.Export(ctx, kind, name, func(js []byte) error {
 		if match != nil {
 			var rec struct {
 				Customer string `json:"customer"`
@@ -219,7 +219,7 @@ func exportNDJSON(w http.ResponseWriter, st *store.Store, kind rollup.Kind, name
 // csv package's small buffer: memory stays the same whatever the export's
 // size. Rows end with LF (the csv package's CRLF mode would turn a
 // comment's own line breaks into CRLF and drop a lone CR).
-func exportCSV(w http.ResponseWriter, st *store.Store, kind rollup.Kind, name string, match func(string) bool) error {
+func exportCSV(ctx context.Context, w http.ResponseWriter, st Storage, kind rollup.Kind, name string, match func(string) bool) error {
 	h := w.Header()
 	h.Set("Content-Type", "text/csv; charset=utf-8; header=present")
 	field := "touchpoint"
@@ -235,7 +235,7 @@ func exportCSV(w http.ResponseWriter, st *store.Store, kind rollup.Kind, name st
 		return err
 	}
 	row := make([]string, len(columns))
-	err := st.Export(kind, name, func(js []byte) error {
+	err := st.Export(ctx, kind, name, func(js []byte) error {
 		var rec exportedRecord
 		if err := json.Unmarshal(js, &rec); err != nil {
 			return fmt.Errorf("stored record: %w", err)

@@ -65,7 +65,11 @@ func (c *testCollector) exportAnswer(path string, header ...string) (int, string
 // Cells a spreadsheet would run as formulas are neutralised, and the rest
 // is RFC 4180 CSV, byte for byte.
 func TestCSVExportNeutralisesFormulas(t *testing.T) {
-	c := startCollector(t, t.TempDir(), testConfig(t, ""))
+	forEachEngine(t, testCSVExportNeutralisesFormulas)
+}
+
+func testCSVExportNeutralisesFormulas(t *testing.T, e testEngine) {
+	c := e.start(t, e.fresh(t), testConfig(t, ""), func() time.Time { return testNow })
 	events := `{"id":"=HYPERLINK(\"http://x.example/?a\",\"click\")","touchpoint":"chat","customer":"+1","time":"2026-11-23T11:00:00Z","waitSeconds":30.5,"resolved":false,"handleSeconds":120,"segment":"-2","contact":{"email":"@SUM(1+1)@example.com","phone":"+49 30 1234"}}
 {"id":"plain","touchpoint":"chat","customer":"Zoë, \"the\" customer","time":"2026-11-23T11:30:00Z","waitSeconds":0.000001,"resolved":true}
 {"id":"e3","touchpoint":"chat","customer":" =1","time":"2026-11-23T11:45:00Z","segment":"a;b","contact":{"email":"x@example.com"}}`
@@ -123,8 +127,10 @@ func urlEscape(s string) string {
 
 // NDJSON stays the default; Accept and format choose; a bad format or
 // customer is 400 naming it.
-func TestExportFormatsAndParameters(t *testing.T) {
-	c := startCollector(t, t.TempDir(), testConfig(t, ""))
+func TestExportFormatsAndParameters(t *testing.T) { forEachEngine(t, testExportFormatsAndParameters) }
+
+func testExportFormatsAndParameters(t *testing.T, e testEngine) {
+	c := e.start(t, e.fresh(t), testConfig(t, ""), func() time.Time { return testNow })
 	c.post("/v1/responses", npsToken, "", `{"id":"r1","survey":"nps","customer":"c-1","score":9,"time":"2026-11-23T11:00:00Z"}
 {"id":"r2","survey":"nps","customer":"c-2","score":8,"time":"2026-11-23T11:01:00Z"}`)
 	ndjson := `{"id":"r1","survey":"nps","customer":"c-1","score":9,"time":"2026-11-23T11:00:00Z"}` + "\n" +

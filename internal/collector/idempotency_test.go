@@ -16,14 +16,24 @@ func startCollectorWithClock(t *testing.T, clock *atomic.Int64) *testCollector {
 	return startCollectorAt(t, t.TempDir(), testConfig(t, ""), func() time.Time { return time.Unix(0, clock.Load()).UTC() })
 }
 
+// startEngineWithClock is startCollectorWithClock on engine e.
+func startEngineWithClock(t *testing.T, e testEngine, clock *atomic.Int64) *testCollector {
+	t.Helper()
+	return e.start(t, e.fresh(t), testConfig(t, ""), func() time.Time { return time.Unix(0, clock.Load()).UTC() })
+}
+
 // The same id with another payload is 422 naming the record and the id;
 // the stored record stands and nothing of the refused request is stored.
 // A retry of what the client sent, even without a time (which the
 // collector fills in differently the second time), is a plain duplicate.
 func TestReusedIDWithAnotherPayloadIs422(t *testing.T) {
+	forEachEngine(t, testReusedIDWithAnotherPayloadIs422)
+}
+
+func testReusedIDWithAnotherPayloadIs422(t *testing.T, e testEngine) {
 	var clock atomic.Int64
 	clock.Store(testNow.UnixNano())
-	c := startCollectorWithClock(t, &clock)
+	c := startEngineWithClock(t, e, &clock)
 	first := `{"id":"a","touchpoint":"chat","customer":"c1","waitSeconds":30,"contact":{"email":"x@example.com"}}`
 	expect := func(name, path, token, body string, code int, accepted, duplicates float64) map[string]any {
 		t.Helper()

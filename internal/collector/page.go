@@ -133,7 +133,7 @@ func (s *Server) pageHandler() http.Handler {
 // answers with the page that says why it cannot.
 func (s *Server) pageInvitation(w http.ResponseWriter, r *http.Request, nonce string) (*engine.Invitation, *surveySettings, link.Keys, bool) {
 	token := r.PathValue("token")
-	e, st := s.surveys.Load(), s.store.Load()
+	e, st := s.surveys.Load(), s.storage()
 	keys := s.linkKeys.Load()
 	if e == nil || st == nil || keys == nil {
 		s.renderPage(w, http.StatusServiceUnavailable, pageData{Nonce: nonce, Title: "Please try again shortly", Message: "The survey is not available right now. Please open the link again in a few minutes."})
@@ -164,7 +164,7 @@ func (s *Server) pageInvitation(w http.ResponseWriter, r *http.Request, nonce st
 		s.renderPage(w, http.StatusNotFound, invalid)
 		return nil, nil, link.Keys{}, false
 	}
-	answered, err := st.Has(rollup.KindSurvey, inv.Survey, answerID(inv.ID))
+	answered, err := st.Has(r.Context(), rollup.KindSurvey, inv.Survey, answerID(inv.ID))
 	if err != nil {
 		s.log.Error("survey page: look up answer", "err", err)
 		s.renderPage(w, http.StatusInternalServerError, pageData{Nonce: nonce, Title: "Something went wrong", Message: "Please try again later."})
@@ -257,7 +257,7 @@ func (s *Server) surveyAnswer(w http.ResponseWriter, r *http.Request) {
 	// A nil store is one being reopened (a full volume got room again):
 	// the answer is not saved, as when the store refuses it.
 	res, err := store.Result{}, errStoreReopening
-	if st := s.store.Load(); st != nil {
+	if st := s.storage(); st != nil {
 		res, err = st.Submit(r.Context(), []store.Record{rec})
 	}
 	if errors.Is(err, store.ErrConflict) {

@@ -70,13 +70,13 @@ const minRecentWindow = time.Hour
 // store cannot write (it said why when it stopped). Then it estimates
 // whether the retention fits the data volume.
 func (s *Server) prune(ctx context.Context) {
-	st := s.store.Load()
+	st := s.storage()
 	if st == nil || st.Err() != nil {
 		return
 	}
 	cfg := s.cfg.Load()
 	now := s.now()
-	recs, err := st.PruneExpired(now.Add(-cfg.retention), now.Add(-recentWindow))
+	recs, err := st.PruneExpired(ctx, now.Add(-cfg.retention), now.Add(-recentWindow))
 	if err != nil {
 		s.log.Error("prune records", "err", err)
 		return
@@ -87,7 +87,7 @@ func (s *Server) prune(ctx context.Context) {
 	// Interactions' contacts, stored apart from their records, go
 	// contactRetention after they came: the survey engine copied them
 	// long before.
-	contacts, err := st.PruneContacts(now.Add(-cfg.contactRetention))
+	contacts, err := st.PruneContacts(ctx, now.Add(-cfg.contactRetention))
 	if err != nil {
 		s.log.Error("prune interaction contacts", "err", err)
 	}

@@ -32,9 +32,18 @@ import (
 // Server is the collector's HTTP side. It answers /healthz at once and
 // everything else with 503 until its store is open.
 type Server struct {
-	log   *slog.Logger
-	cfg   atomic.Pointer[settings]
-	store atomic.Pointer[store.Store]
+	log *slog.Logger
+	cfg atomic.Pointer[settings]
+	// store is the embedded store; external the storage when the
+	// collector runs on a database instead (storage.go). Handlers read
+	// either through storage().
+	store    atomic.Pointer[store.Store]
+	external atomic.Pointer[Storage]
+	// opening is why the storage is not open yet (a database that does
+	// not answer), for the readiness probe.
+	opening atomic.Pointer[string]
+	// storeKind is Options.Store, for the checks of a reloaded config.
+	storeKind string
 	// surveys invites customers and delivers invitations; nil until the
 	// store is open.
 	surveys atomic.Pointer[engine.Engine]
@@ -185,7 +194,7 @@ func (s *Server) ingest(endpoint string) http.HandlerFunc {
 }
 
 func (s *Server) ingestOnce(w http.ResponseWriter, r *http.Request, endpoint string) int {
-	st := s.store.Load()
+	st := s.storage()
 	if st == nil || st.Err() != nil {
 		var err error
 		if st != nil {

@@ -19,6 +19,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/cxop-dev/cxop/internal/collectorapi"
+	"github.com/cxop-dev/cxop/internal/pgstore"
 	"github.com/cxop-dev/cxop/internal/store"
 )
 
@@ -70,7 +71,9 @@ type testCollector struct {
 	url string
 	dir string
 	st  *store.Store
-	ts  *httptest.Server
+	// pg is the database store of a collector on PostgreSQL (st is nil).
+	pg *pgstore.Store
+	ts *httptest.Server
 }
 
 func startCollector(t testing.TB, dir string, cfg *settings) *testCollector {
@@ -105,6 +108,12 @@ func (c *testCollector) stop() {
 	if c.ts != nil {
 		c.ts.Close()
 		c.ts = nil
+		if c.pg != nil {
+			if err := c.pg.Close(); err != nil {
+				c.t.Error(err)
+			}
+			return
+		}
 		if err := c.st.Close(); err != nil {
 			c.t.Error(err)
 		}
@@ -361,9 +370,12 @@ func getBody(t *testing.T, url, token string) (int, string) {
 
 // TestSummaryNumbers posts a known set and checks every number against a
 // hand computation.
-func TestSummaryNumbers(t *testing.T) {
-	dir := t.TempDir()
-	c := startCollector(t, dir, testConfig(t, ""))
+func TestSummaryNumbers(t *testing.T) { forEachEngine(t, testSummaryNumbers) }
+
+func testSummaryNumbers(t *testing.T, e testEngine) {
+	dir := e.fresh(t)
+	clock := func() time.Time { return testNow }
+	c := e.start(t, dir, testConfig(t, ""), clock)
 	at := func(ago time.Duration) string { return testNow.Add(-ago).Format(time.RFC3339) }
 	// chat, threshold 2m: waits 30, 60, 120 (compliant, at the threshold), 121, 600 (not); one old event outside 1h.
 	events := []string{
@@ -428,7 +440,7 @@ func TestSummaryNumbers(t *testing.T) {
 	// Restart: the same numbers to the digit.
 	before, _ := json.Marshal(s)
 	c.stop()
-	c2 := startCollector(t, dir, testConfig(t, ""))
+	c2 := e.start(t, dir, testConfig(t, ""), clock)
 	var s2 collectorapi.TouchpointSummary
 	c2.get("/v1/summary?touchpoint=chat&window=1h", &s2)
 	after, _ := json.Marshal(s2)

@@ -10,6 +10,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/cxop-dev/cxop/internal/pgstore"
 	"github.com/cxop-dev/cxop/internal/store"
 )
 
@@ -19,7 +20,7 @@ import (
 // it. A store opened read-only because its volume is full stays live: a
 // restart cannot free space, and it goes back to writing by itself.
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
-	if st := s.store.Load(); st != nil {
+	if st := s.storage(); st != nil {
 		if err := st.Failed(); err != nil {
 			writeText(w, 503, "store cannot write: "+err.Error()+"; a restart reopens it")
 			return
@@ -32,24 +33,44 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 // it failed (until the restart); ready, and saying so, while read-only,
 // because reads (summaries, exports, the survey page) are served and
 // writes are answered 503 with Retry-After.
-func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
-	st := s.store.Load()
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	st := s.storage()
 	switch {
 	case st == nil:
-		writeText(w, 503, "store is opening")
+		msg := "store is opening"
+		if why := s.opening.Load(); why != nil {
+			msg += ": " + *why
+		}
+		writeText(w, 503, msg)
 	case st.Failed() != nil:
 		writeText(w, 503, "store failed: "+st.Failed().Error())
 	case st.ReadOnly() != nil:
 		writeText(w, 200, "ok, "+st.ReadOnly().Error()+"; records are refused with 503 until the volume has room")
 	default:
+		// A database replica is ready only while its database answers,
+		// so that a load balancer sends records to a replica that can
+		// store them.
+		ctx, cancel := context.WithTimeout(r.Context(), readyPingTimeout)
+		defer cancel()
+		if err := st.Ping(ctx); err != nil {
+			writeText(w, 503, "store unavailable: "+err.Error())
+			return
+		}
 		writeText(w, 200, "ok")
 	}
 }
+
+// readyPingTimeout bounds the readiness probe's ping of the database,
+// below the kubelet's default probe timeout of one second.
+const readyPingTimeout = 900 * time.Millisecond
 
 // unavailable answers an ingest request the store cannot take with 503,
 // Retry-After, and why.
 func (s *Server) unavailable(w http.ResponseWriter, endpoint string, err error) {
 	switch {
+	case errors.Is(err, pgstore.ErrUnavailable):
+		w.Header().Set("Retry-After", "5")
+		s.reject(w, endpoint, "unavailable", 503, errorBody{Error: "records not stored: the database is unavailable; retry with the same ids"})
 	case errors.Is(err, store.ErrReadOnly):
 		w.Header().Set("Retry-After", "30")
 		s.reject(w, endpoint, "unavailable", 503, errorBody{Error: "records not stored: the data volume is full; retry with the same ids"})

@@ -1,6 +1,8 @@
 package collector
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
@@ -12,9 +14,9 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/cxop-dev/cxop/internal/collectorapi"
+	"github.com/cxop-dev/cxop/internal/pgstore"
 	"github.com/cxop-dev/cxop/internal/rollup"
 	"github.com/cxop-dev/cxop/internal/score"
-	"github.com/cxop-dev/cxop/internal/store"
 	"github.com/cxop-dev/cxop/internal/survey/engine"
 )
 
@@ -22,7 +24,7 @@ func (s *Server) summary(w http.ResponseWriter, r *http.Request) {
 	if !s.authorizeRead(w, r, "summary") {
 		return
 	}
-	st := s.store.Load()
+	st := s.storage()
 	if st == nil {
 		writeJSON(w, 503, errorBody{Error: "the collector is not ready"})
 		return
@@ -89,7 +91,7 @@ func (s *Server) summary(w http.ResponseWriter, r *http.Request) {
 		bad("survey", "one survey at a time")
 		return
 	}
-	rs := st.Rollups()
+	rs := windows{ctx: r.Context(), st: st}
 	switch {
 	case len(tps) > 0:
 		for _, n := range tps {
@@ -100,7 +102,7 @@ func (s *Server) summary(w http.ResponseWriter, r *http.Request) {
 		}
 		out, err := touchpointSummary(rs, cfg, tps, windowText, window, end, now)
 		if err != nil {
-			writeJSON(w, 500, errorBody{Error: err.Error()})
+			s.summaryFailed(w, err)
 			return
 		}
 		writeJSON(w, 200, out)
@@ -115,7 +117,7 @@ func (s *Server) summary(w http.ResponseWriter, r *http.Request) {
 			err = s.addInvitations(out, end.Add(-window))
 		}
 		if err != nil {
-			writeJSON(w, 500, errorBody{Error: err.Error()})
+			s.summaryFailed(w, err)
 			return
 		}
 		writeJSON(w, 200, out)
@@ -124,7 +126,7 @@ func (s *Server) summary(w http.ResponseWriter, r *http.Request) {
 		for n := range cfg.touchpoints {
 			out, err := touchpointSummary(rs, cfg, []string{n}, windowText, window, end, now)
 			if err != nil {
-				writeJSON(w, 500, errorBody{Error: err.Error()})
+				s.summaryFailed(w, err)
 				return
 			}
 			all.Touchpoints[n] = out
@@ -135,13 +137,33 @@ func (s *Server) summary(w http.ResponseWriter, r *http.Request) {
 				err = s.addInvitations(out, end.Add(-window))
 			}
 			if err != nil {
-				writeJSON(w, 500, errorBody{Error: err.Error()})
+				s.summaryFailed(w, err)
 				return
 			}
 			all.Surveys[n] = out
 		}
 		writeJSON(w, 200, all)
 	}
+}
+
+// summaryFailed answers a summary the storage could not compute: 503 with
+// Retry-After while the database is unavailable (the next try may work),
+// else 500 with the error.
+func (s *Server) summaryFailed(w http.ResponseWriter, err error) {
+	if errors.Is(err, pgstore.ErrUnavailable) {
+		s.log.Error("summary", "err", err)
+		w.Header().Set("Retry-After", "5")
+		s.reject(w, "summary", "unavailable", 503, errorBody{Error: "the database is unavailable; retry"})
+		return
+	}
+	writeJSON(w, 500, errorBody{Error: err.Error()})
+}
+
+// windows is what a summary reads of the rollups: the storage, with the
+// request's context.
+type windows struct {
+	ctx context.Context
+	st  Storage
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -153,8 +175,8 @@ func timeText(ns int64) *string {
 	return ptr(time.Unix(0, ns).UTC().Format(time.RFC3339Nano))
 }
 
-func touchpointSummary(rs *rollup.Set, cfg *settings, names []string, windowText string, window time.Duration, end, now time.Time) (*collectorapi.TouchpointSummary, error) {
-	a, win, err := rs.TouchpointWindow(names, window, end, now)
+func touchpointSummary(rs windows, cfg *settings, names []string, windowText string, window time.Duration, end, now time.Time) (*collectorapi.TouchpointSummary, error) {
+	a, win, err := rs.st.TouchpointWindow(rs.ctx, names, window, end, now)
 	if err != nil {
 		return nil, err
 	}
@@ -185,8 +207,8 @@ func touchpointSummary(rs *rollup.Set, cfg *settings, names []string, windowText
 	return out, nil
 }
 
-func surveySummary(rs *rollup.Set, sv *surveySettings, windowText string, window time.Duration, end, now time.Time) (*collectorapi.SurveySummary, error) {
-	a, win, err := rs.SurveyWindow(sv.name, window, end, now)
+func surveySummary(rs windows, sv *surveySettings, windowText string, window time.Duration, end, now time.Time) (*collectorapi.SurveySummary, error) {
+	a, win, err := rs.st.SurveyWindow(rs.ctx, sv.name, window, end, now)
 	if err != nil {
 		return nil, err
 	}
@@ -278,7 +300,7 @@ func checkParams(q url.Values, known ...string) (field, reason string) {
 // record log: one subject, named once, that the config or the rollups
 // know (a subject deleted from the config keeps its records until they
 // pass the retention, and may still be exported).
-func (s *Server) exportable(w http.ResponseWriter, st *store.Store, q url.Values, kind rollup.Kind, name string) bool {
+func (s *Server) exportable(w http.ResponseWriter, r *http.Request, st Storage, q url.Values, kind rollup.Kind, name string) bool {
 	bad := func(field, format string, args ...any) bool {
 		s.rejectField(w, "export", field, fmt.Sprintf(format, args...))
 		return false
@@ -300,7 +322,12 @@ func (s *Server) exportable(w http.ResponseWriter, st *store.Store, q url.Values
 	if _, ok := cfg.surveys[name]; ok && kind == rollup.KindSurvey {
 		return true
 	}
-	tps, svs := st.Rollups().Names()
+	tps, svs, err := st.Names(r.Context())
+	if err != nil {
+		s.log.Error("export: list stored subjects", "err", err)
+		s.unavailable(w, "export", err)
+		return false
+	}
 	if kind == rollup.KindTouchpoint && slices.Contains(tps, name) || kind == rollup.KindSurvey && slices.Contains(svs, name) {
 		return true
 	}

@@ -35,6 +35,11 @@ type Options struct {
 	CRDDir string
 	// Out receives what the user should read.
 	Out io.Writer
+	// Store is where the local collectors keep records: "embedded" (the
+	// default, under Dir) or "postgres" (a database per namespace on the
+	// server DSNFile's connection string reaches).
+	Store   string
+	DSNFile string
 }
 
 // NewCommand returns the `cxop dev` command.
@@ -57,6 +62,8 @@ State is kept in DIR and survives a restart. Ctrl-C stops everything.`,
 	f.StringVar(&opts.AssetsDir, "assets", os.Getenv("KUBEBUILDER_ASSETS"),
 		"Directory holding kube-apiserver, etcd and kubectl (default $KUBEBUILDER_ASSETS; printed by hack/setup-envtest.sh).")
 	f.StringVar(&opts.CRDDir, "crd-dir", filepath.Join("config", "crd", "bases"), "Directory of CRD manifests to install.")
+	f.StringVar(&opts.Store, "store", "embedded", "Where the local collectors keep records: embedded (under --dir) or postgres (a database per namespace, cxop_NAMESPACE, created through --dsn-file's connection string; surveys do not run there yet).")
+	f.StringVar(&opts.DSNFile, "dsn-file", "", "With --store postgres: a file holding a PostgreSQL connection string whose role may create databases.")
 	cmd.AddCommand(NewReceiverCommand())
 	return cmd
 }
@@ -100,7 +107,7 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 
-	manager, err := startManager(kubeconfig, filepath.Join(dir, "logs", "manager.log"), filepath.Join(dir, "collectors"))
+	manager, err := startManager(kubeconfig, filepath.Join(dir, "logs", "manager.log"), filepath.Join(dir, "collectors"), opts.dsnFile())
 	if err != nil {
 		return err
 	}
@@ -131,7 +138,34 @@ func (o Options) check() error {
 	if _, err := os.Stat(o.CRDDir); err != nil {
 		return fmt.Errorf("--crd-dir: %w (run from the repository root)", err)
 	}
+	switch o.Store {
+	case "", "embedded":
+		if o.DSNFile != "" {
+			return errors.New("--dsn-file: only with --store postgres")
+		}
+	case "postgres":
+		if o.DSNFile == "" {
+			return errors.New("--dsn-file: required with --store postgres (a file holding a PostgreSQL connection string whose role may create databases)")
+		}
+		if _, err := os.Stat(o.DSNFile); err != nil {
+			return fmt.Errorf("--dsn-file: %w", err)
+		}
+	default:
+		return fmt.Errorf("--store: %q is not embedded or postgres", o.Store)
+	}
 	return nil
+}
+
+// dsnFile is the absolute path of --dsn-file with --store postgres, else "".
+func (o Options) dsnFile() string {
+	if o.Store != "postgres" {
+		return ""
+	}
+	abs, err := filepath.Abs(o.DSNFile)
+	if err != nil {
+		return o.DSNFile
+	}
+	return abs
 }
 
 // writeKubeconfig writes an admin kubeconfig for the control plane.
@@ -153,7 +187,7 @@ func writeKubeconfig(env *envtest.Environment, path string) error {
 // startManager runs `cxop manager` from this same binary against
 // kubeconfig. The child is killed if this process dies, so Ctrl-C or a crash
 // never leaves a stray manager behind.
-func startManager(kubeconfig, logPath, collectorsDir string) (*exec.Cmd, error) {
+func startManager(kubeconfig, logPath, collectorsDir, dsnFile string) (*exec.Cmd, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("find own executable: %w", err)
@@ -172,6 +206,10 @@ func startManager(kubeconfig, logPath, collectorsDir string) (*exec.Cmd, error) 
 		"--local-collectors-dir="+collectorsDir,
 		// A laptop shows new numbers sooner than a cluster needs to.
 		"--status-refresh-interval=5s")
+	if dsnFile != "" {
+		// The manager gives each namespace's collector a database there.
+		cmd.Args = append(cmd.Args, "--local-collectors-postgres-dsn-file="+dsnFile)
+	}
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}

@@ -6,6 +6,10 @@
 //
 // Each namespace keeps its port in DIR/NAMESPACE/port, so ingest URLs shown
 // in status stay valid across restarts of the whole environment.
+//
+// With UsePostgres, each namespace's collector keeps its records in a
+// PostgreSQL database of its own (cxop_NAMESPACE, created on the server the
+// given connection string reaches) instead of an embedded store under DIR.
 package localcollector
 
 import (
@@ -29,10 +33,13 @@ import (
 // Runtime supervises the local collectors. Its methods are safe for
 // concurrent use.
 type Runtime struct {
-	dir  string
-	bin  string
-	mu   sync.Mutex
-	runs map[string]*run // by namespace
+	dir string
+	bin string
+	// pgDSN is the connection string collectors' databases are created
+	// through; empty: the embedded store.
+	pgDSN string
+	mu    sync.Mutex
+	runs  map[string]*run // by namespace
 }
 
 type run struct {
@@ -67,6 +74,11 @@ func (r *Runtime) Ensure(ctx context.Context, namespace string, files collectora
 	nsDir := filepath.Join(r.dir, namespace)
 	if err := os.MkdirAll(filepath.Join(nsDir, "data"), 0o700); err != nil {
 		return "", err
+	}
+	if r.pgDSN != "" {
+		if err := r.ensureDatabase(ctx, namespace, nsDir); err != nil {
+			return "", fmt.Errorf("collector for namespace %s: %w", namespace, err)
+		}
 	}
 	if err := WriteFileAtomic(filepath.Join(nsDir, "config.yaml"), files.Config); err != nil {
 		return "", err
@@ -187,9 +199,12 @@ func (r *Runtime) start(nsDir string, port int) (*run, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(r.bin, "collector",
-		"--listen", fmt.Sprintf("127.0.0.1:%d", port),
-		"--data-dir", filepath.Join(nsDir, "data"),
+	store := []string{"--data-dir", filepath.Join(nsDir, "data")}
+	if r.pgDSN != "" {
+		store = []string{"--store", "postgres", "--postgres-dsn-file", filepath.Join(nsDir, dsnFileName)}
+	}
+	cmd := exec.Command(r.bin, append([]string{"collector",
+		"--listen", fmt.Sprintf("127.0.0.1:%d", port)}, append(store,
 		"--config", filepath.Join(nsDir, "config.yaml"),
 		"--secrets", filepath.Join(nsDir, "secrets.yaml"),
 		// Receivers on a laptop listen on loopback, over plain http.
@@ -200,7 +215,7 @@ func (r *Runtime) start(nsDir string, port int) (*run, error) {
 		"--metrics-listen", "127.0.0.1:0",
 		// Config edits arrive by rename, which inotify sees; the poll is
 		// the safety net and may be short on a laptop.
-		"--config-poll-interval", "2s")
+		"--config-poll-interval", "2s")...)...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	// The collector must not outlive the manager that supervises it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}

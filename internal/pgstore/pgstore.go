@@ -148,6 +148,9 @@ type Store struct {
 
 	engineOnce sync.Once
 	engine     *engineKV // the survey engine's storage (engine.go)
+	// auditMu guards hashKey, the audit log's hash key once read.
+	auditMu sync.Mutex
+	hashKey []byte
 }
 
 // Open connects, migrates the schema (under the migration lease, so

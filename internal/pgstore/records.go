@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/cxop-dev/cxop/internal/rollup"
+	"github.com/cxop-dev/cxop/internal/store"
 )
 
 // Export calls fn with the JSON of every stored record of one subject, in
@@ -125,17 +126,11 @@ func (s *Store) PruneRecords(ctx context.Context, cutoff time.Time) (int, error)
 }
 
 // Pruned is what PruneExpired did and saw, as the embedded store reports
-// it for the collector's retention estimate.
-type Pruned struct {
-	// Deleted records were past retention (0 on a replica that does not
-	// hold the retention lease).
-	Deleted int
-	// Kept records remain; Recent of them have an event time at or after
-	// the recentSince given, and Oldest is the earliest event time kept
-	// (zero when none is).
-	Kept, Recent int
-	Oldest       time.Time
-}
+// it for the collector's retention estimate: Deleted records were past
+// retention (0 on a replica that does not hold the retention lease), Kept
+// remain, Recent of them at or after the recentSince given, and Oldest is
+// the earliest event time kept (zero when none is).
+type Pruned = store.RecordsPruned
 
 // PruneExpired prunes as PruneRecords does, then counts the records kept:
 // all of them and those at or after recentSince. It counts idempotency

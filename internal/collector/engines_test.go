@@ -1,0 +1,90 @@
+package collector
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cxop-dev/cxop/internal/pgstore"
+	"github.com/cxop-dev/cxop/internal/pgtest"
+)
+
+// The record-level tests run over both engines: the embedded store and
+// PostgreSQL (a throwaway server from internal/pgtest, started on first use
+// and shared by the package's tests, each on a database of its own).
+
+// testEngine starts collectors on one engine.
+type testEngine struct {
+	name string
+	// fresh returns a new, empty place to keep records: a directory or a
+	// database's connection string.
+	fresh func(t testing.TB) string
+	// start starts a collector keeping its records at where, with the
+	// clock now; another start at the same place is a restart.
+	start func(t testing.TB, where string, cfg *settings, now func() time.Time) *testCollector
+}
+
+var testEngines = []testEngine{
+	{name: StoreEmbedded, fresh: func(t testing.TB) string { return t.TempDir() }, start: startCollectorAt},
+	{name: StorePostgres, fresh: func(t testing.TB) string { return testPostgres(t).NewDatabase(t) }, start: startPostgresCollector},
+}
+
+// forEachEngine runs f as a subtest on each engine.
+func forEachEngine(t *testing.T, f func(t *testing.T, e testEngine)) {
+	for _, e := range testEngines {
+		t.Run(e.name, func(t *testing.T) { f(t, e) })
+	}
+}
+
+var (
+	pgOnce   sync.Once
+	pgServer *pgtest.Server
+	pgErr    error
+)
+
+// testPostgres is the package's shared test PostgreSQL, started on first
+// use and stopped by TestMain.
+func testPostgres(t testing.TB) *pgtest.Server {
+	t.Helper()
+	pgOnce.Do(func() { pgServer, pgErr = pgtest.New() })
+	if pgErr != nil {
+		t.Fatalf("start a test PostgreSQL: %v", pgErr)
+	}
+	return pgServer
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if pgServer != nil {
+		if err := pgServer.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, "stop the test PostgreSQL:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// startPostgresCollector starts a collector on the database dsn, as Run
+// does with --store=postgres.
+func startPostgresCollector(t testing.TB, dsn string, cfg *settings, now func() time.Time) *testCollector {
+	t.Helper()
+	srv := NewServer(slog.New(slog.DiscardHandler), cfg, prometheus.NewRegistry(), now)
+	srv.storeKind = StorePostgres
+	pg, err := pgstore.Open(context.Background(), pgstore.Options{DSN: dsn, Now: now, FoldInterval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st Storage = pg
+	srv.external.Store(&st)
+	ts := httptest.NewServer(srv.Handler())
+	c := &testCollector{t: t, srv: srv, url: ts.URL, dir: dsn, pg: pg, ts: ts}
+	t.Cleanup(c.stop)
+	return c
+}
