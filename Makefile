@@ -30,6 +30,8 @@ KUSTOMIZE ?= $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
 HELM ?= $(LOCALBIN)/helm-$(HELM_VERSION)
 CRASH_KILLS ?= 20
 CRASH_POWER_LOSSES ?= 1000
+CRASH_PG_KILLS ?= 100
+CRASH_PG_DB_RESTARTS ?= 5
 BENCH_FLAGS ?=
 BENCH_OPERATOR_FLAGS ?=
 
@@ -169,6 +171,10 @@ bench-collector: build ## Measure the collector on loopback: ingest rate, ack p9
 .PHONY: crash-test
 crash-test: build ## SIGKILL the collector under load 20 times, then cut the store's power 1,000 times; print acked=N lost=L dup=D for each.
 	$(GO) run ./test/collector/crash -cxop $(LOCALBIN)/cxop -kills $(CRASH_KILLS) -power-loss $(CRASH_POWER_LOSSES)
+
+.PHONY: crash-test-pg
+crash-test-pg: build ## Two collector replicas over a throwaway PostgreSQL: SIGKILL them in turn under load (direct, then through PgBouncer), restart the database under load; print acked=N lost=L dup=D for each.
+	PG_BIN="$$(hack/setup-postgres.sh | tail -n 1)" $(GO) run ./test/collector/crash -cxop $(LOCALBIN)/cxop -store postgres -kills $(CRASH_PG_KILLS) -db-restarts $(CRASH_PG_DB_RESTARTS)
 
 .PHONY: bench-operator
 bench-operator: manifests build ## Create 1,000 then 10,000 Touchpoints and CXTargets; print convergence, manager RSS and idle writes.

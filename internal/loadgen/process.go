@@ -77,8 +77,8 @@ func FreePort() (string, error) {
 	return l.Addr().String(), nil
 }
 
-// Process is a collector child process. Fill in Binary, DataDir and
-// Config; Addr and LogPath are chosen on the first Start when empty and
+// Process is a collector child process. Fill in Binary, DataDir (or
+// LogPath and a store flag in Start's extraArgs) and Config; Addr and LogPath are chosen on the first Start when empty and
 // kept across restarts, so clients see the same URL.
 type Process struct {
 	Binary, DataDir, Config string
@@ -139,7 +139,11 @@ func (p *Process) Start(ctx context.Context, timeout time.Duration, extraArgs ..
 	if err != nil {
 		return 0, fmt.Errorf("open collector log: %w", err)
 	}
-	args := append([]string{"collector", "--listen", p.Addr, "--metrics-listen", p.MetricsAddr, "--data-dir", p.DataDir, "--config", p.Config}, extraArgs...)
+	args := []string{"collector", "--listen", p.Addr, "--metrics-listen", p.MetricsAddr, "--config", p.Config}
+	if p.DataDir != "" { // empty for a collector whose store is a database
+		args = append(args, "--data-dir", p.DataDir)
+	}
+	args = append(args, extraArgs...)
 	cmd := exec.Command(p.Binary, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{}

@@ -43,6 +43,12 @@ func StartPgBouncer(tb testing.TB, s *Server, poolSize int) *PgBouncer {
 	return b
 }
 
+// NewPgBouncer starts a PgBouncer like StartPgBouncer, for a program that
+// is not a test; the caller must Close it.
+func NewPgBouncer(s *Server, poolSize int) (*PgBouncer, error) {
+	return startPgBouncer(s, poolSize)
+}
+
 // FindPgBouncer returns PgBouncer's binary: $PGBOUNCER, the PATH, or
 // /usr/sbin/pgbouncer (Debian's place, off a user's PATH).
 func FindPgBouncer() (string, error) {

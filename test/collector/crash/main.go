@@ -7,7 +7,17 @@
 // line. It exits 1 unless nothing acknowledged was lost and nothing was
 // stored or counted twice, and 2 when the test could not run to the end.
 //
+// With -store postgres it runs two collector replicas
+// (--store=postgres) over a throwaway PostgreSQL instead (internal/pgtest:
+// PG_BIN, PGBOUNCER), with clients sending to both: first -kills SIGKILLs
+// of the replicas in turn with the replicas connected directly, then as
+// many through PgBouncer in transaction pooling mode
+// (--postgres-statement-cache=false), then -db-restarts restarts of the
+// database under load; it prints one "SCENARIO replicas=2 … acked=N
+// lost=L dup=D" line for each.
+//
 //	go run ./test/collector/crash -cxop bin/cxop -kills 20 -power-loss 1000
+//	go run ./test/collector/crash -cxop bin/cxop -store postgres -kills 60 -db-restarts 3
 package main
 
 import (
@@ -33,7 +43,17 @@ func main() {
 	seed := flag.Uint64("seed", 0, "seed of the kill delays (0: from the clock)")
 	keep := flag.Bool("keep", false, "keep the data directory and collector log")
 	timeout := flag.Duration("timeout", 15*time.Minute, "give up after this long")
+	storeKind := flag.String("store", "embedded", "the collector's store: embedded, or postgres (two replicas over a throwaway PostgreSQL)")
+	dbRestarts := flag.Int("db-restarts", 3, "with -store postgres: database restarts under load after the kills (0: none)")
 	flag.Parse()
+	switch *storeKind {
+	case "embedded":
+	case "postgres":
+		os.Exit(runPostgres(*bin, *kills, *dbRestarts, *workers, *batch, *seed, *keep, *timeout))
+	default:
+		fmt.Fprintf(os.Stderr, "crash: -store %q: want embedded or postgres\n", *storeKind)
+		os.Exit(2)
+	}
 	if *kills < 0 || *powerLosses < 0 || *kills+*powerLosses == 0 {
 		fmt.Fprintln(os.Stderr, "crash: -kills or -power-loss must be at least 1")
 		os.Exit(2)
@@ -118,4 +138,68 @@ func run(bin string, o loadgen.Options, keep bool, timeout time.Duration) int {
 		return 1
 	}
 	return 0
+}
+
+// runPostgres runs the PostgreSQL scenarios one after the other and prints
+// a recount line for each.
+func runPostgres(bin string, kills, restarts, workers, batch int, seed uint64, keep bool, timeout time.Duration) int {
+	if _, err := os.Stat(bin); err != nil {
+		fmt.Fprintln(os.Stderr, "crash: the cxop binary:", err)
+		return 2
+	}
+	if kills < 0 || restarts < 0 || kills+restarts == 0 {
+		fmt.Fprintln(os.Stderr, "crash: -kills or -db-restarts must be at least 1")
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	logf := func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }
+	type run struct {
+		sc pgScenario
+		o  loadgen.ReplicaOptions
+	}
+	var runs []run
+	if kills > 0 {
+		runs = append(runs, run{pgDirect, loadgen.ReplicaOptions{Kills: kills}}, run{pgBouncer, loadgen.ReplicaOptions{Kills: kills}})
+	}
+	if restarts > 0 {
+		runs = append(runs, run{pgRestart, loadgen.ReplicaOptions{Outages: restarts}})
+	}
+	code := 0
+	for _, r := range runs {
+		dir, err := os.MkdirTemp("", "cxop-crash-pg-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "crash:", err)
+			return 2
+		}
+		if keep {
+			fmt.Fprintf(os.Stderr, "crash: %s: config and replica logs in %s\n", r.sc, dir)
+		}
+		start := time.Now()
+		o := r.o
+		o.Binary, o.Replicas, o.Clients, o.Batch, o.Seed, o.Log = bin, 2, workers, batch, seed, logf
+		res, err := runPostgresScenario(ctx, r.sc, dir, o)
+		if !keep {
+			_ = os.RemoveAll(dir)
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "crash: %s after %d kills and %d database restarts: %v\n", r.sc, res.Kills, res.Outages, err)
+			return 2
+		}
+		fmt.Fprintf(os.Stderr, "%s in %s\n", describe(r.sc, res), time.Since(start).Round(time.Second))
+		if res.Mismatch != "" {
+			fmt.Fprintln(os.Stderr, "MISMATCH:", res.Mismatch)
+		}
+		if res.ServerErrors != 0 {
+			fmt.Fprintf(os.Stderr, "SERVER ERRORS: %d answers a 5xx other than 503 with Retry-After (resent)\n", res.ServerErrors)
+		}
+		if res.Unexpected != 0 {
+			fmt.Fprintf(os.Stderr, "UNEXPECTED: %d exported ids were never sent\n", res.Unexpected)
+		}
+		fmt.Printf("%s replicas=%d kills=%d db-restarts=%d %s\n", r.sc, len(res.Summaries), res.Kills, res.Outages, res)
+		if !res.OK() {
+			code = 1
+		}
+	}
+	return code
 }
