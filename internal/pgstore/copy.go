@@ -13,11 +13,12 @@ import (
 	"github.com/cxop-dev/cxop/internal/survey/engine/kv"
 )
 
-// What a copy of the store (cxop store copy) reads and writes besides
-// Submit: the records whole, split by whether the survey engine has read
-// them yet (a record still in the engine's feed has not been acted on),
-// and the feed entries Submit writes for records the source's engine had
-// acted on already.
+// What a copy of the store (cxop store copy) reads besides Export: the
+// records whole, split by whether the survey engine has read them yet (a
+// record still in the engine's feed has not been acted on). A copy into
+// this store writes the records the source's engine acted on already
+// through a Store opened with NoEngineFeed, so that this store's engine
+// never acts on them again.
 
 // RecordPosition is where CopyRecords stopped: records are read in
 // (kind, subject, seq) order, the order of an index, so a batch costs an
@@ -137,22 +138,6 @@ func scanCopied(rows pgx.Rows, after RecordPosition) ([]store.Record, []int64, R
 		return nil, nil, after, unavailable(err)
 	}
 	return recs, seqs, pos, nil
-}
-
-// DropFeedEntries deletes the survey engine's feed entries whose values are
-// among values (kv.EncodeFeed of records just copied in whose source engine
-// had acted on them already), so that this store's engine does not act on
-// them again. It returns how many it deleted.
-func (s *Store) DropFeedEntries(ctx context.Context, values [][]byte) (int, error) {
-	if len(values) == 0 {
-		return 0, nil
-	}
-	tag, err := s.pool.Exec(ctx, `DELETE FROM cxop_engine_kv WHERE key >= $1 AND key < $2 AND value = ANY($3::bytea[])`,
-		[]byte(kv.FeedPrefix), []byte("s/feed0"), values)
-	if err != nil {
-		return 0, unavailable(fmt.Errorf("delete copied records' feed entries: %w", err))
-	}
-	return int(tag.RowsAffected()), nil
 }
 
 // Busy names the replicas that hold a lease now (fold, retention,
