@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -179,4 +180,97 @@ func (s *Store) SetAuditHashKey(ctx context.Context, key []byte) (same bool, err
 	s.hashKey = stored
 	s.auditMu.Unlock()
 	return bytes.Equal(stored, key), nil
+}
+
+// FoldAll folds the whole tail into the rollups; it fails when another
+// replica holds the fold lease.
+func (s *Store) FoldAll(ctx context.Context) error {
+	for {
+		n, err := s.Fold(ctx)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			break
+		}
+	}
+	f, err := s.FoldState(ctx)
+	if err != nil {
+		return err
+	}
+	if f.Tail != 0 {
+		return fmt.Errorf("%d records are left unfolded: another replica holds the fold lease", f.Tail)
+	}
+	return nil
+}
+
+// RollupBuckets calls fn with every stored rollup bucket, keyed as in the
+// embedded store's checkpoint (rollup.CheckpointKey); after FoldAll they
+// count every record, including those erased or pruned since.
+func (s *Store) RollupBuckets(ctx context.Context, fn func(key, value []byte) error) error {
+	rows, err := s.pool.Query(ctx, `SELECT kind, subject, resolution, bucket_start, value FROM cxop_rollups ORDER BY kind, subject, resolution, bucket_start`)
+	if err != nil {
+		return unavailable(fmt.Errorf("read rollups: %w", err))
+	}
+	var kind, subject string
+	var r int16
+	var start int64
+	var value []byte
+	_, err = pgx.ForEachRow(rows, []any{&kind, &subject, &r, &start, &value}, func() error {
+		return fn(rollup.CheckpointKey(rollup.Kind(kind[0]), subject, rollup.BucketKey{Res: rollup.Resolution(r), Start: start}), value)
+	})
+	return unavailable(err)
+}
+
+// ReplaceRollups makes the buckets that buckets adds (keyed as
+// rollup.CheckpointKey) the rollups of every record stored, in one
+// transaction under the fold lease: the tail is emptied, the rollups
+// replaced and the watermark set to the last record. A copy of another
+// store's records carries that store's rollups this way rather than the
+// sums of the records copied (which miss those erased or pruned there). It
+// is for a database no collector writes to.
+func (s *Store) ReplaceRollups(ctx context.Context, buckets func(add func(key, value []byte) error) error) error {
+	return s.inTx(ctx, func(tx pgx.Tx) error {
+		ok, err := s.claimLease(ctx, tx, "fold")
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return errors.New("replace the rollups: another replica holds the fold lease")
+		}
+		for _, q := range []string{`DELETE FROM cxop_tail`, `DELETE FROM cxop_rollups`,
+			`UPDATE cxop_fold SET watermark = (SELECT coalesce(max(seq), 0) FROM cxop_records), folded = (SELECT count(*) FROM cxop_records), folded_at = now() WHERE name = 'rollups'`} {
+			if _, err := tx.Exec(ctx, q); err != nil {
+				return err
+			}
+		}
+		chunk := map[bucketID]agg{}
+		flush := func() error {
+			if len(chunk) == 0 {
+				return nil
+			}
+			err := storeBuckets(ctx, tx, chunk)
+			clear(chunk)
+			return err
+		}
+		err = buckets(func(key, value []byte) error {
+			kind, subject, k, err := rollup.ParseCheckpointKey(key)
+			if err != nil {
+				return err
+			}
+			a, err := decodeAgg(kind, value)
+			if err != nil {
+				return fmt.Errorf("rollup %c %s bucket: %w", kind, subject, err)
+			}
+			chunk[bucketID{kind, subject, k}] = a
+			if len(chunk) >= 1000 {
+				return flush()
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		return flush()
+	})
 }

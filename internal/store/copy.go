@@ -2,10 +2,13 @@ package store
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/cxop-dev/cxop/internal/rollup"
 )
 
 // CopyRecords calls fn with every stored record from sequence from on, in
@@ -56,4 +59,62 @@ func (s *Store) SetAuditHashKey(key []byte) (same bool, err error) {
 	}
 	s.hashKey = bytes.Clone(key)
 	return true, nil
+}
+
+// RollupBuckets calls fn with every rollup bucket, encoded as in a
+// checkpoint: what the records ever stored add up to, including those
+// erased or pruned since.
+func (s *Store) RollupBuckets(fn func(key, value []byte) error) error {
+	return s.rollups.Buckets(fn)
+}
+
+// ReplaceRollups makes the buckets that buckets adds the rollups of the
+// closed store in opts.Dir, counting every record it holds: a copy of
+// another store's records carries that store's rollups rather than the
+// sums of the records copied (which miss the records erased or pruned
+// there). It drops the store's rollups, writes the buckets and a
+// checkpoint at its last record, in one synced batch; the next Open loads
+// them and replays nothing.
+func ReplaceRollups(opts Options, buckets func(add func(key, value []byte) error) error) error {
+	opts.defaults()
+	po := PebbleOptions(opts.CacheBytes)
+	db, err := pebble.Open(opts.Dir, po)
+	if err != nil {
+		return fmt.Errorf("open store in %s: %w", opts.Dir, err)
+	}
+	b := db.NewBatch()
+	err = func() error {
+		defer func() { _ = b.Close() }()
+		it, err := db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixRecord}, UpperBound: []byte{prefixRecord + 1}})
+		if err != nil {
+			return err
+		}
+		var last uint64
+		if it.Last() {
+			last = binary.BigEndian.Uint64(it.Key()[1:])
+		}
+		if err := errors.Join(it.Error(), it.Close()); err != nil {
+			return fmt.Errorf("read the last record: %w", err)
+		}
+		if err := b.DeleteRange([]byte{rollup.KeyPrefix}, []byte{rollup.KeyPrefix + 1}, nil); err != nil {
+			return err
+		}
+		if err := buckets(func(key, value []byte) error {
+			if _, _, _, err := rollup.ParseCheckpointKey(key); err != nil {
+				return err
+			}
+			return b.Set(key, value, nil)
+		}); err != nil {
+			return err
+		}
+		if err := b.Set(keyCheckpoint, binary.BigEndian.AppendUint64(nil, last), nil); err != nil {
+			return err
+		}
+		return b.Commit(pebble.Sync)
+	}()
+	if err != nil {
+		_ = db.Close()
+		return fmt.Errorf("replace the rollups: %w", err)
+	}
+	return db.Close()
 }

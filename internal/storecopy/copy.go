@@ -92,6 +92,7 @@ type Postgres struct {
 // OpenPostgres opens the database twice as a copy needs it; opts as for
 // the collector (DSN, retention). The holder names the copy in lease rows.
 func OpenPostgres(ctx context.Context, opts pgstore.Options) (*Postgres, error) {
+	opts.FoldInterval = -1
 	if opts.Holder == "" {
 		host, _ := os.Hostname()
 		opts.Holder = fmt.Sprintf("cxop-store-copy/%s/%d", host, os.Getpid())
@@ -100,11 +101,11 @@ func OpenPostgres(ctx context.Context, opts pgstore.Options) (*Postgres, error) 
 	if err != nil {
 		return nil, err
 	}
-	// The second handle takes no lease (the first folds), so that the
-	// check for a running collector sees only strangers.
+	// The second handle takes no lease, so that the check for a running
+	// collector sees only strangers. Neither folds in the background: the
+	// copy carries the source's rollups (ReplaceRollups).
 	opts.NoEngineFeed = true
 	opts.Holder += "/nofeed"
-	opts.FoldInterval = -1
 	nf, err := pgstore.Open(ctx, opts)
 	if err != nil {
 		_ = st.Close()
@@ -339,6 +340,9 @@ func EmbeddedToPostgres(ctx context.Context, src *store.Store, dst *Postgres, op
 	if err != nil {
 		return rep, err
 	}
+	if err := dst.Store.ReplaceRollups(ctx, src.RollupBuckets); err != nil {
+		return rep, err
+	}
 	if err := copyEngineState(ctx, srcKV, dstKV, opts.Batch, &rep); err != nil {
 		return rep, err
 	}
@@ -349,9 +353,10 @@ func EmbeddedToPostgres(ctx context.Context, src *store.Store, dst *Postgres, op
 	return rep, nil
 }
 
-// PostgresToEmbedded copies everything of src into dst, which no engine
-// has run on (a new data directory, or one a copy was interrupted on).
-func PostgresToEmbedded(ctx context.Context, src *Postgres, dst *store.Store, opts Options) (Report, error) {
+// PostgresToEmbedded copies everything of src into the embedded store
+// dstOpts.Dir, which no collector has run on (a new data directory, or one
+// a copy was interrupted on); it opens and closes it.
+func PostgresToEmbedded(ctx context.Context, src *Postgres, dstOpts store.Options, opts Options) (Report, error) {
 	opts.defaults()
 	start := time.Now()
 	var rep Report
@@ -360,6 +365,33 @@ func PostgresToEmbedded(ctx context.Context, src *Postgres, dst *store.Store, op
 		return rep, err
 	}
 	defer srcKV.Unlock()
+	// The rollups carried over are the source's, tail folded in.
+	if err := src.Store.FoldAll(ctx); err != nil {
+		return rep, err
+	}
+	dst, err := store.Open(dstOpts)
+	if err != nil {
+		return rep, err
+	}
+	rep, err = copyIntoEmbedded(ctx, src, srcKV, dst, opts)
+	if cerr := dst.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("close the target store: %w", cerr)
+	}
+	if err != nil {
+		return rep, err
+	}
+	if err := store.ReplaceRollups(dstOpts, func(add func(key, value []byte) error) error {
+		return src.Store.RollupBuckets(ctx, add)
+	}); err != nil {
+		return rep, err
+	}
+	rep.Elapsed = time.Since(start)
+	return rep, nil
+}
+
+// copyIntoEmbedded is PostgresToEmbedded but the rollups.
+func copyIntoEmbedded(ctx context.Context, src *Postgres, srcKV kv.KV, dst *store.Store, opts Options) (Report, error) {
+	var rep Report
 	dstKV := dst.EngineKV()
 	key, err := src.Store.AuditHashKey(ctx)
 	if err != nil {
@@ -448,6 +480,5 @@ func PostgresToEmbedded(ctx context.Context, src *Postgres, dst *store.Store, op
 	if err := copyErasures(src.Store, dst, &rep); err != nil {
 		return rep, err
 	}
-	rep.Elapsed = time.Since(start)
 	return rep, nil
 }
