@@ -30,6 +30,7 @@ import (
 
 	"github.com/cxop-dev/cxop/internal/customerdata"
 	"github.com/cxop-dev/cxop/internal/pgstore"
+	"github.com/cxop-dev/cxop/internal/rollup"
 	"github.com/cxop-dev/cxop/internal/store"
 	"github.com/cxop-dev/cxop/internal/survey/engine/kv"
 )
@@ -66,7 +67,7 @@ type Report struct {
 	// were stored in the target, Duplicates were there already.
 	Records, New, Duplicates int
 	// Conflicts are the records whose id the target holds with another
-	// payload ("kind subject id"): the target's record stands.
+	// payload ("touchpoint chat id e-1"): the target's record stands.
 	Conflicts []string
 	// EngineKeys is how many keys of the survey engine's state were
 	// written.
@@ -177,7 +178,11 @@ func submit(ctx context.Context, dst submitter, recs []store.Record, rep *Report
 			return nil
 		case errors.As(err, &conflict) && conflict.Index >= 0 && conflict.Index < len(recs):
 			r := &recs[conflict.Index]
-			rep.Conflicts = append(rep.Conflicts, fmt.Sprintf("%c %s %s", r.Kind, r.Subject, r.ID))
+			kind := "survey"
+			if r.Kind == rollup.KindTouchpoint {
+				kind = "touchpoint"
+			}
+			rep.Conflicts = append(rep.Conflicts, fmt.Sprintf("%s %s id %s", kind, r.Subject, r.ID))
 			recs = append(recs[:conflict.Index:conflict.Index], recs[conflict.Index+1:]...)
 		case errors.Is(err, store.ErrOverloaded) && attempt < 50:
 			attempt++
