@@ -274,3 +274,12 @@ func (s *Store) ReplaceRollups(ctx context.Context, buckets func(add func(key, v
 		return flush()
 	})
 }
+
+// AdvanceRecordSeq makes every record stored from now on take a sequence
+// above atLeast. A copy from another store calls it with the source's last
+// sequence: the survey engine's state it copies names source sequences (in
+// due entries' keys), which then never meet this store's.
+func (s *Store) AdvanceRecordSeq(ctx context.Context, atLeast int64) error {
+	_, err := s.pool.Exec(ctx, `SELECT setval('cxop_record_seq', greatest($1::bigint, (SELECT last_value FROM cxop_record_seq)))`, atLeast)
+	return unavailable(err)
+}

@@ -302,6 +302,11 @@ func EmbeddedToPostgres(ctx context.Context, src *store.Store, dst *Postgres, op
 		return rep, err
 	}
 	rep.AuditKeyDiffers = !same
+	// The engine's state names source sequences (due entries' keys): the
+	// target's records take sequences above them.
+	if err := dst.Store.AdvanceRecordSeq(ctx, int64(src.LastSeq())); err != nil {
+		return rep, err
+	}
 	batch := make([]store.Record, 0, opts.Batch)
 	batchConsumed := false
 	batches := 0
