@@ -57,7 +57,8 @@ only what is missing. No collector may run on either store meanwhile: the
 embedded store's directory is locked by its collector, and a database a
 collector runs on (a lease held) is refused. See docs/postgres.md, "Moving a
 namespace".`,
-		Args: cobra.NoArgs,
+		Args:         cobra.NoArgs,
+		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			src, err := parseEndpoint("from", from)
 			if err != nil {
@@ -154,8 +155,11 @@ func runCopy(ctx context.Context, src, dst endpoint, statementCache bool, busyWa
 			fmt.Fprintln(out, "warning: the target had its own audit log hash key and kept it: erasures logged there hash customers differently")
 		}
 	}
+	if err != nil && rep.Records > 0 {
+		return fmt.Errorf("copy stopped (run it again to resume): %w", err)
+	}
 	if err != nil {
-		return fmt.Errorf("copy (run it again to resume): %w", err)
+		return fmt.Errorf("copy: %w", err)
 	}
 	if len(rep.Conflicts) > 0 {
 		return fmt.Errorf("%d records conflict with the target's", len(rep.Conflicts))

@@ -79,3 +79,24 @@ func TestCommandCopiesAndResumes(t *testing.T) {
 		t.Errorf("records copied back: %v", got)
 	}
 }
+
+// A data directory a collector has open is locked: the copy neither reads
+// nor writes it.
+func TestCommandRefusesAnOpenDataDirectory(t *testing.T) {
+	dsnFile := filepath.Join(t.TempDir(), "dsn")
+	if err := os.WriteFile(dsnFile, []byte(pgtest.Start(t).NewDatabase(t)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	st := openEmbedded(t, dir)
+	defer st.Close()
+	for _, args := range [][]string{
+		{"--from", "embedded:" + dir, "--to", "postgres:" + dsnFile},
+		{"--from", "postgres:" + dsnFile, "--to", "embedded:" + dir},
+	} {
+		out, err := runCommand(t, append([]string{"copy"}, args...)...)
+		if err == nil || !strings.Contains(err.Error(), "lock") || out != "" {
+			t.Errorf("%v: %v, %q; want refused on the directory's lock, nothing done", args, err, out)
+		}
+	}
+}

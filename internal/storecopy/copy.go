@@ -381,7 +381,7 @@ func PostgresToEmbedded(ctx context.Context, src *Postgres, dstOpts store.Option
 	}
 	dst, err := store.Open(dstOpts)
 	if err != nil {
-		return rep, err
+		return rep, fmt.Errorf("open the embedded store (is a collector running on it?): %w", err)
 	}
 	rep, err = copyIntoEmbedded(ctx, src, srcKV, dst, opts)
 	if cerr := dst.Close(); err == nil && cerr != nil {
