@@ -114,3 +114,38 @@ func BenchmarkCopyEmbeddedToPostgres(b *testing.B) {
 	b.ReportMetric(float64(n*b.N)/elapsed.Seconds(), "records/s")
 	_ = st.Close()
 }
+
+// BenchmarkCopyPostgresToEmbedded copies 100,000 interactions from a
+// database into a new data directory and reports records/s.
+func BenchmarkCopyPostgresToEmbedded(b *testing.B) {
+	const n = 100_000
+	srv := pgtest.Start(b)
+	st := openEmbedded(b, b.TempDir())
+	recs := make([]store.Record, 0, 1000)
+	for i := range n {
+		recs = append(recs, event(fmt.Sprintf("ev-%07d", i), t0.Add(-time.Duration(i)*time.Second), uint64(i%5000), ""))
+		if len(recs) == cap(recs) {
+			if _, err := st.Submit(context.Background(), recs); err != nil {
+				b.Fatal(err)
+			}
+			recs = recs[:0]
+		}
+	}
+	pg := openPostgres(b, srv.NewDatabase(b))
+	if rep, err := EmbeddedToPostgres(context.Background(), st, pg, Options{}); err != nil || rep.New != n {
+		b.Fatalf("%+v %v", rep, err)
+	}
+	_ = st.Close()
+	b.ResetTimer()
+	var elapsed time.Duration
+	for range b.N {
+		dir := b.TempDir()
+		start := time.Now()
+		rep, err := PostgresToEmbedded(context.Background(), pg, store.Options{Dir: dir, Retention: keepAll}, Options{})
+		elapsed += time.Since(start)
+		if err != nil || rep.New != n {
+			b.Fatalf("%+v %v", rep, err)
+		}
+	}
+	b.ReportMetric(float64(n*b.N)/elapsed.Seconds(), "records/s")
+}
