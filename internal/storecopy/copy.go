@@ -245,13 +245,13 @@ func copyEngineState(ctx context.Context, src, dst kv.KV, batch int, rep *Report
 // erasure), so the target's entries are held as a set.
 func copyErasures(src, dst customerdata.AuditLog, rep *Report) error {
 	have := map[string]int{}
-	if err := dst.Erasures(time.Time{}, func(e customerdata.Erasure) error {
+	if err := dst.Erasures(time.Unix(0, 0), func(e customerdata.Erasure) error {
 		have[erasureKey(e)]++
 		return nil
 	}); err != nil {
 		return fmt.Errorf("read the target's audit log: %w", err)
 	}
-	return src.Erasures(time.Time{}, func(e customerdata.Erasure) error {
+	return src.Erasures(time.Unix(0, 0), func(e customerdata.Erasure) error {
 		rep.Erasures++
 		k := erasureKey(e)
 		if have[k] > 0 {
