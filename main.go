@@ -39,6 +39,7 @@ import (
 	"github.com/cxop-dev/cxop/internal/collector"
 	"github.com/cxop-dev/cxop/internal/collectorapi"
 	"github.com/cxop-dev/cxop/internal/localcollector"
+	"github.com/cxop-dev/cxop/internal/storecopy"
 	"github.com/cxop-dev/cxop/internal/version"
 	"github.com/cxop-dev/cxop/internal/webhook"
 )
@@ -66,6 +67,7 @@ func newRootCommand() *cobra.Command {
 	root.Flags().AddFlagSet(manager.Flags())
 	root.AddCommand(manager, collector.NewCommand(), collector.NewWaveCommand(), newDevCommand())
 	root.AddCommand(collector.NewCustomerCommand())
+	root.AddCommand(storecopy.NewCommand())
 	return root
 }
 

@@ -204,8 +204,10 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	return s, nil
 }
 
-// Close stops accepting records, commits what is queued, stops the fold
-// and closes the pool.
+// Close stops accepting records, commits what is queued, stops the fold,
+// gives up the singleton leases this replica holds (so that another
+// replica, or a check for a running collector, need not wait for them to
+// expire) and closes the pool.
 func (s *Store) Close() error {
 	s.closeMu.Lock()
 	if s.closed {
@@ -217,6 +219,14 @@ func (s *Store) Close() error {
 	s.closeMu.Unlock()
 	s.stop()
 	s.workers.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	for _, name := range []string{"fold", "retention"} {
+		if err := s.releaseLease(ctx, name); err != nil {
+			s.opts.Logger.Warn("give up a lease; it expires instead", "lease", name, "err", err)
+			break
+		}
+	}
+	cancel()
 	s.pool.Close()
 	return nil
 }
