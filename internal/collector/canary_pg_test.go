@@ -1,0 +1,251 @@
+package collector
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cxop-dev/cxop/internal/customerdata"
+	"github.com/cxop-dev/cxop/internal/pgstore"
+	"github.com/cxop-dev/cxop/internal/pgtest"
+	"github.com/cxop-dev/cxop/internal/survey/engine"
+)
+
+// startPostgresEngineCollector is startEngineCollector on the database
+// dsn: the collector and its survey engine on PostgreSQL, as Run starts
+// them with --store=postgres (the engine stepped by the test).
+func startPostgresEngineCollector(t *testing.T, dsn string) *engineCollector {
+	t.Helper()
+	logs := &lockedBuffer{}
+	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	cfg, sec := engineTestSettings(t)
+	reg := prometheus.NewRegistry()
+	srv := NewServer(log, cfg, reg, time.Now)
+	srv.storeKind = StorePostgres
+	pg, err := pgstore.Open(context.Background(), pgstore.Options{DSN: dsn, Logger: log, FoldInterval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sender := &recordingSender{}
+	c := &engineCollector{sender: sender, log: logs}
+	e, err := engine.NewOn(pg.EngineKV(), nil, sender, engine.Options{Logger: log, Registerer: reg, StaleAfter: 1000 * time.Hour,
+		Now: func() time.Time { return time.Now().Add(time.Duration(c.ahead.Load())) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.surveys.Store(e)
+	srv.applySurveys(cfg, sec)
+	var st Storage = pg
+	srv.external.Store(&st)
+	ts := httptest.NewServer(srv.Handler())
+	c.testCollector, c.engine = &testCollector{t: t, srv: srv, url: ts.URL, dir: dsn, pg: pg, ts: ts}, e
+	t.Cleanup(c.stop)
+	c.metrics = c.metricsURL()
+	return c
+}
+
+// pgExec runs statements on the database dsn, each on its own (VACUUM
+// cannot run in a transaction).
+func pgExec(t *testing.T, dsn string, stmts ...string) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.Close(ctx) }()
+	for _, s := range stmts {
+		if _, err := conn.Exec(ctx, s); err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+	}
+}
+
+// forgetOnPostgres makes the server forget what was deleted: fresh
+// statistics (ANALYZE keeps sample values of columns in pg_statistic),
+// every table of the database rewritten without its dead rows (VACUUM FULL,
+// system catalogs included), the buffers written to the table files
+// (CHECKPOINT), then a new write-ahead log segment and two checkpoints so
+// that every segment before it is removed (with wal_recycle off: a recycled
+// segment would keep its old bytes until overwritten).
+func forgetOnPostgres(t *testing.T, dsn string) {
+	t.Helper()
+	pgExec(t, dsn, "ANALYZE", "VACUUM FULL", "CHECKPOINT",
+		"ALTER SYSTEM SET wal_recycle = off", "SELECT pg_reload_conf()",
+		"SELECT pg_switch_wal()", "CHECKPOINT", "SELECT pg_switch_wal()", "CHECKPOINT")
+}
+
+// TestErasedCanaryLeavesNoByteOnPostgres is TestErasedCanaryLeavesNoByteOnDisk
+// on PostgreSQL: a canary customer through every path (an interaction with
+// contact fields, an answer with a comment, a page answer, two invitations,
+// a parked message, a detractor followed up, a wave member), erased; then
+// every column of every row of every table (as text, bytea as bytes, each
+// string also in base64) holds none of the canary's id, e-mail, phone and
+// comment, and neither does any file of the server's data directory (table
+// files, catalogs, the write-ahead log) nor its log, once the server has
+// been made to forget (forgetOnPostgres). The same scans find all four
+// before the erasure. The collector's log and /metrics never carry them.
+func TestErasedCanaryLeavesNoByteOnPostgres(t *testing.T) {
+	const (
+		canary  = "canary-7f3a9c-customer"
+		email   = "canary.7f3a9c@example.org"
+		phone   = "+49 30 7f3a9c"
+		comment = "canary comment 7f3a9c: the agent was rude"
+	)
+	needles := []string{canary, email, phone, comment}
+	server := pgtest.Start(t)
+	dsn := server.NewDatabase(t)
+	root := filepath.Dir(server.DataDir()) // the data directory and the server's log
+	c := startPostgresEngineCollector(t, dsn)
+	var scrapes []string
+
+	ok := func(code int, body map[string]any, _ http.Header) {
+		t.Helper()
+		if code != 200 {
+			t.Fatalf("%d %v", code, body)
+		}
+	}
+	ok(c.post("/v1/events", chatToken, "", fmt.Sprintf(`[{"id":"ev-1","touchpoint":"chat","customer":%q,"waitSeconds":30,"contact":{"email":%q,"phone":%q}},
+		{"id":"ev-2","touchpoint":"chat","customer":"bystander","contact":{"email":"bystander@example.org"}}]`, canary, email, phone)))
+	c.step() // invitations: csat's delivered, ces's parked (no webhook)
+	var link string
+	for _, inv := range c.sender.ofType("survey.invitation") {
+		if inv["customer"] == canary {
+			link = inv["link"].(string)
+		}
+	}
+	if link == "" {
+		t.Fatalf("no invitation for the canary: %v", c.sender.bodies)
+	}
+	pageURL := c.url + "/s/" + strings.TrimPrefix(link, "https://cx.example.com/s/")
+	page := getPage(t, pageURL)
+	form := formTokenRE.FindStringSubmatch(page.body)
+	if page.status != 200 || form == nil {
+		t.Fatalf("survey page: %d\n%s", page.status, page.body)
+	}
+	if got := postPage(t, pageURL, url.Values{"form": {form[1]}, "score": {"2"}, "comment": {comment}}, nil); got.status != 200 {
+		t.Fatalf("page answer: %d\n%s", got.status, got.body)
+	}
+	ok(c.post("/v1/responses", csatToken, "", fmt.Sprintf(`{"id":"r-1","survey":"csat","customer":%q,"score":1,"comment":%q}`, canary, comment)))
+	c.step() // detractors for the closed loop, whose webhook fails
+	dets := c.sender.ofType("survey.detractor")
+	if len(dets) != 2 {
+		t.Fatalf("%d detractor messages, want 2: %v", len(dets), c.sender.bodies)
+	}
+	ok(c.post("/v1/followups/"+dets[0]["detractor"].(string), csatToken, "", ""))
+	c.ahead.Store(int64(25 * time.Hour))
+	c.step()
+	ok(c.post("/v1/responses", csatToken, "", fmt.Sprintf(`{"id":"r-2","survey":"csat","customer":%q,"score":2,"comment":%q}`, canary, comment)))
+	c.step()
+	ok(c.post("/v1/waves", csatToken, "", fmt.Sprintf(`{"survey":"ces","wave":"w1","audience":[{"customer":%q,"contact":{"email":%q,"phone":%q}}]}`, canary, email, phone)))
+	scrapes = append(scrapes, c.scrape())
+
+	ctx := context.Background()
+	// Control: before the erasure, all four are in the tables, and, once
+	// checkpointed, in the table files.
+	found, tables, err := pgtest.ScanTables(ctx, dsn, needles...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"cxop_ids", "cxop_records", "cxop_tail", "cxop_rollups", "cxop_engine_kv", "cxop_erasures"} {
+		if !strings.Contains(" "+strings.Join(tables, " ")+" ", " "+want+" ") {
+			t.Errorf("the scan did not read %s: it read %v", want, tables)
+		}
+	}
+	for _, n := range needles {
+		if found[n] == "" {
+			t.Fatalf("control scan: %q is in no table before the erasure (%v)", n, found)
+		}
+	}
+	pgExec(t, dsn, "CHECKPOINT")
+	onDisk, err := pgtest.FilesContaining(root, nil, needles...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range needles {
+		if !hasPrefix(onDisk[n], "data/base/") {
+			t.Fatalf("control scan: %q is in no table file before the erasure (%v)", n, onDisk[n])
+		}
+	}
+	code, shown := c.call("GET", "/v1/customers/"+url.PathEscape(canary), customerToken)
+	if code != 200 {
+		t.Fatalf("GET the canary: %d %s", code, shown)
+	}
+	for _, n := range needles {
+		if !strings.Contains(shown, n) {
+			t.Errorf("the access request lacks %q", n)
+		}
+	}
+	_, bystander := c.call("GET", "/v1/customers/bystander", customerToken)
+
+	code, erased := c.call("DELETE", "/v1/customers/"+url.PathEscape(canary), customerToken)
+	var answer erasureAnswer
+	if err := json.Unmarshal([]byte(erased), &answer); code != 200 || err != nil {
+		t.Fatalf("DELETE: %d %s", code, erased)
+	}
+	want := customerdata.Counts{customerdata.Events: 1, customerdata.Responses: 3, customerdata.DueEntries: 1, customerdata.Invitations: 2,
+		customerdata.ContactHistory: 1, customerdata.Outbox: 1, customerdata.Parked: 1, customerdata.Failed: 2, customerdata.Detractors: 3, customerdata.FollowUps: 1}
+	if fmt.Sprint(answer.Erased) != fmt.Sprint(want) || answer.Total != want.Total() || len(answer.CustomerHash) != 64 {
+		t.Errorf("erased %+v, want %v", answer, want)
+	}
+	scrapes = append(scrapes, c.scrape())
+	// The erasure is durable before it answers: the rows are gone at once.
+	if found, _, err := pgtest.ScanTables(ctx, dsn, needles...); err != nil || len(found) > 0 {
+		t.Errorf("after the erasure, the tables still hold %v (%v)", found, err)
+	}
+	forgetOnPostgres(t, dsn)
+	onDisk, err = pgtest.FilesContaining(root, nil, needles...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range needles {
+		if len(onDisk[n]) > 0 {
+			t.Errorf("%q is still on disk after the erasure and VACUUM FULL, CHECKPOINT and a WAL switch, in %v", n, onDisk[n])
+		}
+	}
+	if code, body := c.call("GET", "/v1/customers/"+url.PathEscape(canary), customerToken); code != 404 {
+		t.Errorf("GET the erased canary: %d %s", code, body)
+	}
+	if code, body := c.call("GET", "/v1/customers/bystander", customerToken); code != 200 || body != bystander {
+		t.Errorf("another customer after the erasure: %d\n%s\nwant\n%s", code, body, bystander)
+	}
+	code, audit := c.call("GET", "/v1/erasures", customerToken)
+	if code != 200 || strings.Count(audit, answer.CustomerHash) != 1 {
+		t.Errorf("audit log: %d\n%s", code, audit)
+	}
+	scrapes = append(scrapes, c.scrape())
+	for _, n := range needles {
+		if strings.Contains(audit, n) {
+			t.Errorf("the audit log carries %q", n)
+		}
+		if strings.Contains(c.log.String(), n) {
+			t.Errorf("the log carries %q", n)
+		}
+		for i, m := range scrapes {
+			if strings.Contains(m, n) {
+				t.Errorf("/metrics (scrape %d) carries %q", i, n)
+			}
+		}
+	}
+}
+
+// hasPrefix reports whether one of the paths starts with prefix.
+func hasPrefix(paths []string, prefix string) bool {
+	for _, p := range paths {
+		if strings.HasPrefix(p, prefix) {
+			return true
+		}
+	}
+	return false
+}
