@@ -72,20 +72,6 @@ func pgExec(t *testing.T, dsn string, stmts ...string) {
 	}
 }
 
-// forgetOnPostgres makes the server forget what was deleted: fresh
-// statistics (ANALYZE keeps sample values of columns in pg_statistic),
-// every table of the database rewritten without its dead rows (VACUUM FULL,
-// system catalogs included), the buffers written to the table files
-// (CHECKPOINT), then a new write-ahead log segment and two checkpoints so
-// that every segment before it is removed (with wal_recycle off: a recycled
-// segment would keep its old bytes until overwritten).
-func forgetOnPostgres(t *testing.T, dsn string) {
-	t.Helper()
-	pgExec(t, dsn, "ANALYZE", "VACUUM FULL", "CHECKPOINT",
-		"ALTER SYSTEM SET wal_recycle = off", "SELECT pg_reload_conf()",
-		"SELECT pg_switch_wal()", "CHECKPOINT", "SELECT pg_switch_wal()", "CHECKPOINT")
-}
-
 // TestErasedCanaryLeavesNoByteOnPostgres is TestErasedCanaryLeavesNoByteOnDisk
 // on PostgreSQL: a canary customer through every path (an interaction with
 // contact fields, an answer with a comment, a page answer, two invitations,
@@ -94,7 +80,7 @@ func forgetOnPostgres(t *testing.T, dsn string) {
 // string also in base64) holds none of the canary's id, e-mail, phone and
 // comment, and neither does any file of the server's data directory (table
 // files, catalogs, the write-ahead log) nor its log, once the server has
-// been made to forget (forgetOnPostgres). The same scans find all four
+// been made to forget (pgtest.Forget). The same scans find all four
 // before the erasure. The collector's log and /metrics never carry them.
 func TestErasedCanaryLeavesNoByteOnPostgres(t *testing.T) {
 	const (
@@ -204,7 +190,9 @@ func TestErasedCanaryLeavesNoByteOnPostgres(t *testing.T) {
 	if found, _, err := pgtest.ScanTables(ctx, dsn, needles...); err != nil || len(found) > 0 {
 		t.Errorf("after the erasure, the tables still hold %v (%v)", found, err)
 	}
-	forgetOnPostgres(t, dsn)
+	if err := pgtest.Forget(ctx, dsn); err != nil {
+		t.Fatal(err)
+	}
 	onDisk, err = pgtest.FilesContaining(root, nil, needles...)
 	if err != nil {
 		t.Fatal(err)

@@ -144,3 +144,28 @@ func FilesContaining(dir string, skip []string, strs ...string) (map[string][]st
 	})
 	return found, err
 }
+
+// Forget makes the server forget what was deleted from the database dsn,
+// as far as it can: fresh statistics (ANALYZE keeps sample values of
+// columns in pg_statistic), every table of the database rewritten without
+// its dead rows (VACUUM FULL, system catalogs included: a plain VACUUM
+// leaves the bytes of dead rows in the pages' free space), the buffers
+// written to the table files (CHECKPOINT), then write-ahead log recycling
+// turned off (a recycled segment keeps its old bytes until overwritten), a
+// switch to a new segment and a checkpoint, twice, so that every segment
+// that held the deleted rows is removed.
+func Forget(ctx context.Context, dsn string) error {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = conn.Close(ctx) }()
+	for _, s := range []string{"ANALYZE", "VACUUM FULL", "CHECKPOINT",
+		"ALTER SYSTEM SET wal_recycle = off", "SELECT pg_reload_conf()",
+		"SELECT pg_switch_wal()", "CHECKPOINT", "SELECT pg_switch_wal()", "CHECKPOINT"} {
+		if _, err := conn.Exec(ctx, s); err != nil {
+			return fmt.Errorf("%s: %w", s, err)
+		}
+	}
+	return nil
+}
