@@ -237,3 +237,99 @@ func hasPrefix(paths []string, prefix string) bool {
 	}
 	return false
 }
+
+// TestInteractionContactExpiresOnPostgres is
+// TestInteractionContactExpiresFromDisk on PostgreSQL: an interaction with a
+// contact triggers a survey (no webhook: its message is parked at once,
+// contact and all). Six days later the hourly prune keeps the contact (in
+// a table and, checkpointed, in a table file); eight days later it leaves
+// no trace of the e-mail address or phone number in any column of any
+// table, nor, once the server has forgotten (pgtest.Forget), in any file of
+// the server, while the record is still exported and its customer id
+// still stored.
+func TestInteractionContactExpiresOnPostgres(t *testing.T) {
+	now := testNow
+	clock := func() time.Time { return now }
+	cfg := testConfig(t, "  - name: mail\n    type: NPS\n    trigger: {touchpoints: [chat]}\nretention: 30d\ncontactRetention: 7d\npageURL: https://cx.example.com\n")
+	server := pgtest.Start(t)
+	dsn := server.NewDatabase(t)
+	root := filepath.Dir(server.DataDir())
+	srv := NewServer(slog.New(slog.DiscardHandler), cfg, prometheus.NewRegistry(), clock)
+	srv.storeKind = StorePostgres
+	pg, err := pgstore.Open(context.Background(), pgstore.Options{DSN: dsn, Now: clock, EngineClock: clock, FoldInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st Storage = pg
+	srv.external.Store(&st)
+	ts := httptest.NewServer(srv.Handler())
+	c := &testCollector{t: t, srv: srv, url: ts.URL, dir: dsn, pg: pg, ts: ts}
+	t.Cleanup(c.stop)
+	e, err := engine.NewOn(pg.EngineKV(), nil, nil, engine.Options{Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, sec := engineTestSettings(t)
+	srv.surveys.Store(e)
+	srv.applySurveys(cfg, sec)
+	ev := fmt.Sprintf(`{"id":"e1","touchpoint":"chat","customer":"cust-5e0c2b","contact":{"email":%q,"phone":%q}}`, canaryEmail, canaryPhone)
+	if code, body, _ := c.post("/v1/events", chatToken, "", ev); code != 200 {
+		t.Fatalf("event: %d %v", code, body)
+	}
+	ctx := context.Background()
+	if err := e.Step(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := e.Outbox(); err != nil || n != 1 {
+		t.Fatalf("outbox: %d, %v; want the parked invitation", n, err)
+	}
+	inTables := func() map[string]string {
+		t.Helper()
+		found, _, err := pgtest.ScanTables(ctx, dsn, canaryEmail, canaryPhone, "cust-5e0c2b")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return found
+	}
+	now = testNow.Add(6 * 24 * time.Hour)
+	srv.prune(ctx)
+	if found := inTables(); len(found) != 3 {
+		t.Fatalf("after 6 days, the contact is not stored for delivery: %v", found)
+	}
+	pgExec(t, dsn, "CHECKPOINT")
+	if files, err := pgtest.FilesContaining(root, nil, canaryEmail, canaryPhone); err != nil || !hasPrefix(files[canaryEmail], "data/base/") || !hasPrefix(files[canaryPhone], "data/base/") {
+		t.Fatalf("after 6 days, the contact is in no table file: %v, %v", files, err)
+	}
+
+	now = testNow.Add(8 * 24 * time.Hour)
+	srv.prune(ctx)
+	found := inTables()
+	for _, s := range []string{canaryEmail, canaryPhone} {
+		if where, ok := found[s]; ok {
+			t.Errorf("%q is still stored after contactRetention and a prune (in %s)", s, where)
+		}
+	}
+	if _, ok := found["cust-5e0c2b"]; !ok {
+		t.Errorf("the record's customer id is not stored: the scan does not work")
+	}
+	code, body := c.exportBody("/v1/export?touchpoint=chat")
+	if want := `{"id":"e1","touchpoint":"chat","customer":"cust-5e0c2b","time":"` + testNow.Format(time.RFC3339Nano) + `"}` + "\n"; code != 200 || body != want {
+		t.Errorf("export after the prune: %d %q, want %q", code, body, want)
+	}
+	c.stop()
+	if err := pgtest.Forget(ctx, dsn); err != nil {
+		t.Fatal(err)
+	}
+	files, err := pgtest.FilesContaining(root, nil, canaryEmail, canaryPhone, "cust-5e0c2b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{canaryEmail, canaryPhone} {
+		if len(files[s]) > 0 {
+			t.Errorf("%q is still on disk after contactRetention, a prune and VACUUM FULL, CHECKPOINT and a WAL switch (in %v)", s, files[s])
+		}
+	}
+	if !hasPrefix(files["cust-5e0c2b"], "data/base/") {
+		t.Errorf("the record's customer id is in no table file: the scan does not work (%v)", files)
+	}
+}
