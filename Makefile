@@ -184,6 +184,10 @@ bench-operator: manifests build ## Create 1,000 then 10,000 Touchpoints and CXTa
 bench-erasure: ## Erase a customer with 10,000 records among 500,000 others, five times per run, three runs; prints the median erasure.
 	$(GO) test ./internal/store -run '^$$' -bench EraseCustomer -benchtime 5x -count 3
 
+.PHONY: bench-erasure-pg
+bench-erasure-pg: ## The same erasure on PostgreSQL (a throwaway server): 10,000 records among 500,000 others, five per run, three runs.
+	PG_BIN="$$(hack/setup-postgres.sh | tail -n 1)" $(GO) test ./internal/pgstore -run '^$$' -bench EraseCustomer -benchtime 5x -count 3
+
 .PHONY: bench-surveys
 bench-surveys: ## Invite and deliver 5,000 survey invitations on loopback; print deliveries per second and retries.
 	$(GO) test ./internal/survey/engine -run '^$$' -bench InviteAndDeliver -benchtime 5000x -count 3

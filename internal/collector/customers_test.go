@@ -93,10 +93,11 @@ type engineCollector struct {
 	metrics string
 }
 
-func startEngineCollector(t *testing.T, dir string) *engineCollector {
+// engineTestSettings are the surveys of the engine collectors: csat with
+// an invitation webhook and a closed loop, ces with neither (its messages
+// are parked), a customer-data token and the hosted page.
+func engineTestSettings(t *testing.T) (*settings, *secrets) {
 	t.Helper()
-	logs := &lockedBuffer{}
-	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	cfg := testConfig(t, fmt.Sprintf(`    question: How likely are you to recommend us?
     trigger: {touchpoints: [chat]}
     webhook: {url: "https://hooks.example.com/nps", key: hook}
@@ -113,6 +114,14 @@ pageURL: https://cx.example.com
 	if err != nil {
 		t.Fatal(err)
 	}
+	return cfg, sec
+}
+
+func startEngineCollector(t *testing.T, dir string) *engineCollector {
+	t.Helper()
+	logs := &lockedBuffer{}
+	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	cfg, sec := engineTestSettings(t)
 	reg := prometheus.NewRegistry()
 	srv := NewServer(log, cfg, reg, time.Now)
 	st, err := store.Open(store.Options{Dir: dir, Logger: log, Registerer: reg, Uncompressed: true})

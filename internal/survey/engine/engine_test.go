@@ -101,10 +101,13 @@ type fixture struct {
 	st  *store.Store
 	pg  *pgstore.Store
 	dsn string
-	e   *Engine
-	now time.Time
-	cfg Config
-	seq int
+	// pgFiles, when set, is the directory of the test PostgreSQL holding
+	// the database dsn (its data directory and log), read by traces.
+	pgFiles string
+	e       *Engine
+	now     time.Time
+	cfg     Config
+	seq     int
 	// opts, when set, replace the fixture's engine options.
 	opts *Options
 	// storeOpts, when set, adjusts the store's options.

@@ -4,17 +4,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"hash/crc32"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
+	"github.com/cxop-dev/cxop/internal/pgtest"
 	"github.com/cxop-dev/cxop/internal/rollup"
 	"github.com/cxop-dev/cxop/internal/score"
 	"github.com/cxop-dev/cxop/internal/store"
@@ -137,36 +136,35 @@ func needles(s string) [][]byte {
 }
 
 // traces returns, for each string still stored, where: on Pebble the file
-// it was found in (onDisk), on PostgreSQL the table whose live rows hold
-// it, in any of its forms (needles).
+// it was found in (onDisk); on PostgreSQL the column of a table whose rows
+// hold it, in any of its forms, then, when the fixture has its own server
+// (pgFiles), the files of the server holding it once the server has been
+// made to forget (pgtest.Forget: VACUUM FULL, CHECKPOINT, a WAL switch).
 func (f *fixture) traces(strs ...string) map[string]string {
 	f.t.Helper()
 	if f.kind != onPostgres {
 		return onDisk(f.t.(*testing.T), f.dir, strs...)
 	}
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, f.dsn)
+	found, _, err := pgtest.ScanTables(ctx, f.dsn, strs...)
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	defer func() { _ = conn.Close(ctx) }()
-	found := map[string]string{}
-	for _, str := range strs {
-		for _, n := range needles(str) {
-			var table string
-			err := conn.QueryRow(ctx, `SELECT t FROM (
-  SELECT 'cxop_engine_kv' AS t FROM cxop_engine_kv WHERE position($1 IN key) > 0 OR position($1 IN value) > 0
-  UNION ALL SELECT 'cxop_records' FROM cxop_records WHERE position($1 IN body) > 0 OR position($1 IN convert_to(id, 'UTF8')) > 0
-  UNION ALL SELECT 'cxop_ids' FROM cxop_ids WHERE position($1 IN convert_to(id, 'UTF8')) > 0
-) x LIMIT 1`, n).Scan(&table)
-			if errors.Is(err, pgx.ErrNoRows) {
-				continue
-			}
-			if err != nil {
-				f.t.Fatal(err)
-			}
-			found[str] = table
-			break
+	if f.pgFiles == "" || len(found) == len(strs) {
+		return found
+	}
+	// Then the bytes of the server's files, once it has forgotten what was
+	// deleted.
+	if err := pgtest.Forget(ctx, f.dsn); err != nil {
+		f.t.Fatal(err)
+	}
+	files, err := pgtest.FilesContaining(f.pgFiles, nil, strs...)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	for s, in := range files {
+		if _, ok := found[s]; !ok {
+			found[s] = strings.Join(in, ", ")
 		}
 	}
 	return found
@@ -231,10 +229,13 @@ const (
 // entries of a canary customer (with e-mail, phone and a comment), and 20
 // days later those of a second customer; 31 days after the first, it
 // prunes with a 30-day retention, compacts, and reads every byte of the
-// data directory: nothing of the canary is left, while the second
+// data directory (on PostgreSQL: every column of every table, then every
+// file of the server after VACUUM FULL, a checkpoint and a WAL switch):
+// nothing of the canary is left, while the second
 // customer's strings are found (so the scan works) and its entries are
 // still readable.
 func TestRetentionLeavesNoTraceOnDisk(t *testing.T) {
+	ownServer := pgtest.Start(t)
 	for _, tc := range []struct {
 		name string
 		cfg  func(ok, failing, det *receiver) Config
@@ -356,6 +357,11 @@ func TestRetentionLeavesNoTraceOnDisk(t *testing.T) {
 				f := &fixture{t: t, kind: kind, dir: t.TempDir(), now: t0, cfg: tc.cfg(ok, failing, det),
 					opts:      &Options{RetryBase: time.Second, RetryMax: 10 * time.Second, RetryFor: time.Hour, TouchpointRate: 1000},
 					storeOpts: func(o *store.Options) { o.Uncompressed = true }}
+				if kind == onPostgres {
+					// A server of the test's own, whose files hold only
+					// its databases.
+					f.dsn, f.pgFiles = ownServer.NewDatabase(t), filepath.Dir(ownServer.DataDir())
+				}
 				f.open()
 				canary, keeper := newPerson("canary"), newPerson("keeper")
 				tc.visit(f, canary)
@@ -370,6 +376,13 @@ func TestRetentionLeavesNoTraceOnDisk(t *testing.T) {
 				}
 				if found := f.traces(keeper.id); len(found) == 0 {
 					t.Errorf("the kept customer's id is not found: the scan does not work")
+				}
+				if f.pgFiles != "" {
+					// The file scan works too: the kept customer's id is
+					// in a table file.
+					if files, err := pgtest.FilesContaining(f.pgFiles, nil, keeper.id); err != nil || !slices.ContainsFunc(files[keeper.id], func(p string) bool { return strings.HasPrefix(p, "data/base/") }) {
+						t.Errorf("the kept customer's id is in no table file (%v, %v): the scan does not work", files, err)
+					}
 				}
 				f.open()
 				tc.kept(t, f, keeper, ok)
