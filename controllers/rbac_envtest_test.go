@@ -12,6 +12,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -52,6 +53,13 @@ func (r kubeAndInProcessCollectors) Ensure(ctx context.Context, ns string, files
 		return "", err
 	}
 	return r.local.Ensure(ctx, ns, files)
+}
+
+func (r kubeAndInProcessCollectors) EnsureStore(ctx context.Context, ns string, files collectorapi.Files, store CollectorStore) (string, error) {
+	if _, err := r.kube.EnsureStore(ctx, ns, files, store); err != nil {
+		return "", err
+	}
+	return r.local.EnsureStore(ctx, ns, files, store)
 }
 
 func (r kubeAndInProcessCollectors) Remove(ctx context.Context, ns string) error {
@@ -188,6 +196,7 @@ func TestNamespacedManagerUnderRBAC(t *testing.T) {
 			ByObject: map[client.Object]cache.ByObject{
 				&corev1.Secret{}: managed, &corev1.ConfigMap{}: managed, &corev1.Service{}: managed,
 				&corev1.ServiceAccount{}: managed, &appsv1.StatefulSet{}: managed, &batchv1.CronJob{}: managed,
+				&appsv1.Deployment{}: managed, &policyv1.PodDisruptionBudget{}: managed,
 			},
 		},
 	})
