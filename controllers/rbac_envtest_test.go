@@ -333,6 +333,36 @@ func TestNamespacedManagerUnderRBAC(t *testing.T) {
 	g.Expect(admin.Get(ctx, client.ObjectKey{Namespace: system, Name: "manager.cxop.dev"}, &lease)).To(Succeed())
 	g.Expect(*lease.Spec.HolderIdentity).NotTo(BeEmpty())
 
+	t.Log("a namespace moved to PostgreSQL and back: the manager replaces its workload with the verbs it holds")
+	g.Expect(admin.Create(ctx, &corev1.Secret{ObjectMeta: metaOf(shop, "shop-db"), StringData: map[string]string{"dsn": "postgres://cxop@db.internal/cx_shop"}})).To(Succeed())
+	setStore := func(store string) {
+		g.Eventually(func() error {
+			if err := admin.Get(ctx, client.ObjectKey{Name: shop}, &shopNS); err != nil {
+				return err
+			}
+			shopNS.Annotations[StoreAnnotation] = store
+			shopNS.Annotations[PostgresSecretAnnotation] = "shop-db"
+			return admin.Update(ctx, &shopNS)
+		}, 10*time.Second, 100*time.Millisecond).Should(Succeed())
+	}
+	gone := func(obj client.Object) func() bool {
+		return func() bool { return apierrors.IsNotFound(admin.Get(ctx, client.ObjectKeyFromObject(obj), obj)) }
+	}
+	setStore(StorePostgres)
+	g.Eventually(func(g Gomega) {
+		var dep appsv1.Deployment
+		g.Expect(admin.Get(ctx, client.ObjectKey{Namespace: shop, Name: CollectorName}, &dep)).To(Succeed())
+		g.Expect(dep.Spec.Template.Spec.Containers[0].Args).To(ContainElement("--store=postgres"))
+		g.Expect(admin.Get(ctx, client.ObjectKey{Namespace: shop, Name: CollectorName}, &policyv1.PodDisruptionBudget{})).To(Succeed())
+	}, 30*time.Second, 100*time.Millisecond).Should(Succeed())
+	g.Eventually(gone(&appsv1.StatefulSet{ObjectMeta: metaOf(shop, CollectorName)}), 30*time.Second, 100*time.Millisecond).Should(BeTrue())
+	setStore(StoreEmbedded)
+	g.Eventually(func() error {
+		return admin.Get(ctx, client.ObjectKey{Namespace: shop, Name: CollectorName}, &appsv1.StatefulSet{})
+	}, 30*time.Second, 100*time.Millisecond).Should(Succeed())
+	g.Eventually(gone(&appsv1.Deployment{ObjectMeta: metaOf(shop, CollectorName)}), 30*time.Second, 100*time.Millisecond).Should(BeTrue())
+	g.Eventually(gone(&policyv1.PodDisruptionBudget{ObjectMeta: metaOf(shop, CollectorName)}), 30*time.Second, 100*time.Millisecond).Should(BeTrue())
+
 	t.Log("the namespace it does not watch is left alone")
 	for _, name := range []string{"support-chat", "order-email"} {
 		tp := &cxv1.Touchpoint{}
