@@ -192,6 +192,9 @@ func runManager(ctx context.Context, opts *managerOptions) error {
 	if err := opts.dataPolicy.Check(); err != nil {
 		return err
 	}
+	if err := opts.checkPostgres(); err != nil {
+		return err
+	}
 	runtime, cleanup, err := opts.collectorRuntime()
 	if err != nil {
 		return err
@@ -256,6 +259,17 @@ func runManager(ctx context.Context, opts *managerOptions) error {
 	return nil
 }
 
+// checkPostgres refuses PostgreSQL collector flags that cannot work.
+func (o *managerOptions) checkPostgres() error {
+	if o.collector.Postgres.Replicas < 1 {
+		return fmt.Errorf("--collector-postgres-replicas: %d is not a positive count", o.collector.Postgres.Replicas)
+	}
+	if o.collector.Postgres.SecretKey == "" {
+		return errors.New("--collector-postgres-secret-key: must not be empty")
+	}
+	return nil
+}
+
 // collectorRuntime returns where collectors run, and what to do at exit.
 func (o *managerOptions) collectorRuntime() (controllers.CollectorRuntime, func(), error) {
 	if o.localCollectors != "" {
@@ -275,12 +289,6 @@ func (o *managerOptions) collectorRuntime() (controllers.CollectorRuntime, func(
 		return rt, rt.Stop, nil
 	}
 	k := o.collector
-	if k.Postgres.Replicas < 1 {
-		return nil, nil, fmt.Errorf("--collector-postgres-replicas: %d is not a positive count", k.Postgres.Replicas)
-	}
-	if k.Postgres.SecretKey == "" {
-		return nil, nil, errors.New("--collector-postgres-secret-key: must not be empty")
-	}
 	k.Postgres.NoStatementCache = !o.postgresStatementCache
 	var err error
 	parse := func(flag, v string) resource.Quantity {

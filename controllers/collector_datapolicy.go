@@ -81,7 +81,7 @@ type DataPolicy struct {
 
 // DefaultDataPolicy is the policy of a namespace without annotations when
 // the manager is given none (the flags' defaults).
-var DefaultDataPolicy = DataPolicy{Retention: "400d", ContactRetention: "7d"}
+var DefaultDataPolicy = DataPolicy{Retention: "400d", ContactRetention: "7d", Store: StoreEmbedded}
 
 // Check reports the first setting that is not usable, naming it by the
 // manager flag that sets it.
