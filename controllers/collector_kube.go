@@ -10,6 +10,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -209,15 +210,22 @@ func (k *KubeCollectorRuntime) EnsureStore(ctx context.Context, namespace string
 		return "", fmt.Errorf("apply service: %w", err)
 	}
 
+	meta := metav1.ObjectMeta{Namespace: namespace, Name: CollectorName}
 	if store.Kind == StorePostgres {
-		if err := k.removeEmbedded(ctx, namespace); err != nil {
+		deleted, err := k.deletePresent(ctx, &appsv1.StatefulSet{ObjectMeta: meta})
+		if err != nil {
 			return "", err
+		}
+		if deleted && k.DeletePVC {
+			if err := k.deleteAll(ctx, []client.Object{k.dataPVC(namespace)}); err != nil {
+				return "", err
+			}
 		}
 		if err := k.applyPostgres(ctx, namespace, store); err != nil {
 			return "", err
 		}
 	} else {
-		if err := k.removePostgres(ctx, namespace); err != nil {
+		if _, err := k.deletePresent(ctx, &appsv1.Deployment{ObjectMeta: meta}, &policyv1.PodDisruptionBudget{ObjectMeta: meta}); err != nil {
 			return "", err
 		}
 		sts := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: CollectorName}}
@@ -309,11 +317,36 @@ func (k *KubeCollectorRuntime) Remove(ctx context.Context, namespace string) err
 func (k *KubeCollectorRuntime) removeEmbedded(ctx context.Context, namespace string) error {
 	objs := []client.Object{&appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: CollectorName}}}
 	if k.DeletePVC {
-		objs = append(objs, &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{
-			Namespace: namespace, Name: collectorVolumeData + "-" + CollectorName + "-0",
-		}})
+		objs = append(objs, k.dataPVC(namespace))
 	}
 	return k.deleteAll(ctx, objs)
+}
+
+// dataPVC is the embedded store's PVC, made from the StatefulSet's claim
+// template.
+func (k *KubeCollectorRuntime) dataPVC(namespace string) *corev1.PersistentVolumeClaim {
+	return &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{
+		Namespace: namespace, Name: collectorVolumeData + "-" + CollectorName + "-0",
+	}}
+}
+
+// deletePresent deletes those of objs that the client (the manager's
+// cache, in a cluster) holds, and reports whether there were any. A
+// namespace that stays on its store then costs no API request for the
+// other store's workload at each reconcile.
+func (k *KubeCollectorRuntime) deletePresent(ctx context.Context, objs ...client.Object) (bool, error) {
+	var present []client.Object
+	for _, obj := range objs {
+		err := k.Client.Get(ctx, client.ObjectKeyFromObject(obj), obj)
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return false, fmt.Errorf("get %T %s/%s: %w", obj, obj.GetNamespace(), obj.GetName(), err)
+		}
+		present = append(present, obj)
+	}
+	return len(present) > 0, k.deleteAll(ctx, present)
 }
 
 // removePostgres deletes the PostgreSQL collectors' Deployment and
