@@ -16,6 +16,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -96,6 +97,8 @@ type managerOptions struct {
 
 	// localCollectorsDSNFile puts the local collectors on PostgreSQL.
 	localCollectorsDSNFile string
+	// postgresStatementCache is --collector-postgres-statement-cache.
+	postgresStatementCache bool
 
 	// watchNamespaces, when set, limits the manager to these namespaces
 	// (the chart's namespaced mode, with Roles instead of ClusterRoles).
@@ -150,6 +153,16 @@ func newManagerCommand() *cobra.Command {
 		"How long collectors keep an invitation's contact fields (e-mail, phone) after its delivery succeeded or was given up (Prometheus duration); a namespace's "+controllers.ContactRetentionAnnotation+" annotation overrides it.")
 	f.BoolVar(&opts.dataPolicy.PseudonymizeCustomers, "collector-pseudonymize-customers", controllers.DefaultDataPolicy.PseudonymizeCustomers,
 		"Have collectors store a keyed hash of each customer id (HMAC-SHA256 with the namespace's Secret "+controllers.CustomerIDKeySecretName+") instead of the id; a namespace's "+controllers.PseudonymizeCustomersAnnotation+" annotation overrides it.")
+	f.StringVar(&opts.dataPolicy.Store, "collector-store", controllers.StoreEmbedded,
+		"Where collectors keep records: embedded (a one-replica StatefulSet with a PVC per namespace) or postgres (a Deployment of stateless replicas over the PostgreSQL in --collector-postgres-secret); a namespace's "+controllers.StoreAnnotation+" annotation overrides it.")
+	f.StringVar(&opts.dataPolicy.PostgresSecret, "collector-postgres-secret", "",
+		"Secret, in each namespace on PostgreSQL, that holds the connection string its collectors use (required with --collector-store=postgres); a namespace's "+controllers.PostgresSecretAnnotation+" annotation names another.")
+	f.StringVar(&opts.collector.Postgres.SecretKey, "collector-postgres-secret-key", controllers.DefaultPostgresSecretKey,
+		"Key of the connection string in that Secret.")
+	f.Int32Var(&opts.collector.Postgres.Replicas, "collector-postgres-replicas", controllers.DefaultPostgresReplicas,
+		"Collector replicas of each namespace on PostgreSQL.")
+	f.BoolVar(&opts.postgresStatementCache, "collector-postgres-statement-cache", true,
+		"Let collectors on PostgreSQL cache prepared statements; false behind PgBouncer in transaction pooling mode before 1.21.")
 	f.StringVar(&opts.localCollectors, "local-collectors-dir", "",
 		"Run collectors as local processes on loopback ports with their data under this directory, instead of as pods (used by `cxop dev`).")
 	f.StringVar(&opts.localCollectorsDSNFile, "local-collectors-postgres-dsn-file", "",
@@ -179,6 +192,9 @@ func runManager(ctx context.Context, opts *managerOptions) error {
 	utilruntime.Must(err)
 
 	if err := opts.dataPolicy.Check(); err != nil {
+		return err
+	}
+	if err := opts.checkPostgres(); err != nil {
 		return err
 	}
 	runtime, cleanup, err := opts.collectorRuntime()
@@ -228,7 +244,7 @@ func runManager(ctx context.Context, opts *managerOptions) error {
 	}
 	if err := controllers.SetupWithManager(ctx, mgr, controllers.Options{
 		Runtime: runtime, RefreshInterval: opts.refreshInterval, Concurrency: opts.concurrency, Waves: waves,
-		DataPolicy: opts.dataPolicy, WatchNamespaces: opts.watchNamespaces,
+		DataPolicy: opts.dataPolicy, WatchNamespaces: opts.watchNamespaces, PostgresSecretKey: opts.collector.Postgres.SecretKey,
 	}); err != nil {
 		return err
 	}
@@ -241,6 +257,17 @@ func runManager(ctx context.Context, opts *managerOptions) error {
 	ctrl.Log.WithName("setup").Info("starting manager")
 	if err := mgr.Start(ctx); err != nil {
 		return fmt.Errorf("run manager: %w", err)
+	}
+	return nil
+}
+
+// checkPostgres refuses PostgreSQL collector flags that cannot work.
+func (o *managerOptions) checkPostgres() error {
+	if o.collector.Postgres.Replicas < 1 {
+		return fmt.Errorf("--collector-postgres-replicas: %d is not a positive count", o.collector.Postgres.Replicas)
+	}
+	if o.collector.Postgres.SecretKey == "" {
+		return errors.New("--collector-postgres-secret-key: must not be empty")
 	}
 	return nil
 }
@@ -264,6 +291,7 @@ func (o *managerOptions) collectorRuntime() (controllers.CollectorRuntime, func(
 		return rt, rt.Stop, nil
 	}
 	k := o.collector
+	k.Postgres.NoStatementCache = !o.postgresStatementCache
 	var err error
 	parse := func(flag, v string) resource.Quantity {
 		q, perr := resource.ParseQuantity(v)
@@ -346,11 +374,13 @@ func cacheNamespaces(names []string) (map[string]cache.Config, error) {
 func managedObjectsOnly() map[client.Object]cache.ByObject {
 	managed := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{controllers.ManagedByLabel: controllers.ManagedByValue})}
 	return map[client.Object]cache.ByObject{
-		&corev1.Secret{}:         managed,
-		&corev1.ConfigMap{}:      managed,
-		&corev1.Service{}:        managed,
-		&corev1.ServiceAccount{}: managed,
-		&appsv1.StatefulSet{}:    managed,
-		&batchv1.CronJob{}:       managed,
+		&corev1.Secret{}:                managed,
+		&corev1.ConfigMap{}:             managed,
+		&corev1.Service{}:               managed,
+		&corev1.ServiceAccount{}:        managed,
+		&appsv1.StatefulSet{}:           managed,
+		&appsv1.Deployment{}:            managed,
+		&policyv1.PodDisruptionBudget{}: managed,
+		&batchv1.CronJob{}:              managed,
 	}
 }

@@ -87,6 +87,8 @@ func TestDataPolicyFlags(t *testing.T) {
 	f := newManagerCommand().Flags()
 	for flag, want := range map[string]string{
 		"collector-retention": "400d", "collector-contact-retention": "7d", "collector-pseudonymize-customers": "false",
+		"collector-store": "embedded", "collector-postgres-secret": "", "collector-postgres-secret-key": "dsn",
+		"collector-postgres-replicas": "2", "collector-postgres-statement-cache": "true",
 	} {
 		if got := f.Lookup(flag); got == nil || got.DefValue != want {
 			t.Errorf("--%s default: %+v; want %s", flag, got, want)
@@ -98,5 +100,40 @@ func TestDataPolicyFlags(t *testing.T) {
 	want := `--collector-contact-retention: "soon" is not a positive duration such as 400d, 72h or 30m`
 	if err == nil || err.Error() != want {
 		t.Errorf("unusable contact retention: %v; want %s", err, want)
+	}
+}
+
+// TestCollectorStoreFlags: the manager refuses unusable store flags before
+// it contacts any cluster, naming the flag, and hands the PostgreSQL
+// collector options to the pod runtime.
+func TestCollectorStoreFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--collector-store=pg"}, `--collector-store: "pg" is neither "embedded" nor "postgres"`},
+		{[]string{"--collector-store=postgres"}, "--collector-postgres-secret: must name the Secret with the connection string when --collector-store=postgres"},
+		{[]string{"--collector-postgres-replicas=0"}, "--collector-postgres-replicas: 0 is not a positive count"},
+		{[]string{"--collector-postgres-secret-key="}, "--collector-postgres-secret-key: must not be empty"},
+	} {
+		cmd := newManagerCommand()
+		cmd.SetArgs(append(tc.args, "--metrics-bind-address=0", "--health-probe-bind-address=0"))
+		err := cmd.ExecuteContext(t.Context())
+		if err == nil || err.Error() != tc.want {
+			t.Errorf("%v: %v; want %s", tc.args, err, tc.want)
+		}
+	}
+
+	opts := &managerOptions{collector: controllers.KubeCollectorRuntime{Image: "example.com/cxop:test"},
+		collectorCPU: "100m", collectorMemory: "128Mi", collectorMemMax: "512Mi", collectorDisk: "1Gi", collectorCache: "128Mi"}
+	opts.collector.Delivery = collectorapi.DefaultDelivery
+	opts.collector.Postgres = controllers.PostgresCollectors{SecretKey: "uri", Replicas: 3}
+	rt, _, err := opts.collectorRuntime()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := rt.(*controllers.KubeCollectorRuntime).Postgres
+	if want := (controllers.PostgresCollectors{SecretKey: "uri", Replicas: 3, NoStatementCache: true}); got != want {
+		t.Errorf("collectors on PostgreSQL: %+v; want %+v (statement cache off unless --collector-postgres-statement-cache)", got, want)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -113,6 +114,13 @@ type CollectorReconciler struct {
 	// WatchNamespaces, when set, are the only namespaces the manager works
 	// in (--watch-namespaces): their Namespace objects are read one by one.
 	WatchNamespaces []string
+	// PostgresSecretKey is the key of the connection string in a
+	// PostgreSQL namespace's Secret (empty: DefaultPostgresSecretKey).
+	PostgresSecretKey string
+	// SecretRetry is how soon a namespace waiting for its PostgreSQL
+	// Secret looks for it again (default 5s): the Secret is the platform
+	// team's and not watched.
+	SecretRetry time.Duration
 	// namespaces reads Namespace objects (see watchNamespaces).
 	namespaces client.Reader
 }
@@ -134,7 +142,16 @@ type CollectorReconciler struct {
 // namespace has no Touchpoints left.
 func (r *CollectorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
 	ns := req.Namespace
-	defer func() { r.report(ns, retErr) }()
+	// waiting is reported although the reconcile succeeds: it waits on
+	// someone, and is retried on a timer rather than with backoff.
+	var waiting error
+	defer func() {
+		if retErr == nil && waiting != nil {
+			r.report(ns, waiting)
+			return
+		}
+		r.report(ns, retErr)
+	}()
 	var tps cxv1.TouchpointList
 	if err := r.List(ctx, &tps, client.InNamespace(ns)); err != nil {
 		return ctrl.Result{}, fmt.Errorf("list touchpoints: %w", err)
@@ -163,6 +180,19 @@ func (r *CollectorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	svyItems = slices.DeleteFunc(svyItems, func(s cxv1.Survey) bool { return checkSurveySpec(&s.Spec) != nil })
 	if err := policy.fits(ns, svyItems); err != nil {
 		return ctrl.Result{}, reconcile.TerminalError(err)
+	}
+	// Nothing is written for a store the collector could not open.
+	store, err := r.collectorStore(ctx, ns, policy)
+	if missing := (*postgresSecretMissing)(nil); errors.As(err, &missing) {
+		waiting = err
+		retry := r.SecretRetry
+		if retry <= 0 {
+			retry = 5 * time.Second
+		}
+		return ctrl.Result{RequeueAfter: retry}, nil
+	}
+	if err != nil {
+		return ctrl.Result{}, err
 	}
 	reqs := make([]tokenRequest, 0, len(tpItems)+len(svyItems))
 	for i := range tpItems {
@@ -217,7 +247,13 @@ func (r *CollectorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	url, err := r.Runtime.Ensure(ctx, ns, collectorapi.Files{Config: data, Secrets: secrets})
+	files := collectorapi.Files{Config: data, Secrets: secrets}
+	var url string
+	if sr, ok := r.Runtime.(StoreRuntime); ok {
+		url, err = sr.EnsureStore(ctx, ns, files, store)
+	} else {
+		url, err = r.Runtime.Ensure(ctx, ns, files)
+	}
 	if err != nil {
 		return ctrl.Result{}, fmt.Errorf("run collector: %w", err)
 	}

@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -70,11 +71,17 @@ type DataPolicy struct {
 	// PseudonymizeCustomers stores HMAC-SHA256(customer id key, customer
 	// id) instead of the customer id.
 	PseudonymizeCustomers bool
+	// Store is where records are kept: StoreEmbedded (empty means it) or
+	// StorePostgres.
+	Store string
+	// PostgresSecret names the Secret in the namespace that holds the
+	// connection string when Store is StorePostgres.
+	PostgresSecret string
 }
 
 // DefaultDataPolicy is the policy of a namespace without annotations when
 // the manager is given none (the flags' defaults).
-var DefaultDataPolicy = DataPolicy{Retention: "400d", ContactRetention: "7d"}
+var DefaultDataPolicy = DataPolicy{Retention: "400d", ContactRetention: "7d", Store: StoreEmbedded}
 
 // Check reports the first setting that is not usable, naming it by the
 // manager flag that sets it.
@@ -90,6 +97,14 @@ func (p DataPolicy) Check() error {
 	if contact > retention {
 		return fmt.Errorf("--collector-contact-retention: %s is longer than --collector-retention %s", p.ContactRetention, p.Retention)
 	}
+	if p.Store != "" {
+		if err := checkStore(p.Store); err != nil {
+			return fmt.Errorf("--collector-store: %w", err)
+		}
+	}
+	if p.Store == StorePostgres && p.PostgresSecret == "" {
+		return fmt.Errorf("--collector-postgres-secret: must name the Secret with the connection string when --collector-store=%s", StorePostgres)
+	}
 	return nil
 }
 
@@ -100,6 +115,9 @@ func (p DataPolicy) withDefaults() DataPolicy {
 	}
 	if p.ContactRetention == "" {
 		p.ContactRetention = DefaultDataPolicy.ContactRetention
+	}
+	if p.Store == "" {
+		p.Store = StoreEmbedded
 	}
 	return p
 }
@@ -154,6 +172,21 @@ func dataPolicyFor(ns *corev1.Namespace, defaults DataPolicy) (DataPolicy, error
 		default:
 			problems = append(problems, fmt.Sprintf("annotation %s: %q is neither \"true\" nor \"false\"", PseudonymizeCustomersAnnotation, v))
 		}
+	}
+	if v, ok := a[StoreAnnotation]; ok {
+		if err := checkStore(v); err != nil {
+			problems = append(problems, fmt.Sprintf("annotation %s: %v", StoreAnnotation, err))
+		}
+		p.Store = v
+	}
+	if v, ok := a[PostgresSecretAnnotation]; ok {
+		if errs := validation.IsDNS1123Subdomain(v); len(errs) > 0 {
+			problems = append(problems, fmt.Sprintf("annotation %s: %q is not a Secret name: %s", PostgresSecretAnnotation, v, strings.Join(errs, "; ")))
+		}
+		p.PostgresSecret = v
+	}
+	if p.Store == StorePostgres && p.PostgresSecret == "" {
+		problems = append(problems, fmt.Sprintf("the namespace keeps its records in PostgreSQL and no Secret holds the connection string: set annotation %s, or the manager's --collector-postgres-secret (chart value collector.postgres.secretName)", PostgresSecretAnnotation))
 	}
 	if len(problems) == 0 {
 		// Contacts are part of what the retention keeps: the collector
@@ -288,7 +321,7 @@ var dataPolicyChanged = predicate.Funcs{
 	GenericFunc: func(event.GenericEvent) bool { return false },
 	UpdateFunc: func(e event.UpdateEvent) bool {
 		was, now := e.ObjectOld.GetAnnotations(), e.ObjectNew.GetAnnotations()
-		for _, a := range []string{RetentionAnnotation, ContactRetentionAnnotation, PseudonymizeCustomersAnnotation} {
+		for _, a := range []string{RetentionAnnotation, ContactRetentionAnnotation, PseudonymizeCustomersAnnotation, StoreAnnotation, PostgresSecretAnnotation} {
 			v1, ok1 := was[a]
 			v2, ok2 := now[a]
 			if v1 != v2 || ok1 != ok2 {

@@ -39,6 +39,16 @@ func TestDataPolicyForNamespace(t *testing.T) {
 			wantErr: `namespace shop: annotation cx.cxop.dev/retention: "" is not a positive duration such as 400d, 72h or 30m; annotation cx.cxop.dev/pseudonymize-customers: "yes" is neither "true" nor "false"; the collector keeps its last config until this is fixed`},
 		{name: "contact retention longer than retention", annotations: map[string]string{RetentionAnnotation: "3d"},
 			wantErr: `namespace shop: contact retention 7d (--collector-contact-retention) is longer than the retention 3d (annotation cx.cxop.dev/retention): set annotation cx.cxop.dev/contact-retention to 3d or less; the collector keeps its last config until this is fixed`},
+		{name: "a namespace on PostgreSQL", annotations: map[string]string{StoreAnnotation: "postgres", PostgresSecretAnnotation: "shop-db"},
+			want: DataPolicy{Retention: "400d", ContactRetention: "7d", Store: StorePostgres, PostgresSecret: "shop-db"}},
+		{name: "embedded explicitly", annotations: map[string]string{StoreAnnotation: "embedded"},
+			want: DataPolicy{Retention: "400d", ContactRetention: "7d", Store: StoreEmbedded}},
+		{name: "unknown store", annotations: map[string]string{StoreAnnotation: "Postgres"},
+			wantErr: `namespace shop: annotation cx.cxop.dev/store: "Postgres" is neither "embedded" nor "postgres"; the collector keeps its last config until this is fixed`},
+		{name: "PostgreSQL with no Secret named", annotations: map[string]string{StoreAnnotation: "postgres"},
+			wantErr: `namespace shop: the namespace keeps its records in PostgreSQL and no Secret holds the connection string: set annotation cx.cxop.dev/postgres-secret, or the manager's --collector-postgres-secret (chart value collector.postgres.secretName); the collector keeps its last config until this is fixed`},
+		{name: "not a Secret name", annotations: map[string]string{StoreAnnotation: "postgres", PostgresSecretAnnotation: "../db"},
+			wantErr: `namespace shop: annotation cx.cxop.dev/postgres-secret: "../db" is not a Secret name: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*'); the collector keeps its last config until this is fixed`},
 		{name: "TRUE is not true", annotations: map[string]string{PseudonymizeCustomersAnnotation: "TRUE"},
 			wantErr: `namespace shop: annotation cx.cxop.dev/pseudonymize-customers: "TRUE" is neither "true" nor "false"; the collector keeps its last config until this is fixed`},
 	} {
@@ -65,9 +75,11 @@ func TestDataPolicyCheckNamesTheFlag(t *testing.T) {
 		t.Fatalf("defaults: %v", err)
 	}
 	for p, want := range map[DataPolicy]string{
-		{Retention: "-1d", ContactRetention: "7d"}: `--collector-retention: "-1d" is not a positive duration such as 400d, 72h or 30m`,
-		{Retention: "400d", ContactRetention: "7"}: `--collector-contact-retention: "7" is not a positive duration such as 400d, 72h or 30m`,
-		{Retention: "3d", ContactRetention: "7d"}:  `--collector-contact-retention: 7d is longer than --collector-retention 3d`,
+		{Retention: "-1d", ContactRetention: "7d"}:                     `--collector-retention: "-1d" is not a positive duration such as 400d, 72h or 30m`,
+		{Retention: "400d", ContactRetention: "7"}:                     `--collector-contact-retention: "7" is not a positive duration such as 400d, 72h or 30m`,
+		{Retention: "3d", ContactRetention: "7d"}:                      `--collector-contact-retention: 7d is longer than --collector-retention 3d`,
+		{Retention: "400d", ContactRetention: "7d", Store: "pg"}:       `--collector-store: "pg" is neither "embedded" nor "postgres"`,
+		{Retention: "400d", ContactRetention: "7d", Store: "postgres"}: "--collector-postgres-secret: must name the Secret with the connection string when --collector-store=postgres",
 	} {
 		if err := p.Check(); err == nil || err.Error() != want {
 			t.Errorf("%+v: %v; want %s", p, err, want)
@@ -95,6 +107,8 @@ func TestDataPolicyChangedPassesAnnotationChangesOnly(t *testing.T) {
 		"changed":              {was: map[string]string{ContactRetentionAnnotation: "7d"}, now: map[string]string{ContactRetentionAnnotation: "3d"}, want: true},
 		"removed":              {was: map[string]string{PseudonymizeCustomersAnnotation: "true"}, now: nil, want: true},
 		"set to empty":         {was: nil, now: map[string]string{RetentionAnnotation: ""}, want: true},
+		"store changed":        {was: map[string]string{StoreAnnotation: "embedded"}, now: map[string]string{StoreAnnotation: "postgres"}, want: true},
+		"secret named":         {was: nil, now: map[string]string{PostgresSecretAnnotation: "shop-db"}, want: true},
 	} {
 		if got := dataPolicyChanged.Update(event.UpdateEvent{ObjectOld: ns(tc.was), ObjectNew: ns(tc.now)}); got != tc.want {
 			t.Errorf("%s: passes %v; want %v", name, got, tc.want)

@@ -9,6 +9,8 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -91,6 +93,40 @@ type KubeCollectorRuntime struct {
 	// Delivery sets the collectors' webhook retry window and invitation
 	// rate limits; zero leaves the collector's defaults.
 	Delivery collectorapi.DeliveryOptions
+	// Postgres shapes the collectors of namespaces on PostgreSQL.
+	Postgres PostgresCollectors
+}
+
+// PostgresCollectors shapes the collectors of namespaces whose records are
+// kept in PostgreSQL: a Deployment of stateless replicas.
+type PostgresCollectors struct {
+	// SecretKey is the key of the connection string in the namespace's
+	// Secret (empty: DefaultPostgresSecretKey).
+	SecretKey string
+	// Replicas is the Deployment's replica count (zero: 2).
+	Replicas int32
+	// NoStatementCache runs the collectors with
+	// --postgres-statement-cache=false, for a PgBouncer in transaction
+	// pooling mode that keeps no prepared statements.
+	NoStatementCache bool
+}
+
+// DefaultPostgresReplicas is how many collectors serve a namespace on
+// PostgreSQL unless the manager is told otherwise.
+const DefaultPostgresReplicas = 2
+
+func (p PostgresCollectors) secretKey() string {
+	if p.SecretKey == "" {
+		return DefaultPostgresSecretKey
+	}
+	return p.SecretKey
+}
+
+func (p PostgresCollectors) replicas() int32 {
+	if p.Replicas <= 0 {
+		return DefaultPostgresReplicas
+	}
+	return p.Replicas
 }
 
 // ServiceMonitorGVK is the Prometheus Operator's scrape configuration kind.
@@ -98,6 +134,8 @@ var ServiceMonitorGVK = schema.GroupVersionKind{Group: "monitoring.coreos.com", 
 
 // +kubebuilder:rbac:groups=monitoring.coreos.com,resources=servicemonitors,verbs=get;create;update;delete
 // +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=delete
+// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;patch;delete
 
 func (k *KubeCollectorRuntime) serviceMonitor(namespace string) *unstructured.Unstructured {
 	return collectorObject(ServiceMonitorGVK, namespace)
@@ -113,7 +151,7 @@ func collectorObject(gvk schema.GroupVersionKind, namespace string) *unstructure
 	return obj
 }
 
-var _ CollectorRuntime = &KubeCollectorRuntime{}
+var _ StoreRuntime = &KubeCollectorRuntime{}
 
 // URL is the in-cluster address of the namespace's collector Service.
 func (k *KubeCollectorRuntime) URL(namespace string) string {
@@ -132,11 +170,23 @@ func (k *KubeCollectorRuntime) PageURL(namespace string) (string, error) {
 	return strings.TrimSuffix(strings.ReplaceAll(k.PageURLTemplate, "{namespace}", namespace), "/"), nil
 }
 
-// Ensure creates or updates the ServiceAccount, Service and StatefulSet.
-// The config reaches the pod through the ConfigMap volume, which the kubelet
-// refreshes in place; the collector reloads it without a restart, so the pod
-// template carries no config hash.
-func (k *KubeCollectorRuntime) Ensure(ctx context.Context, namespace string, _ collectorapi.Files) (string, error) {
+// Ensure runs the namespace's collector on the embedded store.
+func (k *KubeCollectorRuntime) Ensure(ctx context.Context, namespace string, files collectorapi.Files) (string, error) {
+	return k.EnsureStore(ctx, namespace, files, CollectorStore{Kind: StoreEmbedded})
+}
+
+// EnsureStore creates or updates the ServiceAccount, the Service and the
+// workload of the namespace's store: a StatefulSet for the embedded store,
+// a Deployment and a PodDisruptionBudget for PostgreSQL. The other store's
+// workload is deleted first, so that two stores never take the namespace's
+// records at once; the embedded store's PVC stays unless DeletePVC is set.
+// The config reaches the pods through the ConfigMap volume, which the
+// kubelet refreshes in place; the collector reloads it without a restart,
+// so the pod template carries no config hash.
+func (k *KubeCollectorRuntime) EnsureStore(ctx context.Context, namespace string, _ collectorapi.Files, store CollectorStore) (string, error) {
+	if store.Kind == StorePostgres && store.PostgresSecret == "" {
+		return "", needsAction(fmt.Errorf("namespace %s: no Secret named for the PostgreSQL connection string", namespace))
+	}
 	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: CollectorName}}
 	if _, err := controllerutil.CreateOrPatch(ctx, k.Client, sa, func() error {
 		sa.Labels = mergeLabels(sa.Labels, collectorLabels())
@@ -160,12 +210,31 @@ func (k *KubeCollectorRuntime) Ensure(ctx context.Context, namespace string, _ c
 		return "", fmt.Errorf("apply service: %w", err)
 	}
 
-	sts := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: CollectorName}}
-	if _, err := controllerutil.CreateOrPatch(ctx, k.Client, sts, func() error {
-		k.mutateStatefulSet(sts)
-		return nil
-	}); err != nil {
-		return "", fmt.Errorf("apply statefulset: %w", err)
+	meta := metav1.ObjectMeta{Namespace: namespace, Name: CollectorName}
+	if store.Kind == StorePostgres {
+		deleted, err := k.deletePresent(ctx, &appsv1.StatefulSet{ObjectMeta: meta})
+		if err != nil {
+			return "", err
+		}
+		if deleted && k.DeletePVC {
+			if err := k.deleteAll(ctx, []client.Object{k.dataPVC(namespace)}); err != nil {
+				return "", err
+			}
+		}
+		if err := k.applyPostgres(ctx, namespace, store); err != nil {
+			return "", err
+		}
+	} else {
+		if _, err := k.deletePresent(ctx, &appsv1.Deployment{ObjectMeta: meta}, &policyv1.PodDisruptionBudget{ObjectMeta: meta}); err != nil {
+			return "", err
+		}
+		sts := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: CollectorName}}
+		if _, err := controllerutil.CreateOrPatch(ctx, k.Client, sts, func() error {
+			k.mutateStatefulSet(sts)
+			return nil
+		}); err != nil {
+			return "", fmt.Errorf("apply statefulset: %w", err)
+		}
 	}
 
 	if k.ServiceMonitors {
@@ -221,26 +290,77 @@ func (k *KubeCollectorRuntime) applyCollectorRules(ctx context.Context, namespac
 	return nil
 }
 
-// Remove deletes the StatefulSet, Service and ServiceAccount. The PVC
-// follows only when DeletePVC is set, through the StatefulSet's retention
-// policy (and explicitly, for clusters where that policy is disabled).
+// Remove deletes the workload (of either store), Service and
+// ServiceAccount. The PVC follows only when DeletePVC is set, through the
+// StatefulSet's retention policy (and explicitly, for clusters where that
+// policy is disabled).
 func (k *KubeCollectorRuntime) Remove(ctx context.Context, namespace string) error {
+	if err := k.removeEmbedded(ctx, namespace); err != nil {
+		return err
+	}
+	if err := k.removePostgres(ctx, namespace); err != nil {
+		return err
+	}
 	meta := metav1.ObjectMeta{Namespace: namespace, Name: CollectorName}
-	objs := []client.Object{&appsv1.StatefulSet{ObjectMeta: meta}, &corev1.Service{ObjectMeta: meta}, &corev1.ServiceAccount{ObjectMeta: meta}}
+	objs := []client.Object{&corev1.Service{ObjectMeta: meta}, &corev1.ServiceAccount{ObjectMeta: meta}}
 	if k.ServiceMonitors {
 		objs = append(objs, k.serviceMonitor(namespace))
 	}
 	if k.PrometheusRules {
 		objs = append(objs, k.collectorRules(namespace))
 	}
+	return k.deleteAll(ctx, objs)
+}
+
+// removeEmbedded deletes the embedded store's StatefulSet, and its PVC
+// when DeletePVC is set.
+func (k *KubeCollectorRuntime) removeEmbedded(ctx context.Context, namespace string) error {
+	objs := []client.Object{&appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: CollectorName}}}
 	if k.DeletePVC {
-		objs = append(objs, &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{
-			Namespace: namespace, Name: collectorVolumeData + "-" + CollectorName + "-0",
-		}})
+		objs = append(objs, k.dataPVC(namespace))
 	}
+	return k.deleteAll(ctx, objs)
+}
+
+// dataPVC is the embedded store's PVC, made from the StatefulSet's claim
+// template.
+func (k *KubeCollectorRuntime) dataPVC(namespace string) *corev1.PersistentVolumeClaim {
+	return &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{
+		Namespace: namespace, Name: collectorVolumeData + "-" + CollectorName + "-0",
+	}}
+}
+
+// deletePresent deletes those of objs that the client (the manager's
+// cache, in a cluster) holds, and reports whether there were any. A
+// namespace that stays on its store then costs no API request for the
+// other store's workload at each reconcile.
+func (k *KubeCollectorRuntime) deletePresent(ctx context.Context, objs ...client.Object) (bool, error) {
+	var present []client.Object
+	for _, obj := range objs {
+		err := k.Client.Get(ctx, client.ObjectKeyFromObject(obj), obj)
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return false, fmt.Errorf("get %T %s/%s: %w", obj, obj.GetNamespace(), obj.GetName(), err)
+		}
+		present = append(present, obj)
+	}
+	return len(present) > 0, k.deleteAll(ctx, present)
+}
+
+// removePostgres deletes the PostgreSQL collectors' Deployment and
+// PodDisruptionBudget. The database is the platform team's and keeps the
+// namespace's records.
+func (k *KubeCollectorRuntime) removePostgres(ctx context.Context, namespace string) error {
+	meta := metav1.ObjectMeta{Namespace: namespace, Name: CollectorName}
+	return k.deleteAll(ctx, []client.Object{&appsv1.Deployment{ObjectMeta: meta}, &policyv1.PodDisruptionBudget{ObjectMeta: meta}})
+}
+
+func (k *KubeCollectorRuntime) deleteAll(ctx context.Context, objs []client.Object) error {
 	for _, obj := range objs {
 		if err := k.Client.Delete(ctx, obj, client.PropagationPolicy(metav1.DeletePropagationBackground)); client.IgnoreNotFound(err) != nil {
-			return fmt.Errorf("delete %T %s/%s: %w", obj, namespace, obj.GetName(), err)
+			return fmt.Errorf("delete %T %s/%s: %w", obj, obj.GetNamespace(), obj.GetName(), err)
 		}
 	}
 	return nil
@@ -260,16 +380,25 @@ func mergeLabels(have, want map[string]string) map[string]string {
 	return have
 }
 
-// collectorArgs is the collector container's command line.
-func (k *KubeCollectorRuntime) collectorArgs() []string {
+// collectorArgs is the collector container's command line for store.
+func (k *KubeCollectorRuntime) collectorArgs(store string) []string {
 	args := []string{"collector",
 		fmt.Sprintf("--listen=:%d", CollectorPort),
 		fmt.Sprintf("--page-listen=:%d", CollectorPagePort),
 		fmt.Sprintf("--metrics-listen=:%d", CollectorMetricsPort),
-		"--data-dir=" + collectorDataDir,
-		"--config=" + collectorConfigDir + "/" + CollectorConfigKey,
-		"--secrets=" + collectorSecretsDir + "/" + CollectorSecretsKey,
 	}
+	if store == StorePostgres {
+		args = append(args, "--store="+StorePostgres, "--postgres-dsn-file="+collectorPostgresDir+"/"+k.Postgres.secretKey())
+		if k.Postgres.NoStatementCache {
+			args = append(args, "--postgres-statement-cache=false")
+		}
+	} else {
+		args = append(args, "--data-dir="+collectorDataDir)
+	}
+	args = append(args,
+		"--config="+collectorConfigDir+"/"+CollectorConfigKey,
+		"--secrets="+collectorSecretsDir+"/"+CollectorSecretsKey,
+	)
 	if len(k.WebhookAllowHosts) > 0 {
 		args = append(args, "--webhook-allow-hosts="+strings.Join(k.WebhookAllowHosts, ","))
 	}
@@ -279,7 +408,8 @@ func (k *KubeCollectorRuntime) collectorArgs() []string {
 	if k.AllowInsecureWebhooks {
 		args = append(args, "--allow-insecure-webhooks")
 	}
-	if !k.BlockCacheSize.IsZero() {
+	// The block cache is the embedded store's.
+	if store != StorePostgres && !k.BlockCacheSize.IsZero() {
 		args = append(args, "--block-cache-size="+k.BlockCacheSize.String())
 	}
 	args = append(args, k.Delivery.Args()...)
@@ -347,7 +477,15 @@ func (k *KubeCollectorRuntime) mutateStatefulSet(sts *appsv1.StatefulSet) {
 	}
 	// One writer per store: the embedded engine is single-process.
 	sts.Spec.Replicas = ptr.To[int32](1)
+	sts.Spec.Template.Labels = labels
+	sts.Spec.Template.Spec = k.podSpec(StoreEmbedded,
+		corev1.VolumeMount{Name: collectorVolumeData, MountPath: collectorDataDir}, nil)
+}
 
+// podSpec is a collector pod on store, with the store's volume mount
+// (the data PVC, or the connection string's Secret) and, for a Secret, its
+// volume.
+func (k *KubeCollectorRuntime) podSpec(store string, storeMount corev1.VolumeMount, storeVolume *corev1.Volume) corev1.PodSpec {
 	probe := func(path string, period int32) *corev1.Probe {
 		return &corev1.Probe{
 			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromString("http")}},
@@ -358,8 +496,7 @@ func (k *KubeCollectorRuntime) mutateStatefulSet(sts *appsv1.StatefulSet) {
 	// The store replays its log before /readyz answers; /healthz answers
 	// from the first second, so liveness never kills a long replay.
 	startup.FailureThreshold = 30
-	sts.Spec.Template.Labels = labels
-	sts.Spec.Template.Spec = corev1.PodSpec{
+	spec := corev1.PodSpec{
 		ServiceAccountName:           CollectorName,
 		AutomountServiceAccountToken: ptr.To(false),
 		ImagePullSecrets:             pullSecrets(k.ImagePullSecrets),
@@ -376,7 +513,7 @@ func (k *KubeCollectorRuntime) mutateStatefulSet(sts *appsv1.StatefulSet) {
 		Containers: []corev1.Container{{
 			Name:           "collector",
 			Image:          k.Image,
-			Args:           k.collectorArgs(),
+			Args:           k.collectorArgs(store),
 			Env:            k.collectorEnv(),
 			Ports:          collectorPorts(),
 			Resources:      k.Resources,
@@ -391,7 +528,7 @@ func (k *KubeCollectorRuntime) mutateStatefulSet(sts *appsv1.StatefulSet) {
 				SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 			},
 			VolumeMounts: []corev1.VolumeMount{
-				{Name: collectorVolumeData, MountPath: collectorDataDir},
+				storeMount,
 				{Name: "config", MountPath: collectorConfigDir, ReadOnly: true},
 				{Name: "secrets", MountPath: collectorSecretsDir, ReadOnly: true},
 			},
@@ -408,4 +545,79 @@ func (k *KubeCollectorRuntime) mutateStatefulSet(sts *appsv1.StatefulSet) {
 			}},
 		}},
 	}
+	if storeVolume != nil {
+		spec.Volumes = append(spec.Volumes, *storeVolume)
+	}
+	return spec
+}
+
+// collectorVolumePostgres is the volume of the connection string's Secret.
+const collectorVolumePostgres = "postgres"
+
+// applyPostgres creates or updates the Deployment of a namespace's
+// collectors on PostgreSQL and its PodDisruptionBudget.
+func (k *KubeCollectorRuntime) applyPostgres(ctx context.Context, namespace string, store CollectorStore) error {
+	labels := mergeLabels(collectorLabels(), collectorSelector())
+	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: CollectorName}}
+	if _, err := controllerutil.CreateOrPatch(ctx, k.Client, dep, func() error {
+		dep.Labels = mergeLabels(dep.Labels, labels)
+		if dep.ResourceVersion == "" {
+			dep.Spec.Selector = &metav1.LabelSelector{MatchLabels: collectorSelector()}
+		}
+		dep.Spec.Replicas = ptr.To(k.Postgres.replicas())
+		// A rollout adds a replica before it takes one away: the
+		// replicas hold no state, so there is no reason to serve with
+		// fewer while it runs.
+		dep.Spec.Strategy = appsv1.DeploymentStrategy{
+			Type: appsv1.RollingUpdateDeploymentStrategyType,
+			RollingUpdate: &appsv1.RollingUpdateDeployment{
+				MaxUnavailable: ptr.To(intstr.FromInt32(0)), MaxSurge: ptr.To(intstr.FromInt32(1)),
+			},
+		}
+		dep.Spec.Template.Labels = labels
+		// Only the connection string's key is projected: whatever else
+		// the platform team keeps in the Secret stays out of the pod.
+		key := k.Postgres.secretKey()
+		spec := k.podSpec(StorePostgres,
+			corev1.VolumeMount{Name: collectorVolumePostgres, MountPath: collectorPostgresDir, ReadOnly: true},
+			&corev1.Volume{Name: collectorVolumePostgres, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+				SecretName: store.PostgresSecret, DefaultMode: ptr.To[int32](0o440),
+				Items: []corev1.KeyToPath{{Key: key, Path: key}},
+			}}})
+		// Replicas on different nodes: a node drain or loss then stops
+		// one of them, not the namespace's ingest. Preferred, not
+		// required, so a one-node cluster still runs them all.
+		spec.Affinity = &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{
+			PreferredDuringSchedulingIgnoredDuringExecution: []corev1.WeightedPodAffinityTerm{{
+				Weight: 100,
+				PodAffinityTerm: corev1.PodAffinityTerm{
+					LabelSelector: &metav1.LabelSelector{MatchLabels: collectorSelector()},
+					TopologyKey:   corev1.LabelHostname,
+				},
+			}},
+		}}
+		dep.Spec.Template.Spec = spec
+		return nil
+	}); err != nil {
+		return fmt.Errorf("apply deployment: %w", err)
+	}
+
+	pdb := &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: CollectorName}}
+	if _, err := controllerutil.CreateOrPatch(ctx, k.Client, pdb, func() error {
+		pdb.Labels = mergeLabels(pdb.Labels, labels)
+		pdb.Spec.Selector = &metav1.LabelSelector{MatchLabels: collectorSelector()}
+		// maxUnavailable 1 rather than minAvailable 1: the same with two
+		// replicas, but it never blocks a node drain when the manager runs
+		// one replica, and keeps all but one serving with three or more.
+		pdb.Spec.MaxUnavailable = ptr.To(intstr.FromInt32(1))
+		pdb.Spec.MinAvailable = nil
+		// A replica that is not ready (its database is down) serves
+		// nothing: evicting it costs no availability, and must not hold
+		// up a drain while the database is away.
+		pdb.Spec.UnhealthyPodEvictionPolicy = ptr.To(policyv1.AlwaysAllow)
+		return nil
+	}); err != nil {
+		return fmt.Errorf("apply poddisruptionbudget: %w", err)
+	}
+	return nil
 }

@@ -23,6 +23,25 @@ type inProcessCollectors struct {
 	mu    sync.Mutex
 	runs  map[string]*inProcessRun
 	addrs map[string]string // chosen by PageURL or Ensure, kept across restarts
+	// stores is the store each namespace was last ensured with. The
+	// collectors here keep every namespace embedded: the store choice is
+	// the workload's (collector_kube.go), which specs check apart.
+	stores map[string]CollectorStore
+}
+
+// EnsureStore records store and runs the collector as Ensure does.
+func (c *inProcessCollectors) EnsureStore(ctx context.Context, namespace string, files collectorapi.Files, store CollectorStore) (string, error) {
+	c.mu.Lock()
+	c.stores[namespace] = store
+	c.mu.Unlock()
+	return c.Ensure(ctx, namespace, files)
+}
+
+// storeOf is the store namespace was last ensured with.
+func (c *inProcessCollectors) storeOf(namespace string) CollectorStore {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stores[namespace]
 }
 
 type inProcessRun struct {
@@ -32,7 +51,7 @@ type inProcessRun struct {
 }
 
 func newInProcessCollectors(dir string) *inProcessCollectors {
-	return &inProcessCollectors{dir: dir, runs: map[string]*inProcessRun{}, addrs: map[string]string{}}
+	return &inProcessCollectors{dir: dir, runs: map[string]*inProcessRun{}, addrs: map[string]string{}, stores: map[string]CollectorStore{}}
 }
 
 // addr returns the namespace's loopback address, choosing it once.

@@ -5,6 +5,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -39,6 +40,8 @@ func (r *CollectorReconciler) SetupWithManager(mgr ctrl.Manager, opts controller
 	}
 	if _, ok := r.Runtime.(*KubeCollectorRuntime); ok {
 		b = b.Watches(&appsv1.StatefulSet{}, toNamespace, managed).
+			Watches(&appsv1.Deployment{}, toNamespace, managed).
+			Watches(&policyv1.PodDisruptionBudget{}, toNamespace, managed).
 			Watches(&corev1.Service{}, toNamespace, managed)
 	}
 	return b.WithOptions(opts).Complete(r)

@@ -12,6 +12,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -52,6 +53,13 @@ func (r kubeAndInProcessCollectors) Ensure(ctx context.Context, ns string, files
 		return "", err
 	}
 	return r.local.Ensure(ctx, ns, files)
+}
+
+func (r kubeAndInProcessCollectors) EnsureStore(ctx context.Context, ns string, files collectorapi.Files, store CollectorStore) (string, error) {
+	if _, err := r.kube.EnsureStore(ctx, ns, files, store); err != nil {
+		return "", err
+	}
+	return r.local.EnsureStore(ctx, ns, files, store)
 }
 
 func (r kubeAndInProcessCollectors) Remove(ctx context.Context, ns string) error {
@@ -188,6 +196,7 @@ func TestNamespacedManagerUnderRBAC(t *testing.T) {
 			ByObject: map[client.Object]cache.ByObject{
 				&corev1.Secret{}: managed, &corev1.ConfigMap{}: managed, &corev1.Service{}: managed,
 				&corev1.ServiceAccount{}: managed, &appsv1.StatefulSet{}: managed, &batchv1.CronJob{}: managed,
+				&appsv1.Deployment{}: managed, &policyv1.PodDisruptionBudget{}: managed,
 			},
 		},
 	})
@@ -323,6 +332,36 @@ func TestNamespacedManagerUnderRBAC(t *testing.T) {
 	var lease coordinationv1.Lease
 	g.Expect(admin.Get(ctx, client.ObjectKey{Namespace: system, Name: "manager.cxop.dev"}, &lease)).To(Succeed())
 	g.Expect(*lease.Spec.HolderIdentity).NotTo(BeEmpty())
+
+	t.Log("a namespace moved to PostgreSQL and back: the manager replaces its workload with the verbs it holds")
+	g.Expect(admin.Create(ctx, &corev1.Secret{ObjectMeta: metaOf(shop, "shop-db"), StringData: map[string]string{"dsn": "postgres://cxop@db.internal/cx_shop"}})).To(Succeed())
+	setStore := func(store string) {
+		g.Eventually(func() error {
+			if err := admin.Get(ctx, client.ObjectKey{Name: shop}, &shopNS); err != nil {
+				return err
+			}
+			shopNS.Annotations[StoreAnnotation] = store
+			shopNS.Annotations[PostgresSecretAnnotation] = "shop-db"
+			return admin.Update(ctx, &shopNS)
+		}, 10*time.Second, 100*time.Millisecond).Should(Succeed())
+	}
+	gone := func(obj client.Object) func() bool {
+		return func() bool { return apierrors.IsNotFound(admin.Get(ctx, client.ObjectKeyFromObject(obj), obj)) }
+	}
+	setStore(StorePostgres)
+	g.Eventually(func(g Gomega) {
+		var dep appsv1.Deployment
+		g.Expect(admin.Get(ctx, client.ObjectKey{Namespace: shop, Name: CollectorName}, &dep)).To(Succeed())
+		g.Expect(dep.Spec.Template.Spec.Containers[0].Args).To(ContainElement("--store=postgres"))
+		g.Expect(admin.Get(ctx, client.ObjectKey{Namespace: shop, Name: CollectorName}, &policyv1.PodDisruptionBudget{})).To(Succeed())
+	}, 30*time.Second, 100*time.Millisecond).Should(Succeed())
+	g.Eventually(gone(&appsv1.StatefulSet{ObjectMeta: metaOf(shop, CollectorName)}), 30*time.Second, 100*time.Millisecond).Should(BeTrue())
+	setStore(StoreEmbedded)
+	g.Eventually(func() error {
+		return admin.Get(ctx, client.ObjectKey{Namespace: shop, Name: CollectorName}, &appsv1.StatefulSet{})
+	}, 30*time.Second, 100*time.Millisecond).Should(Succeed())
+	g.Eventually(gone(&appsv1.Deployment{ObjectMeta: metaOf(shop, CollectorName)}), 30*time.Second, 100*time.Millisecond).Should(BeTrue())
+	g.Eventually(gone(&policyv1.PodDisruptionBudget{ObjectMeta: metaOf(shop, CollectorName)}), 30*time.Second, 100*time.Millisecond).Should(BeTrue())
 
 	t.Log("the namespace it does not watch is left alone")
 	for _, name := range []string{"support-chat", "order-email"} {

@@ -36,6 +36,9 @@ type Options struct {
 	// WatchNamespaces, when set, are the only namespaces the manager works
 	// in; it then reads and watches only their Namespace objects.
 	WatchNamespaces []string
+	// PostgresSecretKey is the key of the connection string in the Secret
+	// of a namespace on PostgreSQL (empty: DefaultPostgresSecretKey).
+	PostgresSecretKey string
 }
 
 // SetupWithManager registers the field indexes and every reconciler with
@@ -66,7 +69,8 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts Options) error
 	}{
 		"collector": &CollectorReconciler{Client: c, APIReader: mgr.GetAPIReader(), Runtime: opts.Runtime,
 			Forget: status.API.Forget, Written: status.CollectorWritten,
-			DataPolicy: opts.DataPolicy, WatchNamespaces: opts.WatchNamespaces},
+			DataPolicy: opts.DataPolicy, WatchNamespaces: opts.WatchNamespaces,
+			PostgresSecretKey: opts.PostgresSecretKey, SecretRetry: status.RetryInterval},
 		"touchpoint": &TouchpointReconciler{Client: c, Recorder: rec, Live: status},
 		"survey":     &SurveyReconciler{Client: c, APIReader: mgr.GetAPIReader(), Recorder: rec, Live: status, Waves: opts.Waves},
 		"journey":    &JourneyReconciler{Client: c, Recorder: rec, Live: status},

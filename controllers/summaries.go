@@ -104,6 +104,9 @@ func (s *StatusSource) collectorFailure(namespace string) (failure, bool) {
 	if bad := (*invalidDataPolicy)(nil); errors.As(err, &bad) {
 		return failure{reason: cxv1.InvalidDataPolicyReason, message: bad.Error(), stalled: true}, true
 	}
+	if missing := (*postgresSecretMissing)(nil); errors.As(err, &missing) {
+		return failure{reason: cxv1.PostgresSecretMissingReason, message: missing.Error(), stalled: true}, true
+	}
 	return failure{
 		reason:  cxv1.CollectorFailedReason,
 		message: "the namespace's collector could not be written: " + err.Error(),

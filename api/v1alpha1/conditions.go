@@ -123,10 +123,17 @@ const (
 
 	// InvalidDataPolicyReason: an annotation of the namespace that sets
 	// its collector's data policy (cx.cxop.dev/retention,
-	// cx.cxop.dev/contact-retention, cx.cxop.dev/pseudonymize-customers)
+	// cx.cxop.dev/contact-retention, cx.cxop.dev/pseudonymize-customers,
+	// cx.cxop.dev/store, cx.cxop.dev/postgres-secret)
 	// holds a value the manager cannot use, so the collector keeps its last
 	// config; the message names the annotation and why.
 	InvalidDataPolicyReason = "InvalidDataPolicy"
+
+	// PostgresSecretMissingReason: the namespace's collector keeps its
+	// records in PostgreSQL, and the Secret holding the connection string
+	// (or its key) is missing, so the collector keeps its last workload and
+	// config; the message names the Secret and the key.
+	PostgresSecretMissingReason = "PostgresSecretMissing"
 )
 
 // The AlertRules condition of a CXTarget.

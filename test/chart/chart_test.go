@@ -62,6 +62,9 @@ func TestChartRendersValidObjects(t *testing.T) {
 			"--set", "surveys.allowInsecureWebhooks=true", "--set", "surveys.webhookDenyCIDRs={34.118.224.0/20,2600:1900:4000::/44}",
 
 			"--set", "surveys.webhookRetryFor=72h", "--set", "surveys.invitationRatePerNamespace=2000000"},
+		{"--set", "collector.store=postgres", "--set", "collector.postgres.secretName=cxop-postgres",
+			"--set", "collector.postgres.secretKey=uri", "--set", "collector.postgres.replicas=3",
+			"--set", "collector.postgres.statementCache=false"},
 	} {
 		args := append([]string{"template", "cxop", chart, "--namespace", "default"}, values...)
 		out, err := exec.Command(helm, args...).Output()
@@ -83,6 +86,7 @@ func TestChartRendersValidObjects(t *testing.T) {
 				checkOneImage(t, values, u)
 				checkManagerTakesArgs(t, values, u)
 				checkWebhookArgs(t, values, u)
+				checkStoreArgs(t, values, u)
 			}
 			if err := c.Create(context.Background(), u, client.DryRunAll); err != nil {
 				t.Errorf("helm %s: %s %s rejected by the API server: %v", strings.Join(values, " "), u.GetKind(), u.GetName(), err)
@@ -130,6 +134,52 @@ func checkWebhookArgs(t *testing.T, values []string, deploy *unstructured.Unstru
 	for _, arg := range []string{"--allow-insecure-webhooks", "--webhook-deny-cidrs=34.118.224.0/20,2600:1900:4000::/44"} {
 		if args[arg] != customised {
 			t.Errorf("helm %s: manager argument %s present: %v, want %v", strings.Join(values, " "), arg, args[arg], customised)
+		}
+	}
+}
+
+// checkStoreArgs: the store values reach the manager, and by default
+// collectors keep the embedded store.
+func checkStoreArgs(t *testing.T, values []string, deploy *unstructured.Unstructured) {
+	t.Helper()
+	containers, _, _ := unstructured.NestedSlice(deploy.Object, "spec", "template", "spec", "containers")
+	args := map[string]bool{}
+	for _, a := range containers[0].(map[string]any)["args"].([]any) {
+		args[a.(string)] = true
+	}
+	want := []string{"--collector-store=embedded", "--collector-postgres-secret-key=dsn",
+		"--collector-postgres-replicas=2", "--collector-postgres-statement-cache=true"}
+	if strings.Contains(strings.Join(values, " "), "collector.store=postgres") {
+		want = []string{"--collector-store=postgres", "--collector-postgres-secret=cxop-postgres", "--collector-postgres-secret-key=uri",
+			"--collector-postgres-replicas=3", "--collector-postgres-statement-cache=false"}
+	}
+	for _, arg := range want {
+		if !args[arg] {
+			t.Errorf("helm %s: manager arguments lack %s", strings.Join(values, " "), arg)
+		}
+	}
+}
+
+// TestChartRefusesAnUnusableStore: a store the manager cannot run, or
+// PostgreSQL with no Secret named, fails the install with the value to fix
+// rather than a manager that crash-loops.
+func TestChartRefusesAnUnusableStore(t *testing.T) {
+	helm := os.Getenv("HELM")
+	if helm == "" {
+		t.Fatal(`HELM must be set: run "make test"`)
+	}
+	chart := filepath.Join("..", "..", "charts", "cxop")
+	for _, tc := range []struct {
+		values []string
+		want   string
+	}{
+		{[]string{"--set", "collector.store=pg"}, `collector.store: "pg" is neither "embedded" nor "postgres"`},
+		{[]string{"--set", "collector.store=postgres"}, "collector.postgres.secretName: must name the Secret with the connection string when collector.store is postgres"},
+	} {
+		args := append([]string{"template", "cxop", chart, "--namespace", "default"}, tc.values...)
+		out, err := exec.Command(helm, args...).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), tc.want) {
+			t.Errorf("helm %s: err %v, output %q; want a failure saying %q", strings.Join(args, " "), err, out, tc.want)
 		}
 	}
 }
