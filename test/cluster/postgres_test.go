@@ -235,9 +235,17 @@ spec:
 		wg.Add(1)
 		go func() { defer wg.Done(); ld.client(ctx, c+1) }()
 	}
-	// Progress, not time, sets when the replica goes: once the load runs
-	// through both replicas.
+	// Progress, not time, sets when the replica goes: once both replicas
+	// have stored some of the load.
 	ld.waitAcked(t, 20)
+	for _, r := range before {
+		eventually(t, time.Minute, func() error {
+			if err := ld.failure(); err != nil {
+				t.Fatal(err)
+			}
+			return storedBy(r)
+		})
+	}
 	victim := before[0]
 	ackedAtDelete := ld.ackedBatches()
 	kubectl(t, "-n", pgNS, "delete", "pod", victim.name, "--wait=false")
@@ -250,6 +258,18 @@ spec:
 	})
 	// Load goes on through the new replica too before it stops.
 	ld.waitAcked(t, ld.ackedBatches()+20)
+	after, err := readyCollectors(2, victim.uid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range after {
+		eventually(t, time.Minute, func() error {
+			if err := ld.failure(); err != nil {
+				t.Fatal(err)
+			}
+			return storedBy(r)
+		})
+	}
 	ld.stop()
 	wg.Wait()
 	if err := ld.failure(); err != nil {
@@ -296,7 +316,7 @@ spec:
 	})
 }
 
-type collectorReplica struct{ name, uid string }
+type collectorReplica struct{ name, uid, ip string }
 
 // readyCollectors returns the namespace's collector pods once the
 // Deployment has want ready replicas, every one of its pods is Ready and
@@ -324,7 +344,10 @@ func readyCollectors(want int, gone string) ([]collectorReplica, error) {
 				Name, UID         string
 				DeletionTimestamp *string
 			}
-			Status struct{ Conditions []condition }
+			Status struct {
+				Conditions []condition
+				PodIP      string
+			}
 		}
 	}
 	if err := kubectlJSONErr(&pods, "-n", pgNS, "get", "pods", "-l", strings.Join(sel, ",")); err != nil {
@@ -336,13 +359,36 @@ func readyCollectors(want int, gone string) ([]collectorReplica, error) {
 			return nil, fmt.Errorf("pod %s is still there", p.Metadata.Name)
 		}
 		if p.Metadata.DeletionTimestamp == nil && hasCondition(p.Status.Conditions, "Ready", "True") {
-			ready = append(ready, collectorReplica{p.Metadata.Name, p.Metadata.UID})
+			ready = append(ready, collectorReplica{p.Metadata.Name, p.Metadata.UID, p.Status.PodIP})
 		}
 	}
 	if len(ready) != want || len(pods.Items) != want {
 		return nil, fmt.Errorf("%d collector pods, %d of them ready, want %d", len(pods.Items), len(ready), want)
 	}
 	return ready, nil
+}
+
+// storedBy returns nil once the replica's own metrics show it stored
+// interactions of the touchpoint.
+func storedBy(r collectorReplica) error {
+	resp, err := httpClient.Get("http://" + net.JoinHostPort(r.ip, "9090") + "/metrics")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("metrics of %s: %d %v", r.name, resp.StatusCode, err)
+	}
+	prefix := `cxop_collector_interactions_total{touchpoint="` + pgTouchpoint + `"} `
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, prefix); ok {
+			if n, err := strconv.ParseFloat(v, 64); err == nil && n > 0 {
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("replica %s has stored no interactions of %s yet", r.name, pgTouchpoint)
 }
 
 // pgLoad is clients sending batches of events through the Service: each
@@ -378,7 +424,14 @@ func (l *pgLoad) batch(client, seq int) pgBatch {
 	return b
 }
 
-var loadClient = &http.Client{Timeout: 10 * time.Second, Transport: httpClient.Transport}
+// loadClient opens a connection per request, so that the Service spreads
+// the requests over the ready replicas (a kept-alive connection stays with
+// the replica it first reached, and would never find a new one).
+var loadClient = func() *http.Client {
+	tr := httpClient.Transport.(*http.Transport).Clone()
+	tr.DisableKeepAlives = true
+	return &http.Client{Timeout: 10 * time.Second, Transport: tr}
+}()
 
 func (l *pgLoad) client(ctx context.Context, c int) {
 	for seq := 0; ; seq++ {
