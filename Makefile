@@ -118,6 +118,7 @@ test-e2e: manifests ## Run cxop dev, apply the samples, post data over HTTP and 
 test-cluster: image helm ## Start a real single-node cluster (hack/cluster), helm install the built image, run test/cluster in it, remove it.
 	$(GO) test -c -tags cluster -o $(LOCALBIN)/cluster.test ./test/cluster
 	HELM=$(HELM) CXOP_IMAGE=$(IMG) PROMETHEUS="$$(dirname "$$(hack/setup-promtool.sh | tail -n 1)")/prometheus" \
+		PG_BIN="$$(hack/setup-postgres.sh | tail -n 1)" \
 		MONITORING_CRDS="$$(GOFLAGS=-mod=mod $(GO) mod download -json github.com/prometheus-operator/prometheus-operator@$(PROMETHEUS_OPERATOR_VERSION) | \
 			sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$$/\1/p')/example/prometheus-operator-crd" \
 		hack/test-cluster.sh $(LOCALBIN)/cluster.test $(IMAGE_TAR)

@@ -83,8 +83,16 @@ func TestCluster(t *testing.T) {
 		{"LeaderFailover", testLeaderFailover},
 		{"ScheduledWave", testScheduledWave},
 		{"PrometheusPagesOnBreach", testPrometheusPages},
+		{"PostgresReplicaDeleted", testPostgresReplicaDeleted},
 		{"HelmUninstall", testHelmUninstall},
 	}
+	// The PostgreSQL that a scenario starts on the node serves until the
+	// tier ends.
+	t.Cleanup(func() {
+		if clusterPG != nil {
+			clusterPG.stop(t)
+		}
+	})
 	for _, s := range steps {
 		if !t.Run(s.name, s.run) {
 			dumpState(t)
