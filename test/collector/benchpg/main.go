@@ -261,6 +261,13 @@ func run(ctx context.Context, c config) error {
 		}
 		logf("round %d summary: %d requests, p50 %s p99 %s", round, len(sum), sum.Percentile(0.5), sum.Percentile(0.99))
 		f.summaryP99 = ms(sum.Percentile(0.99))
+		if c.pgStats {
+			lat, err := timeWindows(ctx, dsn, c.summaries)
+			if err != nil {
+				return err
+			}
+			logf("  pgstore.SurveyWindow in process: p50 %s p99 %s", lat.Percentile(0.5), lat.Percentile(0.99))
+		}
 		f.print("round" + strconv.Itoa(round) + "_")
 		all = append(all, f)
 	}
@@ -359,7 +366,7 @@ func preload(ctx context.Context, c config, dsn string) error {
 	if c.answers <= 0 {
 		return nil
 	}
-	st, err := pgstore.Open(ctx, pgstore.Options{DSN: dsn, NoEngineFeed: true, FoldInterval: -1,
+	st, err := pgstore.Open(ctx, pgstore.Options{DSN: dsn, NoEngineFeed: true, FoldInterval: -1, Holder: preloadHolder,
 		FoldBatch: c.foldBatch, MaxConns: int32(c.preloadWorkers + 2), Committers: 2})
 	if err != nil {
 		return err
@@ -439,9 +446,42 @@ func preload(ctx context.Context, c config, dsn string) error {
 		return fmt.Errorf("after the fold: %d folded, %d in the tail; want %d and 0", fs.Folded, fs.Tail, c.answers)
 	}
 	logf("preload: %d answers folded in %s", folded, time.Since(start).Round(time.Second))
+	// The fold lease goes back at once, so that a replica folds the
+	// ingest's tail from the start instead of after the lease's TTL.
+	if _, err := st.Pool().Exec(ctx, `UPDATE cxop_leases SET holder = '', expires_at = TIMESTAMPTZ '1970-01-01 00:00:00+00'
+WHERE name = 'fold' AND holder = $1`, preloadHolder); err != nil {
+		return err
+	}
 	// Fresh statistics for the planner, as autovacuum would gather soon.
 	_, err = st.Pool().Exec(ctx, "ANALYZE")
 	return err
+}
+
+// preloadHolder names the preload in lease rows.
+const preloadHolder = "benchpg-preload"
+
+// timeWindows times n SurveyWindow calls over 28d in this process, on a
+// connection of its own: the database's and the decoding's share of a
+// summary, without HTTP and the collector's handler.
+func timeWindows(ctx context.Context, dsn string, n int) (loadgen.Latencies, error) {
+	st, err := pgstore.Open(ctx, pgstore.Options{DSN: dsn, FoldInterval: -1, MaxConns: 1})
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = st.Close() }()
+	var lat loadgen.Latencies
+	for range n {
+		now := time.Now()
+		sv, _, err := st.SurveyWindow(ctx, loadgen.Survey, 28*24*time.Hour, now, now)
+		if err != nil {
+			return nil, err
+		}
+		if sv == nil {
+			return nil, fmt.Errorf("no survey aggregate")
+		}
+		lat = append(lat, time.Since(now))
+	}
+	return lat, nil
 }
 
 // answer is a survey answer as the collector's ingest makes it from
@@ -591,7 +631,7 @@ func printStatements(ctx context.Context, c config, dsn string) error {
 	}
 	defer func() { _ = conn.Close(ctx) }()
 	rows, err := conn.Query(ctx, `SELECT calls, total_exec_time, mean_exec_time, rows, left(regexp_replace(query, '\s+', ' ', 'g'), 110)
-FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 10`)
+FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 16`)
 	if err != nil {
 		return err
 	}
