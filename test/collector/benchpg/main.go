@@ -238,6 +238,14 @@ func run(ctx context.Context, c config) error {
 		}
 		rate := f.ingest / 2 / float64(c.batch) / 2 // per replica
 		inFlight := 2 * c.workers
+		var before []loadgen.Histograms
+		for _, p := range replicas {
+			h, err := loadgen.ScrapeHistograms(ctx, http.DefaultClient, "http://"+p.metricsAddr+"/metrics")
+			if err != nil {
+				return err
+			}
+			before = append(before, h)
+		}
 		half, err := both(replicas, func(i int, p *replica) (loadgen.Stats, error) {
 			return loadgen.OpenLoop(ctx, loadgen.NewClient(inFlight), p.URL()+"/v1/events", tokens.Touchpoint,
 				rate, c.duration, inFlight, events(c.batch, fmt.Sprintf("%s-half%d", name, i)))
@@ -247,6 +255,16 @@ func run(ctx context.Context, c config) error {
 		}
 		logf("round %d half rate (%.0f requests/s per replica scheduled): %s", round, rate, half)
 		f.ackP99 = ms(half.Percentile(0.99))
+		// The replicas' own view: how much of the client's p99 is spent
+		// inside a collector.
+		for i, p := range replicas {
+			after, err := loadgen.ScrapeHistograms(ctx, http.DefaultClient, "http://"+p.metricsAddr+"/metrics")
+			if err != nil {
+				return err
+			}
+			p99, n := loadgen.QuantileSince(before[i], after, `cxop_collector_request_duration_seconds{code=200,endpoint=events}`, 0.99)
+			logf("  replica %d's own view: request p99 <= %.1fms (%d observed)", i+1, p99*1000, n)
+		}
 		if err := logFold(ctx, dsn); err != nil {
 			return err
 		}
@@ -255,9 +273,15 @@ func run(ctx context.Context, c config) error {
 		if err := checkResponses(ctx, summaryURL(p), tokens.Read, c.answers); err != nil {
 			return err
 		}
+		if err := resetStatements(ctx, c, dsn); err != nil {
+			return err
+		}
 		sum, err := loadgen.SampleSummaries(ctx, loadgen.NewClient(1), summaryURL(p), tokens.Read, c.summaries)
 		if err != nil {
 			return fmt.Errorf("summary: %w", err)
+		}
+		if err := printStatements(ctx, c, dsn); err != nil {
+			return err
 		}
 		logf("round %d summary: %d requests, p50 %s p99 %s", round, len(sum), sum.Percentile(0.5), sum.Percentile(0.99))
 		f.summaryP99 = ms(sum.Percentile(0.99))
