@@ -33,6 +33,8 @@ CRASH_POWER_LOSSES ?= 1000
 CRASH_PG_KILLS ?= 100
 CRASH_PG_DB_RESTARTS ?= 5
 BENCH_FLAGS ?=
+BENCH_PG_ANSWERS ?= 10000000
+BENCH_PG_FLAGS ?=
 BENCH_OPERATOR_FLAGS ?=
 
 GO ?= go
@@ -168,6 +170,10 @@ docker-push: ## Push $(IMG) with Docker.
 .PHONY: bench-collector
 bench-collector: build ## Measure the collector on loopback: ingest rate, ack p99, discard ceiling, summary p99, restart time.
 	$(GO) run ./test/collector/bench -cxop $(LOCALBIN)/cxop $(BENCH_FLAGS)
+
+.PHONY: bench-collector-pg
+bench-collector-pg: build ## Two collector replicas over one local PostgreSQL with BENCH_PG_ANSWERS stored answers: ingest, ack p99, summary p99 and the COPY ceiling, medians of three rounds.
+	PG_BIN="$$(hack/setup-postgres.sh | tail -n 1)" $(GO) run ./test/collector/benchpg -cxop $(LOCALBIN)/cxop -answers $(BENCH_PG_ANSWERS) $(BENCH_PG_FLAGS)
 
 .PHONY: crash-test
 crash-test: build ## SIGKILL the collector under load 20 times, then cut the store's power 1,000 times; print acked=N lost=L dup=D for each.

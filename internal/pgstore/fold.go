@@ -55,6 +55,18 @@ func (a agg) marshal() ([]byte, error) {
 	return a.sv.MarshalBinary()
 }
 
+// foldDeleteSQL takes the fold's batch: the tail rows of the lowest
+// sequences, as a range up to the batch's last sequence (one statement, one
+// snapshot: the rows at or below it are exactly the batch). Not
+// `seq IN (SELECT … LIMIT $1)`: the tail swings between empty and large, and
+// with statistics taken while it was empty the planner joins the batch
+// against the whole tail row by row, which is quadratic (minutes for a
+// batch of 10,000 over a tail of 200,000), and the tail then grows without
+// bound. A range scan on the primary key is linear whatever the statistics.
+const foldDeleteSQL = `DELETE FROM cxop_tail
+WHERE seq <= (SELECT max(seq) FROM (SELECT seq FROM cxop_tail ORDER BY seq LIMIT $1) AS batch)
+RETURNING seq, kind, subject, event_time, customer_hash, wait_seconds, flags, score`
+
 // Fold folds up to FoldBatch records of the tail into the rollups, if this
 // replica holds (or takes) the fold lease, and returns how many it folded.
 // One transaction renews the lease, deletes the tail rows it folds, rewrites
@@ -67,8 +79,7 @@ func (s *Store) Fold(ctx context.Context) (int, error) {
 		if held, err := s.claimLease(ctx, tx, "fold"); err != nil || !held {
 			return err
 		}
-		rows, err := tx.Query(ctx, `DELETE FROM cxop_tail WHERE seq IN (SELECT seq FROM cxop_tail ORDER BY seq LIMIT $1)
-RETURNING seq, kind, subject, event_time, customer_hash, wait_seconds, flags, score`, s.opts.FoldBatch)
+		rows, err := tx.Query(ctx, foldDeleteSQL, s.opts.FoldBatch)
 		if err != nil {
 			return err
 		}

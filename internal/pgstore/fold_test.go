@@ -3,10 +3,13 @@ package pgstore
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/cxop-dev/cxop/internal/store"
 )
@@ -132,5 +135,56 @@ func TestSummaryExactWhileFolding(t *testing.T) {
 		if n := int64(a.Interactions); n < low || n > high {
 			t.Fatalf("summary counted %d with %d acknowledged before and %d sent after", n, low, high)
 		}
+	}
+}
+
+// TestFoldPlanSurvivesStaleStatistics: the tail swings between empty and
+// hundreds of thousands of rows, and the planner's statistics may date from
+// when it was empty. The fold's delete must still take its batch by the
+// primary key's order, not compare every tail row with every row of the
+// batch (a nested-loop join over a batch of 10,000 and a tail of 200,000 ran
+// for minutes under load and let the tail grow without bound).
+func TestFoldPlanSurvivesStaleStatistics(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, server.NewDatabase(t), func(o *Options) { o.FoldBatch = 10000 })
+	const rows = 30000
+	insert := func(first int64) {
+		t.Helper()
+		if _, err := s.pool.Exec(ctx, `INSERT INTO cxop_tail (seq, kind, subject, event_time, customer_hash, wait_seconds, flags, score)
+SELECT g, 'e', 'chat', $1::bigint + g, g, 0, 0, 0 FROM generate_series($2::bigint, $2::bigint + $3 - 1) g`,
+			t0.Add(-time.Hour).UnixNano(), first, rows); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Statistics taken just after a fold emptied the tail: pages, no rows.
+	insert(1)
+	if _, err := s.pool.Exec(ctx, `DELETE FROM cxop_tail`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.pool.Exec(ctx, `ANALYZE cxop_tail`); err != nil {
+		t.Fatal(err)
+	}
+	insert(rows + 1)
+	var plan []string
+	explain, err := s.pool.Query(ctx, "EXPLAIN "+foldDeleteSQL, s.opts.FoldBatch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var line string
+	if _, err := pgx.ForEachRow(explain, []any{&line}, func() error { plan = append(plan, line); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range plan {
+		if strings.Contains(l, "Nested Loop") || strings.Contains(l, "Join Filter") {
+			t.Fatalf("the fold's delete joins the batch against the tail:\n%s", strings.Join(plan, "\n"))
+		}
+	}
+	n, err := s.Fold(ctx)
+	if err != nil || n != 10000 {
+		t.Fatalf("fold: %d, %v; want 10000", n, err)
+	}
+	fs, err := s.FoldState(ctx)
+	if err != nil || fs.Tail != rows-10000 || fs.Folded != 10000 || fs.Watermark != rows+10000 {
+		t.Errorf("fold state %+v (%v); want the lowest 10000 sequences folded and %d in the tail", fs, err, rows-10000)
 	}
 }

@@ -38,6 +38,9 @@ type Server struct {
 	cred    *syscall.Credential // nil when not running as root
 	dbs     atomic.Int64
 	stopped bool
+	// settings are extra "name=value" server settings, after (and so
+	// over) the defaults.
+	settings []string
 }
 
 // Start starts a server for the test and stops and removes it when the test
@@ -58,12 +61,17 @@ func Start(tb testing.TB) *Server {
 
 // New starts a server; the caller must Close it. TestMain uses it to share
 // one server between the tests of a package.
-func New() (*Server, error) {
+func New() (*Server, error) { return NewWith() }
+
+// NewWith is New with extra server settings, each "name=value" as
+// postgres -c takes it; they override the test defaults (a benchmark sizes
+// shared_buffers as a deployment would).
+func NewWith(settings ...string) (*Server, error) {
 	bin, err := FindBin()
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{bin: bin}
+	s := &Server{bin: bin, settings: settings}
 	if os.Geteuid() == 0 {
 		// PostgreSQL refuses to run as root: run it as the package's
 		// system user, or nobody.
@@ -216,6 +224,9 @@ func (s *Server) Start() error {
 		// for reuse with their bytes: what lets Forget clear the WAL.
 		"-c", "wal_recycle=off",
 	}, " ")
+	for _, kv := range s.settings {
+		opts += " -c " + kv
+	}
 	out, err := s.run("pg_ctl", "-D", s.data(), "-l", filepath.Join(s.dir, "server.log"), "-o", opts, "-w", "-t", "60", "start")
 	if err != nil {
 		log, _ := os.ReadFile(filepath.Join(s.dir, "server.log"))

@@ -113,3 +113,32 @@ func TestMissingPgBouncerSaysHowToInstall(t *testing.T) {
 		t.Fatalf("FindPgBouncer: %v, want how to install it", err)
 	}
 }
+
+// TestSettingsOverrideDefaults starts a server with shared_buffers (a test
+// default) and work_mem set, and reads both back, also after a restart.
+func TestSettingsOverrideDefaults(t *testing.T) {
+	s, err := NewWith("shared_buffers=48MB", "work_mem=7MB")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	check := func(when string) {
+		ctx := context.Background()
+		conn, err := pgx.Connect(ctx, s.DSN("postgres"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = conn.Close(ctx) }()
+		for name, want := range map[string]string{"shared_buffers": "48MB", "work_mem": "7MB", "synchronous_commit": "on"} {
+			var got string
+			if err := conn.QueryRow(ctx, "SHOW "+name).Scan(&got); err != nil || got != want {
+				t.Errorf("%s: %s = %q (%v), want %q", when, name, got, err, want)
+			}
+		}
+	}
+	check("at start")
+	if err := s.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	check("after restart")
+}
