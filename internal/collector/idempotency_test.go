@@ -10,13 +10,8 @@ import (
 	"github.com/cxop-dev/cxop/internal/collectorapi"
 )
 
-// startCollectorWithClock is startCollector with a clock the test moves.
-func startCollectorWithClock(t *testing.T, clock *atomic.Int64) *testCollector {
-	t.Helper()
-	return startCollectorAt(t, t.TempDir(), testConfig(t, ""), func() time.Time { return time.Unix(0, clock.Load()).UTC() })
-}
-
-// startEngineWithClock is startCollectorWithClock on engine e.
+// startEngineWithClock starts a collector on engine e with a clock the
+// test moves.
 func startEngineWithClock(t *testing.T, e testEngine, clock *atomic.Int64) *testCollector {
 	t.Helper()
 	return e.start(t, e.fresh(t), testConfig(t, ""), func() time.Time { return time.Unix(0, clock.Load()).UTC() })

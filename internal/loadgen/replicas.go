@@ -336,14 +336,6 @@ func (r *replicaRun) failure() error {
 	return r.failed
 }
 
-func (r *replicaRun) fail(err error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.failed == nil {
-		r.failed = err
-	}
-}
-
 func (r *replicaRun) result() ReplicaResult {
 	r.mu.Lock()
 	defer r.mu.Unlock()
