@@ -302,7 +302,20 @@ func (r *CollectorReconciler) ensureCustomerIDKey(ctx context.Context, ns string
 // namespace's key in base64 when pseudonymization is on, else "".
 func (r *CollectorReconciler) customerIDKeyOf(ctx context.Context, ns string, policy DataPolicy) (string, error) {
 	if !policy.PseudonymizeCustomers {
-		return "", nil
+		// No key is made, but one made while pseudonymization was on keeps
+		// travelling to the collector: the data stored under pseudonyms then
+		// stays until it expires, and erasure and access must still find it.
+		var sec corev1.Secret
+		err := r.Get(ctx, types.NamespacedName{Namespace: ns, Name: CustomerIDKeySecretName}, &sec)
+		switch {
+		case apierrors.IsNotFound(err):
+			return "", nil
+		case err != nil:
+			return "", fmt.Errorf("get secret %s/%s: %w", ns, CustomerIDKeySecretName, err)
+		case len(sec.Data[CustomerIDKeyKey]) < customerIDKeySize:
+			return "", nil // unusable; nothing is stored under it while off
+		}
+		return base64.StdEncoding.EncodeToString(sec.Data[CustomerIDKeyKey]), nil
 	}
 	k, err := r.ensureCustomerIDKey(ctx, ns)
 	if err != nil {

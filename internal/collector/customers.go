@@ -33,12 +33,17 @@ func (s *Server) customerRoutes(mux *http.ServeMux) {
 
 // storedCustomerIDs are the ids under which a customer's data may be
 // stored. Every customer id that reaches the customer-data endpoints goes
-// through it: with pseudonymizeCustomers on, the keyed hash stored in the
-// id's place, and the id itself, under which data stored before the switch
-// stays until it expires (an erasure must not leave that behind).
+// through it: the id itself, and, whenever the secrets file holds a
+// customer id key, the keyed hash stored in the id's place while
+// pseudonymizeCustomers is (or was) on. Data stored under either stays
+// until it expires, whatever the setting says now, and an erasure must not
+// leave it behind (the operator keeps the key in the secrets file after
+// pseudonymization is turned off for this reason).
 func (s *Server) storedCustomerIDs(id string) []string {
-	if p := s.pseudonymize(id); p != id {
-		return []string{p, id}
+	if sec := s.secrets.Load(); sec != nil && sec.customerKey != nil {
+		if p := sec.customerKey.ID(id); p != id {
+			return []string{p, id}
+		}
 	}
 	return []string{id}
 }

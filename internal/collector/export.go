@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -158,16 +159,16 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// match selects the records to export: every one, or one customer's.
-	// The customer is looked up as stored (its pseudonym), and, for the
-	// records stored before pseudonymizeCustomers was turned on, as given.
+	// The customer is looked up under every id its records may carry
+	// (storedCustomerIDs): its pseudonym and the id as given.
 	var match func(customer string) bool
 	if c, ok := q["customer"]; ok {
 		if _, ierr := (&validator{}).text(recordIndexWhole, "customer", &c[0], true, maxCustomerLen); ierr != nil {
 			s.rejectField(w, "export", "customer", ierr.Reason)
 			return
 		}
-		plain, stored := c[0], s.cfg.Load().pseudonymize(c[0])
-		match = func(customer string) bool { return customer == stored || customer == plain }
+		ids := s.storedCustomerIDs(c[0])
+		match = func(customer string) bool { return slices.Contains(ids, customer) }
 	}
 	// The answer's format may follow the Accept header.
 	w.Header().Add("Vary", "Accept")

@@ -472,18 +472,24 @@ func TestErasureFindsPseudonymizedCustomers(t *testing.T) {
 }
 
 func TestStoredCustomerIDs(t *testing.T) {
-	off := &Server{}
-	off.cfg.Store(&settings{})
-	if got := off.storedCustomerIDs("c-1"); len(got) != 1 || got[0] != "c-1" {
-		t.Errorf("pseudonymization off: %q, want [c-1]", got)
+	none := &Server{}
+	none.secrets.Store(&secrets{})
+	if got := none.storedCustomerIDs("c-1"); len(got) != 1 || got[0] != "c-1" {
+		t.Errorf("no customer id key: %q, want [c-1]", got)
 	}
 	k, err := pseudonym.NewKey([]byte(testCustomerKey))
 	if err != nil {
 		t.Fatal(err)
 	}
-	on := &Server{}
-	on.cfg.Store(&settings{pseudonymizeCustomers: true, customerKey: k})
-	if got := on.storedCustomerIDs("c-1"); len(got) != 2 || got[0] != testPseudonym(t, "c-1") || got[1] != "c-1" {
-		t.Errorf("pseudonymization on: %q, want [pseudonym, c-1]", got)
+	// With the key in the secrets file, both ids are looked under, whether
+	// pseudonymization is on now or was on before: data stored under the
+	// pseudonym stays until it expires either way.
+	for _, on := range []bool{true, false} {
+		srv := &Server{}
+		srv.cfg.Store(&settings{pseudonymizeCustomers: on})
+		srv.secrets.Store(&secrets{customerKey: k})
+		if got := srv.storedCustomerIDs("c-1"); len(got) != 2 || got[0] != testPseudonym(t, "c-1") || got[1] != "c-1" {
+			t.Errorf("pseudonymization on=%v, key present: %q, want [pseudonym, c-1]", on, got)
+		}
 	}
 }

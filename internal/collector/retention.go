@@ -76,10 +76,12 @@ func (s *Server) prune(ctx context.Context) {
 	}
 	cfg := s.cfg.Load()
 	now := s.now()
+	// A failed record prune does not hold up the others: contacts, the
+	// survey engine's data and the audit log expire on their own clocks.
 	recs, err := st.PruneExpired(ctx, now.Add(-cfg.retention), now.Add(-recentWindow))
+	recordsPruned := err == nil
 	if err != nil {
 		s.log.Error("prune records", "err", err)
-		return
 	}
 	if recs.Deleted > 0 {
 		s.log.Info("pruned records past retention", "records", recs.Deleted)
@@ -108,6 +110,9 @@ func (s *Server) prune(ctx context.Context) {
 		}
 	}
 	s.pruneErasures()
+	if !recordsPruned {
+		return // no counts of the records kept to estimate from
+	}
 	disk, ok := st.DiskBytes()
 	if !ok || s.dataVolume == nil {
 		return

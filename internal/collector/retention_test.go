@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -223,5 +224,48 @@ func TestPruneExpiresSurveyData(t *testing.T) {
 		if strings.Contains(logs.String(), secret) || strings.Contains(string(metrics), secret) {
 			t.Errorf("a log line or metric carries %q:\n%s", secret, logs.String())
 		}
+	}
+}
+
+// recordPruneFails is a store whose record prune fails, as a partition drop
+// that keeps timing out behind a long reader would.
+type recordPruneFails struct{ Storage }
+
+func (recordPruneFails) PruneExpired(context.Context, time.Time, time.Time) (store.RecordsPruned, error) {
+	return store.RecordsPruned{}, errors.New("lock timeout")
+}
+
+// A record prune that fails does not hold up the survey engine's prune:
+// contacts and every other class still expire on their own clocks.
+func TestFailedRecordPruneStillPrunesSurveyData(t *testing.T) {
+	now := testNow
+	cfg := testConfig(t, "  - name: mail\n    type: NPS\n    trigger: {touchpoints: [chat]}\nretention: 30d\npageURL: https://cx.example.com\n")
+	c := startCollectorAt(t, t.TempDir(), cfg, func() time.Time { return now })
+	e, err := engine.New(c.st.DB(), c.st, nil, engine.Options{Now: func() time.Time { return now }, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec, err := parseSecrets([]byte("linkKeys: {current: " + base64.StdEncoding.EncodeToString([]byte(strings.Repeat("L", 32))) + "}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.srv.surveys.Store(e)
+	c.srv.applySurveys(cfg, sec)
+	if code, body, _ := c.post("/v1/events", chatToken, "", `{"id":"e1","touchpoint":"chat","customer":"c-1","contact":{"email":"c1@example.com"}}`); code != http.StatusOK {
+		t.Fatalf("event: %d %v", code, body)
+	}
+	ctx := context.Background()
+	if err := e.Step(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := e.Outbox(); err != nil || n != 1 {
+		t.Fatalf("outbox: %d, %v; want the parked invitation", n, err)
+	}
+	var failing Storage = recordPruneFails{c.srv.storage()}
+	c.srv.external.Store(&failing)
+	now = testNow.Add(31 * 24 * time.Hour)
+	c.srv.prune(ctx)
+	if n, err := e.Outbox(); err != nil || n != 0 {
+		t.Errorf("outbox after a prune past the retention whose record prune failed: %d, %v; want 0", n, err)
 	}
 }

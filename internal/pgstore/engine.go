@@ -96,7 +96,10 @@ func (k *engineKV) NewIter(lower, upper []byte) (kv.Iterator, error) {
 }
 
 func (k *engineKV) NewSnapshot() (kv.Snapshot, error) {
-	ctx := context.Background()
+	// Bounded, so that an exhausted pool or a database that hangs fails the
+	// reader instead of holding its request for ever.
+	ctx, cancel := k.opContext()
+	defer cancel()
 	tx, err := k.s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return nil, unavailable(err)

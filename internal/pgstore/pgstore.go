@@ -80,7 +80,12 @@ type Options struct {
 	NoEngineFeed bool
 	// EngineLeaseTTL is how long the survey engine's lease lasts without a
 	// write: a replica that dies holding it is replaced after it. Default
-	// 30s.
+	// 2m: the lease is renewed only when a batch commits, so one step's
+	// work between commits must fit in it with room to spare (a delivery
+	// step sends up to 32 messages, 8 at a time, each waiting up to 10s for
+	// its receiver: 40s); a shorter lease let a slow receiver make the
+	// replicas take the lease from each other mid-step and send the same
+	// messages again and again.
 	EngineLeaseTTL time.Duration
 	// EngineClock, when set, is the clock of the engine's lease instead of
 	// the database's; tests inject one.
@@ -128,7 +133,7 @@ func (o *Options) defaults() {
 		o.Now = time.Now
 	}
 	if o.EngineLeaseTTL <= 0 {
-		o.EngineLeaseTTL = 30 * time.Second
+		o.EngineLeaseTTL = 2 * time.Minute
 	}
 }
 

@@ -175,6 +175,7 @@ func TestChartRefusesAnUnusableStore(t *testing.T) {
 	}{
 		{[]string{"--set", "collector.store=pg"}, `collector.store: "pg" is neither "embedded" nor "postgres"`},
 		{[]string{"--set", "collector.store=postgres"}, "collector.postgres.secretName: must name the Secret with the connection string when collector.store is postgres"},
+		{[]string{"--set", "collector.postgres.replicas=0"}, "collector.postgres.replicas: 0 is under 1"},
 	} {
 		args := append([]string{"template", "cxop", chart, "--namespace", "default"}, tc.values...)
 		out, err := exec.Command(helm, args...).CombinedOutput()
