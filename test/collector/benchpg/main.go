@@ -172,19 +172,21 @@ func run(ctx context.Context, c config) error {
 			return err
 		}
 	}
-	var replicas []*replica
+	var replicas []*loadgen.Process
 	for i := range 2 {
-		r := &replica{bin: c.bin, config: cfg, dsnFile: dsnFile, logPath: filepath.Join(dir, fmt.Sprintf("replica%d.log", i+1))}
+		// No data directory: the store is the database.
+		r := &loadgen.Process{Binary: c.bin, Config: cfg, LogPath: filepath.Join(dir, fmt.Sprintf("replica%d.log", i+1))}
+		args := []string{"--store=postgres", "--postgres-dsn-file=" + dsnFile}
 		if i == 0 && profilerAddr != "" {
-			r.extraArgs = []string{"--profiler-address=" + profilerAddr}
+			args = append(args, "--profiler-address="+profilerAddr)
 		}
-		if err := r.start(ctx, 2*time.Minute); err != nil {
+		if _, err := r.Start(ctx, 2*time.Minute, args...); err != nil {
 			return fmt.Errorf("replica %d: %w", i+1, err)
 		}
-		defer r.kill()
+		defer func() { _ = r.Kill() }()
 		replicas = append(replicas, r)
 	}
-	summaryURL := func(p *replica) string {
+	summaryURL := func(p *loadgen.Process) string {
 		return p.URL() + "/v1/summary?" + url.Values{"survey": {loadgen.Survey}, "window": {"28d"}}.Encode()
 	}
 	for _, p := range replicas {
@@ -219,7 +221,7 @@ func run(ctx context.Context, c config) error {
 				logf("wrote %s", path)
 			}()
 		}
-		st, err := both(replicas, func(i int, p *replica) (loadgen.Stats, error) {
+		st, err := both(replicas, func(i int, p *loadgen.Process) (loadgen.Stats, error) {
 			return loadgen.ClosedLoop(ctx, loadgen.NewClient(c.workers/2), p.URL()+"/v1/events", tokens.Touchpoint,
 				c.workers/2, c.duration, events(c.batch, fmt.Sprintf("%s-max%d", name, i)))
 		})
@@ -240,13 +242,13 @@ func run(ctx context.Context, c config) error {
 		inFlight := 2 * c.workers
 		var before []loadgen.Histograms
 		for _, p := range replicas {
-			h, err := loadgen.ScrapeHistograms(ctx, http.DefaultClient, "http://"+p.metricsAddr+"/metrics")
+			h, err := loadgen.ScrapeHistograms(ctx, http.DefaultClient, p.MetricsURL()+"/metrics")
 			if err != nil {
 				return err
 			}
 			before = append(before, h)
 		}
-		half, err := both(replicas, func(i int, p *replica) (loadgen.Stats, error) {
+		half, err := both(replicas, func(i int, p *loadgen.Process) (loadgen.Stats, error) {
 			return loadgen.OpenLoop(ctx, loadgen.NewClient(inFlight), p.URL()+"/v1/events", tokens.Touchpoint,
 				rate, c.duration, inFlight, events(c.batch, fmt.Sprintf("%s-half%d", name, i)))
 		})
@@ -258,7 +260,7 @@ func run(ctx context.Context, c config) error {
 		// The replicas' own view: how much of the client's p99 is spent
 		// inside a collector.
 		for i, p := range replicas {
-			after, err := loadgen.ScrapeHistograms(ctx, http.DefaultClient, "http://"+p.metricsAddr+"/metrics")
+			after, err := loadgen.ScrapeHistograms(ctx, http.DefaultClient, p.MetricsURL()+"/metrics")
 			if err != nil {
 				return err
 			}
@@ -296,7 +298,7 @@ func run(ctx context.Context, c config) error {
 		all = append(all, f)
 	}
 	for _, p := range replicas {
-		if err := p.stop(time.Minute); err != nil {
+		if err := p.Stop(time.Minute); err != nil {
 			return fmt.Errorf("stop: %w", err)
 		}
 	}
@@ -324,7 +326,7 @@ func run(ctx context.Context, c config) error {
 
 // both runs fn against each replica at once and merges the two runs:
 // events add up, the elapsed time is the longer one, latencies join.
-func both(replicas []*replica, fn func(i int, p *replica) (loadgen.Stats, error)) (loadgen.Stats, error) {
+func both(replicas []*loadgen.Process, fn func(i int, p *loadgen.Process) (loadgen.Stats, error)) (loadgen.Stats, error) {
 	stats := make([]loadgen.Stats, len(replicas))
 	errs := make([]error, len(replicas))
 	var wg sync.WaitGroup
