@@ -137,6 +137,20 @@ func (s *Server) customerHolders(w http.ResponseWriter, endpoint string, write b
 	return []customerdata.Holder{st, e}, st, true
 }
 
+// customerRequest admits a request about one customer: a customer-data
+// token, a usable id, and the places that keep customer data (writable ones
+// when write is set). Otherwise it has answered, and ok is false.
+func (s *Server) customerRequest(w http.ResponseWriter, r *http.Request, endpoint string, write bool) (id string, holders []customerdata.Holder, audit customerdata.AuditLog, ok bool) {
+	if !s.authorizeCustomerData(w, r, endpoint) {
+		return "", nil, nil, false
+	}
+	if id, ok = s.customerParam(w, r, endpoint); !ok {
+		return "", nil, nil, false
+	}
+	holders, audit, ok = s.customerHolders(w, endpoint, write)
+	return id, holders, audit, ok
+}
+
 // erasureAnswer is the answer to DELETE /v1/customers/{id}.
 type erasureAnswer struct {
 	// CustomerHash is the audit log's hash of the customer.
@@ -149,14 +163,7 @@ type erasureAnswer struct {
 
 func (s *Server) eraseCustomer(w http.ResponseWriter, r *http.Request) {
 	const endpoint = "customers"
-	if !s.authorizeCustomerData(w, r, endpoint) {
-		return
-	}
-	id, ok := s.customerParam(w, r, endpoint)
-	if !ok {
-		return
-	}
-	holders, audit, ok := s.customerHolders(w, endpoint, true)
+	id, holders, audit, ok := s.customerRequest(w, r, endpoint, true)
 	if !ok {
 		return
 	}
@@ -240,14 +247,7 @@ func (c *customerStream) item(kind string, item json.RawMessage) error {
 
 func (s *Server) showCustomer(w http.ResponseWriter, r *http.Request) {
 	const endpoint = "customers"
-	if !s.authorizeCustomerData(w, r, endpoint) {
-		return
-	}
-	id, ok := s.customerParam(w, r, endpoint)
-	if !ok {
-		return
-	}
-	holders, _, ok := s.customerHolders(w, endpoint, false)
+	id, holders, _, ok := s.customerRequest(w, r, endpoint, false)
 	if !ok {
 		return
 	}
