@@ -1,14 +1,11 @@
 package loadgen
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"net/url"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -93,8 +90,6 @@ type crashRun struct {
 	pending []*batch       // sent, outcome unknown: send again with the same ids
 	res     Result
 	failed  error // a protocol violation: stops the run
-
-	exportedLines int
 }
 
 // RunCrashTest kills the collector with SIGKILL at random moments under
@@ -302,18 +297,15 @@ func (r *crashRun) send(ctx context.Context, b *batch) bool {
 	}
 }
 
-// checkAck verifies a 200: a batch never sent before must be accepted
-// whole; a resent one may be partly or wholly reported as duplicates.
+// checkAck verifies a 200 to b and counts a resent batch.
 func (r *crashRun) checkAck(b *batch, a Answer) error {
-	if err := checkAnswer(b.prefix, a, b.n); err != nil {
+	held, err := checkAck(b, a, "the collector")
+	if err != nil {
 		return err
 	}
-	if b.sends == 0 && a.Duplicates != 0 {
-		return fmt.Errorf("batch %s was never sent before, yet %d of its %d ids were reported as duplicates", b.prefix, a.Duplicates, b.n)
-	}
-	if b.sends > 0 {
+	if held >= 0 {
 		r.res.Retried++
-		r.res.RetriedStored += a.Duplicates
+		r.res.RetriedStored += held
 	}
 	return nil
 }
@@ -342,26 +334,13 @@ func (r *crashRun) drain(ctx context.Context) error {
 
 // recount compares the export and the summary with what was acknowledged.
 func (r *crashRun) recount(ctx context.Context, began time.Time) error {
-	seen, err := r.export(ctx)
+	seen, lines, err := exportIDs(ctx, r.p.URL(), r.read)
 	if err != nil {
 		return err
 	}
+	t := tallyExport(r.acked, seen, lines)
 	res := &r.res
-	res.Exported = len(seen)
-	sent := 0
-	for prefix, n := range r.acked {
-		sent += n
-		for i := range n {
-			id := ID(prefix, i)
-			if seen[id] == 0 {
-				res.Lost++
-			}
-			delete(seen, id)
-		}
-	}
-	res.Acked = sent
-	res.Unexpected = len(seen)
-	res.Dup = r.exportedLines - res.Exported // copies beyond the first of each id
+	res.Acked, res.Exported, res.Lost, res.Unexpected, res.Dup = t.acked, t.exported, t.lost, t.unexpected, t.dup
 
 	// The rollups must count exactly what is stored: a replay that
 	// counted a record twice shows here even when the raw records are
@@ -375,13 +354,10 @@ func (r *crashRun) recount(ctx context.Context, began time.Time) error {
 		when  string
 		count int
 	}{{"after the last kill", res.SummaryAfterCrash}, {"after a clean restart", res.Summary}} {
-		switch d := c.count - res.Exported; {
-		case d > 0:
-			over = max(over, d)
-			msgs = append(msgs, fmt.Sprintf("%s the summary counts %d interactions but %d distinct ids are stored: %d counted twice", c.when, c.count, res.Exported, d))
-		case d < 0:
-			under = max(under, -d)
-			msgs = append(msgs, fmt.Sprintf("%s the summary counts %d interactions but %d distinct ids are stored: %d stored records not counted", c.when, c.count, res.Exported, -d))
+		o, u, msg := summaryMismatch(c.when+" the summary", c.count, res.Exported)
+		over, under = max(over, o), max(under, u)
+		if msg != "" {
+			msgs = append(msgs, msg)
 		}
 	}
 	res.Dup += over
@@ -390,79 +366,8 @@ func (r *crashRun) recount(ctx context.Context, began time.Time) error {
 	return nil
 }
 
-// interactions asks the summary how many interactions the touchpoint had
-// over a window covering the whole run.
+// interactions asks the collector's summary how many interactions the
+// touchpoint had over a window covering the whole run.
 func (r *crashRun) interactions(ctx context.Context, began time.Time) (int, error) {
-	end := time.Now().Add(2 * time.Minute).UTC().Truncate(time.Minute)
-	window := end.Sub(began).Truncate(time.Minute) + 5*time.Minute
-	q := url.Values{"touchpoint": {Touchpoint}, "window": {fmt.Sprintf("%dm", int(window.Minutes()))}, "end": {end.Format(time.RFC3339)}}
-	var sum struct {
-		Interactions *int `json:"interactions"`
-	}
-	if err := getJSON(ctx, r.client, r.p.URL()+"/v1/summary?"+q.Encode(), r.read, &sum); err != nil {
-		return 0, fmt.Errorf("summary: %w", err)
-	}
-	if sum.Interactions == nil {
-		return 0, errors.New("summary: no interactions field")
-	}
-	return *sum.Interactions, nil
-}
-
-// export reads GET /v1/export for the touchpoint and counts each id.
-func (r *crashRun) export(ctx context.Context) (map[string]int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.p.URL()+"/v1/export?touchpoint="+Touchpoint, nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+r.read)
-	resp, err := (&http.Client{}).Do(req) // bounded by ctx, not by a client timeout
-	if err != nil {
-		return nil, fmt.Errorf("export: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("export: %d", resp.StatusCode)
-	}
-	seen := map[string]int{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 4<<20)
-	for sc.Scan() {
-		if len(sc.Bytes()) == 0 {
-			continue
-		}
-		var rec struct {
-			ID         string `json:"id"`
-			Touchpoint string `json:"touchpoint"`
-		}
-		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
-			return nil, fmt.Errorf("export line %d %q: %w", r.exportedLines+1, sc.Text(), err)
-		}
-		if rec.ID == "" || rec.Touchpoint != Touchpoint {
-			return nil, fmt.Errorf("export line %d has id %q, touchpoint %q", r.exportedLines+1, rec.ID, rec.Touchpoint)
-		}
-		seen[rec.ID]++
-		r.exportedLines++
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("export after %d lines: %w", r.exportedLines, err)
-	}
-	return seen, nil
-}
-
-// getJSON GETs url with a bearer token and decodes a 200 answer into v.
-func getJSON(ctx context.Context, c *http.Client, url, token string, v any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := c.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return &ErrStatus{URL: url, Code: resp.StatusCode}
-	}
-	return json.NewDecoder(resp.Body).Decode(v)
+	return countInteractions(ctx, r.client, r.p.URL(), r.read, began)
 }
