@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -29,11 +30,34 @@ type testEngine struct {
 	// start starts a collector keeping its records at where, with the
 	// clock now; another start at the same place is a restart.
 	start func(t testing.TB, where string, cfg *settings, now func() time.Time) *testCollector
+	// runOn points o at a fresh place to keep data, as the collector
+	// command's flags do: a data directory, or a database named by a DSN
+	// file.
+	runOn func(t testing.TB, o *Options)
+	// startWithEngine starts a collector with its survey engine, stepped
+	// by the test (engineCollector).
+	startWithEngine func(t *testing.T) *engineCollector
 }
 
 var testEngines = []testEngine{
-	{name: StoreEmbedded, fresh: func(t testing.TB) string { return t.TempDir() }, start: startCollectorAt},
-	{name: StorePostgres, fresh: func(t testing.TB) string { return testPostgres(t).NewDatabase(t) }, start: startPostgresCollector},
+	{
+		name: StoreEmbedded, fresh: func(t testing.TB) string { return t.TempDir() }, start: startCollectorAt,
+		runOn:           func(t testing.TB, o *Options) { o.DataDir = filepath.Join(t.TempDir(), "data") },
+		startWithEngine: func(t *testing.T) *engineCollector { return startEngineCollector(t, t.TempDir()) },
+	},
+	{
+		name: StorePostgres, fresh: func(t testing.TB) string { return testPostgres(t).NewDatabase(t) }, start: startPostgresCollector,
+		runOn: func(t testing.TB, o *Options) {
+			dsnFile := filepath.Join(t.TempDir(), "dsn")
+			if err := os.WriteFile(dsnFile, []byte(testPostgres(t).NewDatabase(t)+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			o.Store, o.PostgresDSNFile, o.PostgresStatementCache = StorePostgres, dsnFile, true
+		},
+		startWithEngine: func(t *testing.T) *engineCollector {
+			return startPostgresEngineCollector(t, testPostgres(t).NewDatabase(t))
+		},
+	},
 }
 
 // forEachEngine runs f as a subtest on each engine.

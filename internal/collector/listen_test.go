@@ -1,7 +1,6 @@
 package collector
 
 import (
-	"context"
 	"encoding/base64"
 	"fmt"
 	"io"
@@ -41,26 +40,8 @@ func TestListenersServeOnlyTheirRoutes(t *testing.T) {
 	cfgPath, secPath := filepath.Join(dir, "collector.yaml"), filepath.Join(dir, "secrets.yaml")
 	writeFile(t, cfgPath, fmt.Sprintf("readTokenSHA256: [%s]\ntouchpoints: [{name: chat, tokenSHA256: [%s]}]\n", collectorapi.HashToken(readToken), collectorapi.HashToken(chatToken)))
 	writeFile(t, secPath, "linkKeys: {current: "+base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))+"}\n")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Options{Listen: api, PageListen: page, MetricsListen: metrics, DataDir: filepath.Join(dir, "data"),
-			ConfigPath: cfgPath, SecretsPath: secPath, LogLevel: "warn"})
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
-	waitFor(t, func() bool {
-		resp, err := http.Get("http://" + api + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
+	runCollector(t, Options{Listen: api, PageListen: page, MetricsListen: metrics, DataDir: filepath.Join(dir, "data"),
+		ConfigPath: cfgPath, SecretsPath: secPath, LogLevel: "warn"})
 
 	// notRouted is the mux's own 404, as opposed to a page saying a link
 	// does not work.
