@@ -390,7 +390,11 @@ func TestErasedCanaryLeavesNoByteOnDisk(t *testing.T) {
 // an ingest or read token 403 saying which token is needed, a bad id 400
 // naming the field, a customer with nothing stored 404.
 func TestCustomerDataEndpointsTakeTheCustomerDataTokenOnly(t *testing.T) {
-	c := startEngineCollector(t, t.TempDir())
+	forEachEngine(t, testCustomerDataEndpointsTakeTheCustomerDataTokenOnly)
+}
+
+func testCustomerDataEndpointsTakeTheCustomerDataTokenOnly(t *testing.T, e testEngine) {
+	c := e.startWithEngine(t)
 	if code, body, _ := c.post("/v1/events", chatToken, "", `{"id":"e1","touchpoint":"chat","customer":"alice"}`); code != 200 {
 		t.Fatalf("%d %v", code, body)
 	}
@@ -450,8 +454,10 @@ func TestCustomerDataEndpointsTakeTheCustomerDataTokenOnly(t *testing.T) {
 
 // TestCustomerCommand runs `cxop customer show` and `erase` against a
 // collector.
-func TestCustomerCommand(t *testing.T) {
-	c := startEngineCollector(t, t.TempDir())
+func TestCustomerCommand(t *testing.T) { forEachEngine(t, testCustomerCommand) }
+
+func testCustomerCommand(t *testing.T, e testEngine) {
+	c := e.startWithEngine(t)
 	if code, body, _ := c.post("/v1/events", chatToken, "", `{"id":"e1","touchpoint":"chat","customer":"crm/42","contact":{"email":"x@example.org"}}`); code != 200 {
 		t.Fatalf("%d %v", code, body)
 	}

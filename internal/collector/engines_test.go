@@ -15,6 +15,7 @@ import (
 
 	"github.com/cxop-dev/cxop/internal/pgstore"
 	"github.com/cxop-dev/cxop/internal/pgtest"
+	"github.com/cxop-dev/cxop/internal/survey/engine"
 )
 
 // The record-level tests run over both engines: the embedded store and
@@ -111,4 +112,23 @@ func startPostgresCollector(t testing.TB, dsn string, cfg *settings, now func() 
 	c := &testCollector{t: t, srv: srv, url: ts.URL, dir: dsn, pg: pg, ts: ts}
 	t.Cleanup(c.stop)
 	return c
+}
+
+// newSurveyEngine returns a survey engine over c's store, as Run builds
+// it: on the embedded store over its database, reading its record log; on
+// PostgreSQL over the engine's tables, the records arriving in the store's
+// feed. The test steps it.
+func (c *testCollector) newSurveyEngine(sender engine.Sender, opts engine.Options) *engine.Engine {
+	c.t.Helper()
+	var e *engine.Engine
+	var err error
+	if c.pg != nil {
+		e, err = engine.NewOn(c.pg.EngineKV(), nil, sender, opts)
+	} else {
+		e, err = engine.NewOn(c.st.EngineKV(), c.st, sender, opts)
+	}
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return e
 }
