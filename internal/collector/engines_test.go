@@ -132,3 +132,10 @@ func (c *testCollector) newSurveyEngine(sender engine.Sender, opts engine.Option
 	}
 	return e
 }
+
+// startFresh starts a collector on a fresh, empty place of the engine with
+// the fixed clock testNow.
+func (e testEngine) startFresh(t testing.TB, cfg *settings) *testCollector {
+	t.Helper()
+	return e.start(t, e.fresh(t), cfg, func() time.Time { return testNow })
+}

@@ -91,7 +91,11 @@ func TestListenersServeOnlyTheirRoutes(t *testing.T) {
 // TestOneListenerServesThePageByDefault: without --page-listen, the API
 // port serves the survey page as before.
 func TestOneListenerServesThePageByDefault(t *testing.T) {
-	c := startCollector(t, t.TempDir(), testConfig(t, ""))
+	forEachEngine(t, testOneListenerServesThePageByDefault)
+}
+
+func testOneListenerServesThePageByDefault(t *testing.T, e testEngine) {
+	c := e.startFresh(t, testConfig(t, ""))
 	if code, _, ctype := fetch(t, "GET", c.url+"/s/not-a-link", ""); !strings.HasPrefix(ctype, "text/html") {
 		t.Errorf("GET /s/ on the only listener: %d %s, want the survey page", code, ctype)
 	}

@@ -37,17 +37,7 @@ func startRecordsCollector(t *testing.T, e testEngine, cfg *settings) *testColle
 	c := e.start(t, e.fresh(t), cfg, time.Now)
 	// The survey engine, as Run builds it on each store (not stepped: the
 	// tests here are about records).
-	var eng *engine.Engine
-	var err error
-	if c.st != nil {
-		eng, err = engine.New(c.st.DB(), c.st, &recordingSender{}, engine.Options{})
-	} else {
-		eng, err = engine.NewOn(c.pg.EngineKV(), nil, &recordingSender{}, engine.Options{})
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.srv.surveys.Store(eng)
+	c.srv.surveys.Store(c.newSurveyEngine(&recordingSender{}, engine.Options{}))
 	return c
 }
 

@@ -365,7 +365,9 @@ func TestCustomerIDKeyErrorsNeverQuoteTheKey(t *testing.T) {
 
 // Without pseudonymizeCustomers, ids are stored as given even when the
 // secrets file has a key; the server's pseudonymize is then the identity.
-func TestPseudonymizeIsOffByDefault(t *testing.T) {
+func TestPseudonymizeIsOffByDefault(t *testing.T) { forEachEngine(t, testPseudonymizeIsOffByDefault) }
+
+func testPseudonymizeIsOffByDefault(t *testing.T, e testEngine) {
 	sec, err := parseSecrets([]byte(pseudonymSecrets("")))
 	if err != nil {
 		t.Fatal(err)
@@ -374,7 +376,7 @@ func TestPseudonymizeIsOffByDefault(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := startCollector(t, t.TempDir(), cfg)
+	c := e.startFresh(t, cfg)
 	if got := c.srv.pseudonymize("c-1"); got != "c-1" {
 		t.Errorf("pseudonymize(c-1) = %q with pseudonyms off", got)
 	}
