@@ -397,6 +397,12 @@ func TestRetentionLeavesNoTraceOnDisk(t *testing.T) {
 // stay; a delivery given up less than a week ago, and a message still
 // being retried, keep theirs.
 func TestContactRetentionDropsContactsFromDisk(t *testing.T) {
+	onBothStores(t, testContactRetentionDropsContactsFromDisk)
+}
+
+// testContactRetentionDropsContactsFromDisk reads, on PostgreSQL, every
+// column of every table (traces) where it reads every file on Pebble.
+func testContactRetentionDropsContactsFromDisk(t *testing.T, kind storeKind) {
 	for _, tc := range []struct {
 		name     string
 		retryFor time.Duration
@@ -415,7 +421,7 @@ func TestContactRetentionDropsContactsFromDisk(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ok, failing := newReceiver(t), newReceiver(t, repeat(500, 1000)...)
-			f := &fixture{t: t, dir: t.TempDir(), now: t0, cfg: Config{LinkKeys: keys, PageURL: "https://cx.example.com", Surveys: []Survey{*tc.webhook(ok, failing)}},
+			f := &fixture{t: t, kind: kind, dir: t.TempDir(), now: t0, cfg: Config{LinkKeys: keys, PageURL: "https://cx.example.com", Surveys: []Survey{*tc.webhook(ok, failing)}},
 				opts:      &Options{RetryBase: time.Second, RetryMax: 10 * time.Second, RetryFor: tc.retryFor},
 				storeOpts: func(o *store.Options) { o.Uncompressed = true }}
 			f.open()
@@ -433,7 +439,7 @@ func TestContactRetentionDropsContactsFromDisk(t *testing.T) {
 			pruned := f.pruneCompactClose(Retention{Keep: testKeep, Contact: testContact})
 			t.Logf("pruned: %v", pruned)
 
-			found := onDisk(t, f.dir, old.email, old.phone, old.id, recent.email, recent.phone)
+			found := f.traces(old.email, old.phone, old.id, recent.email, recent.phone)
 			for _, s := range []string{old.email, old.phone} {
 				if _, on := found[s]; on == tc.stripped {
 					t.Errorf("%s on disk: %v, want %v (found in %s)", s, on, !tc.stripped, found[s])
