@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/cxop-dev/cxop/internal/canaryscan"
 	"github.com/cxop-dev/cxop/internal/customerdata"
 	"github.com/cxop-dev/cxop/internal/pgstore"
 	"github.com/cxop-dev/cxop/internal/pgtest"
@@ -155,7 +156,7 @@ func TestErasedCanaryLeavesNoByteOnPostgres(t *testing.T) {
 		}
 	}
 	pgExec(t, dsn, "CHECKPOINT")
-	onDisk, err := pgtest.FilesContaining(root, nil, needles...)
+	onDisk, err := canaryscan.Files(root, nil, needles...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +194,7 @@ func TestErasedCanaryLeavesNoByteOnPostgres(t *testing.T) {
 	if err := pgtest.Forget(ctx, dsn); err != nil {
 		t.Fatal(err)
 	}
-	onDisk, err = pgtest.FilesContaining(root, nil, needles...)
+	onDisk, err = canaryscan.Files(root, nil, needles...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,7 +298,7 @@ func TestInteractionContactExpiresOnPostgres(t *testing.T) {
 		t.Fatalf("after 6 days, the contact is not stored for delivery: %v", found)
 	}
 	pgExec(t, dsn, "CHECKPOINT")
-	if files, err := pgtest.FilesContaining(root, nil, canaryEmail, canaryPhone); err != nil || !hasPrefix(files[canaryEmail], "data/base/") || !hasPrefix(files[canaryPhone], "data/base/") {
+	if files, err := canaryscan.Files(root, nil, canaryEmail, canaryPhone); err != nil || !hasPrefix(files[canaryEmail], "data/base/") || !hasPrefix(files[canaryPhone], "data/base/") {
 		t.Fatalf("after 6 days, the contact is in no table file: %v, %v", files, err)
 	}
 
@@ -320,7 +321,7 @@ func TestInteractionContactExpiresOnPostgres(t *testing.T) {
 	if err := pgtest.Forget(ctx, dsn); err != nil {
 		t.Fatal(err)
 	}
-	files, err := pgtest.FilesContaining(root, nil, canaryEmail, canaryPhone, "cust-5e0c2b")
+	files, err := canaryscan.Files(root, nil, canaryEmail, canaryPhone, "cust-5e0c2b")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -93,49 +91,6 @@ func TestFingerprintCoversTheContact(t *testing.T) {
 	}
 }
 
-// onDiskNeedles returns, for each string found in the bytes of a file
-// under dir (as it is, or inside base64 at any alignment), the first file
-// it was found in.
-func onDiskNeedles(t *testing.T, dir string, strs ...string) map[string]string {
-	t.Helper()
-	needles := func(s string) [][]byte {
-		out := [][]byte{[]byte(s)}
-		for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding} {
-			for pad := range 3 {
-				e := enc.EncodeToString(append(make([]byte, pad), s...))
-				inner := e[4:]
-				if pad == 0 {
-					inner = e
-				}
-				out = append(out, []byte(inner[:len(inner)-4]))
-			}
-		}
-		return out
-	}
-	found := map[string]string{}
-	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		for _, s := range strs {
-			for _, n := range needles(s) {
-				if _, ok := found[s]; !ok && bytes.Contains(data, n) {
-					found[s] = filepath.Base(path)
-				}
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return found
-}
-
 // TestInteractionContactExpiresFromDisk: an interaction with a contact
 // triggers a survey (no webhook: its message is parked at once, contact
 // and all). A week and a day later the collector's hourly prune, then a
@@ -179,7 +134,7 @@ func TestInteractionContactExpiresFromDisk(t *testing.T) {
 		t.Fatalf("outbox: %d, %v; want the parked invitation", n, err)
 	}
 	// The engine read the contact from the store for the invitation.
-	if found := onDiskNeedles(t, dir, canaryEmail, canaryPhone); len(found) != 2 {
+	if found := filesContaining(t, dir, []string{canaryEmail, canaryPhone}); len(found) != 2 {
 		t.Fatalf("the contact is not on disk before its retention: %v", found)
 	}
 
@@ -214,7 +169,7 @@ func TestInteractionContactExpiresFromDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.stop()
-	found := onDiskNeedles(t, dir, canaryEmail, canaryPhone, "cust-5e0c2b")
+	found := filesContaining(t, dir, []string{canaryEmail, canaryPhone, "cust-5e0c2b"})
 	for _, s := range []string{canaryEmail, canaryPhone} {
 		if f, ok := found[s]; ok {
 			t.Errorf("%q is still on disk after contactRetention, a prune and a compaction (in %s)", s, f)

@@ -8,12 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -23,6 +21,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/cxop-dev/cxop/internal/canaryscan"
 	"github.com/cxop-dev/cxop/internal/collectorapi"
 	"github.com/cxop-dev/cxop/internal/customerdata"
 	"github.com/cxop-dev/cxop/internal/store"
@@ -180,28 +179,10 @@ func (c *testCollector) call(method, path, token string) (int, string) {
 }
 
 // filesContaining returns, for each needle, the files of dir holding its
-// bytes.
+// bytes, as they are or inside base64 (canaryscan.Forms).
 func filesContaining(t *testing.T, dir string, needles []string) map[string][]string {
 	t.Helper()
-	found := map[string][]string{}
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		data, err := os.ReadFile(path)
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil // an obsolete file Pebble deleted while we walked: gone from the disk
-		}
-		if err != nil {
-			return err
-		}
-		for _, n := range needles {
-			if bytes.Contains(data, []byte(n)) {
-				found[n] = append(found[n], filepath.Base(path))
-			}
-		}
-		return nil
-	})
+	found, err := canaryscan.Files(dir, nil, needles...)
 	if err != nil {
 		t.Fatal(err)
 	}
