@@ -35,13 +35,18 @@ func fetch(t *testing.T, method, url, token string) (int, string, string) {
 // the survey page, the API and /metrics each answer on their own port only,
 // so exposing the page port to the internet exposes nothing else.
 func TestListenersServeOnlyTheirRoutes(t *testing.T) {
+	forEachEngine(t, testListenersServeOnlyTheirRoutes)
+}
+
+func testListenersServeOnlyTheirRoutes(t *testing.T, e testEngine) {
 	dir := t.TempDir()
 	api, page, metrics := freeLoopbackAddr(t), freeLoopbackAddr(t), freeLoopbackAddr(t)
 	cfgPath, secPath := filepath.Join(dir, "collector.yaml"), filepath.Join(dir, "secrets.yaml")
 	writeFile(t, cfgPath, fmt.Sprintf("readTokenSHA256: [%s]\ntouchpoints: [{name: chat, tokenSHA256: [%s]}]\n", collectorapi.HashToken(readToken), collectorapi.HashToken(chatToken)))
 	writeFile(t, secPath, "linkKeys: {current: "+base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))+"}\n")
-	runCollector(t, Options{Listen: api, PageListen: page, MetricsListen: metrics, DataDir: filepath.Join(dir, "data"),
-		ConfigPath: cfgPath, SecretsPath: secPath, LogLevel: "warn"})
+	o := Options{Listen: api, PageListen: page, MetricsListen: metrics, ConfigPath: cfgPath, SecretsPath: secPath, LogLevel: "warn"}
+	e.runOn(t, &o)
+	runCollector(t, o)
 
 	// notRouted is the mux's own 404, as opposed to a page saying a link
 	// does not work.

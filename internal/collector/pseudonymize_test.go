@@ -280,6 +280,10 @@ func testPseudonymizedCustomersAreSampledConsistently(t *testing.T, e testEngine
 // both fields: the collector does not start with it, and a reload that
 // would bring it keeps the previous config until the key arrives.
 func TestPseudonymizeCustomersNeedsTheKey(t *testing.T) {
+	forEachEngine(t, testPseudonymizeCustomersNeedsTheKey)
+}
+
+func testPseudonymizeCustomersNeedsTheKey(t *testing.T, e testEngine) {
 	dir := t.TempDir()
 	cfgPath, secPath := filepath.Join(dir, "config.yaml"), filepath.Join(dir, "secrets.yaml")
 	read := "readTokenSHA256: [" + tokenSHA256(readToken) + "]\ntouchpoints: [{name: chat, tokenSHA256: [" + tokenSHA256(chatToken) + "]}]\n"
@@ -299,7 +303,7 @@ func TestPseudonymizeCustomersNeedsTheKey(t *testing.T) {
 	}
 
 	// Reloads: the collector serves plain ids with the key-less secrets.
-	c := startCollector(t, t.TempDir(), testConfig(t, ""))
+	c := e.startFresh(t, testConfig(t, ""))
 	writeFile(t, cfgPath, read)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

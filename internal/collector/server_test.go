@@ -658,11 +658,17 @@ func TestBlockCacheSizeMustBeAPositiveSize(t *testing.T) {
 
 // Profiles are served on their own address only, never on the API port.
 func TestProfilerListensApartFromTheAPI(t *testing.T) {
+	forEachEngine(t, testProfilerListensApartFromTheAPI)
+}
+
+func testProfilerListensApartFromTheAPI(t *testing.T, e testEngine) {
 	dir := t.TempDir()
 	api, prof := freeLoopbackAddr(t), freeLoopbackAddr(t)
 	cfgPath := filepath.Join(dir, "collector.yaml")
 	writeFile(t, cfgPath, "touchpoints: [{name: chat}]\nreadTokenSHA256: ["+collectorapi.HashToken(readToken)+"]\n")
-	runCollector(t, Options{Listen: api, ProfilerAddress: prof, DataDir: filepath.Join(dir, "data"), ConfigPath: cfgPath, LogLevel: "warn"})
+	o := Options{Listen: api, ProfilerAddress: prof, ConfigPath: cfgPath, LogLevel: "warn"}
+	e.runOn(t, &o)
+	runCollector(t, o)
 	status := func(url string) int {
 		resp, err := http.Get(url)
 		if err != nil {
