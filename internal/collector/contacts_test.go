@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -93,47 +91,81 @@ func TestFingerprintCoversTheContact(t *testing.T) {
 	}
 }
 
-// onDiskNeedles returns, for each string found in the bytes of a file
-// under dir (as it is, or inside base64 at any alignment), the first file
-// it was found in.
-func onDiskNeedles(t *testing.T, dir string, strs ...string) map[string]string {
-	t.Helper()
-	needles := func(s string) [][]byte {
-		out := [][]byte{[]byte(s)}
-		for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding} {
-			for pad := range 3 {
-				e := enc.EncodeToString(append(make([]byte, pad), s...))
-				inner := e[4:]
-				if pad == 0 {
-					inner = e
-				}
-				out = append(out, []byte(inner[:len(inner)-4]))
-			}
-		}
-		return out
-	}
-	found := map[string]string{}
-	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		data, err := os.ReadFile(path)
+// contactStore is where a contact retention test's collector keeps its
+// data and how the test reads it.
+type contactStore struct {
+	// start starts a collector with cfg on the clock, and its survey
+	// engine (no sender: messages are parked), stepped by the test.
+	start func(t *testing.T, cfg *settings, clock func() time.Time) (*testCollector, *engine.Engine)
+	// before, kept and dropped fail the test unless the contact is
+	// stored after the invitation read it and 6 days later (before
+	// contactRetention), and unless it is gone 8 days later, the record
+	// still stored.
+	before, kept, dropped func(t *testing.T, c *testCollector)
+	// forget stops the collector and makes the store forget what was
+	// deleted (a compaction; VACUUM FULL, CHECKPOINT and a WAL switch) and
+	// returns, for each of strs still in the bytes of its files, where.
+	forget func(t *testing.T, c *testCollector, strs ...string) map[string][]string
+}
+
+// onDiskContacts is the embedded store, with table compression off so
+// that the scan of its files sees every value.
+var onDiskContacts = contactStore{
+	start: func(t *testing.T, cfg *settings, clock func() time.Time) (*testCollector, *engine.Engine) {
+		dir := t.TempDir()
+		srv := NewServer(slog.New(slog.DiscardHandler), cfg, prometheus.NewRegistry(), clock)
+		st, err := store.Open(store.Options{Dir: dir, Now: clock, Uncompressed: true})
 		if err != nil {
-			return err
+			t.Fatal(err)
 		}
-		for _, s := range strs {
-			for _, n := range needles(s) {
-				if _, ok := found[s]; !ok && bytes.Contains(data, n) {
-					found[s] = filepath.Base(path)
-				}
-			}
+		srv.store.Store(st)
+		ts := httptest.NewServer(srv.Handler())
+		c := &testCollector{t: t, srv: srv, url: ts.URL, dir: dir, st: st, ts: ts}
+		t.Cleanup(c.stop)
+		return c, c.newSurveyEngine(nil, engine.Options{Now: clock})
+	},
+	// The engine read the contact from the store for the invitation.
+	before: func(t *testing.T, c *testCollector) {
+		t.Helper()
+		if found := filesContaining(t, c.dir, []string{canaryEmail, canaryPhone}); len(found) != 2 {
+			t.Fatalf("the contact is not on disk before its retention: %v", found)
+		}
+	},
+	kept: func(t *testing.T, c *testCollector) {
+		t.Helper()
+		if n := storedContacts(t, c.st); n != 1 {
+			t.Errorf("after 6 days: %d stored contacts, want the interaction's", n)
+		}
+	},
+	dropped: func(t *testing.T, c *testCollector) {
+		t.Helper()
+		if n := storedContacts(t, c.st); n != 0 {
+			t.Errorf("after 8 days: %d stored contacts, want none", n)
+		}
+	},
+	forget: func(t *testing.T, c *testCollector, strs ...string) map[string][]string {
+		t.Helper()
+		if err := c.st.DB().Compact(context.Background(), []byte{0}, bytes.Repeat([]byte{0xff}, 32), true); err != nil {
+			t.Fatal(err)
+		}
+		c.stop()
+		return filesContaining(t, c.dir, strs)
+	},
+}
+
+// storedContacts counts the contacts stored with the records of st.
+func storedContacts(t *testing.T, st *store.Store) int {
+	t.Helper()
+	n := 0
+	if err := st.ScanRecords(0, func(_ uint64, _ rollup.Kind, _ string, _, contact []byte) error {
+		if len(contact) > 0 {
+			n++
 		}
 		return nil
-	})
-	if err != nil {
+	}); err != nil {
 		t.Fatal(err)
 	}
-	return found
+	return n
 }
 
 // TestInteractionContactExpiresFromDisk: an interaction with a contact
@@ -144,29 +176,21 @@ func onDiskNeedles(t *testing.T, dir string, strs ...string) map[string]string {
 // its customer id still on disk; a day before, the contact was still
 // there for delivery.
 func TestInteractionContactExpiresFromDisk(t *testing.T) {
+	testInteractionContactExpires(t, onDiskContacts)
+}
+
+// testInteractionContactExpires is the contact retention proof on a store.
+func testInteractionContactExpires(t *testing.T, cs contactStore) {
 	now := testNow
 	clock := func() time.Time { return now }
 	cfg := testConfig(t, "  - name: mail\n    type: NPS\n    trigger: {touchpoints: [chat]}\nretention: 30d\ncontactRetention: 7d\npageURL: https://cx.example.com\n")
-	dir := t.TempDir()
-	srv := NewServer(slog.New(slog.DiscardHandler), cfg, prometheus.NewRegistry(), clock)
-	st, err := store.Open(store.Options{Dir: dir, Now: clock, Uncompressed: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.store.Store(st)
-	ts := httptest.NewServer(srv.Handler())
-	c := &testCollector{t: t, srv: srv, url: ts.URL, dir: dir, st: st, ts: ts}
-	t.Cleanup(c.stop)
-	e, err := engine.New(st.DB(), st, nil, engine.Options{Now: clock})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, e := cs.start(t, cfg, clock)
 	sec, err := parseSecrets([]byte("linkKeys: {current: " + base64.StdEncoding.EncodeToString([]byte(strings.Repeat("L", 32))) + "}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.surveys.Store(e)
-	srv.applySurveys(cfg, sec)
+	c.srv.surveys.Store(e)
+	c.srv.applySurveys(cfg, sec)
 	ev := fmt.Sprintf(`{"id":"e1","touchpoint":"chat","customer":"cust-5e0c2b","contact":{"email":%q,"phone":%q}}`, canaryEmail, canaryPhone)
 	if code, body, _ := c.post("/v1/events", chatToken, "", ev); code != 200 {
 		t.Fatalf("event: %d %v", code, body)
@@ -178,49 +202,24 @@ func TestInteractionContactExpiresFromDisk(t *testing.T) {
 	if n, err := e.Outbox(); err != nil || n != 1 {
 		t.Fatalf("outbox: %d, %v; want the parked invitation", n, err)
 	}
-	// The engine read the contact from the store for the invitation.
-	if found := onDiskNeedles(t, dir, canaryEmail, canaryPhone); len(found) != 2 {
-		t.Fatalf("the contact is not on disk before its retention: %v", found)
-	}
-
+	cs.before(t, c)
 	now = testNow.Add(6 * 24 * time.Hour)
-	srv.prune(ctx)
-	var contacts int
-	countContacts := func() {
-		contacts = 0
-		if err := st.ScanRecords(0, func(_ uint64, _ rollup.Kind, _ string, _, contact []byte) error {
-			if len(contact) > 0 {
-				contacts++
-			}
-			return nil
-		}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if countContacts(); contacts != 1 {
-		t.Errorf("after 6 days: %d stored contacts, want the interaction's", contacts)
-	}
-
+	c.srv.prune(ctx)
+	cs.kept(t, c)
 	now = testNow.Add(8 * 24 * time.Hour)
-	srv.prune(ctx)
-	if countContacts(); contacts != 0 {
-		t.Errorf("after 8 days: %d stored contacts, want none", contacts)
-	}
+	c.srv.prune(ctx)
+	cs.dropped(t, c)
 	code, body := c.exportBody("/v1/export?touchpoint=chat")
 	if want := `{"id":"e1","touchpoint":"chat","customer":"cust-5e0c2b","time":"` + testNow.Format(time.RFC3339Nano) + `"}` + "\n"; code != 200 || body != want {
 		t.Errorf("export after the prune: %d %q, want %q", code, body, want)
 	}
-	if err := st.DB().Compact(ctx, []byte{0}, bytes.Repeat([]byte{0xff}, 32), true); err != nil {
-		t.Fatal(err)
-	}
-	c.stop()
-	found := onDiskNeedles(t, dir, canaryEmail, canaryPhone, "cust-5e0c2b")
+	files := cs.forget(t, c, canaryEmail, canaryPhone, "cust-5e0c2b")
 	for _, s := range []string{canaryEmail, canaryPhone} {
-		if f, ok := found[s]; ok {
-			t.Errorf("%q is still on disk after contactRetention, a prune and a compaction (in %s)", s, f)
+		if len(files[s]) > 0 {
+			t.Errorf("%q is still on disk after contactRetention, a prune and the store forgetting what was deleted (in %v)", s, files[s])
 		}
 	}
-	if _, ok := found["cust-5e0c2b"]; !ok {
+	if len(files["cust-5e0c2b"]) == 0 {
 		t.Errorf("the record's customer id is not on disk: the scan does not work")
 	}
 }

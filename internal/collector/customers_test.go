@@ -8,12 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -23,6 +21,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/cxop-dev/cxop/internal/canaryscan"
 	"github.com/cxop-dev/cxop/internal/collectorapi"
 	"github.com/cxop-dev/cxop/internal/customerdata"
 	"github.com/cxop-dev/cxop/internal/store"
@@ -180,32 +179,79 @@ func (c *testCollector) call(method, path, token string) (int, string) {
 }
 
 // filesContaining returns, for each needle, the files of dir holding its
-// bytes.
+// bytes, as they are or inside base64 (canaryscan.Forms).
 func filesContaining(t *testing.T, dir string, needles []string) map[string][]string {
 	t.Helper()
-	found := map[string][]string{}
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		data, err := os.ReadFile(path)
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil // an obsolete file Pebble deleted while we walked: gone from the disk
-		}
-		if err != nil {
-			return err
-		}
-		for _, n := range needles {
-			if bytes.Contains(data, []byte(n)) {
-				found[n] = append(found[n], filepath.Base(path))
-			}
-		}
-		return nil
-	})
+	found, err := canaryscan.Files(dir, nil, needles...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return found
+}
+
+// canaryStore is where an erasure test's collector keeps its data and how
+// the test reads every byte of it.
+type canaryStore struct {
+	start func(t *testing.T) *engineCollector
+	// stored fails the test unless each needle is stored (the control
+	// of the scan, before the erasure).
+	stored func(t *testing.T, c *engineCollector, needles []string)
+	// gone fails the test if any needle is left once the erasure has
+	// answered.
+	gone func(t *testing.T, c *engineCollector, needles []string)
+	// goneAfterRestart, when set, fails the test if any needle is left
+	// after the collector has stopped and its store reopened.
+	goneAfterRestart func(t *testing.T, c *engineCollector, needles []string)
+}
+
+// onDiskCanaries is the embedded store: every file of the data directory,
+// with table compression off so that the scan sees every value.
+var onDiskCanaries = canaryStore{
+	start: func(t *testing.T) *engineCollector { return startEngineCollector(t, t.TempDir()) },
+	// Before the erasure, all four are on disk, in the write-ahead log,
+	// then, once flushed, in a table.
+	stored: func(t *testing.T, c *engineCollector, needles []string) {
+		t.Helper()
+		for _, flush := range []bool{false, true} {
+			if flush {
+				if err := c.st.DB().Flush(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			before := filesContaining(t, c.dir, needles)
+			for _, n := range needles {
+				if len(before[n]) == 0 {
+					t.Fatalf("control scan (flushed: %v): %q is nowhere on disk before the erasure", flush, n)
+				}
+			}
+		}
+	},
+	gone: func(t *testing.T, c *engineCollector, needles []string) {
+		t.Helper()
+		<-c.st.CompactionsIdle()
+		after := filesContaining(t, c.dir, needles)
+		for _, n := range needles {
+			if len(after[n]) > 0 {
+				t.Errorf("%q is still on disk after the erasure, in %v", n, after[n])
+			}
+		}
+	},
+	// A restart rewrites the MANIFEST, where a key holding the customer
+	// id may have bounded a table file: none of the four remains after it.
+	goneAfterRestart: func(t *testing.T, c *engineCollector, needles []string) {
+		t.Helper()
+		c.stop()
+		st, err := store.Open(store.Options{Dir: c.dir, Uncompressed: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if after := filesContaining(t, c.dir, needles); len(after) > 0 {
+			t.Errorf("after a restart: %v", after)
+		}
+	},
 }
 
 // TestErasedCanaryLeavesNoByteOnDisk writes a canary customer through
@@ -213,9 +259,18 @@ func filesContaining(t *testing.T, dir string, needles []string) map[string][]st
 // a page answer, two invitations, a parked message, a detractor followed
 // up, a wave member), erases it, waits for the compaction, and scans every
 // file of the data directory for the canary's id, e-mail, phone and
-// comment. The same scan finds all four before the erasure. The log and
-// /metrics never carry them.
+// comment, before and after a restart. The same scan finds all four
+// before the erasure. The log and /metrics never carry them.
 func TestErasedCanaryLeavesNoByteOnDisk(t *testing.T) {
+	testErasedCanaryLeavesNoByte(t, onDiskCanaries)
+}
+
+// testErasedCanaryLeavesNoByte is the erasure proof on a store: the canary
+// through every path, the access request showing all of it, the erasure
+// leaving none of its bytes and the bystander's untouched, a second
+// erasure answering zeros, and the audit log, the log and /metrics
+// carrying none of it.
+func testErasedCanaryLeavesNoByte(t *testing.T, cs canaryStore) {
 	const (
 		canary  = "canary-7f3a9c-customer"
 		email   = "canary.7f3a9c@example.org"
@@ -223,7 +278,7 @@ func TestErasedCanaryLeavesNoByteOnDisk(t *testing.T) {
 		comment = "canary comment 7f3a9c: the agent was rude"
 	)
 	needles := []string{canary, email, phone, comment}
-	c := startEngineCollector(t, t.TempDir())
+	c := cs.start(t)
 	var scrapes []string
 
 	ok := func(code int, body map[string]any, _ http.Header) {
@@ -272,21 +327,7 @@ func TestErasedCanaryLeavesNoByteOnDisk(t *testing.T) {
 	ok(c.post("/v1/waves", csatToken, "", fmt.Sprintf(`{"survey":"ces","wave":"w1","audience":[{"customer":%q,"contact":{"email":%q,"phone":%q}}]}`, canary, email, phone)))
 	scrapes = append(scrapes, c.scrape())
 
-	// Control: before the erasure, all four are on disk, in the
-	// write-ahead log, then, once flushed, in a table.
-	for _, flush := range []bool{false, true} {
-		if flush {
-			if err := c.st.DB().Flush(); err != nil {
-				t.Fatal(err)
-			}
-		}
-		before := filesContaining(t, c.dir, needles)
-		for _, n := range needles {
-			if len(before[n]) == 0 {
-				t.Fatalf("control scan (flushed: %v): %q is nowhere on disk before the erasure", flush, n)
-			}
-		}
-	}
+	cs.stored(t, c, needles)
 	code, shown := c.call("GET", "/v1/customers/"+url.PathEscape(canary), customerToken)
 	if code != 200 {
 		t.Fatalf("GET the canary: %d %s", code, shown)
@@ -326,15 +367,9 @@ func TestErasedCanaryLeavesNoByteOnDisk(t *testing.T) {
 	if fmt.Sprint(answer.Erased) != fmt.Sprint(want) || answer.Total != want.Total() || len(answer.CustomerHash) != 64 {
 		t.Errorf("erased %+v, want %v", answer, want)
 	}
-	<-c.st.CompactionsIdle()
+	cs.gone(t, c, needles)
 	scrapes = append(scrapes, c.scrape())
 
-	after := filesContaining(t, c.dir, needles)
-	for _, n := range needles {
-		if len(after[n]) > 0 {
-			t.Errorf("%q is still on disk after the erasure, in %v", n, after[n])
-		}
-	}
 	if code, body := c.call("GET", "/v1/customers/"+url.PathEscape(canary), customerToken); code != 404 {
 		t.Errorf("GET the erased canary: %d %s", code, body)
 	}
@@ -371,18 +406,8 @@ func TestErasedCanaryLeavesNoByteOnDisk(t *testing.T) {
 	if !strings.Contains(c.log.String(), `"msg":"customer erased"`) {
 		t.Errorf("no log line of the erasure:\n%s", c.log.String())
 	}
-	// A restart rewrites the MANIFEST, where a key holding the customer id
-	// may have bounded a table file: none of the four remains after it.
-	c.stop()
-	st, err := store.Open(store.Options{Dir: c.dir, Uncompressed: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if after := filesContaining(t, c.dir, needles); len(after) > 0 {
-		t.Errorf("after a restart: %v", after)
+	if cs.goneAfterRestart != nil {
+		cs.goneAfterRestart(t, c, needles)
 	}
 }
 
@@ -390,7 +415,11 @@ func TestErasedCanaryLeavesNoByteOnDisk(t *testing.T) {
 // an ingest or read token 403 saying which token is needed, a bad id 400
 // naming the field, a customer with nothing stored 404.
 func TestCustomerDataEndpointsTakeTheCustomerDataTokenOnly(t *testing.T) {
-	c := startEngineCollector(t, t.TempDir())
+	forEachEngine(t, testCustomerDataEndpointsTakeTheCustomerDataTokenOnly)
+}
+
+func testCustomerDataEndpointsTakeTheCustomerDataTokenOnly(t *testing.T, e testEngine) {
+	c := e.startWithEngine(t)
 	if code, body, _ := c.post("/v1/events", chatToken, "", `{"id":"e1","touchpoint":"chat","customer":"alice"}`); code != 200 {
 		t.Fatalf("%d %v", code, body)
 	}
@@ -450,8 +479,10 @@ func TestCustomerDataEndpointsTakeTheCustomerDataTokenOnly(t *testing.T) {
 
 // TestCustomerCommand runs `cxop customer show` and `erase` against a
 // collector.
-func TestCustomerCommand(t *testing.T) {
-	c := startEngineCollector(t, t.TempDir())
+func TestCustomerCommand(t *testing.T) { forEachEngine(t, testCustomerCommand) }
+
+func testCustomerCommand(t *testing.T, e testEngine) {
+	c := e.startWithEngine(t)
 	if code, body, _ := c.post("/v1/events", chatToken, "", `{"id":"e1","touchpoint":"chat","customer":"crm/42","contact":{"email":"x@example.org"}}`); code != 200 {
 		t.Fatalf("%d %v", code, body)
 	}

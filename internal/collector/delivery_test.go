@@ -15,8 +15,6 @@ import (
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"github.com/cxop-dev/cxop/internal/collectorapi"
-	"github.com/cxop-dev/cxop/internal/rollup"
-	"github.com/cxop-dev/cxop/internal/store"
 	"github.com/cxop-dev/cxop/internal/survey/engine"
 	"github.com/cxop-dev/cxop/internal/webhook"
 )
@@ -26,6 +24,10 @@ import (
 // how many ran out of retries, and how many invitations a rate limit held
 // back.
 func TestSummaryReportsAFailingWebhookAndRateLimits(t *testing.T) {
+	forEachEngine(t, testSummaryReportsAFailingWebhookAndRateLimits)
+}
+
+func testSummaryReportsAFailingWebhookAndRateLimits(t *testing.T, eng testEngine) {
 	refusing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "bad signature", http.StatusUnauthorized)
 	}))
@@ -43,27 +45,17 @@ pageURL: https://cx.example.com
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := startCollector(t, t.TempDir(), cfg)
+	c := eng.start(t, eng.fresh(t), cfg, func() time.Time { return testNow })
 	now := testNow
-	e, err := engine.New(c.st.DB(), c.st, webhook.NewClient(&webhook.Guard{AllowLoopback: true, AllowHTTP: true}, 5*time.Second), engine.Options{
+	e := c.newSurveyEngine(webhook.NewClient(&webhook.Guard{AllowLoopback: true, AllowHTTP: true}, 5*time.Second), engine.Options{
 		Now: func() time.Time { return now }, RetryFor: time.Hour, TouchpointRate: 1,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	c.srv.allowHTTPWebhooks = true // the receiver is an httptest server
 	c.srv.surveys.Store(e)
 	c.srv.applySurveys(cfg, sec)
 
-	var records []store.Record
-	for i, customer := range []string{"a", "b"} {
-		id := fmt.Sprintf("ev-%d", i)
-		records = append(records, store.Record{Kind: rollup.KindTouchpoint, Subject: "chat", ID: id,
-			JSON:  []byte(fmt.Sprintf(`{"id":%q,"touchpoint":"chat","customer":%q,"time":%q}`, id, customer, now.Format(time.RFC3339Nano))),
-			Event: rollup.Event{Time: now.UnixNano(), CustomerHash: uint64(i + 1)}})
-	}
-	if _, err := c.st.Submit(context.Background(), records); err != nil {
-		t.Fatal(err)
+	if code, body, _ := c.post("/v1/events", chatToken, "", `[{"id":"ev-0","touchpoint":"chat","customer":"a"},{"id":"ev-1","touchpoint":"chat","customer":"b"}]`); code != 200 {
+		t.Fatalf("events: %d %v", code, body)
 	}
 	for range 12 { // two hours of 401s, every 10 minutes
 		if err := e.Step(context.Background()); err != nil {
@@ -92,6 +84,10 @@ pageURL: https://cx.example.com
 // the new key (applied as a reload of the secrets file applies it). The
 // parked invitations go out at once, each once.
 func TestRotatingTheWebhookKeyInTheSecretsDeliversParkedInvitations(t *testing.T) {
+	forEachEngine(t, testRotatingTheWebhookKeyInTheSecretsDeliversParkedInvitations)
+}
+
+func testRotatingTheWebhookKeyInTheSecretsDeliversParkedInvitations(t *testing.T, eng testEngine) {
 	newKey := []byte(strings.Repeat("n", 32))
 	verifier, err := standardwebhooks.NewWebhook("whsec_" + base64.StdEncoding.EncodeToString(newKey))
 	if err != nil {
@@ -126,27 +122,19 @@ pageURL: https://cx.example.com
 		}
 		return sec
 	}
-	c := startCollector(t, t.TempDir(), cfg)
+	c := eng.start(t, eng.fresh(t), cfg, func() time.Time { return testNow })
 	now := testNow
-	e, err := engine.New(c.st.DB(), c.st, webhook.NewClient(&webhook.Guard{AllowLoopback: true, AllowHTTP: true}, 5*time.Second), engine.Options{
+	e := c.newSurveyEngine(webhook.NewClient(&webhook.Guard{AllowLoopback: true, AllowHTTP: true}, 5*time.Second), engine.Options{
 		Now: func() time.Time { return now }, RetryFor: time.Hour,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	c.srv.allowHTTPWebhooks = true // the receiver is an httptest server
 	c.srv.surveys.Store(e)
 	c.srv.applySurveys(cfg, secretsWith([]byte(strings.Repeat("o", 32))))
 
-	var records []store.Record
 	for i := range 3 {
-		id := fmt.Sprintf("ev-%d", i)
-		records = append(records, store.Record{Kind: rollup.KindTouchpoint, Subject: "chat", ID: id,
-			JSON:  []byte(fmt.Sprintf(`{"id":%q,"touchpoint":"chat","customer":"c%d","time":%q}`, id, i, now.Format(time.RFC3339Nano))),
-			Event: rollup.Event{Time: now.UnixNano(), CustomerHash: uint64(i + 1)}})
-	}
-	if _, err := c.st.Submit(context.Background(), records); err != nil {
-		t.Fatal(err)
+		if code, body, _ := c.post("/v1/events", chatToken, "", fmt.Sprintf(`{"id":"ev-%d","touchpoint":"chat","customer":"c%d"}`, i, i)); code != 200 {
+			t.Fatalf("event %d: %d %v", i, code, body)
+		}
 	}
 	for range 12 {
 		if err := e.Step(context.Background()); err != nil {

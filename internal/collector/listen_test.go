@@ -1,7 +1,6 @@
 package collector
 
 import (
-	"context"
 	"encoding/base64"
 	"fmt"
 	"io"
@@ -36,31 +35,18 @@ func fetch(t *testing.T, method, url, token string) (int, string, string) {
 // the survey page, the API and /metrics each answer on their own port only,
 // so exposing the page port to the internet exposes nothing else.
 func TestListenersServeOnlyTheirRoutes(t *testing.T) {
+	forEachEngine(t, testListenersServeOnlyTheirRoutes)
+}
+
+func testListenersServeOnlyTheirRoutes(t *testing.T, e testEngine) {
 	dir := t.TempDir()
 	api, page, metrics := freeLoopbackAddr(t), freeLoopbackAddr(t), freeLoopbackAddr(t)
 	cfgPath, secPath := filepath.Join(dir, "collector.yaml"), filepath.Join(dir, "secrets.yaml")
 	writeFile(t, cfgPath, fmt.Sprintf("readTokenSHA256: [%s]\ntouchpoints: [{name: chat, tokenSHA256: [%s]}]\n", collectorapi.HashToken(readToken), collectorapi.HashToken(chatToken)))
 	writeFile(t, secPath, "linkKeys: {current: "+base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))+"}\n")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Options{Listen: api, PageListen: page, MetricsListen: metrics, DataDir: filepath.Join(dir, "data"),
-			ConfigPath: cfgPath, SecretsPath: secPath, LogLevel: "warn"})
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
-	waitFor(t, func() bool {
-		resp, err := http.Get("http://" + api + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
+	o := Options{Listen: api, PageListen: page, MetricsListen: metrics, ConfigPath: cfgPath, SecretsPath: secPath, LogLevel: "warn"}
+	e.runOn(t, &o)
+	runCollector(t, o)
 
 	// notRouted is the mux's own 404, as opposed to a page saying a link
 	// does not work.
@@ -110,7 +96,11 @@ func TestListenersServeOnlyTheirRoutes(t *testing.T) {
 // TestOneListenerServesThePageByDefault: without --page-listen, the API
 // port serves the survey page as before.
 func TestOneListenerServesThePageByDefault(t *testing.T) {
-	c := startCollector(t, t.TempDir(), testConfig(t, ""))
+	forEachEngine(t, testOneListenerServesThePageByDefault)
+}
+
+func testOneListenerServesThePageByDefault(t *testing.T, e testEngine) {
+	c := e.startFresh(t, testConfig(t, ""))
 	if code, _, ctype := fetch(t, "GET", c.url+"/s/not-a-link", ""); !strings.HasPrefix(ctype, "text/html") {
 		t.Errorf("GET /s/ on the only listener: %d %s, want the survey page", code, ctype)
 	}

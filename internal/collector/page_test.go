@@ -48,8 +48,10 @@ func postPage(t *testing.T, u string, form url.Values, header map[string]string)
 
 var formTokenRE = regexp.MustCompile(`name="form" value="([0-9a-f]+)"`)
 
-func TestSurveyPage(t *testing.T) {
-	c := startSurveyCollector(t)
+func TestSurveyPage(t *testing.T) { forEachEngine(t, testSurveyPage) }
+
+func testSurveyPage(t *testing.T, e testEngine) {
+	c := startSurveyCollector(t, e)
 	c.interact(t, fmt.Sprintf(`{"id":"e1","touchpoint":"chat","customer":"c-7","time":%q}`, time.Now().UTC().Format(time.RFC3339)))
 	waitFor(t, func() bool { return len(c.invitations()) == 1 })
 	inv := c.invitations()[0]

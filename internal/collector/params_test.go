@@ -32,7 +32,11 @@ func (c *testCollector) getAnswer(path string) (int, errorBody, []byte) {
 // Summary and export parameters are checked against now and the retention
 // before any work, and a bad one is 400 naming the field and the reason.
 func TestSummaryAndExportParametersAreCheckedFirst(t *testing.T) {
-	c := startCollector(t, t.TempDir(), testConfig(t, ""))
+	forEachEngine(t, testSummaryAndExportParametersAreCheckedFirst)
+}
+
+func testSummaryAndExportParametersAreCheckedFirst(t *testing.T, e testEngine) {
+	c := e.startFresh(t, testConfig(t, ""))
 	if code, _, _ := c.post("/v1/events", chatToken, "", `{"id":"a","touchpoint":"chat","customer":"c","time":"`+testNow.Add(-time.Hour).Format(time.RFC3339)+`"}`); code != 200 {
 		t.Fatal(code)
 	}

@@ -37,17 +37,7 @@ func startRecordsCollector(t *testing.T, e testEngine, cfg *settings) *testColle
 	c := e.start(t, e.fresh(t), cfg, time.Now)
 	// The survey engine, as Run builds it on each store (not stepped: the
 	// tests here are about records).
-	var eng *engine.Engine
-	var err error
-	if c.st != nil {
-		eng, err = engine.New(c.st.DB(), c.st, &recordingSender{}, engine.Options{})
-	} else {
-		eng, err = engine.NewOn(c.pg.EngineKV(), nil, &recordingSender{}, engine.Options{})
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.srv.surveys.Store(eng)
+	c.srv.surveys.Store(c.newSurveyEngine(&recordingSender{}, engine.Options{}))
 	return c
 }
 
@@ -235,10 +225,10 @@ func TestReadinessFollowsTheDatabase(t *testing.T) {
 	if err := server.Start(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, func() bool { return statusOf(c.url+"/readyz") == 200 })
+	waitFor(t, func() bool { return statusOf(c.url+"/readyz") == 200 })
 	// The retry stores b; a is a duplicate.
 	var last map[string]any
-	eventually(t, func() bool {
+	waitFor(t, func() bool {
 		code, body, _ := c.post("/v1/events", chatToken, "", `[{"id":"a","touchpoint":"chat","customer":"c1"},{"id":"b","touchpoint":"chat","customer":"c2"}]`)
 		last = body
 		return code == 200
@@ -263,28 +253,11 @@ func TestTwoReplicasCountEveryIDOnce(t *testing.T) {
 	writeFile(t, dsnFiles[1], bouncer.DSN(db)+"\n")
 	cfgFile := filepath.Join(dir, "config.yaml")
 	writeFile(t, cfgFile, fmt.Sprintf("touchpoints:\n  - name: chat\n    tokenSHA256: [%s]\nreadTokenSHA256: [%s]\n", collectorapi.HashToken(chatToken), collectorapi.HashToken(readToken)))
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
 	urls := make([]string, 2)
-	errs := make([]error, 2)
 	for i := range urls {
 		addr := freeAddr(t)
 		urls[i] = "http://" + addr
-		wg.Go(func() {
-			errs[i] = Run(ctx, Options{Listen: addr, ConfigPath: cfgFile, Store: StorePostgres, PostgresDSNFile: dsnFiles[i], PostgresStatementCache: i == 0, LogLevel: "warn", logTo: &lockedBuffer{}})
-		})
-	}
-	t.Cleanup(func() {
-		cancel()
-		wg.Wait()
-		for i, err := range errs {
-			if err != nil {
-				t.Errorf("replica %d: %v", i, err)
-			}
-		}
-	})
-	for _, u := range urls {
-		eventually(t, func() bool { return statusOf(u+"/readyz") == 200 })
+		runCollector(t, Options{Listen: addr, ConfigPath: cfgFile, Store: StorePostgres, PostgresDSNFile: dsnFiles[i], PostgresStatementCache: i == 0, LogLevel: "warn", logTo: &lockedBuffer{}})
 	}
 	const ids, batch, senders = 2000, 100, 6
 	var total, dups [senders]int
@@ -423,7 +396,7 @@ func TestPostgresFlags(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, o) }()
-	eventually(t, func() bool { return strings.Contains(logs.String(), "the database is unavailable; trying again") })
+	waitFor(t, func() bool { return strings.Contains(logs.String(), "the database is unavailable; trying again") })
 	code, body := getBody(t, "http://"+addr+"/readyz", "")
 	if code != 503 || !strings.HasPrefix(body, "store is opening: ") || !strings.Contains(body, "the database is unavailable") || strings.Contains(body, "hunter2") {
 		t.Errorf("readyz while the database is unreachable: %d %q", code, body)
@@ -462,17 +435,4 @@ func statusOf(url string) int {
 	}
 	resp.Body.Close()
 	return resp.StatusCode
-}
-
-// eventually waits for f, polling, up to a minute: a database that
-// restarts on a loaded machine may take a while.
-func eventually(t *testing.T, f func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !f() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within a minute")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }

@@ -49,11 +49,11 @@ func pseudonymSecrets(extra string) string {
 		base64.StdEncoding.EncodeToString([]byte(testCustomerKey)), extra)
 }
 
-// startPseudonymCollector runs the collector command with
+// startPseudonymCollector runs the collector command on e with
 // pseudonymizeCustomers on, one transactional NPS survey (sampling at
 // samplePercent, a 30-day throttle) whose invitations and detractors go to
 // a receiver, and a CSAT survey.
-func startPseudonymCollector(t *testing.T, samplePercent int) *surveyCollector {
+func startPseudonymCollector(t *testing.T, e testEngine, samplePercent int) *surveyCollector {
 	t.Helper()
 	c := &surveyCollector{linkKey: []byte(strings.Repeat("L", 32))}
 	rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -91,22 +91,10 @@ surveys:
     tokenSHA256: [%s]
 `, addr, tokenSHA256(readToken), tokenSHA256(customerToken), tokenSHA256(chatToken), samplePercent, tokenSHA256(npsToken), rcv.URL, rcv.URL+"/detractors", tokenSHA256(csatToken)))
 	writeFile(t, secPath, pseudonymSecrets("webhookKeys: {hook: "+base64.StdEncoding.EncodeToString([]byte("0123456789abcdef"))+"}\n"))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Options{Listen: addr, DataDir: filepath.Join(dir, "data"), ConfigPath: cfgPath, SecretsPath: secPath,
-			WebhookAllowLoopback: true, AllowInsecureWebhooks: true, LogLevel: "warn", ConfigPoll: 100 * time.Millisecond})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	waitFor(t, func() bool {
-		resp, err := http.Get(c.base + "/readyz")
-		return err == nil && resp.Body.Close() == nil && resp.StatusCode == 200
-	})
+	o := Options{Listen: addr, ConfigPath: cfgPath, SecretsPath: secPath,
+		WebhookAllowLoopback: true, AllowInsecureWebhooks: true, LogLevel: "warn", ConfigPoll: 100 * time.Millisecond}
+	e.runOn(t, &o)
+	runCollector(t, o)
 	return c
 }
 
@@ -128,7 +116,11 @@ func call(t *testing.T, method, u, token, body string) (int, string) {
 // contact budget, distinct counts, idempotency and per-customer exports
 // work on it.
 func TestPseudonymizedCustomersOnEveryPath(t *testing.T) {
-	c := startPseudonymCollector(t, 100)
+	forEachEngine(t, testPseudonymizedCustomersOnEveryPath)
+}
+
+func testPseudonymizedCustomersOnEveryPath(t *testing.T, e testEngine) {
+	c := startPseudonymCollector(t, e, 100)
 	now := time.Now().UTC().Format(time.RFC3339)
 	p1, p2, pw := testPseudonym(t, "c-1"), testPseudonym(t, "c-2"), testPseudonym(t, "w-2")
 	if p1 != pseudonymOfC1 {
@@ -230,7 +222,11 @@ func TestPseudonymizedCustomersOnEveryPath(t *testing.T) {
 
 // Sampling decides on the pseudonym, and decides the same way every time.
 func TestPseudonymizedCustomersAreSampledConsistently(t *testing.T) {
-	c := startPseudonymCollector(t, 50)
+	forEachEngine(t, testPseudonymizedCustomersAreSampledConsistently)
+}
+
+func testPseudonymizedCustomersAreSampledConsistently(t *testing.T, e testEngine) {
+	c := startPseudonymCollector(t, e, 50)
 	const n = 30
 	inSample, byPlainID, differ := map[string]bool{}, 0, false
 	for i := range n {
@@ -284,6 +280,10 @@ func TestPseudonymizedCustomersAreSampledConsistently(t *testing.T) {
 // both fields: the collector does not start with it, and a reload that
 // would bring it keeps the previous config until the key arrives.
 func TestPseudonymizeCustomersNeedsTheKey(t *testing.T) {
+	forEachEngine(t, testPseudonymizeCustomersNeedsTheKey)
+}
+
+func testPseudonymizeCustomersNeedsTheKey(t *testing.T, e testEngine) {
 	dir := t.TempDir()
 	cfgPath, secPath := filepath.Join(dir, "config.yaml"), filepath.Join(dir, "secrets.yaml")
 	read := "readTokenSHA256: [" + tokenSHA256(readToken) + "]\ntouchpoints: [{name: chat, tokenSHA256: [" + tokenSHA256(chatToken) + "]}]\n"
@@ -303,7 +303,7 @@ func TestPseudonymizeCustomersNeedsTheKey(t *testing.T) {
 	}
 
 	// Reloads: the collector serves plain ids with the key-less secrets.
-	c := startCollector(t, t.TempDir(), testConfig(t, ""))
+	c := e.startFresh(t, testConfig(t, ""))
 	writeFile(t, cfgPath, read)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -369,7 +369,9 @@ func TestCustomerIDKeyErrorsNeverQuoteTheKey(t *testing.T) {
 
 // Without pseudonymizeCustomers, ids are stored as given even when the
 // secrets file has a key; the server's pseudonymize is then the identity.
-func TestPseudonymizeIsOffByDefault(t *testing.T) {
+func TestPseudonymizeIsOffByDefault(t *testing.T) { forEachEngine(t, testPseudonymizeIsOffByDefault) }
+
+func testPseudonymizeIsOffByDefault(t *testing.T, e testEngine) {
 	sec, err := parseSecrets([]byte(pseudonymSecrets("")))
 	if err != nil {
 		t.Fatal(err)
@@ -378,7 +380,7 @@ func TestPseudonymizeIsOffByDefault(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := startCollector(t, t.TempDir(), cfg)
+	c := e.startFresh(t, cfg)
 	if got := c.srv.pseudonymize("c-1"); got != "c-1" {
 		t.Errorf("pseudonymize(c-1) = %q with pseudonyms off", got)
 	}
@@ -443,7 +445,11 @@ func TestPairReload(t *testing.T) {
 // knows; the collector finds the data under its pseudonym, and under the
 // id itself, where data stored before pseudonymization was turned on stays.
 func TestErasureFindsPseudonymizedCustomers(t *testing.T) {
-	c := startPseudonymCollector(t, 100)
+	forEachEngine(t, testErasureFindsPseudonymizedCustomers)
+}
+
+func testErasureFindsPseudonymizedCustomers(t *testing.T, e testEngine) {
+	c := startPseudonymCollector(t, e, 100)
 	for _, id := range []string{"e-1", "e-2"} {
 		if code, body := call(t, "POST", c.base+"/v1/events", chatToken, fmt.Sprintf(`{"id":%q,"touchpoint":"chat","customer":"c-1"}`, id)); code != 200 {
 			t.Fatalf("event %s: %d %s", id, code, body)

@@ -164,17 +164,16 @@ func TestPruneNeverWritesToAReadOnlyStore(t *testing.T) {
 // TestPruneExpiresSurveyData: the collector's hourly prune reaches the
 // survey engine with the config's retention: an invitation parked for want
 // of a webhook is kept at 29 days and gone, with its record, at 31.
-func TestPruneExpiresSurveyData(t *testing.T) {
+func TestPruneExpiresSurveyData(t *testing.T) { forEachEngine(t, testPruneExpiresSurveyData) }
+
+func testPruneExpiresSurveyData(t *testing.T, eng testEngine) {
 	now := testNow
 	cfg := testConfig(t, "  - name: mail\n    type: NPS\n    trigger: {touchpoints: [chat]}\nretention: 30d\npageURL: https://cx.example.com\n")
-	c := startCollectorAt(t, t.TempDir(), cfg, func() time.Time { return now })
+	c := eng.start(t, eng.fresh(t), cfg, func() time.Time { return now })
 	var logs bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	c.srv.log = log
-	e, err := engine.New(c.st.DB(), c.st, nil, engine.Options{Now: func() time.Time { return now }, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := c.newSurveyEngine(nil, engine.Options{Now: func() time.Time { return now }, Logger: log})
 	sec, err := parseSecrets([]byte("linkKeys: {current: " + base64.StdEncoding.EncodeToString([]byte(strings.Repeat("L", 32))) + "}\n"))
 	if err != nil {
 		t.Fatal(err)
@@ -208,7 +207,7 @@ func TestPruneExpiresSurveyData(t *testing.T) {
 	if n := outbox(); n != 0 {
 		t.Errorf("outbox after a prune past the retention: %d, want 0", n)
 	}
-	if ok, err := c.st.Has(rollup.KindTouchpoint, "chat", "e1"); err != nil || ok {
+	if ok, err := c.srv.storage().Has(ctx, rollup.KindTouchpoint, "chat", "e1"); err != nil || ok {
 		t.Errorf("record past the retention: %v, %v; want it pruned", ok, err)
 	}
 	if !strings.Contains(logs.String(), "pruned survey data past retention") {
@@ -238,13 +237,14 @@ func (recordPruneFails) PruneExpired(context.Context, time.Time, time.Time) (sto
 // A record prune that fails does not hold up the survey engine's prune:
 // contacts and every other class still expire on their own clocks.
 func TestFailedRecordPruneStillPrunesSurveyData(t *testing.T) {
+	forEachEngine(t, testFailedRecordPruneStillPrunesSurveyData)
+}
+
+func testFailedRecordPruneStillPrunesSurveyData(t *testing.T, eng testEngine) {
 	now := testNow
 	cfg := testConfig(t, "  - name: mail\n    type: NPS\n    trigger: {touchpoints: [chat]}\nretention: 30d\npageURL: https://cx.example.com\n")
-	c := startCollectorAt(t, t.TempDir(), cfg, func() time.Time { return now })
-	e, err := engine.New(c.st.DB(), c.st, nil, engine.Options{Now: func() time.Time { return now }, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := eng.start(t, eng.fresh(t), cfg, func() time.Time { return now })
+	e := c.newSurveyEngine(nil, engine.Options{Now: func() time.Time { return now }, Logger: slog.New(slog.DiscardHandler)})
 	sec, err := parseSecrets([]byte("linkKeys: {current: " + base64.StdEncoding.EncodeToString([]byte(strings.Repeat("L", 32))) + "}\n"))
 	if err != nil {
 		t.Fatal(err)

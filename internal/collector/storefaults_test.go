@@ -282,22 +282,8 @@ surveys:
 	writeFile(t, secPath, fmt.Sprintf("linkKeys: {current: %s}\nwebhookKeys: {nps-delivery: %s}\n",
 		base64.StdEncoding.EncodeToString([]byte(strings.Repeat("L", 32))), base64.StdEncoding.EncodeToString([]byte(strings.Repeat("w", 32)))))
 	run := func(minFree int64) (stop func()) {
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() {
-			done <- Run(ctx, Options{Listen: addr, DataDir: filepath.Join(dir, "data"), ConfigPath: cfgPath, SecretsPath: secPath,
-				WebhookAllowLoopback: true, AllowInsecureWebhooks: true, LogLevel: "error", ConfigPoll: time.Hour, minFreeBytes: minFree})
-		}()
-		waitFor(t, func() bool {
-			resp, err := http.Get(base + "/readyz")
-			return err == nil && resp.Body.Close() == nil && resp.StatusCode == 200
-		})
-		return func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		}
+		return runCollector(t, Options{Listen: addr, DataDir: filepath.Join(dir, "data"), ConfigPath: cfgPath, SecretsPath: secPath,
+			WebhookAllowLoopback: true, AllowInsecureWebhooks: true, LogLevel: "error", ConfigPoll: time.Hour, minFreeBytes: minFree})
 	}
 
 	stop := run(0)

@@ -1,7 +1,6 @@
 package collector
 
 import (
-	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -111,44 +110,13 @@ surveys:
 	writeFile(t, secPath, fmt.Sprintf("linkKeys: {current: %s}\nwebhookKeys: {hook: %s}\n",
 		base64.StdEncoding.EncodeToString([]byte(strings.Repeat("L", 32))), base64.StdEncoding.EncodeToString(hookKey)))
 	writeFile(t, dsnPath, dsn+"\n")
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	errs := make([]error, n)
 	urls := make([]string, n)
 	for i, addr := range addrs {
 		urls[i] = "http://" + addr
-		wg.Go(func() {
-			errs[i] = Run(ctx, Options{Listen: addr, ConfigPath: cfgPath, SecretsPath: secPath, Store: StorePostgres, PostgresDSNFile: dsnPath,
-				PostgresStatementCache: true, WebhookAllowLoopback: true, AllowInsecureWebhooks: true, LogLevel: "warn", logTo: &lockedBuffer{}})
-		})
-	}
-	t.Cleanup(func() {
-		cancel()
-		wg.Wait()
-		for i, err := range errs {
-			if err != nil {
-				t.Errorf("replica %d: %v", i, err)
-			}
-		}
-	})
-	for _, u := range urls {
-		eventually(t, func() bool { return statusOf(u+"/readyz") == 200 })
+		runCollector(t, Options{Listen: addr, ConfigPath: cfgPath, SecretsPath: secPath, Store: StorePostgres, PostgresDSNFile: dsnPath,
+			PostgresStatementCache: true, WebhookAllowLoopback: true, AllowInsecureWebhooks: true, LogLevel: "warn", logTo: &lockedBuffer{}})
 	}
 	return urls
-}
-
-// send posts body to url+path with token and returns the status and body.
-func send(t *testing.T, method, u, token, body string) (int, string) {
-	t.Helper()
-	req, _ := http.NewRequest(method, u, strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
 }
 
 // TestSurveysEndToEndOnPostgres runs the survey flow on collectors started
@@ -173,12 +141,12 @@ func TestSurveysEndToEndOnPostgres(t *testing.T) {
 				for i := range customers {
 					u := urls[(i+round)%len(urls)]
 					ev := fmt.Sprintf(`{"id":"e-%d-%d","touchpoint":"chat","customer":"cust-%d","contact":{"email":"c%d@example.org","phone":"+49 30 %04d"}}`, round, i, i, i, i)
-					if code, body := send(t, "POST", u+"/v1/events", chatToken, ev); code != 200 {
+					if code, body := call(t, "POST", u+"/v1/events", chatToken, ev); code != 200 {
 						t.Fatalf("event: %d %s", code, body)
 					}
 				}
 			}
-			eventually(t, func() bool { return len(rcv.messages("survey.invitation")) >= customers })
+			waitFor(t, func() bool { return len(rcv.messages("survey.invitation")) >= customers })
 			invited := map[string]map[string]any{}
 			for _, m := range rcv.messages("survey.invitation") {
 				cust, _ := m["customer"].(string)
@@ -207,18 +175,18 @@ func TestSurveysEndToEndOnPostgres(t *testing.T) {
 			if got := postPage(t, pageURL, url.Values{"form": {form[1]}, "score": {"2"}, "comment": {"too slow"}}, nil); got.status != 200 {
 				t.Fatalf("page answer: %d\n%s", got.status, got.body)
 			}
-			eventually(t, func() bool { return len(rcv.messages("survey.detractor")) == 1 })
+			waitFor(t, func() bool { return len(rcv.messages("survey.detractor")) == 1 })
 			det := rcv.messages("survey.detractor")[0]
 			id, _ := det["detractor"].(string)
 			if det["path"] != "/detractors" || det["customer"] != "cust-3" || id == "" {
 				t.Fatalf("detractor message: %v", det)
 			}
 			// The follow-up, through the first replica.
-			code, body := send(t, "POST", urls[0]+"/v1/followups/"+url.PathEscape(id), npsToken, "")
+			code, body := call(t, "POST", urls[0]+"/v1/followups/"+url.PathEscape(id), npsToken, "")
 			if code != 200 || !strings.Contains(body, `"detractor":"`+id+`"`) || !strings.Contains(body, "followedUpAt") {
 				t.Fatalf("follow-up: %d %s", code, body)
 			}
-			code, body = send(t, "GET", urls[len(urls)-1]+"/v1/customers/cust-3", customerToken, "")
+			code, body = call(t, "GET", urls[len(urls)-1]+"/v1/customers/cust-3", customerToken, "")
 			if code != 200 || !strings.Contains(body, `"followUps":1`) || !strings.Contains(body, `"detractors":1`) || !strings.Contains(body, "too slow") {
 				t.Errorf("cust-3 after the follow-up: %d %s", code, body)
 			}
@@ -230,7 +198,7 @@ func TestSurveysEndToEndOnPostgres(t *testing.T) {
 			wave := `{"survey":"nps","wave":"q4","audience":[` + strings.Join(audience, ",") + `]}`
 			duplicates := 0
 			for _, u := range urls {
-				code, body := send(t, "POST", u+"/v1/waves", npsToken, wave)
+				code, body := call(t, "POST", u+"/v1/waves", npsToken, wave)
 				if code != 200 {
 					t.Fatalf("wave: %d %s", code, body)
 				}
@@ -241,7 +209,7 @@ func TestSurveysEndToEndOnPostgres(t *testing.T) {
 			if duplicates != len(urls)-1 {
 				t.Errorf("the wave was taken %d times", len(urls)-duplicates)
 			}
-			eventually(t, func() bool { return len(rcv.messages("survey.invitation")) >= customers+15 })
+			waitFor(t, func() bool { return len(rcv.messages("survey.invitation")) >= customers+15 })
 			waved := map[string]int{}
 			for _, m := range rcv.messages("survey.invitation") {
 				if c, _ := m["customer"].(string); strings.HasPrefix(c, "wave-") {

@@ -56,8 +56,9 @@ func TestSecretsErrorsNeverQuoteKeys(t *testing.T) {
 	}
 }
 
-// surveyCollector runs the collector command with one transactional NPS
-// survey whose invitations go to a receiver that verifies every signature.
+// surveyCollector runs the collector command on an engine with one
+// transactional NPS survey whose invitations go to a receiver that verifies
+// every signature.
 type surveyCollector struct {
 	base     string
 	linkKey  []byte
@@ -82,7 +83,7 @@ func (c *surveyCollector) ofType(typ string) []map[string]any {
 	return out
 }
 
-func startSurveyCollector(t *testing.T) *surveyCollector {
+func startSurveyCollector(t *testing.T, e testEngine) *surveyCollector {
 	t.Helper()
 	c := &surveyCollector{linkKey: []byte(strings.Repeat("L", 32))}
 	hookKey := []byte("0123456789abcdef0123456789abcdef")
@@ -130,22 +131,10 @@ surveys:
 	writeFile(t, secPath, fmt.Sprintf("linkKeys: {current: %s}\nwebhookKeys: {nps-delivery: %s}\n",
 		base64.StdEncoding.EncodeToString(c.linkKey), base64.StdEncoding.EncodeToString(hookKey)))
 
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Options{Listen: addr, DataDir: filepath.Join(dir, "data"), ConfigPath: cfgPath, SecretsPath: secPath,
-			WebhookAllowLoopback: true, AllowInsecureWebhooks: true, LogLevel: "warn", ConfigPoll: 100 * time.Millisecond})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	waitFor(t, func() bool {
-		resp, err := http.Get(c.base + "/readyz")
-		return err == nil && resp.Body.Close() == nil && resp.StatusCode == 200
-	})
+	o := Options{Listen: addr, ConfigPath: cfgPath, SecretsPath: secPath,
+		WebhookAllowLoopback: true, AllowInsecureWebhooks: true, LogLevel: "warn", ConfigPoll: 100 * time.Millisecond}
+	e.runOn(t, &o)
+	runCollector(t, o)
 	return c
 }
 
@@ -179,7 +168,11 @@ func (c *surveyCollector) summary(t *testing.T, survey string) collectorapi.Surv
 // TestCollectorInvitesAfterAnInteraction: one interaction, one signed
 // invitation at the receiver, and the counts in the survey's summary.
 func TestCollectorInvitesAfterAnInteraction(t *testing.T) {
-	c := startSurveyCollector(t)
+	forEachEngine(t, testCollectorInvitesAfterAnInteraction)
+}
+
+func testCollectorInvitesAfterAnInteraction(t *testing.T, e testEngine) {
+	c := startSurveyCollector(t, e)
 	now := time.Now().UTC().Format(time.RFC3339)
 	c.interact(t, fmt.Sprintf(`[{"id":"e1","touchpoint":"chat","customer":"c-1","time":%q,"contact":{"email":"c1@example.com","phone":"+49 30 1234"}},
 		{"id":"e2","touchpoint":"chat","customer":"c-1","time":%q}]`, now, now))
@@ -244,8 +237,10 @@ func TestParseAudience(t *testing.T) {
 	}
 }
 
-func TestWaveEndpointAndCommand(t *testing.T) {
-	c := startSurveyCollector(t)
+func TestWaveEndpointAndCommand(t *testing.T) { forEachEngine(t, testWaveEndpointAndCommand) }
+
+func testWaveEndpointAndCommand(t *testing.T, e testEngine) {
+	c := startSurveyCollector(t, e)
 	var audience []string
 	for i := range 12 {
 		audience = append(audience, fmt.Sprintf("w-%d,w%d@example.com", i, i))

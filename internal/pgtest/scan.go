@@ -1,46 +1,24 @@
 package pgtest
 
 import (
-	"bytes"
 	"context"
-	"encoding/base64"
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/cxop-dev/cxop/internal/canaryscan"
 )
 
 // DataDir is the server's data directory (PGDATA): what a scan of the
-// bytes on disk reads.
+// bytes on disk (canaryscan.Files) reads.
 func (s *Server) DataDir() string { return s.data() }
-
-// Forms are the forms in which s can be stored: as it is, and in base64 (a
-// message's body, a link token), standard and URL-safe, at each of the
-// three alignments (dropping the quanta whose characters depend on the
-// bytes around s).
-func Forms(s string) [][]byte {
-	out := [][]byte{[]byte(s)}
-	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding} {
-		for pad := range 3 {
-			e := enc.EncodeToString(append(make([]byte, pad), s...))
-			inner := e[4:]
-			if pad == 0 {
-				inner = e
-			}
-			out = append(out, []byte(inner[:len(inner)-4]))
-		}
-	}
-	return out
-}
 
 // ScanTables reads every column of every row of every table of the
 // database's current schema (partitions included; bytea columns as bytes,
 // every other column as its text form) and returns, for each of strs found
-// in any of its Forms, where: "table.column". It also returns the tables
-// it read, so that a caller can check the scan covered them.
+// in any of its forms (canaryscan.Forms), where: "table.column". It also
+// returns the tables it read, so that a caller can check the scan covered
+// them.
 func ScanTables(ctx context.Context, dsn string, strs ...string) (found map[string]string, tables []string, err error) {
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
@@ -82,7 +60,7 @@ ORDER BY c.relname, a.attnum`)
 				expr = pgx.Identifier{c.name}.Sanitize()
 			}
 			q := fmt.Sprintf("SELECT EXISTS (SELECT 1 FROM ONLY %s WHERE position($1 IN %s) > 0)", pgx.Identifier{c.table}.Sanitize(), expr)
-			for _, f := range Forms(s) {
+			for _, f := range canaryscan.Forms(s) {
 				var arg any = string(f)
 				if c.bytea {
 					arg = f
@@ -99,50 +77,6 @@ ORDER BY c.relname, a.attnum`)
 		}
 	}
 	return found, tables, nil
-}
-
-// FilesContaining returns, for each of strs found in any of its Forms in
-// the bytes of a file under dir (skipping the directories named in skip,
-// relative to dir), the files it was found in, relative to dir.
-func FilesContaining(dir string, skip []string, strs ...string) (map[string][]string, error) {
-	found := map[string][]string{}
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil // removed while we walked
-		}
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, path)
-		if d.IsDir() {
-			for _, s := range skip {
-				if rel == s {
-					return filepath.SkipDir
-				}
-			}
-			return nil
-		}
-		if !d.Type().IsRegular() {
-			return nil // the server's socket and lock files
-		}
-		data, err := os.ReadFile(path)
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		for _, s := range strs {
-			for _, f := range Forms(s) {
-				if bytes.Contains(data, f) {
-					found[s] = append(found[s], rel)
-					break
-				}
-			}
-		}
-		return nil
-	})
-	return found, err
 }
 
 // Forget makes the server forget what was deleted from the database dsn,

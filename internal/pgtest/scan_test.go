@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cxop-dev/cxop/internal/canaryscan"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -66,14 +67,14 @@ CREATE TABLE gone (id int, note text)`); err != nil {
 		}
 	}
 	exec("CHECKPOINT")
-	files, err := FilesContaining(s.DataDir(), nil, "needle-deleted-4411")
+	files, err := canaryscan.Files(s.DataDir(), nil, "needle-deleted-4411")
 	if err != nil || len(files["needle-deleted-4411"]) == 0 {
 		t.Fatalf("the deleted row is in no file before Forget: %v, %v", files, err)
 	}
 	if err := Forget(ctx, dsn); err != nil {
 		t.Fatal(err)
 	}
-	files, err = FilesContaining(s.DataDir(), nil, "needle-deleted-4411", "needle-plain-4411")
+	files, err = canaryscan.Files(s.DataDir(), nil, "needle-deleted-4411", "needle-plain-4411")
 	if err != nil || len(files["needle-deleted-4411"]) > 0 || len(files["needle-plain-4411"]) == 0 {
 		t.Errorf("after Forget: %v, %v; want the deleted row in no file, the live one still in a table file", files, err)
 	}

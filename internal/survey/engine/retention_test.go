@@ -3,16 +3,15 @@ package engine
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"fmt"
 	"hash/crc32"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/cxop-dev/cxop/internal/canaryscan"
 	"github.com/cxop-dev/cxop/internal/pgtest"
 	"github.com/cxop-dev/cxop/internal/rollup"
 	"github.com/cxop-dev/cxop/internal/score"
@@ -114,27 +113,6 @@ func (f *fixture) pruneCompactClose(r Retention) Pruned {
 	return pruned
 }
 
-// needles are the forms in which s can be on disk: as it is, and in
-// base64 (a message's body, a link token), standard and URL-safe, at each
-// of the three alignments.
-func needles(s string) [][]byte {
-	out := [][]byte{[]byte(s)}
-	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding} {
-		for pad := range 3 {
-			e := enc.EncodeToString(append(make([]byte, pad), s...))
-			// Drop the quantum holding the padding bytes, and the last
-			// one, whose characters depend on what follows s.
-			inner := e[4:]
-			if pad == 0 {
-				inner = e
-			}
-			inner = inner[:len(inner)-4]
-			out = append(out, []byte(inner))
-		}
-	}
-	return out
-}
-
 // traces returns, for each string still stored, where: on Pebble the file
 // it was found in (onDisk); on PostgreSQL the column of a table whose rows
 // hold it, in any of its forms, then, when the fixture has its own server
@@ -158,7 +136,7 @@ func (f *fixture) traces(strs ...string) map[string]string {
 	if err := pgtest.Forget(ctx, f.dsn); err != nil {
 		f.t.Fatal(err)
 	}
-	files, err := pgtest.FilesContaining(f.pgFiles, nil, strs...)
+	files, err := canaryscan.Files(f.pgFiles, nil, strs...)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -170,54 +148,19 @@ func (f *fixture) traces(strs ...string) map[string]string {
 	return found
 }
 
-// onDisk returns, for each string found anywhere in the bytes of the
-// files under dir, the first file it was found in.
+// onDisk returns, for each string found in any of its forms in the bytes
+// of the files under dir, the first file it was found in.
 func onDisk(t *testing.T, dir string, strs ...string) map[string]string {
 	t.Helper()
-	found := map[string]string{}
-	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		for _, s := range strs {
-			if _, ok := found[s]; ok {
-				continue
-			}
-			for _, n := range needles(s) {
-				if bytes.Contains(data, n) {
-					found[s] = filepath.Base(path)
-					break
-				}
-			}
-		}
-		return nil
-	})
+	files, err := canaryscan.Files(dir, nil, strs...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return found
-}
-
-// TestNeedlesFindBase64 checks the scan itself: a string inside a base64
-// encoded value, at any offset, is found.
-func TestNeedlesFindBase64(t *testing.T) {
-	s := newPerson("probe").email
-	for pad := range 3 {
-		for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding} {
-			data := []byte(enc.EncodeToString([]byte(strings.Repeat("x", pad) + `{"contact":"` + s + `"}`)))
-			hit := false
-			for _, n := range needles(s) {
-				hit = hit || bytes.Contains(data, n)
-			}
-			if !hit {
-				t.Errorf("%q not found in %s", s, data)
-			}
-		}
+	found := map[string]string{}
+	for s, in := range files {
+		found[s] = in[0]
 	}
+	return found
 }
 
 const (
@@ -380,7 +323,7 @@ func TestRetentionLeavesNoTraceOnDisk(t *testing.T) {
 				if f.pgFiles != "" {
 					// The file scan works too: the kept customer's id is
 					// in a table file.
-					if files, err := pgtest.FilesContaining(f.pgFiles, nil, keeper.id); err != nil || !slices.ContainsFunc(files[keeper.id], func(p string) bool { return strings.HasPrefix(p, "data/base/") }) {
+					if files, err := canaryscan.Files(f.pgFiles, nil, keeper.id); err != nil || !slices.ContainsFunc(files[keeper.id], func(p string) bool { return strings.HasPrefix(p, "data/base/") }) {
 						t.Errorf("the kept customer's id is in no table file (%v, %v): the scan does not work", files, err)
 					}
 				}
@@ -397,6 +340,12 @@ func TestRetentionLeavesNoTraceOnDisk(t *testing.T) {
 // stay; a delivery given up less than a week ago, and a message still
 // being retried, keep theirs.
 func TestContactRetentionDropsContactsFromDisk(t *testing.T) {
+	onBothStores(t, testContactRetentionDropsContactsFromDisk)
+}
+
+// testContactRetentionDropsContactsFromDisk reads, on PostgreSQL, every
+// column of every table (traces) where it reads every file on Pebble.
+func testContactRetentionDropsContactsFromDisk(t *testing.T, kind storeKind) {
 	for _, tc := range []struct {
 		name     string
 		retryFor time.Duration
@@ -415,7 +364,7 @@ func TestContactRetentionDropsContactsFromDisk(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ok, failing := newReceiver(t), newReceiver(t, repeat(500, 1000)...)
-			f := &fixture{t: t, dir: t.TempDir(), now: t0, cfg: Config{LinkKeys: keys, PageURL: "https://cx.example.com", Surveys: []Survey{*tc.webhook(ok, failing)}},
+			f := &fixture{t: t, kind: kind, dir: t.TempDir(), now: t0, cfg: Config{LinkKeys: keys, PageURL: "https://cx.example.com", Surveys: []Survey{*tc.webhook(ok, failing)}},
 				opts:      &Options{RetryBase: time.Second, RetryMax: 10 * time.Second, RetryFor: tc.retryFor},
 				storeOpts: func(o *store.Options) { o.Uncompressed = true }}
 			f.open()
@@ -433,7 +382,7 @@ func TestContactRetentionDropsContactsFromDisk(t *testing.T) {
 			pruned := f.pruneCompactClose(Retention{Keep: testKeep, Contact: testContact})
 			t.Logf("pruned: %v", pruned)
 
-			found := onDisk(t, f.dir, old.email, old.phone, old.id, recent.email, recent.phone)
+			found := f.traces(old.email, old.phone, old.id, recent.email, recent.phone)
 			for _, s := range []string{old.email, old.phone} {
 				if _, on := found[s]; on == tc.stripped {
 					t.Errorf("%s on disk: %v, want %v (found in %s)", s, on, !tc.stripped, found[s])
