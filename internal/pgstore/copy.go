@@ -182,8 +182,12 @@ func (s *Store) SetAuditHashKey(ctx context.Context, key []byte) (same bool, err
 	return bytes.Equal(stored, key), nil
 }
 
-// FoldAll folds the whole tail into the rollups; it fails when another
-// replica holds the fold lease.
+// ErrFoldLeaseHeld is what FoldAll's error is (errors.Is) when another
+// replica holds the fold lease, so the tail cannot be folded now.
+var ErrFoldLeaseHeld = errors.New("another replica holds the fold lease")
+
+// FoldAll folds the whole tail into the rollups; it fails with
+// ErrFoldLeaseHeld when another replica holds the fold lease.
 func (s *Store) FoldAll(ctx context.Context) error {
 	for {
 		n, err := s.Fold(ctx)
@@ -199,7 +203,7 @@ func (s *Store) FoldAll(ctx context.Context) error {
 		return err
 	}
 	if f.Tail != 0 {
-		return fmt.Errorf("%d records are left unfolded: another replica holds the fold lease", f.Tail)
+		return fmt.Errorf("%d records are left unfolded: %w", f.Tail, ErrFoldLeaseHeld)
 	}
 	return nil
 }

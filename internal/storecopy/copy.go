@@ -377,6 +377,9 @@ func PostgresToEmbedded(ctx context.Context, src *Postgres, dstOpts store.Option
 	defer srcKV.Unlock()
 	// The rollups carried over are the source's, tail folded in.
 	if err := src.Store.FoldAll(ctx); err != nil {
+		if errors.Is(err, pgstore.ErrFoldLeaseHeld) { // a collector's fold: it runs on this database
+			return rep, fmt.Errorf("%w: %w", ErrBusy, err)
+		}
 		return rep, err
 	}
 	dst, err := store.Open(dstOpts)
