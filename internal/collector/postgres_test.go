@@ -400,6 +400,7 @@ func TestPostgresFlags(t *testing.T) {
 		{"missing dsn file", func(o *Options) { o.PostgresDSNFile = filepath.Join(dir, "nope") }, "--postgres-dsn-file: open"},
 		{"empty dsn file", func(o *Options) { o.PostgresDSNFile = empty }, "--postgres-dsn-file: " + empty + " is empty"},
 		{"data dir", func(o *Options) { o.DataDir = dir }, "--data-dir: not used with --store=postgres"},
+		{"short engine lease", func(o *Options) { o.PostgresEngineLeaseTTL = time.Second }, "--postgres-engine-lease-ttl: 1s is shorter than 3s"},
 		{"embedded without a data dir", func(o *Options) { o.Store, o.PostgresDSNFile = StoreEmbedded, "" }, "--data-dir: required with --store=embedded"},
 		{"embedded with a dsn file", func(o *Options) { o.Store, o.DataDir = StoreEmbedded, dir }, "--postgres-dsn-file: only with --store=postgres"},
 	} {

@@ -181,6 +181,31 @@ func (k *engineKV) Unlock() {
 	}
 }
 
+// RenewLock extends the lease held by this engine's token: the engine
+// calls it in the background (every RenewEvery) while it holds the lease,
+// so that a step waiting on slow receivers between two commits keeps it.
+// Only the expiry moves; a token moved on by a takeover is ErrNotHeld.
+func (k *engineKV) RenewLock(ctx context.Context) error {
+	k.mu.Lock()
+	token := k.token
+	k.mu.Unlock()
+	if token == 0 {
+		return kv.ErrNotHeld
+	}
+	tag, err := k.s.pool.Exec(ctx, `UPDATE cxop_engine_lock SET expires_at = coalesce($1::bigint, `+dbNowNanos+`) + $2::bigint
+WHERE name = $3 AND token = $4`, k.nowArg(), k.s.opts.EngineLeaseTTL.Nanoseconds(), engineLockName, token)
+	if err != nil {
+		return unavailable(err)
+	}
+	if tag.RowsAffected() != 1 {
+		return kv.ErrNotHeld
+	}
+	return nil
+}
+
+// RenewEvery is Options.EngineLeaseRenew.
+func (k *engineKV) RenewEvery() time.Duration { return k.s.opts.EngineLeaseRenew }
+
 func (k *engineKV) NewBatch() kv.Batch { return &kvBatch{k: k} }
 
 // kvBatch is a batch of writes applied in one transaction by Commit.

@@ -189,6 +189,9 @@ type Engine struct {
 	metrics *metrics
 	// floors is guarded by mu.
 	floors floors
+	// stopRenew stops the lock's renewal while the lock is held (kv.go);
+	// guarded by mu.
+	stopRenew func()
 	// mu serialises steps: Run's loop and callers of Step in tests.
 	mu sync.Mutex
 	// contactsMigrated is set once no contact history is stored under

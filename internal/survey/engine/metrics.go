@@ -8,6 +8,9 @@ import "github.com/prometheus/client_golang/prometheus"
 type metrics struct {
 	parked      *prometheus.CounterVec
 	rateLimited *prometheus.CounterVec
+	// leaseRenewals counts the background renewals of the engine's lease
+	// among replicas, by result.
+	leaseRenewals *prometheus.CounterVec
 }
 
 func newMetrics(e *Engine, reg prometheus.Registerer) *metrics {
@@ -20,9 +23,13 @@ func newMetrics(e *Engine, reg prometheus.Registerer) *metrics {
 			Name: "cxop_collector_invitations_rate_limited_total",
 			Help: "Invitations suppressed by a rate limit (limit: touchpoint or namespace); they are not sent later.",
 		}, []string{"survey", "limit"}),
+		leaseRenewals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cxop_collector_survey_engine_lease_renewals_total",
+			Help: "Background renewals of the survey engine's lease among replicas (PostgreSQL), by result: renewed, failed (retried), lost (another replica took it; the holder's next commit is refused).",
+		}, []string{"result"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.parked, m.rateLimited, failingCollector{e})
+		reg.MustRegister(m.parked, m.rateLimited, m.leaseRenewals, failingCollector{e})
 	}
 	return m
 }

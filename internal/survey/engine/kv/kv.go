@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"time"
 )
 
 // ErrNotFound is returned by Get for a key that is not there.
@@ -79,6 +80,16 @@ type KV interface {
 	// engine may have written since this one last held it, so that what
 	// this engine remembers of its queues must be read again.
 	OthersWrote() bool
+	// RenewLock extends the lock this engine holds, on a store where it
+	// expires (RenewEvery above 0): the engine calls it every RenewEvery
+	// while it holds the lock, so that a step waiting on slow webhook
+	// receivers keeps it, while a replica that dies (and so renews
+	// nothing) loses it soon. ErrNotHeld: another engine took it, and
+	// this one's batches fail from then on.
+	RenewLock(ctx context.Context) error
+	// RenewEvery is how often RenewLock must be called while the lock is
+	// held; 0: the lock never expires.
+	RenewEvery() time.Duration
 	Unlock()
 }
 

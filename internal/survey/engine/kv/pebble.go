@@ -3,6 +3,7 @@ package kv
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -29,6 +30,10 @@ func (pebbleKV) Lock(context.Context, bool) (bool, error) { return true, nil }
 func (pebbleKV) OthersWrote() bool { return false }
 
 func (pebbleKV) Unlock() {}
+
+func (pebbleKV) RenewLock(context.Context) error { return nil }
+
+func (pebbleKV) RenewEvery() time.Duration { return 0 }
 
 func pebbleGet(r pebble.Reader, key []byte) ([]byte, error) {
 	v, closer, err := r.Get(key)
