@@ -268,6 +268,12 @@ func Run(ctx context.Context, o Options) error {
 			return errors.Join(err, stopServing())
 		}
 		srv.secrets.Store(sec)
+		// The config's revision is in the database before any record is
+		// accepted under it (the survey engine's guard, docs/postgres.md).
+		if err := pg.RecordConfigRevision(ctx, cfg.revision); err != nil {
+			return errors.Join(err, pg.Close(), stopServing())
+		}
+		srv.recordRevision = pg.RecordConfigRevision
 		// One survey engine per replica over the database; a fenced lease
 		// lets one of them work at a time (docs/postgres.md), and the
 		// records reach it through the feed each append writes.
@@ -557,6 +563,14 @@ func (s *Server) watchConfig(ctx context.Context, files configFiles, last, lastS
 				what, path = "secrets", files.secrets
 			}
 			s.reloadFailed(what, path, err)
+		}
+		if keyed != cfg && keyed.revision > cfg.revision && s.recordRevision != nil {
+			// Recorded before records are accepted under it; on failure
+			// the new files stay pending and are tried again.
+			if err := s.recordRevision(ctx, keyed.revision); err != nil {
+				s.reloadFailed("config", files.config, err)
+				continue
+			}
 		}
 		if keyed != cfg {
 			cfg = keyed

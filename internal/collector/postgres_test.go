@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cxop-dev/cxop/internal/collectorapi"
+	"github.com/cxop-dev/cxop/internal/pgstore"
 	"github.com/cxop-dev/cxop/internal/pgtest"
 	"github.com/cxop-dev/cxop/internal/survey/engine"
 )
@@ -475,5 +476,63 @@ func eventually(t *testing.T, f func() bool) {
 			t.Fatal("condition not met within a minute")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestPostgresReplicaRecordsItsConfigRevision: a replica over PostgreSQL
+// records its config's revision in the database before it is ready (it
+// then accepts records under that config), and a reloaded config's before
+// the reload takes effect; an older revision never lowers it. The survey
+// engine compares its own config's with it (docs/postgres.md).
+func TestPostgresReplicaRecordsItsConfigRevision(t *testing.T) {
+	server := testPostgres(t)
+	dsn := server.NewDatabase(t)
+	dir := t.TempDir()
+	dsnFile := filepath.Join(dir, "dsn")
+	writeFile(t, dsnFile, dsn+"\n")
+	cfgFile := filepath.Join(dir, "config.yaml")
+	config := func(revision int64, threshold string) {
+		writeFile(t, cfgFile, fmt.Sprintf("revision: %d\ntouchpoints:\n  - name: chat\n    waitThreshold: %s\n    tokenSHA256: [%s]\nreadTokenSHA256: [%s]\n",
+			revision, threshold, collectorapi.HashToken(chatToken), collectorapi.HashToken(readToken)))
+	}
+	config(5, "1m")
+	pg, err := pgstore.Open(context.Background(), pgstore.Options{DSN: dsn, FoldInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pg.Close() })
+	revision := func() int64 {
+		rev, err := pg.EngineKV().ConfigRevision()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rev
+	}
+	addr, metrics := freeAddr(t), freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Options{Listen: addr, MetricsListen: metrics, ConfigPath: cfgFile, ConfigPoll: 20 * time.Millisecond, Store: StorePostgres, PostgresDSNFile: dsnFile,
+			PostgresStatementCache: true, LogLevel: "warn", logTo: &lockedBuffer{}})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	eventually(t, func() bool { return statusOf("http://"+addr+"/readyz") == 200 })
+	if rev := revision(); rev != 5 {
+		t.Fatalf("ready with revision %d recorded, want 5", rev)
+	}
+	config(9, "2m")
+	eventually(t, func() bool { return revision() == 9 })
+	config(7, "3m")
+	eventually(t, func() bool {
+		_, body := getBody(t, "http://"+metrics+"/metrics", "")
+		return strings.Contains(body, `cxop_collector_config_reloads_total{result="success"} 2`)
+	})
+	if rev := revision(); rev != 9 {
+		t.Errorf("an older config lowered the recorded revision to %d", rev)
 	}
 }

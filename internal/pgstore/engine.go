@@ -206,6 +206,33 @@ WHERE name = $3 AND token = $4`, k.nowArg(), k.s.opts.EngineLeaseTTL.Nanoseconds
 // RenewEvery is Options.EngineLeaseRenew.
 func (k *engineKV) RenewEvery() time.Duration { return k.s.opts.EngineLeaseRenew }
 
+// ConfigRevision reads cxop_config_revision (RecordConfigRevision). In
+// its own statement after the feed's read, under READ COMMITTED, it sees
+// every raise committed before an entry the read saw: a replica raises it
+// before it accepts records under the newer config.
+func (k *engineKV) ConfigRevision() (int64, error) {
+	ctx, cancel := k.opContext()
+	defer cancel()
+	var rev int64
+	if err := k.s.pool.QueryRow(ctx, `SELECT revision FROM cxop_config_revision WHERE name = 'collector'`).Scan(&rev); err != nil {
+		return 0, unavailable(err)
+	}
+	return rev, nil
+}
+
+// RecordConfigRevision raises the greatest config revision loaded by a
+// replica (kv.KV.ConfigRevision) to revision, if it is lower. A replica
+// calls it before it accepts records under a config of that revision, so
+// that an engine whose config is older leaves their feed entries to one
+// that knows what they trigger.
+func (s *Store) RecordConfigRevision(ctx context.Context, revision int64) error {
+	if _, err := s.pool.Exec(ctx, `UPDATE cxop_config_revision SET revision = $1 WHERE name = 'collector' AND revision < $1`,
+		revision); err != nil {
+		return unavailable(fmt.Errorf("record the config revision: %w", err))
+	}
+	return nil
+}
+
 func (k *engineKV) NewBatch() kv.Batch { return &kvBatch{k: k} }
 
 // kvBatch is a batch of writes applied in one transaction by Commit.

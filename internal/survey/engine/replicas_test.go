@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -458,5 +459,114 @@ func TestLeaseRenewedWhileAStepWaits(t *testing.T) {
 	}
 	if n, err := eb.Outbox(); err != nil || n != 0 {
 		t.Errorf("outbox %d, %v; want empty", n, err)
+	}
+}
+
+// TestOlderConfigLeavesTheFeed: two replicas over one database whose
+// configs differ while a new one reaches them: a has revision 1 (no survey
+// yet), b revision 2 (a survey triggered by chat). Interactions arrive
+// through both. Replica a's engine, holding the lease, consumes none of the
+// feed (b loaded a newer config); b's engine then invites every customer
+// once. Once a has revision 2 too, its engine consumes again; and an engine
+// whose config is the newest consumes entries no survey wants, inviting no
+// one.
+func TestOlderConfigLeavesTheFeed(t *testing.T) {
+	dsn := testPostgres(t).NewDatabase(t)
+	now := func() time.Time { return t0 }
+	openStore := func(holder string) *pgstore.Store {
+		s, err := pgstore.Open(context.Background(), pgstore.Options{DSN: dsn, FoldInterval: -1, Now: now, EngineClock: now, Holder: holder})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}
+	sa, sb := openStore("replica-a"), openStore("replica-b")
+	rcv := newReceiver(t)
+	rev1 := Config{PageURL: "https://cx.example.com", LinkKeys: keys, Revision: 1}
+	rev2 := rev1
+	rev2.Revision = 2
+	rev2.Surveys = []Survey{{Name: "nps", Touchpoints: []string{"chat"}, SamplePercent: 100, Webhook: rcv.endpoint()}}
+	client := webhook.NewClient(&webhook.Guard{AllowLoopback: true, AllowHTTP: true}, 5*time.Second)
+	newEngine := func(s *pgstore.Store, cfg Config) *Engine {
+		if err := s.RecordConfigRevision(context.Background(), cfg.Revision); err != nil {
+			t.Fatal(err)
+		}
+		e, err := NewOn(s.EngineKV(), nil, client, Options{Now: now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.SetConfig(cfg)
+		return e
+	}
+	ea := newEngine(sa, rev1)
+	eb := newEngine(sb, rev2)
+	ingest := func(s *pgstore.Store, customers ...string) {
+		for _, c := range customers {
+			js := fmt.Sprintf(`{"id":%q,"touchpoint":"chat","customer":%q,"time":%q}`, c, c, t0.Format(time.RFC3339Nano))
+			rec := store.Record{Kind: rollup.KindTouchpoint, Subject: "chat", ID: c, JSON: []byte(js), Event: rollup.Event{Time: t0.UnixNano()}}
+			if _, err := s.Submit(context.Background(), []store.Record{rec}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	feed := func() int {
+		it, err := sa.EngineKV().NewIter([]byte(kv.FeedPrefix), prefixEnd([]byte(kv.FeedPrefix)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = it.Close() }()
+		n := 0
+		for it.First(); it.Valid(); it.Next() {
+			n++
+		}
+		return n
+	}
+	customers := func() []string {
+		var out []string
+		for _, r := range rcv.got() {
+			out = append(out, r.body.Customer)
+		}
+		slices.Sort(out)
+		return out
+	}
+	step := func(e *Engine) {
+		t.Helper()
+		if err := e.Step(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	ingest(sa, "c-1")
+	ingest(sb, "c-2")
+	step(ea)
+	if n := feed(); n != 2 {
+		t.Fatalf("the engine with the older config consumed the feed: %d entries left, want 2", n)
+	}
+	if held := testutil.ToFloat64(ea.metrics.feedHeld); held != 1 || testutil.ToFloat64(ea.metrics.feedHeldRevision) != 2 {
+		t.Errorf("feed held %v times waiting for revision %v; want once, for 2", held, testutil.ToFloat64(ea.metrics.feedHeldRevision))
+	}
+	step(eb)
+	if got := fmt.Sprint(customers()); got != "[c-1 c-2]" || feed() != 0 {
+		t.Fatalf("after the engine with the newer config stepped: invited %s, %d feed entries; want [c-1 c-2] and none", got, feed())
+	}
+
+	// Replica a loads revision 2: its engine consumes again.
+	ea = newEngine(sa, rev2)
+	ingest(sa, "c-3")
+	step(ea)
+	if got := fmt.Sprint(customers()); got != "[c-1 c-2 c-3]" || feed() != 0 {
+		t.Fatalf("after a loaded revision 2: invited %s, %d feed entries; want [c-1 c-2 c-3] and none", got, feed())
+	}
+
+	// Revision 3 drops the survey: its entries are consumed, inviting
+	// no one.
+	rev3 := rev1
+	rev3.Revision = 3
+	eb = newEngine(sb, rev3)
+	ingest(sb, "c-4")
+	step(eb)
+	if got := fmt.Sprint(customers()); got != "[c-1 c-2 c-3]" || feed() != 0 {
+		t.Fatalf("under revision 3 without the survey: invited %s, %d feed entries; want [c-1 c-2 c-3] and none", got, feed())
 	}
 }

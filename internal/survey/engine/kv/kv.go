@@ -91,6 +91,13 @@ type KV interface {
 	// held; 0: the lock never expires.
 	RenewEvery() time.Duration
 	Unlock()
+	// ConfigRevision is the greatest collector config revision
+	// (collectorapi.Config.Revision) that a replica sharing the storage
+	// has loaded; each raises it before it accepts records under that
+	// config. Read after a read of the feed, it is at least the revision
+	// under which any entry read was written. An embedded store has one
+	// replica, whose engine's own config is the newest: it reports 0.
+	ConfigRevision() (int64, error)
 }
 
 // FeedPrefix starts the keys of the record feed: stores whose record

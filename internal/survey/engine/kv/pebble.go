@@ -35,6 +35,8 @@ func (pebbleKV) RenewLock(context.Context) error { return nil }
 
 func (pebbleKV) RenewEvery() time.Duration { return 0 }
 
+func (pebbleKV) ConfigRevision() (int64, error) { return 0, nil }
+
 func pebbleGet(r pebble.Reader, key []byte) ([]byte, error) {
 	v, closer, err := r.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
