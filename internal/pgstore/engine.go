@@ -220,6 +220,33 @@ func (k *engineKV) ConfigRevision() (int64, error) {
 	return rev, nil
 }
 
+// FeedMark is the next transaction id not yet handed out when it runs
+// (pg_snapshot_xmax of its snapshot): every append in flight then has a
+// lower one, provided it took its transaction id before drawing its
+// records' sequences, which the append does by claiming the records'
+// idempotency keys (a write) first.
+func (k *engineKV) FeedMark() (uint64, bool, error) {
+	ctx, cancel := k.opContext()
+	defer cancel()
+	var mark int64
+	if err := k.s.pool.QueryRow(ctx, `SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint`).Scan(&mark); err != nil {
+		return 0, false, unavailable(err)
+	}
+	return uint64(mark), true, nil
+}
+
+// FeedSettled reports whether the oldest transaction still running is at
+// or above mark: every one below it ended.
+func (k *engineKV) FeedSettled(mark uint64) (bool, error) {
+	ctx, cancel := k.opContext()
+	defer cancel()
+	var xmin int64
+	if err := k.s.pool.QueryRow(ctx, `SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint`).Scan(&xmin); err != nil {
+		return false, unavailable(err)
+	}
+	return uint64(xmin) >= mark, nil
+}
+
 // RecordConfigRevision raises the greatest config revision loaded by a
 // replica (kv.KV.ConfigRevision) to revision, if it is lower. A replica
 // calls it before it accepts records under a config of that revision, so

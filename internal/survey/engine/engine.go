@@ -194,6 +194,9 @@ type Engine struct {
 	metrics *metrics
 	// floors is guarded by mu.
 	floors floors
+	// feed is where the engine reads the record feed from (feed.go);
+	// guarded by mu.
+	feed feedFloor
 	// lastHeld is the pair of revisions (own, newest) last logged by
 	// feedHeld; guarded by mu.
 	lastHeld [2]int64
@@ -588,18 +591,24 @@ func (e *Engine) consumeFeed(cfg *settings) (bool, error) {
 	// entries committed after the read, perhaps under a newer config
 	// whose surveys want them.
 	prefix := []byte(kv.FeedPrefix)
-	it, err := e.kv.NewIter(prefix, prefixEnd(prefix))
+	now := e.now()
+	from, settled, err := e.feed.from(prefix, now, e.kv.FeedSettled)
+	if err != nil {
+		return false, err
+	}
+	it, err := e.kv.NewIter(from, prefixEnd(prefix))
 	if err != nil {
 		return false, err
 	}
 	defer func() { _ = it.Close() }()
 	w := e.newBatch()
 	defer w.close()
-	now := e.now()
 	n := 0
+	var last []byte
 	for it.First(); it.Valid() && n < consumeBatch; it.Next() {
 		n++
 		key := it.Key()
+		last = append(last[:0], key...)
 		if len(key) != len(prefix)+8 {
 			return false, fmt.Errorf("feed key %x", key)
 		}
@@ -616,7 +625,14 @@ func (e *Engine) consumeFeed(cfg *settings) (bool, error) {
 	if err := it.Error(); err != nil {
 		return false, err
 	}
+	// Taken after the read (kv.KV.FeedMark), so that it covers every
+	// writer that could still commit below what the read saw.
+	mark, markOK, err := e.kv.FeedMark()
+	if err != nil {
+		return false, err
+	}
 	if n == 0 {
+		e.feed.read(nil, settled, mark, markOK)
 		return false, nil
 	}
 	// Read after the entries: it is at least the revision of the config
@@ -630,7 +646,13 @@ func (e *Engine) consumeFeed(cfg *settings) (bool, error) {
 		return false, nil
 	}
 	e.metrics.feedHeldRevision.Set(0)
-	return n >= consumeBatch, w.commit()
+	if err := w.commit(); err != nil {
+		return false, err
+	}
+	if n < consumeBatch {
+		e.feed.read(last, settled, mark, markOK)
+	}
+	return n >= consumeBatch, nil
 }
 
 // feedHeld notes a step that left the feed to an engine with a newer

@@ -67,6 +67,7 @@ func (e *Engine) lock(ctx context.Context, wait bool) (bool, error) {
 	if e.kv.OthersWrote() {
 		// The floors hold only for this engine's own writes.
 		e.floors = floors{}
+		e.feed = feedFloor{}
 	}
 	if every := e.kv.RenewEvery(); every > 0 {
 		e.stopRenew = e.renewLock(every)

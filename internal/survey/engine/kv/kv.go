@@ -98,6 +98,18 @@ type KV interface {
 	// under which any entry read was written. An embedded store has one
 	// replica, whose engine's own config is the newest: it reports 0.
 	ConfigRevision() (int64, error)
+	// FeedMark, taken after a read of the feed, marks the writers of feed
+	// entries in flight then; ok is false when the store cannot tell (the
+	// engine then reads the feed from its first key every time). It lets
+	// the engine start its reads above the entries it consumed without
+	// passing one committed late: see FeedSettled.
+	FeedMark() (mark uint64, ok bool, err error)
+	// FeedSettled reports whether every writer in flight at mark has
+	// ended (committed or not). Once they have, every feed entry below the
+	// last one the marked read saw is visible, or will never be: a writer
+	// that began after the mark draws its sequences after it, above every
+	// key that read saw.
+	FeedSettled(mark uint64) (bool, error)
 }
 
 // FeedPrefix starts the keys of the record feed: stores whose record

@@ -37,6 +37,11 @@ func (pebbleKV) RenewEvery() time.Duration { return 0 }
 
 func (pebbleKV) ConfigRevision() (int64, error) { return 0, nil }
 
+// The embedded store writes no feed (the engine follows its log).
+func (pebbleKV) FeedMark() (uint64, bool, error) { return 0, false, nil }
+
+func (pebbleKV) FeedSettled(uint64) (bool, error) { return false, nil }
+
 func pebbleGet(r pebble.Reader, key []byte) ([]byte, error) {
 	v, closer, err := r.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
