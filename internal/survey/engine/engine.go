@@ -633,6 +633,7 @@ func (e *Engine) consumeFeed(cfg *settings) (bool, error) {
 	}
 	if n == 0 {
 		e.feed.read(nil, settled, mark, markOK)
+		e.metrics.feedHeldRevision.Set(0)
 		return false, nil
 	}
 	// Read after the entries: it is at least the revision of the config
