@@ -239,11 +239,7 @@ func (r *CollectorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	slices.SortFunc(cfg.Touchpoints, func(a, b collectorapi.TouchpointConfig) int { return strings.Compare(a.Name, b.Name) })
 	slices.SortFunc(cfg.Surveys, func(a, b collectorapi.SurveyConfig) int { return strings.Compare(a.Name, b.Name) })
 
-	data, err := yaml.Marshal(cfg)
-	if err != nil {
-		return ctrl.Result{}, fmt.Errorf("render collector config: %w", err)
-	}
-	changed, err := r.applyConfigMap(ctx, ns, data)
+	data, changed, err := r.applyConfigMap(ctx, ns, cfg)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -382,32 +378,64 @@ func newToken() (string, error) {
 	return hex.EncodeToString(b), nil
 }
 
-// applyConfigMap writes the rendered config and reports whether it changed.
-func (r *CollectorReconciler) applyConfigMap(ctx context.Context, ns string, data []byte) (bool, error) {
+// applyConfigMap writes the rendered config (cfg without its revision)
+// and reports the config as written and whether it changed. A config whose
+// content differs from the ConfigMap's gets a higher revision
+// (nextRevision); one that does not keeps the ConfigMap's, so an idle
+// reconcile writes nothing.
+func (r *CollectorReconciler) applyConfigMap(ctx context.Context, ns string, cfg collectorapi.Config) ([]byte, bool, error) {
+	cfg.Revision = 0
+	content, err := yaml.Marshal(cfg)
+	if err != nil {
+		return nil, false, fmt.Errorf("render collector config: %w", err)
+	}
 	var cm corev1.ConfigMap
 	key := types.NamespacedName{Namespace: ns, Name: CollectorConfigMapName}
-	err := r.Get(ctx, key, &cm)
-	switch {
-	case apierrors.IsNotFound(err):
+	err = r.Get(ctx, key, &cm)
+	create := apierrors.IsNotFound(err)
+	if err != nil && !create {
+		return nil, false, fmt.Errorf("get configmap %s: %w", key, err)
+	}
+	var last int64
+	if existing, ok := cm.Data[CollectorConfigKey]; ok {
+		var old collectorapi.Config
+		if yaml.Unmarshal([]byte(existing), &old) == nil {
+			last = old.Revision
+			old.Revision = 0
+			if same, err := yaml.Marshal(old); err == nil && string(same) == string(content) && last > 0 {
+				return []byte(existing), false, nil
+			}
+		}
+	}
+	cfg.Revision = nextRevision(last, time.Now())
+	data, err := yaml.Marshal(cfg)
+	if err != nil {
+		return nil, false, fmt.Errorf("render collector config: %w", err)
+	}
+	if create {
 		cm = corev1.ConfigMap{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: CollectorConfigMapName, Labels: collectorLabels()},
 			Data:       map[string]string{CollectorConfigKey: string(data)},
 		}
 		if err := r.Create(ctx, &cm); err != nil {
-			return false, fmt.Errorf("create configmap %s: %w", key, err)
+			return nil, false, fmt.Errorf("create configmap %s: %w", key, err)
 		}
-		return true, nil
-	case err != nil:
-		return false, fmt.Errorf("get configmap %s: %w", key, err)
-	}
-	if cm.Data[CollectorConfigKey] == string(data) {
-		return false, nil
+		return data, true, nil
 	}
 	cm.Data = map[string]string{CollectorConfigKey: string(data)}
 	if err := r.Update(ctx, &cm); err != nil {
-		return false, fmt.Errorf("update configmap %s: %w", key, err)
+		return nil, false, fmt.Errorf("update configmap %s: %w", key, err)
 	}
-	return true, nil
+	return data, true, nil
+}
+
+// nextRevision is the revision of a changed config: one more than last,
+// or the time in Unix milliseconds when that is greater, so that revisions
+// keep rising over a ConfigMap deleted and made again (the database's
+// record of the greatest revision outlives it, and a replica whose config
+// is below it consumes no records).
+func nextRevision(last int64, now time.Time) int64 {
+	return max(last+1, now.UnixMilli())
 }
 
 // pruneTokenSecrets deletes token Secrets whose Touchpoint or Survey is

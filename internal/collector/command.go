@@ -85,6 +85,10 @@ type Options struct {
 	// PostgresStatementCache keeps pgx's prepared statements; off behind
 	// PgBouncer in transaction pooling mode before 1.21.
 	PostgresStatementCache bool
+	// PostgresEngineLeaseTTL is how long the survey engine's lease among
+	// replicas lasts without renewal (pgstore.Options.EngineLeaseTTL);
+	// 0 takes pgstore's default.
+	PostgresEngineLeaseTTL time.Duration
 
 	// logTo is where the log goes; nil is stderr. Tests read it.
 	logTo io.Writer
@@ -136,6 +140,7 @@ compliance over a window from time-bucketed rollups.`,
 	f.StringVar(&o.Store, "store", StoreEmbedded, "where records are kept: embedded (Pebble in --data-dir, one replica) or postgres (replicas over one PostgreSQL, --postgres-dsn-file)")
 	f.StringVar(&o.PostgresDSNFile, "postgres-dsn-file", "", "file holding the PostgreSQL connection string, such as a mounted Secret key (required with --store=postgres; the string itself is never a flag, an environment variable or logged)")
 	f.BoolVar(&o.PostgresStatementCache, "postgres-statement-cache", true, "cache prepared statements on each database connection; set false behind PgBouncer in transaction pooling mode before 1.21")
+	f.DurationVar(&o.PostgresEngineLeaseTTL, "postgres-engine-lease-ttl", 0, "how long the survey engine's lease among replicas lasts unless its holder renews it (every third of it): how soon another replica's engine takes over from one that died (at least 3s; 0 is the default, 20s)")
 	f.StringVar(&o.ConfigPath, "config", "", "collector config file; reloaded when it changes (required)")
 	f.StringVar(&o.SecretsPath, "secrets", "", "secrets file with the keys that sign survey links and webhooks; reloaded when it changes")
 	f.StringSliceVar(&o.WebhookAllowHosts, "webhook-allow-hosts", nil, "hosts webhooks may reach although they resolve to loopback, private or link-local addresses")
@@ -263,6 +268,12 @@ func Run(ctx context.Context, o Options) error {
 			return errors.Join(err, stopServing())
 		}
 		srv.secrets.Store(sec)
+		// The config's revision is in the database before any record is
+		// accepted under it (the survey engine's guard, docs/postgres.md).
+		if err := pg.RecordConfigRevision(ctx, cfg.revision); err != nil {
+			return errors.Join(err, pg.Close(), stopServing())
+		}
+		srv.recordRevision = pg.RecordConfigRevision
 		// One survey engine per replica over the database; a fenced lease
 		// lets one of them work at a time (docs/postgres.md), and the
 		// records reach it through the feed each append writes.
@@ -552,6 +563,14 @@ func (s *Server) watchConfig(ctx context.Context, files configFiles, last, lastS
 				what, path = "secrets", files.secrets
 			}
 			s.reloadFailed(what, path, err)
+		}
+		if keyed != cfg && keyed.revision > cfg.revision && s.recordRevision != nil {
+			// Recorded before records are accepted under it; on failure
+			// the new files stay pending and are tried again.
+			if err := s.recordRevision(ctx, keyed.revision); err != nil {
+				s.reloadFailed("config", files.config, err)
+				continue
+			}
 		}
 		if keyed != cfg {
 			cfg = keyed

@@ -42,6 +42,10 @@ type settings struct {
 
 	// customerDataTokens may list and erase customers (customers.go).
 	customerDataTokens [][]byte
+	// revision is the config's (collectorapi.Config.Revision): on
+	// PostgreSQL it is recorded before records are accepted under the
+	// config, and the survey engine defers to a replica with a newer one.
+	revision int64
 }
 
 type touchpointSettings struct {
@@ -71,7 +75,10 @@ func parseConfig(data []byte) (*settings, error) {
 		return nil, fmt.Errorf("parse: %w", err)
 	}
 	s := &settings{touchpoints: map[string]*touchpointSettings{}, surveys: map[string]*surveySettings{}, retention: DefaultRetention,
-		pseudonymizeCustomers: c.PseudonymizeCustomers}
+		pseudonymizeCustomers: c.PseudonymizeCustomers, revision: c.Revision}
+	if c.Revision < 0 {
+		return nil, fmt.Errorf("revision: %d is negative", c.Revision)
+	}
 	if c.Retention != "" {
 		d, err := model.ParseDuration(c.Retention)
 		if err != nil || d <= 0 {

@@ -19,6 +19,9 @@ const (
 	StorePostgres = "postgres"
 )
 
+// minEngineLeaseTTL is the shortest --postgres-engine-lease-ttl.
+const minEngineLeaseTTL = 3 * time.Second
+
 // storeFlags checks the store flags together and returns the connection
 // string read from --postgres-dsn-file (empty for the embedded store).
 // Errors name the flag and the file, never the file's contents.
@@ -38,6 +41,9 @@ func (o Options) storeFlags() (string, error) {
 	}
 	if o.DataDir != "" {
 		return "", errors.New("--data-dir: not used with --store=postgres (the records are in the database); remove it")
+	}
+	if o.PostgresEngineLeaseTTL != 0 && o.PostgresEngineLeaseTTL < minEngineLeaseTTL {
+		return "", fmt.Errorf("--postgres-engine-lease-ttl: %s is shorter than %s (its holder renews it every third of it, and a renewal must fit in that)", o.PostgresEngineLeaseTTL, minEngineLeaseTTL)
 	}
 	if o.PostgresDSNFile == "" {
 		return "", errors.New("--postgres-dsn-file: required with --store=postgres (a file holding the connection string, such as a mounted Secret key)")
@@ -70,6 +76,7 @@ func (s *Server) openPostgres(ctx context.Context, o Options, dsn string, cfg *s
 	opts := pgstore.Options{
 		DSN:              dsn,
 		NoStatementCache: !o.PostgresStatementCache,
+		EngineLeaseTTL:   o.PostgresEngineLeaseTTL,
 		Retention:        rollup.Retention{Minute: rollup.DefaultRetention.Minute, Hour: rollup.DefaultRetention.Hour, Day: cfg.retention},
 		Logger:           log.With("component", "postgres"),
 		Now:              s.now,

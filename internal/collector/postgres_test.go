@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cxop-dev/cxop/internal/collectorapi"
+	"github.com/cxop-dev/cxop/internal/pgstore"
 	"github.com/cxop-dev/cxop/internal/pgtest"
 	"github.com/cxop-dev/cxop/internal/survey/engine"
 )
@@ -373,6 +374,7 @@ func TestPostgresFlags(t *testing.T) {
 		{"missing dsn file", func(o *Options) { o.PostgresDSNFile = filepath.Join(dir, "nope") }, "--postgres-dsn-file: open"},
 		{"empty dsn file", func(o *Options) { o.PostgresDSNFile = empty }, "--postgres-dsn-file: " + empty + " is empty"},
 		{"data dir", func(o *Options) { o.DataDir = dir }, "--data-dir: not used with --store=postgres"},
+		{"short engine lease", func(o *Options) { o.PostgresEngineLeaseTTL = time.Second }, "--postgres-engine-lease-ttl: 1s is shorter than 3s"},
 		{"embedded without a data dir", func(o *Options) { o.Store, o.PostgresDSNFile = StoreEmbedded, "" }, "--data-dir: required with --store=embedded"},
 		{"embedded with a dsn file", func(o *Options) { o.Store, o.DataDir = StoreEmbedded, dir }, "--postgres-dsn-file: only with --store=postgres"},
 	} {
@@ -435,4 +437,51 @@ func statusOf(url string) int {
 	}
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// TestPostgresReplicaRecordsItsConfigRevision: a replica over PostgreSQL
+// records its config's revision in the database before it is ready (it
+// then accepts records under that config), and a reloaded config's before
+// the reload takes effect; an older revision never lowers it. The survey
+// engine compares its own config's with it (docs/postgres.md).
+func TestPostgresReplicaRecordsItsConfigRevision(t *testing.T) {
+	server := testPostgres(t)
+	dsn := server.NewDatabase(t)
+	dir := t.TempDir()
+	dsnFile := filepath.Join(dir, "dsn")
+	writeFile(t, dsnFile, dsn+"\n")
+	cfgFile := filepath.Join(dir, "config.yaml")
+	config := func(revision int64, threshold string) {
+		writeFile(t, cfgFile, fmt.Sprintf("revision: %d\ntouchpoints:\n  - name: chat\n    waitThreshold: %s\n    tokenSHA256: [%s]\nreadTokenSHA256: [%s]\n",
+			revision, threshold, collectorapi.HashToken(chatToken), collectorapi.HashToken(readToken)))
+	}
+	config(5, "1m")
+	pg, err := pgstore.Open(context.Background(), pgstore.Options{DSN: dsn, FoldInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pg.Close() })
+	revision := func() int64 {
+		rev, err := pg.EngineKV().ConfigRevision()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rev
+	}
+	addr, metrics := freeAddr(t), freeAddr(t)
+	runCollector(t, Options{Listen: addr, MetricsListen: metrics, ConfigPath: cfgFile, ConfigPoll: 20 * time.Millisecond, Store: StorePostgres, PostgresDSNFile: dsnFile,
+		PostgresStatementCache: true, LogLevel: "warn", logTo: &lockedBuffer{}})
+	if rev := revision(); rev != 5 {
+		t.Fatalf("ready with revision %d recorded, want 5", rev)
+	}
+	config(9, "2m")
+	waitFor(t, func() bool { return revision() == 9 })
+	config(7, "3m")
+	waitFor(t, func() bool {
+		_, body := getBody(t, "http://"+metrics+"/metrics", "")
+		return strings.Contains(body, `cxop_collector_config_reloads_total{result="success"} 2`)
+	})
+	if rev := revision(); rev != 9 {
+		t.Errorf("an older config lowered the recorded revision to %d", rev)
+	}
 }

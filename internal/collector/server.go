@@ -71,6 +71,10 @@ type Server struct {
 	dataVolume func() (uint64, bool)
 	// erasing serialises erasures (customers.go).
 	erasing sync.Mutex
+	// recordRevision, on PostgreSQL, records a config's revision in the
+	// database before the config is used (command.go); set before the
+	// config is first reloaded.
+	recordRevision func(ctx context.Context, revision int64) error
 }
 
 // NewServer returns a server with a validated config and no store yet.

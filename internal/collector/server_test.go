@@ -539,6 +539,7 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		"touchpoints: [{name: a, tokenSHA256: [abc]}]":         `touchpoints[0].tokenSHA256[0]: not a hex SHA-256`,
 		"surveys: [{name: s, type: XYZ}]":                      `surveys[0].type: "XYZ" is not one of NPS, CSAT, CES`,
 		"retention: forever":                                   `retention`,
+		"revision: -1":                                         `revision: -1 is negative`,
 		"touchpoints: [{name: a, businessHours: {hours: []}}]": `touchpoints[0].businessHours.hours: at least one`,
 		"touchpoints: [{name: a, businessHours: {timeZone: Mars/Base, hours: [{days: [Monday], start: '09:00', end: '17:00'}]}}]": `timeZone: "Mars/Base"`,
 		"touchpoints: [{name: a, businessHours: {hours: [{days: [Funday], start: '09:00', end: '17:00'}]}}]":                      `days[0]: "Funday"`,

@@ -158,7 +158,7 @@ func parseWebhook(field string, w *collectorapi.WebhookConfig) (*webhook.Endpoin
 // http while allowHTTP is off, is left out (its invitations wait in the
 // outbox) and reported.
 func engineConfig(s *settings, sec *secrets, allowHTTP bool) (engine.Config, []string) {
-	c := engine.Config{PageURL: s.pageURL}
+	c := engine.Config{PageURL: s.pageURL, Revision: s.revision}
 	var problems []string
 	if sec != nil {
 		c.LinkKeys = sec.linkKeys

@@ -11,6 +11,12 @@ import (
 // from the namespace's Touchpoints and Surveys. docs/collector.md
 // documents it.
 type Config struct {
+	// Revision rises whenever the operator renders a config whose content
+	// differs from the last one. Replicas over PostgreSQL record it before
+	// they accept records under the config, and a replica's survey engine
+	// consumes no records while another replica has loaded a newer
+	// revision (its surveys may not know what they trigger). 0: none.
+	Revision    int64              `json:"revision,omitempty"`
 	Touchpoints []TouchpointConfig `json:"touchpoints,omitempty"`
 	Surveys     []SurveyConfig     `json:"surveys,omitempty"`
 	// ReadTokenSHA256, when set, protects /v1/summary and /v1/export.

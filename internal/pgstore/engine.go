@@ -181,6 +181,85 @@ func (k *engineKV) Unlock() {
 	}
 }
 
+// RenewLock extends the lease held by this engine's token: the engine
+// calls it in the background (every RenewEvery) while it holds the lease,
+// so that a step waiting on slow receivers between two commits keeps it.
+// Only the expiry moves; a token moved on by a takeover is ErrNotHeld.
+func (k *engineKV) RenewLock(ctx context.Context) error {
+	k.mu.Lock()
+	token := k.token
+	k.mu.Unlock()
+	if token == 0 {
+		return kv.ErrNotHeld
+	}
+	tag, err := k.s.pool.Exec(ctx, `UPDATE cxop_engine_lock SET expires_at = coalesce($1::bigint, `+dbNowNanos+`) + $2::bigint
+WHERE name = $3 AND token = $4`, k.nowArg(), k.s.opts.EngineLeaseTTL.Nanoseconds(), engineLockName, token)
+	if err != nil {
+		return unavailable(err)
+	}
+	if tag.RowsAffected() != 1 {
+		return kv.ErrNotHeld
+	}
+	return nil
+}
+
+// RenewEvery is Options.EngineLeaseRenew.
+func (k *engineKV) RenewEvery() time.Duration { return k.s.opts.EngineLeaseRenew }
+
+// ConfigRevision reads cxop_config_revision (RecordConfigRevision). In
+// its own statement after the feed's read, under READ COMMITTED, it sees
+// every raise committed before an entry the read saw: a replica raises it
+// before it accepts records under the newer config.
+func (k *engineKV) ConfigRevision() (int64, error) {
+	ctx, cancel := k.opContext()
+	defer cancel()
+	var rev int64
+	if err := k.s.pool.QueryRow(ctx, `SELECT revision FROM cxop_config_revision WHERE name = 'collector'`).Scan(&rev); err != nil {
+		return 0, unavailable(err)
+	}
+	return rev, nil
+}
+
+// FeedMark is the next transaction id not yet handed out when it runs
+// (pg_snapshot_xmax of its snapshot): every append in flight then has a
+// lower one, provided it took its transaction id before drawing its
+// records' sequences, which the append does by claiming the records'
+// idempotency keys (a write) first.
+func (k *engineKV) FeedMark() (uint64, bool, error) {
+	ctx, cancel := k.opContext()
+	defer cancel()
+	var mark int64
+	if err := k.s.pool.QueryRow(ctx, `SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint`).Scan(&mark); err != nil {
+		return 0, false, unavailable(err)
+	}
+	return uint64(mark), true, nil
+}
+
+// FeedSettled reports whether the oldest transaction still running is at
+// or above mark: every one below it ended.
+func (k *engineKV) FeedSettled(mark uint64) (bool, error) {
+	ctx, cancel := k.opContext()
+	defer cancel()
+	var xmin int64
+	if err := k.s.pool.QueryRow(ctx, `SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint`).Scan(&xmin); err != nil {
+		return false, unavailable(err)
+	}
+	return uint64(xmin) >= mark, nil
+}
+
+// RecordConfigRevision raises the greatest config revision loaded by a
+// replica (kv.KV.ConfigRevision) to revision, if it is lower. A replica
+// calls it before it accepts records under a config of that revision, so
+// that an engine whose config is older leaves their feed entries to one
+// that knows what they trigger.
+func (s *Store) RecordConfigRevision(ctx context.Context, revision int64) error {
+	if _, err := s.pool.Exec(ctx, `UPDATE cxop_config_revision SET revision = $1 WHERE name = 'collector' AND revision < $1`,
+		revision); err != nil {
+		return unavailable(fmt.Errorf("record the config revision: %w", err))
+	}
+	return nil
+}
+
 func (k *engineKV) NewBatch() kv.Batch { return &kvBatch{k: k} }
 
 // kvBatch is a batch of writes applied in one transaction by Commit.

@@ -184,3 +184,29 @@ func TestAppendWritesTheEngineFeed(t *testing.T) {
 		t.Fatalf("%d feed entries with NoEngineFeed", n)
 	}
 }
+
+// TestConfigRevisionOnlyRises: the revision the engine compares its config
+// with is the greatest any replica recorded; an older replica recording
+// its own (a late reload) does not lower it.
+func TestConfigRevisionOnlyRises(t *testing.T) {
+	dsn := server.NewDatabase(t)
+	a, b := open(t, dsn), open(t, dsn)
+	ctx := context.Background()
+	if rev, err := a.EngineKV().ConfigRevision(); err != nil || rev != 0 {
+		t.Fatalf("fresh database: revision %d, %v; want 0", rev, err)
+	}
+	for _, step := range []struct {
+		s    *Store
+		rev  int64
+		want int64
+	}{{a, 5, 5}, {b, 7, 7}, {a, 6, 7}, {a, 0, 7}, {b, 8, 8}} {
+		if err := step.s.RecordConfigRevision(ctx, step.rev); err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range []*Store{a, b} {
+			if rev, err := s.EngineKV().ConfigRevision(); err != nil || rev != step.want {
+				t.Fatalf("after recording %d: revision %d, %v; want %d", step.rev, rev, err, step.want)
+			}
+		}
+	}
+}

@@ -78,19 +78,24 @@ type Options struct {
 	// engine reads (benchmarks): every replica of a collector must write
 	// it, or the engine misses the records of those that do not.
 	NoEngineFeed bool
-	// EngineLeaseTTL is how long the survey engine's lease lasts without a
-	// write: a replica that dies holding it is replaced after it. Default
-	// 2m: the lease is renewed only when a batch commits, so one step's
-	// work between commits must fit in it with room to spare (a delivery
-	// step sends up to 32 messages, 8 at a time, each waiting up to 10s for
-	// its receiver: 40s); a shorter lease let a slow receiver make the
-	// replicas take the lease from each other mid-step and send the same
-	// messages again and again.
+	// EngineLeaseTTL is how long the survey engine's lease lasts without
+	// renewal: a replica that dies holding it is replaced after it.
+	// Default 20s. The holder renews it in the background every
+	// EngineLeaseRenew (and with every batch it commits), so a step that
+	// waits longer than this on slow webhook receivers keeps it.
 	EngineLeaseTTL time.Duration
+	// EngineLeaseRenew is how often the holder renews the engine's lease.
+	// Default a third of EngineLeaseTTL, so that two renewals may fail
+	// (a slow database) before it expires.
+	EngineLeaseRenew time.Duration
 	// EngineClock, when set, is the clock of the engine's lease instead of
 	// the database's; tests inject one.
 	EngineClock func() time.Time
 }
+
+// DefaultEngineLeaseTTL is Options.EngineLeaseTTL's default: the longest a
+// crashed replica's survey engine keeps the others from taking over.
+const DefaultEngineLeaseTTL = 20 * time.Second
 
 func (o *Options) defaults() {
 	if o.MaxConns <= 0 {
@@ -133,7 +138,10 @@ func (o *Options) defaults() {
 		o.Now = time.Now
 	}
 	if o.EngineLeaseTTL <= 0 {
-		o.EngineLeaseTTL = 2 * time.Minute
+		o.EngineLeaseTTL = DefaultEngineLeaseTTL
+	}
+	if o.EngineLeaseRenew <= 0 {
+		o.EngineLeaseRenew = o.EngineLeaseTTL / 3
 	}
 }
 

@@ -75,6 +75,11 @@ type Config struct {
 	// PageURL is the base URL of the hosted survey page: a link is
 	// PageURL + "/s/" + token.
 	PageURL string
+	// Revision is the collector config's (collectorapi.Config.Revision).
+	// While a replica sharing the storage has loaded a newer one
+	// (kv.KV.ConfigRevision), the engine consumes none of the record
+	// feed: the newer config may have surveys this one does not know.
+	Revision int64
 }
 
 // Source is the collector's record log.
@@ -189,6 +194,15 @@ type Engine struct {
 	metrics *metrics
 	// floors is guarded by mu.
 	floors floors
+	// feed is where the engine reads the record feed from (feed.go);
+	// guarded by mu.
+	feed feedFloor
+	// lastHeld is the pair of revisions (own, newest) last logged by
+	// feedHeld; guarded by mu.
+	lastHeld [2]int64
+	// stopRenew stops the lock's renewal while the lock is held (kv.go);
+	// guarded by mu.
+	stopRenew func()
 	// mu serialises steps: Run's loop and callers of Step in tests.
 	mu sync.Mutex
 	// contactsMigrated is set once no contact history is stored under
@@ -572,34 +586,29 @@ func (e *Engine) consume(cfg *settings) (bool, error) {
 // late, behind higher sequences already consumed, is read when it appears
 // rather than skipped, and none is read twice.
 func (e *Engine) consumeFeed(cfg *settings) (bool, error) {
+	// Even with no survey listening the entries are read and deleted one
+	// by one, not dropped by range: a range deletion would also take
+	// entries committed after the read, perhaps under a newer config
+	// whose surveys want them.
 	prefix := []byte(kv.FeedPrefix)
-	if len(cfg.byTouchpoint) == 0 && !cfg.closedLoop {
-		// No survey listens: the records trigger nothing, now or later.
-		it, err := e.kv.NewIter(prefix, prefixEnd(prefix))
-		if err != nil {
-			return false, err
-		}
-		found := it.First()
-		if err := errors.Join(it.Error(), it.Close()); err != nil || !found {
-			return false, err
-		}
-		b := e.kv.NewBatch()
-		defer func() { _ = b.Close() }()
-		_ = b.DeleteRange(prefix, prefixEnd(prefix))
-		return false, b.Commit()
+	now := e.now()
+	from, settled, err := e.feed.from(prefix, now, e.kv.FeedSettled)
+	if err != nil {
+		return false, err
 	}
-	it, err := e.kv.NewIter(prefix, prefixEnd(prefix))
+	it, err := e.kv.NewIter(from, prefixEnd(prefix))
 	if err != nil {
 		return false, err
 	}
 	defer func() { _ = it.Close() }()
 	w := e.newBatch()
 	defer w.close()
-	now := e.now()
 	n := 0
+	var last []byte
 	for it.First(); it.Valid() && n < consumeBatch; it.Next() {
 		n++
 		key := it.Key()
+		last = append(last[:0], key...)
 		if len(key) != len(prefix)+8 {
 			return false, fmt.Errorf("feed key %x", key)
 		}
@@ -616,10 +625,48 @@ func (e *Engine) consumeFeed(cfg *settings) (bool, error) {
 	if err := it.Error(); err != nil {
 		return false, err
 	}
+	// Taken after the read (kv.KV.FeedMark), so that it covers every
+	// writer that could still commit below what the read saw.
+	mark, markOK, err := e.kv.FeedMark()
+	if err != nil {
+		return false, err
+	}
 	if n == 0 {
+		e.feed.read(nil, settled, mark, markOK)
+		e.metrics.feedHeldRevision.Set(0)
 		return false, nil
 	}
-	return n >= consumeBatch, w.commit()
+	// Read after the entries: it is at least the revision of the config
+	// any of them was accepted under.
+	newest, err := e.kv.ConfigRevision()
+	if err != nil {
+		return false, err
+	}
+	if newest > cfg.Revision {
+		e.feedHeld(cfg.Revision, newest, n)
+		return false, nil
+	}
+	e.metrics.feedHeldRevision.Set(0)
+	if err := w.commit(); err != nil {
+		return false, err
+	}
+	if n < consumeBatch {
+		e.feed.read(last, settled, mark, markOK)
+	}
+	return n >= consumeBatch, nil
+}
+
+// feedHeld notes a step that left the feed to an engine with a newer
+// config: counted, and logged once per pair of revisions.
+func (e *Engine) feedHeld(own, newest int64, entries int) {
+	e.metrics.feedHeld.Inc()
+	e.metrics.feedHeldRevision.Set(float64(newest))
+	if e.lastHeld == [2]int64{own, newest} {
+		return
+	}
+	e.lastHeld = [2]int64{own, newest}
+	e.opts.Logger.Warn("survey engine left the record feed to a replica with a newer config: another replica loaded a config this one has not yet, whose surveys may want these records",
+		"config_revision", own, "newest_revision", newest, "entries", entries)
 }
 
 // record makes the customers of one interaction eligible, or notes a

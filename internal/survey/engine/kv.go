@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -66,8 +67,55 @@ func (e *Engine) lock(ctx context.Context, wait bool) (bool, error) {
 	if e.kv.OthersWrote() {
 		// The floors hold only for this engine's own writes.
 		e.floors = floors{}
+		e.feed = feedFloor{}
+	}
+	if every := e.kv.RenewEvery(); every > 0 {
+		e.stopRenew = e.renewLock(every)
 	}
 	return true, nil
+}
+
+// renewLock renews the lock every every until the returned stop is called
+// (by unlock, which waits for it). It runs beside the work done under the
+// lock (a step's deliveries may wait on receivers for longer than the
+// lease lasts) and through the KV, so that a replica whose storage is gone
+// renews nothing. Losing the lock is logged and counted; the work goes on
+// until its next commit, which the fencing token refuses.
+func (e *Engine) renewLock(every time.Duration) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			rctx, rcancel := context.WithTimeout(ctx, every)
+			err := e.kv.RenewLock(rctx)
+			rcancel()
+			switch {
+			case ctx.Err() != nil:
+				return
+			case err == nil:
+				e.metrics.leaseRenewals.WithLabelValues("renewed").Inc()
+			case errors.Is(err, kv.ErrNotHeld):
+				e.metrics.leaseRenewals.WithLabelValues("lost").Inc()
+				e.opts.Logger.Warn("the survey engine's lease was taken by another replica while this one worked under it; its next commit will be refused")
+				return
+			default:
+				e.metrics.leaseRenewals.WithLabelValues("failed").Inc()
+				e.opts.Logger.Warn("renew the survey engine's lease", "err", err)
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
 }
 
 // lockWait is lock, waiting up to lockWaitMax.
@@ -81,6 +129,10 @@ func (e *Engine) lockWait(ctx context.Context) error {
 }
 
 func (e *Engine) unlock() {
+	if e.stopRenew != nil {
+		e.stopRenew()
+		e.stopRenew = nil
+	}
 	e.kv.Unlock()
 	e.mu.Unlock()
 }

@@ -8,6 +8,14 @@ import "github.com/prometheus/client_golang/prometheus"
 type metrics struct {
 	parked      *prometheus.CounterVec
 	rateLimited *prometheus.CounterVec
+	// leaseRenewals counts the background renewals of the engine's lease
+	// among replicas, by result.
+	leaseRenewals *prometheus.CounterVec
+	// feedHeld counts the steps that consumed none of the record feed
+	// because another replica loaded a newer config; feedHeldRevision is
+	// that revision while it lasts, 0 otherwise.
+	feedHeld         prometheus.Counter
+	feedHeldRevision prometheus.Gauge
 }
 
 func newMetrics(e *Engine, reg prometheus.Registerer) *metrics {
@@ -20,9 +28,21 @@ func newMetrics(e *Engine, reg prometheus.Registerer) *metrics {
 			Name: "cxop_collector_invitations_rate_limited_total",
 			Help: "Invitations suppressed by a rate limit (limit: touchpoint or namespace); they are not sent later.",
 		}, []string{"survey", "limit"}),
+		leaseRenewals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cxop_collector_survey_engine_lease_renewals_total",
+			Help: "Background renewals of the survey engine's lease among replicas (PostgreSQL), by result: renewed, failed (retried), lost (another replica took it; the holder's next commit is refused).",
+		}, []string{"result"}),
+		feedHeld: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cxop_collector_survey_engine_feed_held_total",
+			Help: "Survey engine steps that consumed none of the record feed because another replica loaded a newer collector config (its records wait for an engine with that config).",
+		}),
+		feedHeldRevision: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "cxop_collector_survey_engine_feed_held_revision",
+			Help: "The newer config revision this replica's survey engine waits for before it consumes the record feed; 0 while it consumes.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.parked, m.rateLimited, failingCollector{e})
+		reg.MustRegister(m.parked, m.rateLimited, m.leaseRenewals, m.feedHeld, m.feedHeldRevision, failingCollector{e})
 	}
 	return m
 }

@@ -5,10 +5,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/cxop-dev/cxop/internal/pgstore"
 	"github.com/cxop-dev/cxop/internal/pgtest"
@@ -23,6 +26,26 @@ import (
 type crashingKV struct {
 	kv.KV
 	crashed atomic.Bool
+	// partitioned makes renewals of the lease fail while set, as for a
+	// replica cut off from the database for a while: its batches still
+	// reach the database, where the fencing token must refuse them.
+	partitioned atomic.Bool
+	// renewed receives a value after each renewal that succeeded.
+	renewed chan struct{}
+}
+
+func (c *crashingKV) RenewLock(ctx context.Context) error {
+	if c.crashed.Load() || c.partitioned.Load() {
+		return errors.New("the replica cannot reach the database")
+	}
+	err := c.KV.RenewLock(ctx)
+	if err == nil && c.renewed != nil {
+		select {
+		case c.renewed <- struct{}{}:
+		default:
+		}
+	}
+	return err
 }
 
 func (c *crashingKV) Unlock() {
@@ -280,5 +303,270 @@ func TestFeedCarriesTheContactStoredApart(t *testing.T) {
 	}
 	if want := "map[apart:apart@example.org legacy:legacy@example.org none:-]"; fmt.Sprint(got) != want {
 		t.Errorf("contacts %v, want %s", got, want)
+	}
+}
+
+// gatedSender holds each attempt, once armed, until the test lets it go:
+// a webhook receiver slower than the engine's lease lasts.
+type gatedSender struct {
+	Sender
+	armed   atomic.Bool
+	entered chan struct{}
+	gate    chan struct{}
+}
+
+func (s *gatedSender) Send(ctx context.Context, ep webhook.Endpoint, m webhook.Message) webhook.Result {
+	if s.armed.Load() {
+		s.entered <- struct{}{}
+		<-s.gate
+	}
+	return s.Sender.Send(ctx, ep, m)
+}
+
+// TestLeaseRenewedWhileAStepWaits: the engine's lease (30s on the injected
+// clock) is renewed in the background while its holder's step waits on a
+// receiver for three times as long, so the other replica does not take it
+// over, and the step's outcome commits. A holder whose renewals stop (cut
+// off from the database) loses the lease once it expires; the other replica
+// takes over and delivers, and the first one, back, commits nothing: its
+// renewal reports the loss and its step fails with kv.ErrNotHeld.
+func TestLeaseRenewedWhileAStepWaits(t *testing.T) {
+	dsn := testPostgres(t).NewDatabase(t)
+	var clock atomic.Int64
+	clock.Store(t0.UnixNano())
+	now := func() time.Time { return time.Unix(0, clock.Load()).UTC() }
+	const ttl = 30 * time.Second
+	openStore := func(holder string) *pgstore.Store {
+		s, err := pgstore.Open(context.Background(), pgstore.Options{DSN: dsn, FoldInterval: -1, Now: now,
+			EngineClock: now, EngineLeaseTTL: ttl, EngineLeaseRenew: 5 * time.Millisecond, Holder: holder})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}
+	sa, sb := openStore("replica-a"), openStore("replica-b")
+	rcv := newReceiver(t)
+	cfg := Config{PageURL: "https://cx.example.com", LinkKeys: keys, Surveys: []Survey{
+		{Name: "nps", Touchpoints: []string{"chat"}, SamplePercent: 100, Webhook: rcv.endpoint()}}}
+	client := webhook.NewClient(&webhook.Guard{AllowLoopback: true, AllowHTTP: true}, 5*time.Second)
+	akv := &crashingKV{KV: sa.EngineKV(), renewed: make(chan struct{}, 1)}
+	asend := &gatedSender{Sender: client, entered: make(chan struct{}, 1), gate: make(chan struct{})}
+	newEngine := func(store KV, sender Sender) *Engine {
+		e, err := NewOn(store, nil, sender, Options{RetryBase: time.Second, RetryMax: 10 * time.Second, Now: now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.SetConfig(cfg)
+		return e
+	}
+	ea, eb := newEngine(akv, asend), newEngine(sb.EngineKV(), client)
+	ingest := func(s *pgstore.Store, customer string) {
+		js := fmt.Sprintf(`{"id":%q,"touchpoint":"chat","customer":%q,"time":%q}`, customer, customer, now().Format(time.RFC3339Nano))
+		rec := store.Record{Kind: rollup.KindTouchpoint, Subject: "chat", ID: customer, JSON: []byte(js),
+			Event: rollup.Event{Time: now().UnixNano()}}
+		if _, err := s.Submit(context.Background(), []store.Record{rec}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stepA := func() chan error {
+		done := make(chan error, 1)
+		go func() { done <- ea.Step(context.Background()) }()
+		<-asend.entered
+		return done
+	}
+	// renewedAfter waits for a renewal that began after the call: the
+	// second one to end from now on (renewals run one after another).
+	renewedAfter := func() {
+		for range 2 {
+			select {
+			case <-akv.renewed:
+			case <-time.After(time.Minute):
+				t.Fatal("no renewal of the lease in a minute")
+			}
+		}
+	}
+	delivered := func() uint64 {
+		stats, err := eb.Stats("nps", t0.Add(-time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return stats[CounterDelivered]
+	}
+
+	ingest(sa, "c-1")
+	asend.armed.Store(true)
+	doneA := stepA()
+	// Three lease lifetimes pass while the attempt waits, half a
+	// lifetime after each renewal.
+	for range 6 {
+		clock.Add(int64(ttl / 2))
+		renewedAfter()
+	}
+	if err := eb.Step(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(rcv.got()); n != 0 {
+		t.Fatalf("replica b took the lease from a step that renews it: %d deliveries", n)
+	}
+	asend.gate <- struct{}{}
+	if err := <-doneA; err != nil {
+		t.Fatalf("the slow step: %v", err)
+	}
+	if got := rcv.got(); len(got) != 1 || got[0].body.Customer != "c-1" || delivered() != 1 {
+		t.Fatalf("after the slow step: %d deliveries, %d counted; want c-1 delivered and counted once", len(got), delivered())
+	}
+
+	// Replica a is cut off from the database mid-step: its lease expires
+	// and b takes over within it.
+	ingest(sb, "c-2")
+	doneA = stepA()
+	akv.partitioned.Store(true)
+	clock.Add(int64(ttl / 2))
+	if err := eb.Step(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(rcv.got()); n != 1 {
+		t.Fatalf("replica b took the lease before it expired: %d deliveries", n)
+	}
+	clock.Add(int64(ttl/2 + time.Second))
+	if err := eb.Step(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := rcv.got(); len(got) != 2 || got[1].body.Customer != "c-2" {
+		t.Fatalf("replica b did not take over the expired lease: %d deliveries", len(got))
+	}
+	// Back, replica a learns from its next renewal that it lost the
+	// lease, and its step commits nothing.
+	akv.partitioned.Store(false)
+	for testutil.ToFloat64(ea.metrics.leaseRenewals.WithLabelValues("lost")) != 1 {
+		select {
+		case <-doneA:
+			t.Fatal("replica a's step ended while its attempt was held")
+		case <-time.After(time.Millisecond):
+		}
+	}
+	asend.gate <- struct{}{}
+	if err := <-doneA; !errors.Is(err, kv.ErrNotHeld) {
+		t.Fatalf("the step of the replica that lost the lease: %v, want kv.ErrNotHeld", err)
+	}
+	got := rcv.got()
+	if len(got) != 3 || got[2].body.Customer != "c-2" || got[2].id != got[1].id {
+		t.Fatalf("deliveries %v; want c-2 sent again by a under the same webhook-id", got)
+	}
+	if n := delivered(); n != 2 {
+		t.Errorf("%d deliveries counted, want 2: the replica that lost the lease committed its outcome", n)
+	}
+	if n, err := eb.Outbox(); err != nil || n != 0 {
+		t.Errorf("outbox %d, %v; want empty", n, err)
+	}
+}
+
+// TestOlderConfigLeavesTheFeed: two replicas over one database whose
+// configs differ while a new one reaches them: a has revision 1 (no survey
+// yet), b revision 2 (a survey triggered by chat). Interactions arrive
+// through both. Replica a's engine, holding the lease, consumes none of the
+// feed (b loaded a newer config); b's engine then invites every customer
+// once. Once a has revision 2 too, its engine consumes again; and an engine
+// whose config is the newest consumes entries no survey wants, inviting no
+// one.
+func TestOlderConfigLeavesTheFeed(t *testing.T) {
+	dsn := testPostgres(t).NewDatabase(t)
+	now := func() time.Time { return t0 }
+	openStore := func(holder string) *pgstore.Store {
+		s, err := pgstore.Open(context.Background(), pgstore.Options{DSN: dsn, FoldInterval: -1, Now: now, EngineClock: now, Holder: holder})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}
+	sa, sb := openStore("replica-a"), openStore("replica-b")
+	rcv := newReceiver(t)
+	rev1 := Config{PageURL: "https://cx.example.com", LinkKeys: keys, Revision: 1}
+	rev2 := rev1
+	rev2.Revision = 2
+	rev2.Surveys = []Survey{{Name: "nps", Touchpoints: []string{"chat"}, SamplePercent: 100, Webhook: rcv.endpoint()}}
+	client := webhook.NewClient(&webhook.Guard{AllowLoopback: true, AllowHTTP: true}, 5*time.Second)
+	newEngine := func(s *pgstore.Store, cfg Config) *Engine {
+		if err := s.RecordConfigRevision(context.Background(), cfg.Revision); err != nil {
+			t.Fatal(err)
+		}
+		e, err := NewOn(s.EngineKV(), nil, client, Options{Now: now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.SetConfig(cfg)
+		return e
+	}
+	ea := newEngine(sa, rev1)
+	eb := newEngine(sb, rev2)
+	ingest := func(s *pgstore.Store, customers ...string) {
+		for _, c := range customers {
+			js := fmt.Sprintf(`{"id":%q,"touchpoint":"chat","customer":%q,"time":%q}`, c, c, t0.Format(time.RFC3339Nano))
+			rec := store.Record{Kind: rollup.KindTouchpoint, Subject: "chat", ID: c, JSON: []byte(js), Event: rollup.Event{Time: t0.UnixNano()}}
+			if _, err := s.Submit(context.Background(), []store.Record{rec}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	feed := func() int {
+		it, err := sa.EngineKV().NewIter([]byte(kv.FeedPrefix), prefixEnd([]byte(kv.FeedPrefix)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = it.Close() }()
+		n := 0
+		for it.First(); it.Valid(); it.Next() {
+			n++
+		}
+		return n
+	}
+	customers := func() []string {
+		var out []string
+		for _, r := range rcv.got() {
+			out = append(out, r.body.Customer)
+		}
+		slices.Sort(out)
+		return out
+	}
+	step := func(e *Engine) {
+		t.Helper()
+		if err := e.Step(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	ingest(sa, "c-1")
+	ingest(sb, "c-2")
+	step(ea)
+	if n := feed(); n != 2 {
+		t.Fatalf("the engine with the older config consumed the feed: %d entries left, want 2", n)
+	}
+	if held := testutil.ToFloat64(ea.metrics.feedHeld); held != 1 || testutil.ToFloat64(ea.metrics.feedHeldRevision) != 2 {
+		t.Errorf("feed held %v times waiting for revision %v; want once, for 2", held, testutil.ToFloat64(ea.metrics.feedHeldRevision))
+	}
+	step(eb)
+	if got := fmt.Sprint(customers()); got != "[c-1 c-2]" || feed() != 0 {
+		t.Fatalf("after the engine with the newer config stepped: invited %s, %d feed entries; want [c-1 c-2] and none", got, feed())
+	}
+
+	// Replica a loads revision 2: its engine consumes again.
+	ea = newEngine(sa, rev2)
+	ingest(sa, "c-3")
+	step(ea)
+	if got := fmt.Sprint(customers()); got != "[c-1 c-2 c-3]" || feed() != 0 {
+		t.Fatalf("after a loaded revision 2: invited %s, %d feed entries; want [c-1 c-2 c-3] and none", got, feed())
+	}
+
+	// Revision 3 drops the survey: its entries are consumed, inviting
+	// no one.
+	rev3 := rev1
+	rev3.Revision = 3
+	eb = newEngine(sb, rev3)
+	ingest(sb, "c-4")
+	step(eb)
+	if got := fmt.Sprint(customers()); got != "[c-1 c-2 c-3]" || feed() != 0 {
+		t.Fatalf("under revision 3 without the survey: invited %s, %d feed entries; want [c-1 c-2 c-3] and none", got, feed())
 	}
 }

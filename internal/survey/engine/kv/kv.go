@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"time"
 )
 
 // ErrNotFound is returned by Get for a key that is not there.
@@ -79,7 +80,36 @@ type KV interface {
 	// engine may have written since this one last held it, so that what
 	// this engine remembers of its queues must be read again.
 	OthersWrote() bool
+	// RenewLock extends the lock this engine holds, on a store where it
+	// expires (RenewEvery above 0): the engine calls it every RenewEvery
+	// while it holds the lock, so that a step waiting on slow webhook
+	// receivers keeps it, while a replica that dies (and so renews
+	// nothing) loses it soon. ErrNotHeld: another engine took it, and
+	// this one's batches fail from then on.
+	RenewLock(ctx context.Context) error
+	// RenewEvery is how often RenewLock must be called while the lock is
+	// held; 0: the lock never expires.
+	RenewEvery() time.Duration
 	Unlock()
+	// ConfigRevision is the greatest collector config revision
+	// (collectorapi.Config.Revision) that a replica sharing the storage
+	// has loaded; each raises it before it accepts records under that
+	// config. Read after a read of the feed, it is at least the revision
+	// under which any entry read was written. An embedded store has one
+	// replica, whose engine's own config is the newest: it reports 0.
+	ConfigRevision() (int64, error)
+	// FeedMark, taken after a read of the feed, marks the writers of feed
+	// entries in flight then; ok is false when the store cannot tell (the
+	// engine then reads the feed from its first key every time). It lets
+	// the engine start its reads above the entries it consumed without
+	// passing one committed late: see FeedSettled.
+	FeedMark() (mark uint64, ok bool, err error)
+	// FeedSettled reports whether every writer in flight at mark has
+	// ended (committed or not). Once they have, every feed entry below the
+	// last one the marked read saw is visible, or will never be: a writer
+	// that began after the mark draws its sequences after it, above every
+	// key that read saw.
+	FeedSettled(mark uint64) (bool, error)
 }
 
 // FeedPrefix starts the keys of the record feed: stores whose record

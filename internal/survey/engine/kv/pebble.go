@@ -3,6 +3,7 @@ package kv
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -29,6 +30,17 @@ func (pebbleKV) Lock(context.Context, bool) (bool, error) { return true, nil }
 func (pebbleKV) OthersWrote() bool { return false }
 
 func (pebbleKV) Unlock() {}
+
+func (pebbleKV) RenewLock(context.Context) error { return nil }
+
+func (pebbleKV) RenewEvery() time.Duration { return 0 }
+
+func (pebbleKV) ConfigRevision() (int64, error) { return 0, nil }
+
+// The embedded store writes no feed (the engine follows its log).
+func (pebbleKV) FeedMark() (uint64, bool, error) { return 0, false, nil }
+
+func (pebbleKV) FeedSettled(uint64) (bool, error) { return false, nil }
 
 func pebbleGet(r pebble.Reader, key []byte) ([]byte, error) {
 	v, closer, err := r.Get(key)
