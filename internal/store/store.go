@@ -204,7 +204,12 @@ type Store struct {
 	compactIdle    []chan struct{}
 	compactCtx     context.Context
 	compactCancel  context.CancelFunc
-	hashKey        []byte
+	// compactRetryAfter and beforeErasureCompaction are set by tests: the
+	// timer of a refused compaction's retries (nil: time.After), and a
+	// hook run between an erasure compaction's flush and its compaction.
+	compactRetryAfter       func(time.Duration) <-chan time.Time
+	beforeErasureCompaction func()
+	hashKey                 []byte
 }
 
 // Open opens or creates the store, loads the last checkpoint and replays
