@@ -215,11 +215,11 @@ func (r *CollectorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if cfg.PageURL, err = r.Runtime.PageURL(ns); err != nil {
 		return ctrl.Result{}, err
 	}
-	customerIDKey, err := r.customerIDKeyOf(ctx, ns, policy)
+	customerIDKeys, err := r.customerIDKeysOf(ctx, ns, policy)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	secrets, keyMissing, err := r.collectorSecrets(ctx, ns, svyItems, customerIDKey)
+	secrets, keyMissing, err := r.collectorSecrets(ctx, ns, svyItems, customerIDKeys)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
