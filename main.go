@@ -238,6 +238,7 @@ func runManager(ctx context.Context, opts *managerOptions) error {
 	var waves controllers.WaveScheduler = controllers.ManagerWaves{}
 	if kube, ok := runtime.(*controllers.KubeCollectorRuntime); ok {
 		kube.Client = mgr.GetClient()
+		kube.APIReader = mgr.GetAPIReader()
 		kube.ServiceMonitors = controllers.HasKind(mgr.GetRESTMapper(), controllers.ServiceMonitorGVK)
 		kube.PrometheusRules = controllers.HasKind(mgr.GetRESTMapper(), controllers.PrometheusRuleGVK)
 		waves = &controllers.CronJobWaves{Image: kube.Image, ImagePullSecrets: kube.ImagePullSecrets}
