@@ -263,11 +263,46 @@ func (r *CollectorReconciler) dataPolicy(ctx context.Context, namespace string) 
 	if err := reader.Get(ctx, types.NamespacedName{Name: namespace}, &ns); err != nil {
 		return DataPolicy{}, fmt.Errorf("get namespace %s: %w", namespace, err)
 	}
-	p, err := dataPolicyFor(&ns, r.DataPolicy.withDefaults())
+	defaults := r.DataPolicy.withDefaults()
+	var refused []string
+	if _, ok := r.Runtime.(StoreRuntime); !ok {
+		// The runtime keeps every collector's records in one store of its
+		// own choosing (`cxop dev --store`): a namespace's choice cannot
+		// be honoured, and ignoring it while requiring its Secret, or in
+		// silence, would mislead.
+		defaults.Store, defaults.PostgresSecret = StoreEmbedded, ""
+		var stripped *corev1.Namespace
+		stripped, refused = withoutStoreAnnotations(&ns)
+		ns = *stripped
+	}
+	p, err := dataPolicyFor(&ns, defaults)
+	if len(refused) > 0 {
+		all := &invalidDataPolicy{namespace: namespace, problems: refused}
+		if bad := (*invalidDataPolicy)(nil); errors.As(err, &bad) {
+			all.problems = append(all.problems, bad.problems...)
+		}
+		return DataPolicy{}, reconcile.TerminalError(all)
+	}
 	if err != nil {
 		return DataPolicy{}, reconcile.TerminalError(err)
 	}
 	return p, nil
+}
+
+// withoutStoreAnnotations is ns without the annotations that choose its
+// store, and a problem naming each one it had, for a runtime that chooses
+// the store of every collector itself.
+func withoutStoreAnnotations(ns *corev1.Namespace) (*corev1.Namespace, []string) {
+	var problems []string
+	out := ns.DeepCopy()
+	for _, a := range []string{StoreAnnotation, PostgresSecretAnnotation} {
+		if _, ok := out.Annotations[a]; !ok {
+			continue
+		}
+		delete(out.Annotations, a)
+		problems = append(problems, fmt.Sprintf("annotation %s: `cxop dev` keeps every namespace's records in the store its --store flag chose (with --store postgres, in a database it makes for the namespace), so a namespace cannot choose its store or Secret here; remove the annotation to run this namespace under `cxop dev`", a))
+	}
+	return out, problems
 }
 
 // customerIDKeys are the secrets file's customer id keys, base64; ""

@@ -91,3 +91,42 @@ func TestStoreSwitchIsAWait(t *testing.T) {
 		t.Errorf("failure %+v; want StoreSwitching, not stalled, saying what happens", f)
 	}
 }
+
+// Under `cxop dev` the local collectors keep every namespace's records in
+// the store of its --store flag: a namespace's store annotations are
+// refused (InvalidDataPolicy, naming each and the flag) instead of being
+// ignored while the Secret they name is required.
+func TestLocalCollectorsRefuseStoreAnnotations(t *testing.T) {
+	rt := &stubRuntime{}
+	res, err, written := reconcileOnce(t, rt, map[string]string{StoreAnnotation: StorePostgres, PostgresSecretAnnotation: "shop-db"})
+	var bad *invalidDataPolicy
+	if !errors.As(err, &bad) || res.RequeueAfter != 0 {
+		t.Fatalf("reconcile: %+v, %v; want an unusable data policy", res, err)
+	}
+	for _, want := range []string{
+		"annotation cx.cxop.dev/store: `cxop dev` keeps every namespace's records in the store its --store flag chose",
+		"annotation cx.cxop.dev/postgres-secret: `cxop dev` keeps every namespace's records in the store its --store flag chose",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "Secret shop/shop-db") {
+		t.Errorf("error %q asks for the Secret", err)
+	}
+	if rt.ensured != 0 {
+		t.Errorf("the collector was started %d times on a refused policy", rt.ensured)
+	}
+	s := &StatusSource{}
+	s.CollectorWritten("shop", written)
+	if f, ok := s.collectorFailure("shop"); !ok || f.reason != cxv1.InvalidDataPolicyReason || !f.stalled {
+		t.Errorf("failure %+v; want InvalidDataPolicy, stalled", f)
+	}
+
+	// The other annotations still apply, and no Secret is needed.
+	rt = &stubRuntime{}
+	res, err, written = reconcileOnce(t, rt, map[string]string{RetentionAnnotation: "90d"})
+	if err != nil || written != nil || rt.ensured != 1 {
+		t.Errorf("reconcile without store annotations: %+v, %v, outcome %v, %d starts; want the collector started", res, err, written, rt.ensured)
+	}
+}
