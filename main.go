@@ -197,6 +197,9 @@ func runManager(ctx context.Context, opts *managerOptions) error {
 	if err := opts.checkPostgres(); err != nil {
 		return err
 	}
+	if opts.localCollectors != "" && opts.dataPolicy.Store == controllers.StorePostgres {
+		return errors.New("--collector-store: local collectors (--local-collectors-dir, as `cxop dev` runs them) keep every namespace's records where --local-collectors-postgres-dsn-file says, not in a Secret's database; leave it at embedded")
+	}
 	runtime, cleanup, err := opts.collectorRuntime()
 	if err != nil {
 		return err
@@ -238,6 +241,7 @@ func runManager(ctx context.Context, opts *managerOptions) error {
 	var waves controllers.WaveScheduler = controllers.ManagerWaves{}
 	if kube, ok := runtime.(*controllers.KubeCollectorRuntime); ok {
 		kube.Client = mgr.GetClient()
+		kube.APIReader = mgr.GetAPIReader()
 		kube.ServiceMonitors = controllers.HasKind(mgr.GetRESTMapper(), controllers.ServiceMonitorGVK)
 		kube.PrometheusRules = controllers.HasKind(mgr.GetRESTMapper(), controllers.PrometheusRuleGVK)
 		waves = &controllers.CronJobWaves{Image: kube.Image, ImagePullSecrets: kube.ImagePullSecrets}

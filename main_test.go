@@ -115,6 +115,8 @@ func TestCollectorStoreFlags(t *testing.T) {
 		{[]string{"--collector-store=postgres"}, "--collector-postgres-secret: must name the Secret with the connection string when --collector-store=postgres"},
 		{[]string{"--collector-postgres-replicas=0"}, "--collector-postgres-replicas: 0 is not a positive count"},
 		{[]string{"--collector-postgres-secret-key="}, "--collector-postgres-secret-key: must not be empty"},
+		{[]string{"--local-collectors-dir=" + t.TempDir(), "--collector-store=postgres", "--collector-postgres-secret=db"},
+			"--collector-store: local collectors (--local-collectors-dir, as `cxop dev` runs them) keep every namespace's records where --local-collectors-postgres-dsn-file says, not in a Secret's database; leave it at embedded"},
 	} {
 		cmd := newManagerCommand()
 		cmd.SetArgs(append(tc.args, "--metrics-bind-address=0", "--health-probe-bind-address=0"))

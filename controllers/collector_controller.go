@@ -215,11 +215,11 @@ func (r *CollectorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if cfg.PageURL, err = r.Runtime.PageURL(ns); err != nil {
 		return ctrl.Result{}, err
 	}
-	customerIDKey, err := r.customerIDKeyOf(ctx, ns, policy)
+	customerIDKeys, err := r.customerIDKeysOf(ctx, ns, policy)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	secrets, keyMissing, err := r.collectorSecrets(ctx, ns, svyItems, customerIDKey)
+	secrets, keyMissing, err := r.collectorSecrets(ctx, ns, svyItems, customerIDKeys)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -250,6 +250,12 @@ func (r *CollectorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	} else {
 		url, err = r.Runtime.Ensure(ctx, ns, files)
 	}
+	if switching := (*storeSwitching)(nil); errors.As(err, &switching) {
+		// The old workload's deletion wakes the namespace (its watch);
+		// the timer is for a deletion that event misses.
+		waiting = err
+		return ctrl.Result{RequeueAfter: storeSwitchRetry}, nil
+	}
 	if err != nil {
 		return ctrl.Result{}, fmt.Errorf("run collector: %w", err)
 	}
@@ -275,6 +281,10 @@ func (r *CollectorReconciler) report(namespace string, err error) {
 	}
 	r.Written(namespace, err)
 }
+
+// storeSwitchRetry is how soon a namespace whose collector is switching
+// stores looks again whether the old workload is gone.
+const storeSwitchRetry = 5 * time.Second
 
 // webhookKeyResync is how often a namespace's webhook keys are read again.
 const webhookKeyResync = 10 * time.Minute

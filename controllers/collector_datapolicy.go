@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -9,6 +10,7 @@ import (
 	"strings"
 
 	cxv1 "github.com/cxop-dev/cxop/api/v1alpha1"
+	"github.com/cxop-dev/cxop/internal/collectorapi"
 	"github.com/prometheus/common/model"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -25,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
+	"sigs.k8s.io/yaml"
 )
 
 // Namespace annotations that set a namespace's data policy, overriding the
@@ -55,6 +58,11 @@ const (
 	CustomerIDKeySecretName = "cxop-customer-id-key"
 	// CustomerIDKeyKey is the key of the HMAC key in that Secret.
 	CustomerIDKeyKey = "key"
+	// CustomerIDKeyPrevious is the key of the key CustomerIDKeyKey
+	// replaced: collectors still look customers up under its pseudonyms
+	// (erasure, access, per-customer exports), and store none under it.
+	// The manager sets it when the key changes (customerIDKeysOf).
+	CustomerIDKeyPrevious = "previous"
 	// customerIDKeySize is the size of a new key and the least a kept one
 	// may hold: HMAC-SHA256 is as strong as its key up to 32 bytes.
 	customerIDKeySize = 32
@@ -255,73 +263,154 @@ func (r *CollectorReconciler) dataPolicy(ctx context.Context, namespace string) 
 	if err := reader.Get(ctx, types.NamespacedName{Name: namespace}, &ns); err != nil {
 		return DataPolicy{}, fmt.Errorf("get namespace %s: %w", namespace, err)
 	}
-	p, err := dataPolicyFor(&ns, r.DataPolicy.withDefaults())
+	defaults := r.DataPolicy.withDefaults()
+	var refused []string
+	if _, ok := r.Runtime.(StoreRuntime); !ok {
+		// The runtime keeps every collector's records in one store of its
+		// own choosing (`cxop dev --store`): a namespace's choice cannot
+		// be honoured, and ignoring it while requiring its Secret, or in
+		// silence, would mislead.
+		defaults.Store, defaults.PostgresSecret = StoreEmbedded, ""
+		var stripped *corev1.Namespace
+		stripped, refused = withoutStoreAnnotations(&ns)
+		ns = *stripped
+	}
+	p, err := dataPolicyFor(&ns, defaults)
+	if len(refused) > 0 {
+		all := &invalidDataPolicy{namespace: namespace, problems: refused}
+		if bad := (*invalidDataPolicy)(nil); errors.As(err, &bad) {
+			all.problems = append(all.problems, bad.problems...)
+		}
+		return DataPolicy{}, reconcile.TerminalError(all)
+	}
 	if err != nil {
 		return DataPolicy{}, reconcile.TerminalError(err)
 	}
 	return p, nil
 }
 
-// ensureCustomerIDKey returns the namespace's customer id key, creating
-// the Secret with 32 random bytes the first time. A key is never replaced:
-// pseudonymous ids already stored were made with it, and erasure and
-// access find a customer only under the key their ids were made with. A
-// key someone shortened is therefore an error that names the way out, not
-// a reason to make a new one.
-func (r *CollectorReconciler) ensureCustomerIDKey(ctx context.Context, ns string) ([]byte, error) {
+// withoutStoreAnnotations is ns without the annotations that choose its
+// store, and a problem naming each one it had, for a runtime that chooses
+// the store of every collector itself.
+func withoutStoreAnnotations(ns *corev1.Namespace) (*corev1.Namespace, []string) {
+	var problems []string
+	out := ns.DeepCopy()
+	for _, a := range []string{StoreAnnotation, PostgresSecretAnnotation} {
+		if _, ok := out.Annotations[a]; !ok {
+			continue
+		}
+		delete(out.Annotations, a)
+		problems = append(problems, fmt.Sprintf("annotation %s: `cxop dev` keeps every namespace's records in the store its --store flag chose (with --store postgres, in a database it makes for the namespace), so a namespace cannot choose its store or Secret here; remove the annotation to run this namespace under `cxop dev`", a))
+	}
+	return out, problems
+}
+
+// customerIDKeys are the secrets file's customer id keys, base64; ""
+// for none.
+type customerIDKeys struct{ current, previous string }
+
+// customerIDKeysOf returns the customer id keys of the namespace's
+// secrets file for policy. With pseudonymization on, the key Secret is
+// made with 32 random bytes the first time; off, a key made while it was
+// on keeps travelling to the collector, since the data stored under
+// pseudonyms stays until it expires, and erasure and access must still
+// find it.
+//
+// A key is never replaced by the manager: pseudonymous ids already stored
+// were made with it. Someone may replace it (a new value under "key", or
+// the Secret deleted, after which a new one is made): the key the
+// collector had until then, read from its secrets file, is kept in the
+// Secret as "previous", so that erasure and access still find the
+// customers stored under it. A key (or previous key) someone shortened is
+// an error that names the way out, not a reason to make a new one.
+func (r *CollectorReconciler) customerIDKeysOf(ctx context.Context, ns string, policy DataPolicy) (customerIDKeys, error) {
+	rendered, err := r.renderedCustomerIDKey(ctx, ns)
+	if err != nil {
+		return customerIDKeys{}, err
+	}
 	var sec corev1.Secret
 	key := types.NamespacedName{Namespace: ns, Name: CustomerIDKeySecretName}
-	err := r.Get(ctx, key, &sec)
-	if err == nil {
-		if k := sec.Data[CustomerIDKeyKey]; len(k) < customerIDKeySize {
-			return nil, needsAction(fmt.Errorf("secret %s: %q holds %d bytes, must hold at least %d; put back the key it held (the pseudonymous ids stored were made with it), or delete the Secret to have a new key made (ids stored before then no longer match their customers)",
-				key, CustomerIDKeyKey, len(k), customerIDKeySize))
+	err = r.Get(ctx, key, &sec)
+	switch {
+	case apierrors.IsNotFound(err):
+		if !policy.PseudonymizeCustomers {
+			return customerIDKeys{}, nil
 		}
-		return sec.Data[CustomerIDKeyKey], nil
+		return r.createCustomerIDKey(ctx, key, rendered)
+	case err != nil:
+		return customerIDKeys{}, fmt.Errorf("get secret %s: %w", key, err)
 	}
-	if !apierrors.IsNotFound(err) {
-		return nil, fmt.Errorf("get secret %s: %w", key, err)
+	current, previous := sec.Data[CustomerIDKeyKey], sec.Data[CustomerIDKeyPrevious]
+	if len(current) < customerIDKeySize {
+		if !policy.PseudonymizeCustomers {
+			return customerIDKeys{}, nil // unusable; nothing is stored under it while off
+		}
+		return customerIDKeys{}, needsAction(fmt.Errorf("secret %s: %q holds %d bytes, must hold at least %d; put back the key it held (the pseudonymous ids stored were made with it), or delete the Secret to have a new key made (the key it held stays as %q)",
+			key, CustomerIDKeyKey, len(current), customerIDKeySize, CustomerIDKeyPrevious))
 	}
+	if len(previous) > 0 && len(previous) < customerIDKeySize {
+		return customerIDKeys{}, needsAction(fmt.Errorf("secret %s: %q holds %d bytes, must hold at least %d; put back the key it held, or remove it (the pseudonymous ids made with it are then no longer found by erasure and access requests)",
+			key, CustomerIDKeyPrevious, len(previous), customerIDKeySize))
+	}
+	if len(rendered) >= customerIDKeySize && !bytes.Equal(rendered, current) && !bytes.Equal(rendered, previous) {
+		// The key changed since the collector last got it.
+		previous = rendered
+		sec.Data[CustomerIDKeyPrevious] = rendered
+		if err := r.Update(ctx, &sec); err != nil {
+			return customerIDKeys{}, fmt.Errorf("keep the replaced customer id key in secret %s: %w", key, err)
+		}
+	}
+	keys := customerIDKeys{current: base64.StdEncoding.EncodeToString(current)}
+	if len(previous) > 0 {
+		keys.previous = base64.StdEncoding.EncodeToString(previous)
+	}
+	return keys, nil
+}
+
+// createCustomerIDKey makes the namespace's key Secret with 32 random
+// bytes, and previous, when the collector had a key, as the previous one.
+func (r *CollectorReconciler) createCustomerIDKey(ctx context.Context, key types.NamespacedName, previous []byte) (customerIDKeys, error) {
 	k := make([]byte, customerIDKeySize)
 	if _, err := rand.Read(k); err != nil {
-		return nil, fmt.Errorf("make customer id key: %w", err)
+		return customerIDKeys{}, fmt.Errorf("make customer id key: %w", err)
 	}
-	sec = corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: CustomerIDKeySecretName, Labels: collectorLabels()},
+	sec := corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name, Labels: collectorLabels()},
 		Type:       corev1.SecretTypeOpaque,
 		Data:       map[string][]byte{CustomerIDKeyKey: k},
 	}
+	keys := customerIDKeys{current: base64.StdEncoding.EncodeToString(k)}
+	if len(previous) >= customerIDKeySize {
+		sec.Data[CustomerIDKeyPrevious] = previous
+		keys.previous = base64.StdEncoding.EncodeToString(previous)
+	}
 	if err := r.Create(ctx, &sec); err != nil {
 		// AlreadyExists: made meanwhile; the next reconcile reads it.
-		return nil, fmt.Errorf("create secret %s: %w", key, err)
+		return customerIDKeys{}, fmt.Errorf("create secret %s: %w", key, err)
 	}
-	return k, nil
+	return keys, nil
 }
 
-// customerIDKeyOf returns the secrets file's customerIDKey for policy: the
-// namespace's key in base64 when pseudonymization is on, else "".
-func (r *CollectorReconciler) customerIDKeyOf(ctx context.Context, ns string, policy DataPolicy) (string, error) {
-	if !policy.PseudonymizeCustomers {
-		// No key is made, but one made while pseudonymization was on keeps
-		// travelling to the collector: the data stored under pseudonyms then
-		// stays until it expires, and erasure and access must still find it.
-		var sec corev1.Secret
-		err := r.Get(ctx, types.NamespacedName{Namespace: ns, Name: CustomerIDKeySecretName}, &sec)
-		switch {
-		case apierrors.IsNotFound(err):
-			return "", nil
-		case err != nil:
-			return "", fmt.Errorf("get secret %s/%s: %w", ns, CustomerIDKeySecretName, err)
-		case len(sec.Data[CustomerIDKeyKey]) < customerIDKeySize:
-			return "", nil // unusable; nothing is stored under it while off
-		}
-		return base64.StdEncoding.EncodeToString(sec.Data[CustomerIDKeyKey]), nil
+// renderedCustomerIDKey is the customer id key of the collector's secrets
+// file as last written (nil when there is none).
+func (r *CollectorReconciler) renderedCustomerIDKey(ctx context.Context, ns string) ([]byte, error) {
+	var sec corev1.Secret
+	err := r.Get(ctx, types.NamespacedName{Namespace: ns, Name: CollectorSecretsName}, &sec)
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("get secret %s/%s: %w", ns, CollectorSecretsName, err)
 	}
-	k, err := r.ensureCustomerIDKey(ctx, ns)
+	var f collectorapi.Secrets
+	if yaml.Unmarshal(sec.Data[CollectorSecretsKey], &f) != nil || f.CustomerIDKey == "" {
+		return nil, nil // rewritten from scratch below
+	}
+	k, err := base64.StdEncoding.DecodeString(f.CustomerIDKey)
 	if err != nil {
-		return "", err
+		return nil, nil
 	}
-	return base64.StdEncoding.EncodeToString(k), nil
+	return k, nil
 }
 
 // dataPolicyChanged passes only updates of a Namespace that change one of

@@ -64,7 +64,8 @@ type renderedConfig struct {
 // renderedSecrets is the part of the collector secrets file these specs
 // read.
 type renderedSecrets struct {
-	CustomerIDKey string `json:"customerIDKey"`
+	CustomerIDKey         string `json:"customerIDKey"`
+	CustomerIDKeyPrevious string `json:"customerIDKeyPrevious"`
 }
 
 // sha256Hex is a token's hash as the collector config holds it.

@@ -52,7 +52,11 @@ const (
 // never talks to the API server).
 type KubeCollectorRuntime struct {
 	Client client.Client
-	Image  string
+	// APIReader, when set, reads past the manager's cache: a store switch
+	// asks it whether the old workload is there before creating the new
+	// one.
+	APIReader client.Reader
+	Image     string
 	// ImagePullSecrets name Secrets in each collector's namespace that the
 	// kubelet pulls Image with (a private registry or mirror).
 	ImagePullSecrets []string
@@ -178,8 +182,11 @@ func (k *KubeCollectorRuntime) Ensure(ctx context.Context, namespace string, fil
 // EnsureStore creates or updates the ServiceAccount, the Service and the
 // workload of the namespace's store: a StatefulSet for the embedded store,
 // a Deployment and a PodDisruptionBudget for PostgreSQL. The other store's
-// workload is deleted first, so that two stores never take the namespace's
-// records at once; the embedded store's PVC stays unless DeletePVC is set.
+// workload is deleted first, in the foreground, and the new one created
+// only once it (and so every pod of it) is gone: until then EnsureStore
+// answers a *storeSwitching, so that two stores never take the
+// namespace's records at once. The embedded store's PVC stays unless
+// DeletePVC is set.
 // The config reaches the pods through the ConfigMap volume, which the
 // kubelet refreshes in place; the collector reloads it without a restart,
 // so the pod template carries no config hash.
@@ -212,21 +219,31 @@ func (k *KubeCollectorRuntime) EnsureStore(ctx context.Context, namespace string
 
 	meta := metav1.ObjectMeta{Namespace: namespace, Name: CollectorName}
 	if store.Kind == StorePostgres {
-		deleted, err := k.deletePresent(ctx, &appsv1.StatefulSet{ObjectMeta: meta})
+		old, err := k.retireWorkload(ctx, &appsv1.StatefulSet{ObjectMeta: meta}, &appsv1.Deployment{ObjectMeta: meta})
 		if err != nil {
 			return "", err
 		}
-		if deleted && k.DeletePVC {
-			if err := k.deleteAll(ctx, []client.Object{k.dataPVC(namespace)}); err != nil {
-				return "", err
+		if old {
+			if k.DeletePVC {
+				if err := k.deleteAll(ctx, []client.Object{k.dataPVC(namespace)}); err != nil {
+					return "", err
+				}
 			}
+			return "", &storeSwitching{namespace: namespace, from: StoreEmbedded, to: StorePostgres, old: "StatefulSet", next: "Deployment"}
 		}
 		if err := k.applyPostgres(ctx, namespace, store); err != nil {
 			return "", err
 		}
 	} else {
-		if _, err := k.deletePresent(ctx, &appsv1.Deployment{ObjectMeta: meta}, &policyv1.PodDisruptionBudget{ObjectMeta: meta}); err != nil {
+		if _, err := k.deletePresent(ctx, &policyv1.PodDisruptionBudget{ObjectMeta: meta}); err != nil {
 			return "", err
+		}
+		old, err := k.retireWorkload(ctx, &appsv1.Deployment{ObjectMeta: meta}, &appsv1.StatefulSet{ObjectMeta: meta})
+		if err != nil {
+			return "", err
+		}
+		if old {
+			return "", &storeSwitching{namespace: namespace, from: StorePostgres, to: StoreEmbedded, old: "Deployment", next: "StatefulSet"}
 		}
 		sts := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: CollectorName}}
 		if _, err := controllerutil.CreateOrPatch(ctx, k.Client, sts, func() error {
@@ -347,6 +364,54 @@ func (k *KubeCollectorRuntime) deletePresent(ctx context.Context, objs ...client
 		present = append(present, obj)
 	}
 	return len(present) > 0, k.deleteAll(ctx, present)
+}
+
+// storeSwitching is a namespace whose collector moves to the other store:
+// the old store's workload is being deleted, and the new one is created
+// only once it is gone. Both select the pods the collector Service sends
+// to; were they up together, records would land in both stores.
+type storeSwitching struct {
+	namespace, from, to string
+	// old and next name the workloads' kinds.
+	old, next string
+}
+
+func (e *storeSwitching) Error() string {
+	return fmt.Sprintf("namespace %s: the collector is switching from the %s store to %s: its %s is being deleted, and the %s is created once its pods are gone, so that the collector Service never sends records to both stores",
+		e.namespace, e.from, e.to, e.old, e.next)
+}
+
+// retireWorkload deletes old, the other store's workload, in the
+// foreground: the garbage collector deletes its pods first, and old only
+// after they are gone. It reports whether old is still there, in which case
+// the caller must not create next yet. The manager's cache may not hold an
+// old workload created moments ago (a namespace switched at once): before
+// next is first created, the API server is asked.
+func (k *KubeCollectorRuntime) retireWorkload(ctx context.Context, old, next client.Object) (bool, error) {
+	key := client.ObjectKeyFromObject(old)
+	err := k.Client.Get(ctx, key, old)
+	if apierrors.IsNotFound(err) && k.APIReader != nil {
+		switch nerr := k.Client.Get(ctx, client.ObjectKeyFromObject(next), next); {
+		case nerr == nil:
+			return false, nil // switched already
+		case !apierrors.IsNotFound(nerr):
+			return false, fmt.Errorf("get %T %s: %w", next, key, nerr)
+		}
+		err = k.APIReader.Get(ctx, key, old)
+	}
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("get %T %s: %w", old, key, err)
+	}
+	if old.GetDeletionTimestamp().IsZero() || !controllerutil.ContainsFinalizer(old, metav1.FinalizerDeleteDependents) {
+		err := k.Client.Delete(ctx, old, client.PropagationPolicy(metav1.DeletePropagationForeground))
+		if client.IgnoreNotFound(err) != nil {
+			return false, fmt.Errorf("delete %T %s: %w", old, key, err)
+		}
+	}
+	return true, nil
 }
 
 // removePostgres deletes the PostgreSQL collectors' Deployment and

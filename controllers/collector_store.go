@@ -87,7 +87,9 @@ func (e *postgresSecretMissing) Error() string {
 // is the platform team's, outside the manager's cache, so it is read from
 // the API server.
 func (r *CollectorReconciler) collectorStore(ctx context.Context, ns string, policy DataPolicy) (CollectorStore, error) {
-	if policy.Store != StorePostgres {
+	if _, ok := r.Runtime.(StoreRuntime); !ok || policy.Store != StorePostgres {
+		// A runtime that is not a StoreRuntime keeps records where it
+		// chose (dataPolicy refuses the annotations that say otherwise).
 		return CollectorStore{Kind: StoreEmbedded}, nil
 	}
 	store := CollectorStore{Kind: StorePostgres, PostgresSecret: policy.PostgresSecret}

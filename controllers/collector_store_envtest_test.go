@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -43,6 +44,38 @@ func dsnSecret(ns, name string, data map[string][]byte) *corev1.Secret {
 	return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Data: data}
 }
 
+// expectSwitching ensures store twice while the old workload of the
+// namespace is there: each time the answer is a *storeSwitching, the old
+// workload is being deleted in the foreground (so the garbage collector
+// removes it only after its pods), and the new one is not created.
+func expectSwitching(ctx context.Context, rt *KubeCollectorRuntime, ns string, store CollectorStore, old, next client.Object) {
+	GinkgoHelper()
+	for range 2 {
+		_, err := rt.EnsureStore(ctx, ns, collectorapi.Files{}, store)
+		var switching *storeSwitching
+		Expect(errors.As(err, &switching)).To(BeTrue(), "EnsureStore: %v; want a store switch under way", err)
+		Expect(err.Error()).To(ContainSubstring("created once its pods are gone"))
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(old), old)).To(Succeed(), "the old workload waits for the garbage collector")
+		Expect(old.GetDeletionTimestamp()).NotTo(BeNil())
+		Expect(old.GetFinalizers()).To(ContainElement(metav1.FinalizerDeleteDependents), "deleted in the foreground")
+		Expect(isGone(ctx, next)).To(BeTrue(), "no new workload while the old one is there")
+		var svc corev1.Service
+		Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: CollectorName}, &svc)).To(Succeed())
+		Expect(svc.Spec.Selector).To(Equal(collectorSelector()))
+	}
+}
+
+// finishForegroundDeletion does what the garbage collector does once a
+// workload deleted in the foreground has no pods left: it removes the
+// finalizer, and the workload is gone. No garbage collector runs here.
+func finishForegroundDeletion(ctx context.Context, obj client.Object) {
+	GinkgoHelper()
+	Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(obj), obj)).To(Succeed())
+	obj.SetFinalizers(nil)
+	Expect(k8sClient.Update(ctx, obj)).To(Succeed())
+	Eventually(func() bool { return isGone(ctx, obj) }).Should(BeTrue())
+}
+
 var _ = Describe("Collector store", func() {
 	It("runs a namespace on PostgreSQL as a Deployment with a PodDisruptionBudget, and switches to the embedded store and back", func(ctx SpecContext) {
 		ns := newNamespace(ctx)
@@ -69,7 +102,11 @@ var _ = Describe("Collector store", func() {
 		}
 		Expect(k8sClient.Create(ctx, pvc)).To(Succeed())
 
-		By("to PostgreSQL: the StatefulSet goes, the PVC stays, a Deployment of two replicas takes over")
+		By("to PostgreSQL: the StatefulSet goes first, in the foreground; no Deployment while it (and so a pod of it) is there")
+		stsObj := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: CollectorName}}
+		expectSwitching(ctx, rt, ns, pg, stsObj, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: CollectorName}})
+		By("the StatefulSet's pods gone: a Deployment of two replicas takes over, the PVC stays")
+		finishForegroundDeletion(ctx, stsObj)
 		Expect(rt.EnsureStore(ctx, ns, collectorapi.Files{}, pg)).To(Equal("http://cxop-collector." + ns + ".svc:8080"))
 		Expect(isGone(ctx, &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: CollectorName}})).To(BeTrue())
 		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(pvc), &corev1.PersistentVolumeClaim{})).To(Succeed(), "the embedded data is kept")
@@ -130,7 +167,10 @@ var _ = Describe("Collector store", func() {
 		Expect(*dep.Spec.Replicas).To(BeEquivalentTo(3))
 		Expect(dep.Spec.Template.Spec.Containers[0].Args).To(ContainElements("--postgres-dsn-file=/etc/cxop-postgres/uri", "--postgres-statement-cache=false"))
 
-		By("back to embedded: Deployment and PodDisruptionBudget go, the StatefulSet comes back")
+		By("back to embedded: Deployment and PodDisruptionBudget go, the StatefulSet comes back once the Deployment's pods are gone")
+		depObj := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: CollectorName}}
+		expectSwitching(ctx, rt, ns, CollectorStore{Kind: StoreEmbedded}, depObj, &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: CollectorName}})
+		finishForegroundDeletion(ctx, depObj)
 		Expect(rt.EnsureStore(ctx, ns, collectorapi.Files{}, CollectorStore{Kind: StoreEmbedded})).Error().NotTo(HaveOccurred())
 		Expect(isGone(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: CollectorName}})).To(BeTrue())
 		Expect(isGone(ctx, &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: CollectorName}})).To(BeTrue())
@@ -141,6 +181,8 @@ var _ = Describe("Collector store", func() {
 
 		By("to PostgreSQL with deleteWithCollector: the embedded PVC goes with the StatefulSet")
 		rt.DeletePVC = true
+		expectSwitching(ctx, rt, ns, pg, stsObj, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: CollectorName}})
+		finishForegroundDeletion(ctx, stsObj)
 		Expect(rt.EnsureStore(ctx, ns, collectorapi.Files{}, pg)).Error().NotTo(HaveOccurred())
 		Eventually(func() bool {
 			var p corev1.PersistentVolumeClaim

@@ -53,19 +53,19 @@ func surveyConfig(s *cxv1.Survey, token string) collectorapi.SurveyConfig {
 // webhook without a key, so the collector keeps its messages until it
 // appears; the Survey's own status reports it.
 //
-// customerIDKey (base64), when not empty, is the key of pseudonymous
-// customer ids.
+// customerIDKeys (base64), when not empty, are the key of pseudonymous
+// customer ids and the one it replaced.
 //
 // It also reports whether a key was missing: the user's Secrets are not
 // watched, so the namespace is looked at again soon.
-func (r *CollectorReconciler) collectorSecrets(ctx context.Context, ns string, svys []cxv1.Survey, customerIDKey string) ([]byte, bool, error) {
+func (r *CollectorReconciler) collectorSecrets(ctx context.Context, ns string, svys []cxv1.Survey, customerIDKeys customerIDKeys) ([]byte, bool, error) {
 	current, previous, err := r.ensureLinkKeys(ctx, ns)
 	if err != nil {
 		return nil, false, err
 	}
 	missing := false
 	var f collectorapi.Secrets
-	f.CustomerIDKey = customerIDKey
+	f.CustomerIDKey, f.CustomerIDKeyPrevious = customerIDKeys.current, customerIDKeys.previous
 	f.LinkKeys.Current = base64.StdEncoding.EncodeToString(current)
 	if previous != nil {
 		f.LinkKeys.Previous = base64.StdEncoding.EncodeToString(previous)

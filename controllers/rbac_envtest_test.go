@@ -348,7 +348,20 @@ func TestNamespacedManagerUnderRBAC(t *testing.T) {
 	gone := func(obj client.Object) func() bool {
 		return func() bool { return apierrors.IsNotFound(admin.Get(ctx, client.ObjectKeyFromObject(obj), obj)) }
 	}
+	// The old workload is deleted in the foreground, and the new one made
+	// only once it is gone; no garbage collector runs here, so the test
+	// removes its finalizer as the collector would once its pods are gone.
+	switchOver := func(old, next client.Object) {
+		g.Eventually(func(g Gomega) {
+			g.Expect(admin.Get(ctx, client.ObjectKeyFromObject(old), old)).To(Succeed())
+			g.Expect(old.GetFinalizers()).To(ContainElement(metav1.FinalizerDeleteDependents))
+		}, 30*time.Second, 100*time.Millisecond).Should(Succeed())
+		g.Expect(gone(next)()).To(BeTrue(), "%T made while the old workload is there", next)
+		old.SetFinalizers(nil)
+		g.Expect(admin.Update(ctx, old)).To(Succeed())
+	}
 	setStore(StorePostgres)
+	switchOver(&appsv1.StatefulSet{ObjectMeta: metaOf(shop, CollectorName)}, &appsv1.Deployment{ObjectMeta: metaOf(shop, CollectorName)})
 	g.Eventually(func(g Gomega) {
 		var dep appsv1.Deployment
 		g.Expect(admin.Get(ctx, client.ObjectKey{Namespace: shop, Name: CollectorName}, &dep)).To(Succeed())
@@ -357,6 +370,7 @@ func TestNamespacedManagerUnderRBAC(t *testing.T) {
 	}, 30*time.Second, 100*time.Millisecond).Should(Succeed())
 	g.Eventually(gone(&appsv1.StatefulSet{ObjectMeta: metaOf(shop, CollectorName)}), 30*time.Second, 100*time.Millisecond).Should(BeTrue())
 	setStore(StoreEmbedded)
+	switchOver(&appsv1.Deployment{ObjectMeta: metaOf(shop, CollectorName)}, &appsv1.StatefulSet{ObjectMeta: metaOf(shop, CollectorName)})
 	g.Eventually(func() error {
 		return admin.Get(ctx, client.ObjectKey{Namespace: shop, Name: CollectorName}, &appsv1.StatefulSet{})
 	}, 30*time.Second, 100*time.Millisecond).Should(Succeed())

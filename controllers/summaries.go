@@ -107,6 +107,9 @@ func (s *StatusSource) collectorFailure(namespace string) (failure, bool) {
 	if missing := (*postgresSecretMissing)(nil); errors.As(err, &missing) {
 		return failure{reason: cxv1.PostgresSecretMissingReason, message: missing.Error(), stalled: true}, true
 	}
+	if switching := (*storeSwitching)(nil); errors.As(err, &switching) {
+		return failure{reason: cxv1.StoreSwitchingReason, message: switching.Error()}, true
+	}
 	return failure{
 		reason:  cxv1.CollectorFailedReason,
 		message: "the namespace's collector could not be written: " + err.Error(),

@@ -134,6 +134,12 @@ const (
 	// (or its key) is missing, so the collector keeps its last workload and
 	// config; the message names the Secret and the key.
 	PostgresSecretMissingReason = "PostgresSecretMissing"
+
+	// StoreSwitchingReason: the namespace's collector is moving to the
+	// other store (cx.cxop.dev/store): the old store's workload is being
+	// deleted, and the new one starts once its pods are gone, so that
+	// records never reach both stores. It clears by itself (Reconciling).
+	StoreSwitchingReason = "StoreSwitching"
 )
 
 // The AlertRules condition of a CXTarget.

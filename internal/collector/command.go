@@ -584,6 +584,9 @@ func (s *Server) watchConfig(ctx context.Context, files configFiles, last, lastS
 		if secIn {
 			if customerKeyChanged(sec, nextSecrets) {
 				s.log.Warn("secrets: customerIDKey changed; every customer's pseudonym changes from now on, so each customer counts twice until the records stored under the old key pass the retention")
+				if !sec.customerKey.Equal(nextSecrets.customerKeyPrevious) {
+					s.log.Warn("secrets: the replaced customerIDKey is not customerIDKeyPrevious: erasure and access requests no longer find what was stored under it")
+				}
 			}
 			sec, nextSec = nextSecrets, nil
 			s.log.Info("secrets reloaded")

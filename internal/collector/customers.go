@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -18,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cxop-dev/cxop/internal/customerdata"
+	"github.com/cxop-dev/cxop/internal/pseudonym"
 	"github.com/cxop-dev/cxop/internal/survey/engine"
 )
 
@@ -35,17 +37,28 @@ func (s *Server) customerRoutes(mux *http.ServeMux) {
 // stored. Every customer id that reaches the customer-data endpoints goes
 // through it: the id itself, and, whenever the secrets file holds a
 // customer id key, the keyed hash stored in the id's place while
-// pseudonymizeCustomers is (or was) on. Data stored under either stays
-// until it expires, whatever the setting says now, and an erasure must not
-// leave it behind (the operator keeps the key in the secrets file after
-// pseudonymization is turned off for this reason).
+// pseudonymizeCustomers is (or was) on, and the hash under the previous
+// key (customerIDKeyPrevious) after a rotation. Data stored under any of
+// them stays until it expires, whatever the setting says now, and an
+// erasure must not leave it behind (the operator keeps the key in the
+// secrets file after pseudonymization is turned off, and the replaced key
+// as the previous one, for this reason).
 func (s *Server) storedCustomerIDs(id string) []string {
-	if sec := s.secrets.Load(); sec != nil && sec.customerKey != nil {
-		if p := sec.customerKey.ID(id); p != id {
-			return []string{p, id}
+	ids := make([]string, 0, 3)
+	if sec := s.secrets.Load(); sec != nil {
+		for _, k := range []*pseudonym.Key{sec.customerKey, sec.customerKeyPrevious} {
+			if k == nil {
+				continue
+			}
+			if p := k.ID(id); !slices.Contains(ids, p) {
+				ids = append(ids, p)
+			}
 		}
 	}
-	return []string{id}
+	if !slices.Contains(ids, id) {
+		ids = append(ids, id)
+	}
+	return ids
 }
 
 // authorizeCustomerData admits customer-data tokens only. A token of

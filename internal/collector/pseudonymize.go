@@ -19,19 +19,19 @@ import (
 // errNoCustomerKey is a config that asks for pseudonyms without a key.
 var errNoCustomerKey = errors.New("pseudonymizeCustomers: true needs customerIDKey (base64, at least 32 bytes) in the secrets file, which has none; without it customer ids would be stored in the clear")
 
-// parseCustomerKey reads the secrets file's customerIDKey; "" is no key.
-// Errors name the field, never the value.
-func parseCustomerKey(v string) (*pseudonym.Key, error) {
+// parseCustomerKey reads the secrets file's customer id key field; "" is
+// no key. Errors name the field, never the value.
+func parseCustomerKey(field, v string) (*pseudonym.Key, error) {
 	if v == "" {
 		return nil, nil
 	}
 	b, err := base64.StdEncoding.DecodeString(v)
 	if err != nil {
-		return nil, errors.New("customerIDKey: not base64")
+		return nil, fmt.Errorf("%s: not base64", field)
 	}
 	k, err := pseudonym.NewKey(b)
 	if err != nil {
-		return nil, fmt.Errorf("customerIDKey: %w", err)
+		return nil, fmt.Errorf("%s: %w", field, err)
 	}
 	return k, nil
 }

@@ -26,6 +26,9 @@ type secrets struct {
 	linkKeys    link.Keys
 	webhookKeys map[string][]byte
 	customerKey *pseudonym.Key // nil without customerIDKey
+	// customerKeyPrevious is the key customerKey replaced (nil without
+	// customerIDKeyPrevious): only looked under, never used to store.
+	customerKeyPrevious *pseudonym.Key
 }
 
 func parseSecrets(data []byte) (*secrets, error) {
@@ -65,7 +68,10 @@ func parseSecrets(data []byte) (*secrets, error) {
 		}
 		out.webhookKeys[name] = key
 	}
-	if out.customerKey, err = parseCustomerKey(f.CustomerIDKey); err != nil {
+	if out.customerKey, err = parseCustomerKey("customerIDKey", f.CustomerIDKey); err != nil {
+		return nil, err
+	}
+	if out.customerKeyPrevious, err = parseCustomerKey("customerIDKeyPrevious", f.CustomerIDKeyPrevious); err != nil {
 		return nil, err
 	}
 	return out, nil

@@ -121,4 +121,9 @@ type Secrets struct {
 	// CustomerIDKey keys customer pseudonyms (base64, at least 32 bytes);
 	// required when pseudonymizeCustomers is true.
 	CustomerIDKey string `json:"customerIDKey,omitempty"`
+	// CustomerIDKeyPrevious is the key customerIDKey replaced (base64),
+	// when it was rotated: ingest uses customerIDKey alone, while erasure,
+	// access and per-customer exports also find the pseudonyms made with
+	// this one.
+	CustomerIDKeyPrevious string `json:"customerIDKeyPrevious,omitempty"`
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"time"
 
@@ -24,6 +25,19 @@ import (
 // Keys are in sequence order, and sequences are given in commit order, so
 // the contacts are in the order of their commit times: a prune walks them
 // from the oldest and stops at the first one inside the retention.
+//
+// A contact copied from another store (cxop store copy) keeps the time it
+// was received there (Record.ContactSince), so that the copy does not
+// give it a new lease of contactRetention. Those times are not in
+// sequence order; keyBackdatedContacts holds the last sequence that has
+// one, and a prune looks at every contact up to it one by one before it
+// walks the rest as above. Copies are rare and their contacts expire
+// within contactRetention, after which that part is empty and costs one
+// seek.
+
+// keyBackdatedContacts holds the last sequence (8 bytes) whose contact
+// was stored with a time before its commit.
+var keyBackdatedContacts = []byte("m/contacts-backdated-until")
 
 // contactKey is where the contact of the record at seq is.
 func contactKey(buf []byte, seq uint64) []byte {
@@ -100,8 +114,17 @@ const pruneContactsBatch = 5000
 // they wait for a later prune). It writes nothing on a store that cannot
 // write.
 func (s *Store) PruneContacts(cutoff time.Time) (int, error) {
-	deleted := 0
-	from := uint64(0)
+	if err := s.Err(); err != nil {
+		return 0, fmt.Errorf("prune contacts: %w", err)
+	}
+	deleted, until, err := s.pruneBackdatedContacts(cutoff.UnixNano())
+	if err != nil {
+		return deleted, fmt.Errorf("prune contacts: %w", err)
+	}
+	from := until + 1
+	if until == 0 {
+		from = 0
+	}
 	for {
 		if err := s.Err(); err != nil {
 			return deleted, fmt.Errorf("prune contacts: %w", err)
@@ -175,4 +198,70 @@ func (s *Store) pruneContactsBatch(from uint64, cutoff int64) (int, uint64, erro
 		return 0, 0, err
 	}
 	return n, next, nil
+}
+
+// pruneBackdatedContacts deletes the contacts up to the last backdated
+// one (keyBackdatedContacts) that are older than cutoff, looking at each,
+// and returns how many it deleted and that sequence (0: none was ever
+// backdated).
+func (s *Store) pruneBackdatedContacts(cutoff int64) (int, uint64, error) {
+	s.readers.RLock()
+	defer s.readers.RUnlock()
+	if s.dbClosed {
+		return 0, 0, ErrClosed
+	}
+	v, closer, err := s.db.Get(keyBackdatedContacts)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, 0, nil
+	}
+	if err != nil {
+		return 0, 0, err
+	}
+	if len(v) != 8 {
+		_ = closer.Close()
+		return 0, 0, fmt.Errorf("%w: %s holds %d bytes", errCorrupt, keyBackdatedContacts, len(v))
+	}
+	until := binary.BigEndian.Uint64(v)
+	_ = closer.Close()
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: contactKey(nil, 0), UpperBound: contactKey(nil, until+1)})
+	if err != nil {
+		return 0, until, err
+	}
+	b := s.db.NewBatch()
+	defer func() { _ = b.Close() }()
+	deleted := 0
+	for it.First(); it.Valid(); it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			_ = it.Close()
+			return deleted, until, err
+		}
+		at, _, err := decodeContact(v)
+		if err != nil {
+			_ = it.Close()
+			return deleted, until, fmt.Errorf("stored contact at key %x: %w", it.Key(), err)
+		}
+		if at >= cutoff {
+			continue
+		}
+		_ = b.Delete(it.Key(), nil)
+		if b.Count() >= pruneContactsBatch {
+			if err := b.Commit(pebble.Sync); err != nil {
+				_ = it.Close()
+				return deleted, until, err
+			}
+			deleted += int(b.Count())
+			b.Reset()
+		}
+	}
+	if err := it.Close(); err != nil {
+		return deleted, until, err
+	}
+	if b.Empty() {
+		return deleted, until, nil
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return deleted, until, err
+	}
+	return deleted + int(b.Count()), until, nil
 }

@@ -188,36 +188,83 @@ func (s *Store) CompactErased(start, end []byte) {
 	go s.compactLoop()
 }
 
-// compactLoop compacts the scheduled spans until none is left.
+// compactLoop compacts the scheduled spans until none is left. A
+// compaction the disk refuses (full, failing) is tried again after a
+// backoff while its marker is set, so that the erased bytes leave the disk
+// once there is room, without waiting for a restart or another erasure.
+// Only a closing store, or one that stopped writing, leaves it to the next
+// start (resumeCompaction).
 func (s *Store) compactLoop() {
-	failed := false
+	var backoff time.Duration
 	for {
 		s.compactMu.Lock()
 		spans := s.compactSpans
 		s.compactSpans = nil
 		if len(spans) == 0 {
-			if !failed {
-				s.setCompactionPending(false)
-			}
-			s.compactRunning = false
-			done := s.compactIdle
-			s.compactIdle = nil
-			s.compactMu.Unlock()
-			for _, c := range done {
-				close(c)
-			}
+			s.setCompactionPending(false)
+			s.compactDone()
 			return
 		}
 		ctx := s.compactCtx
 		s.compactMu.Unlock()
 		start := time.Now()
-		if err := s.compactSpansNow(ctx, spans); err != nil {
-			s.opts.Logger.Error("compact after an erasure: the erased values stay on disk until the next start or erasure compacts them", "err", err)
-			failed = true
+		err := s.compactSpansNow(ctx, spans)
+		if err == nil {
+			backoff = 0
+			s.opts.Logger.Info("compacted after an erasure", "spans", len(spans), "took", time.Since(start).Round(time.Millisecond))
 			continue
 		}
-		s.opts.Logger.Info("compacted after an erasure", "spans", len(spans), "took", time.Since(start).Round(time.Millisecond))
+		if ctx.Err() != nil || errors.Is(err, ErrClosed) || s.Err() != nil {
+			s.opts.Logger.Error("compact after an erasure: the erased values stay on disk until the next start compacts them", "err", err)
+			s.compactMu.Lock()
+			s.compactDone()
+			return
+		}
+		backoff = nextCompactRetry(backoff)
+		s.opts.Logger.Error("compact after an erasure: the erased values stay on disk until it succeeds; retrying", "err", err, "retry_in", backoff.String())
+		s.compactMu.Lock()
+		s.compactSpans = append(spans, s.compactSpans...)
+		s.compactMu.Unlock()
+		select {
+		case <-s.retryAfter(backoff):
+		case <-ctx.Done():
+		}
 	}
+}
+
+// compactDone marks the loop stopped and wakes CompactionsIdle's waiters;
+// it is called with compactMu held and releases it.
+func (s *Store) compactDone() {
+	s.compactRunning = false
+	done := s.compactIdle
+	s.compactIdle = nil
+	s.compactMu.Unlock()
+	for _, c := range done {
+		close(c)
+	}
+}
+
+// The pause before a refused compaction after an erasure is tried again:
+// from minCompactRetry, doubling up to maxCompactRetry.
+const (
+	minCompactRetry = time.Second
+	maxCompactRetry = 5 * time.Minute
+)
+
+func nextCompactRetry(d time.Duration) time.Duration {
+	if d <= 0 {
+		return minCompactRetry
+	}
+	return min(2*d, maxCompactRetry)
+}
+
+// retryAfter is the timer of the compaction's retries (compactRetryAfter
+// when a test set one).
+func (s *Store) retryAfter(d time.Duration) <-chan time.Time {
+	if s.compactRetryAfter != nil {
+		return s.compactRetryAfter(d)
+	}
+	return time.After(d)
 }
 
 func (s *Store) compactSpansNow(ctx context.Context, spans []keySpan) error {
@@ -231,6 +278,9 @@ func (s *Store) compactSpansNow(ctx context.Context, spans []keySpan) error {
 	}
 	if err := s.db.Flush(); err != nil {
 		return fmt.Errorf("flush: %w", err)
+	}
+	if s.beforeErasureCompaction != nil {
+		s.beforeErasureCompaction()
 	}
 	for _, sp := range spans {
 		if err := ctx.Err(); err != nil {

@@ -29,6 +29,11 @@ type Record struct {
 	// it expires long before the record (PruneContacts) and no export
 	// carries it. Only ScanRecords reads it back.
 	Contact []byte
+	// ContactSince, when set (unix nanoseconds) and before the commit, is
+	// when the contact was received: contactRetention counts from it
+	// instead of from the commit. A copy from another store sets it, so
+	// that a copied contact expires when it would have there.
+	ContactSince int64
 
 	Event    rollup.Event    // when Kind is KindTouchpoint
 	Response rollup.Response // when Kind is KindSurvey

@@ -204,7 +204,12 @@ type Store struct {
 	compactIdle    []chan struct{}
 	compactCtx     context.Context
 	compactCancel  context.CancelFunc
-	hashKey        []byte
+	// compactRetryAfter and beforeErasureCompaction are set by tests: the
+	// timer of a refused compaction's retries (nil: time.After), and a
+	// hook run between an erasure compaction's flush and its compaction.
+	compactRetryAfter       func(time.Duration) <-chan time.Time
+	beforeErasureCompaction func()
+	hashKey                 []byte
 }
 
 // Open opens or creates the store, loads the last checkpoint and replays
@@ -611,6 +616,9 @@ func (s *Store) apply(group []*request) *pending {
 	var added []string // this request's ids, taken back if it is refused
 	// The commit time is the clock of the contacts' retention.
 	committed := s.opts.Now().UnixNano()
+	// backdated is the last sequence whose contact is stored with a time
+	// before the commit (ContactSince), 0 for none.
+	var backdated uint64
 	for gi, req := range group {
 		// Every id is looked up before any record is written: a request
 		// that reuses a stored id for a different payload is refused whole.
@@ -666,8 +674,12 @@ func (s *Store) apply(group []*request) *pending {
 			if len(r.Contact) > 0 {
 				// In the record's batch: a record is never stored
 				// without its contact, nor a contact without its record.
+				at := committed
+				if r.ContactSince > 0 && r.ContactSince < committed {
+					at, backdated = r.ContactSince, seq
+				}
 				key = contactKey(key, seq)
-				value = appendContact(value[:0], committed, r.Contact)
+				value = appendContact(value[:0], at, r.Contact)
 				_ = batch.Set(key, value, nil)
 			}
 			appendToBatch(&p.counted, r)
@@ -679,6 +691,9 @@ func (s *Store) apply(group []*request) *pending {
 		_ = batch.Close()
 		p.err = fmt.Errorf("look up ids: %w", err)
 		return p
+	}
+	if backdated > 0 {
+		_ = batch.Set(keyBackdatedContacts, binary.BigEndian.AppendUint64(nil, backdated), nil)
 	}
 	if p.records == 0 {
 		_ = batch.Close()

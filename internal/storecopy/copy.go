@@ -480,6 +480,15 @@ func copyIntoEmbedded(ctx context.Context, src *Postgres, srcKV kv.KV, dst *stor
 		if next == after {
 			break
 		}
+		// PostgreSQL keeps no time of receipt: the record's own time
+		// stands in for it there (pgstore.PruneContacts), and here too, so
+		// that a copied contact expires when it would have at the source
+		// rather than contactRetention after the copy.
+		for i := range recs {
+			if len(recs[i].Contact) > 0 {
+				recs[i].ContactSince = recs[i].Time()
+			}
+		}
 		if len(recs) > 0 {
 			if err := put(recs); err != nil {
 				return rep, err

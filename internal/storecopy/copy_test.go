@@ -149,3 +149,77 @@ func BenchmarkCopyPostgresToEmbedded(b *testing.B) {
 	}
 	b.ReportMetric(float64(n*b.N)/elapsed.Seconds(), "records/s")
 }
+
+// contactsOf reads every record of st with its contact: id -> contact ("" for
+// none).
+func contactsOf(t testing.TB, st *store.Store) map[string]string {
+	t.Helper()
+	got := map[string]string{}
+	err := st.CopyRecords(1, func(_ uint64, r *store.Record) error {
+		got[r.ID] = string(r.Contact)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+// A contact copied into the embedded store keeps its own age: it is pruned
+// contactRetention after the interaction, not after the copy. The older
+// contact comes after a younger one in the source's order, so the prune
+// cannot stop at the first contact inside the retention.
+func TestCopiedContactExpiresOnItsOwnClock(t *testing.T) {
+	const contactRetention = 7 * 24 * time.Hour
+	dsn := pgtest.Start(t).NewDatabase(t)
+	pg := openPostgres(t, dsn)
+	ctx := context.Background()
+	young := event("young", t0.Add(-24*time.Hour), 1, "")
+	young.Contact = []byte(`{"email":"young@example.org"}`)
+	old := event("old", t0.Add(-contactRetention+30*time.Minute), 2, "")
+	old.Contact = []byte(`{"email":"old@example.org"}`)
+	for _, r := range []store.Record{young, old} {
+		if _, err := pg.Store.Submit(ctx, []store.Record{r}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := t.TempDir()
+	rep, err := PostgresToEmbedded(ctx, pg, store.Options{Dir: dir, Retention: keepAll, Now: func() time.Time { return t0 }}, Options{})
+	if err != nil || rep.New != 2 {
+		t.Fatalf("copy: %+v %v", rep, err)
+	}
+	later := t0.Add(time.Hour)
+	st, err := store.Open(store.Options{Dir: dir, Retention: keepAll, Now: func() time.Time { return later }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if got := contactsOf(t, st); got["young"] != string(young.Contact) || got["old"] != string(old.Contact) {
+		t.Fatalf("contacts after the copy: %q; want both", got)
+	}
+	n, err := st.PruneContacts(later.Add(-contactRetention))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := contactsOf(t, st)
+	if n != 1 || got["old"] != "" || got["young"] != string(young.Contact) {
+		t.Errorf("an hour after the copy, %d pruned, contacts %q; want the old one (received %s before) gone and the young one kept",
+			n, got, contactRetention-30*time.Minute)
+	}
+	// A second prune finds nothing more, and later ingest is pruned on the
+	// commit's clock as before.
+	if n, err := st.PruneContacts(later.Add(-contactRetention)); err != nil || n != 0 {
+		t.Errorf("second prune: %d %v; want 0", n, err)
+	}
+	fresh := event("fresh", later, 3, "")
+	fresh.Contact = []byte(`{"email":"fresh@example.org"}`)
+	if _, err := st.Submit(ctx, []store.Record{fresh}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := st.PruneContacts(later.Add(time.Minute)); err != nil || n != 2 {
+		t.Errorf("prune of everything committed before a minute after the copy: %d %v; want the young and the fresh contact", n, err)
+	}
+	if got := contactsOf(t, st); got["young"] != "" || got["fresh"] != "" {
+		t.Errorf("contacts left: %q", got)
+	}
+}
