@@ -83,4 +83,10 @@ func BenchmarkSurveyWindow28d(b *testing.B) {
 			b.Fatal("no customers")
 		}
 	}
+	b.StopTimer()
+	if s.buckets != nil {
+		n, used := s.buckets.stats()
+		b.ReportMetric(float64(n), "cached-buckets")
+		b.ReportMetric(float64(used), "cached-bytes")
+	}
 }
