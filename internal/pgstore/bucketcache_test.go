@@ -314,3 +314,63 @@ func TestSummaryCacheBounded(t *testing.T) {
 		t.Fatalf("the cache holds %d of %d buckets: the budget did not bound it", n, stored)
 	}
 }
+
+// TestSummaryCacheConcurrentReaders has readers share one cache while
+// another replica appends and folds: the buckets they share are only read
+// (run it with -race), and each reader's counts only grow, as the records
+// committed do.
+func TestSummaryCacheConcurrentReaders(t *testing.T) {
+	ctx := context.Background()
+	dsn := server.NewDatabase(t)
+	reader := open(t, dsn)
+	fresh := open(t, dsn, noCache)
+	other := open(t, dsn, func(o *Options) { o.FoldBatch = 300 })
+	rng := rand.New(rand.NewPCG(31, 32))
+	submit(t, other, records(rng, "base", 3000, t0, 5*24*time.Hour))
+	foldAll(t, other)
+	done := make(chan struct{})
+	errs := make(chan error, 4)
+	for r := range 4 {
+		go func() {
+			var lastSurvey, lastChat uint64
+			for {
+				select {
+				case <-done:
+					errs <- nil
+					return
+				default:
+				}
+				sv, _, err := reader.SurveyWindow(ctx, "nps", 7*24*time.Hour, t0, t0)
+				if err != nil {
+					errs <- err
+					return
+				}
+				tp, _, err := reader.TouchpointWindow(ctx, []string{"chat", "phone"}, 7*24*time.Hour, t0, t0)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if n := sv.Responses(); n < lastSurvey || tp.Interactions < lastChat {
+					errs <- fmt.Errorf("reader %d: counts went back: %d answers after %d, %d interactions after %d", r, n, lastSurvey, tp.Interactions, lastChat)
+					return
+				} else {
+					lastSurvey, lastChat = n, tp.Interactions
+				}
+			}
+		}()
+	}
+	for i := range 10 {
+		submit(t, other, records(rng, fmt.Sprintf("more%d", i), 300, t0, 5*24*time.Hour))
+		if _, err := other.Fold(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	foldAll(t, other)
+	close(done)
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	sameSummaries(t, "after concurrent reads", reader, fresh, t0)
+}
