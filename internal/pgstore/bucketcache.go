@@ -2,6 +2,7 @@ package pgstore
 
 import (
 	"container/list"
+	"slices"
 	"sync"
 
 	"github.com/axiomhq/hyperloglog"
@@ -27,7 +28,7 @@ type bucketCache struct {
 
 	mu      sync.Mutex
 	used    int64
-	entries map[bucketID]*list.Element // of *cachedBucket
+	entries map[cacheKey]*list.Element // of *cachedBucket
 	lru     list.List                  // most recently used first
 	// highest is the highest version seen since the cache was last
 	// emptied; the version sequence never goes below it unless the
@@ -38,9 +39,17 @@ type bucketCache struct {
 	epoch uint64
 }
 
+// cacheKey names a bucket (tiles 0) or the merge of a run of tiles
+// consecutive buckets of its resolution from id's on.
+type cacheKey struct {
+	id    bucketID
+	tiles int
+}
+
 type cachedBucket struct {
-	id      bucketID
-	version int64
+	key     cacheKey
+	version int64   // a bucket's
+	parts   []int64 // a run's: its buckets' versions, -1 for one that was not there
 	a       agg
 	size    int64
 }
@@ -49,7 +58,7 @@ func newBucketCache(budget int64) *bucketCache {
 	if budget <= 0 {
 		return nil
 	}
-	return &bucketCache{budget: budget, entries: map[bucketID]*list.Element{}}
+	return &bucketCache{budget: budget, entries: map[cacheKey]*list.Element{}}
 }
 
 // lookup returns the cached bucket of id, if any, and the cache's epoch.
@@ -57,7 +66,7 @@ func (c *bucketCache) lookup(ids []bucketID, fn func(i int, version int64, a agg
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for i, id := range ids {
-		if e, ok := c.entries[id]; ok {
+		if e, ok := c.entries[cacheKey{id, 0}]; ok {
 			c.lru.MoveToFront(e)
 			b := e.Value.(*cachedBucket)
 			fn(i, b.version, b.a)
@@ -69,25 +78,56 @@ func (c *bucketCache) lookup(ids []bucketID, fn func(i int, version int64, a agg
 // put keeps a bucket read at version, unless the cache was emptied since
 // epoch.
 func (c *bucketCache) put(epoch uint64, id bucketID, version int64, a agg, encoded int) {
-	size := decodedSize(a, encoded)
+	c.add(epoch, &cachedBucket{key: cacheKey{id, 0}, version: version, a: a, size: decodedSize(a, encoded)})
+}
+
+// run returns the merge of the len(versions) buckets from id's on if one
+// was kept that was made of exactly these versions.
+func (c *bucketCache) run(id bucketID, versions []int64) (agg, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if epoch != c.epoch || size > c.budget {
+	e, ok := c.entries[cacheKey{id, len(versions)}]
+	if !ok {
+		return agg{}, false
+	}
+	b := e.Value.(*cachedBucket)
+	if !slices.Equal(b.parts, versions) {
+		return agg{}, false
+	}
+	c.lru.MoveToFront(e)
+	return b.a, true
+}
+
+// putRun keeps the merge of a run of buckets read at versions, unless the
+// cache was emptied since epoch.
+func (c *bucketCache) putRun(epoch uint64, id bucketID, versions []int64, a agg) {
+	encoded, err := a.marshal()
+	if err != nil {
 		return
 	}
-	if e, ok := c.entries[id]; ok {
+	c.add(epoch, &cachedBucket{key: cacheKey{id, len(versions)}, parts: slices.Clone(versions), a: a,
+		size: decodedSize(a, len(encoded)) + 8*int64(len(versions))})
+}
+
+func (c *bucketCache) add(epoch uint64, b *cachedBucket) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if epoch != c.epoch || b.size > c.budget {
+		return
+	}
+	if e, ok := c.entries[b.key]; ok {
 		old := e.Value.(*cachedBucket)
 		c.used -= old.size
 		c.lru.Remove(e)
 	}
-	c.entries[id] = c.lru.PushFront(&cachedBucket{id: id, version: version, a: a, size: size})
-	c.used += size
+	c.entries[b.key] = c.lru.PushFront(b)
+	c.used += b.size
 	for c.used > c.budget {
 		e := c.lru.Back()
-		b := e.Value.(*cachedBucket)
+		old := e.Value.(*cachedBucket)
 		c.lru.Remove(e)
-		delete(c.entries, b.id)
-		c.used -= b.size
+		delete(c.entries, old.key)
+		c.used -= old.size
 	}
 }
 

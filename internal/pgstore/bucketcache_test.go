@@ -176,6 +176,8 @@ func TestSummaryCacheAcrossReplicas(t *testing.T) {
 	late := records(rng, "late", 400, t0.Add(-20*24*time.Hour), 5*24*time.Hour)
 	submit(t, other, late)
 	sameSummaries(t, "late records in the tail", reader, fresh, t0)
+	submit(t, other, records(rng, "later", 200, t0.Add(-20*24*time.Hour), 5*24*time.Hour))
+	sameSummaries(t, "more late records in the tail, the buckets unchanged", reader, fresh, t0)
 	foldAll(t, other)
 	sameSummaries(t, "late records folded", reader, fresh, t0)
 

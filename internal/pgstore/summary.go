@@ -36,32 +36,89 @@ SELECT 2, '', 0::smallint, 0::bigint, last_value, false, NULL::bytea, 0::bigint,
 FROM cxop_rollup_version`
 
 // tileAgg is one tile's aggregate in a window; shared when it is the
-// cache's, which must not change.
+// cache's, which must not change, and then its row's content at version.
 type tileAgg struct {
 	agg
-	shared bool
+	shared  bool
+	version int64
 }
 
+func (t *tileAgg) empty() bool { return t.tp == nil && t.sv == nil }
+
 // window returns, per name and per tile of the window, the tile's
-// aggregate (zero when the tile is empty).
-func (s *Store) window(ctx context.Context, kind rollup.Kind, names []string, window time.Duration, end, now time.Time) (map[string][]tileAgg, []rollup.BucketKey, rollup.Window, error) {
+// aggregate (empty when the tile is), and the cache's epoch when it read.
+func (s *Store) window(ctx context.Context, kind rollup.Kind, names []string, window time.Duration, end, now time.Time) (map[string][]tileAgg, []rollup.BucketKey, rollup.Window, uint64, error) {
 	tiles, win := s.opts.Retention.Tiles(window, end, now)
 	names = slices.Compact(slices.Sorted(slices.Values(names)))
 	if len(tiles) == 0 || len(names) == 0 {
-		return map[string][]tileAgg{}, tiles, win, nil
+		return map[string][]tileAgg{}, tiles, win, 0, nil
 	}
-	per, retry, err := s.readWindow(ctx, kind, names, tiles, win, s.buckets)
+	per, epoch, retry, err := s.readWindow(ctx, kind, names, tiles, win, s.buckets)
 	if retry {
 		// The database was replaced under the cache: read it afresh.
-		per, _, err = s.readWindow(ctx, kind, names, tiles, win, nil)
+		per, epoch, _, err = s.readWindow(ctx, kind, names, tiles, win, nil)
 	}
-	return per, tiles, win, err
+	return per, tiles, win, epoch, err
+}
+
+// mergeTiles calls merge with a name's tile aggregates in tile order. A
+// run of two or more day tiles, or of hour tiles, that all come unchanged
+// from the database (no tail record in them) is merged once, kept in the
+// cache with the versions of its buckets, and merged as one while they stay
+// those: a 28-day window is 27 day buckets and up to 46 hour buckets, most
+// with dense 16 KiB customer sketches, whose register-wise maximum was most
+// of a summary's time. Minute tiles are merged one by one: few are dense,
+// and the window's edges move every minute. A merge of merges is the same as the merge of the buckets (counts
+// add, sketch registers and the last time take the maximum, sparse
+// customer sketches take the union), so the answers do not change;
+// TestSummaryCacheAcrossReplicas compares them with the tile by tile merge.
+func (s *Store) mergeTiles(kind rollup.Kind, name string, tiles []rollup.BucketKey, row []tileAgg, epoch uint64, merge func(agg) error) error {
+	for i := 0; i < len(row); {
+		j := i
+		for j < len(row) && tiles[i].Res != rollup.Minute && tiles[j].Res == tiles[i].Res && (row[j].shared || row[j].empty()) {
+			j++
+		}
+		if s.buckets == nil || j-i < 2 {
+			if !row[i].empty() {
+				if err := merge(row[i].agg); err != nil {
+					return fmt.Errorf("merge %s bucket: %w", tiles[i].Res, err)
+				}
+			}
+			i++
+			continue
+		}
+		id := bucketID{kind, name, tiles[i]}
+		versions := make([]int64, j-i)
+		for k := range versions {
+			versions[k] = -1
+			if t := &row[i+k]; !t.empty() {
+				versions[k] = t.version
+			}
+		}
+		a, ok := s.buckets.run(id, versions)
+		if !ok {
+			a = newAgg(kind)
+			for k := i; k < j; k++ {
+				if !row[k].empty() {
+					if err := a.merge(row[k].agg); err != nil {
+						return fmt.Errorf("merge %s bucket: %w", tiles[k].Res, err)
+					}
+				}
+			}
+			s.buckets.putRun(epoch, id, versions, a)
+		}
+		if err := merge(a); err != nil {
+			return fmt.Errorf("merge %d %s buckets: %w", j-i, tiles[i].Res, err)
+		}
+		i = j
+	}
+	return nil
 }
 
 // readWindow runs windowSQL for distinct names, with the versions cache
 // holds (none when cache is nil). retry is true when the versions it held
 // cannot be trusted.
-func (s *Store) readWindow(ctx context.Context, kind rollup.Kind, names []string, tiles []rollup.BucketKey, win rollup.Window, cache *bucketCache) (per map[string][]tileAgg, retry bool, err error) {
+func (s *Store) readWindow(ctx context.Context, kind rollup.Kind, names []string, tiles []rollup.BucketKey, win rollup.Window, cache *bucketCache) (per map[string][]tileAgg, epoch uint64, retry bool, err error) {
 	index := make(map[rollup.BucketKey]int, len(tiles))
 	for i, k := range tiles {
 		index[k] = i
@@ -85,13 +142,12 @@ func (s *Store) readWindow(ctx context.Context, kind rollup.Kind, names []string
 	for i := range versions {
 		versions[i] = -1 // no row has it
 	}
-	var epoch uint64
 	if cache != nil {
 		epoch = cache.lookup(ids, func(i int, version int64, a agg) { versions[i], known[i] = version, a })
 	}
 	rows, err := s.pool.Query(ctx, windowSQL, string(rune(kind)), subjects, res, starts, versions, names, win.Start, win.End)
 	if err != nil {
-		return nil, false, unavailable(err)
+		return nil, epoch, false, unavailable(err)
 	}
 	grid := make([][]tileAgg, len(names))
 	for i := range grid {
@@ -133,7 +189,7 @@ func (s *Store) readWindow(ctx context.Context, kind rollup.Kind, names []string
 		highest = max(highest, version)
 		i := ni*len(tiles) + ti
 		if same {
-			grid[ni][ti] = tileAgg{known[i], true}
+			grid[ni][ti] = tileAgg{known[i], true, version}
 			usedCache = true
 			return nil
 		}
@@ -145,14 +201,14 @@ func (s *Store) readWindow(ctx context.Context, kind rollup.Kind, names []string
 		if cache != nil {
 			cache.put(epoch, ids[i], version, a, len(value))
 		}
-		grid[ni][ti] = tileAgg{a, cache != nil}
+		grid[ni][ti] = tileAgg{a, cache != nil, version}
 		return nil
 	})
 	if err != nil {
-		return nil, false, unavailable(err)
+		return nil, epoch, false, unavailable(err)
 	}
 	if cache != nil && cache.rewound(last, highest) && usedCache {
-		return nil, true, nil
+		return nil, epoch, true, nil
 	}
 	for i := range tail {
 		tr := &tail[i]
@@ -163,10 +219,10 @@ func (s *Store) readWindow(ctx context.Context, kind rollup.Kind, names []string
 		}
 		ta := &grid[tr.name][ti]
 		switch {
-		case ta.tp == nil && ta.sv == nil:
-			*ta = tileAgg{newAgg(kind), false}
+		case ta.empty():
+			*ta = tileAgg{newAgg(kind), false, 0}
 		case ta.shared:
-			*ta = tileAgg{cloneAgg(ta.agg), false}
+			*ta = tileAgg{cloneAgg(ta.agg), false, 0}
 		}
 		ta.add(&tr.rec)
 	}
@@ -174,25 +230,21 @@ func (s *Store) readWindow(ctx context.Context, kind rollup.Kind, names []string
 	for ni, name := range names {
 		per[name] = grid[ni]
 	}
-	return per, false, nil
+	return per, epoch, false, nil
 }
 
 // TouchpointWindow merges the given touchpoints' buckets and unfolded
 // records over [end-window, end), as rollup.Set's TouchpointWindow.
 func (s *Store) TouchpointWindow(ctx context.Context, names []string, window time.Duration, end, now time.Time) (*rollup.Touchpoint, rollup.Window, error) {
-	per, tiles, win, err := s.window(ctx, rollup.KindTouchpoint, names, window, end, now)
+	per, tiles, win, epoch, err := s.window(ctx, rollup.KindTouchpoint, names, window, end, now)
 	if err != nil {
 		return nil, win, err
 	}
 	out := rollup.NewTouchpoint()
 	for _, name := range names {
 		a := rollup.NewTouchpoint()
-		for i := range per[name] {
-			if b := per[name][i]; b.tp != nil {
-				if err := a.Merge(b.tp); err != nil {
-					return nil, win, fmt.Errorf("touchpoint %s: merge %s bucket: %w", name, tiles[i].Res, err)
-				}
-			}
+		if err := s.mergeTiles(rollup.KindTouchpoint, name, tiles, per[name], epoch, func(b agg) error { return a.Merge(b.tp) }); err != nil {
+			return nil, win, fmt.Errorf("touchpoint %s: %w", name, err)
 		}
 		if err := out.Merge(a); err != nil {
 			return nil, win, fmt.Errorf("touchpoint %s: %w", name, err)
@@ -204,17 +256,13 @@ func (s *Store) TouchpointWindow(ctx context.Context, names []string, window tim
 // SurveyWindow merges a survey's buckets and unfolded answers over
 // [end-window, end), as rollup.Set's SurveyWindow.
 func (s *Store) SurveyWindow(ctx context.Context, name string, window time.Duration, end, now time.Time) (*rollup.Survey, rollup.Window, error) {
-	per, tiles, win, err := s.window(ctx, rollup.KindSurvey, []string{name}, window, end, now)
+	per, tiles, win, epoch, err := s.window(ctx, rollup.KindSurvey, []string{name}, window, end, now)
 	if err != nil {
 		return nil, win, err
 	}
 	out := rollup.NewSurvey()
-	for i := range per[name] {
-		if b := per[name][i]; b.sv != nil {
-			if err := out.Merge(b.sv); err != nil {
-				return nil, win, fmt.Errorf("survey %s: merge %s bucket: %w", name, tiles[i].Res, err)
-			}
-		}
+	if err := s.mergeTiles(rollup.KindSurvey, name, tiles, per[name], epoch, func(b agg) error { return out.Merge(b.sv) }); err != nil {
+		return nil, win, fmt.Errorf("survey %s: %w", name, err)
 	}
 	return out, win, nil
 }
@@ -240,4 +288,12 @@ func (s *Store) Names(ctx context.Context) (touchpoints, surveys []string, err e
 	slices.Sort(touchpoints)
 	slices.Sort(surveys)
 	return touchpoints, surveys, unavailable(err)
+}
+
+// merge adds b into a.
+func (a agg) merge(b agg) error {
+	if a.tp != nil {
+		return a.tp.Merge(b.tp)
+	}
+	return a.sv.Merge(b.sv)
 }
