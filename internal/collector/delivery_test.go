@@ -63,11 +63,10 @@ pageURL: https://cx.example.com
 		}
 		now = now.Add(10 * time.Minute)
 	}
-	out := &collectorapi.SurveySummary{Survey: "mailed"}
-	if err := c.srv.addInvitations(out, testNow.Add(-24*time.Hour)); err != nil {
+	inv, err := c.srv.invitations("mailed", testNow.Add(-24*time.Hour))
+	if err != nil {
 		t.Fatal(err)
 	}
-	inv := out.Invitations
 	if inv == nil || inv.WebhookFailingSince == nil || !strings.Contains(inv.WebhookError, "401") {
 		t.Fatalf("invitations = %+v; want the webhook failing with the 401", inv)
 	}
@@ -160,11 +159,11 @@ pageURL: https://cx.example.com
 			t.Errorf("%s accepted %d times", id, n)
 		}
 	}
-	out := &collectorapi.SurveySummary{Survey: "mailed"}
-	if err := c.srv.addInvitations(out, testNow.Add(-24*time.Hour)); err != nil {
+	inv, err := c.srv.invitations("mailed", testNow.Add(-24*time.Hour))
+	if err != nil {
 		t.Fatal(err)
 	}
-	if inv := out.Invitations; inv.WebhookFailingSince != nil || inv.Sent != 3 || inv.Failed != 3 {
+	if inv.WebhookFailingSince != nil || inv.Sent != 3 || inv.Failed != 3 {
 		t.Errorf("invitations = %+v; want 3 sent, 3 that had run out of retries, and no longer failing", inv)
 	}
 }

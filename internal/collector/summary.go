@@ -112,10 +112,7 @@ func (s *Server) summary(w http.ResponseWriter, r *http.Request) {
 			bad("survey", "unknown survey %q", svs[0])
 			return
 		}
-		out, err := surveySummary(rs, sv, windowText, window, end, now)
-		if err == nil {
-			err = s.addInvitations(out, end.Add(-window))
-		}
+		out, err := s.surveyWithInvitations(rs, sv, windowText, window, end, now)
 		if err != nil {
 			s.summaryFailed(w, err)
 			return
@@ -132,10 +129,7 @@ func (s *Server) summary(w http.ResponseWriter, r *http.Request) {
 			all.Touchpoints[n] = out
 		}
 		for n, sv := range cfg.surveys {
-			out, err := surveySummary(rs, sv, windowText, window, end, now)
-			if err == nil {
-				err = s.addInvitations(out, end.Add(-window))
-			}
+			out, err := s.surveyWithInvitations(rs, sv, windowText, window, end, now)
 			if err != nil {
 				s.summaryFailed(w, err)
 				return
@@ -234,16 +228,46 @@ func surveySummary(rs windows, sv *surveySettings, windowText string, window tim
 	return out, nil
 }
 
-// addInvitations adds the survey engine's counts since start to a survey's
-// summary.
-func (s *Server) addInvitations(out *collectorapi.SurveySummary, start time.Time) error {
+// surveyWithInvitations is a survey's summary with the survey engine's
+// counts since the window's start. The engine's state and the rollups are
+// read at once: on PostgreSQL each is a few round trips to the database,
+// and a summary waits for the longer of the two instead of their sum.
+func (s *Server) surveyWithInvitations(rs windows, sv *surveySettings, windowText string, window time.Duration, end, now time.Time) (*collectorapi.SurveySummary, error) {
+	var inv *collectorapi.InvitationSummary
+	var invErr error
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		inv, invErr = s.invitations(sv.name, end.Add(-window))
+	}()
+	out, err := surveySummary(rs, sv, windowText, window, end, now)
+	<-read
+	if err != nil {
+		return nil, err
+	}
+	if invErr != nil {
+		return nil, invErr
+	}
+	if inv != nil {
+		if inv.Sent > 0 {
+			inv.ResponseRate = ptr(100 * float64(out.Responses) / float64(inv.Sent))
+		}
+		out.Invitations = inv
+	}
+	return out, nil
+}
+
+// invitations reads the survey engine's counts since start for a survey's
+// summary (all but the response rate, which needs the responses); nil
+// without a survey engine.
+func (s *Server) invitations(survey string, start time.Time) (*collectorapi.InvitationSummary, error) {
 	e := s.surveys.Load()
 	if e == nil {
-		return nil
+		return nil, nil
 	}
-	st, err := e.Stats(out.Survey, start)
+	st, err := e.Stats(survey, start)
 	if err != nil {
-		return fmt.Errorf("survey %s invitations: %w", out.Survey, err)
+		return nil, fmt.Errorf("survey %s invitations: %w", survey, err)
 	}
 	inv := &collectorapi.InvitationSummary{
 		Invited: st[engine.CounterInvited], Sent: st[engine.CounterDelivered],
@@ -255,30 +279,26 @@ func (s *Server) addInvitations(out *collectorapi.SurveySummary, start time.Time
 			"rateLimit": st[engine.CounterSuppressedRate],
 		},
 	}
-	if inv.Sent > 0 {
-		inv.ResponseRate = ptr(100 * float64(out.Responses) / float64(inv.Sent))
-	}
 	inv.Detractors = st[engine.CounterDetractors]
-	loop, err := e.ClosedLoopStats(out.Survey, start)
+	loop, err := e.ClosedLoopStats(survey, start)
 	if err != nil {
-		return fmt.Errorf("survey %s closed loop: %w", out.Survey, err)
+		return nil, fmt.Errorf("survey %s closed loop: %w", survey, err)
 	}
 	inv.OpenDetractors = loop.Open
 	if loop.HasFollowUpTimes {
 		inv.FollowUpP50Seconds = ptr(loop.FollowUpP50.Seconds())
 	}
-	if at, gone, err := e.WebhookGone(out.Survey); err != nil {
-		return err
+	if at, gone, err := e.WebhookGone(survey); err != nil {
+		return nil, err
 	} else if gone {
 		inv.WebhookGoneSince = ptr(at.UTC().Format(time.RFC3339))
 	}
-	if f, failing, err := e.WebhookFailing(out.Survey); err != nil {
-		return err
+	if f, failing, err := e.WebhookFailing(survey); err != nil {
+		return nil, err
 	} else if failing {
 		inv.WebhookFailingSince, inv.WebhookError = ptr(f.Since.UTC().Format(time.RFC3339)), f.LastError
 	}
-	out.Invitations = inv
-	return nil
+	return inv, nil
 }
 
 // checkParams refuses a query parameter not in known, and one of them

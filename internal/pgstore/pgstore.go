@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -91,6 +92,11 @@ type Options struct {
 	// EngineClock, when set, is the clock of the engine's lease instead of
 	// the database's; tests inject one.
 	EngineClock func() time.Time
+	// SummaryCacheBytes bounds the memory of the decoded rollup buckets
+	// this replica keeps for summaries (bucketcache.go), estimated.
+	// Default 64 MiB; negative: no cache, every summary decodes every
+	// bucket it merges.
+	SummaryCacheBytes int64
 }
 
 // DefaultEngineLeaseTTL is Options.EngineLeaseTTL's default: the longest a
@@ -143,6 +149,9 @@ func (o *Options) defaults() {
 	if o.EngineLeaseRenew <= 0 {
 		o.EngineLeaseRenew = o.EngineLeaseTTL / 3
 	}
+	if o.SummaryCacheBytes == 0 {
+		o.SummaryCacheBytes = 64 << 20
+	}
 }
 
 // Store is one replica's handle on the database.
@@ -161,6 +170,10 @@ type Store struct {
 
 	engineOnce sync.Once
 	engine     *engineKV // the survey engine's storage (engine.go)
+	// buckets are the rollup buckets summaries decoded (nil: no cache).
+	buckets *bucketCache
+	// decoded counts the buckets summaries decoded, for tests.
+	decoded atomic.Int64
 	// auditMu guards hashKey, the audit log's hash key once read.
 	auditMu sync.Mutex
 	hashKey []byte
@@ -191,7 +204,8 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, unavailable(fmt.Errorf("connect to the database: %w", err))
 	}
-	s := &Store{opts: opts, pool: pool, queue: make(chan *request, opts.QueueLength), partitions: map[int64]bool{}}
+	s := &Store{opts: opts, pool: pool, queue: make(chan *request, opts.QueueLength), partitions: map[int64]bool{},
+		buckets: newBucketCache(opts.SummaryCacheBytes)}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, unavailable(err)

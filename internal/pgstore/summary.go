@@ -18,64 +18,197 @@ import (
 // tail there, never both and never neither. A tail record is added to the
 // bucket it will be folded into, before the buckets are merged, so that the
 // answer is the embedded store's to the bit. Raw records are never read.
+//
+// Buckets this replica has decoded before come from its bucket cache
+// (bucketcache.go): the statement is sent the version of each bucket held
+// and returns the value of only those whose row has another version now.
 
-const windowSQL = `SELECT 0, subject, resolution, bucket_start, value, 0::bigint, 0::bigint, 0::float8, 0::smallint, 0::smallint
-FROM cxop_rollups
-WHERE kind = $1 AND subject = ANY($2) AND (resolution, bucket_start) IN (SELECT * FROM unnest($3::smallint[], $4::bigint[]))
+const windowSQL = `SELECT 0, k.subject, k.resolution, k.bucket_start, r.version, r.version = k.version,
+    CASE WHEN r.version = k.version THEN NULL ELSE r.value END, 0::bigint, 0::bigint, 0::float8, 0::smallint, 0::smallint
+FROM unnest($2::text[], $3::smallint[], $4::bigint[], $5::bigint[]) AS k(subject, resolution, bucket_start, version)
+JOIN cxop_rollups r ON r.kind = $1 AND r.subject = k.subject AND r.resolution = k.resolution AND r.bucket_start = k.bucket_start
 UNION ALL
-SELECT 1, subject, 0::smallint, 0::bigint, NULL::bytea, event_time, customer_hash, wait_seconds, flags, score
+SELECT 1, subject, 0::smallint, 0::bigint, 0::bigint, false, NULL::bytea, event_time, customer_hash, wait_seconds, flags, score
 FROM cxop_tail
-WHERE kind = $1 AND subject = ANY($2) AND event_time >= $5 AND event_time < $6`
+WHERE kind = $1 AND subject = ANY($6) AND event_time >= $7 AND event_time < $8
+UNION ALL
+SELECT 2, '', 0::smallint, 0::bigint, last_value, false, NULL::bytea, 0::bigint, 0::bigint, 0::float8, 0::smallint, 0::smallint
+FROM cxop_rollup_version`
 
-// window returns, per name, the aggregates of the tiles of the window, by
-// tile index.
-func (s *Store) window(ctx context.Context, kind rollup.Kind, names []string, window time.Duration, end, now time.Time) (map[string]map[int]agg, []rollup.BucketKey, rollup.Window, error) {
+// tileAgg is one tile's aggregate in a window; shared when it is the
+// cache's, which must not change, and then its row's content at version.
+type tileAgg struct {
+	agg
+	shared  bool
+	version int64
+}
+
+func (t *tileAgg) empty() bool { return t.tp == nil && t.sv == nil }
+
+// window returns, per name and per tile of the window, the tile's
+// aggregate (empty when the tile is), and the cache's epoch when it read.
+func (s *Store) window(ctx context.Context, kind rollup.Kind, names []string, window time.Duration, end, now time.Time) (map[string][]tileAgg, []rollup.BucketKey, rollup.Window, uint64, error) {
 	tiles, win := s.opts.Retention.Tiles(window, end, now)
-	out := map[string]map[int]agg{}
+	names = slices.Compact(slices.Sorted(slices.Values(names)))
 	if len(tiles) == 0 || len(names) == 0 {
-		return out, tiles, win, nil
+		return map[string][]tileAgg{}, tiles, win, 0, nil
 	}
+	per, epoch, retry, err := s.readWindow(ctx, kind, names, tiles, win, s.buckets)
+	if retry {
+		// The database was replaced under the cache: read it afresh.
+		per, epoch, _, err = s.readWindow(ctx, kind, names, tiles, win, nil)
+	}
+	return per, tiles, win, epoch, err
+}
+
+// mergeTiles calls merge with a name's tile aggregates in tile order. A
+// run of two or more day tiles, or of hour tiles, that all come unchanged
+// from the database (no tail record in them) is merged once, kept in the
+// cache with the versions of its buckets, and merged as one while they stay
+// those: a 28-day window is 27 day buckets and up to 46 hour buckets, most
+// with dense 16 KiB customer sketches, whose register-wise maximum was most
+// of a summary's time. Minute tiles are merged one by one: few are dense,
+// and the window's edges move every minute. A merge of merges is the same as the merge of the buckets (counts
+// add, sketch registers and the last time take the maximum, sparse
+// customer sketches take the union), so the answers do not change;
+// TestSummaryCacheAcrossReplicas compares them with the tile by tile merge.
+func (s *Store) mergeTiles(kind rollup.Kind, name string, tiles []rollup.BucketKey, row []tileAgg, epoch uint64, merge func(agg) error) error {
+	for i := 0; i < len(row); {
+		j := i
+		for j < len(row) && tiles[i].Res != rollup.Minute && tiles[j].Res == tiles[i].Res && (row[j].shared || row[j].empty()) {
+			j++
+		}
+		if s.buckets == nil || j-i < 2 {
+			if !row[i].empty() {
+				if err := merge(row[i].agg); err != nil {
+					return fmt.Errorf("merge %s bucket: %w", tiles[i].Res, err)
+				}
+			}
+			i++
+			continue
+		}
+		id := bucketID{kind, name, tiles[i]}
+		versions := make([]int64, j-i)
+		for k := range versions {
+			versions[k] = -1
+			if t := &row[i+k]; !t.empty() {
+				versions[k] = t.version
+			}
+		}
+		a, ok := s.buckets.run(id, versions)
+		if !ok {
+			a = newAgg(kind)
+			for k := i; k < j; k++ {
+				if !row[k].empty() {
+					if err := a.merge(row[k].agg); err != nil {
+						return fmt.Errorf("merge %s bucket: %w", tiles[k].Res, err)
+					}
+				}
+			}
+			s.buckets.putRun(epoch, id, versions, a)
+		}
+		if err := merge(a); err != nil {
+			return fmt.Errorf("merge %d %s buckets: %w", j-i, tiles[i].Res, err)
+		}
+		i = j
+	}
+	return nil
+}
+
+// readWindow runs windowSQL for distinct names, with the versions cache
+// holds (none when cache is nil). retry is true when the versions it held
+// cannot be trusted.
+func (s *Store) readWindow(ctx context.Context, kind rollup.Kind, names []string, tiles []rollup.BucketKey, win rollup.Window, cache *bucketCache) (per map[string][]tileAgg, epoch uint64, retry bool, err error) {
 	index := make(map[rollup.BucketKey]int, len(tiles))
-	res := make([]int16, len(tiles))
-	starts := make([]int64, len(tiles))
 	for i, k := range tiles {
 		index[k] = i
-		res[i], starts[i] = int16(k.Res), k.Start
 	}
-	rows, err := s.pool.Query(ctx, windowSQL, string(rune(kind)), names, res, starts, win.Start, win.End)
+	nameIndex := make(map[string]int, len(names))
+	n := len(names) * len(tiles)
+	ids := make([]bucketID, 0, n)
+	subjects := make([]string, 0, n)
+	res := make([]int16, 0, n)
+	starts := make([]int64, 0, n)
+	versions := make([]int64, n)
+	for ni, name := range names {
+		nameIndex[name] = ni
+		for _, k := range tiles {
+			ids = append(ids, bucketID{kind, name, k})
+			subjects = append(subjects, name)
+			res, starts = append(res, int16(k.Res)), append(starts, k.Start)
+		}
+	}
+	known := make([]agg, n)
+	for i := range versions {
+		versions[i] = -1 // no row has it
+	}
+	if cache != nil {
+		epoch = cache.lookup(ids, func(i int, version int64, a agg) { versions[i], known[i] = version, a })
+	}
+	rows, err := s.pool.Query(ctx, windowSQL, string(rune(kind)), subjects, res, starts, versions, names, win.Start, win.End)
 	if err != nil {
-		return nil, nil, win, unavailable(err)
+		return nil, epoch, false, unavailable(err)
+	}
+	grid := make([][]tileAgg, len(names))
+	for i := range grid {
+		grid[i] = make([]tileAgg, len(tiles))
 	}
 	type tailRow struct {
-		subject string
-		rec     tailRecord
+		name int
+		rec  tailRecord
 	}
 	var tail []tailRow
 	var src, r, flags, score int16
 	var subject string
-	var start, t, h int64
+	var start, version, t, h int64
+	var same bool
 	var value []byte
 	var wait float64
-	_, err = pgx.ForEachRow(rows, []any{&src, &subject, &r, &start, &value, &t, &h, &wait, &flags, &score}, func() error {
-		if src == 1 {
+	last, highest, usedCache := int64(-1), int64(0), false
+	_, err = pgx.ForEachRow(rows, []any{&src, &subject, &r, &start, &version, &same, &value, &t, &h, &wait, &flags, &score}, func() error {
+		switch src {
+		case 2:
+			last = version
+			return nil
+		case 1:
 			if score < 0 || score > 10 {
 				return fmt.Errorf("tail row of %s at %d is corrupt (score %d)", subject, t, score)
 			}
-			tail = append(tail, tailRow{subject, decodeTail(string(rune(kind)), subject, t, h, wait, flags, score)})
+			ni, ok := nameIndex[subject]
+			if !ok {
+				return fmt.Errorf("tail row of %q, not asked for", subject)
+			}
+			tail = append(tail, tailRow{ni, decodeTail(string(rune(kind)), subject, t, h, wait, flags, score)})
+			return nil
+		}
+		ni, ok1 := nameIndex[subject]
+		ti, ok2 := index[rollup.BucketKey{Res: rollup.Resolution(r), Start: start}]
+		if !ok1 || !ok2 {
+			return fmt.Errorf("rollup %c %s bucket at %d, not asked for", kind, subject, start)
+		}
+		highest = max(highest, version)
+		i := ni*len(tiles) + ti
+		if same {
+			grid[ni][ti] = tileAgg{known[i], true, version}
+			usedCache = true
 			return nil
 		}
 		a, err := decodeAgg(kind, value)
 		if err != nil {
 			return fmt.Errorf("rollup %c %s bucket at %d: %w", kind, subject, start, err)
 		}
-		if out[subject] == nil {
-			out[subject] = map[int]agg{}
+		s.decoded.Add(1)
+		if cache != nil {
+			cache.put(epoch, ids[i], version, a, len(value))
 		}
-		out[subject][index[rollup.BucketKey{Res: rollup.Resolution(r), Start: start}]] = a
+		grid[ni][ti] = tileAgg{a, cache != nil, version}
 		return nil
 	})
 	if err != nil {
-		return nil, nil, win, unavailable(err)
+		return nil, epoch, false, unavailable(err)
+	}
+	if cache != nil && cache.rewound(last, highest) && usedCache {
+		return nil, epoch, true, nil
 	}
 	for i := range tail {
 		tr := &tail[i]
@@ -84,35 +217,34 @@ func (s *Store) window(ctx context.Context, kind rollup.Kind, names []string, wi
 		if ti == len(tiles) || tiles[ti].Start > at {
 			continue // outside the tiles: cannot happen for a time in [Start, End)
 		}
-		if out[tr.subject] == nil {
-			out[tr.subject] = map[int]agg{}
+		ta := &grid[tr.name][ti]
+		switch {
+		case ta.empty():
+			*ta = tileAgg{newAgg(kind), false, 0}
+		case ta.shared:
+			*ta = tileAgg{cloneAgg(ta.agg), false, 0}
 		}
-		a, ok := out[tr.subject][ti]
-		if !ok {
-			a = newAgg(kind)
-			out[tr.subject][ti] = a
-		}
-		a.add(&tr.rec)
+		ta.add(&tr.rec)
 	}
-	return out, tiles, win, nil
+	per = make(map[string][]tileAgg, len(names))
+	for ni, name := range names {
+		per[name] = grid[ni]
+	}
+	return per, epoch, false, nil
 }
 
 // TouchpointWindow merges the given touchpoints' buckets and unfolded
 // records over [end-window, end), as rollup.Set's TouchpointWindow.
 func (s *Store) TouchpointWindow(ctx context.Context, names []string, window time.Duration, end, now time.Time) (*rollup.Touchpoint, rollup.Window, error) {
-	per, tiles, win, err := s.window(ctx, rollup.KindTouchpoint, names, window, end, now)
+	per, tiles, win, epoch, err := s.window(ctx, rollup.KindTouchpoint, names, window, end, now)
 	if err != nil {
 		return nil, win, err
 	}
 	out := rollup.NewTouchpoint()
 	for _, name := range names {
 		a := rollup.NewTouchpoint()
-		for i := range tiles {
-			if b, ok := per[name][i]; ok {
-				if err := a.Merge(b.tp); err != nil {
-					return nil, win, fmt.Errorf("touchpoint %s: merge %s bucket: %w", name, tiles[i].Res, err)
-				}
-			}
+		if err := s.mergeTiles(rollup.KindTouchpoint, name, tiles, per[name], epoch, func(b agg) error { return a.Merge(b.tp) }); err != nil {
+			return nil, win, fmt.Errorf("touchpoint %s: %w", name, err)
 		}
 		if err := out.Merge(a); err != nil {
 			return nil, win, fmt.Errorf("touchpoint %s: %w", name, err)
@@ -124,17 +256,13 @@ func (s *Store) TouchpointWindow(ctx context.Context, names []string, window tim
 // SurveyWindow merges a survey's buckets and unfolded answers over
 // [end-window, end), as rollup.Set's SurveyWindow.
 func (s *Store) SurveyWindow(ctx context.Context, name string, window time.Duration, end, now time.Time) (*rollup.Survey, rollup.Window, error) {
-	per, tiles, win, err := s.window(ctx, rollup.KindSurvey, []string{name}, window, end, now)
+	per, tiles, win, epoch, err := s.window(ctx, rollup.KindSurvey, []string{name}, window, end, now)
 	if err != nil {
 		return nil, win, err
 	}
 	out := rollup.NewSurvey()
-	for i := range tiles {
-		if b, ok := per[name][i]; ok {
-			if err := out.Merge(b.sv); err != nil {
-				return nil, win, fmt.Errorf("survey %s: merge %s bucket: %w", name, tiles[i].Res, err)
-			}
-		}
+	if err := s.mergeTiles(rollup.KindSurvey, name, tiles, per[name], epoch, func(b agg) error { return out.Merge(b.sv) }); err != nil {
+		return nil, win, fmt.Errorf("survey %s: %w", name, err)
 	}
 	return out, win, nil
 }
@@ -160,4 +288,12 @@ func (s *Store) Names(ctx context.Context) (touchpoints, surveys []string, err e
 	slices.Sort(touchpoints)
 	slices.Sort(surveys)
 	return touchpoints, surveys, unavailable(err)
+}
+
+// merge adds b into a.
+func (a agg) merge(b agg) error {
+	if a.tp != nil {
+		return a.tp.Merge(b.tp)
+	}
+	return a.sv.Merge(b.sv)
 }
