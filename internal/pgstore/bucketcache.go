@@ -9,7 +9,7 @@ import (
 )
 
 // bucketCache keeps decoded rollup buckets in memory, each with the version
-// its row had when it was read (migration 0004: every write of a bucket row,
+// its row had when it was read (migration 0005: every write of a bucket row,
 // by any replica, takes a new number from one sequence). A summary sends the
 // versions it holds with its one statement; the database returns a bucket's
 // value only when its row has another version now, or is new, and a missing
