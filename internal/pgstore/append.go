@@ -345,7 +345,10 @@ WHERE cxop_ids.kind = f.kind AND cxop_ids.subject = f.subject AND cxop_ids.id = 
 // (one WAL record and one page lock per page instead of per row), which
 // matters with several replicas appending to the same last pages. The
 // sequences are taken first, in one statement, so the tail rows and the
-// feed keys carry the records' own.
+// feed keys carry the records' own; they are drawn after the claim has
+// inserted the records' keys, so the transaction holds its transaction id
+// before any of its sequences (a reader of the feed may rely on that
+// order to know which appends can still commit below a sequence it saw).
 func (s *Store) insertRecords(ctx context.Context, tx pgx.Tx, fresh []*store.Record) error {
 	rows, err := tx.Query(ctx, `SELECT nextval('cxop_record_seq') FROM generate_series(1, $1)`, len(fresh))
 	if err != nil {
