@@ -2,6 +2,7 @@ package pgstore
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/cxop-dev/cxop/internal/rollup"
 	"github.com/cxop-dev/cxop/internal/store"
+	"github.com/cxop-dev/cxop/internal/survey/engine/kv"
 )
 
 type request struct {
@@ -329,22 +331,77 @@ WHERE cxop_ids.kind = f.kind AND cxop_ids.subject = f.subject AND cxop_ids.id = 
 	if len(fresh) == 0 {
 		return results, nil
 	}
-	var rc recordColumns
-	for _, r := range fresh {
-		rc.add(r)
-	}
-	// One statement writes the records and their tail rows, the tail taking
-	// the sequence numbers the records were given, and the survey engine's
-	// feed entries (engine.go).
-	insert, args := insertRecordsFeedSQL, []any{rc.times, rc.kinds, rc.subjects, rc.ids, rc.hashes, rc.waits, rc.flags, rc.scores, rc.bodies, rc.contacts}
-	if s.opts.NoEngineFeed {
-		insert, args = insertRecordsSQL, args[:9]
-	}
-	_, err = tx.Exec(ctx, insert, args...)
-	if err != nil {
+	if err := s.insertRecords(ctx, tx, fresh); err != nil {
 		return nil, err
 	}
 	return results, nil
+}
+
+// insertRecords writes the new records, their tail rows and the survey
+// engine's feed entries with COPY, in the group's transaction. The keys
+// were claimed by INSERT … ON CONFLICT above (COPY cannot skip a
+// conflict), so every row written here is new. COPY runs the executor once
+// per statement, not per row, and PostgreSQL batches its heap inserts
+// (one WAL record and one page lock per page instead of per row), which
+// matters with several replicas appending to the same last pages. The
+// sequences are taken first, in one statement, so the tail rows and the
+// feed keys carry the records' own; they are drawn after the claim has
+// inserted the records' keys, so the transaction holds its transaction id
+// before any of its sequences (a reader of the feed may rely on that
+// order to know which appends can still commit below a sequence it saw).
+func (s *Store) insertRecords(ctx context.Context, tx pgx.Tx, fresh []*store.Record) error {
+	rows, err := tx.Query(ctx, `SELECT nextval('cxop_record_seq') FROM generate_series(1, $1)`, len(fresh))
+	if err != nil {
+		return err
+	}
+	seqs, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return err
+	}
+	if len(seqs) != len(fresh) {
+		return fmt.Errorf("took %d record sequences for %d records", len(seqs), len(fresh))
+	}
+	// In the group's order, as the embedded store numbers them.
+	slices.Sort(seqs)
+	cols := make([]recordRow, len(fresh))
+	for i, r := range fresh {
+		cols[i] = rowOf(seqs[i], r)
+	}
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"cxop_records"},
+		[]string{"seq", "event_time", "kind", "subject", "id", "customer_hash", "wait_seconds", "flags", "score", "body"},
+		pgx.CopyFromSlice(len(cols), func(i int) ([]any, error) {
+			c := &cols[i]
+			return []any{c.seq, c.time, c.kind, c.subject, c.id, c.hash, c.wait, c.flags, c.score, c.body}, nil
+		})); err != nil {
+		return err
+	}
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"cxop_tail"},
+		[]string{"seq", "kind", "subject", "event_time", "customer_hash", "wait_seconds", "flags", "score"},
+		pgx.CopyFromSlice(len(cols), func(i int) ([]any, error) {
+			c := &cols[i]
+			return []any{c.seq, c.kind, c.subject, c.time, c.hash, c.wait, c.flags, c.score}, nil
+		})); err != nil {
+		return err
+	}
+	if s.opts.NoEngineFeed {
+		return nil
+	}
+	// The survey engine's feed (engine.go): the entries commit with the
+	// records, and the engine deletes them in the transaction that writes
+	// what they caused, so it reads every record once however the commits
+	// of replicas interleave (sequences are handed out before commit, so a
+	// cursor over them could pass a record that commits late).
+	_, err = tx.CopyFrom(ctx, pgx.Identifier{"cxop_engine_kv"}, []string{"key", "value"},
+		pgx.CopyFromSlice(len(cols), func(i int) ([]any, error) {
+			c := &cols[i]
+			return []any{feedKey(c.seq), kv.EncodeFeed(byte(fresh[i].Kind), c.subject, fresh[i].Contact, c.body)}, nil
+		}))
+	return err
+}
+
+// feedKey is a record's key in the survey engine's feed.
+func feedKey(seq int64) []byte {
+	return binary.BigEndian.AppendUint64([]byte(kv.FeedPrefix), uint64(seq))
 }
 
 // columns are keys as parallel arrays, for unnest.
@@ -370,18 +427,16 @@ const (
 	flagResolved
 )
 
-type recordColumns struct {
-	times, hashes        []int64
-	kinds, subjects, ids []string
-	waits                []float64
-	flags, scores        []int16
-	bodies               [][]byte
-	// contacts are the survey engine's feed's only (engine.go): nil for
-	// none.
-	contacts [][]byte
+// recordRow is a record as its cxop_records and cxop_tail rows hold it.
+type recordRow struct {
+	seq, time, hash   int64
+	kind, subject, id string
+	wait              float64
+	flags, score      int16
+	body              []byte
 }
 
-func (c *recordColumns) add(r *store.Record) {
+func rowOf(seq int64, r *store.Record) recordRow {
 	var flags int16
 	var h uint64
 	var wait float64
@@ -402,23 +457,15 @@ func (c *recordColumns) add(r *store.Record) {
 	case rollup.KindSurvey:
 		h, score = r.Response.CustomerHash, int16(r.Response.Score)
 	}
-	c.times = append(c.times, r.Time())
-	c.kinds = append(c.kinds, string(rune(r.Kind)))
-	c.subjects = append(c.subjects, r.Subject)
-	c.ids = append(c.ids, r.ID)
-	c.hashes = append(c.hashes, int64(h))
 	if math.IsNaN(wait) || math.IsInf(wait, 0) {
 		wait = 0 // ingest never lets these through; the column refuses none
 	}
-	c.waits = append(c.waits, wait)
-	c.flags = append(c.flags, flags)
-	c.scores = append(c.scores, score)
 	body := r.JSON
 	if body == nil {
 		body = []byte{}
 	}
-	c.bodies = append(c.bodies, body)
-	c.contacts = append(c.contacts, r.Contact)
+	return recordRow{seq: seq, time: r.Time(), hash: int64(h), kind: string(rune(r.Kind)), subject: r.Subject, id: r.ID,
+		wait: wait, flags: flags, score: score, body: body}
 }
 
 // tailRecord is what a tail row adds to the rollups.
@@ -448,30 +495,3 @@ func (t *tailRecord) time() int64 {
 	}
 	return t.resp.Time
 }
-
-// insertRecordsSQL writes the records and their tail rows.
-const insertRecordsSQL = recordsCTE + "\n" + tailInsert
-
-// insertRecordsFeedSQL also writes the survey engine's feed entry of each
-// record: key 's/feed/' || the big-endian sequence, value kv.EncodeFeed's
-// (kind byte, subject, a zero byte, the contact's length and the contact
-// ($10, matched by key), the JSON). The entries commit with the
-// records, and the engine deletes them in the transaction that writes what
-// they caused, so it reads every record once however the commits of
-// replicas interleave (sequences are handed out before commit, so a cursor
-// over them could pass a record that commits late).
-const insertRecordsFeedSQL = recordsCTE + ",\nt AS (\n" + tailInsert + "\n)\n" + `INSERT INTO cxop_engine_kv (key, value)
-SELECT '\x732f666565642f'::bytea || int8send(r.seq),
-       set_byte('\x00'::bytea, 0, ascii(r.kind)) || convert_to(r.subject, 'UTF8') || '\x00'::bytea
-       || int4send(coalesce(length(c.contact), 0)) || coalesce(c.contact, '\x'::bytea) || r.body
-FROM r LEFT JOIN unnest($2::text[], $3::text[], $4::text[], $10::bytea[]) AS c(kind, subject, id, contact)
-  ON c.kind = r.kind AND c.subject = r.subject AND c.id = r.id`
-
-const recordsCTE = `WITH r AS (
-  INSERT INTO cxop_records (event_time, kind, subject, id, customer_hash, wait_seconds, flags, score, body)
-  SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::float8[], $7::smallint[], $8::smallint[], $9::bytea[])
-  RETURNING seq, kind, subject, id, event_time, customer_hash, wait_seconds, flags, score, body
-)`
-
-const tailInsert = `INSERT INTO cxop_tail (seq, kind, subject, event_time, customer_hash, wait_seconds, flags, score)
-SELECT seq, kind, subject, event_time, customer_hash, wait_seconds, flags, score FROM r`

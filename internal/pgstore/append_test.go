@@ -11,8 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/cxop-dev/cxop/internal/rollup"
 	"github.com/cxop-dev/cxop/internal/store"
+	"github.com/cxop-dev/cxop/internal/survey/engine/kv"
 )
 
 // TestExactlyOnceAcrossReplicas has two replicas (one with pgx's statement
@@ -365,5 +368,65 @@ func TestOverloadedAndClosed(t *testing.T) {
 	}
 	if _, err := s.Submit(ctx, []store.Record{event("chat", "4", t0, 4, 1)}); !errors.Is(err, store.ErrClosed) {
 		t.Fatalf("after Close: %v, want store.ErrClosed", err)
+	}
+}
+
+// The records, their tail rows and their feed entries of one group carry
+// the same sequences, ascending in the order the records were submitted
+// (export follows it), with the tail's fields as the record's.
+func TestAppendNumbersRecordsTailAndFeedAlike(t *testing.T) {
+	s := open(t, server.NewDatabase(t))
+	var recs []store.Record
+	for i := range 60 {
+		at := t0.Add(time.Duration(59-i) * time.Second) // sequence order is not time order
+		if i%2 == 0 {
+			recs = append(recs, event("chat", fmt.Sprintf("e%02d", i), at, uint64(i+1), float64(i)))
+		} else {
+			recs = append(recs, answer("nps", fmt.Sprintf("r%02d", i), at, uint64(i+1), i%11))
+		}
+	}
+	if res, err := s.Submit(context.Background(), recs); err != nil || res.Accepted != len(recs) {
+		t.Fatalf("submit: %+v %v", res, err)
+	}
+	rows, err := s.Pool().Query(context.Background(), `SELECT r.seq, r.id, r.event_time = t.event_time AND r.customer_hash = t.customer_hash
+  AND r.wait_seconds = t.wait_seconds AND r.flags = t.flags AND r.score = t.score AND r.kind = t.kind AND r.subject = t.subject,
+  f.value
+FROM cxop_records r JOIN cxop_tail t USING (seq)
+  JOIN cxop_engine_kv f ON f.key = '\x732f666565642f'::bytea || int8send(r.seq)
+ORDER BY r.seq`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := 0
+	var last int64
+	var seq int64
+	var id string
+	var same bool
+	var feed []byte
+	_, err = pgx.ForEachRow(rows, []any{&seq, &id, &same, &feed}, func() error {
+		if i >= len(recs) {
+			return fmt.Errorf("more rows than records: %d", seq)
+		}
+		r := recs[i]
+		kind, subject, _, body, err := kv.DecodeFeed(feed)
+		switch {
+		case err != nil:
+			return err
+		case seq <= last, id != r.ID:
+			return fmt.Errorf("row %d: sequence %d id %s, want after %d and id %s", i, seq, id, last, r.ID)
+		case !same:
+			return fmt.Errorf("record %s: its tail row differs", id)
+		case kind != byte(r.Kind) || subject != r.Subject || string(body) != string(r.JSON):
+			return fmt.Errorf("record %s: feed entry %c %s %s", id, kind, subject, body)
+		}
+		last = seq
+		i++
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i != len(recs) {
+		t.Fatalf("%d records with tail row and feed entry, want %d", i, len(recs))
 	}
 }
