@@ -53,6 +53,9 @@ type touchpointSettings struct {
 	threshold time.Duration // 0: no threshold, waits are not assessed
 	calendar  *calendar     // nil: always open
 	tokens    [][]byte
+	// triggers: a survey's trigger names the touchpoint, so the survey
+	// engine reads its interactions (store.Record.SkipFeed).
+	triggers bool
 }
 
 type surveySettings struct {
@@ -151,6 +154,9 @@ func parseConfig(data []byte) (*settings, error) {
 			return nil, err
 		}
 		s.surveys[sv.Name] = ss
+		for _, tp := range ss.invite.Touchpoints {
+			s.touchpoints[tp].triggers = true
+		}
 	}
 	return s, nil
 }

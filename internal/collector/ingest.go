@@ -429,7 +429,7 @@ func (v *validator) event(i int, in *eventIn) (store.Record, *inputError) {
 		return store.Record{}, badRecord(i, "", "cannot encode: %v", jerr)
 	}
 	return store.Record{Kind: rollup.KindTouchpoint, Subject: name, ID: id, JSON: js, Contact: contact, Event: e,
-		Fingerprint: fingerprintWithContact(js, contact, in.Time == nil)}, nil
+		Fingerprint: fingerprintWithContact(js, contact, in.Time == nil), SkipFeed: !tp.triggers}, nil
 }
 
 // responseOut is how an answer is stored and exported.
@@ -493,7 +493,8 @@ func (v *validator) response(i int, in *responseIn) (store.Record, *inputError) 
 		return store.Record{}, badRecord(i, "", "cannot encode: %v", jerr)
 	}
 	return store.Record{Kind: rollup.KindSurvey, Subject: name, ID: id, JSON: js, Fingerprint: fingerprint(js, in.Time == nil),
-		Response: rollup.Response{Time: at.UnixNano(), CustomerHash: xxhash.Sum64String(customer), Score: int(s)}}, nil
+		Response: rollup.Response{Time: at.UnixNano(), CustomerHash: xxhash.Sum64String(customer), Score: int(s)},
+		SkipFeed: sv.invite.DetractorWebhook == nil}, nil // the survey engine reads answers for the closed loop alone
 }
 
 // timeKey is how a record's time starts in its normalised JSON. A quote

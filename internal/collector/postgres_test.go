@@ -43,10 +43,17 @@ func startRecordsCollector(t *testing.T, e testEngine, cfg *settings) *testColle
 }
 
 // TestCustomerRecordsOnBothEngines: access, erasure and the audit log give
-// the same answers on both engines.
+// the same answers on both engines. A survey's trigger names chat, so that
+// both keep the interactions' contacts (on PostgreSQL only an interaction
+// the survey engine reads keeps one).
 func TestCustomerRecordsOnBothEngines(t *testing.T) {
+	cfg := testConfig(t, fmt.Sprintf(`  - name: after-chat
+    type: CSAT
+    trigger: {touchpoints: [chat]}
+customerDataTokenSHA256: [%s]
+`, collectorapi.HashToken(customerToken)))
 	forEachEngine(t, func(t *testing.T, e testEngine) {
-		c := startRecordsCollector(t, e, customerConfig(t))
+		c := startRecordsCollector(t, e, cfg)
 		events := `{"id":"e1","touchpoint":"chat","customer":"alice","waitSeconds":10,"contact":{"email":"alice@example.org"}}
 {"id":"e2","touchpoint":"chat","customer":"alice","waitSeconds":20}
 {"id":"e3","touchpoint":"chat","customer":"bob","waitSeconds":30}

@@ -37,7 +37,12 @@ type Tokens struct {
 // WriteConfig writes a collector config with one touchpoint (Touchpoint,
 // 2m wait threshold) and one NPS survey (Survey), each with a fresh random
 // token, and a read token, and returns the tokens.
-func WriteConfig(path string) (Tokens, error) {
+func WriteConfig(path string) (Tokens, error) { return WriteConfigTriggered(path, false) }
+
+// WriteConfigTriggered is WriteConfig; with triggered, the survey's
+// trigger names the touchpoint, so that the survey engine reads every
+// interaction (the config has no page URL, so it invites no one).
+func WriteConfigTriggered(path string, triggered bool) (Tokens, error) {
 	t := Tokens{Touchpoint: randomToken(), Survey: randomToken(), Read: randomToken()}
 	cfg := fmt.Sprintf(`readTokenSHA256: ["%s"]
 touchpoints:
@@ -49,6 +54,9 @@ surveys:
     type: NPS
     tokenSHA256: ["%s"]
 `, HashToken(t.Read), Touchpoint, HashToken(t.Touchpoint), Survey, HashToken(t.Survey))
+	if triggered {
+		cfg += fmt.Sprintf("    trigger: {touchpoints: [%s]}\n", Touchpoint)
+	}
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return Tokens{}, fmt.Errorf("write collector config: %w", err)
 	}

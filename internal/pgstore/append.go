@@ -386,13 +386,26 @@ func (s *Store) insertRecords(ctx context.Context, tx pgx.Tx, fresh []*store.Rec
 	if s.opts.NoEngineFeed {
 		return nil
 	}
+	// Only what the survey engine acts on: a record no survey's trigger
+	// or closed loop of the accepting collector's config wants costs
+	// neither a feed entry now nor the engine's read and delete later.
+	feed := make([]int, 0, len(fresh))
+	for i, r := range fresh {
+		if !r.SkipFeed {
+			feed = append(feed, i)
+		}
+	}
+	if len(feed) == 0 {
+		return nil
+	}
 	// The survey engine's feed (engine.go): the entries commit with the
 	// records, and the engine deletes them in the transaction that writes
 	// what they caused, so it reads every record once however the commits
 	// of replicas interleave (sequences are handed out before commit, so a
 	// cursor over them could pass a record that commits late).
 	_, err = tx.CopyFrom(ctx, pgx.Identifier{"cxop_engine_kv"}, []string{"key", "value"},
-		pgx.CopyFromSlice(len(cols), func(i int) ([]any, error) {
+		pgx.CopyFromSlice(len(feed), func(j int) ([]any, error) {
+			i := feed[j]
 			c := &cols[i]
 			return []any{feedKey(c.seq), kv.EncodeFeed(byte(fresh[i].Kind), c.subject, fresh[i].Contact, c.body)}, nil
 		}))

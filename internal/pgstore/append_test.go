@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -428,5 +429,60 @@ ORDER BY r.seq`)
 	}
 	if i != len(recs) {
 		t.Fatalf("%d records with tail row and feed entry, want %d", i, len(recs))
+	}
+}
+
+// TestAppendFeedsOnlyWhatTheEngineWants: a record marked SkipFeed (nothing
+// in the accepting collector's config acts on it) is stored and counted
+// like any other but gets no feed entry, and so its contact is not kept;
+// in the same group, the others get theirs under their own sequences.
+func TestAppendFeedsOnlyWhatTheEngineWants(t *testing.T) {
+	s := open(t, server.NewDatabase(t))
+	ctx := context.Background()
+	var recs []store.Record
+	for i := range 40 {
+		r := event("chat", fmt.Sprintf("e%02d", i), t0.Add(time.Duration(i)*time.Second), uint64(i+1), float64(i))
+		r.Contact = fmt.Appendf(nil, `{"email":"c%02d@example.com"}`, i)
+		r.SkipFeed = i%4 != 0
+		recs = append(recs, r)
+	}
+	if res, err := s.Submit(ctx, recs); err != nil || res.Accepted != len(recs) {
+		t.Fatalf("submit: %+v %v", res, err)
+	}
+	var records, tail int
+	if err := s.Pool().QueryRow(ctx, `SELECT (SELECT count(*) FROM cxop_records), (SELECT count(*) FROM cxop_tail)`).Scan(&records, &tail); err != nil {
+		t.Fatal(err)
+	}
+	if records != 40 || tail != 40 {
+		t.Fatalf("%d records and %d tail rows stored, want 40 of each", records, tail)
+	}
+	rows, err := s.Pool().Query(ctx, `SELECT r.id, f.value FROM cxop_engine_kv f
+  JOIN cxop_records r ON f.key = '\x732f666565642f'::bytea || int8send(r.seq) ORDER BY r.seq`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	var id string
+	var value []byte
+	if _, err := pgx.ForEachRow(rows, []any{&id, &value}, func() error {
+		_, _, contact, _, err := kv.DecodeFeed(value)
+		got = append(got, id+" "+string(contact))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for i := 0; i < 40; i += 4 {
+		want = append(want, fmt.Sprintf(`e%02d {"email":"c%02d@example.com"}`, i, i))
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("feed entries:\n%q\nwant\n%q", got, want)
+	}
+	var all int
+	if err := s.Pool().QueryRow(ctx, `SELECT count(*) FROM cxop_engine_kv WHERE key >= '\x732f666565642f'::bytea AND key < '\x732f666565642f'::bytea || '\xff'::bytea`).Scan(&all); err != nil {
+		t.Fatal(err)
+	}
+	if all != len(want) {
+		t.Fatalf("%d feed entries in all, want %d", all, len(want))
 	}
 }

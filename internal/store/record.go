@@ -34,6 +34,13 @@ type Record struct {
 	// instead of from the commit. A copy from another store sets it, so
 	// that a copied contact expires when it would have there.
 	ContactSince int64
+	// SkipFeed, on a store that hands records to the survey engine in a
+	// feed (PostgreSQL), leaves the record out of it: nothing in the
+	// accepting collector's config acts on it (no survey's trigger names
+	// its touchpoint; its survey has no closed loop). Its contact is then
+	// not stored at all. The embedded store's engine reads the record log
+	// instead, skips it the same way, and ignores the field.
+	SkipFeed bool
 
 	Event    rollup.Event    // when Kind is KindTouchpoint
 	Response rollup.Response // when Kind is KindSurvey

@@ -67,7 +67,7 @@ type config struct {
 	answers, preloadBatch         int
 	preloadWorkers, foldBatch     int
 	summaries, copyStreams, chunk int
-	keep, pgStats                 bool
+	keep, pgStats, trigger        bool
 	profileDir                    string
 }
 
@@ -87,6 +87,7 @@ func main() {
 	flag.IntVar(&c.copyStreams, "copy-streams", 2, "concurrent COPY streams for the ceiling (one per core here)")
 	flag.IntVar(&c.chunk, "copy-chunk", 10000, "events per COPY transaction: bulk, as a ceiling should be")
 	flag.BoolVar(&c.keep, "keep", false, "keep the collectors' logs")
+	flag.BoolVar(&c.trigger, "trigger", false, "let the config's survey be triggered by the load's touchpoint, so that every event also gets a feed entry for the survey engine (in the ceiling too); without it, nothing acts on the events and they get none")
 	flag.BoolVar(&c.pgStats, "pg-stats", false, "print the statements that took the most time (pg_stat_statements) after each round's ingest")
 	flag.StringVar(&c.profileDir, "profile-dir", "", "write replica 1's CPU profile of the first round's ingest into this directory")
 	timeout := flag.Duration("timeout", 2*time.Hour, "give up after this long")
@@ -158,7 +159,7 @@ func run(ctx context.Context, c config) error {
 	}
 
 	cfg := filepath.Join(dir, "collector.yaml")
-	tokens, err := loadgen.WriteConfig(cfg)
+	tokens, err := loadgen.WriteConfigTriggered(cfg, c.trigger)
 	if err != nil {
 		return err
 	}
@@ -534,8 +535,8 @@ func answer(id string, at time.Time, rng *rand.Rand) store.Record {
 }
 
 // copyCeiling writes, for -duration, the rows the replicas' ingest writes
-// for interaction events (an idempotency key, a record, a tail row and the
-// survey engine's feed entry per event) with COPY into a database of the
+// for interaction events (an idempotency key, a record, a tail row and,
+// with -trigger, the survey engine's feed entry per event) with COPY into a database of the
 // same schema: -copy-streams connections, each committing -copy-chunk
 // events per transaction. It returns events per second.
 func copyCeiling(ctx context.Context, c config, dsn, run string) (float64, error) {
@@ -559,7 +560,7 @@ func copyCeiling(ctx context.Context, c config, dsn, run string) (float64, error
 			defer func() { _ = conn.Close(ctx) }()
 			rng := rand.New(rand.NewPCG(uint64(w), 7))
 			for n := 0; time.Now().Before(deadline); n++ {
-				rows := ceilingRows(fmt.Sprintf("%s-copy%d-%d", run, w, n), c.chunk, seq.Add(int64(c.chunk))-int64(c.chunk), rng)
+				rows := ceilingRows(fmt.Sprintf("%s-copy%d-%d", run, w, n), c.chunk, seq.Add(int64(c.chunk))-int64(c.chunk), c.trigger, rng)
 				if err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error { return rows.copy(ctx, tx) }); err != nil {
 					errs[w] = err
 					return
@@ -576,7 +577,11 @@ func copyCeiling(ctx context.Context, c config, dsn, run string) (float64, error
 		}
 	}
 	rate := float64(total.Load()) / el.Seconds()
-	logf("copy ceiling: %d events (4 rows each) in %s: %.0f/s", total.Load(), el.Round(time.Millisecond), rate)
+	rows := 3
+	if c.trigger {
+		rows = 4
+	}
+	logf("copy ceiling: %d events (%d rows each) in %s: %.0f/s", total.Load(), rows, el.Round(time.Millisecond), rate)
 	return rate, nil
 }
 
@@ -584,8 +589,9 @@ type ceilingBatch struct{ ids, records, tail, feed [][]any }
 
 // ceilingRows builds n events' rows as the ingest's statements write them
 // (see pgstore's append.go): the event's normalised JSON as the record's
-// body and in its feed entry.
-func ceilingRows(prefix string, n int, firstSeq int64, rng *rand.Rand) ceilingBatch {
+// body and, with feed (a survey's trigger names the touchpoint), in its
+// feed entry.
+func ceilingRows(prefix string, n int, firstSeq int64, feed bool, rng *rand.Rand) ceilingBatch {
 	var b ceilingBatch
 	now := time.Now()
 	for i := range n {
@@ -610,6 +616,9 @@ func ceilingRows(prefix string, n int, firstSeq int64, rng *rand.Rand) ceilingBa
 		b.ids = append(b.ids, []any{"e", loadgen.Touchpoint, id, int64(xxhash.Sum64(js) | 1), t})
 		b.records = append(b.records, []any{seq, t, "e", loadgen.Touchpoint, id, h, wait, flags, int16(0), js})
 		b.tail = append(b.tail, []any{seq, "e", loadgen.Touchpoint, t, h, wait, flags, int16(0)})
+		if !feed {
+			continue
+		}
 		key := append([]byte("s/feed/"), byte(seq>>56), byte(seq>>48), byte(seq>>40), byte(seq>>32), byte(seq>>24), byte(seq>>16), byte(seq>>8), byte(seq))
 		value := append(append(append([]byte{'e'}, loadgen.Touchpoint...), 0, 0, 0, 0, 0), js...)
 		b.feed = append(b.feed, []any{key, value})
