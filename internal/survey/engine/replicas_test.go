@@ -105,21 +105,35 @@ func TestTwoEnginesOverOneDatabase(t *testing.T) {
 	})
 }
 
-func testTwoEngines(t *testing.T, dsn string, noStatementCache bool) {
-	var clock atomic.Int64
+// replicaClock is the one clock of two replicas' stores and engines in a
+// test, set by the test.
+type replicaClock struct{ atomic.Int64 }
+
+func (c *replicaClock) now() time.Time { return time.Unix(0, c.Load()).UTC() }
+
+// openReplicas opens two stores over dsn as replicas "replica-a" and
+// "replica-b" on one clock starting at t0, with an engine lease of ttl;
+// mod adjusts their options.
+func openReplicas(t *testing.T, dsn string, ttl time.Duration, mod func(*pgstore.Options)) (*replicaClock, *pgstore.Store, *pgstore.Store) {
+	clock := &replicaClock{}
 	clock.Store(t0.UnixNano())
-	now := func() time.Time { return time.Unix(0, clock.Load()).UTC() }
-	const ttl = 30 * time.Second
-	openStore := func(holder string) *pgstore.Store {
-		s, err := pgstore.Open(context.Background(), pgstore.Options{DSN: dsn, FoldInterval: -1, Now: now,
-			EngineClock: now, EngineLeaseTTL: ttl, Holder: holder, NoStatementCache: noStatementCache})
+	open := func(holder string) *pgstore.Store {
+		o := pgstore.Options{DSN: dsn, FoldInterval: -1, Now: clock.now, EngineClock: clock.now, EngineLeaseTTL: ttl, Holder: holder}
+		mod(&o)
+		s, err := pgstore.Open(context.Background(), o)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = s.Close() })
 		return s
 	}
-	sa, sb := openStore("replica-a"), openStore("replica-b")
+	return clock, open("replica-a"), open("replica-b")
+}
+
+func testTwoEngines(t *testing.T, dsn string, noStatementCache bool) {
+	const ttl = 30 * time.Second
+	clock, sa, sb := openReplicas(t, dsn, ttl, func(o *pgstore.Options) { o.NoStatementCache = noStatementCache })
+	now := clock.now
 	rcv := newReceiver(t)
 	cfg := Config{PageURL: "https://cx.example.com", LinkKeys: keys, Surveys: []Survey{
 		{Name: "nps", Touchpoints: []string{"chat"}, SamplePercent: 100, Throttle: 30 * 24 * time.Hour, Webhook: rcv.endpoint()}}}
@@ -332,20 +346,9 @@ func (s *gatedSender) Send(ctx context.Context, ep webhook.Endpoint, m webhook.M
 // renewal reports the loss and its step fails with kv.ErrNotHeld.
 func TestLeaseRenewedWhileAStepWaits(t *testing.T) {
 	dsn := testPostgres(t).NewDatabase(t)
-	var clock atomic.Int64
-	clock.Store(t0.UnixNano())
-	now := func() time.Time { return time.Unix(0, clock.Load()).UTC() }
 	const ttl = 30 * time.Second
-	openStore := func(holder string) *pgstore.Store {
-		s, err := pgstore.Open(context.Background(), pgstore.Options{DSN: dsn, FoldInterval: -1, Now: now,
-			EngineClock: now, EngineLeaseTTL: ttl, EngineLeaseRenew: 5 * time.Millisecond, Holder: holder})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = s.Close() })
-		return s
-	}
-	sa, sb := openStore("replica-a"), openStore("replica-b")
+	clock, sa, sb := openReplicas(t, dsn, ttl, func(o *pgstore.Options) { o.EngineLeaseRenew = 5 * time.Millisecond })
+	now := clock.now
 	rcv := newReceiver(t)
 	cfg := Config{PageURL: "https://cx.example.com", LinkKeys: keys, Surveys: []Survey{
 		{Name: "nps", Touchpoints: []string{"chat"}, SamplePercent: 100, Webhook: rcv.endpoint()}}}
