@@ -174,17 +174,7 @@ func TestInteractionContactExpiresOnPostgres(t *testing.T) {
 	}
 	testInteractionContactExpires(t, contactStore{
 		start: func(t *testing.T, cfg *settings, clock func() time.Time) (*testCollector, *engine.Engine) {
-			srv := NewServer(slog.New(slog.DiscardHandler), cfg, prometheus.NewRegistry(), clock)
-			srv.storeKind = StorePostgres
-			pg, err := pgstore.Open(ctx, pgstore.Options{DSN: dsn, Now: clock, EngineClock: clock, FoldInterval: -1})
-			if err != nil {
-				t.Fatal(err)
-			}
-			var st Storage = pg
-			srv.external.Store(&st)
-			ts := httptest.NewServer(srv.Handler())
-			c := &testCollector{t: t, srv: srv, url: ts.URL, dir: dsn, pg: pg, ts: ts}
-			t.Cleanup(c.stop)
+			c := startPostgresCollector(t, dsn, cfg, clock, func(o *pgstore.Options) { o.EngineClock, o.FoldInterval = clock, -1 })
 			return c, c.newSurveyEngine(nil, engine.Options{Now: clock})
 		},
 		before: func(*testing.T, *testCollector) {},

@@ -47,7 +47,9 @@ var testEngines = []testEngine{
 		startWithEngine: func(t *testing.T) *engineCollector { return startEngineCollector(t, t.TempDir()) },
 	},
 	{
-		name: StorePostgres, fresh: func(t testing.TB) string { return testPostgres(t).NewDatabase(t) }, start: startPostgresCollector,
+		name: StorePostgres, fresh: func(t testing.TB) string { return testPostgres(t).NewDatabase(t) }, start: func(t testing.TB, dsn string, cfg *settings, now func() time.Time) *testCollector {
+			return startPostgresCollector(t, dsn, cfg, now)
+		},
 		runOn: func(t testing.TB, o *Options) {
 			dsnFile := filepath.Join(t.TempDir(), "dsn")
 			if err := os.WriteFile(dsnFile, []byte(testPostgres(t).NewDatabase(t)+"\n"), 0o600); err != nil {
@@ -97,12 +99,16 @@ func TestMain(m *testing.M) {
 }
 
 // startPostgresCollector starts a collector on the database dsn, as Run
-// does with --store=postgres.
-func startPostgresCollector(t testing.TB, dsn string, cfg *settings, now func() time.Time) *testCollector {
+// does with --store=postgres; mods adjust the store's options.
+func startPostgresCollector(t testing.TB, dsn string, cfg *settings, now func() time.Time, mods ...func(*pgstore.Options)) *testCollector {
 	t.Helper()
 	srv := NewServer(slog.New(slog.DiscardHandler), cfg, prometheus.NewRegistry(), now)
 	srv.storeKind = StorePostgres
-	pg, err := pgstore.Open(context.Background(), pgstore.Options{DSN: dsn, Now: now, FoldInterval: 20 * time.Millisecond})
+	o := pgstore.Options{DSN: dsn, Now: now, FoldInterval: 20 * time.Millisecond}
+	for _, mod := range mods {
+		mod(&o)
+	}
+	pg, err := pgstore.Open(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
