@@ -6,13 +6,9 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"log/slog"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cxop-dev/cxop/internal/rollup"
 	"github.com/cxop-dev/cxop/internal/store"
@@ -112,16 +108,7 @@ type contactStore struct {
 // that the scan of its files sees every value.
 var onDiskContacts = contactStore{
 	start: func(t *testing.T, cfg *settings, clock func() time.Time) (*testCollector, *engine.Engine) {
-		dir := t.TempDir()
-		srv := NewServer(slog.New(slog.DiscardHandler), cfg, prometheus.NewRegistry(), clock)
-		st, err := store.Open(store.Options{Dir: dir, Now: clock, Uncompressed: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv.store.Store(st)
-		ts := httptest.NewServer(srv.Handler())
-		c := &testCollector{t: t, srv: srv, url: ts.URL, dir: dir, st: st, ts: ts}
-		t.Cleanup(c.stop)
+		c := startCollectorAt(t, t.TempDir(), cfg, clock, func(o *store.Options) { o.Uncompressed = true })
 		return c, c.newSurveyEngine(nil, engine.Options{Now: clock})
 	},
 	// The engine read the contact from the store for the invitation.

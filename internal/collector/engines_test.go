@@ -42,7 +42,9 @@ type testEngine struct {
 
 var testEngines = []testEngine{
 	{
-		name: StoreEmbedded, fresh: func(t testing.TB) string { return t.TempDir() }, start: startCollectorAt,
+		name: StoreEmbedded, fresh: func(t testing.TB) string { return t.TempDir() }, start: func(t testing.TB, dir string, cfg *settings, now func() time.Time) *testCollector {
+			return startCollectorAt(t, dir, cfg, now)
+		},
 		runOn:           func(t testing.TB, o *Options) { o.DataDir = filepath.Join(t.TempDir(), "data") },
 		startWithEngine: func(t *testing.T) *engineCollector { return startEngineCollector(t, t.TempDir()) },
 	},

@@ -81,11 +81,16 @@ func startCollector(t testing.TB, dir string, cfg *settings) *testCollector {
 	return startCollectorAt(t, dir, cfg, func() time.Time { return testNow })
 }
 
-// startCollectorAt is startCollector with the clock now.
-func startCollectorAt(t testing.TB, dir string, cfg *settings, now func() time.Time) *testCollector {
+// startCollectorAt is startCollector with the clock now; mods adjust the
+// store's options.
+func startCollectorAt(t testing.TB, dir string, cfg *settings, now func() time.Time, mods ...func(*store.Options)) *testCollector {
 	t.Helper()
 	srv := NewServer(slog.New(slog.DiscardHandler), cfg, prometheus.NewRegistry(), now)
-	st, err := store.Open(store.Options{Dir: dir, Now: now})
+	o := store.Options{Dir: dir, Now: now}
+	for _, mod := range mods {
+		mod(&o)
+	}
+	st, err := store.Open(o)
 	if err != nil {
 		t.Fatal(err)
 	}
