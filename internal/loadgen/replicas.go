@@ -122,7 +122,10 @@ type replicaRun struct {
 func RunReplicaCrashTest(ctx context.Context, o ReplicaOptions) (ReplicaResult, error) {
 	o.defaults()
 	cfg := filepath.Join(o.Dir, "collector.yaml")
-	tokens, err := WriteConfig(cfg)
+	// The survey's trigger names the touchpoint, so that every append
+	// also writes the survey engine's feed entries and the engine's lease
+	// moves between the replicas as they die (no page URL: no invitations).
+	tokens, err := WriteConfigTriggered(cfg, true)
 	if err != nil {
 		return ReplicaResult{}, err
 	}
