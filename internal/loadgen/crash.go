@@ -230,7 +230,7 @@ func (r *crashRun) load(ctx context.Context, kill int, killAt time.Time) {
 			}
 		}()
 	}
-	if err := sleep(ctx, time.Until(killAt)); err == nil {
+	if err := Sleep(ctx, time.Until(killAt)); err == nil {
 		if exited, status := r.p.Exited(); exited {
 			r.mu.Lock()
 			r.fail(fmt.Errorf("the collector exited on its own (%v) before kill %d; see %s", status, kill, r.p.LogPath))
@@ -278,7 +278,7 @@ func (r *crashRun) send(ctx context.Context, b *batch) bool {
 	case err == nil: // 429: not stored; resend after Retry-After
 		r.pending = append(r.pending, b)
 		r.mu.Unlock()
-		werr := sleep(ctx, rep.RetryAfter)
+		werr := Sleep(ctx, rep.RetryAfter)
 		r.mu.Lock()
 		return werr == nil
 	case errors.As(err, &status) && status.Code < 500:

@@ -119,13 +119,14 @@ func PostRetrying(ctx context.Context, c *http.Client, url, token string, body [
 		if err != nil || r.Code == http.StatusOK {
 			return r, throttled, err
 		}
-		if err := sleep(ctx, r.RetryAfter); err != nil {
+		if err := Sleep(ctx, r.RetryAfter); err != nil {
 			return r, throttled, err
 		}
 	}
 }
 
-func sleep(ctx context.Context, d time.Duration) error {
+// Sleep waits d, or until ctx ends (its error).
+func Sleep(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -290,7 +291,7 @@ func OpenLoop(ctx context.Context, c *http.Client, url, token string, rate float
 	start := time.Now()
 	for i := range total {
 		at := start.Add(time.Duration(i) * interval)
-		if err := sleep(ctx, time.Until(at)); err != nil {
+		if err := Sleep(ctx, time.Until(at)); err != nil {
 			break
 		}
 		select {

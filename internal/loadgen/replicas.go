@@ -366,7 +366,7 @@ func (r *replicaRun) runClient(ctx context.Context, c int, seed uint64) {
 			}
 			target, ok := r.nextReady(replica)
 			if !ok { // every replica is being restarted: wait for one
-				if sleep(ctx, time.Millisecond) != nil {
+				if Sleep(ctx, time.Millisecond) != nil {
 					return
 				}
 				continue
@@ -376,7 +376,7 @@ func (r *replicaRun) runClient(ctx context.Context, c int, seed uint64) {
 			if done {
 				break
 			}
-			if wait > 0 && sleep(ctx, wait) != nil {
+			if wait > 0 && Sleep(ctx, wait) != nil {
 				return
 			}
 		}

@@ -24,7 +24,7 @@ func SampleSummaries(ctx context.Context, c *http.Client, url, token string, n i
 			if code == http.StatusOK {
 				break
 			}
-			if err := sleep(ctx, wait); err != nil {
+			if err := Sleep(ctx, wait); err != nil {
 				return lat, err
 			}
 		}
@@ -63,4 +63,20 @@ func get(ctx context.Context, c *http.Client, url, token string) (int, time.Dura
 	default:
 		return resp.StatusCode, 0, &ErrStatus{URL: url, Code: resp.StatusCode, Body: string(msg)}
 	}
+}
+
+// CheckResponses makes sure the summary at summaryURL counts want
+// answers: that every preloaded answer is stored and counted, so timed
+// summaries really cover them.
+func CheckResponses(ctx context.Context, summaryURL, token string, want int) error {
+	var s struct {
+		Responses int `json:"responses"`
+	}
+	if err := getJSON(ctx, http.DefaultClient, summaryURL, token, &s); err != nil {
+		return fmt.Errorf("summary: %w", err)
+	}
+	if s.Responses != want {
+		return fmt.Errorf("summary over 28d counts %d responses, %d were stored", s.Responses, want)
+	}
+	return nil
 }

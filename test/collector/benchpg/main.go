@@ -191,7 +191,7 @@ func run(ctx context.Context, c config) error {
 		return p.URL() + "/v1/summary?" + url.Values{"survey": {loadgen.Survey}, "window": {"28d"}}.Encode()
 	}
 	for _, p := range replicas {
-		if err := checkResponses(ctx, summaryURL(p), tokens.Read, c.answers); err != nil {
+		if err := loadgen.CheckResponses(ctx, summaryURL(p), tokens.Read, c.answers); err != nil {
 			return err
 		}
 	}
@@ -236,7 +236,7 @@ func run(ctx context.Context, c config) error {
 			return err
 		}
 		// 3. Ack latency at half that rate, open loop.
-		if err := sleep(ctx, c.settle); err != nil {
+		if err := loadgen.Sleep(ctx, c.settle); err != nil {
 			return err
 		}
 		rate := f.ingest / 2 / float64(c.batch) / 2 // per replica
@@ -273,7 +273,7 @@ func run(ctx context.Context, c config) error {
 		}
 		// 4. Summaries over the stored answers, alternating replicas.
 		p := replicas[round%2]
-		if err := checkResponses(ctx, summaryURL(p), tokens.Read, c.answers); err != nil {
+		if err := loadgen.CheckResponses(ctx, summaryURL(p), tokens.Read, c.answers); err != nil {
 			return err
 		}
 		if err := resetStatements(ctx, c, dsn); err != nil {
@@ -705,38 +705,4 @@ func logFold(ctx context.Context, dsn string) error {
 	return nil
 }
 
-// checkResponses makes sure the summary counts every preloaded answer, so
-// the timed summaries really cover them.
-func checkResponses(ctx context.Context, summaryURL, token string, want int) error {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, summaryURL, nil)
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("summary: %w", err)
-	}
-	defer resp.Body.Close()
-	var s struct {
-		Responses int `json:"responses"`
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("summary: %d", resp.StatusCode)
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
-		return fmt.Errorf("summary: %w", err)
-	}
-	if s.Responses != want {
-		return fmt.Errorf("summary over 28d counts %d responses, %d were stored", s.Responses, want)
-	}
-	return nil
-}
-
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-
-func sleep(ctx context.Context, d time.Duration) error {
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(d):
-		return nil
-	}
-}
