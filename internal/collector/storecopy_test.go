@@ -2,7 +2,6 @@ package collector
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/cxop-dev/cxop/internal/collectorapi"
 	"github.com/cxop-dev/cxop/internal/pgstore"
 	"github.com/cxop-dev/cxop/internal/store"
 	"github.com/cxop-dev/cxop/internal/storecopy"
@@ -36,31 +34,11 @@ type moveCollector struct {
 	sender *recordingSender
 }
 
-func moveSettings(t *testing.T) (*settings, *secrets) {
-	cfg := testConfig(t, fmt.Sprintf(`    question: How likely are you to recommend us?
-    trigger: {touchpoints: [chat]}
-    webhook: {url: "https://hooks.example.com/nps", key: hook}
-    detractorWebhook: {url: "https://hooks.example.com/detractors", key: hook}
-  - name: ces
-    type: CES
-    tokenSHA256: [%s]
-    trigger: {touchpoints: [chat]}
-customerDataTokenSHA256: [%s]
-pageURL: https://cx.example.com
-`, collectorapi.HashToken(csatToken), collectorapi.HashToken(customerToken)))
-	sec, err := parseSecrets([]byte(fmt.Sprintf("linkKeys: {current: %s}\nwebhookKeys: {hook: %s}\n",
-		base64.StdEncoding.EncodeToString([]byte(strings.Repeat("L", 32))), base64.StdEncoding.EncodeToString([]byte(strings.Repeat("W", 32))))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg, sec
-}
-
 // startMoveCollector starts a collector at where: a data directory, or a
 // database's connection string when pg.
 func startMoveCollector(t *testing.T, where string, pg bool) *moveCollector {
 	t.Helper()
-	cfg, sec := moveSettings(t)
+	cfg, sec := engineTestSettings(t)
 	now := func() time.Time { return testNow }
 	log := slog.New(slog.DiscardHandler)
 	srv := NewServer(log, cfg, prometheus.NewRegistry(), now)
