@@ -37,13 +37,8 @@ type Options struct {
 
 // Result is what the recount found.
 type Result struct {
-	Acked int // distinct ids acknowledged by a 200
-	Lost  int // acknowledged ids missing from the export (or from the summary count)
-	Dup   int // extra copies of ids in the export (or extra counts in the summary)
-	// Unexpected counts exported ids that were never sent.
-	Unexpected int
-	Kills      int
-	Exported   int // distinct ids in the export
+	Tally
+	Kills int
 	// Summary is the interactions the summary counts over the whole run
 	// after the final clean restart; SummaryAfterCrash the same right
 	// after the restart that followed the last kill (a replay).
@@ -56,17 +51,6 @@ type Result struct {
 	// those a kill cut off, but a collector that said it was ready should
 	// not give any.
 	ServerErrors int
-	// Mismatch explains a summary count that differs from the export;
-	// the larger difference is added to Lost or Dup.
-	Mismatch string
-}
-
-// OK is true when nothing acknowledged was lost and nothing was stored or
-// counted twice.
-func (r Result) OK() bool { return r.Lost == 0 && r.Dup == 0 && r.Unexpected == 0 }
-
-func (r Result) String() string {
-	return fmt.Sprintf("acked=%d lost=%d dup=%d", r.Acked, r.Lost, r.Dup)
 }
 
 // batch is one request's worth of events; its ids are prefix-0…prefix-(n-1).
@@ -338,9 +322,8 @@ func (r *crashRun) recount(ctx context.Context, began time.Time) error {
 	if err != nil {
 		return err
 	}
-	t := tallyExport(r.acked, seen, lines)
 	res := &r.res
-	res.Acked, res.Exported, res.Lost, res.Unexpected, res.Dup = t.acked, t.exported, t.lost, t.unexpected, t.dup
+	res.Tally = tallyExport(r.acked, seen, lines)
 
 	// The rollups must count exactly what is stored: a replay that
 	// counted a record twice shows here even when the raw records are

@@ -34,30 +34,47 @@ func checkAck(b *batch, a Answer, who string) (int, error) {
 	return a.Duplicates, nil
 }
 
-// tally is the export compared with the acknowledged batches.
-type tally struct {
-	acked      int // distinct ids acknowledged
-	exported   int // distinct ids exported
-	lost       int // acknowledged, not exported
-	unexpected int // exported, never sent
-	dup        int // exported copies beyond the first of each id
+// Tally is what a crash test's recount found: the export, and the
+// summaries, compared with every id acknowledged by a 200.
+type Tally struct {
+	Acked int // distinct ids acknowledged by a 200
+	// Lost counts acknowledged ids missing from the export, or stored
+	// records a summary does not count.
+	Lost int
+	// Dup counts copies of ids in the export beyond the first, or
+	// interactions a summary counts beyond the stored ids.
+	Dup int
+	// Unexpected counts exported ids that were never sent.
+	Unexpected int
+	Exported   int // distinct ids in the export
+	// Mismatch explains a summary count that differs from the export;
+	// the larger difference is added to Lost or Dup.
+	Mismatch string
+}
+
+// OK is true when nothing acknowledged was lost, nothing was stored or
+// counted twice and nothing unknown appeared.
+func (t Tally) OK() bool { return t.Lost == 0 && t.Dup == 0 && t.Unexpected == 0 }
+
+func (t Tally) String() string {
+	return fmt.Sprintf("acked=%d lost=%d dup=%d", t.Acked, t.Lost, t.Dup)
 }
 
 // tallyExport compares acked (batch prefix -> records) with an export's
 // ids (id -> copies) of lines lines.
-func tallyExport(acked, seen map[string]int, lines int) tally {
-	t := tally{exported: len(seen), dup: lines - len(seen)}
+func tallyExport(acked, seen map[string]int, lines int) Tally {
+	t := Tally{Exported: len(seen), Dup: lines - len(seen)}
 	for prefix, n := range acked {
-		t.acked += n
+		t.Acked += n
 		for i := range n {
 			id := ID(prefix, i)
 			if seen[id] == 0 {
-				t.lost++
+				t.Lost++
 			}
 			delete(seen, id)
 		}
 	}
-	t.unexpected = len(seen)
+	t.Unexpected = len(seen)
 	return t
 }
 

@@ -53,19 +53,10 @@ type ReplicaOptions struct {
 
 // ReplicaResult is what the recount found.
 type ReplicaResult struct {
-	Acked int // distinct ids acknowledged by a 200
-	// Lost counts acknowledged ids missing from the export, or stored
-	// records a replica's summary does not count.
-	Lost int
-	// Dup counts records beyond one per id in the export, or counted
-	// beyond the stored ids by a replica's summary.
-	Dup int
-	// Unexpected counts exported ids that were never sent.
-	Unexpected int
-	Kills      int
-	Outages    int
-	Exported   int   // distinct ids in the export
-	Summaries  []int // interactions each replica's summary counts at the end
+	Tally
+	Kills     int
+	Outages   int
+	Summaries []int // interactions each replica's summary counts at the end
 	// Resent counts batches sent again with the same ids because their
 	// first outcome was unknown (no answer, or 503); ResentStored counts
 	// the records of those the store already held (stored, ack lost).
@@ -78,15 +69,6 @@ type ReplicaResult struct {
 	// ServerErrors counts other 5xx answers, and 503s without a
 	// Retry-After: neither should happen.
 	ServerErrors int
-	Mismatch     string
-}
-
-// OK is true when nothing acknowledged was lost, nothing was stored or
-// counted twice and nothing unknown appeared.
-func (r ReplicaResult) OK() bool { return r.Lost == 0 && r.Dup == 0 && r.Unexpected == 0 }
-
-func (r ReplicaResult) String() string {
-	return fmt.Sprintf("acked=%d lost=%d dup=%d", r.Acked, r.Lost, r.Dup)
 }
 
 // replicaRun is the shared state of one RunReplicaCrashTest.
@@ -493,9 +475,8 @@ func (r *replicaRun) recount(ctx context.Context, began time.Time) error {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	t := tallyExport(r.acked, seen, lines)
 	res := &r.res
-	res.Acked, res.Exported, res.Lost, res.Unexpected, res.Dup = t.acked, t.exported, t.lost, t.unexpected, t.dup
+	res.Tally = tallyExport(r.acked, seen, lines)
 	var over, under int
 	var msgs []string
 	for i, p := range r.procs {
