@@ -2,12 +2,10 @@ package collector
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -72,33 +70,17 @@ func forEachEngine(t *testing.T, f func(t *testing.T, e testEngine)) {
 	}
 }
 
-var (
-	pgOnce   sync.Once
-	pgServer *pgtest.Server
-	pgErr    error
-)
+// sharedPostgres is the package's test PostgreSQL, started on first use
+// and stopped by TestMain.
+var sharedPostgres pgtest.Shared
 
-// testPostgres is the package's shared test PostgreSQL, started on first
-// use and stopped by TestMain.
+// testPostgres is the package's shared test PostgreSQL.
 func testPostgres(t testing.TB) *pgtest.Server {
 	t.Helper()
-	pgOnce.Do(func() { pgServer, pgErr = pgtest.New() })
-	if pgErr != nil {
-		t.Fatalf("start a test PostgreSQL: %v", pgErr)
-	}
-	return pgServer
+	return sharedPostgres.Server(t)
 }
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if pgServer != nil {
-		if err := pgServer.Close(); err != nil {
-			fmt.Fprintln(os.Stderr, "stop the test PostgreSQL:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(sharedPostgres.Main(m)) }
 
 // startPostgresCollector starts a collector on the database dsn, as Run
 // does with --store=postgres; mods adjust the store's options.

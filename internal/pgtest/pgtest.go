@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -57,6 +58,39 @@ func Start(tb testing.TB) *Server {
 		}
 	})
 	return s
+}
+
+// Shared is one server for the tests of a package that need one, started
+// by the first test that asks (Server) and stopped by the package's
+// TestMain (Main), so that a run of tests that need none starts none.
+type Shared struct {
+	once sync.Once
+	srv  *Server
+	err  error
+}
+
+// Server starts the shared server on first use; a server that cannot
+// start fails the test.
+func (s *Shared) Server(tb testing.TB) *Server {
+	tb.Helper()
+	s.once.Do(func() { s.srv, s.err = New() })
+	if s.err != nil {
+		tb.Fatalf("start a test PostgreSQL: %v", s.err)
+	}
+	return s.srv
+}
+
+// Main runs the package's tests and stops the server if one started: the
+// body of a TestMain, whose exit code it returns.
+func (s *Shared) Main(m *testing.M) int {
+	code := m.Run()
+	if s.srv != nil {
+		if err := s.srv.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, "stop the test PostgreSQL:", err)
+			code = 1
+		}
+	}
+	return code
 }
 
 // New starts a server; the caller must Close it. TestMain uses it to share

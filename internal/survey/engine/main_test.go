@@ -1,9 +1,7 @@
 package engine
 
 import (
-	"fmt"
 	"os"
-	"sync"
 	"testing"
 
 	"github.com/cxop-dev/cxop/internal/pgtest"
@@ -24,29 +22,13 @@ func onBothStores(t *testing.T, test func(t *testing.T, kind storeKind)) {
 	}
 }
 
-// The test PostgreSQL, started by the first test that needs it and shared
-// by all (each takes a database of its own).
-var (
-	pgOnce   sync.Once
-	pgServer *pgtest.Server
-	pgErr    error
-)
+// sharedPostgres is the test PostgreSQL, started by the first test that
+// needs it and shared by all (each takes a database of its own).
+var sharedPostgres pgtest.Shared
 
 func testPostgres(tb testing.TB) *pgtest.Server {
-	pgOnce.Do(func() { pgServer, pgErr = pgtest.New() })
-	if pgErr != nil {
-		tb.Fatalf("start a test PostgreSQL: %v", pgErr)
-	}
-	return pgServer
+	tb.Helper()
+	return sharedPostgres.Server(tb)
 }
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if pgServer != nil {
-		if err := pgServer.Close(); err != nil {
-			fmt.Fprintln(os.Stderr, "stop the test PostgreSQL:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(sharedPostgres.Main(m)) }
