@@ -563,15 +563,7 @@ func allReady(ns string) error {
 
 func ingestURL(t *testing.T, kind, name string) string {
 	t.Helper()
-	var url string
-	eventually(t, time.Minute, func() error {
-		url = strings.TrimSpace(kubectlOut(t, "-n", shopNS, "get", kind, name, "-o", "jsonpath={.status.ingest.url}"))
-		if url == "" {
-			return fmt.Errorf("%s %s has no status.ingest.url", kind, name)
-		}
-		return nil
-	})
-	return url
+	return nsIngestURL(t, shopNS, kind, name)
 }
 
 func secretTokenErr(name string) (string, error) {
