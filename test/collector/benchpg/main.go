@@ -18,6 +18,7 @@ package main
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -40,6 +41,7 @@ import (
 	"github.com/cxop-dev/cxop/internal/pgtest"
 	"github.com/cxop-dev/cxop/internal/rollup"
 	"github.com/cxop-dev/cxop/internal/store"
+	"github.com/cxop-dev/cxop/internal/survey/engine/kv"
 )
 
 // serverSettings size PostgreSQL as a deployment on a machine like this
@@ -622,9 +624,8 @@ func ceilingRows(prefix string, n int, firstSeq int64, feed bool, rng *rand.Rand
 		if !feed {
 			continue
 		}
-		key := append([]byte("s/feed/"), byte(seq>>56), byte(seq>>48), byte(seq>>40), byte(seq>>32), byte(seq>>24), byte(seq>>16), byte(seq>>8), byte(seq))
-		value := append(append(append([]byte{'e'}, loadgen.Touchpoint...), 0, 0, 0, 0, 0), js...)
-		b.feed = append(b.feed, []any{key, value})
+		key := binary.BigEndian.AppendUint64([]byte(kv.FeedPrefix), uint64(seq))
+		b.feed = append(b.feed, []any{key, kv.EncodeFeed('e', loadgen.Touchpoint, nil, js)})
 	}
 	return b
 }
@@ -640,6 +641,9 @@ func (b ceilingBatch) copy(ctx context.Context, tx pgx.Tx) error {
 		{"cxop_tail", []string{"seq", "kind", "subject", "event_time", "customer_hash", "wait_seconds", "flags", "score"}, b.tail},
 		{"cxop_engine_kv", []string{"key", "value"}, b.feed},
 	} {
+		if len(t.rows) == 0 { // no feed entries without -trigger
+			continue
+		}
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{t.table}, t.cols, pgx.CopyFromRows(t.rows)); err != nil {
 			return fmt.Errorf("copy into %s: %w", t.table, err)
 		}
