@@ -283,13 +283,12 @@ func (r *crashRun) send(ctx context.Context, b *batch) bool {
 
 // checkAck verifies a 200 to b and counts a resent batch.
 func (r *crashRun) checkAck(b *batch, a Answer) error {
-	held, err := checkAck(b, a, "the collector")
-	if err != nil {
+	if err := checkAck(b, a, "the collector"); err != nil {
 		return err
 	}
-	if held >= 0 {
+	if b.sends > 0 {
 		r.res.Retried++
-		r.res.RetriedStored += held
+		r.res.RetriedStored += a.Duplicates
 	}
 	return nil
 }

@@ -18,20 +18,15 @@ import (
 
 // checkAck verifies a 200 to b: a batch never sent before must be
 // accepted whole; a resent one may be partly or wholly reported as
-// duplicates (stored, acknowledgement lost). It returns how many of a
-// resent batch's records the collector already held, or -1 for a batch
-// sent for the first time.
-func checkAck(b *batch, a Answer, who string) (int, error) {
+// duplicates (stored, acknowledgement lost).
+func checkAck(b *batch, a Answer, who string) error {
 	if err := checkAnswer(b.prefix, a, b.n); err != nil {
-		return 0, err
+		return err
 	}
-	if b.sends == 0 {
-		if a.Duplicates != 0 {
-			return 0, fmt.Errorf("batch %s was never sent before, yet %s reported %d of its %d ids as duplicates", b.prefix, who, a.Duplicates, b.n)
-		}
-		return -1, nil
+	if b.sends == 0 && a.Duplicates != 0 {
+		return fmt.Errorf("batch %s was never sent before, yet %s reported %d of its %d ids as duplicates", b.prefix, who, a.Duplicates, b.n)
 	}
-	return a.Duplicates, nil
+	return nil
 }
 
 // Tally is what a crash test's recount found: the export, and the

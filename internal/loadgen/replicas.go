@@ -393,14 +393,13 @@ func (r *replicaRun) sendTo(i int, b *batch) (bool, time.Duration) {
 		b.sends++
 		return false, 0
 	case code == http.StatusOK:
-		held, err := checkAck(b, answer, fmt.Sprintf("replica %d", i))
-		if err != nil {
+		if err := checkAck(b, answer, fmt.Sprintf("replica %d", i)); err != nil {
 			r.failLocked(err)
 			return false, 0
 		}
-		if held >= 0 {
+		if b.sends > 0 {
 			r.res.Resent++
-			r.res.ResentStored += held
+			r.res.ResentStored += answer.Duplicates
 		}
 		r.acked[b.prefix] = b.n
 		r.acks[i].Add(1)
