@@ -70,18 +70,36 @@ func answer(subject, id string, at time.Time, customer uint64, score int) store.
 	}
 }
 
-// foldAll folds until the tail is empty.
+// foldAll folds every record appended before it, waiting for another
+// replica's fold if that one holds the lease.
 func foldAll(t testing.TB, s *Store) {
 	t.Helper()
-	for {
+	drawn, err := s.drawnSeq(context.Background())
+	if err == nil {
+		err = s.foldThrough(context.Background(), drawn, true)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// foldOnce runs fold steps until one folds something (the first step after
+// an append may only note where the appends end) and returns how many
+// records it folded.
+func foldOnce(t testing.TB, s *Store) int {
+	t.Helper()
+	for range 200 {
 		n, err := s.Fold(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n == 0 {
-			return
+		if n > 0 {
+			return n
 		}
+		time.Sleep(5 * time.Millisecond)
 	}
+	t.Fatal("no fold step folded anything")
+	return 0
 }
 
 // count runs a count query.

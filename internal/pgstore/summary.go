@@ -13,11 +13,14 @@ import (
 )
 
 // Summaries merge the rollup buckets that tile the window (the same tiles a
-// rollup.Set merges) with the records of the tail in the window, read in
-// one statement and so in one snapshot: a record is either folded or in the
-// tail there, never both and never neither. A tail record is added to the
-// bucket it will be folded into, before the buckets are merged, so that the
-// answer is the embedded store's to the bit. Raw records are never read.
+// rollup.Set merges) with the records of the window not yet folded (the
+// tail: those above the fold's watermark), read in one statement and so in
+// one snapshot: a record is either folded or above the watermark there,
+// never both and never neither. A tail record is added to the bucket it
+// will be folded into, before the buckets are merged, so that the answer is
+// the embedded store's to the bit. Folded records are never read: the
+// (kind, subject, seq) index finds the tail's records of the subjects
+// asked for, in each day of the window.
 //
 // Buckets this replica has decoded before come from its bucket cache
 // (bucketcache.go): the statement is sent the version of each bucket held
@@ -29,8 +32,9 @@ FROM unnest($2::text[], $3::smallint[], $4::bigint[], $5::bigint[]) AS k(subject
 JOIN cxop_rollups r ON r.kind = $1 AND r.subject = k.subject AND r.resolution = k.resolution AND r.bucket_start = k.bucket_start
 UNION ALL
 SELECT 1, subject, 0::smallint, 0::bigint, 0::bigint, false, NULL::bytea, event_time, customer_hash, wait_seconds, flags, score
-FROM cxop_tail
+FROM cxop_records
 WHERE kind = $1 AND subject = ANY($6) AND event_time >= $7 AND event_time < $8
+    AND seq > (SELECT watermark FROM cxop_fold WHERE name = 'rollups')
 UNION ALL
 SELECT 2, '', 0::smallint, 0::bigint, last_value, false, NULL::bytea, 0::bigint, 0::bigint, 0::float8, 0::smallint, 0::smallint
 FROM cxop_rollup_version`
@@ -270,7 +274,8 @@ func (s *Store) SurveyWindow(ctx context.Context, name string, window time.Durat
 // Names lists the touchpoints and surveys that have buckets or unfolded
 // records, sorted.
 func (s *Store) Names(ctx context.Context) (touchpoints, surveys []string, err error) {
-	rows, err := s.pool.Query(ctx, `SELECT DISTINCT kind, subject FROM cxop_rollups UNION SELECT DISTINCT kind, subject FROM cxop_tail`)
+	rows, err := s.pool.Query(ctx, `SELECT DISTINCT kind, subject FROM cxop_rollups
+UNION SELECT DISTINCT kind, subject FROM cxop_records WHERE seq > (SELECT watermark FROM cxop_fold WHERE name = 'rollups')`)
 	if err != nil {
 		return nil, nil, unavailable(err)
 	}

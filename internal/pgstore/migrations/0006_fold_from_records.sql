@@ -1,0 +1,27 @@
+-- The fold reads the records themselves above its watermark instead of a
+-- copy of each in cxop_tail: per record, the append no longer writes a tail
+-- row and the fold no longer deletes it. A record's sequence is drawn
+-- before its transaction commits, so the fold folds only up to a sequence
+-- every append that could still commit below it has ended: it notes the
+-- highest sequence drawn and then its own transaction id (mark_seq,
+-- mark_xid), and once the oldest transaction still running is younger than
+-- that id, every sequence up to mark_seq is settled (fold.go).
+--
+-- Before this file runs, the migration step drains cxop_tail into the
+-- rollups in the same transaction, with the tail locked against appends of
+-- older replicas (migrate.go, drainTail), so every record committed before
+-- it is folded when the watermark moves to the last of them below.
+
+CREATE INDEX cxop_records_seq ON cxop_records (seq);
+
+ALTER TABLE cxop_fold
+    ADD COLUMN settled  bigint NOT NULL DEFAULT 0,
+    ADD COLUMN mark_seq bigint NOT NULL DEFAULT 0,
+    ADD COLUMN mark_xid bigint NOT NULL DEFAULT 0;
+
+DROP TABLE cxop_tail;
+
+UPDATE cxop_fold
+SET watermark = greatest(watermark, (SELECT coalesce(max(seq), 0) FROM cxop_records)),
+    settled   = greatest(watermark, (SELECT coalesce(max(seq), 0) FROM cxop_records))
+WHERE name = 'rollups';
