@@ -276,9 +276,7 @@ func (s *Server) surveyAnswer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.count(s.cfg.Load(), []store.Record{rec}, res)
-	if e := s.surveys.Load(); e != nil {
-		e.Notify()
-	}
+	s.wakeSurveys([]store.Record{rec}, res)
 	s.renderPage(w, http.StatusOK, pageData{Nonce: nonce, Title: "Thank you", Message: "Thank you for your answer."})
 }
 

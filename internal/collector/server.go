@@ -279,11 +279,29 @@ func (s *Server) ingestOnce(w http.ResponseWriter, r *http.Request, endpoint str
 		return 503
 	}
 	s.count(cfg, records, res)
-	if e := s.surveys.Load(); e != nil && res.Accepted > 0 {
-		e.Notify()
-	}
+	s.wakeSurveys(records, res)
 	writeJSON(w, 200, ingestResult{Accepted: res.Accepted, Duplicates: res.Duplicates})
 	return 200
+}
+
+// wakeSurveys wakes the survey engine when records newly stored one it
+// reads: one with a feed entry (store.Record.SkipFeed unset), an
+// interaction some survey's trigger names or an answer to a survey with a
+// closed loop. Records no survey acts on and duplicates give it nothing
+// to do; waking it for them would step it once per request, each step a
+// claim and a release of the replicas' shared lease on PostgreSQL. Work
+// that falls due later is the engine's Interval's.
+func (s *Server) wakeSurveys(records []store.Record, res store.Result) {
+	e := s.surveys.Load()
+	if e == nil {
+		return
+	}
+	for i := range records {
+		if !records[i].SkipFeed && (res.Duplicate == nil || !res.Duplicate[i]) {
+			e.Notify()
+			return
+		}
+	}
 }
 
 // count updates the metrics for records newly stored.
