@@ -220,16 +220,19 @@ func (k *engineKV) ConfigRevision() (int64, error) {
 	return rev, nil
 }
 
-// FeedMark is the next transaction id not yet handed out when it runs
-// (pg_snapshot_xmax of its snapshot): every append in flight then has a
-// lower one, provided it took its transaction id before drawing its
-// records' sequences, which the append does by claiming the records'
-// idempotency keys (a write) first.
+// FeedMark is a transaction id taken when it runs, after the feed's read:
+// every append in flight then took its id earlier, provided it took its
+// transaction id before drawing its records' sequences, which the append
+// does by claiming the records' idempotency keys (a write) first. It is a
+// new id (pg_current_xact_id in a transaction of its own), not the
+// snapshot's xmax: that is one past the newest transaction that has ended,
+// and the newest append may well be running with an id at or above it.
+// One transaction id per mark, a few a second at most.
 func (k *engineKV) FeedMark() (uint64, bool, error) {
 	ctx, cancel := k.opContext()
 	defer cancel()
 	var mark int64
-	if err := k.s.pool.QueryRow(ctx, `SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint`).Scan(&mark); err != nil {
+	if err := k.s.pool.QueryRow(ctx, `SELECT pg_current_xact_id()::text::bigint`).Scan(&mark); err != nil {
 		return 0, false, unavailable(err)
 	}
 	return uint64(mark), true, nil

@@ -210,3 +210,35 @@ func TestConfigRevisionOnlyRises(t *testing.T) {
 		}
 	}
 }
+
+// TestFeedMarkCoversAppendsInFlight: an append holding a transaction id
+// newer than every transaction that has ended (the common case for the
+// newest append) keeps a mark taken after it unsettled until it ends. The
+// snapshot's xmax is one past the newest ended transaction, not past the
+// newest running one, so a mark taken from it would call this append ended.
+func TestFeedMarkCoversAppendsInFlight(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, server.NewDatabase(t))
+	e := s.EngineKV()
+	w, err := s.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = w.Rollback(ctx) }()
+	if _, err := w.Exec(ctx, `INSERT INTO cxop_ids (kind, subject, id, fingerprint, event_time) VALUES ('e', 'chat', 'in-flight', 0, 1)`); err != nil {
+		t.Fatal(err)
+	}
+	mark, ok, err := e.FeedMark()
+	if err != nil || !ok {
+		t.Fatalf("mark: %v %v", ok, err)
+	}
+	if settled, err := e.FeedSettled(mark); err != nil || settled {
+		t.Fatalf("settled = %v (%v) while an append that began before the mark runs", settled, err)
+	}
+	if err := w.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if settled, err := e.FeedSettled(mark); err != nil || !settled {
+		t.Fatalf("settled = %v (%v) after the append ended", settled, err)
+	}
+}

@@ -625,14 +625,10 @@ func (e *Engine) consumeFeed(cfg *settings) (bool, error) {
 	if err := it.Error(); err != nil {
 		return false, err
 	}
-	// Taken after the read (kv.KV.FeedMark), so that it covers every
-	// writer that could still commit below what the read saw.
-	mark, markOK, err := e.kv.FeedMark()
-	if err != nil {
-		return false, err
-	}
 	if n == 0 {
-		e.feed.read(nil, settled, mark, markOK)
+		if err := e.feed.read(nil, settled, e.kv.FeedMark); err != nil {
+			return false, err
+		}
 		e.metrics.feedHeldRevision.Set(0)
 		return false, nil
 	}
@@ -651,7 +647,12 @@ func (e *Engine) consumeFeed(cfg *settings) (bool, error) {
 		return false, err
 	}
 	if n < consumeBatch {
-		e.feed.read(last, settled, mark, markOK)
+		// The mark is taken after the read (kv.KV.FeedMark), so that it
+		// covers every writer that could still commit below what the
+		// read saw.
+		if err := e.feed.read(last, settled, e.kv.FeedMark); err != nil {
+			return false, err
+		}
 	}
 	return n >= consumeBatch, nil
 }

@@ -59,22 +59,29 @@ func (f *feedFloor) from(prefix []byte, now time.Time, settle func(mark uint64) 
 
 // read records a read that took every entry from the floor on and was
 // committed: last is the last key it saw (nil for none), settled what from
-// reported before it, and mark the writers in flight after it (ok false:
-// the store cannot tell, and the floor stays at the feed's start).
-func (f *feedFloor) read(last []byte, settled bool, mark uint64, ok bool) {
-	if !ok {
-		*f = feedFloor{rescanned: f.rescanned}
-		return
-	}
+// reported before it, and mark marks the writers in flight after it
+// (kv.KV.FeedMark; ok false: the store cannot tell, and the floor stays at
+// the feed's start). mark is called only when a new floor is set pending,
+// at most once per read: on PostgreSQL each mark takes a transaction id.
+func (f *feedFloor) read(last []byte, settled bool, mark func() (uint64, bool, error)) error {
 	if settled {
 		f.low, f.pending = f.next, false
 	}
 	if f.pending || last == nil {
-		return
+		return nil
 	}
 	next := append(bytes.Clone(last), 0) // the least key above last
 	if f.low != nil && bytes.Compare(next, f.low) <= 0 {
-		return
+		return nil
 	}
-	f.next, f.mark, f.pending = next, mark, true
+	m, ok, err := mark()
+	if err != nil {
+		return err
+	}
+	if !ok {
+		*f = feedFloor{rescanned: f.rescanned}
+		return nil
+	}
+	f.next, f.mark, f.pending = next, m, true
+	return nil
 }
