@@ -141,7 +141,8 @@ func compareKeys(a, b key) int {
 }
 
 // commitGroup commits a group, running it again on a serialization failure,
-// a deadlock or a missing partition.
+// a deadlock or a missing partition, and with INSERT … ON CONFLICT when its
+// COPY claim met a taken key.
 func (s *Store) commitGroup(group []*request) ([]reply, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.CommitTimeout)
 	defer cancel()
@@ -151,6 +152,7 @@ func (s *Store) commitGroup(group []*request) ([]reply, error) {
 			times = append(times, req.records[i].Time())
 		}
 	}
+	byCopy := s.claims.tryCopy()
 	var err error
 	for attempt := range maxAttempts {
 		if attempt > 0 {
@@ -162,13 +164,28 @@ func (s *Store) commitGroup(group []*request) ([]reply, error) {
 			return nil, unavailable(err)
 		}
 		var results []reply
-		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		run := func(tx pgx.Tx) error {
 			var err error
-			results, err = s.claimAndInsert(ctx, tx, group)
+			results, err = s.claimAndInsert(ctx, tx, group, byCopy)
 			return err
-		})
+		}
+		err = pgx.BeginFunc(ctx, s.pool, run)
+		if errors.Is(err, errKeyTaken) {
+			// The COPY claim met a taken key: at once, and not as
+			// another attempt, the group runs again with INSERT … ON
+			// CONFLICT (claim.go).
+			s.claims.refused.Add(1)
+			s.claims.sawTakenKey()
+			byCopy = false
+			err = pgx.BeginFunc(ctx, s.pool, run)
+		}
 		switch {
 		case err == nil:
+			if byCopy {
+				s.claims.copied.Add(1)
+			} else {
+				s.claims.inserted.Add(1)
+			}
 			return results, nil
 		case noPartition(err):
 			s.forgetPartitions()
@@ -184,10 +201,12 @@ func (s *Store) commitGroup(group []*request) ([]reply, error) {
 // back by the transaction that held it); the group runs again.
 var errClaimVanished = errors.New("a claimed idempotency key vanished; retrying")
 
-// claimAndInsert is one group's transaction: claim every key in bulk, decide
-// each request's records in order exactly as the embedded store does, give
-// back the keys of refused requests, insert the new records.
-func (s *Store) claimAndInsert(ctx context.Context, tx pgx.Tx, group []*request) ([]reply, error) {
+// claimAndInsert is one group's transaction: claim every key in bulk (by
+// COPY when byCopy, failing with errKeyTaken if a key is taken; by INSERT …
+// ON CONFLICT otherwise), decide each request's records in order exactly as
+// the embedded store does, give back the keys of refused requests, insert
+// the new records.
+func (s *Store) claimAndInsert(ctx context.Context, tx pgx.Tx, group []*request, byCopy bool) ([]reply, error) {
 	// The first record of each key in the group, in key order: claims in one
 	// order everywhere, so two replicas claiming overlapping batches wait on
 	// each other instead of deadlocking.
@@ -209,25 +228,35 @@ func (s *Store) claimAndInsert(ctx context.Context, tx pgx.Tx, group []*request)
 	for _, k := range keys {
 		c.addKey(k, first[k].Fingerprint, first[k].Time())
 	}
-	rows, err := tx.Query(ctx, `INSERT INTO cxop_ids (kind, subject, id, fingerprint, event_time)
+	claimed := make(map[key]bool, len(keys))
+	var kind, subject, id string
+	if byCopy {
+		if err := copyClaim(ctx, tx, &c); err != nil {
+			return nil, err
+		}
+		for _, k := range keys {
+			claimed[k] = true
+		}
+	} else {
+		rows, err := tx.Query(ctx, `INSERT INTO cxop_ids (kind, subject, id, fingerprint, event_time)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[])
 ON CONFLICT DO NOTHING
 RETURNING kind, subject, id`, c.kinds, c.subjects, c.ids, c.fingerprints, c.times)
-	if err != nil {
-		return nil, err
-	}
-	claimed := map[key]bool{}
-	var kind, subject, id string
-	_, err = pgx.ForEachRow(rows, []any{&kind, &subject, &id}, func() error {
-		claimed[key{rollup.Kind(kind[0]), subject, id}] = true
-		return nil
-	})
-	if err != nil {
-		return nil, err
+		if err != nil {
+			return nil, err
+		}
+		_, err = pgx.ForEachRow(rows, []any{&kind, &subject, &id}, func() error {
+			claimed[key{rollup.Kind(kind[0]), subject, id}] = true
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
 	}
 	// Keys stored before: their fingerprints decide duplicate or conflict.
 	stored := map[key]uint64{}
 	if len(claimed) < len(keys) {
+		s.claims.sawTakenKey()
 		var o columns
 		for _, k := range keys {
 			if !claimed[k] {
@@ -338,8 +367,8 @@ WHERE cxop_ids.kind = f.kind AND cxop_ids.subject = f.subject AND cxop_ids.id = 
 
 // insertRecords writes the new records and the survey engine's feed
 // entries with COPY, in the group's transaction. The keys
-// were claimed by INSERT … ON CONFLICT above (COPY cannot skip a
-// conflict), so every row written here is new. COPY runs the executor once
+// were claimed above, by COPY or INSERT … ON CONFLICT (claim.go), so every
+// row written here is new. COPY runs the executor once
 // per statement, not per row, and PostgreSQL batches its heap inserts
 // (one WAL record and one page lock per page instead of per row), which
 // matters with several replicas appending to the same last pages. The

@@ -175,6 +175,8 @@ type Store struct {
 	buckets *bucketCache
 	// decoded counts the buckets summaries decoded, for tests.
 	decoded atomic.Int64
+	// claims chooses how groups claim their keys (claim.go).
+	claims claimStats
 	// auditMu guards hashKey, the audit log's hash key once read.
 	auditMu sync.Mutex
 	hashKey []byte
