@@ -366,17 +366,17 @@ WHERE cxop_ids.kind = f.kind AND cxop_ids.subject = f.subject AND cxop_ids.id = 
 }
 
 // insertRecords writes the new records and the survey engine's feed
-// entries with COPY, in the group's transaction. The keys
-// were claimed above, by COPY or INSERT … ON CONFLICT (claim.go), so every
-// row written here is new. COPY runs the executor once
-// per statement, not per row, and PostgreSQL batches its heap inserts
-// (one WAL record and one page lock per page instead of per row), which
-// matters with several replicas appending to the same last pages. The
-// sequences are taken first, in one statement, so the feed keys carry the
-// records' own; they are drawn after the claim has inserted the records'
-// keys, so the transaction holds its transaction id before any of its
-// sequences: the fold and the feed's reader rely on that order to know
-// which appends can still commit below a sequence they saw (fold.go).
+// entries with COPY, in the group's transaction. The keys were claimed
+// above, by COPY or INSERT … ON CONFLICT (claim.go), so every row written
+// here is new. COPY runs the executor once per statement, not per row, and
+// PostgreSQL batches its heap inserts (one WAL record and one page lock per
+// page instead of per row), which matters with several replicas appending
+// to the same last pages. The sequences are taken first, in one statement,
+// so the feed keys carry the records' own; they are drawn after the claim
+// has inserted the records' keys, so the transaction holds its transaction
+// id before any of its sequences: the fold and the feed's reader rely on
+// that order to know which appends can still commit below a sequence they
+// saw (fold.go).
 func (s *Store) insertRecords(ctx context.Context, tx pgx.Tx, fresh []*store.Record) error {
 	rows, err := tx.Query(ctx, `SELECT nextval('cxop_record_seq') FROM generate_series(1, $1)`, len(fresh))
 	if err != nil {
