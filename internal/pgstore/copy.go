@@ -291,7 +291,7 @@ func (s *Store) ReplaceRollups(ctx context.Context, buckets func(add func(key, v
 		for _, q := range []string{`DELETE FROM cxop_rollups`,
 			`UPDATE cxop_fold SET watermark = last.seq, settled = greatest(settled, last.seq),
     folded = (SELECT count(*) FROM cxop_records), folded_at = now()
-FROM (SELECT coalesce(max(seq), 0) AS seq FROM cxop_records) AS last WHERE name = 'rollups'`} {
+FROM (SELECT coalesce(max(seq + 0), 0) AS seq FROM cxop_records) AS last WHERE name = 'rollups'`} {
 			if _, err := tx.Exec(ctx, q); err != nil {
 				return err
 			}

@@ -62,9 +62,10 @@ func (a agg) marshal() ([]byte, error) {
 // partition lead to (an index scan in sequence order, or a bitmap of the
 // range and a sort), it reads only the batch's rows, even when the fold is
 // far behind. Sequences are drawn one by one, so the range holds at most
-// as many records as it is wide (fewer where appends rolled back).
+// as many records as it is wide (fewer where appends rolled back). seq + 0
+// is what the fold's index (cxop_records_fold, migration 0006) is on.
 const foldReadSQL = `SELECT seq, kind, subject, event_time, customer_hash, wait_seconds, flags, score FROM cxop_records
-WHERE seq > $1 AND seq <= $2`
+WHERE seq + 0 > $1 AND seq + 0 <= $2`
 
 // seqRecord is a record to fold, with its sequence.
 type seqRecord struct {
@@ -97,9 +98,10 @@ func (s *Store) Fold(ctx context.Context) (int, error) {
 
 // foldStep is what one fold step did and saw.
 type foldStep struct {
-	folded int  // records folded
-	held   bool // this replica held the fold lease
-	behind bool // settled records are left above the watermark
+	folded    int   // records folded
+	held      bool  // this replica held the fold lease
+	watermark int64 // the watermark it left (when held)
+	behind    bool  // settled records are left above the watermark
 	// stalled: records were drawn past the watermark and the mark noted
 	// before them has not settled (an older transaction still runs).
 	stalled bool
@@ -141,7 +143,7 @@ FROM cxop_fold WHERE name = 'rollups'`).Scan(&f.watermark, &f.settled, &f.markSe
 			}
 			f.watermark = upTo
 		}
-		st.behind = f.watermark < f.settled
+		st.behind, st.watermark = f.watermark < f.settled, f.watermark
 		if _, err := tx.Exec(ctx, `UPDATE cxop_fold SET watermark = $1, settled = $2, mark_seq = $3, mark_xid = $4,
     folded = folded + $5, folded_at = CASE WHEN $5 > 0 THEN now() ELSE folded_at END
 WHERE name = 'rollups'`, f.watermark, f.settled, f.markSeq, f.markXid, len(recs)); err != nil {
@@ -160,6 +162,9 @@ WHERE name = 'rollups'`, f.watermark, f.settled, f.markSeq, f.markXid, len(recs)
 	})
 	if err != nil {
 		return foldStep{}, fmt.Errorf("fold: %w", err)
+	}
+	if st.held {
+		s.sawWatermark(st.watermark)
 	}
 	return st, nil
 }
@@ -302,8 +307,19 @@ type FoldState struct {
 // FoldState reads where the fold stands, in one snapshot.
 func (s *Store) FoldState(ctx context.Context) (FoldState, error) {
 	var f FoldState
-	err := s.pool.QueryRow(ctx, `SELECT watermark, folded, (SELECT count(*) FROM cxop_records WHERE seq > watermark)
-FROM cxop_fold WHERE name = 'rollups'`).Scan(&f.Watermark, &f.Folded, &f.Tail)
+	hint, err := s.tailHint(ctx)
+	if err != nil {
+		return f, err
+	}
+	// The hint lets the planner see how few records are above it
+	// (windowSQL).
+	err = s.pool.QueryRow(ctx, `SELECT watermark, folded, (SELECT count(*) FROM cxop_records WHERE seq + 0 > $1 AND seq > watermark)
+FROM cxop_fold WHERE name = 'rollups'`, hint).Scan(&f.Watermark, &f.Folded, &f.Tail)
+	if err == nil && f.Watermark < hint {
+		// The watermark went back (a restored database): count from it.
+		s.sawWatermark(f.Watermark)
+		return s.FoldState(ctx)
+	}
 	return f, unavailable(err)
 }
 

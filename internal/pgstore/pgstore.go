@@ -175,6 +175,8 @@ type Store struct {
 	buckets *bucketCache
 	// decoded counts the buckets summaries decoded, for tests.
 	decoded atomic.Int64
+	// watermark is the fold's watermark last seen (summary.go).
+	watermark watermarkHint
 	// claims chooses how groups claim their keys (claim.go).
 	claims claimStats
 	// auditMu guards hashKey, the audit log's hash key once read.

@@ -77,7 +77,7 @@ func (s *Store) PruneRecords(ctx context.Context, cutoff time.Time) (int, error)
 				return err
 			}
 			var unfolded bool
-			if err := tx.QueryRow(ctx, `SELECT count(*), coalesce(max(seq), 0) > (SELECT watermark FROM cxop_fold WHERE name = 'rollups')
+			if err := tx.QueryRow(ctx, `SELECT count(*), coalesce(max(seq + 0), 0) > (SELECT watermark FROM cxop_fold WHERE name = 'rollups')
 FROM `+pgx.Identifier{name}.Sanitize()).Scan(&n, &unfolded); err != nil {
 				return err
 			}

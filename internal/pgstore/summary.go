@@ -2,9 +2,11 @@ package pgstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -34,10 +36,21 @@ UNION ALL
 SELECT 1, subject, 0::smallint, 0::bigint, 0::bigint, false, NULL::bytea, event_time, customer_hash, wait_seconds, flags, score
 FROM cxop_records
 WHERE kind = $1 AND subject = ANY($6) AND event_time >= $7 AND event_time < $8
-    AND seq > (SELECT watermark FROM cxop_fold WHERE name = 'rollups')
+    AND seq > $9 AND seq > (SELECT watermark FROM cxop_fold WHERE name = 'rollups')
 UNION ALL
-SELECT 2, '', 0::smallint, 0::bigint, last_value, false, NULL::bytea, 0::bigint, 0::bigint, 0::float8, 0::smallint, 0::smallint
+SELECT 2, '', 0::smallint, 0::bigint, last_value, false, NULL::bytea, (SELECT watermark FROM cxop_fold WHERE name = 'rollups'),
+    0::bigint, 0::float8, 0::smallint, 0::smallint
 FROM cxop_rollup_version`
+
+// The tail's bound in windowSQL is the watermark of the statement's own
+// snapshot, a subquery the planner cannot see into: it would plan the
+// tail's read of each day as if a third of the day were above it, and scan
+// days of millions of records. So the statement also gets the watermark
+// this replica last saw ($9, tailHint), which the planner does see (with
+// the index's actual highest sequence, it expects the few records above
+// it). The watermark only rises, so the hint is at or below the snapshot's
+// and changes no answer; a database restored from a backup can put it
+// lower, and then the statement runs again with the snapshot's.
 
 // tileAgg is one tile's aggregate in a window; shared when it is the
 // cache's, which must not change, and then its row's content at version.
@@ -57,12 +70,31 @@ func (s *Store) window(ctx context.Context, kind rollup.Kind, names []string, wi
 	if len(tiles) == 0 || len(names) == 0 {
 		return map[string][]tileAgg{}, tiles, win, 0, nil
 	}
-	per, epoch, retry, err := s.readWindow(ctx, kind, names, tiles, win, s.buckets)
-	if retry {
-		// The database was replaced under the cache: read it afresh.
-		per, epoch, _, err = s.readWindow(ctx, kind, names, tiles, win, nil)
+	hint, err := s.tailHint(ctx)
+	if err != nil {
+		return nil, tiles, win, 0, err
 	}
-	return per, tiles, win, epoch, err
+	cache := s.buckets
+	for attempt := 0; ; attempt++ {
+		per, epoch, retry, seen, err := s.readWindow(ctx, kind, names, tiles, win, cache, hint)
+		if err != nil {
+			return nil, tiles, win, epoch, err
+		}
+		s.sawWatermark(seen)
+		switch {
+		case attempt == 3:
+			return nil, tiles, win, epoch, unavailable(errors.New("summary: the fold's watermark kept moving back"))
+		case seen < hint:
+			// The watermark went back (a restored database): the
+			// records between it and the hint were not read.
+			hint = seen
+		case retry:
+			// The database was replaced under the cache: read it afresh.
+			cache = nil
+		default:
+			return per, tiles, win, epoch, nil
+		}
+	}
 }
 
 // mergeTiles calls merge with a name's tile aggregates in tile order. A
@@ -122,7 +154,7 @@ func (s *Store) mergeTiles(kind rollup.Kind, name string, tiles []rollup.BucketK
 // readWindow runs windowSQL for distinct names, with the versions cache
 // holds (none when cache is nil). retry is true when the versions it held
 // cannot be trusted.
-func (s *Store) readWindow(ctx context.Context, kind rollup.Kind, names []string, tiles []rollup.BucketKey, win rollup.Window, cache *bucketCache) (per map[string][]tileAgg, epoch uint64, retry bool, err error) {
+func (s *Store) readWindow(ctx context.Context, kind rollup.Kind, names []string, tiles []rollup.BucketKey, win rollup.Window, cache *bucketCache, hint int64) (per map[string][]tileAgg, epoch uint64, retry bool, watermark int64, err error) {
 	index := make(map[rollup.BucketKey]int, len(tiles))
 	for i, k := range tiles {
 		index[k] = i
@@ -149,9 +181,9 @@ func (s *Store) readWindow(ctx context.Context, kind rollup.Kind, names []string
 	if cache != nil {
 		epoch = cache.lookup(ids, func(i int, version int64, a agg) { versions[i], known[i] = version, a })
 	}
-	rows, err := s.pool.Query(ctx, windowSQL, string(rune(kind)), subjects, res, starts, versions, names, win.Start, win.End)
+	rows, err := s.pool.Query(ctx, windowSQL, string(rune(kind)), subjects, res, starts, versions, names, win.Start, win.End, hint)
 	if err != nil {
-		return nil, epoch, false, unavailable(err)
+		return nil, epoch, false, 0, unavailable(err)
 	}
 	grid := make([][]tileAgg, len(names))
 	for i := range grid {
@@ -172,7 +204,7 @@ func (s *Store) readWindow(ctx context.Context, kind rollup.Kind, names []string
 	_, err = pgx.ForEachRow(rows, []any{&src, &subject, &r, &start, &version, &same, &value, &t, &h, &wait, &flags, &score}, func() error {
 		switch src {
 		case 2:
-			last = version
+			last, watermark = version, t
 			return nil
 		case 1:
 			if score < 0 || score > 10 {
@@ -209,10 +241,13 @@ func (s *Store) readWindow(ctx context.Context, kind rollup.Kind, names []string
 		return nil
 	})
 	if err != nil {
-		return nil, epoch, false, unavailable(err)
+		return nil, epoch, false, 0, unavailable(err)
+	}
+	if watermark < hint {
+		return nil, epoch, false, watermark, nil
 	}
 	if cache != nil && cache.rewound(last, highest) && usedCache {
-		return nil, epoch, true, nil
+		return nil, epoch, true, watermark, nil
 	}
 	for i := range tail {
 		tr := &tail[i]
@@ -234,7 +269,7 @@ func (s *Store) readWindow(ctx context.Context, kind rollup.Kind, names []string
 	for ni, name := range names {
 		per[name] = grid[ni]
 	}
-	return per, epoch, false, nil
+	return per, epoch, false, watermark, nil
 }
 
 // TouchpointWindow merges the given touchpoints' buckets and unfolded
@@ -274,8 +309,15 @@ func (s *Store) SurveyWindow(ctx context.Context, name string, window time.Durat
 // Names lists the touchpoints and surveys that have buckets or unfolded
 // records, sorted.
 func (s *Store) Names(ctx context.Context) (touchpoints, surveys []string, err error) {
+	hint, err := s.tailHint(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	// A name only in the tail is listed a little late if the hint is above
+	// the snapshot's watermark (a restored database): never wrong, as the
+	// watermark only rises otherwise.
 	rows, err := s.pool.Query(ctx, `SELECT DISTINCT kind, subject FROM cxop_rollups
-UNION SELECT DISTINCT kind, subject FROM cxop_records WHERE seq > (SELECT watermark FROM cxop_fold WHERE name = 'rollups')`)
+UNION SELECT DISTINCT kind, subject FROM cxop_records WHERE seq + 0 > $1 AND seq > (SELECT watermark FROM cxop_fold WHERE name = 'rollups')`, hint)
 	if err != nil {
 		return nil, nil, unavailable(err)
 	}
@@ -301,4 +343,43 @@ func (a agg) merge(b agg) error {
 		return a.tp.Merge(b.tp)
 	}
 	return a.sv.Merge(b.sv)
+}
+
+// watermarkHint is the fold's watermark as this replica last saw it: the
+// planner's view of where the tail begins (windowSQL).
+type watermarkHint struct {
+	mu    sync.Mutex
+	value int64
+	at    time.Time
+}
+
+// watermarkHintMaxAge is how old a hint may be before a statement that
+// reads the tail reads the watermark first: a replica that served no
+// summary for a while would otherwise plan for a tail long folded.
+const watermarkHintMaxAge = 10 * time.Second
+
+// tailHint returns the watermark this replica saw last, read afresh when
+// that is older than watermarkHintMaxAge.
+func (s *Store) tailHint(ctx context.Context) (int64, error) {
+	h := &s.watermark
+	h.mu.Lock()
+	v, at := h.value, h.at
+	h.mu.Unlock()
+	if time.Since(at) < watermarkHintMaxAge {
+		return v, nil
+	}
+	var w int64
+	if err := s.pool.QueryRow(ctx, `SELECT watermark FROM cxop_fold WHERE name = 'rollups'`).Scan(&w); err != nil {
+		return 0, unavailable(fmt.Errorf("read the fold's watermark: %w", err))
+	}
+	s.sawWatermark(w)
+	return w, nil
+}
+
+// sawWatermark records the watermark a statement or a fold saw.
+func (s *Store) sawWatermark(w int64) {
+	h := &s.watermark
+	h.mu.Lock()
+	h.value, h.at = w, time.Now()
+	h.mu.Unlock()
 }

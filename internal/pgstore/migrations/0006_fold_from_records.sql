@@ -12,7 +12,13 @@
 -- older replicas (migrate.go, drainTail), so every record committed before
 -- it is folded when the watermark moves to the last of them below.
 
-CREATE INDEX cxop_records_seq ON cxop_records (seq);
+-- The fold's index, on seq + 0 rather than seq: only statements that
+-- write seq + 0 (the fold's, and counts of the tail) can use it. A
+-- summary reads one subject's tail by (kind, subject, seq); offered a
+-- plain (seq) index, the planner would take it whenever a day's statistics
+-- predate the day's other subjects (a new day, a burst of interactions)
+-- and read every subject's tail to find one survey's few answers.
+CREATE INDEX cxop_records_fold ON cxop_records ((seq + 0));
 
 ALTER TABLE cxop_fold
     ADD COLUMN settled  bigint NOT NULL DEFAULT 0,
@@ -22,6 +28,6 @@ ALTER TABLE cxop_fold
 DROP TABLE cxop_tail;
 
 UPDATE cxop_fold
-SET watermark = greatest(watermark, (SELECT coalesce(max(seq), 0) FROM cxop_records)),
-    settled   = greatest(watermark, (SELECT coalesce(max(seq), 0) FROM cxop_records))
+SET watermark = greatest(watermark, (SELECT coalesce(max(seq + 0), 0) FROM cxop_records)),
+    settled   = greatest(watermark, (SELECT coalesce(max(seq + 0), 0) FROM cxop_records))
 WHERE name = 'rollups';
