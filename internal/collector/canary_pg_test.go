@@ -90,7 +90,7 @@ func onPostgresCanaries(t *testing.T) canaryStore {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, want := range []string{"cxop_ids", "cxop_records", "cxop_rollups", "cxop_engine_kv", "cxop_erasures"} {
+			for _, want := range []string{"cxop_ids", "cxop_records", "cxop_tail", "cxop_rollups", "cxop_engine_kv", "cxop_erasures"} {
 				if !slices.Contains(tables, want) {
 					t.Errorf("the scan did not read %s: it read %v", want, tables)
 				}

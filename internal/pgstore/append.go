@@ -205,7 +205,7 @@ var errClaimVanished = errors.New("a claimed idempotency key vanished; retrying"
 // COPY when byCopy, failing with errKeyTaken if a key is taken; by INSERT …
 // ON CONFLICT otherwise), decide each request's records in order exactly as
 // the embedded store does, give back the keys of refused requests, insert
-// the new records.
+// the new records and their tail rows.
 func (s *Store) claimAndInsert(ctx context.Context, tx pgx.Tx, group []*request, byCopy bool) ([]reply, error) {
 	// The first record of each key in the group, in key order: claims in one
 	// order everywhere, so two replicas claiming overlapping batches wait on
@@ -365,18 +365,18 @@ WHERE cxop_ids.kind = f.kind AND cxop_ids.subject = f.subject AND cxop_ids.id = 
 	return results, nil
 }
 
-// insertRecords writes the new records and the survey engine's feed
-// entries with COPY, in the group's transaction. The keys were claimed
-// above, by COPY or INSERT … ON CONFLICT (claim.go), so every row written
-// here is new. COPY runs the executor once per statement, not per row, and
-// PostgreSQL batches its heap inserts (one WAL record and one page lock per
-// page instead of per row), which matters with several replicas appending
-// to the same last pages. The sequences are taken first, in one statement,
-// so the feed keys carry the records' own; they are drawn after the claim
-// has inserted the records' keys, so the transaction holds its transaction
-// id before any of its sequences: the fold and the feed's reader rely on
-// that order to know which appends can still commit below a sequence they
-// saw (fold.go).
+// insertRecords writes the new records, their tail rows and the survey
+// engine's feed entries with COPY, in the group's transaction. The keys
+// were claimed above, by COPY or INSERT … ON CONFLICT (claim.go), so every
+// row written here is new. COPY runs the executor once per statement, not
+// per row, and PostgreSQL batches its heap inserts (one WAL record and one
+// page lock per page instead of per row), which matters with several
+// replicas appending to the same last pages. The sequences are taken
+// first, in one statement, so the tail rows and the feed keys carry the
+// records' own; they are drawn after the claim has inserted the records'
+// keys, so the transaction holds its transaction id before any of its
+// sequences (a reader of the feed relies on that order to know which
+// appends can still commit below a sequence it saw).
 func (s *Store) insertRecords(ctx context.Context, tx pgx.Tx, fresh []*store.Record) error {
 	rows, err := tx.Query(ctx, `SELECT nextval('cxop_record_seq') FROM generate_series(1, $1)`, len(fresh))
 	if err != nil {
@@ -400,6 +400,14 @@ func (s *Store) insertRecords(ctx context.Context, tx pgx.Tx, fresh []*store.Rec
 		pgx.CopyFromSlice(len(cols), func(i int) ([]any, error) {
 			c := &cols[i]
 			return []any{c.seq, c.time, c.kind, c.subject, c.id, c.hash, c.wait, c.flags, c.score, c.body}, nil
+		})); err != nil {
+		return err
+	}
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"cxop_tail"},
+		[]string{"seq", "kind", "subject", "event_time", "customer_hash", "wait_seconds", "flags", "score"},
+		pgx.CopyFromSlice(len(cols), func(i int) ([]any, error) {
+			c := &cols[i]
+			return []any{c.seq, c.kind, c.subject, c.time, c.hash, c.wait, c.flags, c.score}, nil
 		})); err != nil {
 		return err
 	}
@@ -460,7 +468,7 @@ const (
 	flagResolved
 )
 
-// recordRow is a record as its cxop_records row holds it.
+// recordRow is a record as its cxop_records and cxop_tail rows hold it.
 type recordRow struct {
 	seq, time, hash   int64
 	kind, subject, id string
@@ -501,8 +509,7 @@ func rowOf(seq int64, r *store.Record) recordRow {
 		wait: wait, flags: flags, score: score, body: body}
 }
 
-// tailRecord is what a record not yet folded (above the fold's watermark)
-// adds to the rollups: its row without the body.
+// tailRecord is what a tail row adds to the rollups.
 type tailRecord struct {
 	kind    rollup.Kind
 	subject string

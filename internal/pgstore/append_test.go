@@ -372,10 +372,10 @@ func TestOverloadedAndClosed(t *testing.T) {
 	}
 }
 
-// The records and their feed entries of one group carry the same
-// sequences, ascending in the order the records were submitted (export
-// follows it).
-func TestAppendNumbersRecordsAndFeedAlike(t *testing.T) {
+// The records, their tail rows and their feed entries of one group carry
+// the same sequences, ascending in the order the records were submitted
+// (export follows it), with the tail's fields as the record's.
+func TestAppendNumbersRecordsTailAndFeedAlike(t *testing.T) {
 	s := open(t, server.NewDatabase(t))
 	var recs []store.Record
 	for i := range 60 {
@@ -389,8 +389,11 @@ func TestAppendNumbersRecordsAndFeedAlike(t *testing.T) {
 	if res, err := s.Submit(context.Background(), recs); err != nil || res.Accepted != len(recs) {
 		t.Fatalf("submit: %+v %v", res, err)
 	}
-	rows, err := s.Pool().Query(context.Background(), `SELECT r.seq, r.id, f.value
-FROM cxop_records r JOIN cxop_engine_kv f ON f.key = '\x732f666565642f'::bytea || int8send(r.seq)
+	rows, err := s.Pool().Query(context.Background(), `SELECT r.seq, r.id, r.event_time = t.event_time AND r.customer_hash = t.customer_hash
+  AND r.wait_seconds = t.wait_seconds AND r.flags = t.flags AND r.score = t.score AND r.kind = t.kind AND r.subject = t.subject,
+  f.value
+FROM cxop_records r JOIN cxop_tail t USING (seq)
+  JOIN cxop_engine_kv f ON f.key = '\x732f666565642f'::bytea || int8send(r.seq)
 ORDER BY r.seq`)
 	if err != nil {
 		t.Fatal(err)
@@ -399,8 +402,9 @@ ORDER BY r.seq`)
 	var last int64
 	var seq int64
 	var id string
+	var same bool
 	var feed []byte
-	_, err = pgx.ForEachRow(rows, []any{&seq, &id, &feed}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&seq, &id, &same, &feed}, func() error {
 		if i >= len(recs) {
 			return fmt.Errorf("more rows than records: %d", seq)
 		}
@@ -411,6 +415,8 @@ ORDER BY r.seq`)
 			return err
 		case seq <= last, id != r.ID:
 			return fmt.Errorf("row %d: sequence %d id %s, want after %d and id %s", i, seq, id, last, r.ID)
+		case !same:
+			return fmt.Errorf("record %s: its tail row differs", id)
 		case kind != byte(r.Kind) || subject != r.Subject || string(body) != string(r.JSON):
 			return fmt.Errorf("record %s: feed entry %c %s %s", id, kind, subject, body)
 		}
@@ -422,7 +428,7 @@ ORDER BY r.seq`)
 		t.Fatal(err)
 	}
 	if i != len(recs) {
-		t.Fatalf("%d records with a feed entry, want %d", i, len(recs))
+		t.Fatalf("%d records with tail row and feed entry, want %d", i, len(recs))
 	}
 }
 
@@ -443,8 +449,12 @@ func TestAppendFeedsOnlyWhatTheEngineWants(t *testing.T) {
 	if res, err := s.Submit(ctx, recs); err != nil || res.Accepted != len(recs) {
 		t.Fatalf("submit: %+v %v", res, err)
 	}
-	if records := count(t, s, `SELECT count(*) FROM cxop_records`); records != 40 {
-		t.Fatalf("%d records stored, want 40", records)
+	var records, tail int
+	if err := s.Pool().QueryRow(ctx, `SELECT (SELECT count(*) FROM cxop_records), (SELECT count(*) FROM cxop_tail)`).Scan(&records, &tail); err != nil {
+		t.Fatal(err)
+	}
+	if records != 40 || tail != 40 {
+		t.Fatalf("%d records and %d tail rows stored, want 40 of each", records, tail)
 	}
 	rows, err := s.Pool().Query(ctx, `SELECT r.id, f.value FROM cxop_engine_kv f
   JOIN cxop_records r ON f.key = '\x732f666565642f'::bytea || int8send(r.seq) ORDER BY r.seq`)

@@ -154,8 +154,8 @@ func TestSummaryCacheAcrossReplicas(t *testing.T) {
 	submit(t, other, records(rng, "a", 6000, t0, 30*24*time.Hour))
 	submit(t, other, records(rng, "dense", 24000, t0.Add(-6*24*time.Hour), 24*time.Hour))
 	submit(t, other, records(rng, "b", 3000, t0, 3*time.Hour))
-	if n := foldOnce(t, other); n != 700 {
-		t.Fatalf("fold: %d, want 700", n)
+	if n, err := other.Fold(ctx); err != nil || n != 700 {
+		t.Fatalf("fold: %d, %v", n, err)
 	}
 	sameSummaries(t, "part folded", reader, fresh, t0)
 	before := reader.decoded.Load()

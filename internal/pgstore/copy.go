@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -184,74 +183,29 @@ func (s *Store) SetAuditHashKey(ctx context.Context, key []byte) (same bool, err
 }
 
 // ErrFoldLeaseHeld is what FoldAll's error is (errors.Is) when another
-// replica holds the fold lease, so the records cannot be folded now.
+// replica holds the fold lease, so the tail cannot be folded now.
 var ErrFoldLeaseHeld = errors.New("another replica holds the fold lease")
 
-// foldStall is how long foldThrough waits for the watermark to move
-// before it gives up.
-const foldStall = time.Minute
-
-// FoldAll folds every record whose sequence was drawn before it starts
-// into the rollups, waiting for appends still running to end; it fails
-// with ErrFoldLeaseHeld when another replica holds the fold lease.
+// FoldAll folds the whole tail into the rollups; it fails with
+// ErrFoldLeaseHeld when another replica holds the fold lease.
 func (s *Store) FoldAll(ctx context.Context) error {
-	drawn, err := s.drawnSeq(ctx)
-	if err != nil {
-		return err
-	}
-	return s.foldThrough(ctx, drawn, false)
-}
-
-// drawnSeq is the highest record sequence drawn so far, by appends
-// committed or not.
-func (s *Store) drawnSeq(ctx context.Context) (int64, error) {
-	var drawn int64
-	if err := s.pool.QueryRow(ctx, `SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM cxop_record_seq`).Scan(&drawn); err != nil {
-		return 0, unavailable(fmt.Errorf("read the record sequence: %w", err))
-	}
-	return drawn, nil
-}
-
-// foldThrough returns once the fold's watermark is at or past seq, folding
-// itself while it holds (or can take) the fold lease. When another replica
-// holds it, foldThrough waits for that replica's fold if waitHolder, and
-// otherwise fails with ErrFoldLeaseHeld.
-func (s *Store) foldThrough(ctx context.Context, seq int64, waitHolder bool) error {
-	progress, last := time.Now(), int64(-1)
 	for {
-		step, err := s.fold(ctx)
+		n, err := s.Fold(ctx)
 		if err != nil {
 			return err
 		}
-		held := step.held
-		var w int64
-		if err := s.pool.QueryRow(ctx, `SELECT watermark FROM cxop_fold WHERE name = 'rollups'`).Scan(&w); err != nil {
-			return unavailable(fmt.Errorf("fold: %w", err))
-		}
-		switch {
-		case w >= seq:
-			return nil
-		case !held && !waitHolder:
-			return fmt.Errorf("the records up to sequence %d are not folded yet: %w", seq, ErrFoldLeaseHeld)
-		case w != last:
-			progress, last = time.Now(), w
-		case time.Since(progress) > foldStall:
-			return unavailable(fmt.Errorf("fold: the watermark stayed at %d for %s, below %d: a transaction that began before those records were written may still be running (see pg_stat_activity)", w, foldStall, seq))
-		}
-		// The fold's mark settles once the appends running when it was
-		// noted have ended; another holder folds every FoldInterval.
-		wait := 10 * time.Millisecond
-		if !held {
-			wait = 100 * time.Millisecond
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
+		if n == 0 {
+			break
 		}
 	}
+	f, err := s.FoldState(ctx)
+	if err != nil {
+		return err
+	}
+	if f.Tail != 0 {
+		return fmt.Errorf("%d records are left unfolded: %w", f.Tail, ErrFoldLeaseHeld)
+	}
+	return nil
 }
 
 // RollupBuckets calls fn with every stored rollup bucket, keyed as in the
@@ -274,8 +228,8 @@ func (s *Store) RollupBuckets(ctx context.Context, fn func(key, value []byte) er
 
 // ReplaceRollups makes the buckets that buckets adds (keyed as
 // rollup.CheckpointKey) the rollups of every record stored, in one
-// transaction under the fold lease: the rollups are replaced and the
-// watermark set to the last record. A copy of another
+// transaction under the fold lease: the tail is emptied, the rollups
+// replaced and the watermark set to the last record. A copy of another
 // store's records carries that store's rollups this way rather than the
 // sums of the records copied (which miss those erased or pruned there). It
 // is for a database no collector writes to.
@@ -288,10 +242,8 @@ func (s *Store) ReplaceRollups(ctx context.Context, buckets func(add func(key, v
 		if !ok {
 			return errors.New("replace the rollups: another replica holds the fold lease")
 		}
-		for _, q := range []string{`DELETE FROM cxop_rollups`,
-			`UPDATE cxop_fold SET watermark = last.seq, settled = greatest(settled, last.seq),
-    folded = (SELECT count(*) FROM cxop_records), folded_at = now()
-FROM (SELECT coalesce(max(seq + 0), 0) AS seq FROM cxop_records) AS last WHERE name = 'rollups'`} {
+		for _, q := range []string{`DELETE FROM cxop_tail`, `DELETE FROM cxop_rollups`,
+			`UPDATE cxop_fold SET watermark = (SELECT coalesce(max(seq), 0) FROM cxop_records), folded = (SELECT count(*) FROM cxop_records), folded_at = now() WHERE name = 'rollups'`} {
 			if _, err := tx.Exec(ctx, q); err != nil {
 				return err
 			}

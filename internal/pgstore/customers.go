@@ -129,19 +129,15 @@ func (s *Store) ListCustomer(ctx context.Context, customer string, fn func(kind 
 // EraseCustomer deletes every record of customer stored when it starts,
 // with its idempotency key, a transaction per page of eraseBatch records;
 // each commit is durable. Records committed while it runs (by this or
-// another replica) may remain, as on the embedded store. The rollups keep
-// what the records added (counts and sketches of hashed ids, no personal
-// data): the erasure first waits for the fold to count every record it
-// will delete.
+// another replica) may remain, as on the embedded store. The rollups, and
+// the tail rows not yet folded into them, keep what the records added:
+// counts and sketches of hashed ids, no personal data.
 func (s *Store) EraseCustomer(ctx context.Context, customer string) (customerdata.Counts, error) {
 	counts := customerdata.Counts{}
 	var upTo int64
 	if err := s.pool.QueryRow(ctx, `SELECT coalesce(max(seq), 0) FROM cxop_records WHERE customer_hash = $1`,
 		int64(xxhash.Sum64String(customer))).Scan(&upTo); err != nil {
 		return counts, unavailable(fmt.Errorf("erase records: %w", err))
-	}
-	if err := s.foldThrough(ctx, upTo, true); err != nil {
-		return counts, fmt.Errorf("erase records: wait for the fold to count them: %w", err)
 	}
 	for after := int64(0); after < upTo; {
 		var page customerdata.Counts

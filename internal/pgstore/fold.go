@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -56,98 +55,84 @@ func (a agg) marshal() ([]byte, error) {
 	return a.sv.MarshalBinary()
 }
 
-// foldReadSQL reads the fold's batch: the records with a sequence in
-// ($1, $2]. The range is bounded by the batch's size, not by a LIMIT on
-// everything above the watermark: whatever plan the statistics of a day's
-// partition lead to (an index scan in sequence order, or a bitmap of the
-// range and a sort), it reads only the batch's rows, even when the fold is
-// far behind. Sequences are drawn one by one, so the range holds at most
-// as many records as it is wide (fewer where appends rolled back). seq + 0
-// is what the fold's index (cxop_records_fold, migration 0006) is on.
-const foldReadSQL = `SELECT seq, kind, subject, event_time, customer_hash, wait_seconds, flags, score FROM cxop_records
-WHERE seq + 0 > $1 AND seq + 0 <= $2`
+// foldDeleteSQL takes the fold's batch: the tail rows of the lowest
+// sequences, as a range up to the batch's last sequence (one statement, one
+// snapshot: the rows at or below it are exactly the batch). Not
+// `seq IN (SELECT … LIMIT $1)`: the tail swings between empty and large, and
+// with statistics taken while it was empty the planner joins the batch
+// against the whole tail row by row, which is quadratic (minutes for a
+// batch of 10,000 over a tail of 200,000), and the tail then grows without
+// bound. A range scan on the primary key is linear whatever the statistics.
+const foldDeleteSQL = `DELETE FROM cxop_tail
+WHERE seq <= (SELECT max(seq) FROM (SELECT seq FROM cxop_tail ORDER BY seq LIMIT $1) AS batch)
+RETURNING seq, kind, subject, event_time, customer_hash, wait_seconds, flags, score`
 
-// seqRecord is a record to fold, with its sequence.
-type seqRecord struct {
-	seq int64
-	tailRecord
-}
-
-// Fold folds up to FoldBatch records above the watermark into the rollups,
-// if this replica holds (or takes) the fold lease, and returns how many it
-// folded. One transaction renews the lease, reads the records it folds,
-// rewrites the buckets they fall in, drops buckets past retention and
-// moves the watermark: a record enters the rollups exactly when the
-// watermark passes its sequence.
-//
-// Sequences are drawn before the appends that hold them commit, so the
-// records above the watermark are not all visible yet, and one that
-// commits late may hold a lower sequence than one already seen. The fold
-// therefore only folds up to a settled sequence: each step notes the
-// highest sequence drawn, read before its transaction takes an id, and
-// then that id (an append takes its id, by claiming its keys, before it
-// draws a sequence, so every append holding a sequence up to the mark has
-// a lower id). Once the oldest transaction still running is at or above
-// the noted id, every such append has ended, and the mark's sequence is
-// settled. Marks are kept in cxop_fold, so a replica that takes the lease
-// over goes on from its predecessor's.
+// Fold folds up to FoldBatch records of the tail into the rollups, if this
+// replica holds (or takes) the fold lease, and returns how many it folded.
+// One transaction renews the lease, deletes the tail rows it folds, rewrites
+// the buckets they fall in, drops buckets past retention and moves the
+// watermark: a record leaves the tail exactly when it enters the rollups.
 func (s *Store) Fold(ctx context.Context) (int, error) {
-	st, err := s.fold(ctx)
-	return st.folded, err
-}
-
-// foldStep is what one fold step did and saw.
-type foldStep struct {
-	folded    int   // records folded
-	held      bool  // this replica held the fold lease
-	watermark int64 // the watermark it left (when held)
-	behind    bool  // settled records are left above the watermark
-	// stalled: records were drawn past the watermark and the mark noted
-	// before them has not settled (an older transaction still runs).
-	stalled bool
-}
-
-// fold is Fold, reporting the step.
-func (s *Store) fold(ctx context.Context) (foldStep, error) {
-	var st foldStep
+	folded := 0
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		st = foldStep{}
-		// First, before any write gives this transaction its id.
-		var drawn int64
-		if err := tx.QueryRow(ctx, `SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM cxop_record_seq`).Scan(&drawn); err != nil {
+		folded = 0
+		if held, err := s.claimLease(ctx, tx, "fold"); err != nil || !held {
 			return err
 		}
-		var err error
-		if st.held, err = s.claimLease(ctx, tx, "fold"); err != nil || !st.held {
+		rows, err := tx.Query(ctx, foldDeleteSQL, s.opts.FoldBatch)
+		if err != nil {
 			return err
 		}
-		var f foldRow
-		if err := tx.QueryRow(ctx, `SELECT watermark, settled, mark_seq, mark_xid,
-    pg_current_xact_id()::text::bigint, pg_snapshot_xmin(pg_current_snapshot())::text::bigint
-FROM cxop_fold WHERE name = 'rollups'`).Scan(&f.watermark, &f.settled, &f.markSeq, &f.markXid, &f.xid, &f.xmin); err != nil {
-			return err
+		type seqRecord struct {
+			seq int64
+			tailRecord
 		}
-		st.stalled = !f.advance(drawn) && drawn > f.settled
 		var recs []seqRecord
-		if f.settled > f.watermark {
-			upTo := min(f.settled, f.watermark+int64(s.opts.FoldBatch))
-			rows, err := tx.Query(ctx, foldReadSQL, f.watermark, upTo)
-			if err != nil {
-				return err
+		var seq, t, h int64
+		var kind, subject string
+		var wait float64
+		var flags, score int16
+		_, err = pgx.ForEachRow(rows, []any{&seq, &kind, &subject, &t, &h, &wait, &flags, &score}, func() error {
+			if len(kind) != 1 || (kind[0] != byte(rollup.KindTouchpoint) && kind[0] != byte(rollup.KindSurvey)) || score < 0 || score > 10 {
+				return fmt.Errorf("tail row %d is corrupt (kind %q, score %d)", seq, kind, score)
 			}
-			if recs, err = collectSeqRecords(rows); err != nil {
-				return err
-			}
-			if err := foldRecords(ctx, tx, recs); err != nil {
-				return err
-			}
-			f.watermark = upTo
-		}
-		st.behind, st.watermark = f.watermark < f.settled, f.watermark
-		if _, err := tx.Exec(ctx, `UPDATE cxop_fold SET watermark = $1, settled = $2, mark_seq = $3, mark_xid = $4,
-    folded = folded + $5, folded_at = CASE WHEN $5 > 0 THEN now() ELSE folded_at END
-WHERE name = 'rollups'`, f.watermark, f.settled, f.markSeq, f.markXid, len(recs)); err != nil {
+			recs = append(recs, seqRecord{seq, decodeTail(kind, subject, t, h, wait, flags, score)})
+			return nil
+		})
+		if err != nil {
 			return err
+		}
+		if len(recs) > 0 {
+			// In sequence order, as the embedded store counts them.
+			slices.SortFunc(recs, func(a, b seqRecord) int { return cmp.Compare(a.seq, b.seq) })
+			buckets := map[bucketID]agg{}
+			for i := range recs {
+				for _, k := range rollup.BucketsOf(recs[i].time()) {
+					buckets[bucketID{recs[i].kind, recs[i].subject, k}] = agg{}
+				}
+			}
+			if err := loadBuckets(ctx, tx, buckets); err != nil {
+				return err
+			}
+			for i := range recs {
+				r := &recs[i].tailRecord
+				for _, k := range rollup.BucketsOf(r.time()) {
+					id := bucketID{r.kind, r.subject, k}
+					a := buckets[id]
+					if a.tp == nil && a.sv == nil {
+						a = newAgg(r.kind)
+						buckets[id] = a
+					}
+					a.add(r)
+				}
+			}
+			if err := storeBuckets(ctx, tx, buckets); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, `UPDATE cxop_fold SET watermark = greatest(watermark, $1), folded = folded + $2, folded_at = now()
+WHERE name = 'rollups'`, recs[len(recs)-1].seq, len(recs)); err != nil {
+				return err
+			}
 		}
 		// Buckets past retention go, as a Set's Flush drops them.
 		now := s.opts.Now()
@@ -157,87 +142,13 @@ WHERE name = 'rollups'`, f.watermark, f.settled, f.markSeq, f.markXid, len(recs)
 				return err
 			}
 		}
-		st.folded = len(recs)
+		folded = len(recs)
 		return nil
 	})
 	if err != nil {
-		return foldStep{}, fmt.Errorf("fold: %w", err)
+		return 0, fmt.Errorf("fold: %w", err)
 	}
-	if st.held {
-		s.sawWatermark(st.watermark)
-	}
-	return st, nil
-}
-
-// collectSeqRecords reads rows of (seq, kind, subject, event_time,
-// customer_hash, wait_seconds, flags, score).
-func collectSeqRecords(rows pgx.Rows) ([]seqRecord, error) {
-	var recs []seqRecord
-	var seq, t, h int64
-	var kind, subject string
-	var wait float64
-	var flags, score int16
-	_, err := pgx.ForEachRow(rows, []any{&seq, &kind, &subject, &t, &h, &wait, &flags, &score}, func() error {
-		if len(kind) != 1 || (kind[0] != byte(rollup.KindTouchpoint) && kind[0] != byte(rollup.KindSurvey)) || score < 0 || score > 10 {
-			return fmt.Errorf("record %d is corrupt (kind %q, score %d)", seq, kind, score)
-		}
-		recs = append(recs, seqRecord{seq, decodeTail(kind, subject, t, h, wait, flags, score)})
-		return nil
-	})
-	return recs, err
-}
-
-// foldRow is cxop_fold's row as a fold step reads it, with its
-// transaction's id and the oldest transaction id still running.
-type foldRow struct {
-	watermark, settled int64 // folded through; every append up to it ended
-	markSeq, markXid   int64 // a sequence drawn, and an id taken after it
-	xid, xmin          int64
-}
-
-// advance settles the mark once every transaction older than its id has
-// ended, and then notes a new one: drawn, read before this step's id. It
-// reports false when the mark stays unsettled.
-func (f *foldRow) advance(drawn int64) bool {
-	if f.markXid != 0 && f.xmin < f.markXid {
-		return false // an append that may hold a sequence up to the mark runs still
-	}
-	if f.markXid != 0 {
-		f.settled = max(f.settled, f.markSeq)
-	}
-	f.markSeq, f.markXid = drawn, f.xid
-	return true
-}
-
-// foldRecords adds records, in sequence order, to the buckets they fall in.
-func foldRecords(ctx context.Context, tx pgx.Tx, recs []seqRecord) error {
-	if len(recs) == 0 {
-		return nil
-	}
-	// In sequence order, as the embedded store counts them.
-	slices.SortFunc(recs, func(a, b seqRecord) int { return cmp.Compare(a.seq, b.seq) })
-	buckets := map[bucketID]agg{}
-	for i := range recs {
-		for _, k := range rollup.BucketsOf(recs[i].time()) {
-			buckets[bucketID{recs[i].kind, recs[i].subject, k}] = agg{}
-		}
-	}
-	if err := loadBuckets(ctx, tx, buckets); err != nil {
-		return err
-	}
-	for i := range recs {
-		r := &recs[i].tailRecord
-		for _, k := range rollup.BucketsOf(r.time()) {
-			id := bucketID{r.kind, r.subject, k}
-			a := buckets[id]
-			if a.tp == nil && a.sv == nil {
-				a = newAgg(r.kind)
-				buckets[id] = a
-			}
-			a.add(r)
-		}
-	}
-	return storeBuckets(ctx, tx, buckets)
+	return folded, nil
 }
 
 // loadBuckets reads the stored buckets among those named.
@@ -301,66 +212,13 @@ ON CONFLICT (kind, subject, resolution, bucket_start) DO UPDATE SET value = excl
 type FoldState struct {
 	Watermark int64 // highest record sequence folded
 	Folded    int64 // records folded in all
-	Tail      int64 // records stored and not yet folded: above the watermark
+	Tail      int64 // records stored and not yet folded
 }
 
 // FoldState reads where the fold stands, in one snapshot.
 func (s *Store) FoldState(ctx context.Context) (FoldState, error) {
 	var f FoldState
-	hint, err := s.tailHint(ctx)
-	if err != nil {
-		return f, err
-	}
-	// The hint lets the planner see how few records are above it
-	// (windowSQL).
-	err = s.pool.QueryRow(ctx, `SELECT watermark, folded, (SELECT count(*) FROM cxop_records WHERE seq + 0 > $1 AND seq > watermark)
-FROM cxop_fold WHERE name = 'rollups'`, hint).Scan(&f.Watermark, &f.Folded, &f.Tail)
-	if err == nil && f.Watermark < hint {
-		// The watermark went back (a restored database): count from it.
-		s.sawWatermark(f.Watermark)
-		return s.FoldState(ctx)
-	}
+	err := s.pool.QueryRow(ctx, `SELECT watermark, folded, (SELECT count(*) FROM cxop_tail) FROM cxop_fold WHERE name = 'rollups'`).
+		Scan(&f.Watermark, &f.Folded, &f.Tail)
 	return f, unavailable(err)
-}
-
-// foldStallWarning is how long the fold may wait for an older transaction
-// before each warning.
-const foldStallWarning = time.Minute
-
-// stallClock tells when a fold that keeps finding its mark unsettled has
-// waited another foldStallWarning.
-type stallClock struct{ since, warned time.Time }
-
-func (c *stallClock) observe(stalled bool, now time.Time) bool {
-	if !stalled {
-		*c = stallClock{}
-		return false
-	}
-	if c.since.IsZero() {
-		c.since = now
-	}
-	if now.Sub(c.since) < foldStallWarning || now.Sub(c.warned) < foldStallWarning {
-		return false
-	}
-	c.warned = now
-	return true
-}
-
-// warnFoldStalled logs the transaction the fold waits for: summaries stay
-// exact meanwhile, but read ever more records above the watermark.
-func (s *Store) warnFoldStalled(ctx context.Context) {
-	var pid int32
-	var app, state string
-	var started *time.Time
-	err := s.pool.QueryRow(ctx, `SELECT pid, coalesce(application_name, ''), coalesce(state, ''), xact_start FROM pg_stat_activity
-WHERE backend_xid IS NOT NULL ORDER BY age(backend_xid) DESC LIMIT 1`).Scan(&pid, &app, &state, &started)
-	if err != nil {
-		s.opts.Logger.Warn("the fold waits for a transaction that began before the records above its watermark were written; summaries read those records until it ends", "err", err)
-		return
-	}
-	attrs := []any{"pid", pid, "application_name", app, "state", state}
-	if started != nil {
-		attrs = append(attrs, "running_for", time.Since(*started).Round(time.Second).String())
-	}
-	s.opts.Logger.Warn("the fold waits for a transaction that began before the records above its watermark were written; summaries read those records until it ends", attrs...)
 }

@@ -70,36 +70,18 @@ func answer(subject, id string, at time.Time, customer uint64, score int) store.
 	}
 }
 
-// foldAll folds every record appended before it, waiting for another
-// replica's fold if that one holds the lease.
+// foldAll folds until the tail is empty.
 func foldAll(t testing.TB, s *Store) {
 	t.Helper()
-	drawn, err := s.drawnSeq(context.Background())
-	if err == nil {
-		err = s.foldThrough(context.Background(), drawn, true)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
-// foldOnce runs fold steps until one folds something (the first step after
-// an append may only note where the appends end) and returns how many
-// records it folded.
-func foldOnce(t testing.TB, s *Store) int {
-	t.Helper()
-	for range 200 {
+	for {
 		n, err := s.Fold(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n > 0 {
-			return n
+		if n == 0 {
+			return
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
-	t.Fatal("no fold step folded anything")
-	return 0
 }
 
 // count runs a count query.

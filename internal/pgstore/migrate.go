@@ -74,17 +74,9 @@ ON CONFLICT (name) DO NOTHING;`
 
 // migrate brings the schema to this build's version.
 func (s *Store) migrate(ctx context.Context) error {
-	return s.migrateTo(ctx, 0)
-}
-
-// migrateTo migrates up to version last (0: this build's newest).
-func (s *Store) migrateTo(ctx context.Context, last int) error {
 	ms, err := migrations()
 	if err != nil {
 		return err
-	}
-	if last > 0 && last < len(ms) {
-		ms = ms[:last]
 	}
 	for attempt := 0; ; attempt++ {
 		_, err = s.pool.Exec(ctx, bootstrapSQL)
@@ -122,11 +114,6 @@ func (s *Store) migrateTo(ctx context.Context, last int) error {
 			if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM cxop_schema_migrations WHERE version = $1)`, m.version).Scan(&done); err != nil || done {
 				return err
 			}
-			if step := migrationSteps[m.version]; step != nil {
-				if err := step(ctx, tx); err != nil {
-					return err
-				}
-			}
 			if _, err := tx.Exec(ctx, m.sql); err != nil {
 				return err
 			}
@@ -149,38 +136,4 @@ func (s *Store) schemaVersion(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("read the schema version: %w", err)
 	}
 	return v, nil
-}
-
-// migrationSteps are what a migration needs done in Go, in its
-// transaction, before its SQL runs.
-var migrationSteps = map[int]func(context.Context, pgx.Tx) error{
-	6: drainTail,
-}
-
-// drainTail folds what cxop_tail still holds into the rollups before
-// migration 0006 drops it. Records, tail and the fold's row are locked
-// first, records first as appends take them: replicas of an older build
-// finish the appends and folds they are in, then wait; once this commits,
-// their appends fail (the tail is gone) and their clients retry on
-// replicas of this build. So every record committed before the migration
-// is folded when 0006 moves the watermark to the last of them.
-func drainTail(ctx context.Context, tx pgx.Tx) error {
-	if _, err := tx.Exec(ctx, `LOCK TABLE cxop_records, cxop_tail, cxop_fold IN ACCESS EXCLUSIVE MODE`); err != nil {
-		return err
-	}
-	rows, err := tx.Query(ctx, `SELECT seq, kind, subject, event_time, customer_hash, wait_seconds, flags, score FROM cxop_tail ORDER BY seq`)
-	if err != nil {
-		return err
-	}
-	recs, err := collectSeqRecords(rows)
-	if err != nil {
-		return err
-	}
-	for chunk := range slices.Chunk(recs, 10000) {
-		if err := foldRecords(ctx, tx, chunk); err != nil {
-			return err
-		}
-	}
-	_, err = tx.Exec(ctx, `UPDATE cxop_fold SET folded = folded + $1, folded_at = now() WHERE name = 'rollups'`, len(recs))
-	return err
 }

@@ -7,10 +7,9 @@
 // Each replica group-commits: the requests queued while a transaction runs
 // go into the next one, which claims their idempotency keys in bulk, inserts
 // only the new records and commits once. Rollups are folded from the
-// records above a watermark by whichever replica holds the fold lease, in
-// the transaction that moves the watermark past them; summaries read the
-// rollups and the records above the watermark (the tail) in one snapshot.
-// See docs/postgres.md.
+// unfolded tail by whichever replica holds the fold lease, in the
+// transaction that removes what it folded; summaries read the rollups and
+// the tail in one snapshot. See docs/postgres.md.
 package pgstore
 
 import (
@@ -58,8 +57,8 @@ type Options struct {
 	// answered with ErrUnavailable (its outcome is unknown, and a retry is
 	// exact). Default 30s.
 	CommitTimeout time.Duration
-	// FoldInterval is how often the replica tries to fold the records
-	// above the watermark (the tail) into the rollups. Default 1s; negative: never in the background (Fold folds).
+	// FoldInterval is how often the replica tries to fold the tail into the
+	// rollups. Default 1s; negative: never in the background (Fold folds).
 	FoldInterval time.Duration
 	// FoldBatch is how many records one fold transaction folds. Default
 	// 10,000.
@@ -175,8 +174,6 @@ type Store struct {
 	buckets *bucketCache
 	// decoded counts the buckets summaries decoded, for tests.
 	decoded atomic.Int64
-	// watermark is the fold's watermark last seen (summary.go).
-	watermark watermarkHint
 	// claims chooses how groups claim their keys (claim.go).
 	claims claimStats
 	// auditMu guards hashKey, the audit log's hash key once read.
@@ -273,7 +270,6 @@ func (s *Store) Ping(ctx context.Context) error { return unavailable(s.pool.Ping
 // maintain folds the tail and keeps tomorrow's partitions made.
 func (s *Store) maintain(ctx context.Context) {
 	defer s.workers.Done()
-	var stalled stallClock
 	t := time.NewTicker(s.opts.FoldInterval)
 	defer t.Stop()
 	var lastDay int64
@@ -284,17 +280,14 @@ func (s *Store) maintain(ctx context.Context) {
 		case <-t.C:
 		}
 		for {
-			step, err := s.fold(ctx)
+			n, err := s.Fold(ctx)
 			if err != nil {
 				if ctx.Err() == nil {
-					s.opts.Logger.Error("fold the records into the rollups", "err", err)
+					s.opts.Logger.Error("fold the tail into the rollups", "err", err)
 				}
 				break
 			}
-			if stalled.observe(step.stalled, time.Now()) {
-				s.warnFoldStalled(ctx)
-			}
-			if !step.behind {
+			if n < s.opts.FoldBatch {
 				break
 			}
 		}

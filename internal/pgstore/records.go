@@ -42,8 +42,7 @@ func (s *Store) Has(ctx context.Context, kind rollup.Kind, subject, id string) (
 // returns 0). Days wholly before cutoff go by dropping their partition;
 // the day cutoff falls in loses its rows before cutoff by a delete. Ingest
 // refuses records that old, so a deleted id cannot come back. Records not
-// yet folded (above the fold's watermark) stay until the fold has counted
-// them: a day holding one is kept whole, and the next prune drops it.
+// yet folded stay in the tail until the fold counts them.
 func (s *Store) PruneRecords(ctx context.Context, cutoff time.Time) (int, error) {
 	c := cutoff.UnixNano()
 	parts, err := s.partitionsList(ctx)
@@ -68,30 +67,22 @@ func (s *Store) PruneRecords(ctx context.Context, cutoff time.Time) (int, error)
 			continue
 		}
 		var n int
-		dropped := false
 		err := step(func(tx pgx.Tx) error {
-			dropped = false
 			// Dropping a partition locks the parent table for a moment;
 			// never queue behind a long reader with ingest queued behind.
 			if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '5s'`); err != nil {
 				return err
 			}
-			var unfolded bool
-			if err := tx.QueryRow(ctx, `SELECT count(*), coalesce(max(seq + 0), 0) > (SELECT watermark FROM cxop_fold WHERE name = 'rollups')
-FROM `+pgx.Identifier{name}.Sanitize()).Scan(&n, &unfolded); err != nil {
+			if err := tx.QueryRow(ctx, `SELECT count(*) FROM `+pgx.Identifier{name}.Sanitize()).Scan(&n); err != nil {
 				return err
 			}
-			if unfolded {
-				return nil
-			}
 			_, err := tx.Exec(ctx, `DROP TABLE `+pgx.Identifier{name}.Sanitize())
-			dropped = err == nil
 			return err
 		})
 		if err != nil {
 			return deleted, fmt.Errorf("prune: drop partition %s: %w", name, err)
 		}
-		if held && dropped {
+		if held {
 			deleted += n
 			s.partMu.Lock()
 			delete(s.partitions, d)
@@ -104,8 +95,7 @@ FROM `+pgx.Identifier{name}.Sanitize()).Scan(&n, &unfolded); err != nil {
 	if name, ok := parts[dayStart(c)]; ok && held && c > dayStart(c) {
 		var n int
 		err := step(func(tx pgx.Tx) error {
-			tag, err := tx.Exec(ctx, `DELETE FROM `+pgx.Identifier{name}.Sanitize()+` WHERE event_time < $1
-    AND seq <= (SELECT watermark FROM cxop_fold WHERE name = 'rollups')`, c)
+			tag, err := tx.Exec(ctx, `DELETE FROM `+pgx.Identifier{name}.Sanitize()+` WHERE event_time < $1`, c)
 			n = int(tag.RowsAffected())
 			return err
 		})

@@ -68,15 +68,6 @@ WHERE i.inhparent = 'cxop_records'::regclass ORDER BY 1`)
 		t.Fatal(err)
 	}
 
-	// Records the fold has not counted yet stay, their days whole.
-	if n, err := s.PruneRecords(ctx, cutoff); err != nil || n != 0 {
-		t.Fatalf("prune before the fold: %d, %v; want 0", n, err)
-	}
-	if got := partitions(); !slices.Equal(got, before) {
-		t.Fatalf("prune before the fold changed partitions to %v", got)
-	}
-	foldAll(t, s)
-
 	n, err := s.PruneRecords(ctx, cutoff)
 	if err != nil {
 		t.Fatal(err)
@@ -195,7 +186,6 @@ func TestPruneExpiredCountsWhatIsKept(t *testing.T) {
 	if _, err := s.Submit(ctx, recs); err != nil {
 		t.Fatal(err)
 	}
-	foldAll(t, s)
 	got, err := s.PruneExpired(ctx, t0.Add(-25*24*time.Hour), t0.Add(-15*24*time.Hour))
 	if err != nil {
 		t.Fatal(err)

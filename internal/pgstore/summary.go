@@ -2,12 +2,9 @@ package pgstore
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"math"
 	"slices"
 	"sort"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -16,14 +13,11 @@ import (
 )
 
 // Summaries merge the rollup buckets that tile the window (the same tiles a
-// rollup.Set merges) with the records of the window not yet folded (the
-// tail: those above the fold's watermark), read in one statement and so in
-// one snapshot: a record is either folded or above the watermark there,
-// never both and never neither. A tail record is added to the bucket it
-// will be folded into, before the buckets are merged, so that the answer is
-// the embedded store's to the bit. Folded records are never read: the
-// (kind, subject, seq) index finds the tail's records of the subjects
-// asked for, in each day of the window.
+// rollup.Set merges) with the records of the tail in the window, read in
+// one statement and so in one snapshot: a record is either folded or in the
+// tail there, never both and never neither. A tail record is added to the
+// bucket it will be folded into, before the buckets are merged, so that the
+// answer is the embedded store's to the bit. Raw records are never read.
 //
 // Buckets this replica has decoded before come from its bucket cache
 // (bucketcache.go): the statement is sent the version of each bucket held
@@ -35,30 +29,11 @@ FROM unnest($2::text[], $3::smallint[], $4::bigint[], $5::bigint[]) AS k(subject
 JOIN cxop_rollups r ON r.kind = $1 AND r.subject = k.subject AND r.resolution = k.resolution AND r.bucket_start = k.bucket_start
 UNION ALL
 SELECT 1, subject, 0::smallint, 0::bigint, 0::bigint, false, NULL::bytea, event_time, customer_hash, wait_seconds, flags, score
-FROM cxop_records
+FROM cxop_tail
 WHERE kind = $1 AND subject = ANY($6) AND event_time >= $7 AND event_time < $8
-    AND seq > $9 AND seq < $10 AND seq > (SELECT watermark FROM cxop_fold WHERE name = 'rollups')
 UNION ALL
-SELECT 2, '', 0::smallint, 0::bigint, last_value, false, NULL::bytea, (SELECT watermark FROM cxop_fold WHERE name = 'rollups'),
-    0::bigint, 0::float8, 0::smallint, 0::smallint
+SELECT 2, '', 0::smallint, 0::bigint, last_value, false, NULL::bytea, 0::bigint, 0::bigint, 0::float8, 0::smallint, 0::smallint
 FROM cxop_rollup_version`
-
-// The tail's bound in windowSQL is the watermark of the statement's own
-// snapshot, a subquery the planner cannot see into: it would plan the
-// tail's read of each day as if a third of the day were above it, and scan
-// days of millions of records. So the statement also gets the watermark
-// this replica last saw ($9, tailHint) as a range with an upper bound no
-// sequence reaches ($10), which the planner takes for a narrow range (and
-// with values, for the few records above the watermark). The watermark only
-// rises, so the hint is at or below the snapshot's and changes no answer; a
-// database restored from a backup can put it lower, and then the statement
-// runs again with the snapshot's.
-//
-// The statement runs with plan_cache_mode force_generic_plan (readWindow):
-// the tail is read from every day of the window, and planning the days'
-// scans anew for each summary (the hint changes every fold) took most of
-// its time: 1.5 of 2 ms over 29 days, against 0.5 ms for the generic plan
-// over 120. A narrow range is what makes the generic plan the right one.
 
 // tileAgg is one tile's aggregate in a window; shared when it is the
 // cache's, which must not change, and then its row's content at version.
@@ -78,31 +53,12 @@ func (s *Store) window(ctx context.Context, kind rollup.Kind, names []string, wi
 	if len(tiles) == 0 || len(names) == 0 {
 		return map[string][]tileAgg{}, tiles, win, 0, nil
 	}
-	hint, err := s.tailHint(ctx)
-	if err != nil {
-		return nil, tiles, win, 0, err
+	per, epoch, retry, err := s.readWindow(ctx, kind, names, tiles, win, s.buckets)
+	if retry {
+		// The database was replaced under the cache: read it afresh.
+		per, epoch, _, err = s.readWindow(ctx, kind, names, tiles, win, nil)
 	}
-	cache := s.buckets
-	for attempt := 0; ; attempt++ {
-		per, epoch, retry, seen, err := s.readWindow(ctx, kind, names, tiles, win, cache, hint)
-		if err != nil {
-			return nil, tiles, win, epoch, err
-		}
-		s.sawWatermark(seen)
-		switch {
-		case attempt == 3:
-			return nil, tiles, win, epoch, unavailable(errors.New("summary: the fold's watermark kept moving back"))
-		case seen < hint:
-			// The watermark went back (a restored database): the
-			// records between it and the hint were not read.
-			hint = seen
-		case retry:
-			// The database was replaced under the cache: read it afresh.
-			cache = nil
-		default:
-			return per, tiles, win, epoch, nil
-		}
-	}
+	return per, tiles, win, epoch, err
 }
 
 // mergeTiles calls merge with a name's tile aggregates in tile order. A
@@ -162,7 +118,7 @@ func (s *Store) mergeTiles(kind rollup.Kind, name string, tiles []rollup.BucketK
 // readWindow runs windowSQL for distinct names, with the versions cache
 // holds (none when cache is nil). retry is true when the versions it held
 // cannot be trusted.
-func (s *Store) readWindow(ctx context.Context, kind rollup.Kind, names []string, tiles []rollup.BucketKey, win rollup.Window, cache *bucketCache, hint int64) (per map[string][]tileAgg, epoch uint64, retry bool, watermark int64, err error) {
+func (s *Store) readWindow(ctx context.Context, kind rollup.Kind, names []string, tiles []rollup.BucketKey, win rollup.Window, cache *bucketCache) (per map[string][]tileAgg, epoch uint64, retry bool, err error) {
 	index := make(map[rollup.BucketKey]int, len(tiles))
 	for i, k := range tiles {
 		index[k] = i
@@ -189,6 +145,10 @@ func (s *Store) readWindow(ctx context.Context, kind rollup.Kind, names []string
 	if cache != nil {
 		epoch = cache.lookup(ids, func(i int, version int64, a agg) { versions[i], known[i] = version, a })
 	}
+	rows, err := s.pool.Query(ctx, windowSQL, string(rune(kind)), subjects, res, starts, versions, names, win.Start, win.End)
+	if err != nil {
+		return nil, epoch, false, unavailable(err)
+	}
 	grid := make([][]tileAgg, len(names))
 	for i := range grid {
 		grid[i] = make([]tileAgg, len(tiles))
@@ -205,63 +165,50 @@ func (s *Store) readWindow(ctx context.Context, kind rollup.Kind, names []string
 	var value []byte
 	var wait float64
 	last, highest, usedCache := int64(-1), int64(0), false
-	err = pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SET LOCAL plan_cache_mode = force_generic_plan`); err != nil {
-			return err
-		}
-		rows, err := tx.Query(ctx, windowSQL, string(rune(kind)), subjects, res, starts, versions, names, win.Start, win.End, hint, int64(math.MaxInt64))
-		if err != nil {
-			return err
-		}
-		_, err = pgx.ForEachRow(rows, []any{&src, &subject, &r, &start, &version, &same, &value, &t, &h, &wait, &flags, &score}, func() error {
-			switch src {
-			case 2:
-				last, watermark = version, t
-				return nil
-			case 1:
-				if score < 0 || score > 10 {
-					return fmt.Errorf("tail row of %s at %d is corrupt (score %d)", subject, t, score)
-				}
-				ni, ok := nameIndex[subject]
-				if !ok {
-					return fmt.Errorf("tail row of %q, not asked for", subject)
-				}
-				tail = append(tail, tailRow{ni, decodeTail(string(rune(kind)), subject, t, h, wait, flags, score)})
-				return nil
-			}
-			ni, ok1 := nameIndex[subject]
-			ti, ok2 := index[rollup.BucketKey{Res: rollup.Resolution(r), Start: start}]
-			if !ok1 || !ok2 {
-				return fmt.Errorf("rollup %c %s bucket at %d, not asked for", kind, subject, start)
-			}
-			highest = max(highest, version)
-			i := ni*len(tiles) + ti
-			if same {
-				grid[ni][ti] = tileAgg{known[i], true, version}
-				usedCache = true
-				return nil
-			}
-			a, err := decodeAgg(kind, value)
-			if err != nil {
-				return fmt.Errorf("rollup %c %s bucket at %d: %w", kind, subject, start, err)
-			}
-			s.decoded.Add(1)
-			if cache != nil {
-				cache.put(epoch, ids[i], version, a, len(value))
-			}
-			grid[ni][ti] = tileAgg{a, cache != nil, version}
+	_, err = pgx.ForEachRow(rows, []any{&src, &subject, &r, &start, &version, &same, &value, &t, &h, &wait, &flags, &score}, func() error {
+		switch src {
+		case 2:
+			last = version
 			return nil
-		})
-		return err
+		case 1:
+			if score < 0 || score > 10 {
+				return fmt.Errorf("tail row of %s at %d is corrupt (score %d)", subject, t, score)
+			}
+			ni, ok := nameIndex[subject]
+			if !ok {
+				return fmt.Errorf("tail row of %q, not asked for", subject)
+			}
+			tail = append(tail, tailRow{ni, decodeTail(string(rune(kind)), subject, t, h, wait, flags, score)})
+			return nil
+		}
+		ni, ok1 := nameIndex[subject]
+		ti, ok2 := index[rollup.BucketKey{Res: rollup.Resolution(r), Start: start}]
+		if !ok1 || !ok2 {
+			return fmt.Errorf("rollup %c %s bucket at %d, not asked for", kind, subject, start)
+		}
+		highest = max(highest, version)
+		i := ni*len(tiles) + ti
+		if same {
+			grid[ni][ti] = tileAgg{known[i], true, version}
+			usedCache = true
+			return nil
+		}
+		a, err := decodeAgg(kind, value)
+		if err != nil {
+			return fmt.Errorf("rollup %c %s bucket at %d: %w", kind, subject, start, err)
+		}
+		s.decoded.Add(1)
+		if cache != nil {
+			cache.put(epoch, ids[i], version, a, len(value))
+		}
+		grid[ni][ti] = tileAgg{a, cache != nil, version}
+		return nil
 	})
 	if err != nil {
-		return nil, epoch, false, 0, unavailable(err)
-	}
-	if watermark < hint {
-		return nil, epoch, false, watermark, nil
+		return nil, epoch, false, unavailable(err)
 	}
 	if cache != nil && cache.rewound(last, highest) && usedCache {
-		return nil, epoch, true, watermark, nil
+		return nil, epoch, true, nil
 	}
 	for i := range tail {
 		tr := &tail[i]
@@ -283,7 +230,7 @@ func (s *Store) readWindow(ctx context.Context, kind rollup.Kind, names []string
 	for ni, name := range names {
 		per[name] = grid[ni]
 	}
-	return per, epoch, false, watermark, nil
+	return per, epoch, false, nil
 }
 
 // TouchpointWindow merges the given touchpoints' buckets and unfolded
@@ -323,15 +270,7 @@ func (s *Store) SurveyWindow(ctx context.Context, name string, window time.Durat
 // Names lists the touchpoints and surveys that have buckets or unfolded
 // records, sorted.
 func (s *Store) Names(ctx context.Context) (touchpoints, surveys []string, err error) {
-	hint, err := s.tailHint(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	// A name only in the tail is listed a little late if the hint is above
-	// the snapshot's watermark (a restored database): never wrong, as the
-	// watermark only rises otherwise.
-	rows, err := s.pool.Query(ctx, `SELECT DISTINCT kind, subject FROM cxop_rollups
-UNION SELECT DISTINCT kind, subject FROM cxop_records WHERE seq + 0 > $1 AND seq > (SELECT watermark FROM cxop_fold WHERE name = 'rollups')`, hint)
+	rows, err := s.pool.Query(ctx, `SELECT DISTINCT kind, subject FROM cxop_rollups UNION SELECT DISTINCT kind, subject FROM cxop_tail`)
 	if err != nil {
 		return nil, nil, unavailable(err)
 	}
@@ -357,43 +296,4 @@ func (a agg) merge(b agg) error {
 		return a.tp.Merge(b.tp)
 	}
 	return a.sv.Merge(b.sv)
-}
-
-// watermarkHint is the fold's watermark as this replica last saw it: the
-// planner's view of where the tail begins (windowSQL).
-type watermarkHint struct {
-	mu    sync.Mutex
-	value int64
-	at    time.Time
-}
-
-// watermarkHintMaxAge is how old a hint may be before a statement that
-// reads the tail reads the watermark first: a replica that served no
-// summary for a while would otherwise plan for a tail long folded.
-const watermarkHintMaxAge = 10 * time.Second
-
-// tailHint returns the watermark this replica saw last, read afresh when
-// that is older than watermarkHintMaxAge.
-func (s *Store) tailHint(ctx context.Context) (int64, error) {
-	h := &s.watermark
-	h.mu.Lock()
-	v, at := h.value, h.at
-	h.mu.Unlock()
-	if time.Since(at) < watermarkHintMaxAge {
-		return v, nil
-	}
-	var w int64
-	if err := s.pool.QueryRow(ctx, `SELECT watermark FROM cxop_fold WHERE name = 'rollups'`).Scan(&w); err != nil {
-		return 0, unavailable(fmt.Errorf("read the fold's watermark: %w", err))
-	}
-	s.sawWatermark(w)
-	return w, nil
-}
-
-// sawWatermark records the watermark a statement or a fold saw.
-func (s *Store) sawWatermark(w int64) {
-	h := &s.watermark
-	h.mu.Lock()
-	h.value, h.at = w, time.Now()
-	h.mu.Unlock()
 }

@@ -3,13 +3,10 @@ package pgstore
 import (
 	"context"
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/cxop-dev/cxop/internal/rollup"
 	"github.com/cxop-dev/cxop/internal/store"
@@ -58,8 +55,8 @@ func TestSummariesMatchEmbeddedStore(t *testing.T) {
 		}
 	}
 	// Part folded, part in the tail.
-	if n := foldOnce(t, pg); n != 1500 {
-		t.Fatalf("fold: %d; want 1500 folded", n)
+	if n, err := pg.Fold(ctx); err != nil || n != 1500 {
+		t.Fatalf("fold: %d, %v; want 1500 folded", n, err)
 	}
 	compareSummaries(t, emb, pg)
 	foldAll(t, pg)
@@ -135,76 +132,4 @@ func diffTouchpoint(a, b *rollup.Touchpoint) string {
 		}
 	}
 	return ""
-}
-
-// TestSummaryPlanReadsOnlyTheTail: over a day of many folded answers, with
-// many interactions not yet folded (written since the day's statistics
-// were taken), a survey's summary reads the rollups and the few answers
-// above the watermark, not the day and not the other subjects' tail.
-func TestSummaryPlanReadsOnlyTheTail(t *testing.T) {
-	ctx := context.Background()
-	s := open(t, server.NewDatabase(t), func(o *Options) { o.FoldBatch = 50000 })
-	insert := func(kind, subject string, n int) {
-		t.Helper()
-		if _, err := s.pool.Exec(ctx, `INSERT INTO cxop_records (seq, event_time, kind, subject, id, customer_hash, wait_seconds, flags, score, body)
-SELECT nextval('cxop_record_seq'), $1::bigint + g, $3, $4, $3 || nextval('cxop_record_seq'), g, 0, 0, g % 11, '\x7b7d' FROM generate_series(1, $2) g`,
-			t0.Add(-2*time.Hour).UnixNano(), n, kind, subject); err != nil {
-			t.Fatal(err)
-		}
-	}
-	const answers, tail = 200000, 40000
-	insert("r", "nps", answers)
-	foldAll(t, s)
-	if _, err := s.pool.Exec(ctx, `ANALYZE cxop_records`); err != nil {
-		t.Fatal(err)
-	}
-	insert("e", "chat", tail)
-	submit(t, s, []store.Record{answer("nps", "late", t0.Add(-time.Minute), 1, 10)})
-	var pages int
-	if err := s.pool.QueryRow(ctx, `SELECT pg_relation_size('cxop_records_p20261120') / current_setting('block_size')::int`).Scan(&pages); err != nil {
-		t.Fatal(err)
-	}
-	hint, err := s.tailHint(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tiles, win := s.opts.Retention.Tiles(28*24*time.Hour, t0, t0)
-	var subjects []string
-	var res []int16
-	var starts, versions []int64
-	for _, k := range tiles {
-		subjects, res, starts, versions = append(subjects, "nps"), append(res, int16(k.Res)), append(starts, k.Start), append(versions, -1)
-	}
-	// As readWindow runs it: a generic plan.
-	for _, mode := range []string{"force_generic_plan", "force_custom_plan"} {
-		var plans []struct {
-			Plan struct {
-				Hit  int `json:"Shared Hit Blocks"`
-				Read int `json:"Shared Read Blocks"`
-			}
-		}
-		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, `SET LOCAL plan_cache_mode = `+mode); err != nil {
-				return err
-			}
-			rows, err := tx.Query(ctx, "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "+windowSQL, "r", subjects, res, starts, versions, []string{"nps"}, win.Start, win.End, hint, int64(math.MaxInt64))
-			if err != nil {
-				return err
-			}
-			_, err = pgx.ForEachRow(rows, []any{&plans}, func() error { return nil })
-			return err
-		})
-		if err != nil || len(plans) != 1 {
-			t.Fatalf("explain: %v", err)
-		}
-		got := plans[0].Plan.Hit + plans[0].Plan.Read
-		t.Logf("%s: %d buffers", mode, got)
-		if got > pages/20 {
-			t.Errorf("%s: a summary read %d buffers next to a day of %d pages; want the rollups' and the survey's tail's few", mode, got, pages)
-		}
-	}
-	a, _, err := s.SurveyWindow(ctx, "nps", 28*24*time.Hour, t0, t0)
-	if err != nil || a.Responses() != answers+1 {
-		t.Fatalf("summary: %v answers (%v), want %d", a.Responses(), err, answers+1)
-	}
 }

@@ -82,11 +82,6 @@ func (f *fixture) stepFor(d time.Duration) {
 func (f *fixture) pruneCompactClose(r Retention) Pruned {
 	f.t.Helper()
 	if f.kind == onPostgres {
-		// What the background fold (off in these fixtures) did over the
-		// days since: records are pruned only once the rollups count them.
-		if err := f.pg.FoldAll(context.Background()); err != nil {
-			f.t.Fatal(err)
-		}
 		if _, err := f.pg.PruneExpired(context.Background(), f.now.Add(-r.Keep), f.now.Add(-24*time.Hour)); err != nil {
 			f.t.Fatal(err)
 		}

@@ -385,9 +385,10 @@ func migrate(ctx context.Context, dsn string) error {
 
 // preload stores c.answers answers, answer k of n at
 // now - 27d*(n-k-0.5)/n, through pgstore's own append (Submit: the claim
-// of the ids and the insert of records the collector's ingest runs, in
-// batches of -preload-batch from a few writers, without HTTP and JSON
-// decoding in between), then folds them all with pgstore's own fold, so the rollups are exactly what the replicas' fold
+// of the ids and the insert of records and tail rows the collector's
+// ingest runs, in batches of -preload-batch from a few writers, without
+// HTTP and JSON decoding in between), then folds the whole tail with
+// pgstore's own Fold, so the rollups are exactly what the replicas' fold
 // would leave. Only the survey engine's feed is left out: the engine would
 // read and delete those entries, and nothing in a summary depends on them.
 func preload(ctx context.Context, c config, dsn string) error {
@@ -455,28 +456,38 @@ func preload(ctx context.Context, c config, dsn string) error {
 	el := time.Since(start)
 	logf("preload: %d answers appended in %s (%.0f/s)", done.Load(), el.Round(time.Second), float64(done.Load())/el.Seconds())
 	start = time.Now()
-	if err := st.FoldAll(ctx); err != nil {
-		return err
+	folded := 0
+	for {
+		n, err := st.Fold(ctx)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			break
+		}
+		folded += n
 	}
 	fs, err := st.FoldState(ctx)
 	if err != nil {
 		return err
 	}
 	if fs.Tail != 0 || fs.Folded != int64(c.answers) {
-		return fmt.Errorf("after the fold: %d folded, %d above the watermark; want %d and 0", fs.Folded, fs.Tail, c.answers)
+		return fmt.Errorf("after the fold: %d folded, %d in the tail; want %d and 0", fs.Folded, fs.Tail, c.answers)
 	}
-	logf("preload: %d answers folded in %s", fs.Folded, time.Since(start).Round(time.Second))
+	logf("preload: %d answers folded in %s", folded, time.Since(start).Round(time.Second))
 	// The fold lease goes back at once, so that a replica folds the
-	// ingest's records from the start instead of after the lease's TTL.
+	// ingest's tail from the start instead of after the lease's TTL.
 	if _, err := st.Pool().Exec(ctx, `UPDATE cxop_leases SET holder = '', expires_at = TIMESTAMPTZ '1970-01-01 00:00:00+00'
 WHERE name = 'fold' AND holder = $1`, preloadHolder); err != nil {
 		return err
 	}
 	// What autovacuum does over the weeks real ingest takes to store this
-	// many answers, done at once: the records, inserted in minutes, would
-	// otherwise get their first insert-driven autovacuum in the middle of
-	// the first round, which no database that grew over weeks sees. Fresh
-	// statistics for the planner too.
+	// many answers, done at once: the fold's deletes leave every preloaded
+	// answer's tail row dead (until a vacuum the summary's index scan of
+	// the tail steps over all of them), and the records, inserted in
+	// minutes, would otherwise get their first insert-driven autovacuum
+	// in the middle of the first round, which no database that grew over
+	// weeks sees. Fresh statistics for the planner too.
 	start = time.Now()
 	if _, err := st.Pool().Exec(ctx, "VACUUM (ANALYZE)"); err != nil {
 		return err
@@ -529,8 +540,8 @@ func answer(id string, at time.Time, rng *rand.Rand) store.Record {
 }
 
 // copyCeiling writes, for -duration, the rows the replicas' ingest writes
-// for interaction events (an idempotency key, a record and, with
-// -trigger, the survey engine's feed entry per event) with COPY into a database of the
+// for interaction events (an idempotency key, a record, a tail row and,
+// with -trigger, the survey engine's feed entry per event) with COPY into a database of the
 // same schema: -copy-streams connections, each committing -copy-chunk
 // events per transaction. It returns events per second.
 func copyCeiling(ctx context.Context, c config, dsn, run string) (float64, error) {
@@ -571,15 +582,15 @@ func copyCeiling(ctx context.Context, c config, dsn, run string) (float64, error
 		}
 	}
 	rate := float64(total.Load()) / el.Seconds()
-	rows := 2
+	rows := 3
 	if c.trigger {
-		rows = 3
+		rows = 4
 	}
 	logf("copy ceiling: %d events (%d rows each) in %s: %.0f/s", total.Load(), rows, el.Round(time.Millisecond), rate)
 	return rate, nil
 }
 
-type ceilingBatch struct{ ids, records, feed [][]any }
+type ceilingBatch struct{ ids, records, tail, feed [][]any }
 
 // ceilingRows builds n events' rows as the ingest's statements write them
 // (see pgstore's append.go): the event's normalised JSON as the record's
@@ -609,6 +620,7 @@ func ceilingRows(prefix string, n int, firstSeq int64, feed bool, rng *rand.Rand
 		}
 		b.ids = append(b.ids, []any{"e", loadgen.Touchpoint, id, int64(xxhash.Sum64(js) | 1), t})
 		b.records = append(b.records, []any{seq, t, "e", loadgen.Touchpoint, id, h, wait, flags, int16(0), js})
+		b.tail = append(b.tail, []any{seq, "e", loadgen.Touchpoint, t, h, wait, flags, int16(0)})
 		if !feed {
 			continue
 		}
@@ -626,6 +638,7 @@ func (b ceilingBatch) copy(ctx context.Context, tx pgx.Tx) error {
 	}{
 		{"cxop_ids", []string{"kind", "subject", "id", "fingerprint", "event_time"}, b.ids},
 		{"cxop_records", []string{"seq", "event_time", "kind", "subject", "id", "customer_hash", "wait_seconds", "flags", "score", "body"}, b.records},
+		{"cxop_tail", []string{"seq", "kind", "subject", "event_time", "customer_hash", "wait_seconds", "flags", "score"}, b.tail},
 		{"cxop_engine_kv", []string{"key", "value"}, b.feed},
 	} {
 		if len(t.rows) == 0 { // no feed entries without -trigger
@@ -689,10 +702,10 @@ func logFold(ctx context.Context, dsn string) error {
 	}
 	defer func() { _ = conn.Close(ctx) }()
 	var folded, tail int64
-	if err := conn.QueryRow(ctx, `SELECT folded, (SELECT count(*) FROM cxop_records WHERE seq > watermark) FROM cxop_fold WHERE name = 'rollups'`).Scan(&folded, &tail); err != nil {
+	if err := conn.QueryRow(ctx, `SELECT folded, (SELECT count(*) FROM cxop_tail) FROM cxop_fold WHERE name = 'rollups'`).Scan(&folded, &tail); err != nil {
 		return err
 	}
-	logf("  fold: %d records folded, %d above the watermark", folded, tail)
+	logf("  fold: %d records folded, %d in the tail", folded, tail)
 	return nil
 }
 
