@@ -248,20 +248,8 @@ func TestCopyClaimAcrossReplicas(t *testing.T) {
 	if got := duplicates.Load(); got != (clients-1)*ids {
 		t.Errorf("%d duplicates, want %d", got, (clients-1)*ids)
 	}
-	if n := count(t, replicas[0], `SELECT count(DISTINCT (kind, subject, id)) FROM cxop_records`); n != ids {
-		t.Errorf("%d distinct ids stored, want %d", n, ids)
-	}
-	if n := count(t, replicas[0], `SELECT count(*) FROM cxop_records`); n != ids {
-		t.Errorf("%d records stored, want %d", n, ids)
-	}
-	if n := count(t, replicas[0], `SELECT count(*) FROM cxop_ids`); n != ids {
-		t.Errorf("%d idempotency keys, want %d", n, ids)
-	}
-	a, b := claimsOf(replicas[0]), claimsOf(replicas[1])
-	t.Logf("claims: %+v and %+v", a, b)
-	if a.copied+b.copied == 0 || a.refused+b.refused == 0 || a.inserted+b.inserted == 0 {
-		t.Errorf("claims %+v and %+v: want groups claimed by COPY, COPY claims refused and groups claimed by INSERT", a, b)
-	}
+	storedOnce(t, replicas[0], ids)
+	bothClaimPaths(t, replicas[0], replicas[1])
 	foldAll(t, replicas[0])
 	fs, err := replicas[1].FoldState(context.Background())
 	if err != nil {
@@ -269,5 +257,31 @@ func TestCopyClaimAcrossReplicas(t *testing.T) {
 	}
 	if fs.Folded != ids || fs.Tail != 0 {
 		t.Errorf("fold state %+v, want %d folded and an empty tail", fs, ids)
+	}
+}
+
+// storedOnce checks that each of ids records is stored once, with one
+// idempotency key.
+func storedOnce(t *testing.T, s *Store, ids int) {
+	t.Helper()
+	if n := count(t, s, `SELECT count(*) FROM cxop_records`); n != ids {
+		t.Errorf("%d records stored, want %d", n, ids)
+	}
+	if n := count(t, s, `SELECT count(DISTINCT (kind, subject, id)) FROM cxop_records`); n != ids {
+		t.Errorf("%d distinct ids stored, want %d", n, ids)
+	}
+	if n := count(t, s, `SELECT count(*) FROM cxop_ids`); n != ids {
+		t.Errorf("%d idempotency keys, want %d", n, ids)
+	}
+}
+
+// bothClaimPaths checks that the two replicas claimed groups by COPY, had
+// COPY claims refused, and claimed groups by INSERT … ON CONFLICT.
+func bothClaimPaths(t *testing.T, r1, r2 *Store) {
+	t.Helper()
+	a, b := claimsOf(r1), claimsOf(r2)
+	t.Logf("claims: %+v and %+v", a, b)
+	if a.copied+b.copied == 0 || a.refused+b.refused == 0 || a.inserted+b.inserted == 0 {
+		t.Errorf("claims %+v and %+v: want groups claimed by COPY, COPY claims refused and groups claimed by INSERT", a, b)
 	}
 }
