@@ -163,6 +163,8 @@ func newManagerCommand() *cobra.Command {
 		"Collector replicas of each namespace on PostgreSQL.")
 	f.BoolVar(&opts.postgresStatementCache, "collector-postgres-statement-cache", true,
 		"Let collectors on PostgreSQL cache prepared statements; false behind PgBouncer in transaction pooling mode before 1.21.")
+	f.DurationVar(&opts.collector.Postgres.EngineLeaseTTL, "collector-postgres-engine-lease-ttl", 0,
+		"How long the survey engine lease among a namespace's collectors on PostgreSQL lasts unless its holder renews it (every third of it): how soon another replica takes over from one that died; at least 3s; 0 leaves the collectors' default (20s).")
 	f.StringVar(&opts.localCollectors, "local-collectors-dir", "",
 		"Run collectors as local processes on loopback ports with their data under this directory, instead of as pods (used by `cxop dev`).")
 	f.StringVar(&opts.localCollectorsDSNFile, "local-collectors-postgres-dsn-file", "",
@@ -272,6 +274,9 @@ func (o *managerOptions) checkPostgres() error {
 	}
 	if o.collector.Postgres.SecretKey == "" {
 		return errors.New("--collector-postgres-secret-key: must not be empty")
+	}
+	if ttl := o.collector.Postgres.EngineLeaseTTL; ttl != 0 && ttl < collectorapi.MinPostgresEngineLeaseTTL {
+		return fmt.Errorf("--collector-postgres-engine-lease-ttl: %s is shorter than %s (its holder renews it every third of it, and a renewal must fit in that); 0 leaves the collectors' default", ttl, collectorapi.MinPostgresEngineLeaseTTL)
 	}
 	return nil
 }

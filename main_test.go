@@ -88,7 +88,7 @@ func TestDataPolicyFlags(t *testing.T) {
 	for flag, want := range map[string]string{
 		"collector-retention": "400d", "collector-contact-retention": "7d", "collector-pseudonymize-customers": "false",
 		"collector-store": "embedded", "collector-postgres-secret": "", "collector-postgres-secret-key": "dsn",
-		"collector-postgres-replicas": "2", "collector-postgres-statement-cache": "true",
+		"collector-postgres-replicas": "2", "collector-postgres-statement-cache": "true", "collector-postgres-engine-lease-ttl": "0s",
 	} {
 		if got := f.Lookup(flag); got == nil || got.DefValue != want {
 			t.Errorf("--%s default: %+v; want %s", flag, got, want)
@@ -115,6 +115,7 @@ func TestCollectorStoreFlags(t *testing.T) {
 		{[]string{"--collector-store=postgres"}, "--collector-postgres-secret: must name the Secret with the connection string when --collector-store=postgres"},
 		{[]string{"--collector-postgres-replicas=0"}, "--collector-postgres-replicas: 0 is not a positive count"},
 		{[]string{"--collector-postgres-secret-key="}, "--collector-postgres-secret-key: must not be empty"},
+		{[]string{"--collector-postgres-engine-lease-ttl=2s"}, "--collector-postgres-engine-lease-ttl: 2s is shorter than 3s (its holder renews it every third of it, and a renewal must fit in that); 0 leaves the collectors' default"},
 		{[]string{"--local-collectors-dir=" + t.TempDir(), "--collector-store=postgres", "--collector-postgres-secret=db"},
 			"--collector-store: local collectors (--local-collectors-dir, as `cxop dev` runs them) keep every namespace's records where --local-collectors-postgres-dsn-file says, not in a Secret's database; leave it at embedded"},
 	} {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -113,6 +114,10 @@ type PostgresCollectors struct {
 	// --postgres-statement-cache=false, for a PgBouncer in transaction
 	// pooling mode that keeps no prepared statements.
 	NoStatementCache bool
+	// EngineLeaseTTL runs the collectors with --postgres-engine-lease-ttl
+	// (zero: the collector's default): how soon another replica takes over
+	// the survey engine work of one that died.
+	EngineLeaseTTL time.Duration
 }
 
 // DefaultPostgresReplicas is how many collectors serve a namespace on
@@ -454,6 +459,9 @@ func (k *KubeCollectorRuntime) collectorArgs(store string) []string {
 	}
 	if store == StorePostgres {
 		args = append(args, "--store="+StorePostgres, "--postgres-dsn-file="+collectorPostgresDir+"/"+k.Postgres.secretKey())
+		if k.Postgres.EngineLeaseTTL != 0 {
+			args = append(args, "--postgres-engine-lease-ttl="+k.Postgres.EngineLeaseTTL.String())
+		}
 		if k.Postgres.NoStatementCache {
 			args = append(args, "--postgres-statement-cache=false")
 		}

@@ -124,6 +124,7 @@ var _ = Describe("Collector store", func() {
 		Expect(c.Args).NotTo(ContainElement(HavePrefix("--data-dir")))
 		Expect(c.Args).NotTo(ContainElement(HavePrefix("--block-cache-size")))
 		Expect(c.Args).NotTo(ContainElement(HavePrefix("--postgres-statement-cache")))
+		Expect(c.Args).NotTo(ContainElement(HavePrefix("--postgres-engine-lease-ttl")))
 		Expect(c.ReadinessProbe.HTTPGet.Path).To(Equal("/readyz"))
 		Expect(c.LivenessProbe.HTTPGet.Path).To(Equal("/healthz"))
 		Expect(c.StartupProbe.HTTPGet.Path).To(Equal("/healthz"))
@@ -161,11 +162,12 @@ var _ = Describe("Collector store", func() {
 		Expect(*pdb.Spec.UnhealthyPodEvictionPolicy).To(Equal(policyv1.AlwaysAllow))
 
 		By("the manager's PostgreSQL options reach the Deployment")
-		rt.Postgres = PostgresCollectors{SecretKey: "uri", Replicas: 3, NoStatementCache: true}
+		rt.Postgres = PostgresCollectors{SecretKey: "uri", Replicas: 3, NoStatementCache: true, EngineLeaseTTL: 10 * time.Second}
 		Expect(rt.EnsureStore(ctx, ns, collectorapi.Files{}, pg)).Error().NotTo(HaveOccurred())
 		Expect(k8sClient.Get(ctx, key, &dep)).To(Succeed())
 		Expect(*dep.Spec.Replicas).To(BeEquivalentTo(3))
-		Expect(dep.Spec.Template.Spec.Containers[0].Args).To(ContainElements("--postgres-dsn-file=/etc/cxop-postgres/uri", "--postgres-statement-cache=false"))
+		Expect(dep.Spec.Template.Spec.Containers[0].Args).To(ContainElements("--postgres-dsn-file=/etc/cxop-postgres/uri", "--postgres-statement-cache=false",
+			"--postgres-engine-lease-ttl=10s"))
 
 		By("back to embedded: Deployment and PodDisruptionBudget go, the StatefulSet comes back once the Deployment's pods are gone")
 		depObj := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: CollectorName}}

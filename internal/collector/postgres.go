@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cxop-dev/cxop/internal/collectorapi"
 	"github.com/cxop-dev/cxop/internal/pgstore"
 	"github.com/cxop-dev/cxop/internal/rollup"
 )
@@ -18,9 +19,6 @@ const (
 	StoreEmbedded = "embedded"
 	StorePostgres = "postgres"
 )
-
-// minEngineLeaseTTL is the shortest --postgres-engine-lease-ttl.
-const minEngineLeaseTTL = 3 * time.Second
 
 // storeFlags checks the store flags together and returns the connection
 // string read from --postgres-dsn-file (empty for the embedded store).
@@ -42,8 +40,8 @@ func (o Options) storeFlags() (string, error) {
 	if o.DataDir != "" {
 		return "", errors.New("--data-dir: not used with --store=postgres (the records are in the database); remove it")
 	}
-	if o.PostgresEngineLeaseTTL != 0 && o.PostgresEngineLeaseTTL < minEngineLeaseTTL {
-		return "", fmt.Errorf("--postgres-engine-lease-ttl: %s is shorter than %s (its holder renews it every third of it, and a renewal must fit in that)", o.PostgresEngineLeaseTTL, minEngineLeaseTTL)
+	if o.PostgresEngineLeaseTTL != 0 && o.PostgresEngineLeaseTTL < collectorapi.MinPostgresEngineLeaseTTL {
+		return "", fmt.Errorf("--postgres-engine-lease-ttl: %s is shorter than %s (its holder renews it every third of it, and a renewal must fit in that)", o.PostgresEngineLeaseTTL, collectorapi.MinPostgresEngineLeaseTTL)
 	}
 	if o.PostgresDSNFile == "" {
 		return "", errors.New("--postgres-dsn-file: required with --store=postgres (a file holding the connection string, such as a mounted Secret key)")

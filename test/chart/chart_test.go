@@ -64,7 +64,7 @@ func TestChartRendersValidObjects(t *testing.T) {
 			"--set", "surveys.webhookRetryFor=72h", "--set", "surveys.invitationRatePerNamespace=2000000"},
 		{"--set", "collector.store=postgres", "--set", "collector.postgres.secretName=cxop-postgres",
 			"--set", "collector.postgres.secretKey=uri", "--set", "collector.postgres.replicas=3",
-			"--set", "collector.postgres.statementCache=false"},
+			"--set", "collector.postgres.statementCache=false", "--set", "collector.postgres.engineLeaseTTL=10s"},
 	} {
 		args := append([]string{"template", "cxop", chart, "--namespace", "default"}, values...)
 		out, err := exec.Command(helm, args...).Output()
@@ -151,11 +151,18 @@ func checkStoreArgs(t *testing.T, values []string, deploy *unstructured.Unstruct
 		"--collector-postgres-replicas=2", "--collector-postgres-statement-cache=true"}
 	if strings.Contains(strings.Join(values, " "), "collector.store=postgres") {
 		want = []string{"--collector-store=postgres", "--collector-postgres-secret=cxop-postgres", "--collector-postgres-secret-key=uri",
-			"--collector-postgres-replicas=3", "--collector-postgres-statement-cache=false"}
+			"--collector-postgres-replicas=3", "--collector-postgres-statement-cache=false", "--collector-postgres-engine-lease-ttl=10s"}
 	}
 	for _, arg := range want {
 		if !args[arg] {
 			t.Errorf("helm %s: manager arguments lack %s", strings.Join(values, " "), arg)
+		}
+	}
+	if !strings.Contains(strings.Join(values, " "), "engineLeaseTTL") {
+		for a := range args {
+			if strings.HasPrefix(a, "--collector-postgres-engine-lease-ttl") {
+				t.Errorf("helm %s: manager arguments hold %s; want the collectors' default", strings.Join(values, " "), a)
+			}
 		}
 	}
 }
