@@ -24,10 +24,33 @@ const claimLeaseSQL = `UPDATE cxop_leases
 SET holder = $1, expires_at = now() + $2 * interval '1 millisecond'
 WHERE name = (SELECT name FROM cxop_leases WHERE name = $3 AND (holder = $1 OR expires_at < now()) FOR UPDATE SKIP LOCKED)`
 
+// renewLeaseSQL is claimLeaseSQL for a holder that must not read another
+// replica's momentary lock of the row as the lease lost: it waits for the
+// lock instead of skipping the row. A replica whose claim finds the row
+// while its holder renews it can lock it for the rest of its own short
+// transaction even though its claim then fails (a row version updated
+// since its snapshot is locked before it is rechecked), so a holder that
+// skipped locked rows would, now and then, let a migration fail with "lost
+// the lease" while it held it.
+const renewLeaseSQL = `UPDATE cxop_leases
+SET holder = $1, expires_at = now() + $2 * interval '1 millisecond'
+WHERE name = (SELECT name FROM cxop_leases WHERE name = $3 AND (holder = $1 OR expires_at < now()) FOR UPDATE)`
+
 // claimLease takes or renews the lease in tx; false means another replica
-// holds it.
+// holds it (or is claiming it at this moment).
 func (s *Store) claimLease(ctx context.Context, tx pgx.Tx, name string) (bool, error) {
-	tag, err := tx.Exec(ctx, claimLeaseSQL, s.opts.Holder, s.opts.LeaseTTL.Milliseconds(), name)
+	return s.leaseStatement(ctx, tx, claimLeaseSQL, name)
+}
+
+// renewLease renews the lease in tx for a replica that holds it, waiting
+// out other replicas' momentary locks of its row; false means the lease
+// expired and another replica took it.
+func (s *Store) renewLease(ctx context.Context, tx pgx.Tx, name string) (bool, error) {
+	return s.leaseStatement(ctx, tx, renewLeaseSQL, name)
+}
+
+func (s *Store) leaseStatement(ctx context.Context, tx pgx.Tx, sql, name string) (bool, error) {
+	tag, err := tx.Exec(ctx, sql, s.opts.Holder, s.opts.LeaseTTL.Milliseconds(), name)
 	if err != nil {
 		return false, err
 	}

@@ -103,7 +103,7 @@ func (s *Store) migrate(ctx context.Context) error {
 	defer func() { _ = s.releaseLease(context.WithoutCancel(ctx), "migrate") }()
 	for _, m := range ms {
 		err := s.inTx(ctx, func(tx pgx.Tx) error {
-			if held, err := s.claimLease(ctx, tx, "migrate"); err != nil {
+			if held, err := s.renewLease(ctx, tx, "migrate"); err != nil {
 				return err
 			} else if !held {
 				return fmt.Errorf("lost the migration lease before %s", m.name)

@@ -2,6 +2,7 @@ package pgstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/cxop-dev/cxop/internal/rollup"
 	"github.com/cxop-dev/cxop/internal/store"
+	"github.com/jackc/pgx/v5"
 )
 
 // TestPruneDropsPartitions stores records over six days and prunes at a
@@ -198,5 +200,67 @@ func TestPruneExpiredCountsWhatIsKept(t *testing.T) {
 	want.Deleted = 0
 	if got, err := s.PruneExpired(ctx, t0.Add(-25*24*time.Hour), t0.Add(-15*24*time.Hour)); err != nil || got != want {
 		t.Errorf("second PruneExpired = %+v (%v), want %+v", got, err, want)
+	}
+}
+
+// TestLeaseHolderRenewsThroughAnotherReplicasLock: a replica holding the
+// migration lease renews it even while another replica's claim has the
+// lease row locked for a moment (as a claim that found the row being
+// renewed does); it waits for that lock instead of reading it as the lease
+// lost, which now and then failed a migration of replicas starting
+// together.
+func TestLeaseHolderRenewsThroughAnotherReplicasLock(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, server.NewDatabase(t))
+	if err := s.waitLease(ctx, "migrate"); err != nil {
+		t.Fatal(err)
+	}
+	other, err := s.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = other.Rollback(ctx) }()
+	if _, err := other.Exec(ctx, `SELECT 1 FROM cxop_leases WHERE name = 'migrate' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	// A claim skips the locked row: not proof of the lease lost.
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		held, err := s.claimLease(ctx, tx, "migrate")
+		if err == nil && held {
+			t.Error("a claim took the lease through another transaction's lock")
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	renewed := make(chan error, 1)
+	go func() {
+		renewed <- pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			held, err := s.renewLease(ctx, tx, "migrate")
+			if err == nil && !held {
+				err = errors.New("the holder's renewal found the lease lost")
+			}
+			return err
+		})
+	}()
+	// The renewal waits on the lock: it is seen waiting, then the other
+	// transaction ends and the renewal succeeds.
+	waiting := false
+	for range 500 {
+		if n := count(t, s, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'UPDATE cxop_leases%'`); n > 0 {
+			waiting = true
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !waiting {
+		t.Fatal("the renewal did not wait on the other transaction's lock")
+	}
+	if err := other.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-renewed; err != nil {
+		t.Fatal(err)
 	}
 }
