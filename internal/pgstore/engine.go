@@ -227,7 +227,8 @@ func (k *engineKV) ConfigRevision() (int64, error) {
 // new id (pg_current_xact_id in a transaction of its own), not the
 // snapshot's xmax: that is one past the newest transaction that has ended,
 // and the newest append may well be running with an id at or above it.
-// One transaction id per mark, a few a second at most.
+// One transaction id per mark; the engine marks only when it sets a new
+// floor pending, so at most every other read of the feed.
 func (k *engineKV) FeedMark() (uint64, bool, error) {
 	ctx, cancel := k.opContext()
 	defer cancel()
