@@ -140,15 +140,7 @@ func testTwoEngines(t *testing.T, dsn string, noStatementCache bool) {
 	client := webhook.NewClient(&webhook.Guard{AllowLoopback: true, AllowHTTP: true}, 5*time.Second)
 	akv := &crashingKV{KV: sa.EngineKV()}
 	asend := &crashAfter{Sender: client, kv: akv}
-	newEngine := func(store KV, sender Sender) *Engine {
-		e, err := NewOn(store, nil, sender, Options{RetryBase: time.Second, RetryMax: 10 * time.Second, Now: now})
-		if err != nil {
-			t.Fatal(err)
-		}
-		e.SetConfig(cfg)
-		return e
-	}
-	ea, eb := newEngine(akv, asend), newEngine(sb.EngineKV(), client)
+	ea, eb := replicaEngine(t, akv, asend, now, cfg), replicaEngine(t, sb.EngineKV(), client, now, cfg)
 
 	// ingest submits n interactions from first on, alternately through
 	// each replica, both at once.
@@ -355,15 +347,7 @@ func TestLeaseRenewedWhileAStepWaits(t *testing.T) {
 	client := webhook.NewClient(&webhook.Guard{AllowLoopback: true, AllowHTTP: true}, 5*time.Second)
 	akv := &crashingKV{KV: sa.EngineKV(), renewed: make(chan struct{}, 1)}
 	asend := &gatedSender{Sender: client, entered: make(chan struct{}, 1), gate: make(chan struct{})}
-	newEngine := func(store KV, sender Sender) *Engine {
-		e, err := NewOn(store, nil, sender, Options{RetryBase: time.Second, RetryMax: 10 * time.Second, Now: now})
-		if err != nil {
-			t.Fatal(err)
-		}
-		e.SetConfig(cfg)
-		return e
-	}
-	ea, eb := newEngine(akv, asend), newEngine(sb.EngineKV(), client)
+	ea, eb := replicaEngine(t, akv, asend, now, cfg), replicaEngine(t, sb.EngineKV(), client, now, cfg)
 	ingest := func(s *pgstore.Store, customer string) {
 		js := fmt.Sprintf(`{"id":%q,"touchpoint":"chat","customer":%q,"time":%q}`, customer, customer, now().Format(time.RFC3339Nano))
 		rec := store.Record{Kind: rollup.KindTouchpoint, Subject: "chat", ID: customer, JSON: []byte(js),
@@ -572,4 +556,16 @@ func TestOlderConfigLeavesTheFeed(t *testing.T) {
 	if got := fmt.Sprint(customers()); got != "[c-1 c-2 c-3]" || feed() != 0 {
 		t.Fatalf("under revision 3 without the survey: invited %s, %d feed entries; want [c-1 c-2 c-3] and none", got, feed())
 	}
+}
+
+// replicaEngine is one replica's engine over store, configured with cfg,
+// retrying deliveries from a second up to ten.
+func replicaEngine(t *testing.T, store KV, sender Sender, now func() time.Time, cfg Config) *Engine {
+	t.Helper()
+	e, err := NewOn(store, nil, sender, Options{RetryBase: time.Second, RetryMax: 10 * time.Second, Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.SetConfig(cfg)
+	return e
 }
