@@ -203,11 +203,22 @@ func run(ctx context.Context, c config) error {
 		var f figures
 		name := "r" + strconv.Itoa(round)
 		// 1. The ceiling first, while the replicas are idle.
-		if f.ceiling, err = copyCeiling(ctx, c, ceilingDSN, name); err != nil {
+		walAt, err := startPhase(ctx, dsn)
+		if err != nil {
+			return err
+		}
+		var copied int64
+		if f.ceiling, copied, err = copyCeiling(ctx, c, ceilingDSN, name); err != nil {
 			return fmt.Errorf("copy ceiling: %w", err)
+		}
+		if err := logWAL(ctx, dsn, walAt, copied, "copy ceiling"); err != nil {
+			return err
 		}
 		// 2. Durable ingest, closed loop, half the writers on each replica.
 		if err := resetStatements(ctx, c, dsn); err != nil {
+			return err
+		}
+		if walAt, err = startPhase(ctx, dsn); err != nil {
 			return err
 		}
 		var profiled sync.WaitGroup
@@ -234,6 +245,10 @@ func run(ctx context.Context, c config) error {
 		}
 		logf("round %d ingest: %s", round, st)
 		f.ingest = st.EventsPerSec()
+		// The fold's WAL is in it too, up to the end of the load.
+		if err := logWAL(ctx, dsn, walAt, st.Events, "ingest"); err != nil {
+			return err
+		}
 		if err := printStatements(ctx, c, dsn); err != nil {
 			return err
 		}
@@ -543,8 +558,9 @@ func answer(id string, at time.Time, rng *rand.Rand) store.Record {
 // for interaction events (an idempotency key, a record, a tail row and,
 // with -trigger, the survey engine's feed entry per event) with COPY into a database of the
 // same schema: -copy-streams connections, each committing -copy-chunk
-// events per transaction. It returns events per second.
-func copyCeiling(ctx context.Context, c config, dsn, run string) (float64, error) {
+// events per transaction. It returns events per second and the events
+// written.
+func copyCeiling(ctx context.Context, c config, dsn, run string) (float64, int64, error) {
 	var total atomic.Int64
 	errs := make([]error, c.copyStreams)
 	var seq atomic.Int64
@@ -578,7 +594,7 @@ func copyCeiling(ctx context.Context, c config, dsn, run string) (float64, error
 	el := time.Since(start)
 	for _, err := range errs {
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 	}
 	rate := float64(total.Load()) / el.Seconds()
@@ -587,7 +603,7 @@ func copyCeiling(ctx context.Context, c config, dsn, run string) (float64, error
 		rows = 4
 	}
 	logf("copy ceiling: %d events (%d rows each) in %s: %.0f/s", total.Load(), rows, el.Round(time.Millisecond), rate)
-	return rate, nil
+	return rate, total.Load(), nil
 }
 
 type ceilingBatch struct{ ids, records, tail, feed [][]any }
@@ -692,6 +708,43 @@ FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 16`)
 		return nil
 	})
 	return err
+}
+
+// startPhase checkpoints the server before a timed phase and returns its
+// WAL position. Each phase then starts from the same state: no dirty pages
+// of the phase before left to write back, and the WAL segments the
+// checkpoint recycled to write into. Without it, whichever phase came
+// after a long stretch without a checkpoint (max_wal_size is 8GB here)
+// created and zero-filled a new 16 MB WAL file every few thousand events,
+// in its commits' path while holding the WAL write lock, and the other
+// one wrote into recycled files.
+func startPhase(ctx context.Context, dsn string) (string, error) {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return "", err
+	}
+	defer func() { _ = conn.Close(ctx) }()
+	if _, err := conn.Exec(ctx, "CHECKPOINT"); err != nil {
+		return "", fmt.Errorf("checkpoint: %w", err)
+	}
+	var lsn string
+	err = conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&lsn)
+	return lsn, err
+}
+
+// logWAL logs the WAL written since a phase's start per event it wrote.
+func logWAL(ctx context.Context, dsn, from string, events int64, phase string) error {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = conn.Close(ctx) }()
+	var bytes float64
+	if err := conn.QueryRow(ctx, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::float8", from).Scan(&bytes); err != nil {
+		return err
+	}
+	logf("  %s: %.0f MB of WAL, %.0f bytes per event", phase, bytes/1e6, bytes/float64(max(events, 1)))
+	return nil
 }
 
 // logFold logs how far the replicas' fold is behind.
