@@ -395,20 +395,41 @@ func (s *Store) insertRecords(ctx context.Context, tx pgx.Tx, fresh []*store.Rec
 	for i, r := range fresh {
 		cols[i] = rowOf(seqs[i], r)
 	}
-	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"cxop_records"},
-		[]string{"seq", "event_time", "kind", "subject", "id", "customer_hash", "wait_seconds", "flags", "score", "body"},
-		pgx.CopyFromSlice(len(cols), func(i int) ([]any, error) {
-			c := &cols[i]
-			return []any{c.seq, c.time, c.kind, c.subject, c.id, c.hash, c.wait, c.flags, c.score, c.body}, nil
-		})); err != nil {
+	subjects, rest := 0, 0
+	for i := range cols {
+		subjects += len(cols[i].subject)
+		rest += len(cols[i].id) + len(cols[i].body)
+	}
+	// Sizes: a row's field count, a length per field, and the fields.
+	records := newCopyRows(10, subjects+rest+len(cols)*(2+10*4+8+8+1+8+8+2+2))
+	tail := newCopyRows(8, subjects+len(cols)*(2+8*4+8+1+8+8+8+2+2))
+	for i := range cols {
+		c := &cols[i]
+		records.row()
+		records.int64(c.seq)
+		records.int64(c.time)
+		records.text(c.kind)
+		records.text(c.subject)
+		records.text(c.id)
+		records.int64(c.hash)
+		records.float64(c.wait)
+		records.int16(c.flags)
+		records.int16(c.score)
+		records.bytea(c.body)
+		tail.row()
+		tail.int64(c.seq)
+		tail.text(c.kind)
+		tail.text(c.subject)
+		tail.int64(c.time)
+		tail.int64(c.hash)
+		tail.float64(c.wait)
+		tail.int16(c.flags)
+		tail.int16(c.score)
+	}
+	if err := copyInto(ctx, tx, copyRecords, records); err != nil {
 		return err
 	}
-	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"cxop_tail"},
-		[]string{"seq", "kind", "subject", "event_time", "customer_hash", "wait_seconds", "flags", "score"},
-		pgx.CopyFromSlice(len(cols), func(i int) ([]any, error) {
-			c := &cols[i]
-			return []any{c.seq, c.kind, c.subject, c.time, c.hash, c.wait, c.flags, c.score}, nil
-		})); err != nil {
+	if err := copyInto(ctx, tx, copyTail, tail); err != nil {
 		return err
 	}
 	if s.opts.NoEngineFeed {
@@ -431,14 +452,23 @@ func (s *Store) insertRecords(ctx context.Context, tx pgx.Tx, fresh []*store.Rec
 	// what they caused, so it reads every record once however the commits
 	// of replicas interleave (sequences are handed out before commit, so a
 	// cursor over them could pass a record that commits late).
-	_, err = tx.CopyFrom(ctx, pgx.Identifier{"cxop_engine_kv"}, []string{"key", "value"},
-		pgx.CopyFromSlice(len(feed), func(j int) ([]any, error) {
-			i := feed[j]
-			c := &cols[i]
-			return []any{feedKey(c.seq), kv.EncodeFeed(byte(fresh[i].Kind), c.subject, fresh[i].Contact, c.body)}, nil
-		}))
-	return err
+	entries := newCopyRows(2, 0)
+	for _, i := range feed {
+		c := &cols[i]
+		entries.row()
+		entries.bytea(feedKey(c.seq))
+		entries.bytea(kv.EncodeFeed(byte(fresh[i].Kind), c.subject, fresh[i].Contact, c.body))
+	}
+	return copyInto(ctx, tx, copyFeed, entries)
 }
+
+// The append's COPY statements, in the order insertRecords gives values.
+var (
+	copyRecords = copyStatement("cxop_records", "seq", "event_time", "kind", "subject", "id", "customer_hash", "wait_seconds", "flags", "score", "body")
+	copyTail    = copyStatement("cxop_tail", "seq", "kind", "subject", "event_time", "customer_hash", "wait_seconds", "flags", "score")
+	copyFeed    = copyStatement("cxop_engine_kv", "key", "value")
+	copyKeys    = copyStatement("cxop_ids", "kind", "subject", "id", "fingerprint", "event_time")
+)
 
 // feedKey is a record's key in the survey engine's feed.
 func feedKey(seq int64) []byte {

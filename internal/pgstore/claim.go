@@ -80,10 +80,20 @@ var errKeyTaken = errors.New("an idempotency key of the group is taken")
 // binary COPY. A taken key fails it with errKeyTaken, after which the
 // transaction is aborted.
 func copyClaim(ctx context.Context, tx pgx.Tx, c *columns) error {
-	_, err := tx.CopyFrom(ctx, pgx.Identifier{"cxop_ids"}, []string{"kind", "subject", "id", "fingerprint", "event_time"},
-		pgx.CopyFromSlice(len(c.ids), func(i int) ([]any, error) {
-			return []any{c.kinds[i], c.subjects[i], c.ids[i], c.fingerprints[i], c.times[i]}, nil
-		}))
+	size := 0
+	for i := range c.ids {
+		size += len(c.kinds[i]) + len(c.subjects[i]) + len(c.ids[i])
+	}
+	keys := newCopyRows(5, size+len(c.ids)*(2+5*4+8+8))
+	for i := range c.ids {
+		keys.row()
+		keys.text(c.kinds[i])
+		keys.text(c.subjects[i])
+		keys.text(c.ids[i])
+		keys.int64(c.fingerprints[i])
+		keys.int64(c.times[i])
+	}
+	err := copyInto(ctx, tx, copyKeys, keys)
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) && pe.Code == "23505" && pe.TableName == "cxop_ids" {
 		return errors.Join(errKeyTaken, err)
