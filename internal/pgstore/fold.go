@@ -87,7 +87,7 @@ func (s *Store) Fold(ctx context.Context) (int, error) {
 			seq int64
 			tailRecord
 		}
-		var recs []seqRecord
+		recs := make([]seqRecord, 0, min(s.opts.FoldBatch, 1<<16))
 		var seq, t, h int64
 		var kind, subject string
 		var wait float64
@@ -103,26 +103,45 @@ func (s *Store) Fold(ctx context.Context) (int, error) {
 			return err
 		}
 		if len(recs) > 0 {
-			// In sequence order, as the embedded store counts them.
-			slices.SortFunc(recs, func(a, b seqRecord) int { return cmp.Compare(a.seq, b.seq) })
+			// In sequence order, as the embedded store counts them. The
+			// range scan of the primary key mostly returns them so.
+			bySeq := func(a, b seqRecord) int { return cmp.Compare(a.seq, b.seq) }
+			if !slices.IsSortedFunc(recs, bySeq) {
+				slices.SortFunc(recs, bySeq)
+			}
 			buckets := map[bucketID]agg{}
+			var named bucketRun
 			for i := range recs {
-				for _, k := range rollup.BucketsOf(recs[i].time()) {
-					buckets[bucketID{recs[i].kind, recs[i].subject, k}] = agg{}
+				r := &recs[i].tailRecord
+				if named.covers(r) {
+					continue
+				}
+				named.start(r)
+				for _, id := range named.ids {
+					buckets[id] = agg{}
 				}
 			}
 			if err := loadBuckets(ctx, tx, buckets); err != nil {
 				return err
 			}
+			// Consecutive records of a subject mostly fall in the same
+			// minute, and so in the same hour and day: a run of them
+			// looks its buckets up once.
+			var run bucketRun
 			for i := range recs {
 				r := &recs[i].tailRecord
-				for _, k := range rollup.BucketsOf(r.time()) {
-					id := bucketID{r.kind, r.subject, k}
-					a := buckets[id]
-					if a.tp == nil && a.sv == nil {
-						a = newAgg(r.kind)
-						buckets[id] = a
+				if !run.covers(r) {
+					run.start(r)
+					for j, id := range run.ids {
+						a := buckets[id]
+						if a.tp == nil && a.sv == nil {
+							a = newAgg(r.kind)
+							buckets[id] = a
+						}
+						run.aggs[j] = a
 					}
+				}
+				for _, a := range run.aggs {
 					a.add(r)
 				}
 			}
@@ -149,6 +168,30 @@ WHERE name = 'rollups'`, recs[len(recs)-1].seq, len(recs)); err != nil {
 		return 0, fmt.Errorf("fold: %w", err)
 	}
 	return folded, nil
+}
+
+// bucketRun is the buckets of a run of records of one subject that fall
+// in the same bucket of every resolution (the same minute).
+type bucketRun struct {
+	ok      bool
+	kind    rollup.Kind
+	subject string
+	keys    [len(rollup.Resolutions)]rollup.BucketKey
+	ids     [len(rollup.Resolutions)]bucketID
+	aggs    [len(rollup.Resolutions)]agg
+}
+
+// covers reports whether r falls in the run's buckets.
+func (b *bucketRun) covers(r *tailRecord) bool {
+	return b.ok && r.kind == b.kind && r.subject == b.subject && rollup.BucketsOf(r.time()) == b.keys
+}
+
+// start makes r's buckets the run's.
+func (b *bucketRun) start(r *tailRecord) {
+	b.ok, b.kind, b.subject, b.keys = true, r.kind, r.subject, rollup.BucketsOf(r.time())
+	for j, k := range b.keys {
+		b.ids[j] = bucketID{r.kind, r.subject, k}
+	}
 }
 
 // loadBuckets reads the stored buckets among those named.

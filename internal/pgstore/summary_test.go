@@ -42,6 +42,12 @@ func TestSummariesMatchEmbeddedStore(t *testing.T) {
 			all = append(all, event([]string{"chat", "phone", "email"}[i%3], fmt.Sprintf("e-%d", i), at, customer, rng.ExpFloat64()*40))
 		}
 	}
+	// Bursts as live ingest folds them: runs of one subject within a
+	// minute, the runs crossing minute boundaries and taking turns.
+	for i := range 600 {
+		at := t0.Add(-10*time.Minute + time.Duration(i)*170*time.Millisecond)
+		all = append(all, event([]string{"chat", "phone"}[i/50%2], fmt.Sprintf("burst-%d", i), at, rng.Uint64N(900), rng.ExpFloat64()*40))
+	}
 	for i := 0; i < len(all); i += 97 {
 		batch := slices.Clone(all[i:min(i+97, len(all))])
 		batch = append(batch, all[rng.IntN(len(all))]) // a retry of some record
@@ -74,7 +80,7 @@ func compareSummaries(t *testing.T, emb *store.Store, pg *Store) {
 	t.Helper()
 	ctx := context.Background()
 	windows := []time.Duration{time.Minute, 5 * time.Minute, time.Hour, 6 * time.Hour, 24 * time.Hour, 47 * time.Hour, 7 * 24 * time.Hour, 28 * 24 * time.Hour, 90 * 24 * time.Hour}
-	ends := []time.Time{t0.Add(time.Second), t0.Add(-90 * time.Minute), t0.Add(-37*time.Hour - 13*time.Minute), t0.Add(-5 * 24 * time.Hour)}
+	ends := []time.Time{t0.Add(time.Second), t0.Add(-9*time.Minute + 30*time.Second), t0.Add(-90 * time.Minute), t0.Add(-37*time.Hour - 13*time.Minute), t0.Add(-5 * 24 * time.Hour)}
 	nonEmpty := 0
 	for _, w := range windows {
 		for _, end := range ends {
