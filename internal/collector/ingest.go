@@ -424,10 +424,7 @@ func (v *validator) event(i int, in *eventIn) (store.Record, *inputError) {
 			return store.Record{}, badRecord(i, "contact", "cannot encode: %v", cerr)
 		}
 	}
-	js, jerr := json.Marshal(out)
-	if jerr != nil {
-		return store.Record{}, badRecord(i, "", "cannot encode: %v", jerr)
-	}
+	js := out.appendJSON(make([]byte, 0, 128+len(out.ID)+len(out.Customer)+len(out.Segment)))
 	return store.Record{Kind: rollup.KindTouchpoint, Subject: name, ID: id, JSON: js, Contact: contact, Event: e,
 		Fingerprint: fingerprintWithContact(js, contact, in.Time == nil), SkipFeed: !tp.triggers}, nil
 }
@@ -488,10 +485,7 @@ func (v *validator) response(i int, in *responseIn) (store.Record, *inputError) 
 		return store.Record{}, err
 	}
 	out := responseOut{ID: id, Survey: name, Customer: customer, Score: int(s), Comment: comment, Time: at.Format(time.RFC3339Nano)}
-	js, jerr := json.Marshal(out)
-	if jerr != nil {
-		return store.Record{}, badRecord(i, "", "cannot encode: %v", jerr)
-	}
+	js := out.appendJSON(make([]byte, 0, 128+len(out.ID)+len(out.Customer)+len(out.Comment)))
 	return store.Record{Kind: rollup.KindSurvey, Subject: name, ID: id, JSON: js, Fingerprint: fingerprint(js, in.Time == nil),
 		Response: rollup.Response{Time: at.UnixNano(), CustomerHash: xxhash.Sum64String(customer), Score: int(s)},
 		SkipFeed: sv.invite.DetractorWebhook == nil}, nil // the survey engine reads answers for the closed loop alone

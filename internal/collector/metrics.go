@@ -138,3 +138,37 @@ func category(k score.Kind, s int) string {
 	}
 	return names[2]
 }
+
+// touchpointSeries are one touchpoint's series of the metrics an
+// interaction event updates. The wait-compliance series exist only for a
+// touchpoint with a threshold (declare), so they are taken on first use.
+type touchpointSeries struct {
+	m                                  *metrics
+	name                               string
+	interactions, resolved, unresolved prometheus.Counter
+	waits                              prometheus.Observer
+	assessedSeries, compliantSeries    prometheus.Counter
+}
+
+func (m *metrics) touchpointSeries(name string) touchpointSeries {
+	return touchpointSeries{m: m, name: name,
+		interactions: m.interactions.WithLabelValues(name),
+		resolved:     m.resolutions.WithLabelValues(name, "true"),
+		unresolved:   m.resolutions.WithLabelValues(name, "false"),
+		waits:        m.waits.WithLabelValues(name),
+	}
+}
+
+func (t *touchpointSeries) assessed() prometheus.Counter {
+	if t.assessedSeries == nil {
+		t.assessedSeries = t.m.assessed.WithLabelValues(t.name)
+	}
+	return t.assessedSeries
+}
+
+func (t *touchpointSeries) compliant() prometheus.Counter {
+	if t.compliantSeries == nil {
+		t.compliantSeries = t.m.compliant.WithLabelValues(t.name)
+	}
+	return t.compliantSeries
+}

@@ -306,6 +306,9 @@ func (s *Server) wakeSurveys(records []store.Record, res store.Result) {
 
 // count updates the metrics for records newly stored.
 func (s *Server) count(cfg *settings, records []store.Record, res store.Result) {
+	// A request's events are mostly of one touchpoint: its series are
+	// looked up once per run of them, not per event.
+	var tp touchpointSeries
 	for i := range records {
 		if res.Duplicate != nil && res.Duplicate[i] {
 			continue
@@ -313,19 +316,26 @@ func (s *Server) count(cfg *settings, records []store.Record, res store.Result) 
 		rec := &records[i]
 		switch rec.Kind {
 		case rollup.KindTouchpoint:
+			if tp.interactions == nil || tp.name != rec.Subject {
+				tp = s.metrics.touchpointSeries(rec.Subject)
+			}
 			e := &rec.Event
-			s.metrics.interactions.WithLabelValues(rec.Subject).Inc()
+			tp.interactions.Inc()
 			if e.HasWait {
-				s.metrics.waits.WithLabelValues(rec.Subject).Observe(e.WaitSeconds)
+				tp.waits.Observe(e.WaitSeconds)
 			}
 			if e.Assessed {
-				s.metrics.assessed.WithLabelValues(rec.Subject).Inc()
+				tp.assessed().Inc()
 				if e.Compliant {
-					s.metrics.compliant.WithLabelValues(rec.Subject).Inc()
+					tp.compliant().Inc()
 				}
 			}
 			if e.HasResolved {
-				s.metrics.resolutions.WithLabelValues(rec.Subject, strconv.FormatBool(e.Resolved)).Inc()
+				if e.Resolved {
+					tp.resolved.Inc()
+				} else {
+					tp.unresolved.Inc()
+				}
 			}
 		case rollup.KindSurvey:
 			if sv, ok := cfg.surveys[rec.Subject]; ok {
