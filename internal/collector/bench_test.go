@@ -58,7 +58,7 @@ func BenchmarkValidateEvents(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		v := &validator{cfg: cfg, now: testNow, authorized: func(string) bool { return true }, seen: map[string]int{}}
-		if _, err := validateAll(body, v.event); err != nil {
+		if _, err := validateAll(body, decodeEventsPlain, v.event); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -81,7 +81,7 @@ func BenchmarkValidateEventsWithContacts(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		v := &validator{cfg: cfg, now: testNow, authorized: func(string) bool { return true }, seen: map[string]int{}}
-		if _, err := validateAll(body, v.event); err != nil {
+		if _, err := validateAll(body, decodeEventsPlain, v.event); err != nil {
 			b.Fatal(err)
 		}
 	}

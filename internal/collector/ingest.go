@@ -103,15 +103,22 @@ func splitRecords(body []byte) ([]json.RawMessage, *inputError) {
 // each. Bodies that decode cleanly (nearly all) are read in one pass by one
 // decoder; any other body is split into its records and each is decoded
 // alone, so that the answer names the first bad record and its field
-// exactly as it always has.
-func validateAll[T any](body []byte, validate func(i int, in *T) (store.Record, *inputError)) ([]store.Record, *inputError) {
-	ins, ok := decodeStream[T](body)
-	if ok {
-		// The decoder keeps the last of two equal keys without a word; a
-		// body that repeats one takes the per-record path, which names the
-		// record and the key.
-		_, repeated := repeatedKey(body)
-		ok = !repeated
+// exactly as it always has. plain, when given, is tried first: a decoder
+// of the plainest bodies that gives what decodeStream would.
+func validateAll[T any](body []byte, plain func([]byte) ([]*T, bool), validate func(i int, in *T) (store.Record, *inputError)) ([]store.Record, *inputError) {
+	var ins []*T
+	ok := false
+	if plain != nil {
+		ins, ok = plain(body) // it refuses repeated keys itself
+	}
+	if !ok {
+		if ins, ok = decodeStream[T](body); ok {
+			// The decoder keeps the last of two equal keys without a word;
+			// a body that repeats one takes the per-record path, which
+			// names the record and the key.
+			_, repeated := repeatedKey(body)
+			ok = !repeated
+		}
 	}
 	var raws []json.RawMessage
 	if !ok {

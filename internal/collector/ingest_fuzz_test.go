@@ -16,7 +16,9 @@ import (
 // validator (the corpus is in testdata/fuzz/FuzzIngestBody). Whatever the
 // body, the answer is a list of valid records or one 4xx naming why; the
 // one-pass decoder and the per-record path agree; the repeated-key
-// scanner agrees with encoding/json's tokenizer; an accepted record's
+// scanner agrees with encoding/json's tokenizer; the plain decoder
+// (decodeEventsPlain) accepts only bodies the one-pass decoder reads the
+// same way; an accepted record's
 // stored JSON is valid and is accepted again as itself; and no body with
 // a repeated key is accepted.
 func FuzzIngestBody(f *testing.F) {
@@ -28,6 +30,13 @@ func FuzzIngestBody(f *testing.F) {
 		`{"id":"a","touchpoint":"chat","customer":"c","contact":{"email":"x@y","Email":"z@y"}}`,
 		`{"id":"r","survey":"nps","customer":"c","score":9,"comment":"ok"}`,
 		`[]`, `null`, `[null]`, `{"id":7}`, `{"waitSeconds":1e400}`, "{\"id\":\"\xff\"}",
+		// Edges of the plain decoder: each is read by the general one, or refused.
+		`{"ID":"a","touchpoint":"chat","customer":"c"}`, `{"id":"a\u0062","touchpoint":"chat","customer":"c"}`,
+		`{"id":"a","touchpoint":"chat","customer":"c","waitSeconds":01}`, `{"id":"a","touchpoint":"chat","customer":"c","waitSeconds":-0.0e-0}`,
+		`{"id":"a","touchpoint":"chat","customer":"c","waitSeconds":1.}`, `{"id":"a","touchpoint":"chat","customer":"c","resolved":nul}`,
+		`{"id":null,"id":"a","touchpoint":"chat","customer":"c"}`, `{"id":"a","touchpoint":"chat","customer":"c","contact":null,"segment":null}`,
+		` [ {"id":"a","touchpoint":"chat","customer":"c"} , {} ] `, `[{"id":"a","touchpoint":"chat","customer":"c"},]`,
+		"\u00a0{\"id\":\"a\",\"touchpoint\":\"chat\",\"customer\":\"c\"}", `{"id":"a","touchpoint":"chat","customer":"c"}{}`,
 	} {
 		f.Add([]byte(seed), false)
 		f.Add([]byte(seed), true)
@@ -44,9 +53,9 @@ surveys: [{name: nps, type: NPS, tokenSHA256: ["` + collectorapi.HashToken(npsTo
 	validate := func(body []byte, responses bool) ([]store.Record, *inputError) {
 		v := newValidator()
 		if responses {
-			return validateAll(body, v.response)
+			return validateAll(body, nil, v.response)
 		}
-		return validateAll(body, v.event)
+		return validateAll(body, decodeEventsPlain, v.event)
 	}
 	f.Fuzz(func(t *testing.T, body []byte, responses bool) {
 		if len(body) > MaxBodyBytes {
@@ -59,6 +68,14 @@ surveys: [{name: nps, type: NPS, tokenSHA256: ["` + collectorapi.HashToken(npsTo
 			got, found := repeatedKey(body)
 			if want, wantFound := repeatedKeyByTokens(body); wantFound != found || want != got {
 				t.Fatalf("repeated key: scanner %q %v, tokenizer %q %v", got, found, want, wantFound)
+			}
+		}
+		if plain, ok := decodeEventsPlain(body); ok {
+			// The plain decoder takes only what the general one reads the
+			// same way, with no key repeated.
+			general, gok := decodeStream[eventIn](body)
+			if _, repeated := repeatedKey(body); !gok || repeated || !reflect.DeepEqual(plain, general) {
+				t.Fatalf("plain decoder read %s, the general one %s (ok %v, repeated key %v)", dumpEvents(plain), dumpEvents(general), gok, repeated)
 			}
 		}
 		records, ierr := validate(body, responses)
@@ -103,4 +120,9 @@ surveys: [{name: nps, type: NPS, tokenSHA256: ["` + collectorapi.HashToken(npsTo
 			}
 		}
 	})
+}
+
+func dumpEvents(ins []*eventIn) string {
+	b, _ := json.Marshal(ins)
+	return string(b)
 }

@@ -247,9 +247,9 @@ func (s *Server) ingestOnce(w http.ResponseWriter, r *http.Request, endpoint str
 	var records []store.Record
 	var ierr *inputError
 	if endpoint == "events" {
-		records, ierr = validateAll(body, v.event)
+		records, ierr = validateAll(body, decodeEventsPlain, v.event)
 	} else {
-		records, ierr = validateAll(body, v.response)
+		records, ierr = validateAll(body, nil, v.response)
 	}
 	if ierr != nil {
 		s.rejectInput(w, endpoint, ierr)
