@@ -720,12 +720,38 @@ FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 16`)
 // created and zero-filled a new 16 MB WAL file every few thousand events,
 // in its commits' path while holding the WAL write lock, and the other
 // one wrote into recycled files.
+//
+// It first waits (up to two minutes) for autovacuum workers to finish, in
+// either database: the vacuum a phase's writes call for is that phase's
+// cost, and it could otherwise run into the next phase (the ceiling's inserts
+// into the ingest's 30 s, the replicas' deleted tail rows into the next
+// round's ceiling).
 func startPhase(ctx context.Context, dsn string) (string, error) {
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
 		return "", err
 	}
 	defer func() { _ = conn.Close(ctx) }()
+	start := time.Now()
+	for {
+		var workers int
+		if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'`).Scan(&workers); err != nil {
+			return "", err
+		}
+		if workers == 0 {
+			break
+		}
+		if time.Since(start) > 2*time.Minute {
+			logf("  %d autovacuum workers still running after %s; starting anyway", workers, time.Since(start).Round(time.Second))
+			break
+		}
+		if err := loadgen.Sleep(ctx, 200*time.Millisecond); err != nil {
+			return "", err
+		}
+	}
+	if waited := time.Since(start); waited > time.Second {
+		logf("  waited %s for autovacuum", waited.Round(100*time.Millisecond))
+	}
 	if _, err := conn.Exec(ctx, "CHECKPOINT"); err != nil {
 		return "", fmt.Errorf("checkpoint: %w", err)
 	}
