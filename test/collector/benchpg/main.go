@@ -152,9 +152,7 @@ func run(ctx context.Context, c config) error {
 	}
 	// The ceiling writes into a copy of the preloaded database: the same
 	// tables, indexes and stored answers as the replicas write into, so
-	// that both start from one state. Into an empty database, COPY ran
-	// faster the smaller its tables still were (77k, 67k and 62k events/s
-	// in three rounds of one run), which is not what the replicas meet.
+	// that both start from one state, not the ceiling from empty tables.
 	ceilingDSN, err := createDatabase(ctx, srv, "ceiling", "cxop")
 	if err != nil {
 		return err
@@ -203,7 +201,7 @@ func run(ctx context.Context, c config) error {
 		var f figures
 		name := "r" + strconv.Itoa(round)
 		// 1. The ceiling first, while the replicas are idle.
-		walAt, err := startPhase(ctx, dsn)
+		walAt, err := startPhase(ctx, dsn, ceilingDSN)
 		if err != nil {
 			return err
 		}
@@ -218,7 +216,7 @@ func run(ctx context.Context, c config) error {
 		if err := resetStatements(ctx, c, dsn); err != nil {
 			return err
 		}
-		if walAt, err = startPhase(ctx, dsn); err != nil {
+		if walAt, err = startPhase(ctx, dsn, ceilingDSN); err != nil {
 			return err
 		}
 		var profiled sync.WaitGroup
@@ -721,22 +719,57 @@ FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 16`)
 // in its commits' path while holding the WAL write lock, and the other
 // one wrote into recycled files.
 //
-// It first waits (up to two minutes) for autovacuum workers to finish, in
-// either database: the vacuum a phase's writes call for is that phase's
-// cost, and it could otherwise run into the next phase (the ceiling's inserts
-// into the ingest's 30 s, the replicas' deleted tail rows into the next
-// round's ceiling).
-func startPhase(ctx context.Context, dsn string) (string, error) {
+// Before that it vacuums both databases (vacuum first waits, up to two
+// minutes, for autovacuum workers to finish). Each phase's writes call
+// for vacuum: the replicas' fold deletes every tail row, and the
+// ceiling's inserts pass autovacuum's insert threshold. Left to
+// autovacuum, that work ran into whichever phase came next: the vacuum of
+// one round's deleted tail rows into the next round's ceiling, the
+// ceiling's into the ingest after it.
+func startPhase(ctx context.Context, dsn string, vacuum ...string) (string, error) {
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
 		return "", err
 	}
 	defer func() { _ = conn.Close(ctx) }()
+	if err := awaitAutovacuum(ctx, conn); err != nil {
+		return "", err
+	}
+	start := time.Now()
+	for _, d := range append([]string{dsn}, vacuum...) {
+		if err := vacuumDatabase(ctx, d); err != nil {
+			return "", err
+		}
+	}
+	logf("  vacuumed before the phase in %s", time.Since(start).Round(100*time.Millisecond))
+	if _, err := conn.Exec(ctx, "CHECKPOINT"); err != nil {
+		return "", fmt.Errorf("checkpoint: %w", err)
+	}
+	var lsn string
+	err = conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&lsn)
+	return lsn, err
+}
+
+func vacuumDatabase(ctx context.Context, dsn string) error {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = conn.Close(ctx) }()
+	if _, err := conn.Exec(ctx, "VACUUM"); err != nil {
+		return fmt.Errorf("vacuum: %w", err)
+	}
+	return nil
+}
+
+// awaitAutovacuum waits, up to two minutes, until no autovacuum worker
+// runs, so that a VACUUM does not queue behind one.
+func awaitAutovacuum(ctx context.Context, conn *pgx.Conn) error {
 	start := time.Now()
 	for {
 		var workers int
 		if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'`).Scan(&workers); err != nil {
-			return "", err
+			return err
 		}
 		if workers == 0 {
 			break
@@ -746,18 +779,13 @@ func startPhase(ctx context.Context, dsn string) (string, error) {
 			break
 		}
 		if err := loadgen.Sleep(ctx, 200*time.Millisecond); err != nil {
-			return "", err
+			return err
 		}
 	}
 	if waited := time.Since(start); waited > time.Second {
 		logf("  waited %s for autovacuum", waited.Round(100*time.Millisecond))
 	}
-	if _, err := conn.Exec(ctx, "CHECKPOINT"); err != nil {
-		return "", fmt.Errorf("checkpoint: %w", err)
-	}
-	var lsn string
-	err = conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&lsn)
-	return lsn, err
+	return nil
 }
 
 // logWAL logs the WAL written since a phase's start per event it wrote.
