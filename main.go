@@ -275,8 +275,8 @@ func (o *managerOptions) checkPostgres() error {
 	if o.collector.Postgres.SecretKey == "" {
 		return errors.New("--collector-postgres-secret-key: must not be empty")
 	}
-	if ttl := o.collector.Postgres.EngineLeaseTTL; ttl != 0 && ttl < collectorapi.MinPostgresEngineLeaseTTL {
-		return fmt.Errorf("--collector-postgres-engine-lease-ttl: %s is shorter than %s (its holder renews it every third of it, and a renewal must fit in that); 0 leaves the collectors' default", ttl, collectorapi.MinPostgresEngineLeaseTTL)
+	if err := collectorapi.CheckPostgresEngineLeaseTTL(o.collector.Postgres.EngineLeaseTTL); err != nil {
+		return fmt.Errorf("--collector-postgres-engine-lease-ttl: %w; 0 leaves the collectors' default", err)
 	}
 	return nil
 }

@@ -40,8 +40,8 @@ func (o Options) storeFlags() (string, error) {
 	if o.DataDir != "" {
 		return "", errors.New("--data-dir: not used with --store=postgres (the records are in the database); remove it")
 	}
-	if o.PostgresEngineLeaseTTL != 0 && o.PostgresEngineLeaseTTL < collectorapi.MinPostgresEngineLeaseTTL {
-		return "", fmt.Errorf("--postgres-engine-lease-ttl: %s is shorter than %s (its holder renews it every third of it, and a renewal must fit in that)", o.PostgresEngineLeaseTTL, collectorapi.MinPostgresEngineLeaseTTL)
+	if err := collectorapi.CheckPostgresEngineLeaseTTL(o.PostgresEngineLeaseTTL); err != nil {
+		return "", fmt.Errorf("--postgres-engine-lease-ttl: %w", err)
 	}
 	if o.PostgresDSNFile == "" {
 		return "", errors.New("--postgres-dsn-file: required with --store=postgres (a file holding the connection string, such as a mounted Secret key)")
