@@ -66,16 +66,7 @@ type plainDecoder struct {
 	i    int
 }
 
-func (d *plainDecoder) space() {
-	for d.i < len(d.data) {
-		switch d.data[d.i] {
-		case ' ', '\t', '\n', '\r':
-			d.i++
-		default:
-			return
-		}
-	}
-}
+func (d *plainDecoder) space() { d.i = skipJSONSpace(d.data, d.i) }
 
 // peek is the next byte, 0 at the end.
 func (d *plainDecoder) peek() byte {
@@ -131,38 +122,44 @@ func (d *plainDecoder) object(member func(key string) bool) bool {
 // event reads one event object.
 func (d *plainDecoder) event() (*eventIn, bool) {
 	in := &eventIn{}
-	var seen uint16
-	once := func(bit uint16) bool {
-		if seen&bit != 0 {
-			return false
-		}
-		seen |= bit
-		return true
-	}
+	var seen keysSeen
 	ok := d.object(func(key string) bool {
 		switch key {
 		case "id":
-			return once(1) && d.stringField(&in.ID)
+			return seen.first(0) && d.stringField(&in.ID)
 		case "touchpoint":
-			return once(2) && d.stringField(&in.Touchpoint)
+			return seen.first(1) && d.stringField(&in.Touchpoint)
 		case "customer":
-			return once(4) && d.stringField(&in.Customer)
+			return seen.first(2) && d.stringField(&in.Customer)
 		case "time":
-			return once(8) && d.stringField(&in.Time)
+			return seen.first(3) && d.stringField(&in.Time)
 		case "waitSeconds":
-			return once(16) && d.numberField(&in.WaitSeconds)
+			return seen.first(4) && d.numberField(&in.WaitSeconds)
 		case "resolved":
-			return once(32) && d.boolField(&in.Resolved)
+			return seen.first(5) && d.boolField(&in.Resolved)
 		case "handleSeconds":
-			return once(64) && d.numberField(&in.HandleSeconds)
+			return seen.first(6) && d.numberField(&in.HandleSeconds)
 		case "segment":
-			return once(128) && d.stringField(&in.Segment)
+			return seen.first(7) && d.stringField(&in.Segment)
 		case "contact":
-			return once(256) && d.contactField(&in.Contact)
+			return seen.first(8) && d.contactField(&in.Contact)
 		}
 		return false // unknown, or known in another case: the slow path
 	})
 	return in, ok
+}
+
+// keysSeen marks an object's keys by their place in its struct.
+type keysSeen uint16
+
+// first marks key n and reports whether it was not marked before.
+func (s *keysSeen) first(n uint) bool {
+	bit := keysSeen(1) << n
+	if *s&bit != 0 {
+		return false
+	}
+	*s |= bit
+	return true
 }
 
 func (d *plainDecoder) contactField(p **contactIn) bool {
@@ -171,21 +168,13 @@ func (d *plainDecoder) contactField(p **contactIn) bool {
 		return true
 	}
 	c := &contactIn{}
-	var seen uint8
+	var seen keysSeen
 	ok := d.object(func(key string) bool {
 		switch key {
 		case "email":
-			if seen&1 != 0 {
-				return false
-			}
-			seen |= 1
-			return d.stringField(&c.Email)
+			return seen.first(0) && d.stringField(&c.Email)
 		case "phone":
-			if seen&2 != 0 {
-				return false
-			}
-			seen |= 2
-			return d.stringField(&c.Phone)
+			return seen.first(1) && d.stringField(&c.Phone)
 		}
 		return false
 	})

@@ -91,18 +91,23 @@ type keyScanner struct {
 	path []string
 }
 
-func (s *keyScanner) skipSpace() {
-	if s.i < len(s.data) && s.data[s.i] > ' ' {
-		return // compact JSON: no space to skip
+func (s *keyScanner) skipSpace() { s.i = skipJSONSpace(s.data, s.i) }
+
+// skipJSONSpace returns the index of the first byte from i on that is not
+// JSON whitespace.
+func skipJSONSpace(data []byte, i int) int {
+	if i < len(data) && data[i] > ' ' {
+		return i // compact JSON: no space to skip
 	}
-	for s.i < len(s.data) {
-		switch s.data[s.i] {
+	for i < len(data) {
+		switch data[i] {
 		case ' ', '\t', '\n', '\r':
-			s.i++
+			i++
 		default:
-			return
+			return i
 		}
 	}
+	return i
 }
 
 // value scans one value and reports whether a repeat was found in it.
