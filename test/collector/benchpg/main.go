@@ -556,9 +556,9 @@ func answer(id string, at time.Time, rng *rand.Rand) store.Record {
 
 // copyCeiling writes, for -duration, the rows the replicas' ingest writes
 // for interaction events (an idempotency key, a record, a tail row and,
-// with -trigger, the survey engine's feed entry per event) with COPY into a database of the
-// same schema: -copy-streams connections, each committing -copy-chunk
-// events per transaction. It returns events per second and the events
+// with -trigger, the survey engine's feed entry per event) with COPY into
+// the copy of the preloaded database: -copy-streams connections, each
+// committing -copy-chunk events per transaction. It returns events per second and the events
 // written.
 func copyCeiling(ctx context.Context, c config, dsn, run string) (float64, int64, error) {
 	var total atomic.Int64
