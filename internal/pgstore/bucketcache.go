@@ -9,13 +9,14 @@ import (
 )
 
 // bucketCache keeps decoded rollup buckets in memory, each with the version
-// its row had when it was read (migration 0005: every write of a bucket row,
-// by any replica, takes a new number from one sequence). A summary sends the
-// versions it holds with its one statement; the database returns a bucket's
-// value only when its row has another version now, or is new, and a missing
-// row is a bucket that is gone. So a cached bucket is used only when the
-// snapshot the summary reads still has exactly that content: nothing depends
-// on time, on clocks or on which replica folded.
+// its row had when it was read (migrations 0005 and 0006: every write of a
+// bucket row, by any replica, draws a new random version). A summary sends
+// the versions it holds with its one statement; the database returns a
+// bucket's value only when its row has another version now, or is new, and
+// a missing row is a bucket that is gone. So a cached bucket is used only
+// when the snapshot the summary reads still has exactly that content:
+// nothing depends on time, on clocks, on which replica folded or on the
+// database never going back (a restore, a failover that lost writes).
 //
 // The cached aggregates are shared by concurrent summaries and never
 // changed: merges only read the bucket merged in, and a bucket that takes
@@ -30,13 +31,6 @@ type bucketCache struct {
 	used    int64
 	entries map[cacheKey]*list.Element // of *cachedBucket
 	lru     list.List                  // most recently used first
-	// highest is the highest version seen since the cache was last
-	// emptied; the version sequence never goes below it unless the
-	// database was replaced (restored from a backup), see rewound.
-	highest int64
-	// epoch counts emptyings: a read that started before one does not
-	// fill the cache after it.
-	epoch uint64
 }
 
 // cacheKey names a bucket (tiles 0) or the merge of a run of tiles
@@ -61,8 +55,8 @@ func newBucketCache(budget int64) *bucketCache {
 	return &bucketCache{budget: budget, entries: map[cacheKey]*list.Element{}}
 }
 
-// lookup returns the cached bucket of id, if any, and the cache's epoch.
-func (c *bucketCache) lookup(ids []bucketID, fn func(i int, version int64, a agg)) uint64 {
+// lookup calls fn with the cached bucket of each of ids that is held.
+func (c *bucketCache) lookup(ids []bucketID, fn func(i int, version int64, a agg)) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for i, id := range ids {
@@ -72,13 +66,11 @@ func (c *bucketCache) lookup(ids []bucketID, fn func(i int, version int64, a agg
 			fn(i, b.version, b.a)
 		}
 	}
-	return c.epoch
 }
 
-// put keeps a bucket read at version, unless the cache was emptied since
-// epoch.
-func (c *bucketCache) put(epoch uint64, id bucketID, version int64, a agg, encoded int) {
-	c.add(epoch, &cachedBucket{key: cacheKey{id, 0}, version: version, a: a, size: decodedSize(a, encoded)})
+// put keeps a bucket read at version.
+func (c *bucketCache) put(id bucketID, version int64, a agg, encoded int) {
+	c.add(&cachedBucket{key: cacheKey{id, 0}, version: version, a: a, size: decodedSize(a, encoded)})
 }
 
 // run returns the merge of the len(versions) buckets from id's on if one
@@ -98,21 +90,20 @@ func (c *bucketCache) run(id bucketID, versions []int64) (agg, bool) {
 	return b.a, true
 }
 
-// putRun keeps the merge of a run of buckets read at versions, unless the
-// cache was emptied since epoch.
-func (c *bucketCache) putRun(epoch uint64, id bucketID, versions []int64, a agg) {
+// putRun keeps the merge of a run of buckets read at versions.
+func (c *bucketCache) putRun(id bucketID, versions []int64, a agg) {
 	encoded, err := a.marshal()
 	if err != nil {
 		return
 	}
-	c.add(epoch, &cachedBucket{key: cacheKey{id, len(versions)}, parts: slices.Clone(versions), a: a,
+	c.add(&cachedBucket{key: cacheKey{id, len(versions)}, parts: slices.Clone(versions), a: a,
 		size: decodedSize(a, len(encoded)) + 8*int64(len(versions))})
 }
 
-func (c *bucketCache) add(epoch uint64, b *cachedBucket) {
+func (c *bucketCache) add(b *cachedBucket) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if epoch != c.epoch || b.size > c.budget {
+	if b.size > c.budget {
 		return
 	}
 	if e, ok := c.entries[b.key]; ok {
@@ -129,25 +120,6 @@ func (c *bucketCache) add(epoch uint64, b *cachedBucket) {
 		delete(c.entries, old.key)
 		c.used -= old.size
 	}
-}
-
-// rewound reports whether the version sequence, read at last in a
-// summary's snapshot, stands below a version seen before: the database was
-// restored from a backup or replaced, and a version number may come again
-// with other content. The cache is emptied then, and the summary read again
-// without it. Otherwise it notes the versions seen.
-func (c *bucketCache) rewound(last, highestSeen int64) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if last < c.highest || last < highestSeen {
-		clear(c.entries)
-		c.lru.Init()
-		c.used, c.highest = 0, 0
-		c.epoch++
-		return true
-	}
-	c.highest = max(c.highest, highestSeen)
-	return false
 }
 
 // stats returns the number of buckets held and their estimated bytes.

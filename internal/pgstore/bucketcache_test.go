@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cxop-dev/cxop/internal/store"
+	"github.com/jackc/pgx/v5"
 )
 
 // clock is a test clock several stores can read.
@@ -253,16 +254,24 @@ func TestSummaryCacheReadsOnlyChangedBuckets(t *testing.T) {
 	}
 }
 
-// TestSummaryCacheDatabaseRewound: a database restored from a backup
-// hands out version numbers again, so a bucket can come back at a version
-// the cache holds with another content. The version sequence then stands
-// below versions the replica has seen, and the cache is dropped.
-func TestSummaryCacheDatabaseRewound(t *testing.T) {
+// TestSummaryCacheDatabaseRestored: a database restored from a backup
+// taken before buckets the cache holds were written, and then written
+// again the same way (the fold of the same records after the restore),
+// must not hand those buckets back at the versions the cache holds with the
+// restored content. A version drawn from a sequence did: the restored
+// sequence handed out the same numbers again, in the same order.
+func TestSummaryCacheDatabaseRestored(t *testing.T) {
 	ctx := context.Background()
 	dsn := server.NewDatabase(t)
 	reader := open(t, dsn)
 	fresh := open(t, dsn, noCache)
 	other := open(t, dsn)
+	exec := func(sql string, args ...any) {
+		t.Helper()
+		if _, err := other.pool.Exec(ctx, sql, args...); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
 	var recs []store.Record
 	for d := range 5 {
 		for i := range 20 {
@@ -271,28 +280,61 @@ func TestSummaryCacheDatabaseRewound(t *testing.T) {
 	}
 	submit(t, other, recs)
 	foldAll(t, other)
+	// -1 stands for "none held" in the summary statement.
+	if n, distinct := count(t, other, `SELECT count(*) FROM cxop_rollups WHERE version >= 0`), count(t, other, `SELECT count(DISTINCT version) FROM cxop_rollups`); n < 30 || distinct != n {
+		t.Fatalf("%d bucket rows with a version of 0 or more, %d distinct versions; want one distinct version of 0 or more per row", n, distinct)
+	}
+	// The backup: the buckets as they are now, with their versions.
+	exec(`CREATE TABLE backup_rollups AS SELECT * FROM cxop_rollups`)
+	var backupSeq int64
+	if err := other.pool.QueryRow(ctx, `SELECT last_value FROM cxop_rollup_version`).Scan(&backupSeq); err != nil {
+		t.Fatal(err)
+	}
+	// Answers after the backup rewrite the buckets of the two newest days;
+	// the reader caches them at their new versions.
+	var later []store.Record
+	for d := range 2 {
+		for i := range 10 {
+			later = append(later, answer("nps", fmt.Sprintf("l-%d-%d", d, i), t0.Add(-time.Duration(d)*24*time.Hour-time.Duration(i)*time.Minute-30*time.Second), 1<<40+uint64(d*1000+i), 10))
+		}
+	}
+	submit(t, other, later)
+	foldAll(t, other)
 	renderSummaries(t, reader, t0)
-	// The oldest day's bucket gets the content of the newest day's, at its
-	// own cached version: as if restored and rewritten.
-	oldDay, newDay := t0.Add(-4*24*time.Hour).Truncate(24*time.Hour).UnixNano(), t0.Truncate(24*time.Hour).UnixNano()
-	var v int64
-	if err := other.pool.QueryRow(ctx, `SELECT version FROM cxop_rollups WHERE kind = 'r' AND resolution = 2 AND bucket_start = $1`, oldDay).Scan(&v); err != nil {
+	type written struct {
+		res   int16
+		start int64
+	}
+	var rewritten []written
+	rows, err := other.pool.Query(ctx, `SELECT r.resolution, r.bucket_start FROM cxop_rollups r JOIN backup_rollups b USING (kind, subject, resolution, bucket_start)
+WHERE r.version <> b.version ORDER BY r.version`)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := other.pool.Exec(ctx, `SELECT setval('cxop_rollup_version', $1)`, v-1); err != nil {
+	var w written
+	if _, err := pgx.ForEachRow(rows, []any{&w.res, &w.start}, func() error { rewritten = append(rewritten, w); return nil }); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := other.pool.Exec(ctx, `UPDATE cxop_rollups SET value = (SELECT value FROM cxop_rollups WHERE kind = 'r' AND resolution = 2 AND bucket_start = $2)
-WHERE kind = 'r' AND resolution = 2 AND bucket_start = $1`, oldDay, newDay); err != nil {
-		t.Fatal(err)
+	if len(rewritten) < 6 {
+		t.Fatalf("the later answers rewrote %d buckets; want at least their minutes, hours and days", len(rewritten))
 	}
-	var again int64
-	if err := other.pool.QueryRow(ctx, `SELECT version FROM cxop_rollups WHERE kind = 'r' AND resolution = 2 AND bucket_start = $1`, oldDay).Scan(&again); err != nil || again != v {
-		t.Fatalf("the rewritten bucket has version %d (%v), want %d again", again, err, v)
+	// The restore: rows and sequence as the backup has them (a data-only
+	// restore writes rows without firing triggers).
+	exec(`ALTER TABLE cxop_rollups DISABLE TRIGGER cxop_rollup_version`)
+	exec(`DELETE FROM cxop_rollups`)
+	exec(`INSERT INTO cxop_rollups SELECT * FROM backup_rollups`)
+	exec(`ALTER TABLE cxop_rollups ENABLE TRIGGER cxop_rollup_version`)
+	exec(`SELECT setval('cxop_rollup_version', $1)`, backupSeq)
+	// After it, the same buckets are written again in the same order and by
+	// the fold's statement, each with the content the backup has.
+	for _, w := range rewritten {
+		exec(`INSERT INTO cxop_rollups (kind, subject, resolution, bucket_start, value)
+SELECT kind, subject, resolution, bucket_start, value FROM backup_rollups WHERE kind = 'r' AND subject = 'nps' AND resolution = $1 AND bucket_start = $2
+ON CONFLICT (kind, subject, resolution, bucket_start) DO UPDATE SET value = excluded.value`, w.res, w.start)
 	}
 	got, want := renderSummaries(t, reader, t0), renderSummaries(t, fresh, t0)
 	if !bytes.Equal(got, want) {
-		t.Fatalf("after the rewind the cached store's summaries differ:\n%s", firstDiff(got, want))
+		t.Fatalf("after the restore the cached store's summaries differ:\n%s", firstDiff(got, want))
 	}
 }
 

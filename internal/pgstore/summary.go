@@ -30,10 +30,7 @@ JOIN cxop_rollups r ON r.kind = $1 AND r.subject = k.subject AND r.resolution = 
 UNION ALL
 SELECT 1, subject, 0::smallint, 0::bigint, 0::bigint, false, NULL::bytea, event_time, customer_hash, wait_seconds, flags, score
 FROM cxop_tail
-WHERE kind = $1 AND subject = ANY($6) AND event_time >= $7 AND event_time < $8
-UNION ALL
-SELECT 2, '', 0::smallint, 0::bigint, last_value, false, NULL::bytea, 0::bigint, 0::bigint, 0::float8, 0::smallint, 0::smallint
-FROM cxop_rollup_version`
+WHERE kind = $1 AND subject = ANY($6) AND event_time >= $7 AND event_time < $8`
 
 // tileAgg is one tile's aggregate in a window; shared when it is the
 // cache's, which must not change, and then its row's content at version.
@@ -46,19 +43,15 @@ type tileAgg struct {
 func (t *tileAgg) empty() bool { return t.tp == nil && t.sv == nil }
 
 // window returns, per name and per tile of the window, the tile's
-// aggregate (empty when the tile is), and the cache's epoch when it read.
-func (s *Store) window(ctx context.Context, kind rollup.Kind, names []string, window time.Duration, end, now time.Time) (map[string][]tileAgg, []rollup.BucketKey, rollup.Window, uint64, error) {
+// aggregate (empty when the tile is).
+func (s *Store) window(ctx context.Context, kind rollup.Kind, names []string, window time.Duration, end, now time.Time) (map[string][]tileAgg, []rollup.BucketKey, rollup.Window, error) {
 	tiles, win := s.opts.Retention.Tiles(window, end, now)
 	names = slices.Compact(slices.Sorted(slices.Values(names)))
 	if len(tiles) == 0 || len(names) == 0 {
-		return map[string][]tileAgg{}, tiles, win, 0, nil
+		return map[string][]tileAgg{}, tiles, win, nil
 	}
-	per, epoch, retry, err := s.readWindow(ctx, kind, names, tiles, win, s.buckets)
-	if retry {
-		// The database was replaced under the cache: read it afresh.
-		per, epoch, _, err = s.readWindow(ctx, kind, names, tiles, win, nil)
-	}
-	return per, tiles, win, epoch, err
+	per, err := s.readWindow(ctx, kind, names, tiles, win)
+	return per, tiles, win, err
 }
 
 // mergeTiles calls merge with a name's tile aggregates in tile order. A
@@ -72,7 +65,7 @@ func (s *Store) window(ctx context.Context, kind rollup.Kind, names []string, wi
 // add, sketch registers and the last time take the maximum, sparse
 // customer sketches take the union), so the answers do not change;
 // TestSummaryCacheAcrossReplicas compares them with the tile by tile merge.
-func (s *Store) mergeTiles(kind rollup.Kind, name string, tiles []rollup.BucketKey, row []tileAgg, epoch uint64, merge func(agg) error) error {
+func (s *Store) mergeTiles(kind rollup.Kind, name string, tiles []rollup.BucketKey, row []tileAgg, merge func(agg) error) error {
 	for i := 0; i < len(row); {
 		j := i
 		for j < len(row) && tiles[i].Res != rollup.Minute && tiles[j].Res == tiles[i].Res && (row[j].shared || row[j].empty()) {
@@ -105,7 +98,7 @@ func (s *Store) mergeTiles(kind rollup.Kind, name string, tiles []rollup.BucketK
 					}
 				}
 			}
-			s.buckets.putRun(epoch, id, versions, a)
+			s.buckets.putRun(id, versions, a)
 		}
 		if err := merge(a); err != nil {
 			return fmt.Errorf("merge %d %s buckets: %w", j-i, tiles[i].Res, err)
@@ -115,10 +108,10 @@ func (s *Store) mergeTiles(kind rollup.Kind, name string, tiles []rollup.BucketK
 	return nil
 }
 
-// readWindow runs windowSQL for distinct names, with the versions cache
-// holds (none when cache is nil). retry is true when the versions it held
-// cannot be trusted.
-func (s *Store) readWindow(ctx context.Context, kind rollup.Kind, names []string, tiles []rollup.BucketKey, win rollup.Window, cache *bucketCache) (per map[string][]tileAgg, epoch uint64, retry bool, err error) {
+// readWindow runs windowSQL for distinct names, with the versions the
+// bucket cache holds (none without a cache).
+func (s *Store) readWindow(ctx context.Context, kind rollup.Kind, names []string, tiles []rollup.BucketKey, win rollup.Window) (map[string][]tileAgg, error) {
+	cache := s.buckets
 	index := make(map[rollup.BucketKey]int, len(tiles))
 	for i, k := range tiles {
 		index[k] = i
@@ -143,11 +136,11 @@ func (s *Store) readWindow(ctx context.Context, kind rollup.Kind, names []string
 		versions[i] = -1 // no row has it
 	}
 	if cache != nil {
-		epoch = cache.lookup(ids, func(i int, version int64, a agg) { versions[i], known[i] = version, a })
+		cache.lookup(ids, func(i int, version int64, a agg) { versions[i], known[i] = version, a })
 	}
 	rows, err := s.pool.Query(ctx, windowSQL, string(rune(kind)), subjects, res, starts, versions, names, win.Start, win.End)
 	if err != nil {
-		return nil, epoch, false, unavailable(err)
+		return nil, unavailable(err)
 	}
 	grid := make([][]tileAgg, len(names))
 	for i := range grid {
@@ -164,13 +157,8 @@ func (s *Store) readWindow(ctx context.Context, kind rollup.Kind, names []string
 	var same bool
 	var value []byte
 	var wait float64
-	last, highest, usedCache := int64(-1), int64(0), false
 	_, err = pgx.ForEachRow(rows, []any{&src, &subject, &r, &start, &version, &same, &value, &t, &h, &wait, &flags, &score}, func() error {
-		switch src {
-		case 2:
-			last = version
-			return nil
-		case 1:
+		if src == 1 {
 			if score < 0 || score > 10 {
 				return fmt.Errorf("tail row of %s at %d is corrupt (score %d)", subject, t, score)
 			}
@@ -186,11 +174,9 @@ func (s *Store) readWindow(ctx context.Context, kind rollup.Kind, names []string
 		if !ok1 || !ok2 {
 			return fmt.Errorf("rollup %c %s bucket at %d, not asked for", kind, subject, start)
 		}
-		highest = max(highest, version)
 		i := ni*len(tiles) + ti
 		if same {
 			grid[ni][ti] = tileAgg{known[i], true, version}
-			usedCache = true
 			return nil
 		}
 		a, err := decodeAgg(kind, value)
@@ -199,16 +185,13 @@ func (s *Store) readWindow(ctx context.Context, kind rollup.Kind, names []string
 		}
 		s.decoded.Add(1)
 		if cache != nil {
-			cache.put(epoch, ids[i], version, a, len(value))
+			cache.put(ids[i], version, a, len(value))
 		}
 		grid[ni][ti] = tileAgg{a, cache != nil, version}
 		return nil
 	})
 	if err != nil {
-		return nil, epoch, false, unavailable(err)
-	}
-	if cache != nil && cache.rewound(last, highest) && usedCache {
-		return nil, epoch, true, nil
+		return nil, unavailable(err)
 	}
 	for i := range tail {
 		tr := &tail[i]
@@ -226,24 +209,24 @@ func (s *Store) readWindow(ctx context.Context, kind rollup.Kind, names []string
 		}
 		ta.add(&tr.rec)
 	}
-	per = make(map[string][]tileAgg, len(names))
+	per := make(map[string][]tileAgg, len(names))
 	for ni, name := range names {
 		per[name] = grid[ni]
 	}
-	return per, epoch, false, nil
+	return per, nil
 }
 
 // TouchpointWindow merges the given touchpoints' buckets and unfolded
 // records over [end-window, end), as rollup.Set's TouchpointWindow.
 func (s *Store) TouchpointWindow(ctx context.Context, names []string, window time.Duration, end, now time.Time) (*rollup.Touchpoint, rollup.Window, error) {
-	per, tiles, win, epoch, err := s.window(ctx, rollup.KindTouchpoint, names, window, end, now)
+	per, tiles, win, err := s.window(ctx, rollup.KindTouchpoint, names, window, end, now)
 	if err != nil {
 		return nil, win, err
 	}
 	out := rollup.NewTouchpoint()
 	for _, name := range names {
 		a := rollup.NewTouchpoint()
-		if err := s.mergeTiles(rollup.KindTouchpoint, name, tiles, per[name], epoch, func(b agg) error { return a.Merge(b.tp) }); err != nil {
+		if err := s.mergeTiles(rollup.KindTouchpoint, name, tiles, per[name], func(b agg) error { return a.Merge(b.tp) }); err != nil {
 			return nil, win, fmt.Errorf("touchpoint %s: %w", name, err)
 		}
 		if err := out.Merge(a); err != nil {
@@ -256,12 +239,12 @@ func (s *Store) TouchpointWindow(ctx context.Context, names []string, window tim
 // SurveyWindow merges a survey's buckets and unfolded answers over
 // [end-window, end), as rollup.Set's SurveyWindow.
 func (s *Store) SurveyWindow(ctx context.Context, name string, window time.Duration, end, now time.Time) (*rollup.Survey, rollup.Window, error) {
-	per, tiles, win, epoch, err := s.window(ctx, rollup.KindSurvey, []string{name}, window, end, now)
+	per, tiles, win, err := s.window(ctx, rollup.KindSurvey, []string{name}, window, end, now)
 	if err != nil {
 		return nil, win, err
 	}
 	out := rollup.NewSurvey()
-	if err := s.mergeTiles(rollup.KindSurvey, name, tiles, per[name], epoch, func(b agg) error { return out.Merge(b.sv) }); err != nil {
+	if err := s.mergeTiles(rollup.KindSurvey, name, tiles, per[name], func(b agg) error { return out.Merge(b.sv) }); err != nil {
 		return nil, win, fmt.Errorf("survey %s: %w", name, err)
 	}
 	return out, win, nil
