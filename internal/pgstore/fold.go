@@ -63,8 +63,14 @@ func (a agg) marshal() ([]byte, error) {
 // against the whole tail row by row, which is quadratic (minutes for a
 // batch of 10,000 over a tail of 200,000), and the tail then grows without
 // bound. A range scan on the primary key is linear whatever the statistics.
-const foldDeleteSQL = `DELETE FROM cxop_tail
-WHERE seq <= (SELECT max(seq) FROM (SELECT seq FROM cxop_tail ORDER BY seq LIMIT $1) AS batch)
+//
+// The range starts at the batch's first sequence, not at the index's start
+// (no row of the snapshot is below it): the index entries of the rows
+// folded before stay until a vacuum, and after a burst of ingest a scan
+// from the start walked thousands of their pages twice per fold.
+const foldDeleteSQL = `WITH batch AS (SELECT seq FROM cxop_tail ORDER BY seq LIMIT $1)
+DELETE FROM cxop_tail
+WHERE seq >= (SELECT min(seq) FROM batch) AND seq <= (SELECT max(seq) FROM batch)
 RETURNING seq, kind, subject, event_time, customer_hash, wait_seconds, flags, score`
 
 // Fold folds up to FoldBatch records of the tail into the rollups, if this
