@@ -183,9 +183,12 @@ func (d *plainDecoder) contactField(p **contactIn) bool {
 }
 
 // null consumes a null literal if one is next.
-func (d *plainDecoder) null() bool {
-	if len(d.data)-d.i >= 4 && string(d.data[d.i:d.i+4]) == "null" {
-		d.i += 4
+func (d *plainDecoder) null() bool { return d.literal("null") }
+
+// literal consumes lit if it is next.
+func (d *plainDecoder) literal(lit string) bool {
+	if len(d.data)-d.i >= len(lit) && string(d.data[d.i:d.i+len(lit)]) == lit {
+		d.i += len(lit)
 		return true
 	}
 	return false
@@ -227,10 +230,9 @@ func (d *plainDecoder) boolField(p **bool) bool {
 	case d.null():
 		*p = nil
 		return true
-	case len(d.data)-d.i >= 4 && string(d.data[d.i:d.i+4]) == "true":
-		d.i, v = d.i+4, true
-	case len(d.data)-d.i >= 5 && string(d.data[d.i:d.i+5]) == "false":
-		d.i += 5
+	case d.literal("true"):
+		v = true
+	case d.literal("false"):
 	default:
 		return false
 	}
