@@ -736,7 +736,10 @@ func startPhase(ctx context.Context, dsn string, vacuum ...string) (string, erro
 		return "", err
 	}
 	start := time.Now()
-	for _, d := range append([]string{dsn}, vacuum...) {
+	if _, err := conn.Exec(ctx, "VACUUM"); err != nil {
+		return "", fmt.Errorf("vacuum: %w", err)
+	}
+	for _, d := range vacuum {
 		if err := vacuumDatabase(ctx, d); err != nil {
 			return "", err
 		}
