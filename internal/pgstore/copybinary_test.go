@@ -46,19 +46,18 @@ func TestBinaryCopyRoundTrip(t *testing.T) {
 		rows.text(r.s)
 		rows.bytea(r.b)
 	}
-	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		return copyInto(ctx, tx, copyStatement("edges", "n", "big", "small", "f", "s", "b"), rows)
-	})
-	if err == nil || !bytes.Contains([]byte(err.Error()), []byte("incorrect binary data format")) {
+	copyEdges := func() error {
+		return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			return copyInto(ctx, tx, copyStatement("edges", "n", "big", "small", "f", "s", "b"), rows)
+		})
+	}
+	if err := copyEdges(); err == nil || !bytes.Contains([]byte(err.Error()), []byte("incorrect binary data format")) {
 		t.Fatalf("8 bytes into an int column: got %v, want PostgreSQL's refusal", err)
 	}
 	if _, err := conn.Exec(ctx, `ALTER TABLE edges ALTER COLUMN n TYPE bigint`); err != nil {
 		t.Fatal(err)
 	}
-	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		return copyInto(ctx, tx, copyStatement("edges", "n", "big", "small", "f", "s", "b"), rows)
-	})
-	if err != nil {
+	if err := copyEdges(); err != nil {
 		t.Fatal(err)
 	}
 	read, err := conn.Query(ctx, `SELECT n, big, small, f, s, b FROM edges ORDER BY n`)
